@@ -1,1 +1,4 @@
-//! TODO
+//! SIP signalling core (sans-IO).
+
+pub mod auth;
+pub mod resolve;
