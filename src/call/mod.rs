@@ -1,1 +1,543 @@
-//! TODO
+//! Call orchestration: joins a SIP dialog, its SDP negotiation and the agent that answers it.
+//!
+//! [`CallManager`] reacts to [`SipEvent`]s, answers and places calls through the [`SipStack`]
+//! it is handed, and keeps its own deadlines (ring time, hang-up time) that the runtime polls
+//! with [`CallManager::poll_timeout`]. It reads no clock itself.
+
+mod ports;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::sdp::{CodecPrefs, Direction, LocalMedia, NegotiatedMedia, SdpSession};
+use crate::sip::{Body, CallHandle, EndReason, IncomingCall, SipEvent, SipStack};
+
+pub use ports::{PortAllocator, PortError};
+
+/// The content type of SDP bodies (RFC 4566 §8.1).
+pub const SDP_CONTENT_TYPE: &str = "application/sdp";
+
+/// What an agent does with a call, as far as signalling goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSpec {
+    /// The agent's name (for logs and the API).
+    pub name: String,
+    /// Ring this long before answering.
+    pub answer_after: Duration,
+    /// Hang up this long after the call is confirmed, if set.
+    pub hangup_after: Option<Duration>,
+}
+
+impl AgentSpec {
+    /// The built-in `hold` agent: answers at once and holds the call until the far end hangs up.
+    pub fn hold() -> Self {
+        AgentSpec { name: "hold".into(), answer_after: Duration::ZERO, hangup_after: None }
+    }
+}
+
+/// Routing of called numbers to agents: first match wins.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    entries: Vec<(String, AgentSpec)>,
+}
+
+impl Routes {
+    /// Adds a route: an exact user, a prefix ending in `*`, or `*`.
+    pub fn push(&mut self, pattern: impl Into<String>, agent: AgentSpec) {
+        self.entries.push((pattern.into(), agent));
+    }
+
+    /// The agent for a called user part (empty for none).
+    pub fn agent_for(&self, called: &str) -> Option<&AgentSpec> {
+        self.entries.iter().find(|(p, _)| pattern_matches(p, called)).map(|(_, a)| a)
+    }
+}
+
+fn pattern_matches(pattern: &str, called: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => called.starts_with(prefix),
+        None => pattern == called,
+    }
+}
+
+/// Media settings the call layer offers and accepts.
+#[derive(Debug, Clone)]
+pub struct MediaPolicy {
+    /// Codec preference.
+    pub codecs: CodecPrefs,
+    /// Offer/accept telephone-event.
+    pub telephone_event: bool,
+    /// Packet time.
+    pub ptime_ms: u32,
+    /// Offer/accept rtcp-mux.
+    pub rtcp_mux: bool,
+    /// An external IP for the SDP `c=` line (NAT), overriding the signalling address.
+    pub external_ip: Option<IpAddr>,
+}
+
+impl Default for MediaPolicy {
+    fn default() -> Self {
+        MediaPolicy {
+            codecs: CodecPrefs::default(),
+            telephone_event: true,
+            ptime_ms: 20,
+            rtcp_mux: true,
+            external_ip: None,
+        }
+    }
+}
+
+/// A call as shown by the HTTP API.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallInfo {
+    /// The stack's handle number.
+    pub id: u64,
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// From / caller.
+    pub from: String,
+    /// To / called.
+    pub to: String,
+    /// The agent.
+    pub agent: String,
+    /// `ringing`, `answered`, `ended`.
+    pub state: &'static str,
+    /// The negotiated codec, once known.
+    pub codec: Option<String>,
+    /// Whether the peer has put us on hold.
+    pub on_hold: bool,
+    /// Seconds since the epoch when the call started.
+    pub started_at: f64,
+    /// Seconds since the epoch when it was answered.
+    pub answered_at: Option<f64>,
+    /// Seconds since the epoch when it ended.
+    pub ended_at: Option<f64>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+}
+
+/// The table of calls shared with the HTTP API. The lock is only held for short, synchronous
+/// updates and reads, never across an `.await`.
+pub type CallTable = Arc<Mutex<HashMap<u64, CallInfo>>>;
+
+/// How an outbound call ended, reported to whoever placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundResult {
+    /// Whether it was answered.
+    pub answered: bool,
+    /// Why it ended.
+    pub reason: EndReason,
+}
+
+struct CallState {
+    agent: AgentSpec,
+    sdp: SdpSession,
+    local: LocalMedia,
+    rtp_port: u16,
+    answer_at: Option<Instant>,
+    hangup_at: Option<Instant>,
+    pending_answer: Option<Body>,
+    answered: bool,
+    media: Option<NegotiatedMedia>,
+    notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
+    /// Outbound: the INVITE as sent and the next targets to try on 408/503 (RFC 3263 §4.3).
+    failover: Option<(crate::sip::OutgoingCall, Vec<crate::sip::Peer>)>,
+}
+
+/// Owns the per-call state of every call and answers them.
+pub struct CallManager {
+    routes: Routes,
+    media: MediaPolicy,
+    ports: PortAllocator,
+    calls: HashMap<CallHandle, CallState>,
+    table: CallTable,
+    ended_history: usize,
+}
+
+impl CallManager {
+    /// A manager with these routes, media policy and RTP port range.
+    pub fn new(routes: Routes, media: MediaPolicy, ports: PortAllocator, table: CallTable) -> Self {
+        CallManager { routes, media, ports, calls: HashMap::new(), table, ended_history: 1000 }
+    }
+
+    /// Handles one stack event.
+    pub fn handle_event(&mut self, now: Instant, stack: &mut SipStack, ev: SipEvent) {
+        match ev {
+            SipEvent::IncomingCall(inc) => self.on_incoming(now, stack, inc),
+            SipEvent::Acked { call, body } => self.on_acked(now, stack, call, body),
+            SipEvent::Progress { call, status, body } => {
+                tracing::debug!(%call, status, "call progress");
+                if let Some(b) = body {
+                    self.accept_answer(stack, call, &b);
+                }
+            }
+            SipEvent::Answered { call, body } => self.on_answered(now, stack, call, body),
+            SipEvent::Modify { call, body } => self.on_modify(now, stack, call, body),
+            SipEvent::ModifyResult { call, status, body } => {
+                if let (true, Some(b)) = ((200..300).contains(&status), body) {
+                    self.accept_answer(stack, call, &b);
+                }
+            }
+            SipEvent::Info { call, body } => {
+                if let Some(b) = body {
+                    tracing::info!(%call, content_type = %b.content_type, body = %String::from_utf8_lossy(&b.data).trim(), "INFO received");
+                }
+            }
+            SipEvent::ReferProgress { call, status, done } => {
+                tracing::info!(%call, status, done, "transfer progress");
+            }
+            SipEvent::Ended { call, reason } => self.on_ended(now, stack, call, reason),
+            SipEvent::Registration { id, state } => {
+                tracing::info!(registration = id.0, ?state, "registration state");
+            }
+        }
+    }
+
+    /// Places an outbound call: builds the offer and sends the INVITE. `notify` learns how it
+    /// ended.
+    pub fn dial(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        mut spec: crate::sip::OutgoingCall,
+        agent: AgentSpec,
+        local_ip: IpAddr,
+        notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
+        failover: Vec<crate::sip::Peer>,
+    ) -> Result<CallHandle, PortError> {
+        let port = self.ports.allocate()?;
+        let local = self.local_media(self.media.external_ip.unwrap_or(local_ip), port);
+        let mut sdp = SdpSession::new(session_id(now, port));
+        let offer = sdp.create_offer(&local);
+        spec.body = Some(Body::new(SDP_CONTENT_TYPE, offer));
+        spec.local_ip = Some(local_ip);
+        let (from, to) = (spec.from_uri.clone(), spec.to_uri.clone());
+        let retry_spec = spec.clone();
+        let handle = stack.invite(now, spec);
+        let call_id = stack.call_id(handle).map(|c| c.0).unwrap_or_default();
+        self.insert_info(handle, &call_id, "outbound", from, to, &agent.name);
+        self.calls.insert(
+            handle,
+            CallState {
+                agent,
+                sdp,
+                local,
+                rtp_port: port,
+                answer_at: None,
+                hangup_at: None,
+                pending_answer: None,
+                answered: false,
+                media: None,
+                notify,
+                failover: Some((retry_spec, failover)),
+            },
+        );
+        Ok(handle)
+    }
+
+    /// Hangs up a call (API or shutdown).
+    pub fn hangup(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle) -> bool {
+        stack.hangup(now, call).is_ok()
+    }
+
+    /// Hangs up every call (graceful shutdown).
+    pub fn hangup_all(&mut self, now: Instant, stack: &mut SipStack) {
+        let handles: Vec<CallHandle> = self.calls.keys().copied().collect();
+        for h in handles {
+            let _ = stack.hangup(now, h);
+        }
+    }
+
+    /// Calls in progress.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether no call is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The earliest deadline of any call.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.calls.values().flat_map(|c| [c.answer_at, c.hangup_at]).flatten().min()
+    }
+
+    /// Fires due deadlines.
+    pub fn handle_timeout(&mut self, now: Instant, stack: &mut SipStack) {
+        let mut answer = Vec::new();
+        let mut hang = Vec::new();
+        for (h, c) in self.calls.iter_mut() {
+            if c.answer_at.is_some_and(|t| t <= now) {
+                c.answer_at = None;
+                answer.push((*h, c.pending_answer.take()));
+            }
+            if c.hangup_at.is_some_and(|t| t <= now) {
+                c.hangup_at = None;
+                hang.push(*h);
+            }
+        }
+        for (h, body) in answer {
+            self.answer(now, stack, h, body);
+        }
+        for h in hang {
+            tracing::info!(call = %h, "agent hangs up");
+            let _ = stack.hangup(now, h);
+        }
+    }
+
+    fn on_incoming(&mut self, now: Instant, stack: &mut SipStack, inc: IncomingCall) {
+        let called = crate::sip::message::uri_user(&inc.request_uri)
+            .or_else(|| crate::sip::message::uri_user(crate::sip::message::uri_of(&inc.to)))
+            .unwrap_or("");
+        let Some(agent) = self.routes.agent_for(called).cloned() else {
+            tracing::info!(call = %inc.call, called, "no route for called number: 404");
+            let _ = stack.respond(now, inc.call, 404, None);
+            return;
+        };
+        let port = match self.ports.allocate() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(call = %inc.call, error = %e, "no RTP port free: 503");
+                let _ = stack.respond_with(now, inc.call, 503, Some("Service Unavailable - no media port"), vec![("Retry-After", "5".into())], None);
+                return;
+            }
+        };
+        let ip = self.media.external_ip.or_else(|| stack.local_ip(inc.call)).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let local = self.local_media(ip, port);
+        let mut sdp = SdpSession::new(session_id(now, port));
+        // Offer in the INVITE → answer now; no offer → our offer goes in the 200 (late offer).
+        let (answer_body, media) = match &inc.body {
+            Some(b) if is_sdp(b) => match sdp.answer(&b.data, &local) {
+                Ok((answer, media)) => (Body::new(SDP_CONTENT_TYPE, answer), Some(media)),
+                Err(e) => {
+                    tracing::info!(call = %inc.call, error = %e, "offer rejected");
+                    self.ports.release(port);
+                    let _ = stack.respond_with(now, inc.call, e.status_code(), Some(e.reason_phrase()), Vec::new(), None);
+                    return;
+                }
+            },
+            Some(b) => {
+                tracing::info!(call = %inc.call, content_type = %b.content_type, "unsupported body type: 415");
+                self.ports.release(port);
+                let _ = stack.respond_with(now, inc.call, 415, None, vec![("Accept", SDP_CONTENT_TYPE.into())], None);
+                return;
+            }
+            None => (Body::new(SDP_CONTENT_TYPE, sdp.create_offer(&local)), None),
+        };
+        tracing::info!(call = %inc.call, call_id = %inc.call_id, from = %inc.from, to = %inc.to, source = %inc.source, agent = %agent.name, "incoming call");
+        self.insert_info(inc.call, &inc.call_id.0, "inbound", inc.from.clone(), inc.to.clone(), &agent.name);
+        let _ = stack.respond(now, inc.call, 180, None);
+        let answer_at = (!agent.answer_after.is_zero()).then(|| now + agent.answer_after);
+        self.update_info(inc.call, |i| i.codec = media.as_ref().map(|m| m.codec.codec.to_string()));
+        self.calls.insert(
+            inc.call,
+            CallState {
+                agent,
+                sdp,
+                local,
+                rtp_port: port,
+                answer_at,
+                hangup_at: None,
+                pending_answer: None,
+                answered: false,
+                media,
+                notify: None,
+                failover: None,
+            },
+        );
+        if answer_at.is_none() {
+            self.answer(now, stack, inc.call, Some(answer_body));
+        } else if let Some(c) = self.calls.get_mut(&inc.call) {
+            c.pending_answer = Some(answer_body);
+        }
+    }
+
+    fn answer(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, body: Option<Body>) {
+        if stack.respond(now, call, 200, body).is_ok() {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.answered = true;
+            }
+            self.update_info(call, |i| {
+                i.state = "answered";
+                i.answered_at = Some(epoch_now());
+            });
+        }
+    }
+
+    fn on_acked(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, body: Option<Body>) {
+        if let Some(b) = body {
+            self.accept_answer(stack, call, &b);
+        }
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        if let (Some(after), None) = (c.agent.hangup_after, c.hangup_at) {
+            c.hangup_at = Some(now + after);
+        }
+    }
+
+    fn on_answered(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, body: Option<Body>) {
+        match body {
+            Some(b) => self.accept_answer(stack, call, &b),
+            None => tracing::warn!(%call, "2xx without an answer"),
+        }
+        tracing::info!(%call, "outbound call answered");
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        c.answered = true;
+        if let Some(after) = c.agent.hangup_after {
+            c.hangup_at = Some(now + after);
+        }
+        self.update_info(call, |i| {
+            i.state = "answered";
+            i.answered_at = Some(epoch_now());
+        });
+    }
+
+    fn on_modify(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, body: Option<Body>) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            let _ = stack.respond_modify(now, call, 481, None);
+            return;
+        };
+        let result = match &body {
+            Some(b) if is_sdp(b) => c.sdp.answer(&b.data, &c.local).map(|(a, m)| (a, Some(m))),
+            Some(_) => {
+                let _ = stack.respond_modify(now, call, 415, None);
+                return;
+            }
+            // A re-INVITE without an offer: we offer in the 200 (RFC 3261 §14.2).
+            None => Ok((c.sdp.create_offer(&c.local), None)),
+        };
+        match result {
+            Ok((sdp, media)) => {
+                if let Some(m) = media {
+                    let hold = m.remote_hold;
+                    tracing::info!(%call, hold, direction = %m.direction, "session modified");
+                    c.media = Some(m);
+                    self.update_info(call, |i| i.on_hold = hold);
+                }
+                let _ = stack.respond_modify(now, call, 200, Some(Body::new(SDP_CONTENT_TYPE, sdp)));
+            }
+            Err(e) => {
+                let _ = stack.respond_modify(now, call, e.status_code(), None);
+            }
+        }
+    }
+
+    fn accept_answer(&mut self, _stack: &mut SipStack, call: CallHandle, body: &Body) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        match c.sdp.accept_answer(&body.data) {
+            Ok(m) => {
+                let codec = m.codec.codec.to_string();
+                c.media = Some(m);
+                self.update_info(call, |i| i.codec = Some(codec));
+            }
+            Err(e) => tracing::warn!(%call, error = %e, "unusable SDP answer"),
+        }
+    }
+
+    fn on_ended(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, reason: EndReason) {
+        let Some(mut c) = self.calls.remove(&call) else { return };
+        self.ports.release(c.rtp_port);
+        // RFC 3263 §4.3: on a timeout or 503, try the next target with a new INVITE.
+        if let (EndReason::Failed(408 | 503), Some((spec, rest))) = (&reason, c.failover.take()) {
+            if let Some((next, rest)) = rest.split_first() {
+                tracing::info!(%call, status = ?reason, next = %next, "trying next target");
+                let mut spec = spec;
+                spec.next_hop = *next;
+                let ip = spec.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+                self.update_info(call, |i| i.state = "ended");
+                if let Ok(h) = self.dial(now, stack, spec, c.agent.clone(), ip, c.notify.take(), rest.to_vec()) {
+                    tracing::debug!(old = %call, new = %h, "failover call placed");
+                    return;
+                }
+            }
+        }
+        tracing::info!(%call, ?reason, agent = %c.agent.name, "call ended");
+        let reason_text = format!("{reason:?}");
+        self.update_info(call, |i| {
+            i.state = "ended";
+            i.ended_at = Some(epoch_now());
+            i.end_reason = Some(reason_text);
+        });
+        self.trim_table();
+        if let Some(n) = c.notify.take() {
+            let _ = n.send(OutboundResult { answered: c.answered, reason });
+        }
+    }
+
+    fn local_media(&self, address: IpAddr, port: u16) -> LocalMedia {
+        LocalMedia {
+            address,
+            rtp_port: port,
+            ptime_ms: self.media.ptime_ms,
+            rtcp_mux: self.media.rtcp_mux,
+            codecs: self.media.codecs.clone(),
+            telephone_event: self.media.telephone_event,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    fn insert_info(&self, call: CallHandle, call_id: &str, direction: &'static str, from: String, to: String, agent: &str) {
+        let info = CallInfo {
+            id: call.0,
+            call_id: call_id.to_string(),
+            direction,
+            from,
+            to,
+            agent: agent.to_string(),
+            state: "ringing",
+            codec: None,
+            on_hold: false,
+            started_at: epoch_now(),
+            answered_at: None,
+            ended_at: None,
+            end_reason: None,
+        };
+        if let Ok(mut t) = self.table.lock() {
+            t.insert(call.0, info);
+        }
+    }
+
+    fn update_info(&self, call: CallHandle, f: impl FnOnce(&mut CallInfo)) {
+        if let Ok(mut t) = self.table.lock() {
+            if let Some(i) = t.get_mut(&call.0) {
+                f(i);
+            }
+        }
+    }
+
+    /// Keeps at most `ended_history` ended calls in the API table.
+    fn trim_table(&self) {
+        if let Ok(mut t) = self.table.lock() {
+            let ended = t.values().filter(|i| i.state == "ended").count();
+            if ended > self.ended_history {
+                let mut olds: Vec<(f64, u64)> =
+                    t.values().filter(|i| i.state == "ended").map(|i| (i.ended_at.unwrap_or(0.0), i.id)).collect();
+                olds.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for (_, id) in olds.into_iter().take(ended - self.ended_history) {
+                    t.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+fn is_sdp(b: &Body) -> bool {
+    b.content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP_CONTENT_TYPE))
+}
+
+fn session_id(now: Instant, port: u16) -> u64 {
+    // Any unique-enough number works (RFC 4566 §5.2 suggests an NTP timestamp).
+    let _ = now;
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    secs * 100_000 + u64::from(port)
+}
+
+fn epoch_now() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}

@@ -1,0 +1,346 @@
+//! The driver task: owns the stack and the call manager, and is the only reader of the clock
+//! for them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::net::{self, Inbound};
+use super::{RegistrationSpec, RuntimeCounters, SHUTDOWN_GRACE, TCP_WRITE_QUEUE, TrunkSpec, bump, local_ip_towards};
+use crate::call::{AgentSpec, CallManager, OutboundResult};
+use crate::sip::registration::{RegistrationConfig, RegistrationState};
+use crate::sip::resolve::SipTarget;
+use crate::sip::{CallHandle, OutgoingCall, Output, Peer, RegistrationId, SipEvent, SipStack, StackConfig, StackCounters, Transport};
+
+/// Commands from the API and the CLI.
+#[derive(Debug)]
+pub enum Command {
+    /// Place a call to resolved peers (tried in order).
+    Dial {
+        /// The target URI.
+        target: String,
+        /// Resolved candidates.
+        peers: Vec<Peer>,
+        /// The trunk, if any.
+        trunk: Option<TrunkSpec>,
+        /// The agent.
+        agent: AgentSpec,
+        /// Our domain.
+        domain: Option<String>,
+        /// Learns how the call ended.
+        notify: oneshot::Sender<OutboundResult>,
+        /// Gets the handle.
+        reply: oneshot::Sender<Result<CallHandle, String>>,
+    },
+    /// Hang up a call.
+    Hangup {
+        /// Which.
+        call: CallHandle,
+        /// Whether it existed.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Read the stack counters.
+    Counters {
+        /// Reply.
+        reply: oneshot::Sender<StackCounters>,
+    },
+    /// Graceful shutdown.
+    Shutdown {
+        /// Signalled when done.
+        done: oneshot::Sender<()>,
+    },
+}
+
+pub(super) struct Driver {
+    stack: SipStack,
+    calls: CallManager,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    in_tx: mpsc::Sender<Inbound>,
+    counters: Arc<RuntimeCounters>,
+    keepalive: Option<Duration>,
+    registrations: Vec<RegistrationId>,
+    epoch: (Instant, tokio::time::Instant),
+}
+
+impl Driver {
+    pub(super) fn new(
+        cfg: StackConfig,
+        calls: CallManager,
+        udp: Vec<Arc<UdpSocket>>,
+        in_tx: mpsc::Sender<Inbound>,
+        counters: Arc<RuntimeCounters>,
+        keepalive: Option<Duration>,
+    ) -> Self {
+        let now = Instant::now();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id());
+        Driver {
+            stack: SipStack::new(cfg, seed, now),
+            calls,
+            udp,
+            tcp: HashMap::new(),
+            in_tx,
+            counters,
+            keepalive,
+            registrations: Vec::new(),
+            epoch: (now, tokio::time::Instant::now()),
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::Receiver<Command>,
+        regs: Vec<RegistrationSpec>,
+    ) {
+        for r in regs {
+            self.start_registration(r).await;
+        }
+        self.drain();
+        let mut shutdown: Option<(Instant, oneshot::Sender<()>)> = None;
+        loop {
+            let deadline = self.next_deadline(shutdown.as_ref().map(|s| s.0));
+            let sleep = tokio::time::sleep_until(self.to_tokio(deadline));
+            tokio::select! {
+                biased;
+                m = inbound.recv() => match m {
+                    Some(m) => {
+                        self.on_inbound(m);
+                        // Take whatever else is queued before polling (batching under load).
+                        let mut n = 0;
+                        while n < 64 {
+                            match inbound.try_recv() {
+                                Ok(m) => self.on_inbound(m),
+                                Err(_) => break,
+                            }
+                            n += 1;
+                        }
+                    }
+                    None => break,
+                },
+                c = commands.recv() => match c {
+                    Some(Command::Shutdown { done }) => {
+                        let now = Instant::now();
+                        tracing::info!(calls = self.calls.len(), registrations = self.registrations.len(), "shutting down: ending calls, un-registering");
+                        self.calls.hangup_all(now, &mut self.stack);
+                        for id in self.registrations.clone() {
+                            let _ = self.stack.unregister(now, id);
+                        }
+                        shutdown = Some((now + SHUTDOWN_GRACE, done));
+                    }
+                    Some(c) => self.on_command(c),
+                    None => {}
+                },
+                _ = sleep => {
+                    let now = Instant::now();
+                    self.stack.handle_timeout(now);
+                    self.calls.handle_timeout(now, &mut self.stack);
+                }
+            }
+            self.drain();
+            if let Some((until, _)) = &shutdown {
+                let regs_done = self.registrations.iter().all(|id| {
+                    !matches!(self.stack.registration_state(*id), Some(RegistrationState::Registered { .. }) | Some(RegistrationState::Registering))
+                });
+                if (self.calls.is_empty() && regs_done) || Instant::now() >= *until {
+                    if let Some((_, done)) = shutdown.take() {
+                        let _ = done.send(());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, m: Inbound) {
+        match m {
+            Inbound::Message { peer, bytes } => self.stack.handle_message(Instant::now(), peer, &bytes),
+            Inbound::TcpOpened { addr, tx } => {
+                self.tcp.insert(addr, tx);
+            }
+            Inbound::TcpClosed { addr } => {
+                self.tcp.remove(&addr);
+            }
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Dial { target, peers, trunk, agent, domain, notify, reply } => {
+                let Some(first) = peers.first().copied() else {
+                    let _ = reply.send(Err("no addresses".into()));
+                    return;
+                };
+                let local_ip = local_ip_towards(first.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                let from_user = trunk.as_ref().and_then(|t| t.from_user.clone().or_else(|| t.credentials.as_ref().map(|c| c.username.clone()))).unwrap_or_else(|| "voxline".into());
+                let from_host = trunk
+                    .as_ref()
+                    .and_then(|t| t.from_domain.clone().or_else(|| Some(t.host.clone())))
+                    .or(domain)
+                    .unwrap_or_else(|| local_ip.to_string());
+                let routes = trunk.as_ref().and_then(|t| t.outbound_proxy.clone()).map(|p| vec![format!("<{}>", with_lr(&p))]).unwrap_or_default();
+                let spec = OutgoingCall {
+                    request_uri: target.clone(),
+                    from_uri: format!("sip:{from_user}@{from_host}"),
+                    from_display: None,
+                    to_uri: target,
+                    next_hop: first,
+                    routes,
+                    body: None,
+                    credentials: trunk.as_ref().and_then(|t| t.credentials.clone()),
+                    local_ip: Some(local_ip),
+                    extra_headers: Vec::new(),
+                };
+                match self.calls.dial(now, &mut self.stack, spec, agent, local_ip, Some(notify), peers[1..].to_vec()) {
+                    Ok(h) => {
+                        let _ = reply.send(Ok(h));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Command::Hangup { call, reply } => {
+                let ok = self.calls.hangup(now, &mut self.stack, call);
+                let _ = reply.send(ok);
+            }
+            Command::Counters { reply } => {
+                let _ = reply.send(self.stack.counters());
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    async fn start_registration(&mut self, r: RegistrationSpec) {
+        let target = SipTarget { host: r.host.clone(), port: r.port, transport: Some(match r.transport {
+            Transport::Udp => crate::sip::resolve::TargetTransport::Udp,
+            Transport::Tcp => crate::sip::resolve::TargetTransport::Tcp,
+        }) };
+        let proxy_target = r.outbound_proxy.as_deref().and_then(|p| SipTarget::from_uri(p).ok());
+        let resolved = match super::dns::resolve(proxy_target.as_ref().unwrap_or(&target)).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::error!(trunk = %r.name, host = %r.host, error = %e, "cannot resolve registrar; registration not started");
+                return;
+            }
+        };
+        let Some(c) = resolved.as_slice().first().copied() else { return };
+        let next_hop = Peer { transport: r.transport, addr: c.addr };
+        let local_ip = local_ip_towards(c.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let port = self
+            .stack
+            .config()
+            .listen
+            .iter()
+            .find(|(t, _)| *t == r.transport)
+            .map(|(_, a)| a.port())
+            .unwrap_or(5060);
+        let ip = self.stack.config().advertised_ip.unwrap_or(local_ip);
+        let registrar = match r.port {
+            Some(p) => format!("sip:{}:{p}", r.host),
+            None => format!("sip:{}", r.host),
+        };
+        let cfg = RegistrationConfig {
+            registrar,
+            aor: format!("sip:{}@{}", r.user, r.domain),
+            contact_user: r.user.clone(),
+            credentials: r.credentials.clone(),
+            expires: r.expires,
+            next_hop,
+            routes: r.outbound_proxy.iter().map(|p| format!("<{}>", with_lr(p))).collect(),
+            local_addr: SocketAddr::new(ip, port),
+        };
+        tracing::info!(trunk = %r.name, registrar = %cfg.registrar, aor = %cfg.aor, "registering");
+        let id = self.stack.register(Instant::now(), cfg);
+        self.registrations.push(id);
+    }
+
+    /// Sends every transmit and hands every event to the call manager.
+    fn drain(&mut self) {
+        loop {
+            match self.stack.poll_output() {
+                Output::Transmit(t) => self.transmit(t.peer, t.payload),
+                Output::Event(ev) => {
+                    if let SipEvent::Registration { id, state } = &ev {
+                        log_registration(*id, state);
+                    }
+                    self.calls.handle_event(Instant::now(), &mut self.stack, ev);
+                }
+                Output::Timeout(_) => break,
+            }
+        }
+    }
+
+    fn transmit(&mut self, peer: Peer, payload: Vec<u8>) {
+        match peer.transport {
+            Transport::Udp => {
+                let sock = self
+                    .udp
+                    .iter()
+                    .find(|s| s.local_addr().map(|a| a.is_ipv4() == peer.addr.is_ipv4()).unwrap_or(false))
+                    .or_else(|| self.udp.first());
+                let Some(sock) = sock else {
+                    bump(&self.counters.send_errors);
+                    return;
+                };
+                if let Err(e) = sock.try_send_to(&payload, peer.addr) {
+                    bump(&self.counters.send_errors);
+                    tracing::trace!(%peer, error = %e, "udp send failed");
+                }
+            }
+            Transport::Tcp => {
+                if let Some(tx) = self.tcp.get(&peer.addr) {
+                    if tx.try_send(payload).is_err() {
+                        bump(&self.counters.send_errors);
+                    }
+                    return;
+                }
+                let (wtx, wrx) = mpsc::channel(TCP_WRITE_QUEUE);
+                let _ = wtx.try_send(payload);
+                self.tcp.insert(peer.addr, wtx.clone());
+                let limits = self.stack.config().limits;
+                tokio::spawn(net::connect(peer.addr, self.in_tx.clone(), wtx, wrx, limits, self.keepalive));
+            }
+        }
+    }
+
+    fn next_deadline(&mut self, extra: Option<Instant>) -> Instant {
+        let stack = match self.stack.poll_output() {
+            Output::Timeout(t) => t,
+            // poll_output is drained before we get here; anything else is a bug we tolerate.
+            _ => Instant::now(),
+        };
+        [Some(stack), self.calls.poll_timeout(), extra].into_iter().flatten().min().unwrap_or(stack)
+    }
+
+    fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
+        match t.checked_duration_since(self.epoch.0) {
+            Some(d) => self.epoch.1 + d,
+            None => self.epoch.1,
+        }
+    }
+}
+
+fn with_lr(uri: &str) -> String {
+    if uri.contains(";lr") { uri.to_string() } else { format!("{uri};lr") }
+}
+
+fn log_registration(id: RegistrationId, state: &RegistrationState) {
+    match state {
+        RegistrationState::Registered { expires } => tracing::info!(registration = id.0, expires, "registered"),
+        RegistrationState::Failed { status, reason } => {
+            tracing::warn!(registration = id.0, status, reason = %reason, "registration failed; will retry")
+        }
+        RegistrationState::Unregistered => tracing::info!(registration = id.0, "unregistered"),
+        RegistrationState::Registering => {}
+    }
+}
