@@ -1,1 +1,495 @@
-//! TODO
+//! `voxline.toml` and the SIP profiles in `sip-profiles/`.
+//!
+//! [`Config::load`] reads the file, [`Config::from_toml_str`] parses text, and
+//! [`Config::embedded_default`] is what an empty file means. Parsing is strict: every
+//! table uses `deny_unknown_fields`, and the values are checked after parsing (packet
+//! time, port range, codec names, trunk/agent names, profiles, routes, credentials,
+//! CIDRs, timers). Every [`ConfigError`] names the file, the dotted key and the reason.
+//!
+//! The result is plain typed data: a [`Trunk`] already has its profile merged in and
+//! its password read from the environment. This module depends on no other voxline
+//! module; the binary maps these structs to the cores' own configurations.
+//!
+//! The reference of every key is `docs/configuration.md`; `voxline.example.toml` is a
+//! commented example.
+
+mod cidr;
+mod error;
+mod file;
+mod profile;
+mod resolve;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use cidr::{Cidr, CidrError};
+pub use error::{ConfigError, ConfigErrorKind, Position};
+pub use profile::{DEFAULT_PROFILE, Profile};
+
+/// Name of the agent that always exists: it answers the call and holds it.
+pub const BUILTIN_HOLD_AGENT: &str = "hold";
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[sip]`: listeners, identity, RFC 3261 timers, message limits.
+    pub sip: SipSection,
+    /// `[limits]`: call admission.
+    pub limits: LimitsSection,
+    /// `[http]`: the control API.
+    pub http: HttpSection,
+    /// `[media]`: codecs and RTP ports.
+    pub media: MediaSection,
+    /// `[[trunk]]` entries, profile merged, in file order.
+    pub trunks: Vec<Trunk>,
+    /// `[[route]]` entries in file order (first match wins). When the file has no
+    /// `[[route]]` at all this is one route `"*"` to the built-in `hold` agent.
+    pub routes: Vec<Route>,
+    /// `[[agent]]` entries in file order, followed by the built-in `hold` agent unless
+    /// the file defines an agent with that name.
+    pub agents: Vec<AgentSection>,
+    /// `profile_dir`: searched for `NAME.toml` before the built-in profiles.
+    pub profile_dir: Option<PathBuf>,
+    /// `data_dir` (default `./data`).
+    pub data_dir: PathBuf,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSection {
+    /// `udp_listen`: UDP sockets to bind; empty means no UDP.
+    pub udp_listen: Vec<SocketAddr>,
+    /// `tcp_listen`: TCP sockets to listen on; empty means no TCP.
+    pub tcp_listen: Vec<SocketAddr>,
+    /// `external_ip`: address advertised in Contact/Via/SDP when behind NAT.
+    pub external_ip: Option<IpAddr>,
+    /// `user_agent`: the User-Agent / Server header value.
+    pub user_agent: String,
+    /// `domain`: our host part for From when calling out without a trunk.
+    pub domain: Option<String>,
+    /// `t1_ms`: RTT estimate, RFC 3261 §17.1.1.1.
+    pub t1: Duration,
+    /// `t2_ms`: maximum retransmit interval for non-INVITE requests and INVITE
+    /// responses, RFC 3261 §17.1.2.2.
+    pub t2: Duration,
+    /// `t4_ms`: maximum time a message stays in the network, RFC 3261 §17.1.2.2.
+    pub t4: Duration,
+    /// `max_message_bytes`: largest SIP message accepted.
+    pub max_message_bytes: usize,
+    /// `max_headers`: most header fields accepted in one message.
+    pub max_headers: usize,
+    /// `tcp_keepalive_s`: CRLF keepalive interval on TCP (RFC 5626 §3.5.1); `None` = off.
+    pub tcp_keepalive: Option<Duration>,
+    /// `session_expires_s`: RFC 4028 session interval we ask for; `None` = session
+    /// timers off.
+    pub session_expires: Option<Duration>,
+    /// `min_se_s`: smallest session interval we accept (RFC 4028 §5, at least 90 s).
+    pub min_se: Duration,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsSection {
+    /// `max_calls`: concurrent calls, at least 1.
+    pub max_calls: u32,
+    /// `at_limit`: how to refuse a call over the limit.
+    pub at_limit: AtLimit,
+    /// `retry_after_s`: the Retry-After value sent with 503 (RFC 3261 §20.33).
+    pub retry_after: Duration,
+    /// `no_answer_timeout_s`: outbound ring timeout; `None` (0 in the file) = no timeout.
+    pub no_answer_timeout: Option<Duration>,
+}
+
+/// `limits.at_limit`: the final response for a call over `max_calls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AtLimit {
+    /// `"busy"`: 486 Busy Here.
+    Busy,
+    /// `"unavailable"`: 503 Service Unavailable with Retry-After.
+    Unavailable,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSection {
+    /// `listen`: address of the HTTP API.
+    pub listen: SocketAddr,
+    /// `token_env`: name of the environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// The bearer token read from `token_env` (`None` when `token_env` is not set:
+    /// the API then requires no token).
+    pub token: Option<Secret>,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSection {
+    /// `codecs`: offered/accepted codecs in preference order (non-empty, no duplicates).
+    pub codecs: Vec<Codec>,
+    /// `telephone_event`: offer RFC 4733 telephone-event.
+    pub telephone_event: bool,
+    /// `ptime_ms`: packet time, 10, 20 or 30 ms.
+    pub ptime: Duration,
+    /// `rtp_port_min` / `rtp_port_max`.
+    pub rtp_ports: RtpPortRange,
+    /// `rtcp_mux`: offer RTP/RTCP multiplexing (RFC 5761).
+    pub rtcp_mux: bool,
+}
+
+/// The RTP port range: `min` is even and `min < max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpPortRange {
+    min: u16,
+    max: u16,
+}
+
+impl RtpPortRange {
+    /// First port of the range (even).
+    pub fn min(&self) -> u16 {
+        self.min
+    }
+
+    /// Last port of the range (inclusive).
+    pub fn max(&self) -> u16 {
+        self.max
+    }
+}
+
+/// A codec voxline can negotiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// G.711 µ-law (`"pcmu"`).
+    Pcmu,
+    /// G.711 A-law (`"pcma"`).
+    Pcma,
+    /// G.722 (`"g722"`).
+    G722,
+    /// Opus (`"opus"`).
+    Opus,
+}
+
+impl Codec {
+    /// Every codec, in the default preference order.
+    pub const ALL: [Codec; 4] = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus];
+
+    /// The configuration name (`"pcmu"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "pcmu",
+            Codec::Pcma => "pcma",
+            Codec::G722 => "g722",
+            Codec::Opus => "opus",
+        }
+    }
+}
+
+/// A codec name outside pcmu, pcma, g722, opus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown codec \"{0}\" (known: pcmu, pcma, g722, opus)")]
+pub struct UnknownCodec(pub String);
+
+impl FromStr for Codec {
+    type Err = UnknownCodec;
+
+    /// Parses a codec name, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Codec, UnknownCodec> {
+        Codec::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownCodec(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A trunk with its profile merged in and its password resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    /// `name`: unique.
+    pub name: String,
+    /// `profile`: name of the profile used (default `"generic"`).
+    pub profile: String,
+    /// `host`: DNS name or IP address of the peer.
+    pub host: String,
+    /// `port` (from the trunk, else the profile).
+    pub port: u16,
+    /// `transport` (from the trunk, else the profile).
+    pub transport: TrunkTransport,
+    /// `username` for REGISTER and digest authentication.
+    pub username: Option<String>,
+    /// The password, from `password` or the variable named by `password_env`.
+    pub password: Option<Secret>,
+    /// `register`: send REGISTER to the peer as an extension would.
+    pub register: bool,
+    /// `register_expires_s`: the Expires we ask for.
+    pub register_expires: Duration,
+    /// `outbound_proxy`: a `sip:` URI every request to this trunk is sent through.
+    pub outbound_proxy: Option<String>,
+    /// `from_user`: user part of From on calls through this trunk.
+    pub from_user: Option<String>,
+    /// `from_domain`, or `host` when the profile says `from_domain_from_host = true`.
+    pub from_domain: Option<String>,
+    /// `allow_from`: sources whose requests belong to this trunk. When the file gives
+    /// none and `host` is an IP address, that single address.
+    pub allow_from: Vec<Cidr>,
+    /// `codecs`: trunk, else profile, else `media.codecs`.
+    pub codecs: Vec<Codec>,
+    /// `dtmf` (trunk, else profile).
+    pub dtmf: DtmfMode,
+    /// `session_timers` (trunk, else profile) — and only if `sip.session_expires_s` is
+    /// not 0.
+    pub session_timers: bool,
+    /// `prack` (trunk, else profile).
+    pub prack: PrackMode,
+    /// `options_keepalive_s` (trunk, else profile); `None` = no OPTIONS pings.
+    pub options_keepalive: Option<Duration>,
+}
+
+/// How SIP reaches a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    /// `"udp"`
+    Udp,
+    /// `"tcp"`
+    Tcp,
+}
+
+/// How DTMF digits travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfMode {
+    /// `"rfc4733"`: RTP telephone-event packets (RFC 4733).
+    Rfc4733,
+    /// `"info"`: SIP INFO requests.
+    Info,
+    /// `"inband"`: tones inside the audio.
+    Inband,
+}
+
+/// Reliable provisional responses (RFC 3262, `100rel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrackMode {
+    /// `"supported"`: advertise `Supported: 100rel`, use it when the peer asks.
+    Supported,
+    /// `"required"`: send `Require: 100rel`.
+    Required,
+    /// `"disabled"`: never use 100rel.
+    Disabled,
+}
+
+/// A route: which agent answers which called number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `number`, parsed.
+    pub pattern: RoutePattern,
+    /// `agent`: name of an entry of [`Config::agents`].
+    pub agent: String,
+}
+
+/// `route.number`: matched against the user part of the Request-URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutePattern {
+    /// `"1000"`: exactly this user part.
+    Exact(String),
+    /// `"+4930*"`: any user part starting with this prefix (possibly empty after it).
+    Prefix(String),
+    /// `"*"`: anything.
+    Any,
+}
+
+impl RoutePattern {
+    /// Whether `called_user` matches (case-sensitive).
+    pub fn matches(&self, called_user: &str) -> bool {
+        match self {
+            RoutePattern::Exact(n) => n == called_user,
+            RoutePattern::Prefix(p) => called_user.starts_with(p.as_str()),
+            RoutePattern::Any => true,
+        }
+    }
+}
+
+impl fmt::Display for RoutePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoutePattern::Exact(n) => f.write_str(n),
+            RoutePattern::Prefix(p) => write!(f, "{p}*"),
+            RoutePattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// An `[[agent]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSection {
+    /// `name`: unique.
+    pub name: String,
+    /// `kind`.
+    pub kind: AgentKind,
+    /// `greeting`: free text (unused by `hold`).
+    pub greeting: Option<String>,
+    /// True for the built-in `hold` agent that the file did not define.
+    pub builtin: bool,
+}
+
+/// `agent.kind`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    /// `"hold"`: answers and holds the call.
+    Hold,
+}
+
+/// A secret string (password, API token) whose `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret value. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Config {
+    /// The configuration an empty file gives: listeners on `0.0.0.0:5060` (UDP and TCP),
+    /// no trunks, every number routed to the built-in `hold` agent.
+    pub fn embedded_default() -> Config {
+        // invariant: the empty document has no trunks, no env lookups and only the
+        // built-in defaults, which validate (test `embedded_default_equals_empty_file`).
+        Config::from_toml_str_with_env("", "(embedded default)", |_| None)
+            .expect("built-in defaults are valid")
+    }
+
+    /// Reads and validates the file at `path`, taking environment variables from the
+    /// process environment. Relative `data_dir` and `profile_dir` are taken relative to
+    /// the directory holding the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, process_env)
+    }
+
+    /// Like [`Config::load`], with environment variables looked up through `env`.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            position: None,
+            key: None,
+            kind: Box::new(ConfigErrorKind::Read(e)),
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        resolve::parse_and_resolve(&text, &origin, base, &env)
+    }
+
+    /// Parses and validates TOML `text`; `origin` names it in errors (e.g. the file
+    /// name). Environment variables come from the process environment; relative paths
+    /// stay relative to the working directory.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str_with_env(text, origin, process_env)
+    }
+
+    /// Like [`Config::from_toml_str`], with environment variables looked up through
+    /// `env` (so tests need not touch the process environment).
+    pub fn from_toml_str_with_env(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        resolve::parse_and_resolve(text, origin, None, &env)
+    }
+
+    /// The agent that answers a call to `called_user` (the user part of the
+    /// Request-URI): the first route whose pattern matches. `None` when no route
+    /// matches.
+    pub fn route_for(&self, called_user: &str) -> Option<&AgentSection> {
+        let route = self
+            .routes
+            .iter()
+            .find(|r| r.pattern.matches(called_user))?;
+        self.agent(&route.agent)
+    }
+
+    /// The agent named `name`.
+    pub fn agent(&self, name: &str) -> Option<&AgentSection> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+
+    /// The trunk named `name`.
+    pub fn trunk(&self, name: &str) -> Option<&Trunk> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+
+    /// The first trunk whose `allow_from` contains `ip`.
+    pub fn trunk_for_source(&self, ip: IpAddr) -> Option<&Trunk> {
+        self.trunks
+            .iter()
+            .find(|t| t.allow_from.iter().any(|c| c.contains(ip)))
+    }
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_empty_file() {
+        let empty = Config::from_toml_str_with_env("", "x.toml", |_| None).unwrap();
+        assert_eq!(Config::embedded_default(), empty);
+    }
+
+    #[test]
+    fn codec_names_round_trip() {
+        for c in Codec::ALL {
+            assert_eq!(c.name().parse::<Codec>(), Ok(c));
+        }
+        assert_eq!("PCMU".parse::<Codec>(), Ok(Codec::Pcmu));
+        assert_eq!("g729".parse::<Codec>(), Err(UnknownCodec("g729".into())));
+    }
+
+    #[test]
+    fn route_patterns() {
+        assert!(RoutePattern::Exact("1000".into()).matches("1000"));
+        assert!(!RoutePattern::Exact("1000".into()).matches("10000"));
+        assert!(RoutePattern::Prefix("+49".into()).matches("+4930123"));
+        assert!(RoutePattern::Prefix("+49".into()).matches("+49"));
+        assert!(!RoutePattern::Prefix("+49".into()).matches("+4"));
+        assert!(RoutePattern::Any.matches(""));
+        assert_eq!(RoutePattern::Prefix("9".into()).to_string(), "9*");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

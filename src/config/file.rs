@@ -1,0 +1,143 @@
+//! The raw shape of `voxline.toml` and of a SIP profile file, exactly as written.
+//!
+//! Every key is optional here (defaults are applied when resolving) except the few
+//! that identify an entry (`trunk.name`, `trunk.host`, `route.*`, `agent.name/kind`).
+//! `deny_unknown_fields` everywhere turns a typo into an error.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{AgentKind, AtLimit, DtmfMode, PrackMode, TrunkTransport};
+
+/// The whole `voxline.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    #[serde(default)]
+    pub sip: FileSip,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub http: FileHttp,
+    #[serde(default)]
+    pub media: FileMedia,
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<FileTrunk>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<FileRoute>,
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<FileAgent>,
+    pub profile_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[sip]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSip {
+    pub udp_listen: Option<Vec<SocketAddr>>,
+    pub tcp_listen: Option<Vec<SocketAddr>>,
+    pub external_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub domain: Option<String>,
+    pub t1_ms: Option<u32>,
+    pub t2_ms: Option<u32>,
+    pub t4_ms: Option<u32>,
+    pub max_message_bytes: Option<u32>,
+    pub max_headers: Option<u32>,
+    pub tcp_keepalive_s: Option<u32>,
+    pub session_expires_s: Option<u32>,
+    pub min_se_s: Option<u32>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLimits {
+    pub max_calls: Option<u32>,
+    pub at_limit: Option<AtLimit>,
+    pub retry_after_s: Option<u32>,
+    pub no_answer_timeout_s: Option<u32>,
+}
+
+/// `[http]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileHttp {
+    pub listen: Option<SocketAddr>,
+    pub token_env: Option<String>,
+}
+
+/// `[media]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMedia {
+    pub codecs: Option<Vec<String>>,
+    pub telephone_event: Option<bool>,
+    pub ptime_ms: Option<u32>,
+    pub rtp_port_min: Option<u16>,
+    pub rtp_port_max: Option<u16>,
+    pub rtcp_mux: Option<bool>,
+}
+
+/// One `[[trunk]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTrunk {
+    pub name: String,
+    pub profile: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    pub transport: Option<TrunkTransport>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password: Option<String>,
+    pub register: Option<bool>,
+    pub register_expires_s: Option<u32>,
+    pub outbound_proxy: Option<String>,
+    pub from_user: Option<String>,
+    pub from_domain: Option<String>,
+    pub allow_from: Option<Vec<String>>,
+    pub codecs: Option<Vec<String>>,
+    pub dtmf: Option<DtmfMode>,
+    pub session_timers: Option<bool>,
+    pub prack: Option<PrackMode>,
+    pub options_keepalive_s: Option<u32>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRoute {
+    pub number: String,
+    pub agent: String,
+}
+
+/// One `[[agent]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAgent {
+    pub name: String,
+    pub kind: AgentKind,
+    pub greeting: Option<String>,
+}
+
+/// A SIP profile file, `sip-profiles/NAME.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileProfile {
+    pub description: Option<String>,
+    pub transport: Option<TrunkTransport>,
+    pub port: Option<u16>,
+    pub register: Option<bool>,
+    pub register_expires_s: Option<u32>,
+    pub dtmf: Option<DtmfMode>,
+    pub codecs: Option<Vec<String>>,
+    pub session_timers: Option<bool>,
+    pub prack: Option<PrackMode>,
+    pub options_keepalive_s: Option<u32>,
+    pub from_domain_from_host: Option<bool>,
+    pub notes: Option<String>,
+}

@@ -1,0 +1,721 @@
+//! From the raw file to a validated [`Config`]: defaults, profile merging, environment
+//! lookups and every semantic check.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigError, ConfigErrorKind};
+use super::file::{FileAgent, FileConfig, FileHttp, FileLimits, FileMedia, FileSip, FileTrunk};
+use super::profile::{DEFAULT_PROFILE, MIN_REGISTER_EXPIRES_S, Profile, secs_or_off};
+use super::{
+    AgentKind, AgentSection, AtLimit, BUILTIN_HOLD_AGENT, Cidr, Codec, Config, HttpSection,
+    LimitsSection, MediaSection, Route, RoutePattern, RtpPortRange, Secret, SipSection, Trunk,
+    TrunkTransport,
+};
+
+/// Default SIP port (RFC 3261 §19.1.2).
+const SIP_PORT: u16 = 5060;
+/// RFC 3261 §17.1.1.2 default T1, ms.
+const DEFAULT_T1_MS: u32 = 500;
+/// RFC 3261 §17.1.2.2 default T2, ms.
+const DEFAULT_T2_MS: u32 = 4000;
+/// RFC 3261 §17.1.2.2 default T4, ms.
+const DEFAULT_T4_MS: u32 = 5000;
+/// Default and upper bound of `max_message_bytes` (the largest UDP payload).
+const MAX_MESSAGE_BYTES: u32 = 65535;
+/// Lower bound of `max_message_bytes`: RFC 3261 §18.1.1 expects messages up to 1300
+/// bytes over UDP; 1500 leaves room.
+const MIN_MESSAGE_BYTES: u32 = 1500;
+/// Default `max_headers`.
+const DEFAULT_MAX_HEADERS: u32 = 128;
+/// Lower bound of `max_headers`: a request needs about ten header fields.
+const MIN_HEADERS: u32 = 16;
+/// Default CRLF keepalive on TCP (RFC 5626 §4.4.1 suggests 95-120 s for TCP; 30 s
+/// keeps NAT bindings of cheap routers alive).
+const DEFAULT_TCP_KEEPALIVE_S: u32 = 30;
+/// Default session interval (RFC 4028 §4 recommends 1800 s).
+const DEFAULT_SESSION_EXPIRES_S: u32 = 1800;
+/// Min-SE floor (RFC 4028 §5: MUST NOT be less than 90 s).
+const MIN_SE_FLOOR_S: u32 = 90;
+/// Default concurrent calls.
+const DEFAULT_MAX_CALLS: u32 = 1000;
+/// Default Retry-After with 503.
+const DEFAULT_RETRY_AFTER_S: u32 = 30;
+/// Default outbound ring timeout.
+const DEFAULT_NO_ANSWER_TIMEOUT_S: u32 = 60;
+/// Default HTTP API address.
+const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 8080);
+/// Default packet time.
+const DEFAULT_PTIME_MS: u32 = 20;
+/// Default RTP range.
+const DEFAULT_RTP_PORT_MIN: u16 = 10000;
+/// Default RTP range.
+const DEFAULT_RTP_PORT_MAX: u16 = 20000;
+/// Default `data_dir`.
+const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Parses `text` and resolves it. `base` is the directory relative paths are taken from.
+pub(crate) fn parse_and_resolve(
+    text: &str,
+    origin: &str,
+    base: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let file: FileConfig =
+        toml::from_str(text).map_err(|e| ConfigError::from_toml(origin, text, &e))?;
+    Resolver { origin, env }.resolve(file, base)
+}
+
+/// Checks `got >= min`.
+pub(crate) fn at_least(origin: &str, key: &str, got: u64, min: u64) -> Result<(), ConfigError> {
+    if got < min {
+        return Err(ConfigError::at(
+            origin,
+            key,
+            ConfigErrorKind::TooSmall { min, got },
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a codec list: known names, no duplicates, not empty. Errors at `key[i]`.
+pub(crate) fn parse_codecs(
+    list: &[String],
+    origin: &str,
+    key: &str,
+) -> Result<Vec<Codec>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::at(origin, key, ConfigErrorKind::Empty));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, name) in list.iter().enumerate() {
+        let item_key = format!("{key}[{i}]");
+        let codec: Codec = name.parse().map_err(|_| {
+            ConfigError::at(
+                origin,
+                item_key.clone(),
+                ConfigErrorKind::UnknownCodec(name.clone()),
+            )
+        })?;
+        if out.contains(&codec) {
+            return Err(ConfigError::at(
+                origin,
+                item_key,
+                ConfigErrorKind::DuplicateCodec(codec.name().to_owned()),
+            ));
+        }
+        out.push(codec);
+    }
+    Ok(out)
+}
+
+/// A trunk, agent or profile name: letters, digits, `-`, `_`, `.`, not starting with `.`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+struct Resolver<'a> {
+    origin: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    fn err(&self, key: impl Into<String>, kind: ConfigErrorKind) -> ConfigError {
+        ConfigError::at(self.origin, key, kind)
+    }
+
+    fn at_least(&self, key: &str, got: u32, min: u32) -> Result<(), ConfigError> {
+        at_least(self.origin, key, u64::from(got), u64::from(min))
+    }
+
+    fn in_range(&self, key: &str, got: u32, min: u32, max: u32) -> Result<(), ConfigError> {
+        if got < min || got > max {
+            return Err(self.err(
+                key,
+                ConfigErrorKind::OutOfRange {
+                    min: u64::from(min),
+                    max: u64::from(max),
+                    got: u64::from(got),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads environment variable `var` (named at `key`); empty counts as unset.
+    fn env_var(&self, key: &str, var: &str, why: Option<&str>) -> Result<Secret, ConfigError> {
+        if var.trim().is_empty() {
+            return Err(self.err(key, ConfigErrorKind::Empty));
+        }
+        match (self.env)(var) {
+            Some(v) if !v.is_empty() => Ok(Secret::new(v)),
+            _ => Err(self.err(
+                key,
+                ConfigErrorKind::EnvVarNotSet {
+                    var: var.to_owned(),
+                    why: why.map(str::to_owned),
+                },
+            )),
+        }
+    }
+
+    fn host(&self, key: &str, text: &str) -> Result<String, ConfigError> {
+        check_host(text).map_err(|reason| {
+            self.err(
+                key,
+                ConfigErrorKind::InvalidHost {
+                    text: text.to_owned(),
+                    reason,
+                },
+            )
+        })
+    }
+
+    fn resolve(&self, file: FileConfig, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let sip = self.sip(file.sip)?;
+        let limits = self.limits(file.limits)?;
+        let http = self.http(file.http)?;
+        let media = self.media(file.media)?;
+        let rebase = |p: PathBuf| match base {
+            Some(b) if p.is_relative() => b.join(p.strip_prefix(".").unwrap_or(&p)),
+            _ => p,
+        };
+        let profile_dir = file.profile_dir.map(rebase);
+        if let Some(dir) = &profile_dir
+            && !dir.is_dir()
+        {
+            return Err(self.err("profile_dir", ConfigErrorKind::NotADirectory(dir.clone())));
+        }
+        let data_dir = rebase(
+            file.data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        );
+        let agents = self.agents(file.agents)?;
+        let routes = self.routes(file.routes, &agents)?;
+        let mut profiles: HashMap<String, Profile> = HashMap::new();
+        let mut trunks: Vec<Trunk> = Vec::with_capacity(file.trunks.len());
+        for (i, raw) in file.trunks.into_iter().enumerate() {
+            let trunk = self.trunk(i, raw, &sip, &media, profile_dir.as_deref(), &mut profiles)?;
+            if let Some(j) = trunks.iter().position(|t| t.name == trunk.name) {
+                return Err(self.err(
+                    format!("trunk[{i}].name"),
+                    ConfigErrorKind::DuplicateName {
+                        name: trunk.name,
+                        first: format!("trunk[{j}].name"),
+                    },
+                ));
+            }
+            trunks.push(trunk);
+        }
+        Ok(Config {
+            sip,
+            limits,
+            http,
+            media,
+            trunks,
+            routes,
+            agents,
+            profile_dir,
+            data_dir,
+        })
+    }
+
+    fn sip(&self, f: FileSip) -> Result<SipSection, ConfigError> {
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT);
+        let udp_listen = f.udp_listen.unwrap_or_else(|| vec![any]);
+        let tcp_listen = f.tcp_listen.unwrap_or_else(|| vec![any]);
+        if udp_listen.is_empty() && tcp_listen.is_empty() {
+            return Err(self.err("sip", ConfigErrorKind::NoListener));
+        }
+        let user_agent = f
+            .user_agent
+            .unwrap_or_else(|| concat!("voxline/", env!("CARGO_PKG_VERSION")).to_owned());
+        if user_agent.trim().is_empty() {
+            return Err(self.err("sip.user_agent", ConfigErrorKind::Empty));
+        }
+        let domain = match f.domain {
+            Some(d) => Some(self.host("sip.domain", &d)?),
+            None => None,
+        };
+        let t1 = f.t1_ms.unwrap_or(DEFAULT_T1_MS);
+        let t2 = f.t2_ms.unwrap_or(DEFAULT_T2_MS);
+        let t4 = f.t4_ms.unwrap_or(DEFAULT_T4_MS);
+        self.at_least("sip.t1_ms", t1, 1)?;
+        self.at_least("sip.t2_ms", t2, 1)?;
+        self.at_least("sip.t4_ms", t4, 1)?;
+        if t1 > t2 {
+            return Err(self.err("sip.t1_ms", ConfigErrorKind::TimerOrder { t1, t2 }));
+        }
+        let max_message_bytes = f.max_message_bytes.unwrap_or(MAX_MESSAGE_BYTES);
+        self.in_range(
+            "sip.max_message_bytes",
+            max_message_bytes,
+            MIN_MESSAGE_BYTES,
+            MAX_MESSAGE_BYTES,
+        )?;
+        let max_headers = f.max_headers.unwrap_or(DEFAULT_MAX_HEADERS);
+        self.at_least("sip.max_headers", max_headers, MIN_HEADERS)?;
+        let min_se = f.min_se_s.unwrap_or(MIN_SE_FLOOR_S);
+        self.at_least("sip.min_se_s", min_se, MIN_SE_FLOOR_S)?;
+        let session_expires = f.session_expires_s.unwrap_or(DEFAULT_SESSION_EXPIRES_S);
+        if session_expires != 0 && session_expires < min_se {
+            return Err(self.err(
+                "sip.session_expires_s",
+                ConfigErrorKind::SessionExpiresBelowMinSe {
+                    got: session_expires,
+                    min_se,
+                },
+            ));
+        }
+        Ok(SipSection {
+            udp_listen,
+            tcp_listen,
+            external_ip: f.external_ip,
+            user_agent,
+            domain,
+            t1: ms(t1),
+            t2: ms(t2),
+            t4: ms(t4),
+            max_message_bytes: max_message_bytes as usize,
+            max_headers: max_headers as usize,
+            tcp_keepalive: secs_or_off(f.tcp_keepalive_s.unwrap_or(DEFAULT_TCP_KEEPALIVE_S)),
+            session_expires: secs_or_off(session_expires),
+            min_se: secs(min_se),
+        })
+    }
+
+    fn limits(&self, f: FileLimits) -> Result<LimitsSection, ConfigError> {
+        let max_calls = f.max_calls.unwrap_or(DEFAULT_MAX_CALLS);
+        self.at_least("limits.max_calls", max_calls, 1)?;
+        let retry_after = f.retry_after_s.unwrap_or(DEFAULT_RETRY_AFTER_S);
+        self.at_least("limits.retry_after_s", retry_after, 1)?;
+        Ok(LimitsSection {
+            max_calls,
+            at_limit: f.at_limit.unwrap_or(AtLimit::Busy),
+            retry_after: secs(retry_after),
+            no_answer_timeout: secs_or_off(
+                f.no_answer_timeout_s.unwrap_or(DEFAULT_NO_ANSWER_TIMEOUT_S),
+            ),
+        })
+    }
+
+    fn http(&self, f: FileHttp) -> Result<HttpSection, ConfigError> {
+        let token = match &f.token_env {
+            Some(var) => Some(self.env_var("http.token_env", var, None)?),
+            None => None,
+        };
+        Ok(HttpSection {
+            listen: f.listen.unwrap_or(DEFAULT_HTTP_LISTEN),
+            token_env: f.token_env,
+            token,
+        })
+    }
+
+    fn media(&self, f: FileMedia) -> Result<MediaSection, ConfigError> {
+        let codecs = match &f.codecs {
+            Some(list) => parse_codecs(list, self.origin, "media.codecs")?,
+            None => Codec::ALL.to_vec(),
+        };
+        let ptime = f.ptime_ms.unwrap_or(DEFAULT_PTIME_MS);
+        if !matches!(ptime, 10 | 20 | 30) {
+            return Err(self.err("media.ptime_ms", ConfigErrorKind::Ptime(ptime)));
+        }
+        let min = f.rtp_port_min.unwrap_or(DEFAULT_RTP_PORT_MIN);
+        let max = f.rtp_port_max.unwrap_or(DEFAULT_RTP_PORT_MAX);
+        self.at_least("media.rtp_port_min", u32::from(min), 2)?;
+        if !min.is_multiple_of(2) {
+            return Err(self.err("media.rtp_port_min", ConfigErrorKind::OddPort(min)));
+        }
+        if min >= max {
+            return Err(self.err(
+                "media.rtp_port_min",
+                ConfigErrorKind::PortOrder { min, max },
+            ));
+        }
+        Ok(MediaSection {
+            codecs,
+            telephone_event: f.telephone_event.unwrap_or(true),
+            ptime: ms(ptime),
+            rtp_ports: RtpPortRange { min, max },
+            rtcp_mux: f.rtcp_mux.unwrap_or(true),
+        })
+    }
+
+    fn agents(&self, raw: Vec<FileAgent>) -> Result<Vec<AgentSection>, ConfigError> {
+        let mut agents: Vec<AgentSection> = Vec::with_capacity(raw.len() + 1);
+        for (i, a) in raw.into_iter().enumerate() {
+            let key = format!("agent[{i}].name");
+            if !valid_name(&a.name) {
+                return Err(self.err(key, ConfigErrorKind::InvalidName(a.name)));
+            }
+            if let Some(j) = agents.iter().position(|b| b.name == a.name) {
+                return Err(self.err(
+                    key,
+                    ConfigErrorKind::DuplicateName {
+                        name: a.name,
+                        first: format!("agent[{j}].name"),
+                    },
+                ));
+            }
+            agents.push(AgentSection {
+                name: a.name,
+                kind: a.kind,
+                greeting: a.greeting,
+                builtin: false,
+            });
+        }
+        if !agents.iter().any(|a| a.name == BUILTIN_HOLD_AGENT) {
+            agents.push(AgentSection {
+                name: BUILTIN_HOLD_AGENT.to_owned(),
+                kind: AgentKind::Hold,
+                greeting: None,
+                builtin: true,
+            });
+        }
+        Ok(agents)
+    }
+
+    fn routes(
+        &self,
+        raw: Vec<super::file::FileRoute>,
+        agents: &[AgentSection],
+    ) -> Result<Vec<Route>, ConfigError> {
+        if raw.is_empty() {
+            return Ok(vec![Route {
+                pattern: RoutePattern::Any,
+                agent: BUILTIN_HOLD_AGENT.to_owned(),
+            }]);
+        }
+        let mut routes = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let pattern = parse_pattern(&r.number).map_err(|reason| {
+                self.err(
+                    format!("route[{i}].number"),
+                    ConfigErrorKind::InvalidPattern {
+                        text: r.number.clone(),
+                        reason,
+                    },
+                )
+            })?;
+            if !agents.iter().any(|a| a.name == r.agent) {
+                return Err(self.err(
+                    format!("route[{i}].agent"),
+                    ConfigErrorKind::UnknownAgent {
+                        name: r.agent,
+                        known: agents
+                            .iter()
+                            .map(|a| a.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                ));
+            }
+            routes.push(Route {
+                pattern,
+                agent: r.agent,
+            });
+        }
+        Ok(routes)
+    }
+
+    fn trunk(
+        &self,
+        i: usize,
+        t: FileTrunk,
+        sip: &SipSection,
+        media: &MediaSection,
+        profile_dir: Option<&Path>,
+        profiles: &mut HashMap<String, Profile>,
+    ) -> Result<Trunk, ConfigError> {
+        let key = |k: &str| format!("trunk[{i}].{k}");
+        if !valid_name(&t.name) {
+            return Err(self.err(key("name"), ConfigErrorKind::InvalidName(t.name)));
+        }
+        let profile_name = t.profile.unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
+        let profile = match profiles.get(&profile_name) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Profile::find(&profile_name, profile_dir, self.origin, &key("profile"))?;
+                profiles.insert(profile_name.clone(), p.clone());
+                p
+            }
+        };
+        let host = self.host(&key("host"), &t.host)?;
+        let port = t.port.unwrap_or(profile.port);
+        self.at_least(&key("port"), u32::from(port), 1)?;
+        let transport = t.transport.unwrap_or(profile.transport);
+        if transport == TrunkTransport::Udp && sip.udp_listen.is_empty() {
+            return Err(self.err(key("transport"), ConfigErrorKind::NoUdpListener));
+        }
+        let username = match t.username {
+            Some(u) if u.trim().is_empty() => {
+                return Err(self.err(key("username"), ConfigErrorKind::Empty));
+            }
+            other => other,
+        };
+        let register = t.register.unwrap_or(profile.register);
+        let why = register.then_some("register = true needs the password");
+        let password = match (t.password, t.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(key("password"), ConfigErrorKind::PasswordConflict));
+            }
+            (Some(p), None) if p.is_empty() => {
+                return Err(self.err(key("password"), ConfigErrorKind::Empty));
+            }
+            (Some(p), None) => Some(Secret::new(p)),
+            (None, Some(var)) => Some(self.env_var(&key("password_env"), &var, why)?),
+            (None, None) => None,
+        };
+        if register && username.is_none() {
+            return Err(self.err(
+                key("username"),
+                ConfigErrorKind::MissingCredential("username"),
+            ));
+        }
+        if register && password.is_none() {
+            return Err(self.err(
+                key("password_env"),
+                ConfigErrorKind::MissingCredential("password_env (or password)"),
+            ));
+        }
+        let register_expires = match t.register_expires_s {
+            Some(s) => {
+                self.at_least(&key("register_expires_s"), s, MIN_REGISTER_EXPIRES_S)?;
+                secs(s)
+            }
+            None => profile.register_expires,
+        };
+        let outbound_proxy = match t.outbound_proxy {
+            Some(uri) => Some(check_sip_uri(&uri).map_err(|reason| {
+                self.err(
+                    key("outbound_proxy"),
+                    ConfigErrorKind::InvalidUri {
+                        text: uri.clone(),
+                        reason,
+                    },
+                )
+            })?),
+            None => None,
+        };
+        let from_user = match t.from_user {
+            Some(u) if u.trim().is_empty() => {
+                return Err(self.err(key("from_user"), ConfigErrorKind::Empty));
+            }
+            other => other,
+        };
+        let from_domain = match t.from_domain {
+            Some(d) => Some(self.host(&key("from_domain"), &d)?),
+            None => profile.from_domain_from_host.then(|| host.clone()),
+        };
+        let allow_from = match t.allow_from {
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for (j, text) in list.iter().enumerate() {
+                    let cidr: Cidr = text.parse().map_err(|reason| {
+                        self.err(
+                            format!("trunk[{i}].allow_from[{j}]"),
+                            ConfigErrorKind::InvalidCidr {
+                                text: text.clone(),
+                                reason,
+                            },
+                        )
+                    })?;
+                    out.push(cidr);
+                }
+                out
+            }
+            None => match host.parse::<IpAddr>() {
+                Ok(ip) => vec![Cidr::from(ip)],
+                Err(_) => Vec::new(),
+            },
+        };
+        let codecs = match &t.codecs {
+            Some(list) => parse_codecs(list, self.origin, &key("codecs"))?,
+            None => profile
+                .codecs
+                .clone()
+                .unwrap_or_else(|| media.codecs.clone()),
+        };
+        let session_timers =
+            t.session_timers.unwrap_or(profile.session_timers) && sip.session_expires.is_some();
+        Ok(Trunk {
+            name: t.name,
+            profile: profile_name,
+            host,
+            port,
+            transport,
+            username,
+            password,
+            register,
+            register_expires,
+            outbound_proxy,
+            from_user,
+            from_domain,
+            allow_from,
+            codecs,
+            dtmf: t.dtmf.unwrap_or(profile.dtmf),
+            session_timers,
+            prack: t.prack.unwrap_or(profile.prack),
+            options_keepalive: match t.options_keepalive_s {
+                Some(s) => secs_or_off(s),
+                None => profile.options_keepalive,
+            },
+        })
+    }
+}
+
+fn ms(v: u32) -> Duration {
+    Duration::from_millis(u64::from(v))
+}
+
+fn secs(v: u32) -> Duration {
+    Duration::from_secs(u64::from(v))
+}
+
+/// Parses `route.number`: `*`, `PREFIX*` or an exact user part.
+fn parse_pattern(text: &str) -> Result<RoutePattern, &'static str> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("must not be empty (use \"*\" to match everything)");
+    }
+    if t.chars().any(char::is_whitespace) {
+        return Err("must not contain spaces");
+    }
+    if t == "*" {
+        return Ok(RoutePattern::Any);
+    }
+    let (body, prefix) = match t.strip_suffix('*') {
+        Some(b) => (b, true),
+        None => (t, false),
+    };
+    if body.contains('*') {
+        return Err("'*' is allowed only at the end");
+    }
+    Ok(if prefix {
+        RoutePattern::Prefix(body.to_owned())
+    } else {
+        RoutePattern::Exact(body.to_owned())
+    })
+}
+
+/// Checks a host: an IP address (IPv6 with or without brackets) or a DNS name.
+/// Returns it normalised (IPv6 brackets removed, trailing dot dropped).
+fn check_host(text: &str) -> Result<String, &'static str> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("is empty");
+    }
+    let unbracketed = t
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(t);
+    if unbracketed.parse::<IpAddr>().is_ok() {
+        return Ok(unbracketed.to_owned());
+    }
+    let lower = t.to_ascii_lowercase();
+    if lower.starts_with("sip:") || lower.starts_with("sips:") || lower.contains("://") {
+        return Err("give a host name or IP address, not a URI");
+    }
+    if t.contains(':') {
+        return Err("give the port in `port`, not in the host");
+    }
+    let name = t.strip_suffix('.').unwrap_or(t);
+    if name.len() > 253 {
+        return Err("is longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("has an empty or over-long DNS label");
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err("may contain only letters, digits, '-', '_' and '.'");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("has a DNS label starting or ending with '-'");
+        }
+    }
+    Ok(name.to_owned())
+}
+
+/// Checks an `outbound_proxy` URI: `sip:host[:port][;params]`.
+fn check_sip_uri(text: &str) -> Result<String, &'static str> {
+    let t = text.trim();
+    let lower = t.to_ascii_lowercase();
+    if lower.starts_with("sips:") {
+        return Err("sips: (TLS) is not supported; use sip:");
+    }
+    let Some(rest) = lower.strip_prefix("sip:") else {
+        return Err("must start with \"sip:\"");
+    };
+    if rest.is_empty() || rest.starts_with(';') || rest.starts_with(':') {
+        return Err("has no host");
+    }
+    if t.chars().any(char::is_whitespace) {
+        return Err("must not contain spaces");
+    }
+    Ok(t.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert_eq!(parse_pattern("*"), Ok(RoutePattern::Any));
+        assert_eq!(
+            parse_pattern("1000"),
+            Ok(RoutePattern::Exact("1000".into()))
+        );
+        assert_eq!(
+            parse_pattern("+49*"),
+            Ok(RoutePattern::Prefix("+49".into()))
+        );
+        assert!(parse_pattern("1*0").is_err());
+        assert!(parse_pattern("").is_err());
+        assert!(parse_pattern("10 00").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(check_host("pbx.example.com"), Ok("pbx.example.com".into()));
+        assert_eq!(check_host("pbx.example.com."), Ok("pbx.example.com".into()));
+        assert_eq!(check_host("192.0.2.1"), Ok("192.0.2.1".into()));
+        assert_eq!(check_host("[2001:db8::1]"), Ok("2001:db8::1".into()));
+        assert_eq!(check_host("2001:db8::1"), Ok("2001:db8::1".into()));
+        assert!(check_host("pbx.example.com:5060").is_err());
+        assert!(check_host("sip:pbx.example.com").is_err());
+        assert!(check_host("a..b").is_err());
+        assert!(check_host("bad host").is_err());
+        assert!(check_host("").is_err());
+    }
+
+    #[test]
+    fn sip_uris() {
+        assert!(check_sip_uri("sip:10.0.0.2:5060").is_ok());
+        assert!(check_sip_uri("sip:proxy.example.com;lr").is_ok());
+        assert!(check_sip_uri("SIP:proxy.example.com").is_ok());
+        assert!(check_sip_uri("sips:proxy.example.com").is_err());
+        assert!(check_sip_uri("proxy.example.com").is_err());
+        assert!(check_sip_uri("sip:").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("pbx-1.main_2"));
+        assert!(!valid_name(""));
+        assert!(!valid_name(".hidden"));
+        assert!(!valid_name("../etc"));
+        assert!(!valid_name("a b"));
+    }
+}
