@@ -1,1 +1,183 @@
-fn main() {}
+//! The `voxline` command line: `voxline run` and `voxline call`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use voxline::api::{self, ApiState};
+use voxline::call::AgentSpec;
+use voxline::config::{self, Config};
+use voxline::runtime::{self, DialRequest};
+use voxline::sip::EndReason;
+
+#[derive(Parser)]
+#[command(name = "voxline", version, about = "SIP/RTP user agent for AI voice agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run voxline: listen for SIP and HTTP, answer calls, keep registrations.
+    Run {
+        /// Configuration file (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen for SIP on this address, UDP and TCP (replaces [sip] udp_listen/tcp_listen).
+        #[arg(long)]
+        sip_listen: Option<SocketAddr>,
+        /// Serve HTTP on this address (replaces [http] listen).
+        #[arg(long)]
+        http_listen: Option<SocketAddr>,
+    },
+    /// Place one outbound call and wait until it ends.
+    Call {
+        /// The SIP URI to call.
+        target: String,
+        /// Configuration file (trunks, codecs).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Use this trunk's credentials and From (default: the trunk whose host matches).
+        #[arg(long)]
+        trunk: Option<String>,
+        /// Local SIP address (default: an ephemeral port on all interfaces).
+        #[arg(long, default_value = "0.0.0.0:0")]
+        sip_listen: SocketAddr,
+        /// Hang up this many milliseconds after the call is answered.
+        #[arg(long)]
+        hangup_after_ms: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VOXLINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("voxline: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Cmd::Run { config, sip_listen, http_listen } => run(config, sip_listen, http_listen).await,
+            Cmd::Call { target, config, trunk, sip_listen, hangup_after_ms } => {
+                call(target, config, trunk, sip_listen, hangup_after_ms).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("voxline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+async fn run(config_path: Option<PathBuf>, sip_listen: Option<SocketAddr>, http_listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(config_path.as_ref())?;
+    match &config_path {
+        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        None => tracing::info!("no --config given: using the embedded default (every number answered by the built-in hold agent)"),
+    }
+    let mut opts = cfg.runtime_options();
+    if let Some(addr) = sip_listen {
+        opts.udp_listen = vec![addr];
+        opts.tcp_listen = vec![addr];
+    }
+    let (handle, driver) = runtime::start(opts).await.context("starting SIP")?;
+    for (t, a) in handle.sip_addrs.iter() {
+        tracing::info!(transport = %t, addr = %a, "listening for SIP");
+    }
+    let agents: Vec<AgentSpec> = cfg.agents.iter().map(config::agent_spec).collect();
+    let state = ApiState {
+        handle: handle.clone(),
+        token: cfg.http.token.as_ref().map(|t| Arc::from(t.expose())),
+        agents: Arc::new(agents),
+    };
+    let http_addr = http_listen.unwrap_or(cfg.http.listen);
+    let (bound, _http) = api::serve(http_addr, state).await.context("starting HTTP")?;
+    tracing::info!(addr = %bound, "serving HTTP");
+    shutdown_signal().await;
+    tracing::info!("signal received: shutting down gracefully");
+    handle.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), driver).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn call(
+    target: String,
+    config_path: Option<PathBuf>,
+    trunk: Option<String>,
+    sip_listen: SocketAddr,
+    hangup_after_ms: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(config_path.as_ref())?;
+    let mut opts = cfg.runtime_options();
+    opts.udp_listen = vec![sip_listen];
+    opts.tcp_listen = vec![sip_listen];
+    opts.registrations.clear();
+    let (handle, _driver) = runtime::start(opts).await.context("starting SIP")?;
+    let agent = AgentSpec {
+        name: "cli".into(),
+        answer_after: Duration::ZERO,
+        hangup_after: hangup_after_ms.map(Duration::from_millis),
+    };
+    let (id, done) = handle.dial(DialRequest { target: target.clone(), trunk, agent }).await?;
+    tracing::info!(call = %id, %target, "calling");
+    let result = tokio::select! {
+        r = done => r.context("the call was lost")?,
+        _ = shutdown_signal() => {
+            let _ = handle.hangup(id).await;
+            handle.shutdown().await;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    handle.shutdown().await;
+    let ok = result.answered && matches!(result.reason, EndReason::LocalBye | EndReason::RemoteBye);
+    println!("call to {target}: answered={} end={:?}", result.answered, result.reason);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -122,6 +122,8 @@ pub(crate) struct FileAgent {
     pub name: String,
     pub kind: AgentKind,
     pub greeting: Option<String>,
+    pub answer_after_ms: Option<u64>,
+    pub hangup_after_ms: Option<u64>,
 }
 
 /// A SIP profile file, `sip-profiles/NAME.toml`.

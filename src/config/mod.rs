@@ -18,6 +18,9 @@ mod error;
 mod file;
 mod profile;
 mod resolve;
+mod wiring;
+
+pub use wiring::agent_spec;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -339,6 +342,10 @@ pub struct AgentSection {
     pub kind: AgentKind,
     /// `greeting`: free text (unused by `hold`).
     pub greeting: Option<String>,
+    /// `answer_after_ms`: ring this long before answering (default 0).
+    pub answer_after: std::time::Duration,
+    /// `hangup_after_ms`: hang up this long after the call is established (default: never).
+    pub hangup_after: Option<std::time::Duration>,
     /// True for the built-in `hold` agent that the file did not define.
     pub builtin: bool,
 }

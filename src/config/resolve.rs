@@ -368,6 +368,8 @@ impl Resolver<'_> {
                 name: a.name,
                 kind: a.kind,
                 greeting: a.greeting,
+                answer_after: std::time::Duration::from_millis(a.answer_after_ms.unwrap_or(0)),
+                hangup_after: a.hangup_after_ms.map(std::time::Duration::from_millis),
                 builtin: false,
             });
         }
@@ -376,6 +378,8 @@ impl Resolver<'_> {
                 name: BUILTIN_HOLD_AGENT.to_owned(),
                 kind: AgentKind::Hold,
                 greeting: None,
+                answer_after: std::time::Duration::ZERO,
+                hangup_after: None,
                 builtin: true,
             });
         }

@@ -1,0 +1,108 @@
+//! Turns a [`Config`] into the typed options of the layers below.
+
+use super::{AtLimit, Config, TrunkTransport};
+use crate::call::{AgentSpec, MediaPolicy, Routes};
+use crate::runtime::{Options, RegistrationSpec, TrunkSpec};
+use crate::sdp::{Codec as SdpCodec, CodecPrefs};
+use crate::sip::auth::Credentials;
+use crate::sip::message::Limits;
+use crate::sip::transaction::TimerConfig;
+use crate::sip::{LimitResponse, StackConfig, Transport};
+
+impl Config {
+    /// The runtime options this configuration describes.
+    pub fn runtime_options(&self) -> Options {
+        let stack = StackConfig {
+            timers: TimerConfig { t1: self.sip.t1, t2: self.sip.t2, t4: self.sip.t4 },
+            limits: Limits { max_message_bytes: self.sip.max_message_bytes, max_headers: self.sip.max_headers },
+            user_agent: self.sip.user_agent.clone(),
+            listen: Vec::new(),
+            advertised_ip: self.sip.external_ip,
+            default_ip: self.sip.external_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+            max_calls: self.limits.max_calls as usize,
+            at_limit: match self.limits.at_limit {
+                AtLimit::Busy => LimitResponse::Busy,
+                AtLimit::Unavailable => {
+                    LimitResponse::Unavailable { retry_after_s: self.limits.retry_after.as_secs() as u32 }
+                }
+            },
+            session_expires: self.sip.session_expires,
+            min_se: self.sip.min_se,
+        };
+        let mut routes = Routes::default();
+        for r in &self.routes {
+            let agent = self.agent(&r.agent).map(agent_spec).unwrap_or_else(AgentSpec::hold);
+            routes.push(r.pattern.to_string(), agent);
+        }
+        let codecs: Vec<SdpCodec> = self.media.codecs.iter().filter_map(|c| c.name().parse().ok()).collect();
+        let media = MediaPolicy {
+            codecs: CodecPrefs::new(codecs).unwrap_or_default(),
+            telephone_event: self.media.telephone_event,
+            ptime_ms: self.media.ptime.as_millis() as u32,
+            rtcp_mux: self.media.rtcp_mux,
+            external_ip: self.sip.external_ip,
+        };
+        let registrations = self
+            .trunks
+            .iter()
+            .filter(|t| t.register)
+            .map(|t| RegistrationSpec {
+                name: t.name.clone(),
+                host: t.host.clone(),
+                port: Some(t.port),
+                transport: transport(t.transport),
+                user: t.username.clone().or_else(|| t.from_user.clone()).unwrap_or_else(|| "voxline".into()),
+                domain: t.from_domain.clone().unwrap_or_else(|| t.host.clone()),
+                credentials: credentials(t),
+                expires: t.register_expires.as_secs().min(u64::from(u32::MAX)) as u32,
+                outbound_proxy: t.outbound_proxy.clone(),
+            })
+            .collect();
+        let trunks = self
+            .trunks
+            .iter()
+            .map(|t| TrunkSpec {
+                name: t.name.clone(),
+                host: t.host.clone(),
+                port: Some(t.port),
+                transport: transport(t.transport),
+                credentials: credentials(t),
+                from_user: t.from_user.clone(),
+                from_domain: t.from_domain.clone(),
+                outbound_proxy: t.outbound_proxy.clone(),
+            })
+            .collect();
+        Options {
+            stack,
+            udp_listen: self.sip.udp_listen.clone(),
+            tcp_listen: self.sip.tcp_listen.clone(),
+            tcp_keepalive: self.sip.tcp_keepalive,
+            routes,
+            media,
+            rtp_ports: (self.media.rtp_ports.min(), self.media.rtp_ports.max()),
+            registrations,
+            trunks,
+            domain: self.sip.domain.clone(),
+        }
+    }
+}
+
+/// The call-layer description of a configured agent.
+pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
+    AgentSpec { name: a.name.clone(), answer_after: a.answer_after, hangup_after: a.hangup_after }
+}
+
+fn transport(t: TrunkTransport) -> Transport {
+    match t {
+        TrunkTransport::Udp => Transport::Udp,
+        TrunkTransport::Tcp => Transport::Tcp,
+    }
+}
+
+fn credentials(t: &super::Trunk) -> Option<Credentials> {
+    let password = t.password.as_ref()?;
+    Some(Credentials {
+        username: t.username.clone().unwrap_or_else(|| "voxline".into()),
+        password: password.expose().to_string(),
+    })
+}
