@@ -28,6 +28,8 @@ use super::{Body, CallHandle, CallId, RegistrationId};
 pub const SESSION_EXPIRY_MARGIN: Duration = Duration::from_secs(32);
 /// The smallest Min-SE (RFC 4028 §5).
 pub const MIN_SE_FLOOR: Duration = Duration::from_secs(90);
+/// The most INVITEs sent for one call while answering digest challenges.
+pub const MAX_AUTH_ATTEMPTS: u32 = 3;
 /// How long the stack keeps an ended call's identifiers to absorb late messages.
 pub const ENDED_LINGER: Duration = Duration::from_secs(4);
 
@@ -539,6 +541,7 @@ impl SipStack {
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
+        self.compact_timers();
         let mut due = Vec::new();
         while let Some(Reverse((t, r))) = self.timers.peek().copied() {
             if t > now {
@@ -600,7 +603,7 @@ impl SipStack {
                     call.last_local_body = Some(b.clone());
                 }
             }
-            let extra = self.session_headers(handle);
+            let extra = self.session_headers(handle, false);
             self.respond_server(now, tx_id, status, None, extra, body.as_ref(), Some(handle));
             return Ok(());
         }
@@ -1037,7 +1040,7 @@ impl SipStack {
         self.refresh_session(now, handle, peer_session, false);
         if req.body().is_empty() {
             // A session refresh without an offer (RFC 4028 §9).
-            let extra = self.session_headers(handle);
+            let extra = self.session_headers(handle, false);
             self.respond_server(now, id, 200, None, extra, None, Some(handle));
             return;
         }
@@ -1357,8 +1360,9 @@ impl SipStack {
                 let values: Vec<&str> = message::headers_named(msg.headers(), header).collect();
                 let challenge = select_challenge(&values);
                 let Some(uac) = call.uac.as_mut() else { return };
+                // One retry per challenge; a stale nonce may be retried, a few times at most.
                 let retry = match (&challenge, &uac.spec.credentials) {
-                    (Some(c), Some(_)) => uac.auth_attempts == 0 || c.stale,
+                    (Some(c), Some(_)) => uac.auth_attempts == 0 || (c.stale && uac.auth_attempts < MAX_AUTH_ATTEMPTS),
                     _ => false,
                 };
                 if !retry || uac.hangup_requested {
@@ -1623,7 +1627,7 @@ impl SipStack {
                 let supports_timer = self.servers.get(&tx_id).is_some_and(|e| e.req.has_option("Supported", "timer"));
                 self.negotiate_session_uas(now, handle, se, supports_timer);
             }
-            extra.extend(self.session_headers(handle));
+            extra.extend(self.session_headers(handle, false));
         }
         let local_tag = self.calls.get(&handle).map(|c| c.dialog.id.local_tag.clone());
         let bytes = self.response_bytes(tx_id, status, reason, &extra, body.as_ref(), local_tag.as_deref());
@@ -1887,7 +1891,7 @@ impl SipStack {
     }
 
     fn send_reinvite(&mut self, now: Instant, handle: CallHandle, body: Option<Body>) {
-        let mut extra = self.session_headers(handle);
+        let mut extra = self.session_headers(handle, true);
         extra.push(("Allow", ALLOW.to_string()));
         extra.push(("Supported", SUPPORTED.to_string()));
         if let Some(c) = self.calls.get_mut(&handle) {
@@ -2024,8 +2028,9 @@ impl SipStack {
         let Some(call) = self.calls.get_mut(&handle) else { return };
         let Some(s) = call.session.as_mut() else {
             if let Some((secs, refresher)) = se {
+                // `refresher` names a role in this transaction: uac is whoever sent the request.
                 let we = match refresher.as_deref() {
-                    Some("uac") => we_sent == (call.direction == CallDirection::Outbound) || we_sent,
+                    Some("uac") => we_sent,
                     Some("uas") => !we_sent,
                     _ => false,
                 };
@@ -2050,22 +2055,23 @@ impl SipStack {
             return;
         }
         if call.peer_allows_update {
-            let extra = self.session_headers(handle);
+            let extra = self.session_headers(handle, true);
             let _ = self.in_dialog_request(now, handle, Method::Update, extra, None, Purpose::Update(handle));
         } else {
             self.send_reinvite(now, handle, None);
         }
     }
 
-    fn session_headers(&self, handle: CallHandle) -> Vec<(&'static str, String)> {
+    /// Session-Expires (and Require: timer) for a message of this call. `refresher` names a
+    /// role in the transaction carrying the header (RFC 4028 §4): `we_are_uac` is true for
+    /// requests we send, false for our responses.
+    fn session_headers(&self, handle: CallHandle, we_are_uac: bool) -> Vec<(&'static str, String)> {
         let Some(call) = self.calls.get(&handle) else { return Vec::new() };
         let Some(s) = &call.session else { return Vec::new() };
-        // The refresher param names a role: our role is uas when we answered the call.
-        let us = if call.direction == CallDirection::Inbound { "uas" } else { "uac" };
-        let them = if us == "uas" { "uac" } else { "uas" };
-        let refresher = if s.we_refresh { us } else { them };
+        let refresher = if s.we_refresh == we_are_uac { "uac" } else { "uas" };
         let mut v = vec![("Session-Expires", format!("{};refresher={refresher}", s.interval.as_secs()))];
-        if !s.we_refresh || call.direction == CallDirection::Outbound {
+        if !we_are_uac && !s.we_refresh {
+            // The peer refreshes, so it supports timers: say we rely on it (§9).
             v.push(("Require", "timer".to_string()));
         }
         v
@@ -2118,6 +2124,21 @@ impl SipStack {
     fn schedule_call(&mut self, h: CallHandle) {
         let d = self.calls.get(&h).and_then(call_deadline);
         self.schedule(TimerRef::Call(h), d);
+    }
+
+    /// Drops heap entries that no longer match their owner's deadline once they outnumber
+    /// the live owners four to one (a long session-timer entry of an ended call would
+    /// otherwise stay until it fires).
+    fn compact_timers(&mut self) {
+        let live = self.servers.len() + self.clients.len() + self.calls.len() + self.regs.len();
+        if self.timers.len() <= 1024 || self.timers.len() <= 4 * live {
+            return;
+        }
+        let mut entries: Vec<(Instant, TimerRef)> = std::mem::take(&mut self.timers).into_iter().map(|Reverse(e)| e).collect();
+        entries.retain(|(t, r)| self.owner_deadline(*r) == Some(*t));
+        entries.sort();
+        entries.dedup();
+        self.timers = entries.into_iter().map(Reverse).collect();
     }
 
     fn owner_deadline(&self, r: TimerRef) -> Option<Instant> {
