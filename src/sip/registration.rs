@@ -185,9 +185,11 @@ impl Registration {
                     return self.fail(now, code, "challenged but no credentials are configured");
                 }
                 // A fresh challenge after we already answered one with a non-stale nonce means
-                // the credentials are wrong: stop instead of looping (RFC 3261 §22.2).
-                if self.auth_attempts >= 1 && !challenge.stale {
-                    return self.fail(now, code, "credentials rejected");
+                // the credentials are wrong: stop instead of looping (RFC 3261 §22.2). Stale
+                // nonces are followed, but only `MAX_STALE_RETRIES` times in a row.
+                if self.auth_attempts >= 1 && !self.digest.should_retry(&challenge, true) {
+                    let why = if challenge.stale { "too many stale nonces" } else { "credentials rejected" };
+                    return self.fail(now, code, why);
                 }
                 self.auth_attempts += 1;
                 self.digest_is_proxy = code == 407;

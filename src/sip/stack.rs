@@ -1281,15 +1281,16 @@ impl SipStack {
                     }
                 }
                 let mut send_prack = None;
-                if msg.has_option("Require", "100rel") {
-                    if let Some(rseq) = msg.header("RSeq").and_then(|v| v.trim().parse::<u32>().ok()) {
-                        if let Some(uac) = call.uac.as_mut() {
-                            if !uac.acked_prack.contains(&rseq) {
-                                uac.acked_prack.push(rseq);
-                                send_prack = Some(format!("{rseq} {} INVITE", msg.cseq.seq));
-                            }
-                        }
+                if msg.has_option("Require", "100rel")
+                    && let Some(rseq) = msg.header("RSeq").and_then(|v| v.trim().parse::<u32>().ok())
+                    && let Some(uac) = call.uac.as_mut()
+                {
+                    if uac.acked_prack.contains(&rseq) {
+                        // RFC 3262 §4: a retransmitted reliable provisional is discarded.
+                        return;
                     }
+                    uac.acked_prack.push(rseq);
+                    send_prack = Some(format!("{rseq} {} INVITE", msg.cseq.seq));
                 }
                 let mut cancel = false;
                 if let Some(uac) = call.uac.as_mut() {
@@ -1375,6 +1376,8 @@ impl SipStack {
                 }
                 uac.cseq += 1;
                 let cseq = uac.cseq;
+                // §12.1.2: the dialog's local CSeq starts at the INVITE's that creates it.
+                call.dialog.local_seq = cseq;
                 let spec = uac.spec.clone();
                 let cnonce = self.random_hex(16);
                 let auth = {
@@ -1870,7 +1873,13 @@ impl SipStack {
         if self.client_index.contains_key(&ClientKey { branch: branch.clone(), method: Method::Cancel as u8 }) {
             return;
         }
+        let invite_id = uac.client;
         self.start_client(now, peer, Method::Cancel, branch, bytes, Purpose::Cancel, None);
+        // §9.1: the INVITE gets 64·T1 more for its final response (normally a 487).
+        if let Some(e) = self.clients.get_mut(&invite_id) {
+            e.tx.cancel_sent(now);
+        }
+        self.schedule_client(invite_id);
     }
 
     fn send_bye(&mut self, now: Instant, handle: CallHandle, reason: EndReason) {
@@ -1903,7 +1912,17 @@ impl SipStack {
         let seq = self.calls.get_mut(&handle).map(|c| c.dialog.next_seq()).unwrap_or(1);
         let Some((peer, bytes)) = self.build_in_dialog(handle, Method::Invite, seq, extra, body.as_ref()) else { return };
         let branch = extract_branch(&bytes);
-        let id = self.start_client(now, peer, Method::Invite, branch, bytes, Purpose::ReInvite(handle), None);
+        // A non-2xx final response (491, 488…) must be ACKed too (§17.1.1.3).
+        let template = self.calls.get(&handle).map(|c| AckTemplate {
+            uri: c.dialog.remote_target.clone(),
+            via: top_via(&bytes).unwrap_or_default(),
+            from: c.dialog.local_uri.clone(),
+            to: c.dialog.remote_uri.clone(),
+            call_id: c.dialog.id.call_id.clone(),
+            cseq: seq,
+            routes: c.dialog.route_set.clone(),
+        });
+        let id = self.start_client(now, peer, Method::Invite, branch, bytes, Purpose::ReInvite(handle), template);
         if let Some(c) = self.calls.get_mut(&handle) {
             c.client_reinvite = Some(id);
         }
@@ -2098,7 +2117,9 @@ impl SipStack {
 
     fn fail_call(&mut self, now: Instant, handle: CallHandle, status: u16) {
         let cancelled = self.calls.get(&handle).and_then(|c| c.uac.as_ref()).is_some_and(|u| u.hangup_requested);
-        let reason = if cancelled && status == 487 { EndReason::Cancelled } else { EndReason::Failed(status) };
+        // After our CANCEL, a 487 or no final response at all (§9.1) means "cancelled".
+        let reason =
+            if cancelled && matches!(status, 487 | 408) { EndReason::Cancelled } else { EndReason::Failed(status) };
         self.end_call(now, handle, reason);
     }
 
@@ -2333,10 +2354,11 @@ fn fmt_host_port(addr: SocketAddr) -> String {
 }
 
 fn extract_branch(bytes: &[u8]) -> String {
+    top_via(bytes).and_then(|v| message::parse_via(&v)).and_then(|v| v.branch).unwrap_or_default()
+}
+
+/// The top Via value of a message we built.
+fn top_via(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
-    text.lines()
-        .find(|l| l.starts_with("Via:"))
-        .and_then(|l| message::parse_via(l.trim_start_matches("Via:")))
-        .and_then(|v| v.branch)
-        .unwrap_or_default()
+    text.lines().find_map(|l| l.strip_prefix("Via:")).map(|v| v.trim().to_string())
 }

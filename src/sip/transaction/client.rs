@@ -94,6 +94,14 @@ impl ClientTransaction {
         TxAction::Send(ack)
     }
 
+    /// A CANCEL for this INVITE was sent: without a final response within 64·T1 the
+    /// transaction times out, even in Proceeding (RFC 3261 §9.1).
+    pub fn cancel_sent(&mut self, now: Instant) {
+        if matches!(self.state, ClientState::Calling | ClientState::Proceeding) && self.timeout.is_none() {
+            self.timeout = Some(now + self.timers.t1x64());
+        }
+    }
+
     /// Fires due timers.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxAction> {
         let mut out = Vec::new();
@@ -138,6 +146,7 @@ impl ClientTransaction {
             (ClientState::Calling | ClientState::Proceeding, 100..=199) => {
                 self.state = ClientState::Proceeding;
                 self.retransmit = None; // Timer A stops in Proceeding.
+                self.timeout = None; // Timer B applies in Calling only; the TU may CANCEL.
                 vec![TxAction::PassUp]
             }
             (ClientState::Calling | ClientState::Proceeding, 200..=299) => {
