@@ -77,6 +77,8 @@ pub struct MediaPolicy {
     pub rtcp_mux: bool,
     /// An external IP for the SDP `c=` line (NAT), overriding the signalling address.
     pub external_ip: Option<IpAddr>,
+    /// Give up (CANCEL) on an outbound call not answered within this time.
+    pub no_answer_timeout: Option<Duration>,
 }
 
 impl Default for MediaPolicy {
@@ -87,6 +89,7 @@ impl Default for MediaPolicy {
             ptime_ms: 20,
             rtcp_mux: true,
             external_ip: None,
+            no_answer_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -230,7 +233,8 @@ impl CallManager {
                 local,
                 rtp_port: port,
                 answer_at: None,
-                hangup_at: None,
+                // Ring timeout: hang up (CANCEL) if nobody answers in time.
+                hangup_at: self.media.no_answer_timeout.map(|d| now + d),
                 pending_answer: None,
                 answered: false,
                 media: None,
@@ -389,9 +393,7 @@ impl CallManager {
         tracing::info!(%call, "outbound call answered");
         let Some(c) = self.calls.get_mut(&call) else { return };
         c.answered = true;
-        if let Some(after) = c.agent.hangup_after {
-            c.hangup_at = Some(now + after);
-        }
+        c.hangup_at = c.agent.hangup_after.map(|after| now + after);
         self.update_info(call, |i| {
             i.state = "answered";
             i.answered_at = Some(epoch_now());

@@ -41,6 +41,7 @@ impl Config {
             ptime_ms: self.media.ptime.as_millis() as u32,
             rtcp_mux: self.media.rtcp_mux,
             external_ip: self.sip.external_ip,
+            no_answer_timeout: self.limits.no_answer_timeout,
         };
         let registrations = self
             .trunks
