@@ -15,7 +15,11 @@ use voxline::runtime::{self, DialRequest};
 use voxline::sip::EndReason;
 
 #[derive(Parser)]
-#[command(name = "voxline", version, about = "SIP/RTP user agent for AI voice agents")]
+#[command(
+    name = "voxline",
+    version,
+    about = "SIP/RTP user agent for AI voice agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -64,7 +68,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("voxline: cannot start the async runtime: {e}");
@@ -73,10 +80,18 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Cmd::Run { config, sip_listen, http_listen } => run(config, sip_listen, http_listen).await,
-            Cmd::Call { target, config, trunk, sip_listen, hangup_after_ms } => {
-                call(target, config, trunk, sip_listen, hangup_after_ms).await
-            }
+            Cmd::Run {
+                config,
+                sip_listen,
+                http_listen,
+            } => run(config, sip_listen, http_listen).await,
+            Cmd::Call {
+                target,
+                config,
+                trunk,
+                sip_listen,
+                hangup_after_ms,
+            } => call(target, config, trunk, sip_listen, hangup_after_ms).await,
         }
     });
     match result {
@@ -95,11 +110,17 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
-async fn run(config_path: Option<PathBuf>, sip_listen: Option<SocketAddr>, http_listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+async fn run(
+    config_path: Option<PathBuf>,
+    sip_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let cfg = load_config(config_path.as_ref())?;
     match &config_path {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
-        None => tracing::info!("no --config given: using the embedded default (every number answered by the built-in hold agent)"),
+        None => tracing::info!(
+            "no --config given: using the embedded default (every number answered by the built-in hold agent)"
+        ),
     }
     let mut opts = cfg.runtime_options();
     if let Some(addr) = sip_listen {
@@ -117,7 +138,9 @@ async fn run(config_path: Option<PathBuf>, sip_listen: Option<SocketAddr>, http_
         agents: Arc::new(agents),
     };
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
-    let (bound, _http) = api::serve(http_addr, state).await.context("starting HTTP")?;
+    let (bound, _http) = api::serve(http_addr, state)
+        .await
+        .context("starting HTTP")?;
     tracing::info!(addr = %bound, "serving HTTP");
     shutdown_signal().await;
     tracing::info!("signal received: shutting down gracefully");
@@ -144,7 +167,13 @@ async fn call(
         answer_after: Duration::ZERO,
         hangup_after: hangup_after_ms.map(Duration::from_millis),
     };
-    let (id, done) = handle.dial(DialRequest { target: target.clone(), trunk, agent }).await?;
+    let (id, done) = handle
+        .dial(DialRequest {
+            target: target.clone(),
+            trunk,
+            agent,
+        })
+        .await?;
     tracing::info!(call = %id, %target, "calling");
     let result = tokio::select! {
         r = done => r.context("the call was lost")?,
@@ -156,8 +185,15 @@ async fn call(
     };
     handle.shutdown().await;
     let ok = result.answered && matches!(result.reason, EndReason::LocalBye | EndReason::RemoteBye);
-    println!("call to {target}: answered={} end={:?}", result.answered, result.reason);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "call to {target}: answered={} end={:?}",
+        result.answered, result.reason
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn shutdown_signal() {

@@ -65,7 +65,9 @@ fn main() -> anyhow::Result<()> {
         );
         sock.send_to(bye.as_bytes(), target)?;
         loop {
-            let (n, _) = sock.recv_from(&mut buf).context("no answer to BYE within 2 s")?;
+            let (n, _) = sock
+                .recv_from(&mut buf)
+                .context("no answer to BYE within 2 s")?;
             let text = String::from_utf8_lossy(&buf[..n]);
             if text.starts_with("SIP/2.0 200") && text.contains("BYE") && text.contains(&call_id) {
                 break;
@@ -87,5 +89,6 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn to_header(resp: &str) -> Option<String> {
-    resp.lines().find_map(|l| l.strip_prefix("To: ").map(str::to_string))
+    resp.lines()
+        .find_map(|l| l.strip_prefix("To: ").map(str::to_string))
 }

@@ -39,7 +39,10 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -78,8 +81,12 @@ pub async fn serve(
     addr: SocketAddr,
     state: ApiState,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ApiStartError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ApiStartError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(|source| ApiStartError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiStartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ApiStartError::Bind { addr, source })?;
     let app = router(state);
     let join = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -90,15 +97,23 @@ pub async fn serve(
 }
 
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.token else { return Ok(()) };
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token")),
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token")),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid bearer token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token",
+        )),
     }
 }
 
@@ -107,11 +122,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let active = state.handle.calls.lock().map(|t| t.values().filter(|c| c.state != "ended").count()).unwrap_or(0);
+    let active = state
+        .handle
+        .calls
+        .lock()
+        .map(|t| t.values().filter(|c| c.state != "ended").count())
+        .unwrap_or(0);
     Json(json!({ "status": "ok", "active_calls": active }))
 }
 
-async fn list_calls(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Vec<CallInfo>>, ApiError> {
+async fn list_calls(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<CallInfo>>, ApiError> {
     authorize(&state, &headers)?;
     let mut calls: Vec<CallInfo> = state
         .handle
@@ -127,14 +150,29 @@ async fn list_calls(State(state): State<ApiState>, headers: HeaderMap) -> Result
 }
 
 fn parse_id(id: &str) -> Result<u64, ApiError> {
-    id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("call id must be a number, got {id:?}")))
+    id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("call id must be a number, got {id:?}"),
+        )
+    })
 }
 
-async fn get_call(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<CallInfo>, ApiError> {
+async fn get_call(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CallInfo>, ApiError> {
     authorize(&state, &headers)?;
     let id = parse_id(&id)?;
-    let t = state.handle.calls.lock().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "call table unavailable"))?;
-    t.get(&id).cloned().map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no call {id}")))
+    let t =
+        state.handle.calls.lock().map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "call table unavailable")
+        })?;
+    t.get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no call {id}")))
 }
 
 /// Body of `POST /calls`.
@@ -155,9 +193,17 @@ async fn create_call(
     body: Result<Json<CreateCall>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     authorize(&state, &headers)?;
-    let Json(req) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request body: {}", e.body_text())))?;
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })?;
     if !(req.target.starts_with("sip:") || req.target.starts_with("sips:")) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "target must be a sip: URI"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "target must be a sip: URI",
+        ));
     }
     let agent_name = req.agent.as_deref().unwrap_or("hold");
     let agent = state
@@ -165,16 +211,29 @@ async fn create_call(
         .iter()
         .find(|a| a.name == agent_name)
         .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown agent {agent_name:?}")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown agent {agent_name:?}"),
+            )
+        })?;
     let (call, _done) = state
         .handle
-        .dial(DialRequest { target: req.target, trunk: req.trunk, agent })
+        .dial(DialRequest {
+            target: req.target,
+            trunk: req.trunk,
+            agent,
+        })
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({ "id": call.0 }))))
 }
 
-async fn hangup_call(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn hangup_call(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
     let id = parse_id(&id)?;
     let found = state
@@ -182,5 +241,12 @@ async fn hangup_call(State(state): State<ApiState>, headers: HeaderMap, Path(id)
         .hangup(CallHandle(id))
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    if found { Ok(Json(json!({ "id": id, "hangup": true }))) } else { Err(ApiError::new(StatusCode::NOT_FOUND, format!("no call {id}"))) }
+    if found {
+        Ok(Json(json!({ "id": id, "hangup": true })))
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no call {id}"),
+        ))
+    }
 }

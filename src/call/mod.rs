@@ -35,7 +35,11 @@ pub struct AgentSpec {
 impl AgentSpec {
     /// The built-in `hold` agent: answers at once and holds the call until the far end hangs up.
     pub fn hold() -> Self {
-        AgentSpec { name: "hold".into(), answer_after: Duration::ZERO, hangup_after: None }
+        AgentSpec {
+            name: "hold".into(),
+            answer_after: Duration::ZERO,
+            hangup_after: None,
+        }
     }
 }
 
@@ -53,7 +57,10 @@ impl Routes {
 
     /// The agent for a called user part (empty for none).
     pub fn agent_for(&self, called: &str) -> Option<&AgentSpec> {
-        self.entries.iter().find(|(p, _)| pattern_matches(p, called)).map(|(_, a)| a)
+        self.entries
+            .iter()
+            .find(|(p, _)| pattern_matches(p, called))
+            .map(|(_, a)| a)
     }
 }
 
@@ -166,7 +173,14 @@ pub struct CallManager {
 impl CallManager {
     /// A manager with these routes, media policy and RTP port range.
     pub fn new(routes: Routes, media: MediaPolicy, ports: PortAllocator, table: CallTable) -> Self {
-        CallManager { routes, media, ports, calls: HashMap::new(), table, ended_history: 1000 }
+        CallManager {
+            routes,
+            media,
+            ports,
+            calls: HashMap::new(),
+            table,
+            ended_history: 1000,
+        }
     }
 
     /// Handles one stack event.
@@ -203,17 +217,18 @@ impl CallManager {
     }
 
     /// Places an outbound call: builds the offer and sends the INVITE. `notify` learns how it
-    /// ended.
+    /// ended; `failover` lists the next targets for a 408 or 503. The offer's address is
+    /// `spec.local_ip` (or the configured external IP).
     pub fn dial(
         &mut self,
         now: Instant,
         stack: &mut SipStack,
         mut spec: crate::sip::OutgoingCall,
         agent: AgentSpec,
-        local_ip: IpAddr,
         notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
         failover: Vec<crate::sip::Peer>,
     ) -> Result<CallHandle, PortError> {
+        let local_ip = spec.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let port = self.ports.allocate()?;
         let local = self.local_media(self.media.external_ip.unwrap_or(local_ip), port);
         let mut sdp = SdpSession::new(session_id(now, port));
@@ -270,7 +285,11 @@ impl CallManager {
 
     /// The earliest deadline of any call.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.calls.values().flat_map(|c| [c.answer_at, c.hangup_at]).flatten().min()
+        self.calls
+            .values()
+            .flat_map(|c| [c.answer_at, c.hangup_at])
+            .flatten()
+            .min()
     }
 
     /// Fires due deadlines.
@@ -309,11 +328,22 @@ impl CallManager {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(call = %inc.call, error = %e, "no RTP port free: 503");
-                let _ = stack.respond_with(now, inc.call, 503, Some("Service Unavailable - no media port"), vec![("Retry-After", "5".into())], None);
+                let _ = stack.respond_with(
+                    now,
+                    inc.call,
+                    503,
+                    Some("Service Unavailable - no media port"),
+                    vec![("Retry-After", "5".into())],
+                    None,
+                );
                 return;
             }
         };
-        let ip = self.media.external_ip.or_else(|| stack.local_ip(inc.call)).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let ip = self
+            .media
+            .external_ip
+            .or_else(|| stack.local_ip(inc.call))
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let local = self.local_media(ip, port);
         let mut sdp = SdpSession::new(session_id(now, port));
         // Offer in the INVITE → answer now; no offer → our offer goes in the 200 (late offer).
@@ -323,23 +353,46 @@ impl CallManager {
                 Err(e) => {
                     tracing::info!(call = %inc.call, error = %e, "offer rejected");
                     self.ports.release(port);
-                    let _ = stack.respond_with(now, inc.call, e.status_code(), Some(e.reason_phrase()), Vec::new(), None);
+                    let _ = stack.respond_with(
+                        now,
+                        inc.call,
+                        e.status_code(),
+                        Some(e.reason_phrase()),
+                        Vec::new(),
+                        None,
+                    );
                     return;
                 }
             },
             Some(b) => {
                 tracing::info!(call = %inc.call, content_type = %b.content_type, "unsupported body type: 415");
                 self.ports.release(port);
-                let _ = stack.respond_with(now, inc.call, 415, None, vec![("Accept", SDP_CONTENT_TYPE.into())], None);
+                let _ = stack.respond_with(
+                    now,
+                    inc.call,
+                    415,
+                    None,
+                    vec![("Accept", SDP_CONTENT_TYPE.into())],
+                    None,
+                );
                 return;
             }
             None => (Body::new(SDP_CONTENT_TYPE, sdp.create_offer(&local)), None),
         };
         tracing::info!(call = %inc.call, call_id = %inc.call_id, from = %inc.from, to = %inc.to, source = %inc.source, agent = %agent.name, "incoming call");
-        self.insert_info(inc.call, &inc.call_id.0, "inbound", inc.from.clone(), inc.to.clone(), &agent.name);
+        self.insert_info(
+            inc.call,
+            &inc.call_id.0,
+            "inbound",
+            inc.from.clone(),
+            inc.to.clone(),
+            &agent.name,
+        );
         let _ = stack.respond(now, inc.call, 180, None);
         let answer_at = (!agent.answer_after.is_zero()).then(|| now + agent.answer_after);
-        self.update_info(inc.call, |i| i.codec = media.as_ref().map(|m| m.codec.codec.to_string()));
+        self.update_info(inc.call, |i| {
+            i.codec = media.as_ref().map(|m| m.codec.codec.to_string())
+        });
         self.calls.insert(
             inc.call,
             CallState {
@@ -375,23 +428,39 @@ impl CallManager {
         }
     }
 
-    fn on_acked(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, body: Option<Body>) {
+    fn on_acked(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        call: CallHandle,
+        body: Option<Body>,
+    ) {
         if let Some(b) = body {
             self.accept_answer(stack, call, &b);
         }
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if let (Some(after), None) = (c.agent.hangup_after, c.hangup_at) {
             c.hangup_at = Some(now + after);
         }
     }
 
-    fn on_answered(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, body: Option<Body>) {
+    fn on_answered(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        call: CallHandle,
+        body: Option<Body>,
+    ) {
         match body {
             Some(b) => self.accept_answer(stack, call, &b),
             None => tracing::warn!(%call, "2xx without an answer"),
         }
         tracing::info!(%call, "outbound call answered");
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         c.answered = true;
         c.hangup_at = c.agent.hangup_after.map(|after| now + after);
         self.update_info(call, |i| {
@@ -400,7 +469,13 @@ impl CallManager {
         });
     }
 
-    fn on_modify(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, body: Option<Body>) {
+    fn on_modify(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        call: CallHandle,
+        body: Option<Body>,
+    ) {
         let Some(c) = self.calls.get_mut(&call) else {
             let _ = stack.respond_modify(now, call, 481, None);
             return;
@@ -422,7 +497,8 @@ impl CallManager {
                     c.media = Some(m);
                     self.update_info(call, |i| i.on_hold = hold);
                 }
-                let _ = stack.respond_modify(now, call, 200, Some(Body::new(SDP_CONTENT_TYPE, sdp)));
+                let _ =
+                    stack.respond_modify(now, call, 200, Some(Body::new(SDP_CONTENT_TYPE, sdp)));
             }
             Err(e) => {
                 let _ = stack.respond_modify(now, call, e.status_code(), None);
@@ -431,7 +507,9 @@ impl CallManager {
     }
 
     fn accept_answer(&mut self, _stack: &mut SipStack, call: CallHandle, body: &Body) {
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         match c.sdp.accept_answer(&body.data) {
             Ok(m) => {
                 let codec = m.codec.codec.to_string();
@@ -442,21 +520,35 @@ impl CallManager {
         }
     }
 
-    fn on_ended(&mut self, now: Instant, stack: &mut SipStack, call: CallHandle, reason: EndReason) {
-        let Some(mut c) = self.calls.remove(&call) else { return };
+    fn on_ended(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        call: CallHandle,
+        reason: EndReason,
+    ) {
+        let Some(mut c) = self.calls.remove(&call) else {
+            return;
+        };
         self.ports.release(c.rtp_port);
         // RFC 3263 §4.3: on a timeout or 503, try the next target with a new INVITE.
-        if let (EndReason::Failed(408 | 503), Some((spec, rest))) = (&reason, c.failover.take()) {
-            if let Some((next, rest)) = rest.split_first() {
-                tracing::info!(%call, status = ?reason, next = %next, "trying next target");
-                let mut spec = spec;
-                spec.next_hop = *next;
-                let ip = spec.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-                self.update_info(call, |i| i.state = "ended");
-                if let Ok(h) = self.dial(now, stack, spec, c.agent.clone(), ip, c.notify.take(), rest.to_vec()) {
-                    tracing::debug!(old = %call, new = %h, "failover call placed");
-                    return;
-                }
+        if let (EndReason::Failed(408 | 503), Some((spec, rest))) = (&reason, c.failover.take())
+            && let Some((next, rest)) = rest.split_first()
+        {
+            tracing::info!(%call, status = ?reason, next = %next, "trying next target");
+            let mut spec = spec;
+            spec.next_hop = *next;
+            self.update_info(call, |i| i.state = "ended");
+            if let Ok(h) = self.dial(
+                now,
+                stack,
+                spec,
+                c.agent.clone(),
+                c.notify.take(),
+                rest.to_vec(),
+            ) {
+                tracing::debug!(old = %call, new = %h, "failover call placed");
+                return;
             }
         }
         tracing::info!(%call, ?reason, agent = %c.agent.name, "call ended");
@@ -468,7 +560,10 @@ impl CallManager {
         });
         self.trim_table();
         if let Some(n) = c.notify.take() {
-            let _ = n.send(OutboundResult { answered: c.answered, reason });
+            let _ = n.send(OutboundResult {
+                answered: c.answered,
+                reason,
+            });
         }
     }
 
@@ -484,7 +579,15 @@ impl CallManager {
         }
     }
 
-    fn insert_info(&self, call: CallHandle, call_id: &str, direction: &'static str, from: String, to: String, agent: &str) {
+    fn insert_info(
+        &self,
+        call: CallHandle,
+        call_id: &str,
+        direction: &'static str,
+        from: String,
+        to: String,
+        agent: &str,
+    ) {
         let info = CallInfo {
             id: call.0,
             call_id: call_id.to_string(),
@@ -506,10 +609,10 @@ impl CallManager {
     }
 
     fn update_info(&self, call: CallHandle, f: impl FnOnce(&mut CallInfo)) {
-        if let Ok(mut t) = self.table.lock() {
-            if let Some(i) = t.get_mut(&call.0) {
-                f(i);
-            }
+        if let Ok(mut t) = self.table.lock()
+            && let Some(i) = t.get_mut(&call.0)
+        {
+            f(i);
         }
     }
 
@@ -518,8 +621,11 @@ impl CallManager {
         if let Ok(mut t) = self.table.lock() {
             let ended = t.values().filter(|i| i.state == "ended").count();
             if ended > self.ended_history {
-                let mut olds: Vec<(f64, u64)> =
-                    t.values().filter(|i| i.state == "ended").map(|i| (i.ended_at.unwrap_or(0.0), i.id)).collect();
+                let mut olds: Vec<(f64, u64)> = t
+                    .values()
+                    .filter(|i| i.state == "ended")
+                    .map(|i| (i.ended_at.unwrap_or(0.0), i.id))
+                    .collect();
                 olds.sort_by(|a, b| a.0.total_cmp(&b.0));
                 for (_, id) in olds.into_iter().take(ended - self.ended_history) {
                     t.remove(&id);
@@ -530,16 +636,25 @@ impl CallManager {
 }
 
 fn is_sdp(b: &Body) -> bool {
-    b.content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP_CONTENT_TYPE))
+    b.content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP_CONTENT_TYPE))
 }
 
 fn session_id(now: Instant, port: u16) -> u64 {
     // Any unique-enough number works (RFC 4566 §5.2 suggests an NTP timestamp).
     let _ = now;
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     secs * 100_000 + u64::from(port)
 }
 
 fn epoch_now() -> f64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

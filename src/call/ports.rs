@@ -24,7 +24,12 @@ impl PortAllocator {
     /// A range; `min` is rounded up to even. An empty range is allowed and always exhausted.
     pub fn new(min: u16, max: u16) -> Self {
         let min = min.saturating_add(min % 2);
-        PortAllocator { min, max, next: min, in_use: HashSet::new() }
+        PortAllocator {
+            min,
+            max,
+            next: min,
+            in_use: HashSet::new(),
+        }
     }
 
     fn capacity(&self) -> usize {
@@ -36,7 +41,11 @@ impl PortAllocator {
         let cap = self.capacity();
         for _ in 0..cap {
             let p = self.next;
-            self.next = if p.saturating_add(2) >= self.max { self.min } else { p + 2 };
+            self.next = if p.saturating_add(2) >= self.max {
+                self.min
+            } else {
+                p + 2
+            };
             if self.in_use.insert(p) {
                 return Ok(p);
             }

@@ -13,28 +13,46 @@ impl Config {
     /// The runtime options this configuration describes.
     pub fn runtime_options(&self) -> Options {
         let stack = StackConfig {
-            timers: TimerConfig { t1: self.sip.t1, t2: self.sip.t2, t4: self.sip.t4 },
-            limits: Limits { max_message_bytes: self.sip.max_message_bytes, max_headers: self.sip.max_headers },
+            timers: TimerConfig {
+                t1: self.sip.t1,
+                t2: self.sip.t2,
+                t4: self.sip.t4,
+            },
+            limits: Limits {
+                max_message_bytes: self.sip.max_message_bytes,
+                max_headers: self.sip.max_headers,
+            },
             user_agent: self.sip.user_agent.clone(),
             listen: Vec::new(),
             advertised_ip: self.sip.external_ip,
-            default_ip: self.sip.external_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+            default_ip: self
+                .sip
+                .external_ip
+                .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
             max_calls: self.limits.max_calls as usize,
             at_limit: match self.limits.at_limit {
                 AtLimit::Busy => LimitResponse::Busy,
-                AtLimit::Unavailable => {
-                    LimitResponse::Unavailable { retry_after_s: self.limits.retry_after.as_secs() as u32 }
-                }
+                AtLimit::Unavailable => LimitResponse::Unavailable {
+                    retry_after_s: self.limits.retry_after.as_secs() as u32,
+                },
             },
             session_expires: self.sip.session_expires,
             min_se: self.sip.min_se,
         };
         let mut routes = Routes::default();
         for r in &self.routes {
-            let agent = self.agent(&r.agent).map(agent_spec).unwrap_or_else(AgentSpec::hold);
+            let agent = self
+                .agent(&r.agent)
+                .map(agent_spec)
+                .unwrap_or_else(AgentSpec::hold);
             routes.push(r.pattern.to_string(), agent);
         }
-        let codecs: Vec<SdpCodec> = self.media.codecs.iter().filter_map(|c| c.name().parse().ok()).collect();
+        let codecs: Vec<SdpCodec> = self
+            .media
+            .codecs
+            .iter()
+            .filter_map(|c| c.name().parse().ok())
+            .collect();
         let media = MediaPolicy {
             codecs: CodecPrefs::new(codecs).unwrap_or_default(),
             telephone_event: self.media.telephone_event,
@@ -52,7 +70,11 @@ impl Config {
                 host: t.host.clone(),
                 port: Some(t.port),
                 transport: transport(t.transport),
-                user: t.username.clone().or_else(|| t.from_user.clone()).unwrap_or_else(|| "voxline".into()),
+                user: t
+                    .username
+                    .clone()
+                    .or_else(|| t.from_user.clone())
+                    .unwrap_or_else(|| "voxline".into()),
                 domain: t.from_domain.clone().unwrap_or_else(|| t.host.clone()),
                 credentials: credentials(t),
                 expires: t.register_expires.as_secs().min(u64::from(u32::MAX)) as u32,
@@ -90,7 +112,11 @@ impl Config {
 
 /// The call-layer description of a configured agent.
 pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
-    AgentSpec { name: a.name.clone(), answer_after: a.answer_after, hangup_after: a.hangup_after }
+    AgentSpec {
+        name: a.name.clone(),
+        answer_after: a.answer_after,
+        hangup_after: a.hangup_after,
+    }
 }
 
 fn transport(t: TrunkTransport) -> Transport {

@@ -10,14 +10,21 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::net::{self, Inbound};
-use super::{RegistrationSpec, RuntimeCounters, SHUTDOWN_GRACE, TCP_WRITE_QUEUE, TrunkSpec, bump, local_ip_towards};
+use super::{
+    RegistrationSpec, RuntimeCounters, SHUTDOWN_GRACE, TCP_WRITE_QUEUE, TrunkSpec, bump,
+    local_ip_towards,
+};
 use crate::call::{AgentSpec, CallManager, OutboundResult};
 use crate::sip::registration::{RegistrationConfig, RegistrationState};
 use crate::sip::resolve::SipTarget;
-use crate::sip::{CallHandle, OutgoingCall, Output, Peer, RegistrationId, SipEvent, SipStack, StackConfig, StackCounters, Transport};
+use crate::sip::{
+    CallHandle, OutgoingCall, Output, Peer, RegistrationId, SipEvent, SipStack, StackConfig,
+    StackCounters, Transport,
+};
 
 /// Commands from the API and the CLI.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // commands are rare; boxing buys nothing measurable
 pub enum Command {
     /// Place a call to resolved peers (tried in order).
     Dial {
@@ -148,7 +155,11 @@ impl Driver {
             self.drain();
             if let Some((until, _)) = &shutdown {
                 let regs_done = self.registrations.iter().all(|id| {
-                    !matches!(self.stack.registration_state(*id), Some(RegistrationState::Registered { .. }) | Some(RegistrationState::Registering))
+                    !matches!(
+                        self.stack.registration_state(*id),
+                        Some(RegistrationState::Registered { .. })
+                            | Some(RegistrationState::Registering)
+                    )
                 });
                 if (self.calls.is_empty() && regs_done) || Instant::now() >= *until {
                     if let Some((_, done)) = shutdown.take() {
@@ -162,7 +173,9 @@ impl Driver {
 
     fn on_inbound(&mut self, m: Inbound) {
         match m {
-            Inbound::Message { peer, bytes } => self.stack.handle_message(Instant::now(), peer, &bytes),
+            Inbound::Message { peer, bytes } => {
+                self.stack.handle_message(Instant::now(), peer, &bytes)
+            }
             Inbound::TcpOpened { addr, tx } => {
                 self.tcp.insert(addr, tx);
             }
@@ -175,19 +188,39 @@ impl Driver {
     fn on_command(&mut self, c: Command) {
         let now = Instant::now();
         match c {
-            Command::Dial { target, peers, trunk, agent, domain, notify, reply } => {
+            Command::Dial {
+                target,
+                peers,
+                trunk,
+                agent,
+                domain,
+                notify,
+                reply,
+            } => {
                 let Some(first) = peers.first().copied() else {
                     let _ = reply.send(Err("no addresses".into()));
                     return;
                 };
-                let local_ip = local_ip_towards(first.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-                let from_user = trunk.as_ref().and_then(|t| t.from_user.clone().or_else(|| t.credentials.as_ref().map(|c| c.username.clone()))).unwrap_or_else(|| "voxline".into());
+                let local_ip =
+                    local_ip_towards(first.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                let from_user = trunk
+                    .as_ref()
+                    .and_then(|t| {
+                        t.from_user
+                            .clone()
+                            .or_else(|| t.credentials.as_ref().map(|c| c.username.clone()))
+                    })
+                    .unwrap_or_else(|| "voxline".into());
                 let from_host = trunk
                     .as_ref()
                     .and_then(|t| t.from_domain.clone().or_else(|| Some(t.host.clone())))
                     .or(domain)
                     .unwrap_or_else(|| local_ip.to_string());
-                let routes = trunk.as_ref().and_then(|t| t.outbound_proxy.clone()).map(|p| vec![format!("<{}>", with_lr(&p))]).unwrap_or_default();
+                let routes = trunk
+                    .as_ref()
+                    .and_then(|t| t.outbound_proxy.clone())
+                    .map(|p| vec![format!("<{}>", with_lr(&p))])
+                    .unwrap_or_default();
                 let spec = OutgoingCall {
                     request_uri: target.clone(),
                     from_uri: format!("sip:{from_user}@{from_host}"),
@@ -200,7 +233,14 @@ impl Driver {
                     local_ip: Some(local_ip),
                     extra_headers: Vec::new(),
                 };
-                match self.calls.dial(now, &mut self.stack, spec, agent, local_ip, Some(notify), peers[1..].to_vec()) {
+                match self.calls.dial(
+                    now,
+                    &mut self.stack,
+                    spec,
+                    agent,
+                    Some(notify),
+                    peers[1..].to_vec(),
+                ) {
                     Ok(h) => {
                         let _ = reply.send(Ok(h));
                     }
@@ -221,11 +261,18 @@ impl Driver {
     }
 
     async fn start_registration(&mut self, r: RegistrationSpec) {
-        let target = SipTarget { host: r.host.clone(), port: r.port, transport: Some(match r.transport {
-            Transport::Udp => crate::sip::resolve::TargetTransport::Udp,
-            Transport::Tcp => crate::sip::resolve::TargetTransport::Tcp,
-        }) };
-        let proxy_target = r.outbound_proxy.as_deref().and_then(|p| SipTarget::from_uri(p).ok());
+        let target = SipTarget {
+            host: r.host.clone(),
+            port: r.port,
+            transport: Some(match r.transport {
+                Transport::Udp => crate::sip::resolve::TargetTransport::Udp,
+                Transport::Tcp => crate::sip::resolve::TargetTransport::Tcp,
+            }),
+        };
+        let proxy_target = r
+            .outbound_proxy
+            .as_deref()
+            .and_then(|p| SipTarget::from_uri(p).ok());
         let resolved = match super::dns::resolve(proxy_target.as_ref().unwrap_or(&target)).await {
             Ok(list) => list,
             Err(e) => {
@@ -233,8 +280,13 @@ impl Driver {
                 return;
             }
         };
-        let Some(c) = resolved.as_slice().first().copied() else { return };
-        let next_hop = Peer { transport: r.transport, addr: c.addr };
+        let Some(c) = resolved.as_slice().first().copied() else {
+            return;
+        };
+        let next_hop = Peer {
+            transport: r.transport,
+            addr: c.addr,
+        };
         let local_ip = local_ip_towards(c.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let port = self
             .stack
@@ -256,7 +308,11 @@ impl Driver {
             credentials: r.credentials.clone(),
             expires: r.expires,
             next_hop,
-            routes: r.outbound_proxy.iter().map(|p| format!("<{}>", with_lr(p))).collect(),
+            routes: r
+                .outbound_proxy
+                .iter()
+                .map(|p| format!("<{}>", with_lr(p)))
+                .collect(),
             local_addr: SocketAddr::new(ip, port),
         };
         tracing::info!(trunk = %r.name, registrar = %cfg.registrar, aor = %cfg.aor, "registering");
@@ -286,7 +342,11 @@ impl Driver {
                 let sock = self
                     .udp
                     .iter()
-                    .find(|s| s.local_addr().map(|a| a.is_ipv4() == peer.addr.is_ipv4()).unwrap_or(false))
+                    .find(|s| {
+                        s.local_addr()
+                            .map(|a| a.is_ipv4() == peer.addr.is_ipv4())
+                            .unwrap_or(false)
+                    })
                     .or_else(|| self.udp.first());
                 let Some(sock) = sock else {
                     bump(&self.counters.send_errors);
@@ -308,7 +368,14 @@ impl Driver {
                 let _ = wtx.try_send(payload);
                 self.tcp.insert(peer.addr, wtx.clone());
                 let limits = self.stack.config().limits;
-                tokio::spawn(net::connect(peer.addr, self.in_tx.clone(), wtx, wrx, limits, self.keepalive));
+                tokio::spawn(net::connect(
+                    peer.addr,
+                    self.in_tx.clone(),
+                    wtx,
+                    wrx,
+                    limits,
+                    self.keepalive,
+                ));
             }
         }
     }
@@ -319,7 +386,11 @@ impl Driver {
             // poll_output is drained before we get here; anything else is a bug we tolerate.
             _ => Instant::now(),
         };
-        [Some(stack), self.calls.poll_timeout(), extra].into_iter().flatten().min().unwrap_or(stack)
+        [Some(stack), self.calls.poll_timeout(), extra]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(stack)
     }
 
     fn to_tokio(&self, t: Instant) -> tokio::time::Instant {
@@ -331,12 +402,18 @@ impl Driver {
 }
 
 fn with_lr(uri: &str) -> String {
-    if uri.contains(";lr") { uri.to_string() } else { format!("{uri};lr") }
+    if uri.contains(";lr") {
+        uri.to_string()
+    } else {
+        format!("{uri};lr")
+    }
 }
 
 fn log_registration(id: RegistrationId, state: &RegistrationState) {
     match state {
-        RegistrationState::Registered { expires } => tracing::info!(registration = id.0, expires, "registered"),
+        RegistrationState::Registered { expires } => {
+            tracing::info!(registration = id.0, expires, "registered")
+        }
         RegistrationState::Failed { status, reason } => {
             tracing::warn!(registration = id.0, status, reason = %reason, "registration failed; will retry")
         }

@@ -170,16 +170,28 @@ pub struct DialRequest {
 impl Handle {
     /// Places an outbound call; resolves the target (RFC 3263) first. Returns the call handle
     /// and a receiver that learns how the call ended.
-    pub async fn dial(&self, req: DialRequest) -> Result<(CallHandle, oneshot::Receiver<OutboundResult>), RuntimeError> {
-        let target = SipTarget::from_uri(&req.target)
-            .map_err(|e| RuntimeError::Resolve { target: req.target.clone(), reason: e.to_string() })?;
+    pub async fn dial(
+        &self,
+        req: DialRequest,
+    ) -> Result<(CallHandle, oneshot::Receiver<OutboundResult>), RuntimeError> {
+        let target = SipTarget::from_uri(&req.target).map_err(|e| RuntimeError::Resolve {
+            target: req.target.clone(),
+            reason: e.to_string(),
+        })?;
         let trunk = match &req.trunk {
             Some(name) => self.trunks.iter().find(|t| &t.name == name).cloned(),
-            None => self.trunks.iter().find(|t| t.host.eq_ignore_ascii_case(&target.host)).cloned(),
+            None => self
+                .trunks
+                .iter()
+                .find(|t| t.host.eq_ignore_ascii_case(&target.host))
+                .cloned(),
         };
         let resolved = dns::resolve(&target)
             .await
-            .map_err(|e| RuntimeError::Resolve { target: req.target.clone(), reason: e.to_string() })?;
+            .map_err(|e| RuntimeError::Resolve {
+                target: req.target.clone(),
+                reason: e.to_string(),
+            })?;
         let peers: Vec<Peer> = resolved
             .as_slice()
             .iter()
@@ -192,33 +204,55 @@ impl Handle {
             })
             .collect();
         if peers.is_empty() {
-            return Err(RuntimeError::Resolve { target: req.target, reason: "no addresses".into() });
+            return Err(RuntimeError::Resolve {
+                target: req.target,
+                reason: "no addresses".into(),
+            });
         }
         let (tx, rx) = oneshot::channel();
         let (htx, hrx) = oneshot::channel();
         let domain = self.domain.clone();
         self.commands
-            .send(Command::Dial { target: req.target, peers, trunk, agent: req.agent, domain, notify: tx, reply: htx })
+            .send(Command::Dial {
+                target: req.target,
+                peers,
+                trunk,
+                agent: req.agent,
+                domain,
+                notify: tx,
+                reply: htx,
+            })
             .await
             .map_err(|_| RuntimeError::Stopped)?;
-        let handle = hrx.await.map_err(|_| RuntimeError::Stopped)?.map_err(|reason| RuntimeError::Resolve {
-            target: String::new(),
-            reason,
-        })?;
+        let handle = hrx
+            .await
+            .map_err(|_| RuntimeError::Stopped)?
+            .map_err(|reason| RuntimeError::Resolve {
+                target: String::new(),
+                reason,
+            })?;
         Ok((handle, rx))
     }
 
     /// Hangs up a call. Returns false if there was no such call.
     pub async fn hangup(&self, call: CallHandle) -> Result<bool, RuntimeError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Hangup { call, reply: tx }).await.map_err(|_| RuntimeError::Stopped)?;
+        self.commands
+            .send(Command::Hangup { call, reply: tx })
+            .await
+            .map_err(|_| RuntimeError::Stopped)?;
         rx.await.map_err(|_| RuntimeError::Stopped)
     }
 
     /// Starts graceful shutdown: BYE every call, un-REGISTER, then stop. Resolves when done.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Shutdown { done: tx }).await.is_ok() {
+        if self
+            .commands
+            .send(Command::Shutdown { done: tx })
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -226,7 +260,10 @@ impl Handle {
     /// Stack counters, read through the driver.
     pub async fn stack_counters(&self) -> Option<crate::sip::StackCounters> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Counters { reply: tx }).await.ok()?;
+        self.commands
+            .send(Command::Counters { reply: tx })
+            .await
+            .ok()?;
         rx.await.ok()
     }
 }
@@ -242,23 +279,44 @@ pub async fn start(opts: Options) -> Result<(Handle, tokio::task::JoinHandle<()>
     let mut bound = Vec::new();
     let mut udp_sockets = Vec::new();
     for addr in &opts.udp_listen {
-        let sock = tokio::net::UdpSocket::bind(addr)
-            .await
-            .map_err(|source| RuntimeError::Bind { transport: Transport::Udp, addr: *addr, source })?;
-        let local = sock.local_addr().map_err(|source| RuntimeError::Bind { transport: Transport::Udp, addr: *addr, source })?;
+        let sock =
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .map_err(|source| RuntimeError::Bind {
+                    transport: Transport::Udp,
+                    addr: *addr,
+                    source,
+                })?;
+        let local = sock.local_addr().map_err(|source| RuntimeError::Bind {
+            transport: Transport::Udp,
+            addr: *addr,
+            source,
+        })?;
         bound.push((Transport::Udp, local));
         udp_sockets.push(Arc::new(sock));
     }
     for addr in &opts.tcp_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| RuntimeError::Bind { transport: Transport::Tcp, addr: *addr, source })?;
-        let local = listener.local_addr().map_err(|source| RuntimeError::Bind { transport: Transport::Tcp, addr: *addr, source })?;
+            .map_err(|source| RuntimeError::Bind {
+                transport: Transport::Tcp,
+                addr: *addr,
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| RuntimeError::Bind {
+            transport: Transport::Tcp,
+            addr: *addr,
+            source,
+        })?;
         bound.push((Transport::Tcp, local));
         tokio::spawn(net::accept_loop(listener, in_tx.clone(), opts.stack.limits));
     }
     for sock in &udp_sockets {
-        tokio::spawn(net::udp_recv_loop(sock.clone(), in_tx.clone(), counters.clone()));
+        tokio::spawn(net::udp_recv_loop(
+            sock.clone(),
+            in_tx.clone(),
+            counters.clone(),
+        ));
     }
     let mut stack_cfg = opts.stack.clone();
     stack_cfg.listen = bound.clone();
@@ -277,7 +335,14 @@ pub async fn start(opts: Options) -> Result<(Handle, tokio::task::JoinHandle<()>
         PortAllocator::new(opts.rtp_ports.0, opts.rtp_ports.1),
         table,
     );
-    let driver = driver::Driver::new(stack_cfg, calls, udp_sockets, in_tx, counters, opts.tcp_keepalive);
+    let driver = driver::Driver::new(
+        stack_cfg,
+        calls,
+        udp_sockets,
+        in_tx,
+        counters,
+        opts.tcp_keepalive,
+    );
     let regs = opts.registrations.clone();
     let join = tokio::spawn(driver.run(in_rx, cmd_rx, regs));
     Ok((handle, join))
@@ -285,7 +350,11 @@ pub async fn start(opts: Options) -> Result<(Handle, tokio::task::JoinHandle<()>
 
 /// The local IP the OS would use to reach `dest` (no packet is sent).
 pub fn local_ip_towards(dest: SocketAddr) -> Option<IpAddr> {
-    let bind = if dest.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let bind = if dest.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let s = std::net::UdpSocket::bind(bind).ok()?;
     s.connect(dest).ok()?;
     let ip = s.local_addr().ok()?.ip();

@@ -46,12 +46,22 @@ pub enum Inbound {
 }
 
 /// Reads datagrams and hands them to the driver; drops (and counts) when the driver is behind.
-pub async fn udp_recv_loop(sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, counters: Arc<RuntimeCounters>) {
+pub async fn udp_recv_loop(
+    sock: Arc<UdpSocket>,
+    tx: mpsc::Sender<Inbound>,
+    counters: Arc<RuntimeCounters>,
+) {
     let mut buf = vec![0u8; UDP_BUFFER];
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                let msg = Inbound::Message { peer: Peer { transport: Transport::Udp, addr: from }, bytes: buf[..n].to_vec() };
+                let msg = Inbound::Message {
+                    peer: Peer {
+                        transport: Transport::Udp,
+                        addr: from,
+                    },
+                    bytes: buf[..n].to_vec(),
+                };
                 match tx.try_send(msg) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => bump(&counters.inbound_dropped),
@@ -72,7 +82,14 @@ pub async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Inbound>, limit
         match listener.accept().await {
             Ok((stream, addr)) => {
                 let (wtx, wrx) = mpsc::channel(TCP_WRITE_QUEUE);
-                if tx.send(Inbound::TcpOpened { addr, tx: wtx.clone() }).await.is_err() {
+                if tx
+                    .send(Inbound::TcpOpened {
+                        addr,
+                        tx: wtx.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::spawn(connection(stream, addr, tx.clone(), wtx, wrx, limits, None));
@@ -119,7 +136,8 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
-        let mut ticker = keepalive.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
+        let mut ticker =
+            keepalive.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
         loop {
             let next = async {
                 match ticker.as_mut() {
@@ -149,7 +167,13 @@ async fn connection(
         while let Some(frame) = framer.next_frame(&limits) {
             match frame {
                 Frame::Message(bytes) => {
-                    let msg = Inbound::Message { peer: Peer { transport: Transport::Tcp, addr }, bytes };
+                    let msg = Inbound::Message {
+                        peer: Peer {
+                            transport: Transport::Tcp,
+                            addr,
+                        },
+                        bytes,
+                    };
                     if tx.send(msg).await.is_err() {
                         break 'read;
                     }

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use rsip::{Header, Headers};
 
-use super::message::{make_header, Msg, SIP_VERSION};
 use super::Body;
+use super::message::{Msg, SIP_VERSION, make_header};
 
 /// Methods voxline accepts, for Allow headers (RFC 3261 §20.5).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
@@ -51,7 +51,10 @@ pub fn build_request(spec: &RequestSpec<'_>) -> Vec<u8> {
     headers.push(make_header("From", spec.from));
     headers.push(make_header("To", spec.to));
     headers.push(make_header("Call-ID", spec.call_id));
-    headers.push(make_header("CSeq", format!("{} {}", spec.cseq, spec.method)));
+    headers.push(make_header(
+        "CSeq",
+        format!("{} {}", spec.cseq, spec.method),
+    ));
     for r in spec.routes {
         headers.push(make_header("Route", r.clone()));
     }

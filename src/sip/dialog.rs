@@ -90,19 +90,30 @@ impl Dialog {
     /// came from, and there is no route set, the peer is taken to be behind NAT and the
     /// observed address is used (symmetric signalling, like `force_rport`).
     pub fn next_hop(&self) -> Peer {
-        let uri = self.route_set.first().map(|r| message::uri_of(r)).unwrap_or(&self.remote_target);
+        let uri = self
+            .route_set
+            .first()
+            .map(|r| message::uri_of(r))
+            .unwrap_or(&self.remote_target);
         let transport = message::uri_param(uri, "transport")
             .and_then(Transport::parse)
             .unwrap_or(self.peer.transport);
         if transport == Transport::Tcp && self.peer.transport == Transport::Tcp {
             return self.peer; // reuse the connection
         }
-        let Some((host, port)) = message::uri_host_port(uri) else { return self.peer };
-        let Ok(ip) = host.parse::<IpAddr>() else { return self.peer };
+        let Some((host, port)) = message::uri_host_port(uri) else {
+            return self.peer;
+        };
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return self.peer;
+        };
         if self.route_set.is_empty() && ip != self.peer.addr.ip() {
             return self.peer;
         }
-        Peer { transport, addr: SocketAddr::new(ip, port.unwrap_or(DEFAULT_SIP_PORT)) }
+        Peer {
+            transport,
+            addr: SocketAddr::new(ip, port.unwrap_or(DEFAULT_SIP_PORT)),
+        }
     }
 
     /// Route header values for an in-dialog request.

@@ -33,7 +33,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_bytes: 65_535, max_headers: 128 }
+        Limits {
+            max_message_bytes: 65_535,
+            max_headers: 128,
+        }
     }
 }
 
@@ -98,7 +101,9 @@ impl ParseError {
         match self {
             ParseError::MissingHeader(h) => format!("Bad Request - missing {h}"),
             ParseError::BadHeader(h) => format!("Bad Request - malformed {h}"),
-            ParseError::BodyTooShort { .. } => "Bad Request - body shorter than Content-Length".into(),
+            ParseError::BodyTooShort { .. } => {
+                "Bad Request - body shorter than Content-Length".into()
+            }
             ParseError::BadContentLength => "Bad Request - bad Content-Length".into(),
             ParseError::CSeqMethodMismatch => "Bad Request - CSeq method mismatch".into(),
             ParseError::UnknownMethod(_) => "Not Implemented".into(),
@@ -320,7 +325,10 @@ impl StreamFramer {
         };
         let total = body_start + declared;
         if total > limits.max_message_bytes {
-            return Some(Frame::Broken(ParseError::TooLarge { size: total, limit: limits.max_message_bytes }));
+            return Some(Frame::Broken(ParseError::TooLarge {
+                size: total,
+                limit: limits.max_message_bytes,
+            }));
         }
         if self.buf.len() < total {
             return None;
@@ -344,7 +352,10 @@ pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 }
 
 /// All values of a header by name, one per header line.
-pub fn headers_named<'a>(headers: &'a Headers, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+pub fn headers_named<'a>(
+    headers: &'a Headers,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers.iter().filter_map(move |h| {
         let (n, v) = name_value(h);
         n.eq_ignore_ascii_case(name).then_some(v)
@@ -521,7 +532,11 @@ pub fn parse_via(value: &str) -> Option<ViaInfo> {
     let proto = parts.next()?.trim();
     let rest = parts.next()?.trim();
     let mut proto_parts = proto.split('/');
-    let (name, ver, transport) = (proto_parts.next()?, proto_parts.next()?, proto_parts.next()?);
+    let (name, ver, transport) = (
+        proto_parts.next()?,
+        proto_parts.next()?,
+        proto_parts.next()?,
+    );
     if !name.trim().eq_ignore_ascii_case("SIP") || ver.trim() != "2.0" {
         return None;
     }
@@ -617,8 +632,14 @@ fn find_unquoted(s: &str, needle: u8) -> Option<usize> {
 
 /// Returns (end of header lines, start of body).
 fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4));
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4));
+    let lf = buf
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -627,7 +648,9 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 fn content_length_of(head: &str) -> Result<Option<usize>, ParseError> {
     for line in head.lines().skip(1) {
-        let Some(colon) = line.find(':') else { continue };
+        let Some(colon) = line.find(':') else {
+            continue;
+        };
         let name = line[..colon].trim();
         if name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l") {
             return line[colon + 1..]
@@ -667,10 +690,16 @@ fn expand_compact(name: &str) -> &str {
 /// applies Content-Length. Returns a normalised message ready for `rsip`.
 fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ParseError> {
     if bytes.len() > limits.max_message_bytes {
-        return Err(ParseError::TooLarge { size: bytes.len(), limit: limits.max_message_bytes });
+        return Err(ParseError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_message_bytes,
+        });
     }
     // Tolerate leading CRLFs (RFC 3261 §7.5).
-    let start = bytes.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(bytes.len());
     let bytes = &bytes[start..];
     let (head_end, body_start) = find_head_end(bytes).ok_or(ParseError::NoHeaderEnd)?;
     let head = std::str::from_utf8(&bytes[..head_end]).map_err(|_| ParseError::NotUtf8)?;
@@ -691,7 +720,9 @@ fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ParseError> {
         lines.push(line.to_string());
     }
     if lines.len().saturating_sub(1) > limits.max_headers {
-        return Err(ParseError::TooManyHeaders { limit: limits.max_headers });
+        return Err(ParseError::TooManyHeaders {
+            limit: limits.max_headers,
+        });
     }
     let mut declared = None;
     for (i, line) in lines.iter().enumerate() {
@@ -701,19 +732,28 @@ fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ParseError> {
             continue;
         }
         let Some(colon) = line.find(':') else {
-            return Err(ParseError::Syntax(format!("header line without colon: {line:.40}")));
+            return Err(ParseError::Syntax(format!(
+                "header line without colon: {line:.40}"
+            )));
         };
         let name = expand_compact(line[..colon].trim());
         let value = line[colon + 1..].trim();
         if name.eq_ignore_ascii_case("Content-Length") {
-            declared = Some(value.parse::<usize>().map_err(|_| ParseError::BadContentLength)?);
+            declared = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| ParseError::BadContentLength)?,
+            );
             continue; // re-added below with the real length
         }
         let _ = write!(out, "{name}: {value}\r\n");
     }
     let body = match declared {
         Some(n) if n > body.len() => {
-            return Err(ParseError::BodyTooShort { declared: n, actual: body.len() });
+            return Err(ParseError::BodyTooShort {
+                declared: n,
+                actual: body.len(),
+            });
         }
         Some(n) => &body[..n],
         None => body,
@@ -746,7 +786,9 @@ fn finish_parse(pre: &[u8]) -> Result<Msg, ParseError> {
         rsip::SipMessage::Request(r) => &r.headers,
         rsip::SipMessage::Response(r) => &r.headers,
     };
-    let via_raw = header(headers, "Via").ok_or(ParseError::MissingHeader("Via"))?.to_string();
+    let via_raw = header(headers, "Via")
+        .ok_or(ParseError::MissingHeader("Via"))?
+        .to_string();
     let via = parse_via(&via_raw).ok_or(ParseError::BadHeader("Via"))?;
     let from = header(headers, "From").ok_or(ParseError::MissingHeader("From"))?;
     let to = header(headers, "To").ok_or(ParseError::MissingHeader("To"))?;
@@ -762,13 +804,17 @@ fn finish_parse(pre: &[u8]) -> Result<Msg, ParseError> {
     if uri_of(to).is_empty() {
         return Err(ParseError::BadHeader("To"));
     }
-    if let rsip::SipMessage::Request(r) = &inner {
-        if r.method != cseq.method {
-            return Err(ParseError::CSeqMethodMismatch);
-        }
+    if let rsip::SipMessage::Request(r) = &inner
+        && r.method != cseq.method
+    {
+        return Err(ParseError::CSeqMethodMismatch);
     }
-    let from_tag = param(from, "tag").filter(|t| !t.is_empty()).map(str::to_string);
-    let to_tag = param(to, "tag").filter(|t| !t.is_empty()).map(str::to_string);
+    let from_tag = param(from, "tag")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    let to_tag = param(to, "tag")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
     Ok(Msg {
         call_id: call_id.trim().to_string(),
         cseq,
@@ -815,7 +861,9 @@ fn build_rejection(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
         if line.is_empty() {
             break;
         }
-        let Some(colon) = line.find(':') else { continue };
+        let Some(colon) = line.find(':') else {
+            continue;
+        };
         let name = expand_compact(line[..colon].trim());
         let value = line[colon + 1..].trim();
         match name.to_ascii_lowercase().as_str() {
@@ -830,7 +878,11 @@ fn build_rejection(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
     if vias.is_empty() || from.is_none() || to.is_none() || call_id.is_none() {
         return None;
     }
-    let mut out = format!("{SIP_VERSION} {} {}\r\n", error.status_code(), error.reason_phrase());
+    let mut out = format!(
+        "{SIP_VERSION} {} {}\r\n",
+        error.status_code(),
+        error.reason_phrase()
+    );
     for v in vias {
         out.push_str("Via: ");
         out.push_str(&v);
@@ -876,9 +928,17 @@ l: 4\r\n\r\nbodyEXTRA";
     fn short_body_is_400_with_reason() {
         let bad = INVITE.replace("l: 4", "l: 40");
         let r = parse(bad.as_bytes(), &Limits::default()).expect_err("rejected");
-        assert!(matches!(r.error, ParseError::BodyTooShort { declared: 40, actual: 9 }));
+        assert!(matches!(
+            r.error,
+            ParseError::BodyTooShort {
+                declared: 40,
+                actual: 9
+            }
+        ));
         let reply = String::from_utf8(r.reply.expect("answerable")).expect("utf8");
-        assert!(reply.starts_with("SIP/2.0 400 Bad Request - body shorter than Content-Length\r\n"));
+        assert!(
+            reply.starts_with("SIP/2.0 400 Bad Request - body shorter than Content-Length\r\n")
+        );
         assert!(reply.contains("Call-ID: call-1@10.0.0.1\r\n"));
     }
 
@@ -893,7 +953,12 @@ l: 4\r\n\r\nbodyEXTRA";
 
     #[test]
     fn garbage_is_dropped_without_reply() {
-        for g in [&b"\x00\x01\x02"[..], b"hello world\r\n\r\n", b"", b"SIP/2.0 200 OK\r\n\r\n"] {
+        for g in [
+            &b"\x00\x01\x02"[..],
+            b"hello world\r\n\r\n",
+            b"",
+            b"SIP/2.0 200 OK\r\n\r\n",
+        ] {
             let r = parse(g, &Limits::default()).expect_err("rejected");
             assert!(r.reply.is_none(), "{r:?}");
         }
@@ -901,17 +966,25 @@ l: 4\r\n\r\nbodyEXTRA";
 
     #[test]
     fn limits_apply() {
-        let limits = Limits { max_message_bytes: 100, max_headers: 3 };
+        let limits = Limits {
+            max_message_bytes: 100,
+            max_headers: 3,
+        };
         let r = parse(INVITE.as_bytes(), &limits).expect_err("too large");
         assert!(matches!(r.error, ParseError::TooLarge { .. }));
-        let limits = Limits { max_message_bytes: 10_000, max_headers: 3 };
+        let limits = Limits {
+            max_message_bytes: 10_000,
+            max_headers: 3,
+        };
         let r = parse(INVITE.as_bytes(), &limits).expect_err("too many");
         assert!(matches!(r.error, ParseError::TooManyHeaders { limit: 3 }));
     }
 
     #[test]
     fn unknown_method_is_501() {
-        let bad = INVITE.replace("INVITE sip", "FROB sip").replace("1 INVITE", "1 FROB");
+        let bad = INVITE
+            .replace("INVITE sip", "FROB sip")
+            .replace("1 INVITE", "1 FROB");
         let r = parse(bad.as_bytes(), &Limits::default()).expect_err("rejected");
         assert_eq!(r.error.status_code(), 501);
         assert!(r.reply.is_some());
@@ -928,11 +1001,20 @@ l: 4\r\n\r\nbodyEXTRA";
         assert_eq!(f.next_frame(&limits), Some(Frame::Ping));
         assert_eq!(f.next_frame(&limits), None);
         f.push(b);
-        assert_eq!(f.next_frame(&limits), Some(Frame::Message(one.as_bytes().to_vec())));
-        assert_eq!(f.next_frame(&limits), Some(Frame::Message(one.as_bytes().to_vec())));
+        assert_eq!(
+            f.next_frame(&limits),
+            Some(Frame::Message(one.as_bytes().to_vec()))
+        );
+        assert_eq!(
+            f.next_frame(&limits),
+            Some(Frame::Message(one.as_bytes().to_vec()))
+        );
         assert_eq!(f.next_frame(&limits), None);
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\n\r\n");
-        assert_eq!(f.next_frame(&limits), Some(Frame::Broken(ParseError::BadContentLength)));
+        assert_eq!(
+            f.next_frame(&limits),
+            Some(Frame::Broken(ParseError::BadContentLength))
+        );
     }
 
     #[test]
@@ -940,8 +1022,14 @@ l: 4\r\n\r\nbodyEXTRA";
         assert_eq!(uri_of("\"A, B\" <sip:a@b;lr>;tag=1"), "sip:a@b;lr");
         assert_eq!(param("\"A;B\" <sip:a@b;x=y>;tag=1", "tag"), Some("1"));
         assert_eq!(param("sip:a@b;tag=2", "tag"), Some("2"));
-        assert_eq!(split_list("<sip:a;lr>, <sip:b,c>, \"x,y\" <sip:c>").len(), 3);
-        assert_eq!(uri_host_port("sip:u@[::1]:5070;transport=tcp"), Some(("::1".into(), Some(5070))));
+        assert_eq!(
+            split_list("<sip:a;lr>, <sip:b,c>, \"x,y\" <sip:c>").len(),
+            3
+        );
+        assert_eq!(
+            uri_host_port("sip:u@[::1]:5070;transport=tcp"),
+            Some(("::1".into(), Some(5070)))
+        );
         assert_eq!(uri_user("sip:1000@host"), Some("1000"));
         assert_eq!(uri_param("sip:h;transport=tcp;lr", "lr"), Some(""));
         assert_eq!(parse_cseq("4711 INVITE").map(|c| c.seq), Some(4711));

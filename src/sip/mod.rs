@@ -23,7 +23,7 @@ pub mod transport;
 use std::fmt;
 
 pub use stack::{
-    CallDirection, EndReason, IncomingCall, LimitResponse, Output, OutgoingCall, SipEvent,
+    CallDirection, EndReason, IncomingCall, LimitResponse, OutgoingCall, Output, SipEvent,
     SipStack, StackConfig, StackCounters, StackError,
 };
 pub use transport::{Peer, Transmit, Transport};
@@ -40,7 +40,10 @@ pub struct Body {
 impl Body {
     /// A body of the given type.
     pub fn new(content_type: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
-        Body { content_type: content_type.into(), data: data.into() }
+        Body {
+            content_type: content_type.into(),
+            data: data.into(),
+        }
     }
 }
 

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::RegistrationId;
 use super::auth::{Credentials, DigestClient, select_challenge};
 use super::message::{self, Msg};
 use super::transport::Peer;
-use super::RegistrationId;
 
 /// Refresh this long before the binding expires, for long bindings (RFC 3261 §10.2.4 leaves the
 /// margin to the UA; 30 s rides out one retransmission cycle of Timer F).
@@ -100,7 +100,13 @@ pub struct Registration {
 
 impl Registration {
     /// A new registration, due to be sent at `now`.
-    pub fn new(id: RegistrationId, config: RegistrationConfig, call_id: String, from_tag: String, now: Instant) -> Self {
+    pub fn new(
+        id: RegistrationId,
+        config: RegistrationConfig,
+        call_id: String,
+        from_tag: String,
+        now: Instant,
+    ) -> Self {
         let contact_addr = config.local_addr;
         Registration {
             id,
@@ -126,24 +132,42 @@ impl Registration {
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         };
         let transport = self.config.next_hop.transport.uri_param();
-        format!("<sip:{}@{host};transport={transport}>", self.config.contact_user)
+        format!(
+            "<sip:{}@{host};transport={transport}>",
+            self.config.contact_user
+        )
     }
 
     /// The Expires value of the next REGISTER.
     pub fn expires_to_send(&self) -> u32 {
-        if self.unregistering { 0 } else { self.config.expires }
+        if self.unregistering {
+            0
+        } else {
+            self.config.expires
+        }
     }
 
     /// The Authorization header (name, value) for the next REGISTER, if a challenge is known.
     pub fn authorization(&mut self, cnonce: &str) -> Option<(&'static str, String)> {
         let creds = self.config.credentials.as_ref()?;
-        let value = self.digest.authorization(creds, "REGISTER", &self.config.registrar, b"", cnonce)?;
-        Some((if self.digest_is_proxy { "Proxy-Authorization" } else { "Authorization" }, value))
+        let value =
+            self.digest
+                .authorization(creds, "REGISTER", &self.config.registrar, b"", cnonce)?;
+        Some((
+            if self.digest_is_proxy {
+                "Proxy-Authorization"
+            } else {
+                "Authorization"
+            },
+            value,
+        ))
     }
 
     /// Handles the final (or provisional) response to our REGISTER.
     pub fn handle_response(&mut self, now: Instant, msg: &Msg) -> RegistrationAction {
-        let Some(code) = msg.status() else { return RegistrationAction::Nothing };
+        let Some(code) = msg.status() else {
+            return RegistrationAction::Nothing;
+        };
         match code {
             100..=199 => RegistrationAction::Nothing,
             200..=299 => {
@@ -170,13 +194,21 @@ impl Registration {
                 }
                 let granted = self.granted_expires(msg).unwrap_or(self.config.expires);
                 let granted_d = Duration::from_secs(u64::from(granted));
-                let delay = if granted_d > REFRESH_MARGIN * 4 { granted_d - REFRESH_MARGIN } else { granted_d / 2 };
+                let delay = if granted_d > REFRESH_MARGIN * 4 {
+                    granted_d - REFRESH_MARGIN
+                } else {
+                    granted_d / 2
+                };
                 self.next_send = Some(now + delay.max(Duration::from_secs(1)));
                 self.state = RegistrationState::Registered { expires: granted };
                 RegistrationAction::Report(self.state.clone())
             }
             401 | 407 => {
-                let header = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+                let header = if code == 401 {
+                    "WWW-Authenticate"
+                } else {
+                    "Proxy-Authenticate"
+                };
                 let values: Vec<&str> = message::headers_named(msg.headers(), header).collect();
                 let Some(challenge) = select_challenge(&values) else {
                     return self.fail(now, code, "unusable challenge");
@@ -188,7 +220,11 @@ impl Registration {
                 // the credentials are wrong: stop instead of looping (RFC 3261 §22.2). Stale
                 // nonces are followed, but only `MAX_STALE_RETRIES` times in a row.
                 if self.auth_attempts >= 1 && !self.digest.should_retry(&challenge, true) {
-                    let why = if challenge.stale { "too many stale nonces" } else { "credentials rejected" };
+                    let why = if challenge.stale {
+                        "too many stale nonces"
+                    } else {
+                        "credentials rejected"
+                    };
                     return self.fail(now, code, why);
                 }
                 self.auth_attempts += 1;
@@ -198,7 +234,10 @@ impl Registration {
             }
             423 => {
                 // Interval Too Brief: retry with Min-Expires (RFC 3261 §10.2.8).
-                match msg.header("Min-Expires").and_then(|v| v.trim().parse::<u32>().ok()) {
+                match msg
+                    .header("Min-Expires")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                {
                     Some(min) if min > self.config.expires => {
                         self.config.expires = min;
                         RegistrationAction::SendAgain
@@ -207,7 +246,10 @@ impl Registration {
                 }
             }
             _ => {
-                let reason = msg.response().map(|r| r.status_code.to_string()).unwrap_or_default();
+                let reason = msg
+                    .response()
+                    .map(|r| r.status_code.to_string())
+                    .unwrap_or_default();
                 self.fail(now, code, &reason)
             }
         }
@@ -227,7 +269,10 @@ impl Registration {
         }
         self.next_send = Some(now + self.retry);
         self.retry = (self.retry * 2).min(MAX_RETRY);
-        self.state = RegistrationState::Failed { status, reason: reason.to_string() };
+        self.state = RegistrationState::Failed {
+            status,
+            reason: reason.to_string(),
+        };
         RegistrationAction::Report(self.state.clone())
     }
 
@@ -235,10 +280,10 @@ impl Registration {
     fn granted_expires(&self, msg: &Msg) -> Option<u32> {
         let ours = format!("@{}", self.contact_addr);
         for c in message::headers_named(msg.headers(), "Contact").flat_map(message::split_list) {
-            if message::uri_of(c).contains(&ours) {
-                if let Some(e) = message::param(c, "expires").and_then(|v| v.parse().ok()) {
-                    return Some(e);
-                }
+            if message::uri_of(c).contains(&ours)
+                && let Some(e) = message::param(c, "expires").and_then(|v| v.parse().ok())
+            {
+                return Some(e);
             }
         }
         msg.header("Expires").and_then(|v| v.trim().parse().ok())

@@ -17,7 +17,9 @@ use super::auth::{Credentials, DigestClient, select_challenge};
 use super::builder::{ALLOW, RequestSpec, SUPPORTED, build_request, build_response, reason_phrase};
 use super::dialog::{Dialog, DialogId, Role, record_routes};
 use super::message::{self, BRANCH_MAGIC_COOKIE, Limits, Method, Msg};
-use super::registration::{Registration, RegistrationAction, RegistrationConfig, RegistrationState};
+use super::registration::{
+    Registration, RegistrationAction, RegistrationConfig, RegistrationState,
+};
 use super::transaction::{
     ClientState, ClientTransaction, ServerState, ServerTransaction, TimerConfig, TxAction, TxKind,
 };
@@ -76,7 +78,10 @@ impl Default for StackConfig {
             timers: TimerConfig::default(),
             limits: Limits::default(),
             user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
-            listen: vec![(Transport::Udp, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060))],
+            listen: vec![(
+                Transport::Udp,
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
+            )],
             advertised_ip: None,
             default_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             max_calls: 1000,
@@ -291,8 +296,18 @@ pub struct StackCounters {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ServerKey {
-    Rfc3261 { branch: String, sent_by: String, method: u8 },
-    Rfc2543 { call_id: String, from_tag: String, cseq: u32, via: String, method: u8 },
+    Rfc3261 {
+        branch: String,
+        sent_by: String,
+        method: u8,
+    },
+    Rfc2543 {
+        call_id: String,
+        from_tag: String,
+        cseq: u32,
+        via: String,
+        method: u8,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -482,7 +497,9 @@ impl SipStack {
 
     /// The IP our Contact advertises in a call's dialog (for the SDP `c=` line).
     pub fn local_ip(&self, call: CallHandle) -> Option<IpAddr> {
-        self.calls.get(&call).and_then(|c| contact_ip(&c.dialog.local_contact))
+        self.calls
+            .get(&call)
+            .and_then(|c| contact_ip(&c.dialog.local_contact))
     }
 
     /// Live transactions (server, client), for tests and metrics.
@@ -492,7 +509,9 @@ impl SipStack {
 
     /// The SIP Call-ID of a call.
     pub fn call_id(&self, call: CallHandle) -> Option<CallId> {
-        self.calls.get(&call).map(|c| CallId(c.dialog.id.call_id.clone()))
+        self.calls
+            .get(&call)
+            .map(|c| CallId(c.dialog.id.call_id.clone()))
     }
 
     /// The next output. Poll until [`Output::Timeout`].
@@ -566,7 +585,13 @@ impl SipStack {
 
     /// Answers the initial INVITE of an inbound call: 1xx (180/183), 2xx (with the answer, or
     /// with an offer for a late-offer INVITE) or 3xx–6xx to reject.
-    pub fn respond(&mut self, now: Instant, call: CallHandle, status: u16, body: Option<Body>) -> Result<(), StackError> {
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        status: u16,
+        body: Option<Body>,
+    ) -> Result<(), StackError> {
         self.respond_with(now, call, status, None, Vec::new(), body)
     }
 
@@ -584,7 +609,10 @@ impl SipStack {
         if !(101..700).contains(&status) {
             return Err(StackError::BadStatus(status));
         }
-        let call = self.calls.get(&handle).ok_or(StackError::NoSuchCall(handle))?;
+        let call = self
+            .calls
+            .get(&handle)
+            .ok_or(StackError::NoSuchCall(handle))?;
         if call.direction != CallDirection::Inbound || call.state != CallState::Early {
             return Err(StackError::BadState(handle));
         }
@@ -594,14 +622,23 @@ impl SipStack {
     }
 
     /// Answers the peer's re-INVITE or UPDATE reported by [`SipEvent::Modify`].
-    pub fn respond_modify(&mut self, now: Instant, handle: CallHandle, status: u16, body: Option<Body>) -> Result<(), StackError> {
+    pub fn respond_modify(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        status: u16,
+        body: Option<Body>,
+    ) -> Result<(), StackError> {
         self.now = now;
-        let call = self.calls.get_mut(&handle).ok_or(StackError::NoSuchCall(handle))?;
+        let call = self
+            .calls
+            .get_mut(&handle)
+            .ok_or(StackError::NoSuchCall(handle))?;
         if let Some(tx_id) = call.server_update.take() {
-            if (200..300).contains(&status) {
-                if let Some(b) = &body {
-                    call.last_local_body = Some(b.clone());
-                }
+            if (200..300).contains(&status)
+                && let Some(b) = &body
+            {
+                call.last_local_body = Some(b.clone());
             }
             let extra = self.session_headers(handle, false);
             self.respond_server(now, tx_id, status, None, extra, body.as_ref(), Some(handle));
@@ -621,12 +658,17 @@ impl SipStack {
     /// before answer, 480 for an unanswered inbound INVITE.
     pub fn hangup(&mut self, now: Instant, handle: CallHandle) -> Result<(), StackError> {
         self.now = now;
-        let call = self.calls.get_mut(&handle).ok_or(StackError::NoSuchCall(handle))?;
+        let call = self
+            .calls
+            .get_mut(&handle)
+            .ok_or(StackError::NoSuchCall(handle))?;
         match (call.direction, call.state) {
             (_, CallState::Ended | CallState::Ending) => Ok(()),
             (CallDirection::Inbound, CallState::Early) => self.respond(now, handle, 480, None),
             (CallDirection::Outbound, CallState::Early) => {
-                let Some(uac) = call.uac.as_mut() else { return Err(StackError::BadState(handle)) };
+                let Some(uac) = call.uac.as_mut() else {
+                    return Err(StackError::BadState(handle));
+                };
                 uac.hangup_requested = true;
                 if uac.got_provisional {
                     self.send_cancel(now, handle);
@@ -646,9 +688,17 @@ impl SipStack {
     }
 
     /// Sends a re-INVITE with a new offer (hold, resume, codec change, refresh).
-    pub fn reinvite(&mut self, now: Instant, handle: CallHandle, body: Body) -> Result<(), StackError> {
+    pub fn reinvite(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        body: Body,
+    ) -> Result<(), StackError> {
         self.now = now;
-        let call = self.calls.get(&handle).ok_or(StackError::NoSuchCall(handle))?;
+        let call = self
+            .calls
+            .get(&handle)
+            .ok_or(StackError::NoSuchCall(handle))?;
         if call.state != CallState::Confirmed || call.pending_2xx.is_some() {
             return Err(StackError::BadState(handle));
         }
@@ -660,22 +710,52 @@ impl SipStack {
     }
 
     /// Sends INFO with a body (for example `application/dtmf-relay`).
-    pub fn send_info(&mut self, now: Instant, handle: CallHandle, body: Body) -> Result<(), StackError> {
+    pub fn send_info(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        body: Body,
+    ) -> Result<(), StackError> {
         self.now = now;
-        self.in_dialog_request(now, handle, Method::Info, Vec::new(), Some(&body), Purpose::Other)
+        self.in_dialog_request(
+            now,
+            handle,
+            Method::Info,
+            Vec::new(),
+            Some(&body),
+            Purpose::Other,
+        )
     }
 
     /// Sends REFER for a blind transfer to `target` (RFC 3515). Progress comes as
     /// [`SipEvent::ReferProgress`].
-    pub fn refer(&mut self, now: Instant, handle: CallHandle, target: &str) -> Result<(), StackError> {
+    pub fn refer(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        target: &str,
+    ) -> Result<(), StackError> {
         self.now = now;
-        let call = self.calls.get(&handle).ok_or(StackError::NoSuchCall(handle))?;
+        let call = self
+            .calls
+            .get(&handle)
+            .ok_or(StackError::NoSuchCall(handle))?;
         if call.state != CallState::Confirmed {
             return Err(StackError::BadState(handle));
         }
         let referred_by = format!("<{}>", message::uri_of(&call.dialog.local_uri));
-        let extra = vec![("Refer-To", format!("<{target}>")), ("Referred-By", referred_by)];
-        self.in_dialog_request(now, handle, Method::Refer, extra, None, Purpose::Refer(handle))
+        let extra = vec![
+            ("Refer-To", format!("<{target}>")),
+            ("Referred-By", referred_by),
+        ];
+        self.in_dialog_request(
+            now,
+            handle,
+            Method::Refer,
+            extra,
+            None,
+            Purpose::Refer(handle),
+        )
     }
 
     // ===== UAC =====
@@ -685,15 +765,27 @@ impl SipStack {
         self.now = now;
         let handle = self.new_call_handle();
         let local_tag = self.new_tag();
-        let local_addr = self.local_addr(spec.next_hop.transport, spec.next_hop.addr.ip(), spec.local_ip);
+        let local_addr = self.local_addr(
+            spec.next_hop.transport,
+            spec.next_hop.addr.ip(),
+            spec.local_ip,
+        );
         let call_id = format!("{}@{}", self.random_hex(16), local_addr.ip());
         let from = match &spec.from_display {
-            Some(d) => format!("\"{}\" <{}>;tag={local_tag}", d.replace('"', ""), spec.from_uri),
+            Some(d) => format!(
+                "\"{}\" <{}>;tag={local_tag}",
+                d.replace('"', ""),
+                spec.from_uri
+            ),
             None => format!("<{}>;tag={local_tag}", spec.from_uri),
         };
         let contact = contact_for(local_addr, spec.next_hop.transport);
         let dialog = Dialog {
-            id: DialogId { call_id: call_id.clone(), local_tag: local_tag.clone(), remote_tag: String::new() },
+            id: DialogId {
+                call_id: call_id.clone(),
+                local_tag: local_tag.clone(),
+                remote_tag: String::new(),
+            },
             role: Role::Uac,
             local_uri: from,
             remote_uri: format!("<{}>", spec.to_uri),
@@ -758,9 +850,15 @@ impl SipStack {
     /// Removes a binding (REGISTER with Expires: 0).
     pub fn unregister(&mut self, now: Instant, id: RegistrationId) -> Result<(), StackError> {
         self.now = now;
-        let reg = self.regs.get_mut(&id).ok_or(StackError::NoSuchRegistration)?;
+        let reg = self
+            .regs
+            .get_mut(&id)
+            .ok_or(StackError::NoSuchRegistration)?;
         reg.unregistering = true;
-        if matches!(reg.state, RegistrationState::Registered { .. } | RegistrationState::Registering) {
+        if matches!(
+            reg.state,
+            RegistrationState::Registered { .. } | RegistrationState::Registering
+        ) {
             self.send_register(now, id);
         } else {
             reg.next_send = None;
@@ -777,7 +875,9 @@ impl SipStack {
 
     fn on_request(&mut self, now: Instant, peer: Peer, mut msg: Msg) {
         annotate_via(&mut msg, peer);
-        let Some(method) = msg.request().map(|r| r.method) else { return };
+        let Some(method) = msg.request().map(|r| r.method) else {
+            return;
+        };
         match method {
             Method::Ack => return self.on_ack(now, peer, msg),
             Method::Cancel => return self.on_cancel(now, peer, msg),
@@ -793,13 +893,28 @@ impl SipStack {
             }
             return;
         }
-        let kind = if method == Method::Invite { TxKind::Invite } else { TxKind::NonInvite };
+        let kind = if method == Method::Invite {
+            TxKind::Invite
+        } else {
+            TxKind::NonInvite
+        };
         let tx = ServerTransaction::new(kind, peer.transport.is_reliable(), self.config.timers);
         let id = self.alloc_id();
         self.server_index.insert(key.clone(), id);
-        self.servers.insert(id, ServerEntry { tx, key, peer, req: msg, call: None });
+        self.servers.insert(
+            id,
+            ServerEntry {
+                tx,
+                key,
+                peer,
+                req: msg,
+                call: None,
+            },
+        );
 
-        let Some(entry) = self.servers.get(&id) else { return };
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
         let to_tag = entry.req.to_tag.clone();
         if method == Method::Invite {
             // 100 Trying at once (§17.2.1), so the peer stops retransmitting.
@@ -822,7 +937,12 @@ impl SipStack {
                 ];
                 self.respond_server(now, id, 200, None, extra, None, None);
             }
-            Method::Bye | Method::Info | Method::Update | Method::PRack | Method::Notify | Method::Refer => {
+            Method::Bye
+            | Method::Info
+            | Method::Update
+            | Method::PRack
+            | Method::Notify
+            | Method::Refer => {
                 self.respond_server(now, id, 481, None, Vec::new(), None, None);
             }
             _ => {
@@ -833,13 +953,20 @@ impl SipStack {
     }
 
     fn on_initial_invite(&mut self, now: Instant, id: u64) {
-        let Some(entry) = self.servers.get(&id) else { return };
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
         let req = &entry.req;
         let peer = entry.peer;
         let from_tag = req.from_tag.clone().unwrap_or_default();
         // A retransmission arriving after the transaction is gone, or a merged request.
-        if let Some(h) = self.uas_index.get(&(req.call_id.clone(), from_tag.clone())).copied() {
-            let same_seq = self.calls.get(&h).and_then(|c| c.dialog.remote_seq) == Some(req.cseq.seq);
+        if let Some(h) = self
+            .uas_index
+            .get(&(req.call_id.clone(), from_tag.clone()))
+            .copied()
+        {
+            let same_seq =
+                self.calls.get(&h).and_then(|c| c.dialog.remote_seq) == Some(req.cseq.seq);
             if same_seq {
                 // Absorb: the 2xx is being retransmitted by the call anyway.
                 self.forget_server(id);
@@ -849,7 +976,11 @@ impl SipStack {
             return;
         }
         // Max-Forwards (§16.3 step 3 applies to UAs answering as endpoints: 483 at zero).
-        if req.header("Max-Forwards").and_then(|v| v.trim().parse::<u32>().ok()) == Some(0) {
+        if req
+            .header("Max-Forwards")
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            == Some(0)
+        {
             self.respond_server(now, id, 483, None, Vec::new(), None, None);
             return;
         }
@@ -862,7 +993,11 @@ impl SipStack {
         let unsupported: Vec<String> = message::headers_named(req.headers(), "Require")
             .flat_map(|v| v.split(','))
             .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("100rel") && !t.eq_ignore_ascii_case("timer"))
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("100rel")
+                    && !t.eq_ignore_ascii_case("timer")
+            })
             .collect();
         if !unsupported.is_empty() {
             let extra = vec![("Unsupported", unsupported.join(", "))];
@@ -870,17 +1005,19 @@ impl SipStack {
             return;
         }
         // Session-Expires below our Min-SE: 422 (RFC 4028 §8.1).
-        if let Some(se) = session_expires(req) {
-            if Duration::from_secs(u64::from(se.0)) < self.config.min_se {
-                let extra = vec![("Min-SE", self.config.min_se.as_secs().to_string())];
-                self.respond_server(now, id, 422, None, extra, None, None);
-                return;
-            }
+        if let Some(se) = session_expires(req)
+            && Duration::from_secs(u64::from(se.0)) < self.config.min_se
+        {
+            let extra = vec![("Min-SE", self.config.min_se.as_secs().to_string())];
+            self.respond_server(now, id, 422, None, extra, None, None);
+            return;
         }
         if self.active_calls >= self.config.max_calls {
             self.counters.refused_at_limit += 1;
             match self.config.at_limit {
-                LimitResponse::Busy => self.respond_server(now, id, 486, None, Vec::new(), None, None),
+                LimitResponse::Busy => {
+                    self.respond_server(now, id, 486, None, Vec::new(), None, None)
+                }
                 LimitResponse::Unavailable { retry_after_s } => {
                     let extra = vec![("Retry-After", retry_after_s.to_string())];
                     self.respond_server(now, id, 503, None, extra, None, None)
@@ -888,30 +1025,53 @@ impl SipStack {
             }
             return;
         }
-        let Some(entry) = self.servers.get(&id) else { return };
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
         let req = entry.req.clone();
         let handle = self.new_call_handle();
         let local_tag = self.new_tag();
         let to_value = req.header("To").unwrap_or_default().to_string();
         let from_value = req.header("From").unwrap_or_default().to_string();
         let request_uri = req.request().map(|r| r.uri.to_string()).unwrap_or_default();
-        let req_host_ip = message::uri_host_port(&request_uri).and_then(|(h, _)| h.parse::<IpAddr>().ok());
-        let local_addr = self.local_addr(peer.transport, peer.addr.ip(), req_host_ip.filter(|ip| !ip.is_unspecified()));
-        let remote_target = req.header("Contact").map(message::uri_of).unwrap_or_default().to_string();
+        let req_host_ip =
+            message::uri_host_port(&request_uri).and_then(|(h, _)| h.parse::<IpAddr>().ok());
+        let local_addr = self.local_addr(
+            peer.transport,
+            peer.addr.ip(),
+            req_host_ip.filter(|ip| !ip.is_unspecified()),
+        );
+        let remote_target = req
+            .header("Contact")
+            .map(message::uri_of)
+            .unwrap_or_default()
+            .to_string();
         let dialog = Dialog {
-            id: DialogId { call_id: req.call_id.clone(), local_tag: local_tag.clone(), remote_tag: from_tag.clone() },
+            id: DialogId {
+                call_id: req.call_id.clone(),
+                local_tag: local_tag.clone(),
+                remote_tag: from_tag.clone(),
+            },
             role: Role::Uas,
             local_uri: format!("{to_value};tag={local_tag}"),
             remote_uri: from_value.clone(),
             local_seq: self.rng.gen_range(1..10_000),
             remote_seq: Some(req.cseq.seq),
-            remote_target: if remote_target.is_empty() { format!("sip:{}", peer.addr) } else { remote_target },
+            remote_target: if remote_target.is_empty() {
+                format!("sip:{}", peer.addr)
+            } else {
+                remote_target
+            },
             route_set: record_routes(&req),
             local_contact: contact_for(local_addr, peer.transport),
             peer,
         };
-        let body = (!req.body().is_empty())
-            .then(|| Body::new(req.content_type().unwrap_or("application/sdp"), req.body().to_vec()));
+        let body = (!req.body().is_empty()).then(|| {
+            Body::new(
+                req.content_type().unwrap_or("application/sdp"),
+                req.body().to_vec(),
+            )
+        });
         let call = Call {
             direction: CallDirection::Inbound,
             state: CallState::Early,
@@ -933,8 +1093,10 @@ impl SipStack {
         };
         self.calls.insert(handle, call);
         self.active_calls += 1;
-        self.dialogs.insert((req.call_id.clone(), local_tag), handle);
-        self.uas_index.insert((req.call_id.clone(), from_tag), handle);
+        self.dialogs
+            .insert((req.call_id.clone(), local_tag), handle);
+        self.uas_index
+            .insert((req.call_id.clone(), from_tag), handle);
         if let Some(e) = self.servers.get_mut(&id) {
             e.call = Some(handle);
         }
@@ -950,7 +1112,9 @@ impl SipStack {
     }
 
     fn on_in_dialog_request(&mut self, now: Instant, id: u64, method: Method, to_tag: String) {
-        let Some(entry) = self.servers.get(&id) else { return };
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
         let key = (entry.req.call_id.clone(), to_tag);
         let Some(handle) = self.dialogs.get(&key).copied() else {
             self.respond_server(now, id, 481, None, Vec::new(), None, None);
@@ -967,7 +1131,15 @@ impl SipStack {
         }
         if !call.dialog.accept_remote_seq(seq, false) {
             // §12.2.2: lower CSeq than the last one.
-            self.respond_server(now, id, 500, Some("Server Internal Error - CSeq out of order"), Vec::new(), None, None);
+            self.respond_server(
+                now,
+                id,
+                500,
+                Some("Server Internal Error - CSeq out of order"),
+                Vec::new(),
+                None,
+                None,
+            );
             return;
         }
         if let Some(e) = self.servers.get_mut(&id) {
@@ -983,7 +1155,10 @@ impl SipStack {
                 self.event(SipEvent::Info { call: handle, body });
             }
             Method::Options => {
-                let extra = vec![("Allow", ALLOW.to_string()), ("Supported", SUPPORTED.to_string())];
+                let extra = vec![
+                    ("Allow", ALLOW.to_string()),
+                    ("Supported", SUPPORTED.to_string()),
+                ];
                 self.respond_server(now, id, 200, None, extra, None, Some(handle));
             }
             Method::Notify => self.on_notify(now, id, handle),
@@ -998,14 +1173,20 @@ impl SipStack {
     fn on_bye(&mut self, now: Instant, id: u64, handle: CallHandle) {
         self.respond_server(now, id, 200, None, Vec::new(), None, Some(handle));
         // A pending INVITE (initial with early dialog, or re-INVITE) gets 487 (§15.1.2).
-        if let Some(tx) = self.calls.get_mut(&handle).and_then(|c| c.server_invite.take()) {
+        if let Some(tx) = self
+            .calls
+            .get_mut(&handle)
+            .and_then(|c| c.server_invite.take())
+        {
             self.respond_server(now, tx, 487, None, Vec::new(), None, Some(handle));
         }
         self.end_call(now, handle, EndReason::RemoteBye);
     }
 
     fn on_reinvite(&mut self, now: Instant, id: u64, handle: CallHandle) {
-        let Some(call) = self.calls.get(&handle) else { return };
+        let Some(call) = self.calls.get(&handle) else {
+            return;
+        };
         if call.client_reinvite.is_some() {
             // Glare (§14.1): 491.
             self.respond_server(now, id, 491, None, Vec::new(), None, Some(handle));
@@ -1014,14 +1195,26 @@ impl SipStack {
         if call.server_invite.is_some() || call.pending_2xx.is_some() {
             // §14.2: 500 with Retry-After when our previous answer is still outstanding.
             let retry = self.rng.gen_range(0..10).to_string();
-            self.respond_server(now, id, 500, None, vec![("Retry-After", retry)], None, Some(handle));
+            self.respond_server(
+                now,
+                id,
+                500,
+                None,
+                vec![("Retry-After", retry)],
+                None,
+                Some(handle),
+            );
             return;
         }
         let req = self.servers.get(&id).map(|e| e.req.clone());
         let Some(req) = req else { return };
         let peer_session = session_expires(&req);
-        let body = (!req.body().is_empty())
-            .then(|| Body::new(req.content_type().unwrap_or("application/sdp"), req.body().to_vec()));
+        let body = (!req.body().is_empty()).then(|| {
+            Body::new(
+                req.content_type().unwrap_or("application/sdp"),
+                req.body().to_vec(),
+            )
+        });
         if let Some(call) = self.calls.get_mut(&handle) {
             call.dialog.refresh_target(&req);
             call.server_invite = Some(id);
@@ -1051,7 +1244,10 @@ impl SipStack {
             }
             call.server_update = Some(id);
         }
-        let body = Some(Body::new(req.content_type().unwrap_or("application/sdp"), req.body().to_vec()));
+        let body = Some(Body::new(
+            req.content_type().unwrap_or("application/sdp"),
+            req.body().to_vec(),
+        ));
         self.event(SipEvent::Modify { call: handle, body });
     }
 
@@ -1080,13 +1276,23 @@ impl SipStack {
             .map(|s| s.trim().to_ascii_lowercase().starts_with("terminated"))
             .unwrap_or(false);
         if let Some(status) = status {
-            self.event(SipEvent::ReferProgress { call: handle, status, done: terminated || status >= 200 });
+            self.event(SipEvent::ReferProgress {
+                call: handle,
+                status,
+                done: terminated || status >= 200,
+            });
         }
     }
 
     fn on_prack(&mut self, now: Instant, id: u64, handle: CallHandle) {
-        let rack = self.servers.get(&id).and_then(|e| e.req.header("RAck").map(str::to_string));
-        let rseq = rack.as_deref().and_then(|r| r.split_whitespace().next()).and_then(|s| s.parse::<u32>().ok());
+        let rack = self
+            .servers
+            .get(&id)
+            .and_then(|e| e.req.header("RAck").map(str::to_string));
+        let rseq = rack
+            .as_deref()
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|s| s.parse::<u32>().ok());
         let matched = self
             .calls
             .get_mut(&handle)
@@ -1102,20 +1308,25 @@ impl SipStack {
     fn on_ack(&mut self, now: Instant, peer: Peer, mut msg: Msg) {
         // ACK for a non-2xx final response: same branch as the INVITE (§17.2.1).
         let key = server_key(&msg, Method::Invite);
-        if let Some(id) = self.server_index.get(&key).copied() {
-            if let Some(e) = self.servers.get_mut(&id) {
-                if e.tx.state() == ServerState::Completed {
-                    let acts = e.tx.handle_ack(now);
-                    let p = e.peer;
-                    self.apply_server_actions(id, p, acts);
-                    return;
-                }
-            }
+        if let Some(id) = self.server_index.get(&key).copied()
+            && let Some(e) = self.servers.get_mut(&id)
+            && e.tx.state() == ServerState::Completed
+        {
+            let acts = e.tx.handle_ack(now);
+            let p = e.peer;
+            self.apply_server_actions(id, p, acts);
+            return;
         }
         // ACK for a 2xx: a new transaction-less request within the dialog (§13.3.1.4).
-        let Some(tag) = msg.to_tag.clone() else { return };
-        let Some(handle) = self.dialogs.get(&(msg.call_id.clone(), tag)).copied() else { return };
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+        let Some(tag) = msg.to_tag.clone() else {
+            return;
+        };
+        let Some(handle) = self.dialogs.get(&(msg.call_id.clone(), tag)).copied() else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         if call.pending_2xx.is_none() {
             return; // a retransmitted ACK
         }
@@ -1152,17 +1363,36 @@ impl SipStack {
             }
             return;
         }
-        let tx = ServerTransaction::new(TxKind::NonInvite, peer.transport.is_reliable(), self.config.timers);
+        let tx = ServerTransaction::new(
+            TxKind::NonInvite,
+            peer.transport.is_reliable(),
+            self.config.timers,
+        );
         let cid = self.alloc_id();
         self.server_index.insert(cancel_key.clone(), cid);
-        self.servers.insert(cid, ServerEntry { tx, key: cancel_key, peer, req: msg, call: None });
+        self.servers.insert(
+            cid,
+            ServerEntry {
+                tx,
+                key: cancel_key,
+                peer,
+                req: msg,
+                call: None,
+            },
+        );
         let Some(invite_id) = self.server_index.get(&invite_key).copied() else {
             self.respond_server(now, cid, 481, None, Vec::new(), None, None);
             return;
         };
         // §9.2: 200 to the CANCEL; 487 to the INVITE if it has no final response yet.
         let (is_final, handle, to_tag) = match self.servers.get(&invite_id) {
-            Some(e) => (e.tx.is_final(), e.call, e.call.and_then(|h| self.calls.get(&h)).map(|c| c.dialog.id.local_tag.clone())),
+            Some(e) => (
+                e.tx.is_final(),
+                e.call,
+                e.call
+                    .and_then(|h| self.calls.get(&h))
+                    .map(|c| c.dialog.id.local_tag.clone()),
+            ),
             None => (true, None, None),
         };
         self.respond_server_tagged(now, cid, 200, None, Vec::new(), None, to_tag.as_deref());
@@ -1186,13 +1416,18 @@ impl SipStack {
             self.counters.stray_responses += 1;
             return;
         };
-        let key = ClientKey { branch, method: msg.cseq.method as u8 };
+        let key = ClientKey {
+            branch,
+            method: msg.cseq.method as u8,
+        };
         let Some(id) = self.client_index.get(&key).copied() else {
             self.counters.stray_responses += 1;
             return;
         };
         let code = msg.status().unwrap_or(0);
-        let Some(entry) = self.clients.get_mut(&id) else { return };
+        let Some(entry) = self.clients.get_mut(&id) else {
+            return;
+        };
         let acts = entry.tx.handle_response(now, code);
         let purpose = entry.purpose;
         let is_invite = entry.tx.kind() == TxKind::Invite;
@@ -1206,13 +1441,13 @@ impl SipStack {
         }
         if is_invite && (300..700).contains(&code) && pass_up {
             // Build and store the ACK for the non-2xx (§17.1.1.3).
-            if let Some(ack) = self.non_2xx_ack(id, &msg) {
-                if let Some(e) = self.clients.get_mut(&id) {
-                    let act = e.tx.set_ack(ack);
-                    let p = e.peer;
-                    if let TxAction::Send(b) = act {
-                        self.send(p, b);
-                    }
+            if let Some(ack) = self.non_2xx_ack(id, &msg)
+                && let Some(e) = self.clients.get_mut(&id)
+            {
+                let act = e.tx.set_ack(ack);
+                let p = e.peer;
+                if let TxAction::Send(b) = act {
+                    self.send(p, b);
                 }
             }
         }
@@ -1234,7 +1469,11 @@ impl SipStack {
             }
             Purpose::Refer(h) => {
                 if code >= 200 {
-                    self.event(SipEvent::ReferProgress { call: h, status: code, done: !(200..300).contains(&code) });
+                    self.event(SipEvent::ReferProgress {
+                        call: h,
+                        status: code,
+                        done: !(200..300).contains(&code),
+                    });
                 }
             }
             Purpose::Update(h) => {
@@ -1256,8 +1495,12 @@ impl SipStack {
             // The call is gone; a 2xx still needs ACK and BYE (§13.2.2.4).
             return;
         };
-        let body = (!msg.body().is_empty())
-            .then(|| Body::new(msg.content_type().unwrap_or("application/sdp"), msg.body().to_vec()));
+        let body = (!msg.body().is_empty()).then(|| {
+            Body::new(
+                msg.content_type().unwrap_or("application/sdp"),
+                msg.body().to_vec(),
+            )
+        });
         match code {
             100 => {
                 if let Some(uac) = call.uac.as_mut() {
@@ -1268,21 +1511,23 @@ impl SipStack {
                 }
             }
             101..=199 => {
-                if let Some(tag) = &msg.to_tag {
-                    if call.dialog.id.remote_tag.is_empty() {
-                        call.dialog.id.remote_tag = tag.clone();
-                        call.dialog.remote_uri = msg.header("To").unwrap_or_default().to_string();
-                        call.dialog.refresh_target(&msg);
-                        let mut rr = record_routes(&msg);
-                        if !rr.is_empty() {
-                            rr.reverse();
-                            call.dialog.route_set = rr;
-                        }
+                if let Some(tag) = &msg.to_tag
+                    && call.dialog.id.remote_tag.is_empty()
+                {
+                    call.dialog.id.remote_tag = tag.clone();
+                    call.dialog.remote_uri = msg.header("To").unwrap_or_default().to_string();
+                    call.dialog.refresh_target(&msg);
+                    let mut rr = record_routes(&msg);
+                    if !rr.is_empty() {
+                        rr.reverse();
+                        call.dialog.route_set = rr;
                     }
                 }
                 let mut send_prack = None;
                 if msg.has_option("Require", "100rel")
-                    && let Some(rseq) = msg.header("RSeq").and_then(|v| v.trim().parse::<u32>().ok())
+                    && let Some(rseq) = msg
+                        .header("RSeq")
+                        .and_then(|v| v.trim().parse::<u32>().ok())
                     && let Some(uac) = call.uac.as_mut()
                 {
                     if uac.acked_prack.contains(&rseq) {
@@ -1298,12 +1543,23 @@ impl SipStack {
                     cancel = uac.hangup_requested;
                 }
                 if let Some(rack) = send_prack {
-                    let _ = self.in_dialog_request(now, handle, Method::PRack, vec![("RAck", rack)], None, Purpose::Other);
+                    let _ = self.in_dialog_request(
+                        now,
+                        handle,
+                        Method::PRack,
+                        vec![("RAck", rack)],
+                        None,
+                        Purpose::Other,
+                    );
                 }
                 if cancel {
                     self.send_cancel(now, handle);
                 } else {
-                    self.event(SipEvent::Progress { call: handle, status: code, body });
+                    self.event(SipEvent::Progress {
+                        call: handle,
+                        status: code,
+                        body,
+                    });
                 }
             }
             200..=299 => {
@@ -1311,12 +1567,13 @@ impl SipStack {
                 let same_fork = call.dialog.id.remote_tag.is_empty()
                     || msg.to_tag.as_deref() == Some(call.dialog.id.remote_tag.as_str());
                 if !first {
-                    if let Some(ack) = self.clients.get(&client_id).and_then(|e| e.ack_2xx.clone()) {
+                    if let Some(ack) = self.clients.get(&client_id).and_then(|e| e.ack_2xx.clone())
+                    {
                         let p = self.clients.get(&client_id).map(|e| e.peer);
-                        if let Some(p) = p {
-                            if same_fork {
-                                self.send(p, ack); // 2xx retransmission: resend the ACK (§13.2.2.4)
-                            }
+                        if let Some(p) = p
+                            && same_fork
+                        {
+                            self.send(p, ack); // 2xx retransmission: resend the ACK (§13.2.2.4)
                         }
                     }
                     return;
@@ -1334,7 +1591,11 @@ impl SipStack {
                 call.dialog.remote_seq = None;
                 call.state = CallState::Confirmed;
                 call.peer_allows_update = msg.has_option("Allow", "UPDATE");
-                let hangup = call.uac.as_ref().map(|u| u.hangup_requested).unwrap_or(false);
+                let hangup = call
+                    .uac
+                    .as_ref()
+                    .map(|u| u.hangup_requested)
+                    .unwrap_or(false);
                 let cseq = msg.cseq.seq;
                 // ACK for the 2xx: a new transaction-less request (§13.2.2.4).
                 let ack = self.build_in_dialog(handle, Method::Ack, cseq, Vec::new(), None);
@@ -1347,7 +1608,12 @@ impl SipStack {
                 let se = session_expires(&msg);
                 if let Some((secs, refresher)) = se {
                     let we_refresh = refresher.as_deref() != Some("uas");
-                    self.start_session(now, handle, Duration::from_secs(u64::from(secs)), we_refresh);
+                    self.start_session(
+                        now,
+                        handle,
+                        Duration::from_secs(u64::from(secs)),
+                        we_refresh,
+                    );
                 }
                 if hangup {
                     // We cancelled, but the 2xx won the race: ACK then BYE (§9.1).
@@ -1357,13 +1623,19 @@ impl SipStack {
                 }
             }
             401 | 407 => {
-                let header = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+                let header = if code == 401 {
+                    "WWW-Authenticate"
+                } else {
+                    "Proxy-Authenticate"
+                };
                 let values: Vec<&str> = message::headers_named(msg.headers(), header).collect();
                 let challenge = select_challenge(&values);
                 let Some(uac) = call.uac.as_mut() else { return };
                 // One retry per challenge; a stale nonce may be retried, a few times at most.
                 let retry = match (&challenge, &uac.spec.credentials) {
-                    (Some(c), Some(_)) => uac.auth_attempts == 0 || (c.stale && uac.auth_attempts < MAX_AUTH_ATTEMPTS),
+                    (Some(c), Some(_)) => {
+                        uac.auth_attempts == 0 || (c.stale && uac.auth_attempts < MAX_AUTH_ATTEMPTS)
+                    }
                     _ => false,
                 };
                 if !retry || uac.hangup_requested {
@@ -1381,13 +1653,28 @@ impl SipStack {
                 let spec = uac.spec.clone();
                 let cnonce = self.random_hex(16);
                 let auth = {
-                    let Some(call) = self.calls.get_mut(&handle) else { return };
+                    let Some(call) = self.calls.get_mut(&handle) else {
+                        return;
+                    };
                     let Some(uac) = call.uac.as_mut() else { return };
                     let creds = spec.credentials.as_ref();
-                    creds.and_then(|cr| uac.digest.authorization(cr, "INVITE", &spec.request_uri, spec.body.as_ref().map(|b| b.data.as_slice()).unwrap_or(b""), &cnonce))
+                    creds.and_then(|cr| {
+                        uac.digest.authorization(
+                            cr,
+                            "INVITE",
+                            &spec.request_uri,
+                            spec.body.as_ref().map(|b| b.data.as_slice()).unwrap_or(b""),
+                            &cnonce,
+                        )
+                    })
                 };
-                let name = if code == 401 { "Authorization" } else { "Proxy-Authorization" };
-                let new_client = self.send_initial_invite(now, handle, &spec, cseq, auth.map(|a| (name, a)));
+                let name = if code == 401 {
+                    "Authorization"
+                } else {
+                    "Proxy-Authorization"
+                };
+                let new_client =
+                    self.send_initial_invite(now, handle, &spec, cseq, auth.map(|a| (name, a)));
                 if let Some(u) = self.calls.get_mut(&handle).and_then(|c| c.uac.as_mut()) {
                     u.client = new_client;
                     u.got_provisional = false;
@@ -1402,14 +1689,24 @@ impl SipStack {
         if code < 200 {
             return;
         }
-        let body = (!msg.body().is_empty())
-            .then(|| Body::new(msg.content_type().unwrap_or("application/sdp"), msg.body().to_vec()));
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+        let body = (!msg.body().is_empty()).then(|| {
+            Body::new(
+                msg.content_type().unwrap_or("application/sdp"),
+                msg.body().to_vec(),
+            )
+        });
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         if call.client_reinvite == Some(client_id) {
             call.client_reinvite = None;
         } else if (200..300).contains(&code) {
             // Retransmitted 2xx: resend ACK.
-            if let Some((p, b)) = self.clients.get(&client_id).and_then(|e| e.ack_2xx.clone().map(|b| (e.peer, b))) {
+            if let Some((p, b)) = self
+                .clients
+                .get(&client_id)
+                .and_then(|e| e.ack_2xx.clone().map(|b| (e.peer, b)))
+            {
                 self.send(p, b);
             }
             return;
@@ -1429,11 +1726,17 @@ impl SipStack {
             // RFC 5057 §5.1: the dialog is gone.
             self.send_bye(now, handle, EndReason::DialogLost(code));
         }
-        self.event(SipEvent::ModifyResult { call: handle, status: code, body });
+        self.event(SipEvent::ModifyResult {
+            call: handle,
+            status: code,
+            body,
+        });
     }
 
     fn on_register_response(&mut self, now: Instant, rid: RegistrationId, msg: Msg) {
-        let Some(reg) = self.regs.get_mut(&rid) else { return };
+        let Some(reg) = self.regs.get_mut(&rid) else {
+            return;
+        };
         match reg.handle_response(now, &msg) {
             RegistrationAction::SendAgain => self.send_register(now, rid),
             RegistrationAction::Report(state) => {
@@ -1447,7 +1750,9 @@ impl SipStack {
     // ===== timers =====
 
     fn server_timeout(&mut self, now: Instant, id: u64) {
-        let Some(e) = self.servers.get_mut(&id) else { return };
+        let Some(e) = self.servers.get_mut(&id) else {
+            return;
+        };
         let acts = e.tx.handle_timeout(now);
         let p = e.peer;
         let call = e.call;
@@ -1464,7 +1769,9 @@ impl SipStack {
     }
 
     fn client_timeout(&mut self, now: Instant, id: u64) {
-        let Some(e) = self.clients.get_mut(&id) else { return };
+        let Some(e) = self.clients.get_mut(&id) else {
+            return;
+        };
         let acts = e.tx.handle_timeout(now);
         let (p, purpose) = (e.peer, e.purpose);
         let mut terminated = false;
@@ -1473,7 +1780,11 @@ impl SipStack {
                 TxAction::Send(b) => self.send(p, b),
                 TxAction::TimedOut => match purpose {
                     Purpose::Invite(h) => {
-                        if self.calls.get(&h).is_some_and(|c| c.state == CallState::Early) {
+                        if self
+                            .calls
+                            .get(&h)
+                            .is_some_and(|c| c.state == CallState::Early)
+                        {
                             self.fail_call(now, h, 408);
                         }
                     }
@@ -1481,18 +1792,27 @@ impl SipStack {
                         if let Some(c) = self.calls.get_mut(&h) {
                             c.client_reinvite = None;
                         }
-                        self.event(SipEvent::ModifyResult { call: h, status: 408, body: None });
+                        self.event(SipEvent::ModifyResult {
+                            call: h,
+                            status: 408,
+                            body: None,
+                        });
                         self.send_bye(now, h, EndReason::DialogLost(408));
                     }
                     Purpose::Bye(h) => self.finish_bye(now, h),
-                    Purpose::Refer(h) => self.event(SipEvent::ReferProgress { call: h, status: 408, done: true }),
+                    Purpose::Refer(h) => self.event(SipEvent::ReferProgress {
+                        call: h,
+                        status: 408,
+                        done: true,
+                    }),
                     Purpose::Update(h) => self.send_bye(now, h, EndReason::DialogLost(408)),
                     Purpose::Register(rid) => {
-                        if let Some(reg) = self.regs.get_mut(&rid) {
-                            if let RegistrationAction::Report(state) = reg.handle_timeout_failure(now) {
-                                self.schedule(TimerRef::Reg(rid), reg_deadline(self.regs.get(&rid)));
-                                self.event(SipEvent::Registration { id: rid, state });
-                            }
+                        if let Some(reg) = self.regs.get_mut(&rid)
+                            && let RegistrationAction::Report(state) =
+                                reg.handle_timeout_failure(now)
+                        {
+                            self.schedule(TimerRef::Reg(rid), reg_deadline(self.regs.get(&rid)));
+                            self.event(SipEvent::Registration { id: rid, state });
                         }
                     }
                     Purpose::Cancel | Purpose::Other => {}
@@ -1511,11 +1831,19 @@ impl SipStack {
     }
 
     fn call_timeout(&mut self, now: Instant, handle: CallHandle) {
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         if let Some(until) = call.linger_until {
             if now >= until {
-                let key = (call.dialog.id.call_id.clone(), call.dialog.id.local_tag.clone());
-                let ukey = (call.dialog.id.call_id.clone(), call.dialog.id.remote_tag.clone());
+                let key = (
+                    call.dialog.id.call_id.clone(),
+                    call.dialog.id.local_tag.clone(),
+                );
+                let ukey = (
+                    call.dialog.id.call_id.clone(),
+                    call.dialog.id.remote_tag.clone(),
+                );
                 self.dialogs.remove(&key);
                 if self.uas_index.get(&ukey) == Some(&handle) {
                     self.uas_index.remove(&ukey);
@@ -1548,13 +1876,21 @@ impl SipStack {
         }
         let mut refresh = false;
         let mut expired = false;
-        if let Some(s) = &call.session {
-            if now >= s.deadline {
-                if s.we_refresh { refresh = true } else { expired = true }
+        if let Some(s) = &call.session
+            && now >= s.deadline
+        {
+            if s.we_refresh {
+                refresh = true
+            } else {
+                expired = true
             }
         }
         // 2xx and reliable 1xx go back the way the INVITE came (§17.2.1 response routing).
-        let p = if call.direction == CallDirection::Inbound { call.dialog.peer } else { peer };
+        let p = if call.direction == CallDirection::Inbound {
+            call.dialog.peer
+        } else {
+            peer
+        };
         for b in resend {
             self.send(p, b);
         }
@@ -1568,8 +1904,19 @@ impl SipStack {
                 c.reliable = None;
             }
             // RFC 3262 §3: no PRACK after 64·T1 — reject the INVITE with 5xx.
-            if self.calls.get(&handle).is_some_and(|c| c.state == CallState::Early) {
-                let _ = self.respond_with(now, handle, 504, Some("Server Time-out - no PRACK"), Vec::new(), None);
+            if self
+                .calls
+                .get(&handle)
+                .is_some_and(|c| c.state == CallState::Early)
+            {
+                let _ = self.respond_with(
+                    now,
+                    handle,
+                    504,
+                    Some("Server Time-out - no PRACK"),
+                    Vec::new(),
+                    None,
+                );
             }
         }
         if expired {
@@ -1581,7 +1928,11 @@ impl SipStack {
     }
 
     fn reg_timeout(&mut self, now: Instant, id: RegistrationId) {
-        let due = self.regs.get(&id).and_then(|r| r.next_send).is_some_and(|t| t <= now);
+        let due = self
+            .regs
+            .get(&id)
+            .and_then(|r| r.next_send)
+            .is_some_and(|t| t <= now);
         if due {
             self.send_register(now, id);
         }
@@ -1601,7 +1952,9 @@ impl SipStack {
         body: Option<Body>,
         initial: bool,
     ) {
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         let contact = call.dialog.local_contact.clone();
         let mut reliable = false;
         if (101..200).contains(&status) || (200..300).contains(&status) {
@@ -1618,36 +1971,73 @@ impl SipStack {
             extra.push(("RSeq", call.rseq.to_string()));
             reliable = true;
         }
-        if let Some(b) = &body {
-            if (200..300).contains(&status) {
-                call.last_local_body = Some(b.clone());
-            }
+        if let Some(b) = &body
+            && (200..300).contains(&status)
+        {
+            call.last_local_body = Some(b.clone());
         }
         let rseq = call.rseq;
         if (200..300).contains(&status) {
             if initial {
-                let se = self.servers.get(&tx_id).and_then(|e| session_expires(&e.req));
-                let supports_timer = self.servers.get(&tx_id).is_some_and(|e| e.req.has_option("Supported", "timer"));
+                let se = self
+                    .servers
+                    .get(&tx_id)
+                    .and_then(|e| session_expires(&e.req));
+                let supports_timer = self
+                    .servers
+                    .get(&tx_id)
+                    .is_some_and(|e| e.req.has_option("Supported", "timer"));
                 self.negotiate_session_uas(now, handle, se, supports_timer);
             }
             extra.extend(self.session_headers(handle, false));
         }
-        let local_tag = self.calls.get(&handle).map(|c| c.dialog.id.local_tag.clone());
-        let bytes = self.response_bytes(tx_id, status, reason, &extra, body.as_ref(), local_tag.as_deref());
+        let local_tag = self
+            .calls
+            .get(&handle)
+            .map(|c| c.dialog.id.local_tag.clone());
+        let bytes = self.response_bytes(
+            tx_id,
+            status,
+            reason,
+            &extra,
+            body.as_ref(),
+            local_tag.as_deref(),
+        );
         let Some(bytes) = bytes else { return };
         let t1 = self.config.timers.t1;
         let give_up = now + self.config.timers.t1x64();
-        let reliable_tx = !self.servers.get(&tx_id).is_some_and(|e| e.peer.transport.is_reliable());
+        let reliable_tx = !self
+            .servers
+            .get(&tx_id)
+            .is_some_and(|e| e.peer.transport.is_reliable());
         if let Some(e) = self.servers.get_mut(&tx_id) {
             let acts = e.tx.send_response(now, status, bytes.clone());
             let p = e.peer;
             self.apply_server_actions(tx_id, p, acts);
         }
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         if reliable && reliable_tx {
-            call.reliable = Some((rseq, Retransmit { bytes: bytes.clone(), next: now + t1, interval: t1, give_up }));
+            call.reliable = Some((
+                rseq,
+                Retransmit {
+                    bytes: bytes.clone(),
+                    next: now + t1,
+                    interval: t1,
+                    give_up,
+                },
+            ));
         } else if reliable {
-            call.reliable = Some((rseq, Retransmit { bytes: bytes.clone(), next: give_up, interval: t1, give_up }));
+            call.reliable = Some((
+                rseq,
+                Retransmit {
+                    bytes: bytes.clone(),
+                    next: give_up,
+                    interval: t1,
+                    give_up,
+                },
+            ));
         }
         if status >= 200 {
             call.server_invite = None;
@@ -1658,7 +2048,12 @@ impl SipStack {
                 call.state = CallState::Confirmed;
                 // UAS core retransmits the 2xx until the ACK (§13.3.1.4); on TCP only the give-up.
                 let next = if reliable_tx { now + t1 } else { give_up };
-                call.pending_2xx = Some(Retransmit { bytes, next, interval: t1, give_up });
+                call.pending_2xx = Some(Retransmit {
+                    bytes,
+                    next,
+                    interval: t1,
+                    give_up,
+                });
             }
             300..=699 if initial => {
                 self.end_call(now, handle, EndReason::Rejected(status));
@@ -1715,7 +2110,9 @@ impl SipStack {
         body: Option<&Body>,
         to_tag: Option<&str>,
     ) {
-        let Some(bytes) = self.response_bytes(tx_id, status, reason, &extra, body, to_tag) else { return };
+        let Some(bytes) = self.response_bytes(tx_id, status, reason, &extra, body, to_tag) else {
+            return;
+        };
         if let Some(e) = self.servers.get_mut(&tx_id) {
             let acts = e.tx.send_response(now, status, bytes);
             let p = e.peer;
@@ -1743,12 +2140,12 @@ impl SipStack {
     fn forget_server(&mut self, id: u64) {
         if let Some(e) = self.servers.remove(&id) {
             self.server_index.remove(&e.key);
-            if let Some(h) = e.call {
-                if let Some(c) = self.calls.get_mut(&h) {
-                    if c.server_invite == Some(id) && e.tx.is_final() {
-                        c.server_invite = None;
-                    }
-                }
+            if let Some(h) = e.call
+                && let Some(c) = self.calls.get_mut(&h)
+                && c.server_invite == Some(id)
+                && e.tx.is_final()
+            {
+                c.server_invite = None;
             }
         }
     }
@@ -1762,8 +2159,14 @@ impl SipStack {
         auth: Option<(&'static str, String)>,
     ) -> u64 {
         let branch = self.new_branch();
-        let Some(call) = self.calls.get(&handle) else { return 0 };
-        let local_addr = self.local_addr(spec.next_hop.transport, spec.next_hop.addr.ip(), spec.local_ip);
+        let Some(call) = self.calls.get(&handle) else {
+            return 0;
+        };
+        let local_addr = self.local_addr(
+            spec.next_hop.transport,
+            spec.next_hop.addr.ip(),
+            spec.local_ip,
+        );
         let via = via_value(spec.next_hop.transport, local_addr, &branch);
         let mut extra: Vec<(&'static str, String)> = vec![
             ("Allow", ALLOW.to_string()),
@@ -1801,7 +2204,15 @@ impl SipStack {
             cseq,
             routes: spec.routes.clone(),
         };
-        self.start_client(now, spec.next_hop, Method::Invite, branch, bytes, Purpose::Invite(handle), Some(template))
+        self.start_client(
+            now,
+            spec.next_hop,
+            Method::Invite,
+            branch,
+            bytes,
+            Purpose::Invite(handle),
+            Some(template),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1815,12 +2226,35 @@ impl SipStack {
         purpose: Purpose,
         ack_template: Option<AckTemplate>,
     ) -> u64 {
-        let kind = if method == Method::Invite { TxKind::Invite } else { TxKind::NonInvite };
-        let tx = ClientTransaction::new(kind, bytes.clone(), peer.transport.is_reliable(), self.config.timers, now);
+        let kind = if method == Method::Invite {
+            TxKind::Invite
+        } else {
+            TxKind::NonInvite
+        };
+        let tx = ClientTransaction::new(
+            kind,
+            bytes.clone(),
+            peer.transport.is_reliable(),
+            self.config.timers,
+            now,
+        );
         let id = self.alloc_id();
-        let key = ClientKey { branch, method: method as u8 };
+        let key = ClientKey {
+            branch,
+            method: method as u8,
+        };
         self.client_index.insert(key.clone(), id);
-        self.clients.insert(id, ClientEntry { tx, key, peer, purpose, ack_template, ack_2xx: None });
+        self.clients.insert(
+            id,
+            ClientEntry {
+                tx,
+                key,
+                peer,
+                purpose,
+                ack_template,
+                ack_2xx: None,
+            },
+        );
         self.send(peer, bytes);
         self.schedule_client(id);
         id
@@ -1847,12 +2281,18 @@ impl SipStack {
     }
 
     fn send_cancel(&mut self, now: Instant, handle: CallHandle) {
-        let Some(uac) = self.calls.get(&handle).and_then(|c| c.uac.as_ref()) else { return };
-        let Some(e) = self.clients.get(&uac.client) else { return };
+        let Some(uac) = self.calls.get(&handle).and_then(|c| c.uac.as_ref()) else {
+            return;
+        };
+        let Some(e) = self.clients.get(&uac.client) else {
+            return;
+        };
         if e.tx.state() != ClientState::Proceeding && e.tx.state() != ClientState::Calling {
             return;
         }
-        let Some(t) = e.ack_template.clone() else { return };
+        let Some(t) = e.ack_template.clone() else {
+            return;
+        };
         let peer = e.peer;
         // §9.1: same Request-URI, Call-ID, From, To, CSeq number, top Via and Route.
         let bytes = build_request(&RequestSpec {
@@ -1870,11 +2310,22 @@ impl SipStack {
             user_agent: &self.config.user_agent,
         });
         let branch = e.key.branch.clone();
-        if self.client_index.contains_key(&ClientKey { branch: branch.clone(), method: Method::Cancel as u8 }) {
+        if self.client_index.contains_key(&ClientKey {
+            branch: branch.clone(),
+            method: Method::Cancel as u8,
+        }) {
             return;
         }
         let invite_id = uac.client;
-        self.start_client(now, peer, Method::Cancel, branch, bytes, Purpose::Cancel, None);
+        self.start_client(
+            now,
+            peer,
+            Method::Cancel,
+            branch,
+            bytes,
+            Purpose::Cancel,
+            None,
+        );
         // §9.1: the INVITE gets 64·T1 more for its final response (normally a 487).
         if let Some(e) = self.clients.get_mut(&invite_id) {
             e.tx.cancel_sent(now);
@@ -1883,14 +2334,23 @@ impl SipStack {
     }
 
     fn send_bye(&mut self, now: Instant, handle: CallHandle, reason: EndReason) {
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         if matches!(call.state, CallState::Ending | CallState::Ended) {
             return;
         }
         call.state = CallState::Ending;
         call.pending_2xx = None;
         call.session = None;
-        let _ = self.in_dialog_request(now, handle, Method::Bye, Vec::new(), None, Purpose::Bye(handle));
+        let _ = self.in_dialog_request(
+            now,
+            handle,
+            Method::Bye,
+            Vec::new(),
+            None,
+            Purpose::Bye(handle),
+        );
         // The call is over for the TU now; the BYE transaction finishes on its own.
         self.end_call(now, handle, reason);
     }
@@ -1903,14 +2363,26 @@ impl SipStack {
         let mut extra = self.session_headers(handle, true);
         extra.push(("Allow", ALLOW.to_string()));
         extra.push(("Supported", SUPPORTED.to_string()));
-        if let Some(c) = self.calls.get_mut(&handle) {
-            if let Some(b) = &body {
-                c.last_local_body = Some(b.clone());
-            }
+        if let Some(c) = self.calls.get_mut(&handle)
+            && let Some(b) = &body
+        {
+            c.last_local_body = Some(b.clone());
         }
-        let body = body.or_else(|| self.calls.get(&handle).and_then(|c| c.last_local_body.clone()));
-        let seq = self.calls.get_mut(&handle).map(|c| c.dialog.next_seq()).unwrap_or(1);
-        let Some((peer, bytes)) = self.build_in_dialog(handle, Method::Invite, seq, extra, body.as_ref()) else { return };
+        let body = body.or_else(|| {
+            self.calls
+                .get(&handle)
+                .and_then(|c| c.last_local_body.clone())
+        });
+        let seq = self
+            .calls
+            .get_mut(&handle)
+            .map(|c| c.dialog.next_seq())
+            .unwrap_or(1);
+        let Some((peer, bytes)) =
+            self.build_in_dialog(handle, Method::Invite, seq, extra, body.as_ref())
+        else {
+            return;
+        };
         let branch = extract_branch(&bytes);
         // A non-2xx final response (491, 488…) must be ACKed too (§17.1.1.3).
         let template = self.calls.get(&handle).map(|c| AckTemplate {
@@ -1922,7 +2394,15 @@ impl SipStack {
             cseq: seq,
             routes: c.dialog.route_set.clone(),
         });
-        let id = self.start_client(now, peer, Method::Invite, branch, bytes, Purpose::ReInvite(handle), template);
+        let id = self.start_client(
+            now,
+            peer,
+            Method::Invite,
+            branch,
+            bytes,
+            Purpose::ReInvite(handle),
+            template,
+        );
         if let Some(c) = self.calls.get_mut(&handle) {
             c.client_reinvite = Some(id);
         }
@@ -1937,12 +2417,17 @@ impl SipStack {
         body: Option<&Body>,
         purpose: Purpose,
     ) -> Result<(), StackError> {
-        let call = self.calls.get_mut(&handle).ok_or(StackError::NoSuchCall(handle))?;
+        let call = self
+            .calls
+            .get_mut(&handle)
+            .ok_or(StackError::NoSuchCall(handle))?;
         if call.state == CallState::Ended {
             return Err(StackError::BadState(handle));
         }
         let seq = call.dialog.next_seq();
-        let (peer, bytes) = self.build_in_dialog(handle, method, seq, extra, body).ok_or(StackError::BadState(handle))?;
+        let (peer, bytes) = self
+            .build_in_dialog(handle, method, seq, extra, body)
+            .ok_or(StackError::BadState(handle))?;
         let branch = extract_branch(&bytes);
         self.start_client(now, peer, method, branch, bytes, purpose, None);
         Ok(())
@@ -1960,9 +2445,11 @@ impl SipStack {
         let call = self.calls.get(&handle)?;
         let d = &call.dialog;
         let peer = d.next_hop();
-        let local_addr = self.local_addr(peer.transport, peer.addr.ip(), contact_ip(&d.local_contact));
+        let local_addr =
+            self.local_addr(peer.transport, peer.addr.ip(), contact_ip(&d.local_contact));
         let via = via_value(peer.transport, local_addr, &branch);
-        let contact = matches!(method, Method::Invite | Method::Update | Method::Refer).then_some(d.local_contact.as_str());
+        let contact = matches!(method, Method::Invite | Method::Update | Method::Refer)
+            .then_some(d.local_contact.as_str());
         let bytes = build_request(&RequestSpec {
             method,
             uri: &d.remote_target,
@@ -1983,7 +2470,9 @@ impl SipStack {
     fn send_register(&mut self, now: Instant, id: RegistrationId) {
         let cnonce = self.random_hex(16);
         let branch = self.new_branch();
-        let Some(reg) = self.regs.get_mut(&id) else { return };
+        let Some(reg) = self.regs.get_mut(&id) else {
+            return;
+        };
         reg.cseq += 1;
         reg.next_send = None;
         if !reg.unregistering {
@@ -1993,7 +2482,8 @@ impl SipStack {
         let via = via_value(reg.config.next_hop.transport, reg.contact_addr, &branch);
         let from = format!("<{}>;tag={}", reg.config.aor, reg.from_tag);
         let to = format!("<{}>", reg.config.aor);
-        let mut extra: Vec<(&'static str, String)> = vec![("Expires", reg.expires_to_send().to_string())];
+        let mut extra: Vec<(&'static str, String)> =
+            vec![("Expires", reg.expires_to_send().to_string())];
         extra.push(("Allow", ALLOW.to_string()));
         if let Some(a) = auth {
             extra.push(a);
@@ -2014,12 +2504,26 @@ impl SipStack {
             user_agent: &self.config.user_agent,
         });
         let peer = reg.config.next_hop;
-        self.start_client(now, peer, Method::Register, branch, bytes, Purpose::Register(id), None);
+        self.start_client(
+            now,
+            peer,
+            Method::Register,
+            branch,
+            bytes,
+            Purpose::Register(id),
+            None,
+        );
     }
 
     // ===== session timers (RFC 4028) =====
 
-    fn negotiate_session_uas(&mut self, now: Instant, handle: CallHandle, peer_se: Option<(u32, Option<String>)>, supports_timer: bool) {
+    fn negotiate_session_uas(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        peer_se: Option<(u32, Option<String>)>,
+        supports_timer: bool,
+    ) {
         let (interval, we_refresh) = match peer_se {
             Some((secs, refresher)) => {
                 let we = match refresher.as_deref() {
@@ -2037,14 +2541,34 @@ impl SipStack {
         self.start_session(now, handle, interval, we_refresh);
     }
 
-    fn start_session(&mut self, now: Instant, handle: CallHandle, interval: Duration, we_refresh: bool) {
-        let Some(call) = self.calls.get_mut(&handle) else { return };
-        call.session = Some(SessionTimer { interval, we_refresh, deadline: session_deadline(now, interval, we_refresh) });
+    fn start_session(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        interval: Duration,
+        we_refresh: bool,
+    ) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        call.session = Some(SessionTimer {
+            interval,
+            we_refresh,
+            deadline: session_deadline(now, interval, we_refresh),
+        });
         self.schedule_call(handle);
     }
 
-    fn refresh_session(&mut self, now: Instant, handle: CallHandle, se: Option<(u32, Option<String>)>, we_sent: bool) {
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+    fn refresh_session(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        se: Option<(u32, Option<String>)>,
+        we_sent: bool,
+    ) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         let Some(s) = call.session.as_mut() else {
             if let Some((secs, refresher)) = se {
                 // `refresher` names a role in this transaction: uac is whoever sent the request.
@@ -2065,7 +2589,9 @@ impl SipStack {
     }
 
     fn session_refresh(&mut self, now: Instant, handle: CallHandle) {
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         if let Some(s) = call.session.as_mut() {
             // Until the refresh succeeds, the peer's expiry rule applies to us too.
             s.deadline = now + s.interval / 2;
@@ -2075,7 +2601,14 @@ impl SipStack {
         }
         if call.peer_allows_update {
             let extra = self.session_headers(handle, true);
-            let _ = self.in_dialog_request(now, handle, Method::Update, extra, None, Purpose::Update(handle));
+            let _ = self.in_dialog_request(
+                now,
+                handle,
+                Method::Update,
+                extra,
+                None,
+                Purpose::Update(handle),
+            );
         } else {
             self.send_reinvite(now, handle, None);
         }
@@ -2085,10 +2618,21 @@ impl SipStack {
     /// role in the transaction carrying the header (RFC 4028 §4): `we_are_uac` is true for
     /// requests we send, false for our responses.
     fn session_headers(&self, handle: CallHandle, we_are_uac: bool) -> Vec<(&'static str, String)> {
-        let Some(call) = self.calls.get(&handle) else { return Vec::new() };
-        let Some(s) = &call.session else { return Vec::new() };
-        let refresher = if s.we_refresh == we_are_uac { "uac" } else { "uas" };
-        let mut v = vec![("Session-Expires", format!("{};refresher={refresher}", s.interval.as_secs()))];
+        let Some(call) = self.calls.get(&handle) else {
+            return Vec::new();
+        };
+        let Some(s) = &call.session else {
+            return Vec::new();
+        };
+        let refresher = if s.we_refresh == we_are_uac {
+            "uac"
+        } else {
+            "uas"
+        };
+        let mut v = vec![(
+            "Session-Expires",
+            format!("{};refresher={refresher}", s.interval.as_secs()),
+        )];
         if !we_are_uac && !s.we_refresh {
             // The peer refreshes, so it supports timers: say we rely on it (§9).
             v.push(("Require", "timer".to_string()));
@@ -2099,7 +2643,9 @@ impl SipStack {
     // ===== call bookkeeping =====
 
     fn end_call(&mut self, now: Instant, handle: CallHandle, reason: EndReason) {
-        let Some(call) = self.calls.get_mut(&handle) else { return };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
         if call.state == CallState::Ended {
             return;
         }
@@ -2112,21 +2658,35 @@ impl SipStack {
         let _ = was_ending;
         self.active_calls = self.active_calls.saturating_sub(1);
         self.schedule_call(handle);
-        self.event(SipEvent::Ended { call: handle, reason });
+        self.event(SipEvent::Ended {
+            call: handle,
+            reason,
+        });
     }
 
     fn fail_call(&mut self, now: Instant, handle: CallHandle, status: u16) {
-        let cancelled = self.calls.get(&handle).and_then(|c| c.uac.as_ref()).is_some_and(|u| u.hangup_requested);
+        let cancelled = self
+            .calls
+            .get(&handle)
+            .and_then(|c| c.uac.as_ref())
+            .is_some_and(|u| u.hangup_requested);
         // After our CANCEL, a 487 or no final response at all (§9.1) means "cancelled".
-        let reason =
-            if cancelled && matches!(status, 487 | 408) { EndReason::Cancelled } else { EndReason::Failed(status) };
+        let reason = if cancelled && matches!(status, 487 | 408) {
+            EndReason::Cancelled
+        } else {
+            EndReason::Failed(status)
+        };
         self.end_call(now, handle, reason);
     }
 
     fn request_body(&self, id: u64) -> Option<Body> {
         let e = self.servers.get(&id)?;
-        (!e.req.body().is_empty())
-            .then(|| Body::new(e.req.content_type().unwrap_or("application/octet-stream"), e.req.body().to_vec()))
+        (!e.req.body().is_empty()).then(|| {
+            Body::new(
+                e.req.content_type().unwrap_or("application/octet-stream"),
+                e.req.body().to_vec(),
+            )
+        })
     }
 
     // ===== timer plumbing =====
@@ -2155,7 +2715,10 @@ impl SipStack {
         if self.timers.len() <= 1024 || self.timers.len() <= 4 * live {
             return;
         }
-        let mut entries: Vec<(Instant, TimerRef)> = std::mem::take(&mut self.timers).into_iter().map(|Reverse(e)| e).collect();
+        let mut entries: Vec<(Instant, TimerRef)> = std::mem::take(&mut self.timers)
+            .into_iter()
+            .map(|Reverse(e)| e)
+            .collect();
         entries.retain(|(t, r)| self.owner_deadline(*r) == Some(*t));
         entries.sort();
         entries.dedup();
@@ -2174,7 +2737,8 @@ impl SipStack {
     // ===== small helpers =====
 
     fn send(&mut self, peer: Peer, payload: Vec<u8>) {
-        self.out.push_back(Output::Transmit(Transmit { peer, payload }));
+        self.out
+            .push_back(Output::Transmit(Transmit { peer, payload }));
     }
 
     fn event(&mut self, e: SipEvent) {
@@ -2192,7 +2756,9 @@ impl SipStack {
 
     fn random_hex(&mut self, n: usize) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        (0..n).map(|_| HEX[self.rng.gen_range(0..16)] as char).collect()
+        (0..n)
+            .map(|_| HEX[self.rng.gen_range(0..16)] as char)
+            .collect()
     }
 
     fn new_tag(&mut self) -> String {
@@ -2292,7 +2858,10 @@ fn server_key(msg: &Msg, method: Method) -> ServerKey {
 fn annotate_via(msg: &mut Msg, peer: Peer) {
     let ip = peer.addr.ip();
     let mut v = msg.via_raw.clone();
-    let first_end = message::split_list(&v).first().map(|f| f.len()).unwrap_or(v.len());
+    let first_end = message::split_list(&v)
+        .first()
+        .map(|f| f.len())
+        .unwrap_or(v.len());
     let (first, rest) = v.split_at(first_end.min(v.len()));
     let mut first = first.to_string();
     let rest = rest.to_string();
@@ -2303,12 +2872,10 @@ fn annotate_via(msg: &mut Msg, peer: Peer) {
         msg.via.rport = Some(Some(peer.addr.port()));
         changed = true;
     }
-    if host_is_ip != Some(ip) || msg.via.rport.is_some() {
-        if msg.via.received.is_none() {
-            first.push_str(&format!(";received={ip}"));
-            msg.via.received = Some(ip);
-            changed = true;
-        }
+    if (host_is_ip != Some(ip) || msg.via.rport.is_some()) && msg.via.received.is_none() {
+        first.push_str(&format!(";received={ip}"));
+        msg.via.received = Some(ip);
+        changed = true;
     }
     if changed {
         v = format!("{first}{rest}");
@@ -2332,7 +2899,11 @@ fn replace_flag_param(via: &str, flag: &str, with: &str) -> String {
 }
 
 fn via_value(transport: Transport, addr: SocketAddr, branch: &str) -> String {
-    format!("SIP/2.0/{} {};branch={branch};rport", transport.via_token(), fmt_host_port(addr))
+    format!(
+        "SIP/2.0/{} {};branch={branch};rport",
+        transport.via_token(),
+        fmt_host_port(addr)
+    )
 }
 
 fn contact_for(addr: SocketAddr, transport: Transport) -> String {
@@ -2354,11 +2925,16 @@ fn fmt_host_port(addr: SocketAddr) -> String {
 }
 
 fn extract_branch(bytes: &[u8]) -> String {
-    top_via(bytes).and_then(|v| message::parse_via(&v)).and_then(|v| v.branch).unwrap_or_default()
+    top_via(bytes)
+        .and_then(|v| message::parse_via(&v))
+        .and_then(|v| v.branch)
+        .unwrap_or_default()
 }
 
 /// The top Via value of a message we built.
 fn top_via(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
-    text.lines().find_map(|l| l.strip_prefix("Via:")).map(|v| v.trim().to_string())
+    text.lines()
+        .find_map(|l| l.strip_prefix("Via:"))
+        .map(|v| v.trim().to_string())
 }

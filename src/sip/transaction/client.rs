@@ -40,7 +40,13 @@ pub struct ClientTransaction {
 
 impl ClientTransaction {
     /// Starts a transaction whose request (`request`) has just been sent at `now`.
-    pub fn new(kind: TxKind, request: Vec<u8>, reliable: bool, timers: TimerConfig, now: Instant) -> Self {
+    pub fn new(
+        kind: TxKind,
+        request: Vec<u8>,
+        reliable: bool,
+        timers: TimerConfig,
+        now: Instant,
+    ) -> Self {
         let retransmit = (!reliable).then_some((now + timers.t1, timers.t1));
         ClientTransaction {
             kind,
@@ -75,7 +81,10 @@ impl ClientTransaction {
 
     /// The earliest time `handle_timeout` must be called, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        [self.retransmit.map(|r| r.0), self.timeout, self.linger].into_iter().flatten().min()
+        [self.retransmit.map(|r| r.0), self.timeout, self.linger]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Feeds a response with status `code`. For a non-2xx final response to an INVITE the
@@ -97,7 +106,9 @@ impl ClientTransaction {
     /// A CANCEL for this INVITE was sent: without a final response within 64·T1 the
     /// transaction times out, even in Proceeding (RFC 3261 §9.1).
     pub fn cancel_sent(&mut self, now: Instant) {
-        if matches!(self.state, ClientState::Calling | ClientState::Proceeding) && self.timeout.is_none() {
+        if matches!(self.state, ClientState::Calling | ClientState::Proceeding)
+            && self.timeout.is_none()
+        {
             self.timeout = Some(now + self.timers.t1x64());
         }
     }
@@ -105,38 +116,38 @@ impl ClientTransaction {
     /// Fires due timers.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxAction> {
         let mut out = Vec::new();
-        if let Some(t) = self.timeout {
-            if now >= t {
-                // Timer B / F.
-                self.timeout = None;
-                self.retransmit = None;
-                self.state = ClientState::Terminated;
-                out.push(TxAction::TimedOut);
-                out.push(TxAction::Terminated);
-                return out;
-            }
+        if let Some(t) = self.timeout
+            && now >= t
+        {
+            // Timer B / F.
+            self.timeout = None;
+            self.retransmit = None;
+            self.state = ClientState::Terminated;
+            out.push(TxAction::TimedOut);
+            out.push(TxAction::Terminated);
+            return out;
         }
-        if let Some(t) = self.linger {
-            if now >= t {
-                // Timer D / K / M.
-                self.linger = None;
-                self.state = ClientState::Terminated;
-                out.push(TxAction::Terminated);
-                return out;
-            }
+        if let Some(t) = self.linger
+            && now >= t
+        {
+            // Timer D / K / M.
+            self.linger = None;
+            self.state = ClientState::Terminated;
+            out.push(TxAction::Terminated);
+            return out;
         }
-        if let Some((t, interval)) = self.retransmit {
-            if now >= t {
-                let next = match self.kind {
-                    // Timer A doubles without bound (§17.1.1.2).
-                    TxKind::Invite => interval * 2,
-                    // Timer E doubles up to T2; in Proceeding it is T2 (§17.1.2.2).
-                    TxKind::NonInvite if self.state == ClientState::Proceeding => self.timers.t2,
-                    TxKind::NonInvite => (interval * 2).min(self.timers.t2),
-                };
-                self.retransmit = Some((now + next, next));
-                out.push(TxAction::Send(self.request.clone()));
-            }
+        if let Some((t, interval)) = self.retransmit
+            && now >= t
+        {
+            let next = match self.kind {
+                // Timer A doubles without bound (§17.1.1.2).
+                TxKind::Invite => interval * 2,
+                // Timer E doubles up to T2; in Proceeding it is T2 (§17.1.2.2).
+                TxKind::NonInvite if self.state == ClientState::Proceeding => self.timers.t2,
+                TxKind::NonInvite => (interval * 2).min(self.timers.t2),
+            };
+            self.retransmit = Some((now + next, next));
+            out.push(TxAction::Send(self.request.clone()));
         }
         out
     }
@@ -161,7 +172,13 @@ impl ClientTransaction {
                 self.state = ClientState::Completed;
                 self.retransmit = None;
                 self.timeout = None;
-                self.linger = Some(now + if self.reliable { Duration::ZERO } else { TIMER_D_UNRELIABLE });
+                self.linger = Some(
+                    now + if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        TIMER_D_UNRELIABLE
+                    },
+                );
                 vec![TxAction::PassUp]
             }
             (ClientState::Accepted, 200..=299) => vec![TxAction::PassUp],
@@ -184,7 +201,13 @@ impl ClientTransaction {
                 self.retransmit = None;
                 self.timeout = None;
                 // Timer K = T4 on unreliable transports, zero on reliable (§17.1.2.2).
-                self.linger = Some(now + if self.reliable { Duration::ZERO } else { self.timers.t4 });
+                self.linger = Some(
+                    now + if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        self.timers.t4
+                    },
+                );
                 vec![TxAction::PassUp]
             }
             _ => Vec::new(), // retransmissions in Completed are absorbed

@@ -42,7 +42,11 @@ pub struct TimerConfig {
 
 impl Default for TimerConfig {
     fn default() -> Self {
-        TimerConfig { t1: DEFAULT_T1, t2: DEFAULT_T2, t4: DEFAULT_T4 }
+        TimerConfig {
+            t1: DEFAULT_T1,
+            t2: DEFAULT_T2,
+            t4: DEFAULT_T4,
+        }
     }
 }
 

@@ -72,7 +72,10 @@ impl ServerTransaction {
 
     /// The earliest time `handle_timeout` must be called, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        [self.retransmit.map(|r| r.0), self.timeout, self.linger].into_iter().flatten().min()
+        [self.retransmit.map(|r| r.0), self.timeout, self.linger]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The TU sends a response with `code`, serialised as `bytes`. Returns what to send (the
@@ -101,7 +104,13 @@ impl ServerTransaction {
             (TxKind::NonInvite, _) => {
                 self.state = ServerState::Completed;
                 // Timer J = 64·T1 unreliable, zero reliable (§17.2.2).
-                self.linger = Some(now + if self.reliable { Duration::ZERO } else { self.timers.t1x64() });
+                self.linger = Some(
+                    now + if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        self.timers.t1x64()
+                    },
+                );
             }
         }
         out
@@ -111,9 +120,12 @@ impl ServerTransaction {
     /// (§17.2.1, §17.2.2). In Accepted the retransmission is absorbed (RFC 6026 §8.7).
     pub fn handle_retransmission(&mut self) -> Vec<TxAction> {
         match self.state {
-            ServerState::Proceeding | ServerState::Completed => {
-                self.last_response.clone().map(TxAction::Send).into_iter().collect()
-            }
+            ServerState::Proceeding | ServerState::Completed => self
+                .last_response
+                .clone()
+                .map(TxAction::Send)
+                .into_iter()
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -124,7 +136,13 @@ impl ServerTransaction {
             self.state = ServerState::Confirmed;
             self.retransmit = None;
             self.timeout = None;
-            self.linger = Some(now + if self.reliable { Duration::ZERO } else { self.timers.t4 });
+            self.linger = Some(
+                now + if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                },
+            );
         }
         Vec::new()
     }
@@ -132,32 +150,32 @@ impl ServerTransaction {
     /// Fires due timers.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<TxAction> {
         let mut out = Vec::new();
-        if let Some(t) = self.timeout {
-            if now >= t {
-                // Timer H: the ACK never came.
-                self.timeout = None;
-                self.retransmit = None;
-                self.state = ServerState::Terminated;
-                out.push(TxAction::TimedOut);
-                out.push(TxAction::Terminated);
-                return out;
-            }
+        if let Some(t) = self.timeout
+            && now >= t
+        {
+            // Timer H: the ACK never came.
+            self.timeout = None;
+            self.retransmit = None;
+            self.state = ServerState::Terminated;
+            out.push(TxAction::TimedOut);
+            out.push(TxAction::Terminated);
+            return out;
         }
-        if let Some(t) = self.linger {
-            if now >= t {
-                self.linger = None;
-                self.state = ServerState::Terminated;
-                out.push(TxAction::Terminated);
-                return out;
-            }
+        if let Some(t) = self.linger
+            && now >= t
+        {
+            self.linger = None;
+            self.state = ServerState::Terminated;
+            out.push(TxAction::Terminated);
+            return out;
         }
-        if let Some((t, interval)) = self.retransmit {
-            if now >= t {
-                let next = (interval * 2).min(self.timers.t2); // Timer G: min(2·G, T2)
-                self.retransmit = Some((now + next, next));
-                if let Some(r) = &self.last_response {
-                    out.push(TxAction::Send(r.clone()));
-                }
+        if let Some((t, interval)) = self.retransmit
+            && now >= t
+        {
+            let next = (interval * 2).min(self.timers.t2); // Timer G: min(2·G, T2)
+            self.retransmit = Some((now + next, next));
+            if let Some(r) = &self.last_response {
+                out.push(TxAction::Send(r.clone()));
             }
         }
         out
