@@ -1567,14 +1567,15 @@ impl SipStack {
                 let same_fork = call.dialog.id.remote_tag.is_empty()
                     || msg.to_tag.as_deref() == Some(call.dialog.id.remote_tag.as_str());
                 if !first {
+                    if !same_fork {
+                        // A 2xx from another fork: ACK it and end that dialog (§13.2.2.4).
+                        self.ack_and_bye_fork(now, handle, &msg);
+                        return;
+                    }
                     if let Some(ack) = self.clients.get(&client_id).and_then(|e| e.ack_2xx.clone())
+                        && let Some(p) = self.clients.get(&client_id).map(|e| e.peer)
                     {
-                        let p = self.clients.get(&client_id).map(|e| e.peer);
-                        if let Some(p) = p
-                            && same_fork
-                        {
-                            self.send(p, ack); // 2xx retransmission: resend the ACK (§13.2.2.4)
-                        }
+                        self.send(p, ack); // 2xx retransmission: resend the ACK (§13.2.2.4)
                     }
                     return;
                 }
@@ -1681,6 +1682,49 @@ impl SipStack {
                 }
             }
             _ => self.fail_call(now, handle, code),
+        }
+    }
+
+    /// ACKs a 2xx from a second fork of our INVITE and sends BYE on that dialog at once
+    /// (RFC 3261 §13.2.2.4: only one dialog is kept).
+    fn ack_and_bye_fork(&mut self, now: Instant, handle: CallHandle, msg: &Msg) {
+        let Some(call) = self.calls.get(&handle) else {
+            return;
+        };
+        let mut fork = call.dialog.clone();
+        fork.id.remote_tag = msg.to_tag.clone().unwrap_or_default();
+        fork.remote_uri = msg.header("To").unwrap_or_default().to_string();
+        fork.refresh_target(msg);
+        let mut rr = record_routes(msg);
+        rr.reverse();
+        fork.route_set = rr;
+        let peer = fork.next_hop();
+        let local_addr = self.local_addr(
+            peer.transport,
+            peer.addr.ip(),
+            contact_ip(&fork.local_contact),
+        );
+        for (method, seq) in [(Method::Ack, msg.cseq.seq), (Method::Bye, msg.cseq.seq + 1)] {
+            let branch = self.new_branch();
+            let bytes = build_request(&RequestSpec {
+                method,
+                uri: &fork.remote_target,
+                via: via_value(peer.transport, local_addr, &branch),
+                from: &fork.local_uri,
+                to: &fork.remote_uri,
+                call_id: &fork.id.call_id,
+                cseq: seq,
+                contact: None,
+                routes: fork.routes(),
+                extra: Vec::new(),
+                body: None,
+                user_agent: &self.config.user_agent,
+            });
+            if method == Method::Ack {
+                self.send(peer, bytes);
+            } else {
+                self.start_client(now, peer, method, branch, bytes, Purpose::Other, None);
+            }
         }
     }
 
