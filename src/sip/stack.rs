@@ -2305,15 +2305,20 @@ impl SipStack {
     }
 
     fn non_2xx_ack(&self, id: u64, resp: &Msg) -> Option<Vec<u8>> {
-        let e = self.clients.get(&id)?;
-        let t = e.ack_template.as_ref()?;
-        let to = resp.header("To").unwrap_or(&t.to).to_string();
-        Some(build_request(&RequestSpec {
-            method: Method::Ack,
+        let t = self.clients.get(&id)?.ack_template.as_ref()?;
+        let to = resp.header("To").unwrap_or(&t.to);
+        Some(self.template_request(t, Method::Ack, to))
+    }
+
+    /// A request that shares the INVITE's Request-URI, top Via, From, Call-ID, CSeq number and
+    /// Route: the ACK for a non-2xx (§17.1.1.3) and CANCEL (§9.1).
+    fn template_request(&self, t: &AckTemplate, method: Method, to: &str) -> Vec<u8> {
+        build_request(&RequestSpec {
+            method,
             uri: &t.uri,
             via: t.via.clone(),
             from: &t.from,
-            to: &to,
+            to,
             call_id: &t.call_id,
             cseq: t.cseq,
             contact: None,
@@ -2321,7 +2326,7 @@ impl SipStack {
             extra: Vec::new(),
             body: None,
             user_agent: &self.config.user_agent,
-        }))
+        })
     }
 
     fn send_cancel(&mut self, now: Instant, handle: CallHandle) {
@@ -2339,20 +2344,7 @@ impl SipStack {
         };
         let peer = e.peer;
         // §9.1: same Request-URI, Call-ID, From, To, CSeq number, top Via and Route.
-        let bytes = build_request(&RequestSpec {
-            method: Method::Cancel,
-            uri: &t.uri,
-            via: t.via.clone(),
-            from: &t.from,
-            to: &t.to,
-            call_id: &t.call_id,
-            cseq: t.cseq,
-            contact: None,
-            routes: &t.routes,
-            extra: Vec::new(),
-            body: None,
-            user_agent: &self.config.user_agent,
-        });
+        let bytes = self.template_request(&t, Method::Cancel, &t.to);
         let branch = e.key.branch.clone();
         if self.client_index.contains_key(&ClientKey {
             branch: branch.clone(),
