@@ -93,6 +93,7 @@ impl Config {
                 from_user: t.from_user.clone(),
                 from_domain: t.from_domain.clone(),
                 outbound_proxy: t.outbound_proxy.clone(),
+                options_keepalive: t.options_keepalive,
             })
             .collect();
         Options {

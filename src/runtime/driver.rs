@@ -71,6 +71,8 @@ pub(super) struct Driver {
     counters: Arc<RuntimeCounters>,
     keepalive: Option<Duration>,
     registrations: Vec<RegistrationId>,
+    /// OPTIONS keepalives: where, Request-URI, interval, next due time.
+    keepalives: Vec<(Peer, String, Duration, Instant)>,
     epoch: (Instant, tokio::time::Instant),
 }
 
@@ -98,6 +100,7 @@ impl Driver {
             counters,
             keepalive,
             registrations: Vec::new(),
+            keepalives: Vec::new(),
             epoch: (now, tokio::time::Instant::now()),
         }
     }
@@ -107,9 +110,13 @@ impl Driver {
         mut inbound: mpsc::Receiver<Inbound>,
         mut commands: mpsc::Receiver<Command>,
         regs: Vec<RegistrationSpec>,
+        keepalives: Vec<TrunkSpec>,
     ) {
         for r in regs {
             self.start_registration(r).await;
+        }
+        for t in keepalives {
+            self.start_keepalive(t).await;
         }
         self.drain();
         let mut shutdown: Option<(Instant, oneshot::Sender<()>)> = None;
@@ -150,6 +157,15 @@ impl Driver {
                     let now = Instant::now();
                     self.stack.handle_timeout(now);
                     self.calls.handle_timeout(now, &mut self.stack);
+                    for (peer, uri, every, next) in self.keepalives.iter_mut() {
+                        if *next <= now {
+                            self.stack.send_options(now, *peer, uri);
+                            // Absolute schedule: no drift however late this wake-up was.
+                            while *next <= now {
+                                *next += *every;
+                            }
+                        }
+                    }
                 }
             }
             self.drain();
@@ -320,6 +336,39 @@ impl Driver {
         self.registrations.push(id);
     }
 
+    async fn start_keepalive(&mut self, t: TrunkSpec) {
+        let Some(every) = t.options_keepalive else {
+            return;
+        };
+        let target = SipTarget {
+            host: t.host.clone(),
+            port: t.port,
+            transport: Some(match t.transport {
+                Transport::Udp => crate::sip::resolve::TargetTransport::Udp,
+                Transport::Tcp => crate::sip::resolve::TargetTransport::Tcp,
+            }),
+        };
+        match super::dns::resolve(&target).await {
+            Ok(list) => {
+                if let Some(c) = list.as_slice().first() {
+                    let uri = match t.port {
+                        Some(p) => format!("sip:{}:{p}", t.host),
+                        None => format!("sip:{}", t.host),
+                    };
+                    let peer = Peer {
+                        transport: t.transport,
+                        addr: c.addr,
+                    };
+                    tracing::info!(trunk = %t.name, %peer, every_s = every.as_secs(), "OPTIONS keepalive");
+                    self.keepalives.push((peer, uri, every, Instant::now()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(trunk = %t.name, error = %e, "cannot resolve trunk for OPTIONS keepalive")
+            }
+        }
+    }
+
     /// Sends every transmit and hands every event to the call manager.
     fn drain(&mut self) {
         loop {
@@ -386,7 +435,8 @@ impl Driver {
             // poll_output is drained before we get here; anything else is a bug we tolerate.
             _ => Instant::now(),
         };
-        [Some(stack), self.calls.poll_timeout(), extra]
+        let keepalive = self.keepalives.iter().map(|k| k.3).min();
+        [Some(stack), self.calls.poll_timeout(), extra, keepalive]
             .into_iter()
             .flatten()
             .min()

@@ -76,6 +76,8 @@ pub struct TrunkSpec {
     pub from_domain: Option<String>,
     /// Outbound proxy URI.
     pub outbound_proxy: Option<String>,
+    /// Send OPTIONS to the trunk this often (keepalive / qualify).
+    pub options_keepalive: Option<Duration>,
 }
 
 /// Everything the runtime needs.
@@ -344,7 +346,13 @@ pub async fn start(opts: Options) -> Result<(Handle, tokio::task::JoinHandle<()>
         opts.tcp_keepalive,
     );
     let regs = opts.registrations.clone();
-    let join = tokio::spawn(driver.run(in_rx, cmd_rx, regs));
+    let keepalives: Vec<TrunkSpec> = opts
+        .trunks
+        .iter()
+        .filter(|t| t.options_keepalive.is_some())
+        .cloned()
+        .collect();
+    let join = tokio::spawn(driver.run(in_rx, cmd_rx, regs, keepalives));
     Ok((handle, join))
 }
 

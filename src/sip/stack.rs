@@ -343,6 +343,8 @@ enum Purpose {
     Refer(CallHandle),
     Update(CallHandle),
     Other,
+    /// An OPTIONS keepalive/qualify probe.
+    Keepalive,
     Register(RegistrationId),
 }
 
@@ -845,6 +847,45 @@ impl SipStack {
         self.regs.insert(id, reg);
         self.send_register(now, id);
         id
+    }
+
+    /// Sends an out-of-dialog OPTIONS to `peer` (keepalive / qualify, RFC 3261 §11). It keeps
+    /// NAT bindings open; a probe that gets no answer is logged.
+    #[doc(alias = "qualify")]
+    pub fn send_options(&mut self, now: Instant, peer: Peer, uri: &str) {
+        self.now = now;
+        let branch = self.new_branch();
+        let local = self.local_addr(peer.transport, peer.addr.ip(), None);
+        let call_id = format!("{}@{}", self.random_hex(16), local.ip());
+        let from = format!(
+            "<sip:voxline@{}>;tag={}",
+            fmt_host_port(local),
+            self.new_tag()
+        );
+        let to = format!("<{uri}>");
+        let bytes = build_request(&RequestSpec {
+            method: Method::Options,
+            uri,
+            via: via_value(peer.transport, local, &branch),
+            from: &from,
+            to: &to,
+            call_id: &call_id,
+            cseq: 1,
+            contact: None,
+            routes: &[],
+            extra: vec![("Accept", "application/sdp".to_string())],
+            body: None,
+            user_agent: &self.config.user_agent,
+        });
+        self.start_client(
+            now,
+            peer,
+            Method::Options,
+            branch,
+            bytes,
+            Purpose::Keepalive,
+            None,
+        );
     }
 
     /// Removes a binding (REGISTER with Expires: 0).
@@ -1485,6 +1526,9 @@ impl SipStack {
                 }
             }
             Purpose::Register(rid) => self.on_register_response(now, rid, msg),
+            Purpose::Keepalive => {
+                tracing::debug!(%peer, code, "OPTIONS keepalive answered");
+            }
             Purpose::Cancel | Purpose::Other => {}
         }
     }
@@ -1858,6 +1902,9 @@ impl SipStack {
                             self.schedule(TimerRef::Reg(rid), reg_deadline(self.regs.get(&rid)));
                             self.event(SipEvent::Registration { id: rid, state });
                         }
+                    }
+                    Purpose::Keepalive => {
+                        tracing::warn!(%p, "OPTIONS keepalive got no answer: peer unreachable?");
                     }
                     Purpose::Cancel | Purpose::Other => {}
                 },
