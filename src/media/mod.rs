@@ -1,1 +1,3 @@
-//! TODO
+//! Sans-IO media: RTP/RTCP, jitter buffer, codecs, DTMF.
+
+pub mod dtmf;
