@@ -5,3 +5,7 @@
 
 pub mod codec;
 pub mod dtmf;
+pub mod jitter;
+pub mod quality;
+pub mod rtcp;
+pub mod rtp;
