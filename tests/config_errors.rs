@@ -252,7 +252,7 @@ fn error_inside_a_profile_file_names_that_file() {
 fn route_to_unknown_agent() {
     assert_msg(
         "[[route]]\nnumber = \"1000\"\nagent = \"suport\"\n[[agent]]\nname = \"support\"\nkind = \"hold\"\n",
-        "voxline.toml: route[0].agent: unknown agent \"suport\" (defined: support, hold)",
+        "voxline.toml: route[0].agent: unknown agent \"suport\" (defined: support, hold, echo)",
     );
 }
 
@@ -448,5 +448,50 @@ fn origin_is_the_loaded_path() {
             "{}: media.ptime_ms: must be 10, 20 or 30 (got 40)",
             path.display()
         )
+    );
+}
+
+#[test]
+fn play_agent_needs_a_source() {
+    let err = Config::from_toml_str_with_env(
+        "[[agent]]\nname = \"p\"\nkind = \"play\"\n",
+        "voxline.toml",
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "voxline.toml: agent[0]: a play agent needs play_file or tone_hz"
+    );
+}
+
+#[test]
+fn tone_outside_range_names_the_key() {
+    let err = Config::from_toml_str_with_env(
+        "[[agent]]\nname = \"p\"\nkind = \"play\"\ntone_hz = 5.0\n",
+        "voxline.toml",
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "voxline.toml: agent[0].tone_hz: must be between 20 and 20000 Hz (got 5)"
+    );
+}
+
+#[test]
+fn jitter_bounds_are_checked() {
+    let err = Config::from_toml_str_with_env(
+        "[media]\njitter_min_ms = 100\njitter_max_ms = 50\n",
+        "voxline.toml",
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "voxline.toml: media.jitter_max_ms: must be between 100 and 2000 (got 50)"
     );
 }

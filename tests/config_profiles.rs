@@ -279,10 +279,13 @@ fn embedded_default_values_are_as_documented() {
     assert_eq!(cfg.routes.len(), 1);
     assert_eq!(cfg.routes[0].pattern, RoutePattern::Any);
     assert_eq!(cfg.routes[0].agent, "hold");
-    assert_eq!(cfg.agents.len(), 1);
+    assert_eq!(cfg.agents.len(), 2);
     assert_eq!(cfg.agents[0].name, "hold");
     assert_eq!(cfg.agents[0].kind, AgentKind::Hold);
     assert!(cfg.agents[0].builtin);
+    assert_eq!(cfg.agents[1].name, "echo");
+    assert_eq!(cfg.agents[1].kind, AgentKind::Echo);
+    assert!(cfg.agents[1].builtin);
     assert_eq!(cfg.profile_dir, None);
     assert_eq!(cfg.data_dir, Path::new("./data"));
     assert_eq!(cfg.route_for("anything").unwrap().name, "hold");
@@ -333,9 +336,9 @@ greeting = "hi"
         cfg.agent("support").unwrap().greeting.as_deref(),
         Some("hi")
     );
-    // The built-in hold agent is appended after the file's agents.
+    // The built-in hold and echo agents are appended after the file's agents.
     let names: Vec<&str> = cfg.agents.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["sales", "support", "hold"]);
+    assert_eq!(names, ["sales", "support", "hold", "echo"]);
 }
 
 #[test]
@@ -350,7 +353,11 @@ fn routes_without_catch_all_leave_unmatched_numbers_unrouted() {
 fn own_agent_named_hold_replaces_the_builtin() {
     let text = "[[agent]]\nname = \"hold\"\nkind = \"hold\"\ngreeting = \"mine\"\n";
     let cfg = Config::from_toml_str_with_env(text, "voxline.toml", no_env).unwrap();
-    assert_eq!(cfg.agents.len(), 1);
+    assert_eq!(
+        cfg.agents.len(),
+        2,
+        "the file's hold plus the built-in echo"
+    );
     assert!(!cfg.agents[0].builtin);
     assert_eq!(
         cfg.route_for("x").unwrap().greeting.as_deref(),

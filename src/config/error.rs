@@ -63,6 +63,9 @@ pub enum ConfigErrorKind {
         /// Value found.
         got: u64,
     },
+    /// An agent's settings do not fit its kind.
+    #[error("{0}")]
+    AgentSetting(String),
     /// `media.ptime_ms` is not one of the supported packet times.
     #[error("must be 10, 20 or 30 (got {0})")]
     Ptime(u32),

@@ -80,6 +80,9 @@ pub(crate) struct FileMedia {
     pub rtp_port_min: Option<u16>,
     pub rtp_port_max: Option<u16>,
     pub rtcp_mux: Option<bool>,
+    pub rtp_timeout_s: Option<u64>,
+    pub jitter_min_ms: Option<u32>,
+    pub jitter_max_ms: Option<u32>,
 }
 
 /// One `[[trunk]]`.
@@ -124,6 +127,13 @@ pub(crate) struct FileAgent {
     pub greeting: Option<String>,
     pub answer_after_ms: Option<u64>,
     pub hangup_after_ms: Option<u64>,
+    pub record: Option<bool>,
+    pub echo_delay_ms: Option<u64>,
+    pub play_file: Option<PathBuf>,
+    pub tone_hz: Option<f32>,
+    pub tone_dbfs: Option<f32>,
+    pub tone_ms: Option<u64>,
+    pub repeat: Option<bool>,
 }
 
 /// A SIP profile file, `sip-profiles/NAME.toml`.

@@ -36,6 +36,8 @@ pub use profile::{DEFAULT_PROFILE, Profile};
 
 /// Name of the agent that always exists: it answers the call and holds it.
 pub const BUILTIN_HOLD_AGENT: &str = "hold";
+/// The name of the built-in echo agent.
+pub const BUILTIN_ECHO_AGENT: &str = "echo";
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +145,12 @@ pub struct MediaSection {
     pub rtp_ports: RtpPortRange,
     /// `rtcp_mux`: offer RTP/RTCP multiplexing (RFC 5761).
     pub rtcp_mux: bool,
+    /// `rtp_timeout_s`: hang up when no RTP arrives for this long (0 = never; default 30).
+    pub rtp_timeout: Option<Duration>,
+    /// `jitter_min_ms` / `jitter_max_ms`: bounds of the adaptive jitter buffer (20 / 200).
+    pub jitter_min: Duration,
+    /// See `jitter_min`.
+    pub jitter_max: Duration,
 }
 
 /// The RTP port range: `min` is even and `min < max`.
@@ -346,16 +354,46 @@ pub struct AgentSection {
     pub answer_after: std::time::Duration,
     /// `hangup_after_ms`: hang up this long after the call is established (default: never).
     pub hangup_after: Option<std::time::Duration>,
-    /// True for the built-in `hold` agent that the file did not define.
+    /// `record`: write a two-channel WAV of the call to `data_dir/recordings` (default true).
+    pub record: bool,
+    /// `echo_delay_ms` (echo agent): play the caller's audio back this much later (default 0).
+    pub echo_delay: std::time::Duration,
+    /// What the play agent plays: `play_file`, or a tone (`tone_hz`, `tone_dbfs`, `tone_ms`).
+    pub play: Option<PlaySource>,
+    /// `repeat` (play agent): loop instead of hanging up at the end (default false).
+    pub repeat: bool,
+    /// True for a built-in agent (`hold`, `echo`) that the file did not define.
     pub builtin: bool,
 }
+
+/// What a `play` agent plays.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlaySource {
+    /// A WAV file (PCM 16-bit), path resolved against the config file's directory.
+    File(PathBuf),
+    /// A sine tone.
+    Tone {
+        /// Frequency.
+        hz: f32,
+        /// Level in dBFS (default -12).
+        dbfs: f32,
+        /// Length (default 5 s).
+        duration: std::time::Duration,
+    },
+}
+
+impl Eq for PlaySource {}
 
 /// `agent.kind`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
-    /// `"hold"`: answers and holds the call.
+    /// `"hold"`: answers and holds the call (signalling only; sends silence).
     Hold,
+    /// `"echo"`: plays the caller's audio back, like Asterisk's echo test.
+    Echo,
+    /// `"play"`: plays a WAV file or a tone, then hangs up (or loops with `repeat`).
+    Play,
 }
 
 /// A secret string (password, API token) whose `Debug` output is redacted.

@@ -10,9 +10,9 @@ use super::error::{ConfigError, ConfigErrorKind};
 use super::file::{FileAgent, FileConfig, FileHttp, FileLimits, FileMedia, FileSip, FileTrunk};
 use super::profile::{DEFAULT_PROFILE, MIN_REGISTER_EXPIRES_S, Profile, secs_or_off};
 use super::{
-    AgentKind, AgentSection, AtLimit, BUILTIN_HOLD_AGENT, Cidr, Codec, Config, HttpSection,
-    LimitsSection, MediaSection, Route, RoutePattern, RtpPortRange, Secret, SipSection, Trunk,
-    TrunkTransport,
+    AgentKind, AgentSection, AtLimit, BUILTIN_ECHO_AGENT, BUILTIN_HOLD_AGENT, Cidr, Codec, Config,
+    HttpSection, LimitsSection, MediaSection, PlaySource, Route, RoutePattern, RtpPortRange,
+    Secret, SipSection, Trunk, TrunkTransport,
 };
 
 /// Default SIP port (RFC 3261 §19.1.2).
@@ -197,7 +197,7 @@ impl Resolver<'_> {
             file.data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         );
-        let agents = self.agents(file.agents)?;
+        let agents = self.agents(file.agents, &rebase)?;
         let routes = self.routes(file.routes, &agents)?;
         let mut profiles: HashMap<String, Profile> = HashMap::new();
         let mut trunks: Vec<Trunk> = Vec::with_capacity(file.trunks.len());
@@ -339,16 +339,48 @@ impl Resolver<'_> {
                 ConfigErrorKind::PortOrder { min, max },
             ));
         }
+        let jitter_min = f.jitter_min_ms.unwrap_or(20);
+        let jitter_max = f.jitter_max_ms.unwrap_or(200);
+        if !(10..=1000).contains(&jitter_min) {
+            return Err(self.err(
+                "media.jitter_min_ms",
+                ConfigErrorKind::OutOfRange {
+                    min: 10,
+                    max: 1000,
+                    got: u64::from(jitter_min),
+                },
+            ));
+        }
+        if jitter_max < jitter_min || jitter_max > 2000 {
+            return Err(self.err(
+                "media.jitter_max_ms",
+                ConfigErrorKind::OutOfRange {
+                    min: u64::from(jitter_min),
+                    max: 2000,
+                    got: u64::from(jitter_max),
+                },
+            ));
+        }
         Ok(MediaSection {
             codecs,
             telephone_event: f.telephone_event.unwrap_or(true),
             ptime: ms(ptime),
             rtp_ports: RtpPortRange { min, max },
             rtcp_mux: f.rtcp_mux.unwrap_or(true),
+            rtp_timeout: match f.rtp_timeout_s.unwrap_or(30) {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
+            jitter_min: ms(jitter_min),
+            jitter_max: ms(jitter_max),
         })
     }
 
-    fn agents(&self, raw: Vec<FileAgent>) -> Result<Vec<AgentSection>, ConfigError> {
+    fn agents(
+        &self,
+        raw: Vec<FileAgent>,
+        rebase: &dyn Fn(PathBuf) -> PathBuf,
+    ) -> Result<Vec<AgentSection>, ConfigError> {
         let mut agents: Vec<AgentSection> = Vec::with_capacity(raw.len() + 1);
         for (i, a) in raw.into_iter().enumerate() {
             let key = format!("agent[{i}].name");
@@ -364,24 +396,84 @@ impl Resolver<'_> {
                     },
                 ));
             }
+            let play = match (a.kind, a.play_file, a.tone_hz) {
+                (AgentKind::Play, Some(_), Some(_)) => {
+                    return Err(self.err(
+                        format!("agent[{i}].play_file"),
+                        ConfigErrorKind::AgentSetting("give play_file or tone_hz, not both".into()),
+                    ));
+                }
+                (AgentKind::Play, Some(file), None) => Some(PlaySource::File(rebase(file))),
+                (AgentKind::Play, None, Some(hz)) => {
+                    if !(20.0..=20_000.0).contains(&hz) {
+                        return Err(self.err(
+                            format!("agent[{i}].tone_hz"),
+                            ConfigErrorKind::AgentSetting(format!(
+                                "must be between 20 and 20000 Hz (got {hz})"
+                            )),
+                        ));
+                    }
+                    let dbfs = a.tone_dbfs.unwrap_or(-12.0);
+                    if !(-90.0..=0.0).contains(&dbfs) {
+                        return Err(self.err(
+                            format!("agent[{i}].tone_dbfs"),
+                            ConfigErrorKind::AgentSetting(format!(
+                                "must be between -90 and 0 dBFS (got {dbfs})"
+                            )),
+                        ));
+                    }
+                    let duration = Duration::from_millis(a.tone_ms.unwrap_or(5000).max(1));
+                    Some(PlaySource::Tone { hz, dbfs, duration })
+                }
+                (AgentKind::Play, None, None) => {
+                    return Err(self.err(
+                        format!("agent[{i}]"),
+                        ConfigErrorKind::AgentSetting(
+                            "a play agent needs play_file or tone_hz".into(),
+                        ),
+                    ));
+                }
+                (_, Some(_), _) | (_, _, Some(_)) => {
+                    return Err(self.err(
+                        format!("agent[{i}].kind"),
+                        ConfigErrorKind::AgentSetting(
+                            "play_file and tone_hz only go with kind = \"play\"".into(),
+                        ),
+                    ));
+                }
+                _ => None,
+            };
             agents.push(AgentSection {
                 name: a.name,
                 kind: a.kind,
                 greeting: a.greeting,
                 answer_after: std::time::Duration::from_millis(a.answer_after_ms.unwrap_or(0)),
                 hangup_after: a.hangup_after_ms.map(std::time::Duration::from_millis),
+                record: a.record.unwrap_or(true),
+                echo_delay: Duration::from_millis(a.echo_delay_ms.unwrap_or(0)),
+                play,
+                repeat: a.repeat.unwrap_or(false),
                 builtin: false,
             });
         }
-        if !agents.iter().any(|a| a.name == BUILTIN_HOLD_AGENT) {
-            agents.push(AgentSection {
-                name: BUILTIN_HOLD_AGENT.to_owned(),
-                kind: AgentKind::Hold,
-                greeting: None,
-                answer_after: std::time::Duration::ZERO,
-                hangup_after: None,
-                builtin: true,
-            });
+        for (name, kind) in [
+            (BUILTIN_HOLD_AGENT, AgentKind::Hold),
+            (BUILTIN_ECHO_AGENT, AgentKind::Echo),
+        ] {
+            if !agents.iter().any(|a| a.name == name) {
+                agents.push(AgentSection {
+                    name: name.to_owned(),
+                    kind,
+                    greeting: None,
+                    answer_after: Duration::ZERO,
+                    hangup_after: None,
+                    record: true,
+                    echo_delay: Duration::ZERO,
+                    play: None,
+                    repeat: false,
+                    builtin: true,
+                });
+            }
         }
         Ok(agents)
     }
