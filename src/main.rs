@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use voxline::api::{self, ApiState};
-use voxline::call::AgentSpec;
+use voxline::call::{AgentSpec, CallManager, CallService, CallTable, DialRequest};
 use voxline::config::{self, Config};
-use voxline::runtime::{self, DialRequest};
+use voxline::runtime::{self, rtp::RtpPorts};
 use voxline::sip::EndReason;
 
 #[derive(Parser)]
@@ -127,13 +127,13 @@ async fn run(
         opts.udp_listen = vec![addr];
         opts.tcp_listen = vec![addr];
     }
-    let (handle, driver) = runtime::start(opts).await.context("starting SIP")?;
-    for (t, a) in handle.sip_addrs.iter() {
+    let (service, running) = start_sip(&cfg, opts).await?;
+    for (t, a) in running.sip_addrs.iter() {
         tracing::info!(transport = %t, addr = %a, "listening for SIP");
     }
     let agents: Vec<AgentSpec> = cfg.agents.iter().map(config::agent_spec).collect();
     let state = ApiState {
-        handle: handle.clone(),
+        handle: service.clone(),
         token: cfg.http.token.as_ref().map(|t| Arc::from(t.expose())),
         agents: Arc::new(agents),
     };
@@ -144,8 +144,8 @@ async fn run(
     tracing::info!(addr = %bound, "serving HTTP");
     shutdown_signal().await;
     tracing::info!("signal received: shutting down gracefully");
-    handle.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), driver).await;
+    service.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), running.driver).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -161,7 +161,8 @@ async fn call(
     opts.udp_listen = vec![sip_listen];
     opts.tcp_listen = vec![sip_listen];
     opts.registrations.clear();
-    let (handle, _driver) = runtime::start(opts).await.context("starting SIP")?;
+    opts.keepalives.clear();
+    let (handle, _running) = start_sip(&cfg, opts).await?;
     let agent = AgentSpec {
         name: "cli".into(),
         answer_after: Duration::ZERO,
@@ -194,6 +195,26 @@ async fn call(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Starts the SIP runtime with a call manager built from the configuration.
+async fn start_sip(
+    cfg: &Config,
+    opts: runtime::Options,
+) -> anyhow::Result<(CallService, runtime::Running<voxline::call::CallCommand>)> {
+    let setup = cfg.call_setup();
+    let table = CallTable::default();
+    let ports = RtpPorts::new(
+        std::net::IpAddr::from([0, 0, 0, 0]),
+        setup.rtp_ports.0,
+        setup.rtp_ports.1,
+    );
+    let manager = CallManager::new(setup.routes, setup.media, ports, table.clone());
+    let running = runtime::start(opts, manager)
+        .await
+        .context("starting SIP")?;
+    let service = CallService::new(running.commands.clone(), table, setup.trunks, setup.domain);
+    Ok((service, running))
 }
 
 async fn shutdown_signal() {

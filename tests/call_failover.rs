@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use voxline::call::{AgentSpec, CallManager, CallTable, MediaPolicy, PortAllocator, Routes};
+use voxline::call::{AgentSpec, CallManager, CallTable, MediaPolicy, Routes};
+use voxline::runtime::rtp::RtpPorts;
 use voxline::sip::{OutgoingCall, Output, Peer, SipStack, StackConfig, Transport};
 
 struct Rig {
@@ -24,7 +25,7 @@ impl Rig {
             calls: CallManager::new(
                 Routes::default(),
                 MediaPolicy::default(),
-                PortAllocator::new(30000, 30010),
+                RtpPorts::new([127, 0, 0, 1].into(), 30000, 30010),
                 table.clone(),
             ),
             table,

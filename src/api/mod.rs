@@ -16,14 +16,14 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::call::{AgentSpec, CallInfo};
-use crate::runtime::{DialRequest, Handle};
+use crate::call::{CallService, DialRequest};
 use crate::sip::CallHandle;
 
 /// API state.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The runtime.
-    pub handle: Handle,
+    /// The call layer.
+    pub handle: CallService,
     /// Required bearer token, if any.
     pub token: Option<Arc<str>>,
     /// Agents by name, for `POST /calls`.

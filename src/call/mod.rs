@@ -4,7 +4,7 @@
 //! it is handed, and keeps its own deadlines (ring time, hang-up time) that the runtime polls
 //! with [`CallManager::poll_timeout`]. It reads no clock itself.
 
-mod ports;
+mod service;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,7 +16,10 @@ use serde::Serialize;
 use crate::sdp::{CodecPrefs, Direction, LocalMedia, NegotiatedMedia, SdpSession};
 use crate::sip::{Body, CallHandle, EndReason, IncomingCall, SipEvent, SipStack};
 
-pub use ports::{PortAllocator, PortError};
+pub use service::{CallService, DialRequest, TrunkSpec};
+
+use crate::runtime::rtp::{RtpPortError, RtpPorts, RtpSockets};
+use crate::runtime::{CallHandler, Commands};
 
 /// The content type of SDP bodies (RFC 4566 §8.1).
 pub const SDP_CONTENT_TYPE: &str = "application/sdp";
@@ -149,7 +152,10 @@ struct CallState {
     agent: AgentSpec,
     sdp: SdpSession,
     local: LocalMedia,
-    rtp_port: u16,
+    /// The bound RTP/RTCP sockets (released when the call state is dropped). Holding them keeps
+    /// the ports in the SDP ours until the media task takes them.
+    #[allow(dead_code)]
+    sockets: RtpSockets,
     answer_at: Option<Instant>,
     hangup_at: Option<Instant>,
     pending_answer: Option<Body>,
@@ -164,15 +170,42 @@ struct CallState {
 pub struct CallManager {
     routes: Routes,
     media: MediaPolicy,
-    ports: PortAllocator,
+    ports: RtpPorts,
     calls: HashMap<CallHandle, CallState>,
     table: CallTable,
     ended_history: usize,
+    commands: Option<Commands<CallCommand>>,
+}
+
+/// Commands for the call layer (from the API, the CLI and the call layer's own tasks).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a dial is rare; boxing buys nothing measurable
+pub enum CallCommand {
+    /// Place a call to resolved peers (tried in order on 408/503).
+    Dial {
+        /// The INVITE to send to the first peer.
+        spec: crate::sip::OutgoingCall,
+        /// The remaining peers.
+        failover: Vec<crate::sip::Peer>,
+        /// The agent.
+        agent: AgentSpec,
+        /// Learns how the call ended.
+        notify: tokio::sync::oneshot::Sender<OutboundResult>,
+        /// Gets the handle.
+        reply: tokio::sync::oneshot::Sender<Result<CallHandle, String>>,
+    },
+    /// Hang up a call.
+    Hangup {
+        /// Which.
+        call: CallHandle,
+        /// Whether it existed.
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
 }
 
 impl CallManager {
-    /// A manager with these routes, media policy and RTP port range.
-    pub fn new(routes: Routes, media: MediaPolicy, ports: PortAllocator, table: CallTable) -> Self {
+    /// A manager with these routes, media policy and RTP port pool.
+    pub fn new(routes: Routes, media: MediaPolicy, ports: RtpPorts, table: CallTable) -> Self {
         CallManager {
             routes,
             media,
@@ -180,6 +213,7 @@ impl CallManager {
             calls: HashMap::new(),
             table,
             ended_history: 1000,
+            commands: None,
         }
     }
 
@@ -227,9 +261,10 @@ impl CallManager {
         agent: AgentSpec,
         notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
         failover: Vec<crate::sip::Peer>,
-    ) -> Result<CallHandle, PortError> {
+    ) -> Result<CallHandle, RtpPortError> {
         let local_ip = spec.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let port = self.ports.allocate()?;
+        let sockets = self.ports.allocate(true)?;
+        let port = sockets.port;
         let local = self.local_media(self.media.external_ip.unwrap_or(local_ip), port);
         let mut sdp = SdpSession::new(session_id(now, port));
         let offer = sdp.create_offer(&local);
@@ -246,7 +281,7 @@ impl CallManager {
                 agent,
                 sdp,
                 local,
-                rtp_port: port,
+                sockets,
                 answer_at: None,
                 // Ring timeout: hang up (CANCEL) if nobody answers in time.
                 hangup_at: self.media.no_answer_timeout.map(|d| now + d),
@@ -324,7 +359,7 @@ impl CallManager {
             let _ = stack.respond(now, inc.call, 404, None);
             return;
         };
-        let port = match self.ports.allocate() {
+        let sockets = match self.ports.allocate(true) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(call = %inc.call, error = %e, "no RTP port free: 503");
@@ -344,6 +379,7 @@ impl CallManager {
             .external_ip
             .or_else(|| stack.local_ip(inc.call))
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let port = sockets.port;
         let local = self.local_media(ip, port);
         let mut sdp = SdpSession::new(session_id(now, port));
         // Offer in the INVITE → answer now; no offer → our offer goes in the 200 (late offer).
@@ -352,7 +388,6 @@ impl CallManager {
                 Ok((answer, media)) => (Body::new(SDP_CONTENT_TYPE, answer), Some(media)),
                 Err(e) => {
                     tracing::info!(call = %inc.call, error = %e, "offer rejected");
-                    self.ports.release(port);
                     let _ = stack.respond_with(
                         now,
                         inc.call,
@@ -366,7 +401,6 @@ impl CallManager {
             },
             Some(b) => {
                 tracing::info!(call = %inc.call, content_type = %b.content_type, "unsupported body type: 415");
-                self.ports.release(port);
                 let _ = stack.respond_with(
                     now,
                     inc.call,
@@ -399,7 +433,7 @@ impl CallManager {
                 agent,
                 sdp,
                 local,
-                rtp_port: port,
+                sockets,
                 answer_at,
                 hangup_at: None,
                 pending_answer: None,
@@ -530,7 +564,6 @@ impl CallManager {
         let Some(mut c) = self.calls.remove(&call) else {
             return;
         };
-        self.ports.release(c.rtp_port);
         // RFC 3263 §4.3: on a timeout or 503, try the next target with a new INVITE.
         if let (EndReason::Failed(408 | 503), Some((spec, rest))) = (&reason, c.failover.take())
             && let Some((next, rest)) = rest.split_first()
@@ -632,6 +665,54 @@ impl CallManager {
                 }
             }
         }
+    }
+}
+
+impl CallHandler for CallManager {
+    type Command = CallCommand;
+
+    fn attach(&mut self, commands: Commands<CallCommand>) {
+        self.commands = Some(commands);
+    }
+
+    fn handle_event(&mut self, now: Instant, stack: &mut SipStack, event: SipEvent) {
+        CallManager::handle_event(self, now, stack, event);
+    }
+
+    fn handle_command(&mut self, now: Instant, stack: &mut SipStack, command: CallCommand) {
+        match command {
+            CallCommand::Dial {
+                spec,
+                failover,
+                agent,
+                notify,
+                reply,
+            } => {
+                let r = self
+                    .dial(now, stack, spec, agent, Some(notify), failover)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            CallCommand::Hangup { call, reply } => {
+                let _ = reply.send(self.hangup(now, stack, call));
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        CallManager::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant, stack: &mut SipStack) {
+        CallManager::handle_timeout(self, now, stack);
+    }
+
+    fn hangup_all(&mut self, now: Instant, stack: &mut SipStack) {
+        CallManager::hangup_all(self, now, stack);
+    }
+
+    fn is_idle(&self) -> bool {
+        self.is_empty()
     }
 }
 

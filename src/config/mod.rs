@@ -20,7 +20,7 @@ mod profile;
 mod resolve;
 mod wiring;
 
-pub use wiring::agent_spec;
+pub use wiring::{CallSetup, agent_spec};
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

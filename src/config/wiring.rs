@@ -1,8 +1,8 @@
 //! Turns a [`Config`] into the typed options of the layers below.
 
 use super::{AtLimit, Config, TrunkTransport};
-use crate::call::{AgentSpec, MediaPolicy, Routes};
-use crate::runtime::{Options, RegistrationSpec, TrunkSpec};
+use crate::call::{AgentSpec, MediaPolicy, Routes, TrunkSpec};
+use crate::runtime::{KeepaliveSpec, Options, RegistrationSpec};
 use crate::sdp::{Codec as SdpCodec, CodecPrefs};
 use crate::sip::auth::Credentials;
 use crate::sip::message::Limits;
@@ -39,6 +39,51 @@ impl Config {
             session_expires: self.sip.session_expires,
             min_se: self.sip.min_se,
         };
+        let registrations = self
+            .trunks
+            .iter()
+            .filter(|t| t.register)
+            .map(|t| RegistrationSpec {
+                name: t.name.clone(),
+                host: t.host.clone(),
+                port: Some(t.port),
+                transport: transport(t.transport),
+                user: t
+                    .username
+                    .clone()
+                    .or_else(|| t.from_user.clone())
+                    .unwrap_or_else(|| "voxline".into()),
+                domain: t.from_domain.clone().unwrap_or_else(|| t.host.clone()),
+                credentials: credentials(t),
+                expires: t.register_expires.as_secs().min(u64::from(u32::MAX)) as u32,
+                outbound_proxy: t.outbound_proxy.clone(),
+            })
+            .collect();
+        let keepalives = self
+            .trunks
+            .iter()
+            .filter_map(|t| {
+                t.options_keepalive.map(|every| KeepaliveSpec {
+                    name: t.name.clone(),
+                    host: t.host.clone(),
+                    port: Some(t.port),
+                    transport: transport(t.transport),
+                    every,
+                })
+            })
+            .collect();
+        Options {
+            stack,
+            udp_listen: self.sip.udp_listen.clone(),
+            tcp_listen: self.sip.tcp_listen.clone(),
+            tcp_keepalive: self.sip.tcp_keepalive,
+            registrations,
+            keepalives,
+        }
+    }
+
+    /// What the call layer needs: routes, media policy, RTP ports, trunks.
+    pub fn call_setup(&self) -> CallSetup {
         let mut routes = Routes::default();
         for r in &self.routes {
             let agent = self
@@ -61,26 +106,6 @@ impl Config {
             external_ip: self.sip.external_ip,
             no_answer_timeout: self.limits.no_answer_timeout,
         };
-        let registrations = self
-            .trunks
-            .iter()
-            .filter(|t| t.register)
-            .map(|t| RegistrationSpec {
-                name: t.name.clone(),
-                host: t.host.clone(),
-                port: Some(t.port),
-                transport: transport(t.transport),
-                user: t
-                    .username
-                    .clone()
-                    .or_else(|| t.from_user.clone())
-                    .unwrap_or_else(|| "voxline".into()),
-                domain: t.from_domain.clone().unwrap_or_else(|| t.host.clone()),
-                credentials: credentials(t),
-                expires: t.register_expires.as_secs().min(u64::from(u32::MAX)) as u32,
-                outbound_proxy: t.outbound_proxy.clone(),
-            })
-            .collect();
         let trunks = self
             .trunks
             .iter()
@@ -93,22 +118,31 @@ impl Config {
                 from_user: t.from_user.clone(),
                 from_domain: t.from_domain.clone(),
                 outbound_proxy: t.outbound_proxy.clone(),
-                options_keepalive: t.options_keepalive,
             })
             .collect();
-        Options {
-            stack,
-            udp_listen: self.sip.udp_listen.clone(),
-            tcp_listen: self.sip.tcp_listen.clone(),
-            tcp_keepalive: self.sip.tcp_keepalive,
+        CallSetup {
             routes,
             media,
             rtp_ports: (self.media.rtp_ports.min(), self.media.rtp_ports.max()),
-            registrations,
             trunks,
             domain: self.sip.domain.clone(),
         }
     }
+}
+
+/// The call layer's configuration.
+#[derive(Debug, Clone)]
+pub struct CallSetup {
+    /// Routing of called numbers to agents.
+    pub routes: Routes,
+    /// Media policy.
+    pub media: MediaPolicy,
+    /// RTP port range `[min, max)`.
+    pub rtp_ports: (u16, u16),
+    /// Trunks for outbound calls.
+    pub trunks: Vec<TrunkSpec>,
+    /// Our SIP domain for From URIs without a trunk.
+    pub domain: Option<String>,
 }
 
 /// The call-layer description of a configured agent.

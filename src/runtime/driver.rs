@@ -1,4 +1,4 @@
-//! The driver task: owns the stack and the call manager, and is the only reader of the clock
+//! The driver task: owns the stack and the call handler, and is the only reader of the clock
 //! for them.
 
 use std::collections::HashMap;
@@ -11,60 +11,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::net::{self, Inbound};
 use super::{
-    RegistrationSpec, RuntimeCounters, SHUTDOWN_GRACE, TCP_WRITE_QUEUE, TrunkSpec, bump,
-    local_ip_towards,
+    CallHandler, Control, KeepaliveSpec, RegistrationSpec, RuntimeCounters, SHUTDOWN_GRACE,
+    TCP_WRITE_QUEUE, bump, local_ip_towards,
 };
-use crate::call::{AgentSpec, CallManager, OutboundResult};
 use crate::sip::registration::{RegistrationConfig, RegistrationState};
-use crate::sip::resolve::SipTarget;
-use crate::sip::{
-    CallHandle, OutgoingCall, Output, Peer, RegistrationId, SipEvent, SipStack, StackConfig,
-    StackCounters, Transport,
-};
+use crate::sip::resolve::{SipTarget, TargetTransport};
+use crate::sip::{Output, Peer, RegistrationId, SipEvent, SipStack, StackConfig, Transport};
 
-/// Commands from the API and the CLI.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // commands are rare; boxing buys nothing measurable
-pub enum Command {
-    /// Place a call to resolved peers (tried in order).
-    Dial {
-        /// The target URI.
-        target: String,
-        /// Resolved candidates.
-        peers: Vec<Peer>,
-        /// The trunk, if any.
-        trunk: Option<TrunkSpec>,
-        /// The agent.
-        agent: AgentSpec,
-        /// Our domain.
-        domain: Option<String>,
-        /// Learns how the call ended.
-        notify: oneshot::Sender<OutboundResult>,
-        /// Gets the handle.
-        reply: oneshot::Sender<Result<CallHandle, String>>,
-    },
-    /// Hang up a call.
-    Hangup {
-        /// Which.
-        call: CallHandle,
-        /// Whether it existed.
-        reply: oneshot::Sender<bool>,
-    },
-    /// Read the stack counters.
-    Counters {
-        /// Reply.
-        reply: oneshot::Sender<StackCounters>,
-    },
-    /// Graceful shutdown.
-    Shutdown {
-        /// Signalled when done.
-        done: oneshot::Sender<()>,
-    },
-}
-
-pub(super) struct Driver {
+pub(super) struct Driver<H: CallHandler> {
     stack: SipStack,
-    calls: CallManager,
+    calls: H,
     udp: Vec<Arc<UdpSocket>>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     in_tx: mpsc::Sender<Inbound>,
@@ -76,10 +32,10 @@ pub(super) struct Driver {
     epoch: (Instant, tokio::time::Instant),
 }
 
-impl Driver {
+impl<H: CallHandler> Driver<H> {
     pub(super) fn new(
         cfg: StackConfig,
-        calls: CallManager,
+        calls: H,
         udp: Vec<Arc<UdpSocket>>,
         in_tx: mpsc::Sender<Inbound>,
         counters: Arc<RuntimeCounters>,
@@ -108,9 +64,9 @@ impl Driver {
     pub(super) async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: mpsc::Receiver<Control<H::Command>>,
         regs: Vec<RegistrationSpec>,
-        keepalives: Vec<TrunkSpec>,
+        keepalives: Vec<KeepaliveSpec>,
     ) {
         for r in regs {
             self.start_registration(r).await;
@@ -141,16 +97,19 @@ impl Driver {
                     None => break,
                 },
                 c = commands.recv() => match c {
-                    Some(Command::Shutdown { done }) => {
+                    Some(Control::Shutdown(done)) => {
                         let now = Instant::now();
-                        tracing::info!(calls = self.calls.len(), registrations = self.registrations.len(), "shutting down: ending calls, un-registering");
+                        tracing::info!(registrations = self.registrations.len(), "shutting down: ending calls, un-registering");
                         self.calls.hangup_all(now, &mut self.stack);
                         for id in self.registrations.clone() {
                             let _ = self.stack.unregister(now, id);
                         }
                         shutdown = Some((now + SHUTDOWN_GRACE, done));
                     }
-                    Some(c) => self.on_command(c),
+                    Some(Control::Counters(reply)) => {
+                        let _ = reply.send(self.stack.counters());
+                    }
+                    Some(Control::App(c)) => self.calls.handle_command(Instant::now(), &mut self.stack, c),
                     None => {}
                 },
                 _ = sleep => {
@@ -177,7 +136,7 @@ impl Driver {
                             | Some(RegistrationState::Registering)
                     )
                 });
-                if (self.calls.is_empty() && regs_done) || Instant::now() >= *until {
+                if (self.calls.is_idle() && regs_done) || Instant::now() >= *until {
                     if let Some((_, done)) = shutdown.take() {
                         let _ = done.send(());
                     }
@@ -201,88 +160,13 @@ impl Driver {
         }
     }
 
-    fn on_command(&mut self, c: Command) {
-        let now = Instant::now();
-        match c {
-            Command::Dial {
-                target,
-                peers,
-                trunk,
-                agent,
-                domain,
-                notify,
-                reply,
-            } => {
-                let Some(first) = peers.first().copied() else {
-                    let _ = reply.send(Err("no addresses".into()));
-                    return;
-                };
-                let local_ip =
-                    local_ip_towards(first.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-                let from_user = trunk
-                    .as_ref()
-                    .and_then(|t| {
-                        t.from_user
-                            .clone()
-                            .or_else(|| t.credentials.as_ref().map(|c| c.username.clone()))
-                    })
-                    .unwrap_or_else(|| "voxline".into());
-                let from_host = trunk
-                    .as_ref()
-                    .and_then(|t| t.from_domain.clone().or_else(|| Some(t.host.clone())))
-                    .or(domain)
-                    .unwrap_or_else(|| local_ip.to_string());
-                let routes = trunk
-                    .as_ref()
-                    .and_then(|t| t.outbound_proxy.clone())
-                    .map(|p| vec![format!("<{}>", with_lr(&p))])
-                    .unwrap_or_default();
-                let spec = OutgoingCall {
-                    request_uri: target.clone(),
-                    from_uri: format!("sip:{from_user}@{from_host}"),
-                    from_display: None,
-                    to_uri: target,
-                    next_hop: first,
-                    routes,
-                    body: None,
-                    credentials: trunk.as_ref().and_then(|t| t.credentials.clone()),
-                    local_ip: Some(local_ip),
-                    extra_headers: Vec::new(),
-                };
-                match self.calls.dial(
-                    now,
-                    &mut self.stack,
-                    spec,
-                    agent,
-                    Some(notify),
-                    peers[1..].to_vec(),
-                ) {
-                    Ok(h) => {
-                        let _ = reply.send(Ok(h));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                }
-            }
-            Command::Hangup { call, reply } => {
-                let ok = self.calls.hangup(now, &mut self.stack, call);
-                let _ = reply.send(ok);
-            }
-            Command::Counters { reply } => {
-                let _ = reply.send(self.stack.counters());
-            }
-            Command::Shutdown { .. } => {}
-        }
-    }
-
     async fn start_registration(&mut self, r: RegistrationSpec) {
         let target = SipTarget {
             host: r.host.clone(),
             port: r.port,
             transport: Some(match r.transport {
-                Transport::Udp => crate::sip::resolve::TargetTransport::Udp,
-                Transport::Tcp => crate::sip::resolve::TargetTransport::Tcp,
+                Transport::Udp => TargetTransport::Udp,
+                Transport::Tcp => TargetTransport::Tcp,
             }),
         };
         let proxy_target = r
@@ -336,16 +220,14 @@ impl Driver {
         self.registrations.push(id);
     }
 
-    async fn start_keepalive(&mut self, t: TrunkSpec) {
-        let Some(every) = t.options_keepalive else {
-            return;
-        };
+    async fn start_keepalive(&mut self, t: KeepaliveSpec) {
+        let every = t.every;
         let target = SipTarget {
             host: t.host.clone(),
             port: t.port,
             transport: Some(match t.transport {
-                Transport::Udp => crate::sip::resolve::TargetTransport::Udp,
-                Transport::Tcp => crate::sip::resolve::TargetTransport::Tcp,
+                Transport::Udp => TargetTransport::Udp,
+                Transport::Tcp => TargetTransport::Tcp,
             }),
         };
         match super::dns::resolve(&target).await {
@@ -451,7 +333,8 @@ impl Driver {
     }
 }
 
-fn with_lr(uri: &str) -> String {
+/// Adds `;lr` (loose routing, RFC 3261 §16.12.1) to a Route URI that lacks it.
+pub fn with_lr(uri: &str) -> String {
     if uri.contains(";lr") {
         uri.to_string()
     } else {

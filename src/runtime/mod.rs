@@ -1,45 +1,125 @@
 //! Tokio glue: sockets, timers, DNS. The only layer that reads the clock.
 //!
-//! One driver task owns the [`SipStack`](crate::sip::SipStack) and the
-//! [`CallManager`](crate::call::CallManager). Socket tasks hand it received bytes through a
-//! bounded channel; it feeds them in, drains `poll_output`, writes the transmits and sleeps
-//! until the earliest deadline. Commands from the HTTP API and the CLI arrive on a second
-//! bounded channel. Nothing holds a lock across an `.await`.
+//! One driver task owns the [`SipStack`](crate::sip::SipStack) and a [`CallHandler`] (the call
+//! layer implements it). Socket tasks hand the driver received bytes through a bounded channel;
+//! it feeds them in, drains `poll_output`, writes the transmits and sleeps until the earliest
+//! deadline. Commands for the call layer arrive on a second bounded channel. Nothing holds a
+//! lock across an `.await`. This module knows nothing of calls, agents or media policy: it
+//! depends only on the cores.
 
 pub mod dns;
 mod driver;
 mod net;
+pub mod rtp;
+
+pub use driver::with_lr;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::call::{AgentSpec, CallTable, MediaPolicy, OutboundResult, PortAllocator, Routes};
 use crate::sip::auth::Credentials;
-use crate::sip::resolve::{SipTarget, TargetTransport};
-use crate::sip::{CallHandle, Peer, StackConfig, Transport};
-
-pub use driver::Command;
+use crate::sip::{SipEvent, SipStack, StackConfig, StackCounters, Transport};
 
 /// Capacity of the channel from socket tasks to the driver. UDP datagrams beyond it are
 /// dropped and counted (the peer retransmits); TCP readers wait (backpressure).
 pub const INBOUND_QUEUE: usize = 8192;
 /// Capacity of the command channel.
-pub const COMMAND_QUEUE: usize = 256;
+pub const COMMAND_QUEUE: usize = 1024;
 /// Capacity of each TCP connection's write queue.
 pub const TCP_WRITE_QUEUE: usize = 1024;
 /// How long graceful shutdown waits for BYEs and un-REGISTERs to be answered.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The call layer as the driver sees it. Every method runs on the driver task, synchronously:
+/// it must not block.
+pub trait CallHandler: Send + 'static {
+    /// Commands from the API, the CLI, or the handler's own tasks.
+    type Command: Send + 'static;
+    /// Called once, before anything else, with a sender for the handler's own tasks.
+    fn attach(&mut self, commands: Commands<Self::Command>);
+    /// A stack event.
+    fn handle_event(&mut self, now: Instant, stack: &mut SipStack, event: SipEvent);
+    /// A command.
+    fn handle_command(&mut self, now: Instant, stack: &mut SipStack, command: Self::Command);
+    /// The handler's next deadline.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Fires the handler's due deadlines.
+    fn handle_timeout(&mut self, now: Instant, stack: &mut SipStack);
+    /// Graceful shutdown: end every call.
+    fn hangup_all(&mut self, now: Instant, stack: &mut SipStack);
+    /// True when no call is left.
+    fn is_idle(&self) -> bool;
+}
+
+/// What the driver's command channel carries.
+#[derive(Debug)]
+pub enum Control<C> {
+    /// For the call handler.
+    App(C),
+    /// Read the stack counters.
+    Counters(oneshot::Sender<StackCounters>),
+    /// Graceful shutdown; signalled when done.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A sender of commands to the driver (cheap to clone).
+#[derive(Debug)]
+pub struct Commands<C> {
+    tx: mpsc::Sender<Control<C>>,
+}
+
+impl<C> Clone for Commands<C> {
+    fn clone(&self) -> Self {
+        Commands {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<C: Send + 'static> Commands<C> {
+    /// Sends a command, waiting for room (backpressure).
+    pub async fn send(&self, c: C) -> Result<(), RuntimeError> {
+        self.tx
+            .send(Control::App(c))
+            .await
+            .map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Sends a command if there is room now.
+    pub fn try_send(&self, c: C) -> Result<(), RuntimeError> {
+        self.tx.try_send(Control::App(c)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => RuntimeError::Busy,
+            mpsc::error::TrySendError::Closed(_) => RuntimeError::Stopped,
+        })
+    }
+
+    /// Starts graceful shutdown: the handler ends every call, registrations are removed, then
+    /// the driver stops. Resolves when done.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Control::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stack counters, read through the driver.
+    pub async fn stack_counters(&self) -> Option<StackCounters> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Control::Counters(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
 
 /// A registration to keep up (from a trunk with `register = true`).
 #[derive(Debug, Clone)]
 pub struct RegistrationSpec {
     /// Trunk name, for logs.
     pub name: String,
-    /// Registrar host (name or IP) and port.
+    /// Registrar host (name or IP).
     pub host: String,
     /// Port, if fixed.
     pub port: Option<u16>,
@@ -57,10 +137,10 @@ pub struct RegistrationSpec {
     pub outbound_proxy: Option<String>,
 }
 
-/// A trunk usable for outbound calls.
+/// An OPTIONS keepalive target.
 #[derive(Debug, Clone)]
-pub struct TrunkSpec {
-    /// Name.
+pub struct KeepaliveSpec {
+    /// Trunk name, for logs.
     pub name: String,
     /// Host.
     pub host: String,
@@ -68,19 +148,11 @@ pub struct TrunkSpec {
     pub port: Option<u16>,
     /// Transport.
     pub transport: Transport,
-    /// Credentials for 401/407.
-    pub credentials: Option<Credentials>,
-    /// From user.
-    pub from_user: Option<String>,
-    /// From domain.
-    pub from_domain: Option<String>,
-    /// Outbound proxy URI.
-    pub outbound_proxy: Option<String>,
-    /// Send OPTIONS to the trunk this often (keepalive / qualify).
-    pub options_keepalive: Option<Duration>,
+    /// Interval.
+    pub every: Duration,
 }
 
-/// Everything the runtime needs.
+/// Everything the SIP runtime needs.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// SIP stack settings (listen addresses are taken from `udp_listen` / `tcp_listen`).
@@ -91,18 +163,10 @@ pub struct Options {
     pub tcp_listen: Vec<SocketAddr>,
     /// CRLF keepalive interval on TCP connections we opened (RFC 5626 §3.5.1).
     pub tcp_keepalive: Option<Duration>,
-    /// Routing of called numbers.
-    pub routes: Routes,
-    /// Media policy.
-    pub media: MediaPolicy,
-    /// RTP port range.
-    pub rtp_ports: (u16, u16),
     /// Registrations.
     pub registrations: Vec<RegistrationSpec>,
-    /// Trunks for outbound calls.
-    pub trunks: Vec<TrunkSpec>,
-    /// Our SIP domain for From URIs without a trunk.
-    pub domain: Option<String>,
+    /// OPTIONS keepalives.
+    pub keepalives: Vec<KeepaliveSpec>,
 }
 
 /// Counters the runtime keeps besides the stack's.
@@ -114,7 +178,7 @@ pub struct RuntimeCounters {
     pub send_errors: AtomicU64,
 }
 
-/// Errors starting the runtime.
+/// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
@@ -134,144 +198,28 @@ pub enum RuntimeError {
     /// The driver stopped.
     #[error("the SIP driver has stopped")]
     Stopped,
-    /// A dial target could not be resolved.
-    #[error("cannot resolve {target}: {reason}")]
-    Resolve {
-        /// The target.
-        target: String,
-        /// Why.
-        reason: String,
-    },
+    /// The command queue is full.
+    #[error("the SIP driver is busy")]
+    Busy,
 }
 
-/// A cheap handle to a running voxline: place and end calls, read the call table.
-#[derive(Clone)]
-pub struct Handle {
-    commands: mpsc::Sender<Command>,
-    /// The shared call table.
-    pub calls: CallTable,
-    /// The bound SIP addresses (UDP first).
-    pub sip_addrs: Arc<Vec<(Transport, SocketAddr)>>,
+/// A running SIP runtime.
+pub struct Running<C> {
+    /// Commands to the driver.
+    pub commands: Commands<C>,
+    /// The bound SIP addresses.
+    pub sip_addrs: Vec<(Transport, SocketAddr)>,
     /// Counters.
     pub counters: Arc<RuntimeCounters>,
-    trunks: Arc<Vec<TrunkSpec>>,
-    domain: Option<String>,
+    /// The driver task.
+    pub driver: tokio::task::JoinHandle<()>,
 }
 
-/// A dial request.
-#[derive(Debug, Clone)]
-pub struct DialRequest {
-    /// Target URI (`sip:1000@pbx.example.com`).
-    pub target: String,
-    /// Trunk to use for credentials and From, by name; or the trunk whose host matches.
-    pub trunk: Option<String>,
-    /// Agent.
-    pub agent: AgentSpec,
-}
-
-impl Handle {
-    /// Places an outbound call; resolves the target (RFC 3263) first. Returns the call handle
-    /// and a receiver that learns how the call ended.
-    pub async fn dial(
-        &self,
-        req: DialRequest,
-    ) -> Result<(CallHandle, oneshot::Receiver<OutboundResult>), RuntimeError> {
-        let target = SipTarget::from_uri(&req.target).map_err(|e| RuntimeError::Resolve {
-            target: req.target.clone(),
-            reason: e.to_string(),
-        })?;
-        let trunk = match &req.trunk {
-            Some(name) => self.trunks.iter().find(|t| &t.name == name).cloned(),
-            None => self
-                .trunks
-                .iter()
-                .find(|t| t.host.eq_ignore_ascii_case(&target.host))
-                .cloned(),
-        };
-        let resolved = dns::resolve(&target)
-            .await
-            .map_err(|e| RuntimeError::Resolve {
-                target: req.target.clone(),
-                reason: e.to_string(),
-            })?;
-        let peers: Vec<Peer> = resolved
-            .as_slice()
-            .iter()
-            .map(|c| Peer {
-                transport: match c.transport {
-                    TargetTransport::Udp => Transport::Udp,
-                    TargetTransport::Tcp => Transport::Tcp,
-                },
-                addr: c.addr,
-            })
-            .collect();
-        if peers.is_empty() {
-            return Err(RuntimeError::Resolve {
-                target: req.target,
-                reason: "no addresses".into(),
-            });
-        }
-        let (tx, rx) = oneshot::channel();
-        let (htx, hrx) = oneshot::channel();
-        let domain = self.domain.clone();
-        self.commands
-            .send(Command::Dial {
-                target: req.target,
-                peers,
-                trunk,
-                agent: req.agent,
-                domain,
-                notify: tx,
-                reply: htx,
-            })
-            .await
-            .map_err(|_| RuntimeError::Stopped)?;
-        let handle = hrx
-            .await
-            .map_err(|_| RuntimeError::Stopped)?
-            .map_err(|reason| RuntimeError::Resolve {
-                target: String::new(),
-                reason,
-            })?;
-        Ok((handle, rx))
-    }
-
-    /// Hangs up a call. Returns false if there was no such call.
-    pub async fn hangup(&self, call: CallHandle) -> Result<bool, RuntimeError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Hangup { call, reply: tx })
-            .await
-            .map_err(|_| RuntimeError::Stopped)?;
-        rx.await.map_err(|_| RuntimeError::Stopped)
-    }
-
-    /// Starts graceful shutdown: BYE every call, un-REGISTER, then stop. Resolves when done.
-    pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Shutdown { done: tx })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
-    }
-
-    /// Stack counters, read through the driver.
-    pub async fn stack_counters(&self) -> Option<crate::sip::StackCounters> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Counters { reply: tx })
-            .await
-            .ok()?;
-        rx.await.ok()
-    }
-}
-
-/// Binds the sockets and starts the driver. Returns a handle and the driver's join handle.
-pub async fn start(opts: Options) -> Result<(Handle, tokio::task::JoinHandle<()>), RuntimeError> {
+/// Binds the SIP sockets and starts the driver with `handler`.
+pub async fn start<H: CallHandler>(
+    opts: Options,
+    mut handler: H,
+) -> Result<Running<H::Command>, RuntimeError> {
     if opts.udp_listen.is_empty() && opts.tcp_listen.is_empty() {
         return Err(RuntimeError::NoListener);
     }
@@ -281,36 +229,24 @@ pub async fn start(opts: Options) -> Result<(Handle, tokio::task::JoinHandle<()>
     let mut bound = Vec::new();
     let mut udp_sockets = Vec::new();
     for addr in &opts.udp_listen {
-        let sock =
-            tokio::net::UdpSocket::bind(addr)
-                .await
-                .map_err(|source| RuntimeError::Bind {
-                    transport: Transport::Udp,
-                    addr: *addr,
-                    source,
-                })?;
-        let local = sock.local_addr().map_err(|source| RuntimeError::Bind {
+        let err = |source| RuntimeError::Bind {
             transport: Transport::Udp,
             addr: *addr,
             source,
-        })?;
+        };
+        let sock = tokio::net::UdpSocket::bind(addr).await.map_err(err)?;
+        let local = sock.local_addr().map_err(err)?;
         bound.push((Transport::Udp, local));
         udp_sockets.push(Arc::new(sock));
     }
     for addr in &opts.tcp_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| RuntimeError::Bind {
-                transport: Transport::Tcp,
-                addr: *addr,
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| RuntimeError::Bind {
+        let err = |source| RuntimeError::Bind {
             transport: Transport::Tcp,
             addr: *addr,
             source,
-        })?;
-        bound.push((Transport::Tcp, local));
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+        bound.push((Transport::Tcp, listener.local_addr().map_err(err)?));
         tokio::spawn(net::accept_loop(listener, in_tx.clone(), opts.stack.limits));
     }
     for sock in &udp_sockets {
@@ -322,41 +258,32 @@ pub async fn start(opts: Options) -> Result<(Handle, tokio::task::JoinHandle<()>
     }
     let mut stack_cfg = opts.stack.clone();
     stack_cfg.listen = bound.clone();
-    let table: CallTable = Default::default();
-    let handle = Handle {
-        commands: cmd_tx,
-        calls: table.clone(),
-        sip_addrs: Arc::new(bound),
-        counters: counters.clone(),
-        trunks: Arc::new(opts.trunks.clone()),
-        domain: opts.domain.clone(),
-    };
-    let calls = crate::call::CallManager::new(
-        opts.routes.clone(),
-        opts.media.clone(),
-        PortAllocator::new(opts.rtp_ports.0, opts.rtp_ports.1),
-        table,
-    );
+    let commands = Commands { tx: cmd_tx };
+    handler.attach(commands.clone());
     let driver = driver::Driver::new(
         stack_cfg,
-        calls,
+        handler,
         udp_sockets,
         in_tx,
-        counters,
+        counters.clone(),
         opts.tcp_keepalive,
     );
-    let regs = opts.registrations.clone();
-    let keepalives: Vec<TrunkSpec> = opts
-        .trunks
-        .iter()
-        .filter(|t| t.options_keepalive.is_some())
-        .cloned()
-        .collect();
-    let join = tokio::spawn(driver.run(in_rx, cmd_rx, regs, keepalives));
-    Ok((handle, join))
+    let join = tokio::spawn(driver.run(
+        in_rx,
+        cmd_rx,
+        opts.registrations.clone(),
+        opts.keepalives.clone(),
+    ));
+    Ok(Running {
+        commands,
+        sip_addrs: bound,
+        counters,
+        driver: join,
+    })
 }
 
-/// The local IP the OS would use to reach `dest` (no packet is sent).
+/// The local IP the OS would use to reach `dest` (no packet is sent: connecting a UDP socket
+/// only selects a route).
 pub fn local_ip_towards(dest: SocketAddr) -> Option<IpAddr> {
     let bind = if dest.is_ipv4() {
         "0.0.0.0:0"

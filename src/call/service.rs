@@ -1,0 +1,198 @@
+//! The call layer's front door for the HTTP API and the CLI: place calls, hang up, shut down.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::{AgentSpec, CallCommand, CallTable, OutboundResult};
+use crate::runtime::{Commands, RuntimeError, dns, local_ip_towards};
+use crate::sip::auth::Credentials;
+use crate::sip::resolve::{SipTarget, TargetTransport};
+use crate::sip::{CallHandle, OutgoingCall, Peer, Transport};
+
+/// A trunk usable for outbound calls.
+#[derive(Debug, Clone)]
+pub struct TrunkSpec {
+    /// Name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: Option<u16>,
+    /// Transport.
+    pub transport: Transport,
+    /// Credentials for 401/407.
+    pub credentials: Option<Credentials>,
+    /// From user.
+    pub from_user: Option<String>,
+    /// From domain.
+    pub from_domain: Option<String>,
+    /// Outbound proxy URI.
+    pub outbound_proxy: Option<String>,
+}
+
+/// A dial request.
+#[derive(Debug, Clone)]
+pub struct DialRequest {
+    /// Target URI (`sip:1000@pbx.example.com`).
+    pub target: String,
+    /// Trunk to use for credentials and From, by name; or the trunk whose host matches.
+    pub trunk: Option<String>,
+    /// Agent.
+    pub agent: AgentSpec,
+}
+
+/// Why a dial failed before the INVITE went out.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The target could not be parsed or resolved.
+    #[error("cannot resolve {target}: {reason}")]
+    Resolve {
+        /// The target.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// No such trunk.
+    #[error("no trunk named {0:?}")]
+    UnknownTrunk(String),
+    /// The call could not be set up (no RTP port…).
+    #[error("cannot place the call: {0}")]
+    Setup(String),
+    /// The runtime has stopped.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A cheap, cloneable handle on the call layer.
+#[derive(Clone)]
+pub struct CallService {
+    commands: Commands<CallCommand>,
+    /// The shared call table.
+    pub calls: CallTable,
+    trunks: Arc<Vec<TrunkSpec>>,
+    domain: Option<String>,
+}
+
+impl CallService {
+    /// A service sending to the driver through `commands`.
+    pub fn new(
+        commands: Commands<CallCommand>,
+        calls: CallTable,
+        trunks: Vec<TrunkSpec>,
+        domain: Option<String>,
+    ) -> Self {
+        CallService {
+            commands,
+            calls,
+            trunks: Arc::new(trunks),
+            domain,
+        }
+    }
+
+    /// Places an outbound call; resolves the target (RFC 3263) first. Returns the call handle
+    /// and a receiver that learns how the call ended.
+    pub async fn dial(
+        &self,
+        req: DialRequest,
+    ) -> Result<(CallHandle, oneshot::Receiver<OutboundResult>), DialError> {
+        let resolve_err = |reason: String| DialError::Resolve {
+            target: req.target.clone(),
+            reason,
+        };
+        let target = SipTarget::from_uri(&req.target).map_err(|e| resolve_err(e.to_string()))?;
+        let trunk = match &req.trunk {
+            Some(name) => Some(
+                self.trunks
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .cloned()
+                    .ok_or_else(|| DialError::UnknownTrunk(name.clone()))?,
+            ),
+            None => self
+                .trunks
+                .iter()
+                .find(|t| t.host.eq_ignore_ascii_case(&target.host))
+                .cloned(),
+        };
+        let resolved = dns::resolve(&target)
+            .await
+            .map_err(|e| resolve_err(e.to_string()))?;
+        let peers: Vec<Peer> = resolved
+            .as_slice()
+            .iter()
+            .map(|c| Peer {
+                transport: match c.transport {
+                    TargetTransport::Udp => Transport::Udp,
+                    TargetTransport::Tcp => Transport::Tcp,
+                },
+                addr: c.addr,
+            })
+            .collect();
+        let Some((first, rest)) = peers.split_first() else {
+            return Err(resolve_err("no addresses".into()));
+        };
+        let local_ip = local_ip_towards(first.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let from_user = trunk
+            .as_ref()
+            .and_then(|t| {
+                t.from_user
+                    .clone()
+                    .or_else(|| t.credentials.as_ref().map(|c| c.username.clone()))
+            })
+            .unwrap_or_else(|| "voxline".into());
+        let from_host = trunk
+            .as_ref()
+            .map(|t| t.from_domain.clone().unwrap_or_else(|| t.host.clone()))
+            .or_else(|| self.domain.clone())
+            .unwrap_or_else(|| local_ip.to_string());
+        let routes = trunk
+            .as_ref()
+            .and_then(|t| t.outbound_proxy.as_deref())
+            .map(|p| vec![format!("<{}>", crate::runtime::with_lr(p))])
+            .unwrap_or_default();
+        let spec = OutgoingCall {
+            request_uri: req.target.clone(),
+            from_uri: format!("sip:{from_user}@{from_host}"),
+            from_display: None,
+            to_uri: req.target.clone(),
+            next_hop: *first,
+            routes,
+            body: None,
+            credentials: trunk.as_ref().and_then(|t| t.credentials.clone()),
+            local_ip: Some(local_ip),
+            extra_headers: Vec::new(),
+        };
+        let (notify, done) = oneshot::channel();
+        let (reply, handle) = oneshot::channel();
+        self.commands
+            .send(CallCommand::Dial {
+                spec,
+                failover: rest.to_vec(),
+                agent: req.agent,
+                notify,
+                reply,
+            })
+            .await?;
+        let handle = handle
+            .await
+            .map_err(|_| RuntimeError::Stopped)?
+            .map_err(DialError::Setup)?;
+        Ok((handle, done))
+    }
+
+    /// Hangs up a call. Returns false if there was no such call.
+    pub async fn hangup(&self, call: CallHandle) -> Result<bool, RuntimeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(CallCommand::Hangup { call, reply })
+            .await?;
+        rx.await.map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Graceful shutdown: BYE every call, un-REGISTER, stop.
+    pub async fn shutdown(&self) {
+        self.commands.shutdown().await;
+    }
+}

@@ -1,0 +1,145 @@
+//! RTP sockets: an even port for RTP and, without rtcp-mux, the next odd one for RTCP
+//! (RFC 3550 §11), taken from the configured range and bound at once so the port in the SDP is
+//! really ours.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+
+/// No port pair could be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum RtpPortError {
+    /// Every even port in the range is in use (by us or by another program).
+    #[error("no free RTP port in {min}..{max}")]
+    Exhausted {
+        /// Range start.
+        min: u16,
+        /// Range end.
+        max: u16,
+    },
+}
+
+/// Hands out bound RTP (and RTCP) sockets round-robin from `[min, max)`.
+#[derive(Debug, Clone)]
+pub struct RtpPorts {
+    inner: Arc<Mutex<PortState>>,
+    bind_ip: IpAddr,
+}
+
+#[derive(Debug)]
+struct PortState {
+    min: u16,
+    max: u16,
+    next: u16,
+    in_use: HashSet<u16>,
+}
+
+/// A bound RTP socket (and RTCP socket unless muxed). The port returns to the pool on drop.
+#[derive(Debug)]
+pub struct RtpSockets {
+    /// RTP.
+    pub rtp: UdpSocket,
+    /// RTCP on port + 1, if not muxed.
+    pub rtcp: Option<UdpSocket>,
+    /// The RTP port.
+    pub port: u16,
+    pool: Arc<Mutex<PortState>>,
+}
+
+impl Drop for RtpSockets {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.pool.lock() {
+            s.in_use.remove(&self.port);
+        }
+    }
+}
+
+impl RtpPorts {
+    /// A pool over `[min, max)` binding on `bind_ip` (usually `0.0.0.0`).
+    pub fn new(bind_ip: IpAddr, min: u16, max: u16) -> Self {
+        let min = min.saturating_add(min % 2);
+        RtpPorts {
+            inner: Arc::new(Mutex::new(PortState {
+                min,
+                max,
+                next: min,
+                in_use: HashSet::new(),
+            })),
+            bind_ip,
+        }
+    }
+
+    /// Binds the next free pair. Ports another program holds are skipped.
+    pub fn allocate(&self, with_rtcp: bool) -> Result<RtpSockets, RtpPortError> {
+        let mut st = self
+            .inner
+            .lock()
+            .map_err(|_| RtpPortError::Exhausted { min: 0, max: 0 })?;
+        let slots = usize::from(st.max.saturating_sub(st.min)).div_ceil(2);
+        for _ in 0..slots {
+            let port = st.next;
+            st.next = if port.saturating_add(2) >= st.max {
+                st.min
+            } else {
+                port + 2
+            };
+            if st.in_use.contains(&port) {
+                continue;
+            }
+            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(self.bind_ip, port)) else {
+                continue;
+            };
+            let rtcp = if with_rtcp {
+                match UdpSocket::bind(SocketAddr::new(self.bind_ip, port + 1)) {
+                    Ok(s) => Some(s),
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            st.in_use.insert(port);
+            return Ok(RtpSockets {
+                rtp,
+                rtcp,
+                port,
+                pool: self.inner.clone(),
+            });
+        }
+        Err(RtpPortError::Exhausted {
+            min: st.min,
+            max: st.max,
+        })
+    }
+
+    /// Ports in use.
+    pub fn in_use(&self) -> usize {
+        self.inner.lock().map(|s| s.in_use.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_even_pairs_skips_taken_ports_and_recycles() {
+        let base = 31000;
+        let blocker = UdpSocket::bind(("127.0.0.1", base)).expect("bind blocker");
+        let pool = RtpPorts::new("127.0.0.1".parse().expect("ip"), base, base + 6);
+        let a = pool.allocate(true).expect("a pair");
+        assert_eq!(a.port, base + 2, "the port another socket holds is skipped");
+        assert_eq!(
+            a.rtcp
+                .as_ref()
+                .and_then(|s| s.local_addr().ok())
+                .map(|x| x.port()),
+            Some(base + 3)
+        );
+        let b = pool.allocate(false).expect("another");
+        assert_eq!(b.port, base + 4);
+        assert!(pool.allocate(false).is_err(), "range exhausted");
+        drop(a);
+        assert_eq!(pool.allocate(false).expect("recycled").port, base + 2);
+        drop(blocker);
+    }
+}
