@@ -9,6 +9,7 @@
 pub mod dns;
 mod driver;
 mod net;
+pub mod recorder;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
