@@ -1,1 +1,4 @@
-//! TODO
+//! DSP building blocks: WAV, resampling (and later noise suppression, echo cancellation, VAD).
+
+pub mod resample;
+pub mod wav;

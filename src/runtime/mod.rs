@@ -10,6 +10,7 @@
 pub mod dns;
 mod driver;
 mod net;
+pub mod recorder;
 pub mod rtp;
 
 pub use driver::with_lr;
