@@ -55,6 +55,9 @@ enum Cmd {
         /// Hang up this many milliseconds after the call is answered.
         #[arg(long)]
         hangup_after_ms: Option<u64>,
+        /// The agent that talks on the call (a configured or built-in agent; default `hold`).
+        #[arg(long = "agent")]
+        agent_name: Option<String>,
     },
 }
 
@@ -91,7 +94,18 @@ fn main() -> ExitCode {
                 trunk,
                 sip_listen,
                 hangup_after_ms,
-            } => call(target, config, trunk, sip_listen, hangup_after_ms).await,
+                agent_name,
+            } => {
+                call(
+                    target,
+                    config,
+                    trunk,
+                    sip_listen,
+                    hangup_after_ms,
+                    agent_name,
+                )
+                .await
+            }
         }
     });
     match result {
@@ -155,6 +169,7 @@ async fn call(
     trunk: Option<String>,
     sip_listen: SocketAddr,
     hangup_after_ms: Option<u64>,
+    agent_name: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = load_config(config_path.as_ref())?;
     let mut opts = cfg.runtime_options();
@@ -163,11 +178,14 @@ async fn call(
     opts.registrations.clear();
     opts.keepalives.clear();
     let (handle, _running) = start_sip(&cfg, opts).await?;
-    let agent = AgentSpec {
-        name: "cli".into(),
-        answer_after: Duration::ZERO,
-        hangup_after: hangup_after_ms.map(Duration::from_millis),
+    let mut agent = match &agent_name {
+        Some(n) => cfg
+            .agent(n)
+            .map(config::agent_spec)
+            .with_context(|| format!("no agent named {n:?}"))?,
+        None => AgentSpec::hold(),
     };
+    agent.hangup_after = hangup_after_ms.map(Duration::from_millis);
     let (id, done) = handle
         .dial(DialRequest {
             target: target.clone(),

@@ -24,8 +24,22 @@ use crate::runtime::{CallHandler, Commands};
 /// The content type of SDP bodies (RFC 4566 §8.1).
 pub const SDP_CONTENT_TYPE: &str = "application/sdp";
 
-/// What an agent does with a call, as far as signalling goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which built-in agent answers the audio.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentKind {
+    /// Answers and holds: sends silence, listens.
+    Hold,
+    /// Plays the caller's audio back after `delay`.
+    Echo {
+        /// Extra delay.
+        delay: Duration,
+    },
+    /// Plays a file or a tone, then hangs up (or loops).
+    Play(crate::agent::PlaySpec),
+}
+
+/// An agent as the call layer uses it: how it answers and what it does with the audio.
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentSpec {
     /// The agent's name (for logs and the API).
     pub name: String,
@@ -33,6 +47,10 @@ pub struct AgentSpec {
     pub answer_after: Duration,
     /// Hang up this long after the call is confirmed, if set.
     pub hangup_after: Option<Duration>,
+    /// What answers the audio.
+    pub kind: AgentKind,
+    /// Record the call (two-channel WAV).
+    pub record: bool,
 }
 
 impl AgentSpec {
@@ -42,6 +60,19 @@ impl AgentSpec {
             name: "hold".into(),
             answer_after: Duration::ZERO,
             hangup_after: None,
+            kind: AgentKind::Hold,
+            record: false,
+        }
+    }
+
+    /// The built-in `echo` agent.
+    pub fn echo() -> Self {
+        AgentSpec {
+            name: "echo".into(),
+            kind: AgentKind::Echo {
+                delay: Duration::ZERO,
+            },
+            ..AgentSpec::hold()
         }
     }
 }

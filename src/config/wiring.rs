@@ -1,7 +1,8 @@
 //! Turns a [`Config`] into the typed options of the layers below.
 
 use super::{AtLimit, Config, TrunkTransport};
-use crate::call::{AgentSpec, MediaPolicy, Routes, TrunkSpec};
+use crate::agent::{PlaySource as AgentPlaySource, PlaySpec};
+use crate::call::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkSpec};
 use crate::runtime::{KeepaliveSpec, Options, RegistrationSpec};
 use crate::sdp::{Codec as SdpCodec, CodecPrefs};
 use crate::sip::auth::Credentials;
@@ -147,10 +148,29 @@ pub struct CallSetup {
 
 /// The call-layer description of a configured agent.
 pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
+    let kind = match (a.kind, &a.play) {
+        (super::AgentKind::Echo, _) => AgentKind::Echo {
+            delay: a.echo_delay,
+        },
+        (super::AgentKind::Play, Some(src)) => AgentKind::Play(PlaySpec {
+            source: match src {
+                super::PlaySource::File(p) => AgentPlaySource::File(p.clone()),
+                super::PlaySource::Tone { hz, dbfs, duration } => AgentPlaySource::Tone {
+                    hz: f64::from(*hz),
+                    dbfs: f64::from(*dbfs),
+                    duration: *duration,
+                },
+            },
+            repeat: a.repeat,
+        }),
+        _ => AgentKind::Hold,
+    };
     AgentSpec {
         name: a.name.clone(),
         answer_after: a.answer_after,
         hangup_after: a.hangup_after,
+        kind,
+        record: a.record,
     }
 }
 
