@@ -120,6 +120,12 @@ pub struct MediaPolicy {
     pub external_ip: Option<IpAddr>,
     /// Give up (CANCEL) on an outbound call not answered within this time.
     pub no_answer_timeout: Option<Duration>,
+    /// Hang up when no RTP arrives for this long.
+    pub rtp_timeout: Option<Duration>,
+    /// Jitter-buffer bounds (min, max).
+    pub jitter: (Duration, Duration),
+    /// Where recordings go (`data_dir/recordings`); `None` disables recording.
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for MediaPolicy {
@@ -131,6 +137,9 @@ impl Default for MediaPolicy {
             rtcp_mux: true,
             external_ip: None,
             no_answer_timeout: Some(Duration::from_secs(60)),
+            rtp_timeout: Some(Duration::from_secs(30)),
+            jitter: (Duration::from_millis(20), Duration::from_millis(200)),
+            recordings_dir: None,
         }
     }
 }

@@ -106,6 +106,9 @@ impl Config {
             rtcp_mux: self.media.rtcp_mux,
             external_ip: self.sip.external_ip,
             no_answer_timeout: self.limits.no_answer_timeout,
+            rtp_timeout: self.media.rtp_timeout,
+            jitter: (self.media.jitter_min, self.media.jitter_max),
+            recordings_dir: Some(self.data_dir.join("recordings")),
         };
         let trunks = self
             .trunks
