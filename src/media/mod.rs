@@ -9,3 +9,4 @@ pub mod jitter;
 pub mod quality;
 pub mod rtcp;
 pub mod rtp;
+pub mod stream;

@@ -1,0 +1,167 @@
+//! One call's cost per 20 ms frame tick: receive one RTP packet, process the tick (jitter
+//! buffer pop, decode, encode one frame of agent audio, build the packet, Frame event), and
+//! drain the outputs. Virtual time; a steady stream from the peer.
+//!
+//! Variants: PCMU with telephone-event (no in-band detector), PCMU without it (the in-band
+//! DTMF detector runs on every frame), G.722, and Opus at 16 kHz.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use voxline::media::codec::encoder_for;
+use voxline::media::rtcp::{NtpClock, NtpTime};
+use voxline::media::rtp::{RtpHeader, RtpTimestamp, SeqNo, Ssrc};
+use voxline::media::stream::{MediaConfig, MediaOutput, MediaStream};
+use voxline::sdp::{Codec, Direction, NegotiatedCodec, NegotiatedMedia, PayloadType};
+
+const FRAME: Duration = Duration::from_millis(20);
+
+struct Call {
+    stream: MediaStream,
+    peer: SocketAddr,
+    payloads: Vec<Vec<u8>>,
+    pt: PayloadType,
+    ticks_per_frame: u32,
+    agent: Vec<i16>,
+    t0: Instant,
+    k: u64,
+    packet: Vec<u8>,
+}
+
+impl Call {
+    fn new(codec: Codec, fmtp: Option<&str>, te: bool) -> Self {
+        let t0 = Instant::now();
+        let peer: SocketAddr = "192.0.2.1:4000".parse().expect("addr");
+        let pt = PayloadType::new(match codec {
+            Codec::Pcmu => 0,
+            Codec::G722 => 9,
+            _ => 111,
+        })
+        .expect("pt");
+        let negotiated = NegotiatedMedia {
+            remote_rtp: peer,
+            remote_rtcp: Some("192.0.2.1:4001".parse().expect("addr")),
+            codec: NegotiatedCodec {
+                codec,
+                payload_type: pt,
+                clock_rate: codec.clock_rate(),
+                channels: codec.channels(),
+                fmtp: fmtp.map(str::to_owned),
+            },
+            telephone_event: te.then(|| PayloadType::new(101).expect("pt")),
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+            rtcp_mux: false,
+            remote_hold: false,
+        };
+        // The peer's packets: 50 frames of a tone from the same codec.
+        let mut enc = encoder_for(&negotiated.codec, 20).expect("encoder");
+        let rate = enc.sample_rate();
+        let n = enc.frame_samples();
+        let tone = |i: usize| {
+            (6000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(rate)).sin())
+                as i16
+        };
+        let payloads = (0..50)
+            .map(|f| {
+                let pcm: Vec<i16> = (f * n..(f + 1) * n).map(tone).collect();
+                let mut out = Vec::new();
+                enc.encode(&pcm, &mut out).expect("encode");
+                out
+            })
+            .collect();
+        let agent = (0..n).map(|i| tone(i) / 2).collect();
+        let cfg = MediaConfig::new(
+            negotiated,
+            Ssrc(1),
+            "bench@voxline",
+            NtpClock::new(t0, NtpTime::from_unix(Duration::from_secs(1_700_000_000))),
+            7,
+        );
+        let stream = MediaStream::new(cfg, t0).expect("stream");
+        Self {
+            ticks_per_frame: codec.clock_rate() / 50,
+            stream,
+            peer,
+            payloads,
+            pt,
+            agent,
+            t0,
+            k: 0,
+            packet: Vec::with_capacity(1500),
+        }
+    }
+
+    /// One frame period: a packet arrives, the tick runs, outputs are drained.
+    fn step(&mut self) -> usize {
+        let k = self.k;
+        self.k += 1;
+        let now = self.t0 + FRAME * u32::try_from(k).expect("k");
+        let payload = &self.payloads[(k % 50) as usize];
+        let header = RtpHeader {
+            marker: k == 0,
+            payload_type: self.pt,
+            seq: SeqNo(k as u16),
+            timestamp: RtpTimestamp((k as u32).wrapping_mul(self.ticks_per_frame)),
+            ssrc: Ssrc(0xfeed),
+        };
+        self.packet.resize(12 + payload.len(), 0);
+        header
+            .write_packet(payload, &mut self.packet)
+            .expect("packet");
+        self.stream
+            .handle_rtp(now - Duration::from_millis(3), self.peer, &self.packet);
+        // The agent keeps one frame queued, as a streaming TTS would.
+        if self.stream.queued_audio() < FRAME {
+            let _ = self.stream.send_audio(&self.agent);
+        }
+        self.stream.handle_timeout(now);
+        let mut bytes = 0;
+        loop {
+            match self.stream.poll_output() {
+                MediaOutput::Timeout(_) => break,
+                MediaOutput::Transmit { payload, .. } => bytes += payload.len(),
+                MediaOutput::Event(e) => {
+                    black_box(e);
+                }
+            }
+        }
+        bytes
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let variants: [(&str, Codec, Option<&str>, bool); 4] = [
+        ("stream_tick/pcmu", Codec::Pcmu, None, true),
+        ("stream_tick/pcmu_inband_dtmf", Codec::Pcmu, None, false),
+        ("stream_tick/g722", Codec::G722, None, true),
+        (
+            "stream_tick/opus16k",
+            Codec::Opus,
+            Some("maxplaybackrate=16000"),
+            true,
+        ),
+    ];
+    for (name, codec, fmtp, te) in variants {
+        let mut call = Call::new(codec, fmtp, te);
+        // Warm the jitter buffer and codecs past the start-up.
+        for _ in 0..100 {
+            call.step();
+        }
+        // What is measured is the real path: every packet played, agent audio sent.
+        let st = call.stream.stats();
+        assert_eq!(st.packets_received, 100, "{name}");
+        assert_eq!(st.packets_sent, 100, "{name}");
+        assert!(
+            st.concealment_ratio == 0.0 && st.dropped_late == 0,
+            "{name}: {st:?}"
+        );
+        assert!(st.agent_ms_sent >= 1900, "{name}: {st:?}");
+        c.bench_function(name, |b| b.iter(|| black_box(call.step())));
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

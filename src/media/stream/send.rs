@@ -1,0 +1,279 @@
+//! The sending half of a stream: the outbound agent-audio queue, one encoded packet per
+//! tick, RFC 4733 events in place of audio, and the counters an SR needs.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::media::codec::AudioEncoder;
+use crate::media::dtmf::Digit;
+use crate::media::dtmf::rfc4733::{Rfc4733Sender, Rfc4733SenderConfig};
+use crate::media::rtp::{RTP_HEADER_LEN, RtpHeader, SeqNo, Ssrc};
+use crate::sdp::PayloadType;
+
+use super::clock::{Layout, TickClock};
+use super::{MediaError, MediaOutput};
+
+/// Room reserved after the header for one encoded frame, to avoid regrowing the packet.
+const PAYLOAD_RESERVE: usize = 320;
+
+/// Send-side state.
+pub(super) struct Sender {
+    encoder: Box<dyn AudioEncoder>,
+    ssrc: Ssrc,
+    pt: PayloadType,
+    te_pt: Option<PayloadType>,
+    dtmf: Option<Rfc4733Sender>,
+    seq: SeqNo,
+    layout: Layout,
+    queue: VecDeque<i16>,
+    capacity: Duration,
+    capacity_samples: usize,
+    /// The previous packet carried agent audio.
+    last_agent: bool,
+    /// The next audio packet gets the marker bit (first packet, resume, after an event).
+    need_marker: bool,
+    /// RTP sent since the last RTCP report.
+    pub sent_since_report: bool,
+    /// RTP packets sent (audio and events).
+    pub packets: u64,
+    /// RTP payload octets sent.
+    pub octets: u64,
+    /// Telephone-event packets sent.
+    pub dtmf_packets: u64,
+    /// Frames the encoder refused.
+    pub encode_errors: u64,
+    /// Agent samples sent at the current sample rate.
+    agent_samples: u64,
+    /// Agent audio sent at earlier sample rates, in nanoseconds.
+    agent_ns_prior: u128,
+}
+
+impl Sender {
+    /// A sender for `encoder`, starting at sequence number `seq`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        encoder: Box<dyn AudioEncoder>,
+        layout: Layout,
+        ssrc: Ssrc,
+        pt: PayloadType,
+        te_pt: Option<PayloadType>,
+        te_clock_rate: u32,
+        seq: SeqNo,
+        capacity: Duration,
+    ) -> Result<Self, MediaError> {
+        let dtmf = dtmf_sender(te_pt, te_clock_rate, &layout)?;
+        Ok(Self {
+            encoder,
+            ssrc,
+            pt,
+            te_pt,
+            dtmf,
+            seq,
+            queue: VecDeque::with_capacity(layout.samples_in(capacity)),
+            capacity,
+            capacity_samples: layout.samples_in(capacity),
+            layout,
+            last_agent: false,
+            need_marker: true,
+            sent_since_report: false,
+            packets: 0,
+            octets: 0,
+            dtmf_packets: 0,
+            encode_errors: 0,
+            agent_samples: 0,
+            agent_ns_prior: 0,
+        })
+    }
+
+    /// Switches codec (re-INVITE): new encoder, payload types and frame layout. Queued agent
+    /// audio is kept if the sample rate is unchanged, else dropped (it is at the wrong rate).
+    pub fn reconfigure(
+        &mut self,
+        encoder: Box<dyn AudioEncoder>,
+        layout: Layout,
+        pt: PayloadType,
+        te_pt: Option<PayloadType>,
+        te_clock_rate: u32,
+    ) -> Result<(), MediaError> {
+        let dtmf = dtmf_sender(te_pt, te_clock_rate, &layout)?;
+        if layout.sample_rate != self.layout.sample_rate {
+            self.agent_ns_prior += u128::from(self.agent_samples) * 1_000_000_000
+                / u128::from(self.layout.sample_rate);
+            self.agent_samples = 0;
+            self.queue.clear();
+        }
+        self.capacity_samples = layout.samples_in(self.capacity);
+        self.encoder = encoder;
+        self.layout = layout;
+        self.pt = pt;
+        self.te_pt = te_pt;
+        self.dtmf = dtmf;
+        self.need_marker = true;
+        Ok(())
+    }
+
+    /// Sending stops (hold): events still queued are dropped; the next packet after resuming
+    /// gets the marker bit. Queued agent audio is kept.
+    pub fn pause(&mut self) {
+        if let Some(d) = self.dtmf.as_mut() {
+            d.clear();
+        }
+        self.need_marker = true;
+        self.last_agent = false;
+    }
+
+    /// Appends agent audio, or refuses all of it if the queue would exceed its capacity.
+    pub fn push_audio(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
+        let total = self.queue.len().saturating_add(pcm.len());
+        if total > self.capacity_samples {
+            return Err(MediaError::Backpressure {
+                queued: self.queued(),
+                capacity: self.capacity,
+            });
+        }
+        self.queue.extend(pcm.iter().copied());
+        Ok(())
+    }
+
+    /// Drops all queued agent audio.
+    pub fn flush(&mut self) {
+        self.queue.clear();
+    }
+
+    /// How much agent audio is queued.
+    pub fn queued(&self) -> Duration {
+        let n = u64::try_from(self.queue.len()).unwrap_or(u64::MAX);
+        Duration::from_nanos(n.saturating_mul(1_000_000_000) / u64::from(self.layout.sample_rate))
+    }
+
+    /// Queues a key press starting at `start` (a tick time).
+    pub fn send_dtmf(
+        &mut self,
+        start: Instant,
+        digit: Digit,
+        duration: Duration,
+    ) -> Result<(), MediaError> {
+        let Some(d) = self.dtmf.as_mut() else {
+            return Err(MediaError::DtmfNotNegotiated);
+        };
+        d.send(start, digit, duration)?;
+        Ok(())
+    }
+
+    /// Exact milliseconds of agent audio sent.
+    pub fn agent_ms(&self) -> u64 {
+        let ns = self.agent_ns_prior
+            + u128::from(self.agent_samples) * 1_000_000_000 / u128::from(self.layout.sample_rate);
+        u64::try_from(ns / 1_000_000).unwrap_or(u64::MAX)
+    }
+
+    /// One frame tick at `at` (tick index `n` of `clock`): sends one packet to `to` (nothing if
+    /// `None`: hold) and returns the PCM that went out (silence if none).
+    pub fn tick(
+        &mut self,
+        at: Instant,
+        n: u64,
+        clock: &TickClock,
+        to: Option<SocketAddr>,
+        out: &mut VecDeque<MediaOutput>,
+    ) -> Vec<i16> {
+        let frame = self.layout.frame_samples;
+        let mut pcm = vec![0i16; frame];
+        let Some(to) = to else {
+            return pcm;
+        };
+
+        let mut event_sent = false;
+        if let (Some(dtmf), Some(te_pt)) = (self.dtmf.as_mut(), self.te_pt) {
+            while let Some(p) = dtmf.poll(at) {
+                let header = RtpHeader {
+                    marker: p.marker,
+                    payload_type: te_pt,
+                    seq: self.seq,
+                    timestamp: clock.ts_at(p.event_start).add(p.timestamp_offset),
+                    ssrc: self.ssrc,
+                };
+                let mut packet = vec![0u8; RTP_HEADER_LEN + p.payload.len()];
+                if header.write_packet(&p.payload, &mut packet).is_ok() {
+                    self.seq = self.seq.next();
+                    self.packets += 1;
+                    self.dtmf_packets += 1;
+                    self.octets += p.payload.len() as u64;
+                    self.sent_since_report = true;
+                    out.push_back(MediaOutput::Transmit {
+                        to,
+                        payload: packet,
+                        rtcp: false,
+                    });
+                }
+                event_sent = true;
+            }
+            if event_sent || !dtmf.is_idle() {
+                // RFC 4733 §2.5.1.2: the events replace the audio while they play.
+                self.need_marker = true;
+                self.last_agent = false;
+                return pcm;
+            }
+        }
+
+        let taken = self.queue.len().min(frame);
+        for (dst, s) in pcm.iter_mut().zip(self.queue.drain(..taken)) {
+            *dst = s;
+        }
+        let agent = taken > 0;
+        let header = RtpHeader {
+            marker: self.need_marker || (agent && !self.last_agent),
+            payload_type: self.pt,
+            seq: self.seq,
+            timestamp: clock.ts_at_tick(n),
+            ssrc: self.ssrc,
+        };
+        let mut packet = Vec::with_capacity(RTP_HEADER_LEN + PAYLOAD_RESERVE);
+        packet.resize(RTP_HEADER_LEN, 0);
+        let written = header.write(&mut packet).is_ok();
+        if !written || self.encoder.encode(&pcm, &mut packet).is_err() {
+            self.encode_errors += 1;
+            return pcm;
+        }
+        self.seq = self.seq.next();
+        self.packets += 1;
+        self.octets += (packet.len() - RTP_HEADER_LEN) as u64;
+        self.sent_since_report = true;
+        self.need_marker = false;
+        self.last_agent = agent;
+        self.agent_samples += taken as u64;
+        out.push_back(MediaOutput::Transmit {
+            to,
+            payload: packet,
+            rtcp: false,
+        });
+        pcm
+    }
+
+    /// Whether a key press is being sent or queued.
+    pub fn dtmf_busy(&self) -> bool {
+        self.dtmf.as_ref().is_some_and(|d| !d.is_idle())
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> Ssrc {
+        self.ssrc
+    }
+}
+
+fn dtmf_sender(
+    te_pt: Option<PayloadType>,
+    clock_rate: u32,
+    layout: &Layout,
+) -> Result<Option<Rfc4733Sender>, MediaError> {
+    let Some(_) = te_pt else {
+        return Ok(None);
+    };
+    let sender = Rfc4733Sender::new(Rfc4733SenderConfig {
+        clock_rate,
+        ptime: layout.frame(),
+        ..Rfc4733SenderConfig::default()
+    })?;
+    Ok(Some(sender))
+}
