@@ -133,7 +133,7 @@ async fn run(
     match &config_path {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!(
-            "no --config given: using the embedded default (every number answered by the built-in hold agent)"
+            "no --config given: using the embedded default (every number answered by the built-in echo agent, calls recorded to ./data/recordings)"
         ),
     }
     let mut opts = cfg.runtime_options();
@@ -141,6 +141,7 @@ async fn run(
         opts.udp_listen = vec![addr];
         opts.tcp_listen = vec![addr];
     }
+    prepare_recordings(&cfg);
     let (service, running) = start_sip(&cfg, opts).await?;
     for (t, a) in running.sip_addrs.iter() {
         tracing::info!(transport = %t, addr = %a, "listening for SIP");
@@ -213,6 +214,26 @@ async fn call(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Creates `data_dir/recordings` and repairs recordings a crash left unfinished. Problems are
+/// logged; calls are still answered (recording of a call that cannot be written is skipped).
+fn prepare_recordings(cfg: &Config) {
+    let dir = cfg.data_dir.join("recordings");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the recordings directory; calls will not be recorded");
+        return;
+    }
+    match runtime::recorder::repair_dir(&dir) {
+        Ok(reports) => {
+            for r in reports {
+                tracing::warn!(report = ?r, "repaired a recording left unfinished by a crash");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot check recordings for repair")
+        }
+    }
 }
 
 /// Starts the SIP runtime with a call manager built from the configuration.

@@ -278,7 +278,7 @@ fn embedded_default_values_are_as_documented() {
     assert!(cfg.trunks.is_empty());
     assert_eq!(cfg.routes.len(), 1);
     assert_eq!(cfg.routes[0].pattern, RoutePattern::Any);
-    assert_eq!(cfg.routes[0].agent, "hold");
+    assert_eq!(cfg.routes[0].agent, "echo");
     assert_eq!(cfg.agents.len(), 2);
     assert_eq!(cfg.agents[0].name, "hold");
     assert_eq!(cfg.agents[0].kind, AgentKind::Hold);
@@ -288,7 +288,7 @@ fn embedded_default_values_are_as_documented() {
     assert!(cfg.agents[1].builtin);
     assert_eq!(cfg.profile_dir, None);
     assert_eq!(cfg.data_dir, Path::new("./data"));
-    assert_eq!(cfg.route_for("anything").unwrap().name, "hold");
+    assert_eq!(cfg.route_for("anything").unwrap().name, "echo");
 }
 
 #[test]
@@ -359,10 +359,7 @@ fn own_agent_named_hold_replaces_the_builtin() {
         "the file's hold plus the built-in echo"
     );
     assert!(!cfg.agents[0].builtin);
-    assert_eq!(
-        cfg.route_for("x").unwrap().greeting.as_deref(),
-        Some("mine")
-    );
+    assert_eq!(cfg.agent("hold").unwrap().greeting.as_deref(), Some("mine"));
 }
 
 #[test]

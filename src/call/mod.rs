@@ -4,6 +4,7 @@
 //! it is handed, and keeps its own deadlines (ring time, hang-up time) that the runtime polls
 //! with [`CallManager::poll_timeout`]. It reads no clock itself.
 
+pub mod media;
 mod service;
 
 use std::collections::HashMap;
@@ -173,6 +174,12 @@ pub struct CallInfo {
     pub ended_at: Option<f64>,
     /// Why it ended.
     pub end_reason: Option<String>,
+    /// DTMF digits received, in order.
+    pub dtmf: Vec<String>,
+    /// The recording's path, if the call is recorded.
+    pub recording: Option<String>,
+    /// Media statistics (updated every second while the call runs).
+    pub media: Option<crate::media::stream::MediaStats>,
 }
 
 /// The table of calls shared with the HTTP API. The lock is only held for short, synchronous
@@ -192,10 +199,13 @@ struct CallState {
     agent: AgentSpec,
     sdp: SdpSession,
     local: LocalMedia,
-    /// The bound RTP/RTCP sockets (released when the call state is dropped). Holding them keeps
-    /// the ports in the SDP ours until the media task takes them.
-    #[allow(dead_code)]
-    sockets: RtpSockets,
+    /// The bound RTP/RTCP sockets until the media task takes them (held so the ports in the
+    /// SDP stay ours).
+    sockets: Option<RtpSockets>,
+    /// The media task's control queue, once it runs.
+    media_tx: Option<tokio::sync::mpsc::Sender<media::MediaControl>>,
+    /// SIP Call-ID (names the recording).
+    call_id: String,
     answer_at: Option<Instant>,
     hangup_at: Option<Instant>,
     pending_answer: Option<Body>,
@@ -241,7 +251,37 @@ pub enum CallCommand {
         /// Whether it existed.
         reply: tokio::sync::oneshot::Sender<bool>,
     },
+    /// A call's media task asks to end the call (agent finished, RTP timeout).
+    MediaHangup {
+        /// Which.
+        call: CallHandle,
+        /// Why (for the log).
+        reason: String,
+    },
+    /// Send DTMF digits on a call.
+    SendDtmf {
+        /// Which.
+        call: CallHandle,
+        /// The digits.
+        digits: Vec<crate::media::dtmf::Digit>,
+        /// RFC 4733 (in the RTP stream) or SIP INFO.
+        method: DtmfSendMethod,
+        /// Ok, or why not.
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
 }
+
+/// How to send DTMF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSendMethod {
+    /// RFC 4733 telephone-event packets.
+    Rfc4733,
+    /// SIP INFO with `application/dtmf-relay`.
+    Info,
+}
+
+/// How long each DTMF digit we send lasts.
+pub const DTMF_DIGIT: Duration = Duration::from_millis(100);
 
 impl CallManager {
     /// A manager with these routes, media policy and RTP port pool.
@@ -277,7 +317,13 @@ impl CallManager {
             }
             SipEvent::Info { call, body } => {
                 if let Some(b) = body {
-                    tracing::info!(%call, content_type = %b.content_type, body = %String::from_utf8_lossy(&b.data).trim(), "INFO received");
+                    tracing::debug!(%call, content_type = %b.content_type, "INFO received");
+                    if let Some(tx) = self.calls.get(&call).and_then(|c| c.media_tx.as_ref()) {
+                        let _ = tx.try_send(media::MediaControl::InfoDtmf {
+                            content_type: b.content_type,
+                            body: b.data,
+                        });
+                    }
                 }
             }
             SipEvent::ReferProgress { call, status, done } => {
@@ -321,7 +367,9 @@ impl CallManager {
                 agent,
                 sdp,
                 local,
-                sockets,
+                sockets: Some(sockets),
+                media_tx: None,
+                call_id: call_id.clone(),
                 answer_at: None,
                 // Ring timeout: hang up (CANCEL) if nobody answers in time.
                 hangup_at: self.media.no_answer_timeout.map(|d| now + d),
@@ -473,7 +521,9 @@ impl CallManager {
                 agent,
                 sdp,
                 local,
-                sockets,
+                sockets: Some(sockets),
+                media_tx: None,
+                call_id: inc.call_id.0.clone(),
                 answer_at,
                 hangup_at: None,
                 pending_answer: None,
@@ -495,6 +545,8 @@ impl CallManager {
             if let Some(c) = self.calls.get_mut(&call) {
                 c.answered = true;
             }
+            // With the offer in the INVITE, media can flow from the 200 on.
+            self.start_media(call);
             self.update_info(call, |i| {
                 i.state = "answered";
                 i.answered_at = Some(epoch_now());
@@ -512,6 +564,7 @@ impl CallManager {
         if let Some(b) = body {
             self.accept_answer(stack, call, &b);
         }
+        self.start_media(call);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -541,6 +594,7 @@ impl CallManager {
             i.state = "answered";
             i.answered_at = Some(epoch_now());
         });
+        self.start_media(call);
     }
 
     fn on_modify(
@@ -570,6 +624,7 @@ impl CallManager {
                     tracing::info!(%call, hold, direction = %m.direction, "session modified");
                     c.media = Some(m);
                     self.update_info(call, |i| i.on_hold = hold);
+                    self.media_changed(call);
                 }
                 let _ =
                     stack.respond_modify(now, call, 200, Some(Body::new(SDP_CONTENT_TYPE, sdp)));
@@ -589,8 +644,99 @@ impl CallManager {
                 let codec = m.codec.codec.to_string();
                 c.media = Some(m);
                 self.update_info(call, |i| i.codec = Some(codec));
+                self.media_changed(call);
             }
             Err(e) => tracing::warn!(%call, error = %e, "unusable SDP answer"),
+        }
+    }
+
+    /// The negotiated session changed: tell the running media task.
+    fn media_changed(&mut self, call: CallHandle) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if let (Some(tx), Some(m)) = (&c.media_tx, &c.media)
+            && tx.try_send(media::MediaControl::Update(m.clone())).is_err()
+        {
+            tracing::warn!(%call, "media task not taking updates");
+        }
+    }
+
+    /// Starts the call's media task once the call is answered and the session negotiated.
+    /// Without a runtime attached (sans-IO tests) there is no media task.
+    fn start_media(&mut self, call: CallHandle) {
+        let Some(commands) = self.commands.clone() else {
+            return;
+        };
+        let recordings = self.media.recordings_dir.clone();
+        let (rtp_timeout, jitter) = (self.media.rtp_timeout, self.media.jitter);
+        let table = self.table.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.media_tx.is_some() || !c.answered {
+            return;
+        }
+        let Some(negotiated) = c.media.clone() else {
+            return;
+        };
+        let Some(sockets) = c.sockets.take() else {
+            return;
+        };
+        let recording = match (&recordings, c.agent.record) {
+            (Some(dir), true) => Some(dir.join(recording_name(&c.call_id))),
+            _ => None,
+        };
+        let spec = media::MediaTaskSpec {
+            call,
+            sockets,
+            negotiated,
+            agent: c.agent.kind.clone(),
+            recording,
+            rtp_timeout,
+            jitter,
+            table,
+            commands,
+        };
+        match media::spawn(spec) {
+            Ok(tx) => c.media_tx = Some(tx),
+            Err(e) => tracing::error!(%call, error = %e, "cannot start media"),
+        }
+    }
+
+    fn send_dtmf(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        call: CallHandle,
+        digits: Vec<crate::media::dtmf::Digit>,
+        method: DtmfSendMethod,
+    ) -> Result<(), String> {
+        let c = self
+            .calls
+            .get(&call)
+            .ok_or_else(|| format!("no call {}", call.0))?;
+        match method {
+            DtmfSendMethod::Rfc4733 => {
+                let tx = c.media_tx.as_ref().ok_or("the call has no media yet")?;
+                tx.try_send(media::MediaControl::SendDtmf {
+                    digits,
+                    duration: DTMF_DIGIT,
+                })
+                .map_err(|_| "the media task is busy".to_string())
+            }
+            DtmfSendMethod::Info => {
+                for d in digits {
+                    let body = crate::media::dtmf::info::build_dtmf_relay(
+                        d,
+                        DTMF_DIGIT.as_millis() as u32,
+                    );
+                    stack
+                        .send_info(now, call, Body::new("application/dtmf-relay", body))
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -675,6 +821,9 @@ impl CallManager {
             answered_at: None,
             ended_at: None,
             end_reason: None,
+            dtmf: Vec::new(),
+            recording: None,
+            media: None,
         };
         if let Ok(mut t) = self.table.lock() {
             t.insert(call.0, info);
@@ -736,6 +885,18 @@ impl CallHandler for CallManager {
             CallCommand::Hangup { call, reply } => {
                 let _ = reply.send(self.hangup(now, stack, call));
             }
+            CallCommand::MediaHangup { call, reason } => {
+                tracing::info!(%call, %reason, "hanging up");
+                let _ = stack.hangup(now, call);
+            }
+            CallCommand::SendDtmf {
+                call,
+                digits,
+                method,
+                reply,
+            } => {
+                let _ = reply.send(self.send_dtmf(now, stack, call, digits, method));
+            }
         }
     }
 
@@ -761,6 +922,26 @@ fn is_sdp(b: &Body) -> bool {
         .split(';')
         .next()
         .is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP_CONTENT_TYPE))
+}
+
+/// A recording's file name: start time (Unix seconds) and the Call-ID, made file-system safe.
+fn recording_name(call_id: &str) -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let safe: String = call_id
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '-' || ch == '.' {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    format!("{secs}-{safe}.wav")
 }
 
 fn session_id(now: Instant, port: u16) -> u64 {

@@ -486,7 +486,7 @@ impl Resolver<'_> {
         if raw.is_empty() {
             return Ok(vec![Route {
                 pattern: RoutePattern::Any,
-                agent: BUILTIN_HOLD_AGENT.to_owned(),
+                agent: BUILTIN_ECHO_AGENT.to_owned(),
             }]);
         }
         let mut routes = Vec::with_capacity(raw.len());

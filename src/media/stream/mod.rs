@@ -657,10 +657,13 @@ impl MediaStream {
         let jitter = receiver.jitter_duration();
         let rtt = self.rtcp_stats.rtt;
         let (expected, lost) = loss.map_or((0, 0), |l| (l.expected, l.cumulative_lost));
-        let loss_percent = if expected == 0 {
+        // The receiver's loss count restarts with each SSRC while the accepted and late counts
+        // cover the whole call; what never played over what should have, capped at 100 %.
+        let should_have = rtp.accepted + lost;
+        let loss_percent = if should_have == 0 {
             0.0
         } else {
-            (lost + jb.late) as f64 * 100.0 / expected as f64
+            ((lost + jb.late) as f64 * 100.0 / should_have as f64).min(100.0)
         };
         let one_way = rtt.map_or(Duration::ZERO, |r| r / 2) + jb.current_delay;
         let q = quality::estimate(&QualityInput {
