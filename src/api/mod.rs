@@ -72,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/calls", get(list_calls).post(create_call))
         .route("/calls/:id", get(get_call))
         .route("/calls/:id/hangup", post(hangup_call))
+        .route("/calls/:id/dtmf", post(send_dtmf))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -248,5 +249,65 @@ async fn hangup_call(
             StatusCode::NOT_FOUND,
             format!("no call {id}"),
         ))
+    }
+}
+
+/// Body of `POST /calls/{id}/dtmf`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendDtmf {
+    /// Digits: `0-9 * # A-D`.
+    pub digits: String,
+    /// `rfc4733` (default) or `info`.
+    pub method: Option<String>,
+}
+
+async fn send_dtmf(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<SendDtmf>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = parse_id(&id)?;
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })?;
+    let digits: Vec<crate::media::dtmf::Digit> = req
+        .digits
+        .chars()
+        .map(|c| {
+            crate::media::dtmf::Digit::from_char(c).ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("not a DTMF digit: {c:?}"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if digits.is_empty() || digits.len() > 64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "digits must hold 1 to 64 DTMF digits",
+        ));
+    }
+    let method = match req.method.as_deref().unwrap_or("rfc4733") {
+        "rfc4733" => crate::call::DtmfSendMethod::Rfc4733,
+        "info" => crate::call::DtmfSendMethod::Info,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("method must be rfc4733 or info, got {other:?}"),
+            ));
+        }
+    };
+    match state.handle.send_dtmf(CallHandle(id), digits, method).await {
+        Ok(Ok(())) => Ok(Json(json!({ "id": id, "digits": req.digits }))),
+        Ok(Err(e)) if e.starts_with("no call") => Err(ApiError::new(StatusCode::NOT_FOUND, e)),
+        Ok(Err(e)) => Err(ApiError::new(StatusCode::CONFLICT, e)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
     }
 }

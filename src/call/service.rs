@@ -191,6 +191,25 @@ impl CallService {
         rx.await.map_err(|_| RuntimeError::Stopped)
     }
 
+    /// Sends DTMF digits on a call, by RFC 4733 or SIP INFO.
+    pub async fn send_dtmf(
+        &self,
+        call: CallHandle,
+        digits: Vec<crate::media::dtmf::Digit>,
+        method: super::DtmfSendMethod,
+    ) -> Result<Result<(), String>, RuntimeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(CallCommand::SendDtmf {
+                call,
+                digits,
+                method,
+                reply,
+            })
+            .await?;
+        rx.await.map_err(|_| RuntimeError::Stopped)
+    }
+
     /// Graceful shutdown: BYE every call, un-REGISTER, stop.
     pub async fn shutdown(&self) {
         self.commands.shutdown().await;
