@@ -149,6 +149,8 @@ async fn run(
     let mut out = Vec::with_capacity(stream.frame_samples());
     let mut next_stats = Instant::now() + STATS_INTERVAL;
     let mut hung_up = false;
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(sleep);
     loop {
         // Drain the stream.
         let deadline = loop {
@@ -223,8 +225,11 @@ async fn run(
             let stats = stream.stats();
             update(&table, call, |i| i.media = Some(stats));
         }
-        let wake = deadline.min(next_stats);
-        let sleep = tokio::time::sleep_until(to_tokio_instant(epoch, wake));
+        let wake = to_tokio_instant(epoch, deadline.min(next_stats));
+        // One timer for the task's life, re-armed only when the deadline moves.
+        if sleep.deadline() != wake {
+            sleep.as_mut().reset(wake);
+        }
         let rtcp_recv = async {
             match &rtcp {
                 Some(s) => s.recv_from(&mut rtcp_buf).await,
@@ -261,7 +266,7 @@ async fn run(
                 }
                 None => break,
             },
-            _ = sleep => stream.handle_timeout(Instant::now()),
+            _ = &mut sleep => stream.handle_timeout(Instant::now()),
         }
     }
     // Say goodbye on RTCP, then release the sockets.
