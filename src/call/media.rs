@@ -1,12 +1,24 @@
-//! One task per answered call: owns the call's RTP/RTCP sockets, drives its sans-IO
-//! [`MediaStream`], feeds the local agent and the recorder, and reports back to the call
-//! manager through the driver's command channel.
+//! Call media on a few worker tasks: each worker owns many calls' RTP/RTCP sockets and
+//! [`MediaStream`]s, and wakes once per frame tick for all of them.
+//!
+//! Every call's tick schedule starts on a shared grid (multiples of the frame length since the
+//! process started), so the calls on a worker share their deadlines: one wake-up serves them
+//! all. Sockets are read at the ticks, not on every packet; the kernel's receive timestamp
+//! (`SO_TIMESTAMPNS`) gives each packet its true arrival time, so jitter measurement is exact
+//! and nothing is delayed: playout happens at ticks anyway, and every packet that arrived before
+//! a tick is read before that tick's playout.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
 use tokio::sync::mpsc;
 
 use super::{AgentKind, CallCommand, CallTable};
@@ -21,14 +33,19 @@ use crate::runtime::rtp::RtpSockets;
 use crate::sdp::NegotiatedMedia;
 use crate::sip::CallHandle;
 
-/// Capacity of a media task's control queue.
-pub const MEDIA_CONTROL_QUEUE: usize = 64;
-/// How often a media task copies its statistics into the call table.
+/// Capacity of a worker's queue (new calls, control messages, removals).
+pub const WORKER_QUEUE: usize = 4096;
+/// How often the call table gets fresh media statistics.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest datagram read from an RTP socket.
 const RTP_BUFFER: usize = 2048;
+/// How often a separate RTCP socket is read. Reports come every ~5 s and carry their kernel
+/// arrival time, so reading them late costs no accuracy (RTT stays exact).
+const RTCP_POLL: Duration = Duration::from_millis(100);
+/// The tick grid all calls' schedules start on.
+const GRID: Duration = Duration::from_millis(10);
 
-/// What the call manager tells a media task.
+/// What the call manager tells a call's media.
 #[derive(Debug)]
 pub enum MediaControl {
     /// The session changed (re-INVITE/UPDATE): hold, resume, codec or address.
@@ -49,7 +66,7 @@ pub enum MediaControl {
     },
 }
 
-/// What a media task needs.
+/// What a call's media needs.
 pub struct MediaTaskSpec {
     /// The call.
     pub call: CallHandle,
@@ -71,14 +88,52 @@ pub struct MediaTaskSpec {
     pub commands: Commands<CallCommand>,
 }
 
-/// Starts the task; the returned sender controls it, and dropping it stops the task.
-pub fn spawn(spec: MediaTaskSpec) -> Result<mpsc::Sender<MediaControl>, String> {
-    let (tx, rx) = mpsc::channel(MEDIA_CONTROL_QUEUE);
+/// The media worker's queue is full (or the worker stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the media worker is busy")]
+pub struct MediaQueueFull;
+
+/// A call's media as the call manager holds it: control messages go to its worker, and
+/// dropping the handle ends the media (final RTCP, recording closed, sockets released).
+#[derive(Debug)]
+pub struct MediaHandle {
+    call: CallHandle,
+    tx: mpsc::Sender<WorkerMsg>,
+}
+
+impl MediaHandle {
+    /// Sends a control message if the worker has room.
+    pub fn try_send(&self, c: MediaControl) -> Result<(), MediaQueueFull> {
+        self.tx
+            .try_send(WorkerMsg::Control(self.call, c))
+            .map_err(|_| MediaQueueFull)
+    }
+}
+
+impl Drop for MediaHandle {
+    fn drop(&mut self) {
+        let msg = WorkerMsg::Remove(self.call);
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.tx.try_send(msg) {
+            // The queue is full: deliver the removal as soon as there is room.
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+}
+
+/// Starts a call's media on the next worker (round-robin).
+pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
+    let pool = workers();
+    let tx = pool.pick();
+    let call = spec.call;
     let now = Instant::now();
+    let start = grid_start(now);
     let cfg = MediaConfig {
         negotiated: spec.negotiated.clone(),
         local_ssrc: Ssrc(rand::random()),
-        cname: format!("voxline-{}", spec.call.0),
+        cname: format!("voxline-{}", call.0),
         jitter_min: spec.jitter.0,
         jitter_max: spec.jitter.1,
         rtp_timeout: spec.rtp_timeout,
@@ -87,216 +142,376 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<mpsc::Sender<MediaControl>, String> 
         ntp: NtpClock::new(
             now,
             NtpTime::from_unix(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
                     .unwrap_or_default(),
             ),
         ),
         outbound_capacity: Duration::from_secs(4),
     };
-    let stream = MediaStream::new(cfg, now).map_err(|e| e.to_string())?;
-    let rtp = to_tokio(spec.sockets.rtp.try_clone().map_err(|e| e.to_string())?)?;
-    let rtcp = match &spec.sockets.rtcp {
-        Some(s) => Some(to_tokio(s.try_clone().map_err(|e| e.to_string())?)?),
-        None => None,
-    };
-    tokio::spawn(run(spec, stream, rtp, rtcp, rx));
-    Ok(tx)
-}
-
-fn to_tokio(s: std::net::UdpSocket) -> Result<UdpSocket, String> {
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    UdpSocket::from_std(s).map_err(|e| e.to_string())
-}
-
-async fn run(
-    spec: MediaTaskSpec,
-    mut stream: MediaStream,
-    rtp: UdpSocket,
-    rtcp: Option<UdpSocket>,
-    mut control: mpsc::Receiver<MediaControl>,
-) {
-    let MediaTaskSpec {
-        call,
-        sockets,
-        agent,
-        recording,
-        table,
-        commands,
-        ..
-    } = spec;
-    let mut agent = match build_agent(agent, stream.sample_rate(), stream.frame_duration()).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(%call, error = %e, "the agent cannot start: hanging up");
-            let _ = commands.try_send(CallCommand::MediaHangup { call, reason: e });
-            Box::new(Silent)
-        }
-    };
-    let mut recorder = recording.and_then(|path| match RecorderHandle::spawn(&path, stream.sample_rate()) {
-        Ok((handle, join)) => {
-            update(&table, call, |i| i.recording = Some(path.display().to_string()));
-            Some((handle, join))
-        }
-        Err(e) => {
-            tracing::warn!(%call, path = %path.display(), error = %e, "cannot record this call");
-            None
-        }
+    let stream = MediaStream::new(cfg, start).map_err(|e| e.to_string())?;
+    for s in std::iter::once(&spec.sockets.rtp).chain(spec.sockets.rtcp.as_ref()) {
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        // Without kernel timestamps the arrival time falls back to the read time.
+        let _ = setsockopt(s, sockopt::ReceiveTimestampns, &true);
+    }
+    let worker_tx = tx.clone();
+    // Build the agent (a play agent reads and resamples its file) off the runtime, then hand
+    // the call to its worker.
+    tokio::spawn(async move {
+        let MediaTaskSpec {
+            call,
+            sockets,
+            agent,
+            recording,
+            table,
+            commands,
+            ..
+        } = spec;
+        let agent = match build_agent(agent, stream.sample_rate(), stream.frame_duration()).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(%call, error = %e, "the agent cannot start: hanging up");
+                let _ = commands.try_send(CallCommand::MediaHangup { call, reason: e });
+                Box::new(Silent) as Box<dyn LocalAgent>
+            }
+        };
+        let recorder = recording.and_then(|path| match RecorderHandle::spawn(&path, stream.sample_rate()) {
+            Ok(r) => {
+                update(&table, call, |i| i.recording = Some(path.display().to_string()));
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(%call, path = %path.display(), error = %e, "cannot record this call");
+                None
+            }
+        });
+        let media = CallMedia {
+            call,
+            stream: Box::new(stream),
+            sockets,
+            agent,
+            recorder,
+            table,
+            commands,
+            out: Vec::new(),
+            hung_up: false,
+            next_stats: Instant::now() + STATS_INTERVAL,
+            next_rtcp_poll: Instant::now(),
+            deadline: start,
+        };
+        let _ = worker_tx.send(WorkerMsg::Add(Box::new(media))).await;
     });
-    let epoch = (Instant::now(), tokio::time::Instant::now());
+    Ok(MediaHandle { call, tx })
+}
+
+// ----- the worker pool -----
+
+#[derive(Debug)]
+enum WorkerMsg {
+    Add(Box<CallMedia>),
+    Control(CallHandle, MediaControl),
+    Remove(CallHandle),
+}
+
+struct Pool {
+    workers: Vec<mpsc::Sender<WorkerMsg>>,
+}
+
+impl Pool {
+    fn pick(&self) -> mpsc::Sender<WorkerMsg> {
+        // Round-robin: calls are alike enough that counting them is as good as measuring.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.workers.len();
+        self.workers[i].clone()
+    }
+}
+
+fn workers() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let workers = (0..n)
+            .map(|i| {
+                let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+                tokio::spawn(worker(i, rx));
+                tx
+            })
+            .collect();
+        Pool { workers }
+    })
+}
+
+/// The instant every schedule's grid is counted from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The next grid point at or after `now`.
+fn grid_start(now: Instant) -> Instant {
+    let e = epoch();
+    let since = now.saturating_duration_since(e).as_nanos();
+    let g = GRID.as_nanos();
+    let k = since.div_ceil(g);
+    e + Duration::from_nanos(u64::try_from(k * g).unwrap_or(u64::MAX))
+}
+
+struct CallMedia {
+    call: CallHandle,
+    stream: Box<MediaStream>,
+    sockets: RtpSockets,
+    agent: Box<dyn LocalAgent>,
+    recorder: Option<(
+        RecorderHandle,
+        std::thread::JoinHandle<std::io::Result<crate::runtime::recorder::RecordingInfo>>,
+    )>,
+    table: CallTable,
+    commands: Commands<CallCommand>,
+    out: Vec<i16>,
+    hung_up: bool,
+    next_stats: Instant,
+    next_rtcp_poll: Instant,
+    deadline: Instant,
+}
+
+impl std::fmt::Debug for CallMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMedia")
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
+    let mut calls: HashMap<CallHandle, CallMedia> = HashMap::new();
     let mut buf = vec![0u8; RTP_BUFFER];
-    let mut rtcp_buf = vec![0u8; RTP_BUFFER];
-    let mut out = Vec::with_capacity(stream.frame_samples());
-    let mut next_stats = Instant::now() + STATS_INTERVAL;
-    let mut hung_up = false;
-    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    let base = (Instant::now(), tokio::time::Instant::now());
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
+    tracing::debug!(worker = index, "media worker started");
     loop {
-        // Drain the stream.
-        let deadline = loop {
-            match stream.poll_output() {
-                MediaOutput::Transmit {
-                    to,
-                    payload,
-                    rtcp: is_rtcp,
-                } => {
-                    let sock = if is_rtcp {
-                        rtcp.as_ref().unwrap_or(&rtp)
-                    } else {
-                        &rtp
-                    };
-                    // A full socket buffer drops the packet: real-time audio is not queued.
-                    let _ = sock.try_send_to(&payload, to);
-                }
-                MediaOutput::Event(ev) => match ev {
-                    MediaEvent::Frame { caller, sent } => {
-                        if let Some((r, _)) = recorder.as_mut() {
-                            // A full recorder queue drops the frame; the recorder fills the gap
-                            // with silence so the timeline stays aligned.
-                            let _ = r.try_send_frame(&caller, &sent);
-                        }
-                        out.clear();
-                        let action = agent.on_frame(&caller, &mut out);
-                        if !out.is_empty() && stream.send_audio(&out).is_err() {
-                            tracing::trace!(%call, "agent audio dropped: outbound queue full");
-                        }
-                        if action == AgentAction::HangUp && !hung_up {
-                            hung_up = true;
-                            let _ = commands.try_send(CallCommand::MediaHangup {
-                                call,
-                                reason: "agent finished".into(),
-                            });
-                        }
-                    }
-                    MediaEvent::Dtmf(d) => {
-                        tracing::info!(%call, digit = %d.digit, method = ?d.method, duration_ms = d.duration_ms, "DTMF");
-                        agent.on_dtmf(d.digit.as_char());
-                        update(&table, call, |i| i.dtmf.push(format!("{}", d.digit)));
-                    }
-                    MediaEvent::Latched { addr } => {
-                        tracing::debug!(%call, %addr, "RTP source latched")
-                    }
-                    MediaEvent::SsrcChanged { ssrc } => {
-                        tracing::info!(%call, ssrc = ssrc.0, "RTP SSRC changed")
-                    }
-                    MediaEvent::RtpTimeout { silent_for } => {
-                        tracing::warn!(
-                            %call,
-                            silent_s = silent_for.as_secs(),
-                            "no RTP from the peer: hanging up. Likely a NAT or firewall drops the media \
-                             (check [sip] external_ip, the RTP port range in the firewall, and the peer's NAT settings)"
-                        );
-                        if !hung_up {
-                            hung_up = true;
-                            let _ = commands.try_send(CallCommand::MediaHangup {
-                                call,
-                                reason: "RTP timeout".into(),
-                            });
-                        }
-                    }
-                    MediaEvent::RemoteBye => tracing::debug!(%call, "RTCP BYE from the peer"),
-                },
-                MediaOutput::Timeout(t) => break t,
+        let next = calls.values().map(|c| c.deadline.min(c.next_stats)).min();
+        if let Some(t) = next {
+            let wake = to_tokio(base, t);
+            if sleep.deadline() != wake {
+                sleep.as_mut().reset(wake);
             }
-        };
-        let now = Instant::now();
-        if now >= next_stats {
-            next_stats = now + STATS_INTERVAL;
-            let stats = stream.stats();
-            update(&table, call, |i| i.media = Some(stats));
         }
-        let wake = to_tokio_instant(epoch, deadline.min(next_stats));
-        // One timer for the task's life, re-armed only when the deadline moves.
-        if sleep.deadline() != wake {
-            sleep.as_mut().reset(wake);
-        }
-        let rtcp_recv = async {
-            match &rtcp {
-                Some(s) => s.recv_from(&mut rtcp_buf).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            r = rtp.recv_from(&mut buf) => {
-                if let Ok((n, src)) = r {
-                    stream.handle_rtp(Instant::now(), src, &buf[..n]);
+            m = rx.recv() => match m {
+                Some(WorkerMsg::Add(c)) => {
+                    let mut c = *c;
+                    service(&mut c, Instant::now(), &mut buf);
+                    calls.insert(c.call, c);
                 }
-            }
-            r = rtcp_recv => {
-                if let Ok((n, src)) = r {
-                    let src: SocketAddr = src;
-                    stream.handle_rtcp(Instant::now(), src, &rtcp_buf[..n]);
-                }
-            }
-            c = control.recv() => match c {
-                Some(MediaControl::Update(n)) => {
-                    if let Err(e) = stream.update(Instant::now(), n) {
-                        tracing::warn!(%call, error = %e, "media update failed");
+                Some(WorkerMsg::Control(call, ctl)) => {
+                    if let Some(c) = calls.get_mut(&call) {
+                        control(c, ctl);
+                        service(c, Instant::now(), &mut buf);
                     }
                 }
-                Some(MediaControl::InfoDtmf { content_type, body }) => {
-                    stream.handle_info_dtmf(Instant::now(), &content_type, &body);
-                }
-                Some(MediaControl::SendDtmf { digits, duration }) => {
-                    for d in digits {
-                        if let Err(e) = stream.send_dtmf(Instant::now(), d, duration) {
-                            tracing::warn!(%call, error = %e, "cannot send DTMF");
-                        }
+                Some(WorkerMsg::Remove(call)) => {
+                    if let Some(c) = calls.remove(&call) {
+                        finish(c).await;
                     }
                 }
                 None => break,
             },
-            _ = &mut sleep => stream.handle_timeout(Instant::now()),
+            _ = &mut sleep, if next.is_some() => {}
+        }
+        let now = Instant::now();
+        for c in calls.values_mut() {
+            if c.deadline <= now || c.next_stats <= now {
+                service(c, now, &mut buf);
+            }
         }
     }
-    // Say goodbye on RTCP, then release the sockets.
-    stream.close(Instant::now());
-    while let MediaOutput::Transmit {
-        to,
-        payload,
-        rtcp: is_rtcp,
-    } = stream.poll_output()
+}
+
+/// Reads what arrived, runs due ticks, sends, and hands frames to the agent and recorder.
+fn service(c: &mut CallMedia, now: Instant, buf: &mut [u8]) {
+    let wall_now = SystemTime::now();
+    read_socket(&c.sockets.rtp, buf, now, wall_now, |t, src, data| {
+        c.stream.handle_rtp(t, src, data)
+    });
+    if let Some(rtcp) = &c.sockets.rtcp
+        && now >= c.next_rtcp_poll
     {
-        let sock = if is_rtcp {
-            rtcp.as_ref().unwrap_or(&rtp)
-        } else {
-            &rtp
-        };
-        let _ = sock.try_send_to(&payload, to);
+        c.next_rtcp_poll = now + RTCP_POLL;
+        read_socket(rtcp, buf, now, wall_now, |t, src, data| {
+            c.stream.handle_rtcp(t, src, data)
+        });
     }
-    let stats = stream.stats();
-    update(&table, call, |i| i.media = Some(stats));
-    if let Some((handle, join)) = recorder.take() {
+    c.stream.handle_timeout(now);
+    drain(c);
+    if now >= c.next_stats {
+        c.next_stats = now + STATS_INTERVAL;
+        let stats = c.stream.stats();
+        update(&c.table, c.call, |i| i.media = Some(stats));
+    }
+}
+
+/// Reads every datagram queued on a non-blocking socket, with its kernel arrival time.
+fn read_socket(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    now: Instant,
+    wall_now: SystemTime,
+    mut deliver: impl FnMut(Instant, SocketAddr, &[u8]),
+) {
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        let r = recvmsg::<SockaddrStorage>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        );
+        let (len, src, arrived) = match r {
+            Ok(msg) => {
+                let src = msg.address.and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                        .or_else(|| {
+                            a.as_sockaddr_in6()
+                                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                        })
+                });
+                let mut arrived = now;
+                if let Ok(mut cms) = msg.cmsgs()
+                    && let Some(ControlMessageOwned::ScmTimestampns(ts)) = cms.next()
+                {
+                    let at = UNIX_EPOCH
+                        + Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().max(0) as u32);
+                    let ago = wall_now.duration_since(at).unwrap_or_default();
+                    arrived = now.checked_sub(ago).unwrap_or(now);
+                }
+                (msg.bytes, src, arrived)
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return, // EAGAIN: drained (or an ICMP error: nothing to read)
+        };
+        if let (Some(src), Some(data)) = (src, iov[0].get(..len)) {
+            deliver(arrived, src, data);
+        }
+    }
+}
+
+fn drain(c: &mut CallMedia) {
+    loop {
+        match c.stream.poll_output() {
+            MediaOutput::Transmit { to, payload, rtcp } => {
+                let sock = if rtcp {
+                    c.sockets.rtcp.as_ref().unwrap_or(&c.sockets.rtp)
+                } else {
+                    &c.sockets.rtp
+                };
+                // A full socket buffer drops the packet: real-time audio is not queued.
+                let _ = sock.send_to(&payload, to);
+            }
+            MediaOutput::Event(ev) => on_event(c, ev),
+            MediaOutput::Timeout(t) => {
+                c.deadline = t;
+                return;
+            }
+        }
+    }
+}
+
+fn on_event(c: &mut CallMedia, ev: MediaEvent) {
+    let call = c.call;
+    match ev {
+        MediaEvent::Frame { caller, sent } => {
+            if let Some((r, _)) = c.recorder.as_mut() {
+                // A full recorder queue drops the frame; the recorder writes the gap as silence
+                // so the timeline stays aligned.
+                let _ = r.try_send_frame(&caller, &sent);
+            }
+            c.out.clear();
+            let action = c.agent.on_frame(&caller, &mut c.out);
+            if !c.out.is_empty() && c.stream.send_audio(&c.out).is_err() {
+                tracing::trace!(%call, "agent audio dropped: outbound queue full");
+            }
+            if action == AgentAction::HangUp && !c.hung_up {
+                c.hung_up = true;
+                let _ = c.commands.try_send(CallCommand::MediaHangup {
+                    call,
+                    reason: "agent finished".into(),
+                });
+            }
+        }
+        MediaEvent::Dtmf(d) => {
+            tracing::info!(%call, digit = %d.digit, method = ?d.method, duration_ms = d.duration_ms, "DTMF");
+            c.agent.on_dtmf(d.digit.as_char());
+            update(&c.table, call, |i| i.dtmf.push(d.digit.to_string()));
+        }
+        MediaEvent::Latched { addr } => tracing::debug!(%call, %addr, "RTP source latched"),
+        MediaEvent::SsrcChanged { ssrc } => {
+            tracing::info!(%call, ssrc = ssrc.0, "RTP SSRC changed")
+        }
+        MediaEvent::RtpTimeout { silent_for } => {
+            tracing::warn!(
+                %call,
+                silent_s = silent_for.as_secs(),
+                "no RTP from the peer: hanging up. Likely a NAT or firewall drops the media \
+                 (check [sip] external_ip, the RTP port range in the firewall, and the peer's NAT settings)"
+            );
+            if !c.hung_up {
+                c.hung_up = true;
+                let _ = c.commands.try_send(CallCommand::MediaHangup {
+                    call,
+                    reason: "RTP timeout".into(),
+                });
+            }
+        }
+        MediaEvent::RemoteBye => tracing::debug!(%call, "RTCP BYE from the peer"),
+    }
+}
+
+fn control(c: &mut CallMedia, ctl: MediaControl) {
+    let call = c.call;
+    let now = Instant::now();
+    match ctl {
+        MediaControl::Update(n) => {
+            if let Err(e) = c.stream.update(now, n) {
+                tracing::warn!(%call, error = %e, "media update failed");
+            }
+        }
+        MediaControl::InfoDtmf { content_type, body } => {
+            c.stream.handle_info_dtmf(now, &content_type, &body)
+        }
+        MediaControl::SendDtmf { digits, duration } => {
+            for d in digits {
+                if let Err(e) = c.stream.send_dtmf(now, d, duration) {
+                    tracing::warn!(%call, error = %e, "cannot send DTMF");
+                }
+            }
+        }
+    }
+}
+
+/// The call is over: final RTCP with BYE, final statistics, recording closed.
+async fn finish(mut c: CallMedia) {
+    let call = c.call;
+    c.stream.close(Instant::now());
+    drain(&mut c);
+    let stats = c.stream.stats();
+    update(&c.table, call, |i| i.media = Some(stats));
+    if let Some((handle, join)) = c.recorder.take() {
         handle.finish();
-        match tokio::task::spawn_blocking(move || join.join()).await {
-            Ok(Ok(Ok(info))) => {
+        // Joining waits for the file to be closed: do it off the worker.
+        tokio::task::spawn_blocking(move || match join.join() {
+            Ok(Ok(info)) => {
                 tracing::info!(%call, path = %info.path.display(), seconds = info.duration.as_secs_f32(), "recording finished")
             }
-            Ok(Ok(Err(e))) => tracing::warn!(%call, error = %e, "recording could not be finished"),
-            _ => tracing::warn!(%call, "the recorder thread failed"),
-        }
+            Ok(Err(e)) => tracing::warn!(%call, error = %e, "recording could not be finished"),
+            Err(_) => tracing::warn!(%call, "the recorder thread failed"),
+        });
     }
-    drop(sockets);
 }
 
 /// The agent for a call. `Play` reads and resamples its file, so it is built off the runtime.
@@ -334,9 +549,9 @@ fn update(table: &CallTable, call: CallHandle, f: impl FnOnce(&mut super::CallIn
     }
 }
 
-fn to_tokio_instant(epoch: (Instant, tokio::time::Instant), t: Instant) -> tokio::time::Instant {
-    match t.checked_duration_since(epoch.0) {
-        Some(d) => epoch.1 + d,
-        None => epoch.1,
+fn to_tokio(base: (Instant, tokio::time::Instant), t: Instant) -> tokio::time::Instant {
+    match t.checked_duration_since(base.0) {
+        Some(d) => base.1 + d,
+        None => base.1,
     }
 }

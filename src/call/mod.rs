@@ -203,7 +203,7 @@ struct CallState {
     /// SDP stay ours).
     sockets: Option<RtpSockets>,
     /// The media task's control queue, once it runs.
-    media_tx: Option<tokio::sync::mpsc::Sender<media::MediaControl>>,
+    media_tx: Option<media::MediaHandle>,
     /// SIP Call-ID (names the recording).
     call_id: String,
     answer_at: Option<Instant>,
