@@ -173,6 +173,13 @@ async fn run(
                             // with silence so the timeline stays aligned.
                             let _ = r.try_send_frame(&caller, &sent);
                         }
+                        if !stream.is_sending() {
+                            // On hold the agent pauses with the media: otherwise it would
+                            // answer the hold music, and what it says would pile up in the
+                            // outbound queue and play, late, after the resume (an echo would
+                            // then lag by the length of the hold for the rest of the call).
+                            continue;
+                        }
                         out.clear();
                         let action = agent.on_frame(&caller, &mut out);
                         if !out.is_empty() && stream.send_audio(&out).is_err() {
