@@ -431,6 +431,12 @@ fn on_event(c: &mut CallMedia, ev: MediaEvent) {
                 // so the timeline stays aligned.
                 let _ = r.try_send_frame(&caller, &sent);
             }
+            if !c.stream.is_sending() {
+                // On hold the agent pauses with the media: otherwise it would answer the hold
+                // music, and what it says would pile up in the outbound queue and play, late,
+                // after the resume (an echo would then lag by the length of the hold).
+                return;
+            }
             c.out.clear();
             let action = c.agent.on_frame(&caller, &mut c.out);
             if !c.out.is_empty() && c.stream.send_audio(&c.out).is_err() {

@@ -366,6 +366,12 @@ impl DtmfDetector {
         Ok(digit.and_then(|d| self.dedup.report(d)))
     }
 
+    /// The RTP stream restarted (new SSRC or sequence restart): the RFC 4733 receiver forgets
+    /// the old stream's timestamps (see [`Rfc4733Receiver::new_stream`]).
+    pub fn new_rtp_stream(&mut self) {
+        self.rfc4733.new_stream();
+    }
+
     /// Feeds decoded audio (at the in-band detector's sample rate); `now` is the capture
     /// time of `samples[0]`. Returns nothing when in-band detection is off.
     pub fn handle_audio(&mut self, now: Instant, samples: &[i16]) -> Vec<DtmfDigit> {

@@ -227,6 +227,14 @@ impl Rfc4733Receiver {
             .and_then(|a| a.last_packet.checked_add(self.config.end_timeout))
     }
 
+    /// A new RTP stream began (a new SSRC, or the same SSRC restarting its sequence numbers,
+    /// RFC 3550 A.1): its timestamps have a new origin, so an event with a timestamp older
+    /// than the previous stream's newest is a new event, not a stale one. An event still under
+    /// way is kept: the next event (or the timeout) reports it as one whose end was lost.
+    pub fn new_stream(&mut self) {
+        self.newest_ts = None;
+    }
+
     /// Forgets all state, e.g. when the RTP stream's SSRC changes.
     pub fn reset(&mut self) {
         self.active = None;
@@ -582,6 +590,29 @@ mod tests {
             Err(Rfc4733Error::BadLength { len: 5 })
         );
         assert_eq!(TelephoneEvent::parse(&[16, 0, 0, 0]).unwrap().digit(), None);
+    }
+
+    #[test]
+    fn a_new_stream_may_start_its_events_at_older_timestamps() {
+        let t0 = Instant::now();
+        let mut rx = Rfc4733Receiver::new(Rfc4733ReceiverConfig::default()).unwrap();
+        let end = |code: u8| TelephoneEvent {
+            event: code,
+            end: true,
+            volume: 10,
+            duration: 800,
+        };
+        let first = rx.handle(t0, 90_000, true, &end(1).to_bytes()).unwrap();
+        assert_eq!(first.map(|d| d.digit), Some(Digit::D1));
+        // Same stream, older timestamp: a stale packet.
+        assert_eq!(
+            rx.handle(t0, 10_000, true, &end(2).to_bytes()).unwrap(),
+            None
+        );
+        // After the stream restarts, the older timestamp is a new key press.
+        rx.new_stream();
+        let second = rx.handle(t0, 10_000, true, &end(2).to_bytes()).unwrap();
+        assert_eq!(second.map(|d| d.digit), Some(Digit::D2));
     }
 
     #[test]

@@ -628,6 +628,12 @@ impl MediaStream {
         self.send.queued()
     }
 
+    /// Whether we send RTP now: our direction sends (not on hold) and the peer gave a usable
+    /// address. While not sending, agent audio queued by [`Self::send_audio`] waits.
+    pub fn is_sending(&self) -> bool {
+        self.sending()
+    }
+
     /// Whether a key press is being sent or waiting to be.
     pub fn dtmf_busy(&self) -> bool {
         self.send.dtmf_busy()

@@ -142,9 +142,13 @@ impl Receiver {
             match self.remote_ssrc {
                 Some(old) if old != p.ssrc => {
                     self.jitter.new_stream();
+                    self.dtmf.new_rtp_stream();
                     out.push_back(MediaOutput::Event(MediaEvent::SsrcChanged { ssrc: p.ssrc }));
                 }
-                Some(_) => self.jitter.new_stream(),
+                Some(_) => {
+                    self.jitter.new_stream();
+                    self.dtmf.new_rtp_stream();
+                }
                 None => {}
             }
         }
