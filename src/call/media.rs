@@ -8,6 +8,7 @@
 //! and nothing is delayed: playout happens at ticks anyway, and every packet that arrived before
 //! a tick is read before that tick's playout.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
@@ -17,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
 };
 use tokio::sync::mpsc;
 
@@ -287,7 +288,6 @@ impl std::fmt::Debug for CallMedia {
 
 async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
     let mut calls: HashMap<CallHandle, CallMedia> = HashMap::new();
-    let mut buf = vec![0u8; RTP_BUFFER];
     let base = (Instant::now(), tokio::time::Instant::now());
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
@@ -304,13 +304,13 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
             m = rx.recv() => match m {
                 Some(WorkerMsg::Add(c)) => {
                     let mut c = *c;
-                    service(&mut c, Instant::now(), &mut buf);
+                    service(&mut c, Instant::now());
                     calls.insert(c.call, c);
                 }
                 Some(WorkerMsg::Control(call, ctl)) => {
                     if let Some(c) = calls.get_mut(&call) {
                         control(c, ctl);
-                        service(c, Instant::now(), &mut buf);
+                        service(c, Instant::now());
                     }
                 }
                 Some(WorkerMsg::Remove(call)) => {
@@ -325,23 +325,23 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
         let now = Instant::now();
         for c in calls.values_mut() {
             if c.deadline <= now || c.next_stats <= now {
-                service(c, now, &mut buf);
+                service(c, now);
             }
         }
     }
 }
 
 /// Reads what arrived, runs due ticks, sends, and hands frames to the agent and recorder.
-fn service(c: &mut CallMedia, now: Instant, buf: &mut [u8]) {
+fn service(c: &mut CallMedia, now: Instant) {
     let wall_now = SystemTime::now();
-    read_socket(&c.sockets.rtp, buf, now, wall_now, |t, src, data| {
+    read_socket(&c.sockets.rtp, now, wall_now, |t, src, data| {
         c.stream.handle_rtp(t, src, data)
     });
     if let Some(rtcp) = &c.sockets.rtcp
         && now >= c.next_rtcp_poll
     {
         c.next_rtcp_poll = now + RTCP_POLL;
-        read_socket(rtcp, buf, now, wall_now, |t, src, data| {
+        read_socket(rtcp, now, wall_now, |t, src, data| {
             c.stream.handle_rtcp(t, src, data)
         });
     }
@@ -354,51 +354,92 @@ fn service(c: &mut CallMedia, now: Instant, buf: &mut [u8]) {
     }
 }
 
-/// Reads every datagram queued on a non-blocking socket, with its kernel arrival time.
+/// Datagrams read per `recvmmsg` call: one per tick is normal, the rest absorbs bursts.
+const BATCH: usize = 4;
+
+/// Receive state reused across calls on one thread (`MultiHeaders` holds raw pointers, so it
+/// stays on its thread; `service` is synchronous).
+struct RxBatch {
+    headers: MultiHeaders<SockaddrStorage>,
+    bufs: [[u8; RTP_BUFFER]; BATCH],
+}
+
+thread_local! {
+    static RX: RefCell<RxBatch> = RefCell::new(RxBatch {
+        headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(nix::sys::time::TimeSpec))),
+        bufs: [[0u8; RTP_BUFFER]; BATCH],
+    });
+}
+
+/// Reads every datagram queued on a non-blocking socket with `recvmmsg` (one system call for
+/// the usual single packet, no extra call to learn the queue is empty), each with its kernel
+/// arrival time.
 fn read_socket(
     sock: &UdpSocket,
-    buf: &mut [u8],
     now: Instant,
     wall_now: SystemTime,
     mut deliver: impl FnMut(Instant, SocketAddr, &[u8]),
 ) {
-    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-    loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        let r = recvmsg::<SockaddrStorage>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        );
-        let (len, src, arrived) = match r {
-            Ok(msg) => {
-                let src = msg.address.and_then(|a| {
-                    a.as_sockaddr_in()
-                        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                        .or_else(|| {
-                            a.as_sockaddr_in6()
-                                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-                        })
-                });
-                let mut arrived = now;
-                if let Ok(mut cms) = msg.cmsgs()
-                    && let Some(ControlMessageOwned::ScmTimestampns(ts)) = cms.next()
-                {
-                    let at = UNIX_EPOCH
-                        + Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().max(0) as u32);
-                    let ago = wall_now.duration_since(at).unwrap_or_default();
-                    arrived = now.checked_sub(ago).unwrap_or(now);
+    RX.with(|rx| {
+        let mut rx = rx.borrow_mut();
+        let rx = &mut *rx;
+        loop {
+            let mut meta: [(usize, Option<SocketAddr>, Instant); BATCH] = [(0, None, now); BATCH];
+            let count = {
+                let [b0, b1, b2, b3] = &mut rx.bufs;
+                let mut iovs = [
+                    [IoSliceMut::new(&mut b0[..])],
+                    [IoSliceMut::new(&mut b1[..])],
+                    [IoSliceMut::new(&mut b2[..])],
+                    [IoSliceMut::new(&mut b3[..])],
+                ];
+                let results = match recvmmsg(
+                    sock.as_raw_fd(),
+                    &mut rx.headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                ) {
+                    Ok(r) => r,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => return, // EAGAIN: nothing queued (or an ICMP error to clear)
+                };
+                let mut count = 0;
+                for (slot, msg) in meta.iter_mut().zip(results) {
+                    let src = msg.address.and_then(|a| sockaddr(&a));
+                    let mut arrived = now;
+                    if let Ok(mut cms) = msg.cmsgs()
+                        && let Some(ControlMessageOwned::ScmTimestampns(ts)) = cms.next()
+                    {
+                        let at = UNIX_EPOCH
+                            + Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().max(0) as u32);
+                        let ago = wall_now.duration_since(at).unwrap_or_default();
+                        arrived = now.checked_sub(ago).unwrap_or(now);
+                    }
+                    *slot = (msg.bytes, src, arrived);
+                    count += 1;
                 }
-                (msg.bytes, src, arrived)
+                count
+            };
+            for (i, (len, src, arrived)) in meta.iter().take(count).enumerate() {
+                if let (Some(src), Some(data)) = (src, rx.bufs[i].get(..*len)) {
+                    deliver(*arrived, *src, data);
+                }
             }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return, // EAGAIN: drained (or an ICMP error: nothing to read)
-        };
-        if let (Some(src), Some(data)) = (src, iov[0].get(..len)) {
-            deliver(arrived, src, data);
+            if count < BATCH {
+                return; // the queue is empty
+            }
         }
-    }
+    });
+}
+
+fn sockaddr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    a.as_sockaddr_in()
+        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+        .or_else(|| {
+            a.as_sockaddr_in6()
+                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+        })
 }
 
 fn drain(c: &mut CallMedia) {
@@ -412,6 +453,7 @@ fn drain(c: &mut CallMedia) {
                 };
                 // A full socket buffer drops the packet: real-time audio is not queued.
                 let _ = sock.send_to(&payload, to);
+                c.stream.recycle_packet(payload);
             }
             MediaOutput::Event(ev) => on_event(c, ev),
             MediaOutput::Timeout(t) => {
@@ -431,17 +473,20 @@ fn on_event(c: &mut CallMedia, ev: MediaEvent) {
                 // so the timeline stays aligned.
                 let _ = r.try_send_frame(&caller, &sent);
             }
-            if !c.stream.is_sending() {
-                // On hold the agent pauses with the media: otherwise it would answer the hold
-                // music, and what it says would pile up in the outbound queue and play, late,
-                // after the resume (an echo would then lag by the length of the hold).
-                return;
-            }
-            c.out.clear();
-            let action = c.agent.on_frame(&caller, &mut c.out);
-            if !c.out.is_empty() && c.stream.send_audio(&c.out).is_err() {
-                tracing::trace!(%call, "agent audio dropped: outbound queue full");
-            }
+            // On hold the agent pauses with the media: otherwise it would answer the hold
+            // music, and what it says would pile up in the outbound queue and play, late, after
+            // the resume (an echo would then lag by the length of the hold).
+            let action = if c.stream.is_sending() {
+                c.out.clear();
+                let action = c.agent.on_frame(&caller, &mut c.out);
+                if !c.out.is_empty() && c.stream.send_audio(&c.out).is_err() {
+                    tracing::trace!(%call, "agent audio dropped: outbound queue full");
+                }
+                action
+            } else {
+                AgentAction::Continue
+            };
+            c.stream.recycle_frame(caller, sent);
             if action == AgentAction::HangUp && !c.hung_up {
                 c.hung_up = true;
                 let _ = c.commands.try_send(CallCommand::MediaHangup {

@@ -522,6 +522,18 @@ impl MediaStream {
         self.recv.accept(now, &rec, &mut self.out);
     }
 
+    /// Hands back the buffers of a [`MediaEvent::Frame`] once used, so the next ticks reuse
+    /// them instead of allocating (optional; the hot path of the runtime does it).
+    pub fn recycle_frame(&mut self, caller: Vec<i16>, sent: Vec<i16>) {
+        self.recv.recycle(caller);
+        self.send.recycle_pcm(sent);
+    }
+
+    /// Hands back a [`MediaOutput::Transmit`] payload once sent, for reuse.
+    pub fn recycle_packet(&mut self, payload: Vec<u8>) {
+        self.send.recycle_packet(payload);
+    }
+
     /// A datagram arrived on the RTCP socket (no rtcp-mux) from `source`.
     pub fn handle_rtcp(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
         self.rtcp_in(now, source, datagram, false);

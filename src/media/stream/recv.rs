@@ -21,7 +21,12 @@ use super::{MediaError, MediaEvent, MediaOutput};
 const INBAND_RATES: [u32; 4] = [8000, 16000, 32000, 48000];
 
 /// Receive-side state.
+/// How many spent buffers of one kind a stream keeps for reuse.
+pub(super) const POOL_MAX: usize = 4;
+
 pub(super) struct Receiver {
+    /// Spent PCM buffers handed back by the caller, reused for the next ticks.
+    pcm_pool: Vec<Vec<i16>>,
     rtp: RtpReceiver,
     /// Counters of receivers replaced by a re-INVITE.
     rtp_prior: RtpReceiverStats,
@@ -93,6 +98,7 @@ impl Receiver {
             ..DtmfDetectorConfig::default()
         })?;
         Ok(Self {
+            pcm_pool: Vec::new(),
             rtp,
             rtp_prior: RtpReceiverStats::default(),
             jitter,
@@ -172,7 +178,9 @@ impl Receiver {
     /// One frame tick at `at`: the caller's audio for this frame, exactly one frame long.
     pub fn tick(&mut self, at: Instant, out: &mut VecDeque<MediaOutput>) -> Vec<i16> {
         let n = self.frame_samples;
-        let mut pcm = Vec::with_capacity(n);
+        let mut pcm = self.pcm_pool.pop().unwrap_or_default();
+        pcm.clear();
+        pcm.reserve(n);
         match self.jitter.pop(at) {
             Playout::Frame(f) => {
                 if self.decoder.decode(f.payload, &mut pcm).is_err() {
@@ -252,6 +260,13 @@ impl Receiver {
     }
 
     /// The RTP receiver (report blocks, SR notes, loss and jitter).
+    /// Takes back a caller-audio buffer from a `Frame` event for reuse.
+    pub fn recycle(&mut self, v: Vec<i16>) {
+        if self.pcm_pool.len() < POOL_MAX {
+            self.pcm_pool.push(v);
+        }
+    }
+
     pub fn rtp(&mut self) -> &mut RtpReceiver {
         &mut self.rtp
     }

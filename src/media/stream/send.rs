@@ -19,6 +19,9 @@ const PAYLOAD_RESERVE: usize = 320;
 
 /// Send-side state.
 pub(super) struct Sender {
+    /// Spent PCM and packet buffers handed back by the caller, reused for the next ticks.
+    pcm_pool: Vec<Vec<i16>>,
+    pkt_pool: Vec<Vec<u8>>,
     encoder: Box<dyn AudioEncoder>,
     ssrc: Ssrc,
     pt: PayloadType,
@@ -64,6 +67,8 @@ impl Sender {
     ) -> Result<Self, MediaError> {
         let dtmf = dtmf_sender(te_pt, te_clock_rate, &layout)?;
         Ok(Self {
+            pcm_pool: Vec::new(),
+            pkt_pool: Vec::new(),
             encoder,
             ssrc,
             pt,
@@ -179,7 +184,9 @@ impl Sender {
         out: &mut VecDeque<MediaOutput>,
     ) -> Vec<i16> {
         let frame = self.layout.frame_samples;
-        let mut pcm = vec![0i16; frame];
+        let mut pcm = self.pcm_pool.pop().unwrap_or_default();
+        pcm.clear();
+        pcm.resize(frame, 0);
         let Some(to) = to else {
             return pcm;
         };
@@ -229,7 +236,11 @@ impl Sender {
             timestamp: clock.ts_at_tick(n),
             ssrc: self.ssrc,
         };
-        let mut packet = Vec::with_capacity(RTP_HEADER_LEN + PAYLOAD_RESERVE);
+        let mut packet = self
+            .pkt_pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(RTP_HEADER_LEN + PAYLOAD_RESERVE));
+        packet.clear();
         packet.resize(RTP_HEADER_LEN, 0);
         let written = header.write(&mut packet).is_ok();
         if !written || self.encoder.encode(&pcm, &mut packet).is_err() {
@@ -249,6 +260,20 @@ impl Sender {
             rtcp: false,
         });
         pcm
+    }
+
+    /// Takes back a sent-audio buffer from a `Frame` event for reuse.
+    pub fn recycle_pcm(&mut self, v: Vec<i16>) {
+        if self.pcm_pool.len() < super::recv::POOL_MAX {
+            self.pcm_pool.push(v);
+        }
+    }
+
+    /// Takes back a transmitted packet's buffer for reuse.
+    pub fn recycle_packet(&mut self, v: Vec<u8>) {
+        if self.pkt_pool.len() < super::recv::POOL_MAX {
+            self.pkt_pool.push(v);
+        }
     }
 
     /// Whether a key press is being sent or queued.
