@@ -34,6 +34,8 @@ pub mod call;
 pub mod config;
 pub mod dsp;
 pub mod media;
+/// Call records (SQLite, crash-safe), JSONL transcripts; on top, like `api` and `config`.
+pub mod records;
 pub mod runtime;
 pub mod sdp;
 pub mod sip;

@@ -1,0 +1,819 @@
+//! The call-record database: SQLite at `DATA_DIR/voxline.db`.
+//!
+//! ## Durability choices
+//!
+//! * `journal_mode=WAL`: a commit appends to `voxline.db-wal`; readers never block the writer
+//!   and the writer never blocks readers, so the HTTP API can list calls while calls are being
+//!   recorded. WAL is a property of the file and stays on.
+//! * `synchronous=FULL`: every commit fsyncs the WAL before `COMMIT` returns. So once
+//!   [`RecordStore::finish`] has returned, the record survives a process crash **and** an
+//!   OS crash or power loss. With `synchronous=NORMAL` it would survive a process crash (the
+//!   WAL pages are in the OS page cache) but the last commits before a power loss could roll
+//!   back. voxline writes three small transactions per call (start, answer, finish), so the
+//!   extra fsync is cheap, and it happens on the writer thread of [`RecordWriter`], never on a
+//!   tokio worker. Either way a crash never corrupts the file: a commit that was cut off is
+//!   rolled back when the database is next opened.
+//! * Every write is one transaction; [`RecordStore::finish`] writes the whole final row in
+//!   one upsert, so a reader sees either the row as it was during the call or the final row.
+//!
+//! ## Crash recovery
+//!
+//! [`RecordStore::open`] marks every row without `ended_at` (and not already marked) as
+//! [unfinished](CallRecord::unfinished) with `end_reason` = [`UNFINISHED_END_REASON`], and
+//! reports how many it marked ([`RecordStore::recovered_unfinished`]). `ended_at` stays
+//! `NULL`: when the call really ended is unknown. This assumes one voxline process per data
+//! directory: a second process opening the same directory would mark the first one's live
+//! calls as unfinished.
+//!
+//! ## Schema
+//!
+//! The `schema_version` table holds one row per applied migration; [`RecordStore::open`]
+//! applies the missing ones in one transaction and refuses a database whose version is newer
+//! than this build knows.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::types::{ToSql, ToSqlOutput};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    CallRecord, DB_FILE_NAME, Direction, RecordsError, ToolCallRecord, TurnLatency,
+    UNFINISHED_END_REASON, UnixMs,
+};
+
+/// How long a connection waits for a lock held by another connection before failing with
+/// `SQLITE_BUSY`. In WAL mode only the rare checkpoint-restart can make a reader wait.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The synchronous database: one read-write connection. Use it directly from synchronous
+/// code (tools, tests); async code uses [`RecordWriter`] and [`RecordReader`].
+#[derive(Debug)]
+pub struct RecordStore {
+    conn: Connection,
+    path: PathBuf,
+    recovered: usize,
+}
+
+impl RecordStore {
+    /// Opens (creating if needed) `data_dir/voxline.db`: creates the directory, sets
+    /// `journal_mode=WAL` and `synchronous=FULL`, migrates the schema, then runs the
+    /// crash-recovery pass (see the module docs).
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<RecordStore, RecordsError> {
+        let dir = data_dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| RecordsError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE_NAME);
+        let conn = Connection::open(&path).map_err(sql(&path, "open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql(&path, "set busy_timeout"))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sql(&path, "set journal_mode=WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(RecordsError::NoWal { path, mode });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql(&path, "set synchronous=FULL"))?;
+        let mut store = RecordStore {
+            conn,
+            path,
+            recovered: 0,
+        };
+        store.migrate()?;
+        store.recovered = store.recover()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many in-progress rows the recovery pass of [`open`](Self::open) marked unfinished.
+    pub fn recovered_unfinished(&self) -> usize {
+        self.recovered
+    }
+
+    /// Inserts the record of a call that has just started. Fails if a record with the same
+    /// id exists.
+    pub fn insert_started(&mut self, record: &CallRecord) -> Result<(), RecordsError> {
+        const OP: &str = "insert_started";
+        let row = EncodedJson::new(&self.path, OP, record)?;
+        self.conn
+            .execute(
+                &format!("INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS})"),
+                record_params(record, &row),
+            )
+            .map_err(sql(&self.path, OP))?;
+        Ok(())
+    }
+
+    /// Sets `answered_at` of a record.
+    pub fn update_answered(&mut self, id: &str, at: UnixMs) -> Result<(), RecordsError> {
+        const OP: &str = "update_answered";
+        let n = self
+            .conn
+            .execute(
+                "UPDATE calls SET answered_at = ?1 WHERE id = ?2",
+                params![at, id],
+            )
+            .map_err(sql(&self.path, OP))?;
+        if n == 0 {
+            return Err(RecordsError::NotFound {
+                path: self.path.clone(),
+                op: OP,
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the final record of a call in one transaction: inserts it, or replaces every
+    /// column of the existing row. `record.ended_at` must be set. Once this returns `Ok`, the
+    /// record is on disk (fsynced).
+    pub fn finish(&mut self, record: &CallRecord) -> Result<(), RecordsError> {
+        const OP: &str = "finish";
+        if record.ended_at.is_none() {
+            return Err(RecordsError::NotEnded {
+                path: self.path.clone(),
+                id: record.id.clone(),
+            });
+        }
+        let row = EncodedJson::new(&self.path, OP, record)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(&self.path, OP))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS}) \
+                 ON CONFLICT(id) DO UPDATE SET {UPSERT_SET}"
+            ),
+            record_params(record, &row),
+        )
+        .map_err(sql(&self.path, OP))?;
+        tx.commit().map_err(sql(&self.path, OP))?;
+        Ok(())
+    }
+
+    /// Applies one [`RecordOp`].
+    pub fn apply(&mut self, op: &RecordOp) -> Result<(), RecordsError> {
+        match op {
+            RecordOp::Started(r) => self.insert_started(r),
+            RecordOp::Answered { id, at } => self.update_answered(id, *at),
+            RecordOp::Finished(r) => self.finish(r),
+        }
+    }
+
+    /// The record with this id, if any.
+    pub fn get(&self, id: &str) -> Result<Option<CallRecord>, RecordsError> {
+        query_get(&self.conn, &self.path, id)
+    }
+
+    /// Records newest first (by `started_at`), skipping `offset` and returning at most
+    /// `limit`.
+    pub fn list(&self, limit: u32, offset: u32) -> Result<Vec<CallRecord>, RecordsError> {
+        query_list(&self.conn, &self.path, limit, offset)
+    }
+
+    /// Calls in progress (no `ended_at`, not unfinished), oldest first.
+    pub fn list_active(&self) -> Result<Vec<CallRecord>, RecordsError> {
+        query_active(&self.conn, &self.path)
+    }
+}
+
+/// A write for [`RecordWriter`]: one of the [`RecordStore`] write methods.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordOp {
+    /// [`RecordStore::insert_started`].
+    Started(Box<CallRecord>),
+    /// [`RecordStore::update_answered`].
+    Answered {
+        /// Record id.
+        id: String,
+        /// When the call was answered.
+        at: UnixMs,
+    },
+    /// [`RecordStore::finish`].
+    Finished(Box<CallRecord>),
+}
+
+impl RecordOp {
+    /// The operation's name, as used in errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RecordOp::Started(_) => "insert_started",
+            RecordOp::Answered { .. } => "update_answered",
+            RecordOp::Finished(_) => "finish",
+        }
+    }
+
+    /// The id of the record the operation writes.
+    pub fn id(&self) -> &str {
+        match self {
+            RecordOp::Started(r) | RecordOp::Finished(r) => &r.id,
+            RecordOp::Answered { id, .. } => id,
+        }
+    }
+}
+
+/// Counters of a [`RecordWriter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterStats {
+    /// Operations written to the database.
+    pub applied: u64,
+    /// Operations the database refused (logged with `tracing::error!`, the record as JSON).
+    pub failed: u64,
+    /// Operations [`RecordWriter::send`] dropped because the queue was full or the writer
+    /// had stopped.
+    pub dropped: u64,
+}
+
+/// The write side for async code: a dedicated thread owns the read-write connection and
+/// applies [`RecordOp`]s in the order they were sent, taken from a bounded queue.
+///
+/// [`send`](Self::send) never blocks: when the queue is full the operation is dropped,
+/// counted and reported as an error (backpressure shows up as errors, never as a stalled
+/// tokio worker). Cloning gives another handle to the same thread.
+/// [`shutdown`](Self::shutdown) writes out everything queued and joins the thread; call it
+/// before the process exits, or queued operations may be lost with the process.
+#[derive(Debug, Clone)]
+pub struct RecordWriter {
+    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+}
+
+impl RecordWriter {
+    /// Queue capacity used by [`spawn`](Self::spawn).
+    pub const DEFAULT_CAPACITY: usize = 1024;
+
+    /// Opens the store (see [`RecordStore::open`]; errors come back here), starts the writer
+    /// thread, and opens a read-only connection for queries.
+    pub fn spawn(data_dir: impl AsRef<Path>) -> Result<(RecordWriter, RecordReader), RecordsError> {
+        RecordWriter::spawn_with_capacity(data_dir, RecordWriter::DEFAULT_CAPACITY)
+    }
+
+    /// [`spawn`](Self::spawn) with a given queue capacity (at least 1).
+    pub fn spawn_with_capacity(
+        data_dir: impl AsRef<Path>,
+        capacity: usize,
+    ) -> Result<(RecordWriter, RecordReader), RecordsError> {
+        let capacity = capacity.max(1);
+        let store = RecordStore::open(data_dir.as_ref())?;
+        let path = store.path.clone();
+        let reader = RecordReader::open_file(&path)?;
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            capacity,
+            recovered: store.recovered,
+            applied: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            thread: Mutex::new(None),
+        });
+        let (tx, rx) = sync_channel(capacity);
+        let thread_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("voxline-records".into())
+            .spawn(move || writer_loop(store, rx, &thread_shared))
+            .map_err(|e| RecordsError::WriterThread {
+                path: path.clone(),
+                op: "spawn",
+                reason: e.to_string(),
+            })?;
+        *lock(&shared.thread) = Some(handle);
+        Ok((RecordWriter { tx, shared }, reader))
+    }
+
+    /// Queues an operation without blocking. Fails (and counts the drop) when the queue is
+    /// full or the writer has stopped.
+    pub fn send(&self, op: RecordOp) -> Result<(), RecordsError> {
+        let name = op.name();
+        match self.tx.try_send(Msg::Op(op)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(RecordsError::QueueFull {
+                    path: self.shared.path.clone(),
+                    op: name,
+                    capacity: self.shared.capacity,
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(RecordsError::WriterStopped {
+                    path: self.shared.path.clone(),
+                    op: name,
+                })
+            }
+        }
+    }
+
+    /// Blocks until every operation sent before this call has been applied (or has failed).
+    /// Blocking: from async code, call it inside `spawn_blocking`.
+    pub fn flush(&self) -> Result<(), RecordsError> {
+        let (ack_tx, ack_rx) = sync_channel(1);
+        let stopped = || RecordsError::WriterStopped {
+            path: self.shared.path.clone(),
+            op: "flush",
+        };
+        self.tx.send(Msg::Flush(ack_tx)).map_err(|_| stopped())?;
+        ack_rx.recv().map_err(|_| stopped())
+    }
+
+    /// The writer's counters so far.
+    pub fn stats(&self) -> WriterStats {
+        self.shared.stats()
+    }
+
+    /// How many in-progress rows the recovery pass marked unfinished when the store was
+    /// opened.
+    pub fn recovered_unfinished(&self) -> usize {
+        self.shared.recovered
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Applies everything queued, stops the thread and joins it; returns the final counters.
+    /// Other clones' later sends fail with [`RecordsError::WriterStopped`]. Blocking (waits
+    /// for the queue to drain).
+    pub fn shutdown(self) -> Result<WriterStats, RecordsError> {
+        // A closed channel means the thread is already gone; joining below says how it ended.
+        let _ = self.tx.send(Msg::Shutdown);
+        let handle = lock(&self.shared.thread).take();
+        if let Some(handle) = handle {
+            handle.join().map_err(|_| RecordsError::WriterThread {
+                path: self.shared.path.clone(),
+                op: "shutdown",
+                reason: "the writer thread panicked".into(),
+            })?;
+        }
+        Ok(self.shared.stats())
+    }
+}
+
+/// The read side for async code: a read-only connection (WAL lets it read while the writer
+/// writes). Its methods are synchronous but do not wait for the writer; they read the
+/// committed state. Cloning shares the connection (queries take turns).
+#[derive(Debug, Clone)]
+pub struct RecordReader {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl RecordReader {
+    /// Opens `data_dir/voxline.db` read-only, for example for a tool that lists calls while
+    /// voxline runs. The database must exist (a [`RecordStore`] created it).
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<RecordReader, RecordsError> {
+        RecordReader::open_file(&data_dir.as_ref().join(DB_FILE_NAME))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record with this id, if any.
+    pub fn get(&self, id: &str) -> Result<Option<CallRecord>, RecordsError> {
+        query_get(&lock(&self.conn), &self.path, id)
+    }
+
+    /// Records newest first, as [`RecordStore::list`].
+    pub fn list(&self, limit: u32, offset: u32) -> Result<Vec<CallRecord>, RecordsError> {
+        query_list(&lock(&self.conn), &self.path, limit, offset)
+    }
+
+    /// Calls in progress, as [`RecordStore::list_active`].
+    pub fn list_active(&self) -> Result<Vec<CallRecord>, RecordsError> {
+        query_active(&lock(&self.conn), &self.path)
+    }
+
+    fn open_file(path: &Path) -> Result<RecordReader, RecordsError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql(path, "open read-only"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql(path, "set busy_timeout"))?;
+        Ok(RecordReader {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Private: schema, row encoding, queries, the writer thread.
+
+/// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE calls (
+        id              TEXT PRIMARY KEY NOT NULL,
+        call_id         TEXT NOT NULL,
+        from_uri        TEXT NOT NULL,
+        to_uri          TEXT NOT NULL,
+        direction       TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+        trunk           TEXT,
+        agent           TEXT NOT NULL,
+        started_at      INTEGER NOT NULL,
+        answered_at     INTEGER,
+        ended_at        INTEGER,
+        end_reason      TEXT,
+        sip_code        INTEGER,
+        codec           TEXT,
+        loss_percent    REAL,
+        jitter_ms       REAL,
+        mos             REAL,
+        turn_latencies  TEXT NOT NULL DEFAULT '[]',
+        tool_calls      TEXT NOT NULL DEFAULT '[]',
+        transcript_path TEXT,
+        recording_path  TEXT,
+        unfinished      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX calls_started_at ON calls (started_at);
+    CREATE INDEX calls_call_id ON calls (call_id);
+    CREATE INDEX calls_active ON calls (started_at) WHERE ended_at IS NULL AND unfinished = 0;
+"];
+
+/// The `calls` columns in [`record_params`] order.
+const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
+    answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
+    turn_latencies, tool_calls, transcript_path, recording_path, unfinished";
+
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
+
+/// Every column but `id` replaced by the new row's value.
+const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_uri, \
+    to_uri = excluded.to_uri, direction = excluded.direction, trunk = excluded.trunk, \
+    agent = excluded.agent, started_at = excluded.started_at, \
+    answered_at = excluded.answered_at, ended_at = excluded.ended_at, \
+    end_reason = excluded.end_reason, sip_code = excluded.sip_code, codec = excluded.codec, \
+    loss_percent = excluded.loss_percent, jitter_ms = excluded.jitter_ms, mos = excluded.mos, \
+    turn_latencies = excluded.turn_latencies, tool_calls = excluded.tool_calls, \
+    transcript_path = excluded.transcript_path, recording_path = excluded.recording_path, \
+    unfinished = excluded.unfinished";
+
+impl RecordStore {
+    fn migrate(&mut self) -> Result<(), RecordsError> {
+        const OP: &str = "migrate schema";
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(&path, OP))?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                version    INTEGER PRIMARY KEY NOT NULL,
+                applied_at INTEGER NOT NULL
+            );",
+        )
+        .map_err(sql(&path, OP))?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql(&path, OP))?;
+        let supported = MIGRATIONS.len() as i64;
+        if current > supported {
+            return Err(RecordsError::SchemaTooNew {
+                path,
+                found: current,
+                supported,
+            });
+        }
+        for (version, migration) in (1_i64..).zip(MIGRATIONS).skip(current.max(0) as usize) {
+            tx.execute_batch(migration).map_err(sql(&path, OP))?;
+            tx.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+                params![version, UnixMs::now().0],
+            )
+            .map_err(sql(&path, OP))?;
+        }
+        tx.commit().map_err(sql(&path, OP))
+    }
+
+    /// The crash-recovery pass: marks in-progress rows unfinished; returns how many.
+    fn recover(&mut self) -> Result<usize, RecordsError> {
+        self.conn
+            .execute(
+                "UPDATE calls SET unfinished = 1, end_reason = ?1 \
+                 WHERE ended_at IS NULL AND unfinished = 0",
+                params![UNFINISHED_END_REASON],
+            )
+            .map_err(sql(&self.path, "mark unfinished calls"))
+    }
+}
+
+/// The JSON columns of a record, encoded.
+struct EncodedJson {
+    turn_latencies: String,
+    tool_calls: String,
+}
+
+impl EncodedJson {
+    fn new(path: &Path, op: &'static str, r: &CallRecord) -> Result<EncodedJson, RecordsError> {
+        let enc = |column: &'static str, source| RecordsError::Encode {
+            path: path.to_path_buf(),
+            op,
+            id: r.id.clone(),
+            column,
+            source,
+        };
+        Ok(EncodedJson {
+            turn_latencies: serde_json::to_string(&r.turn_latencies)
+                .map_err(|e| enc("turn_latencies", e))?,
+            tool_calls: serde_json::to_string(&r.tool_calls).map_err(|e| enc("tool_calls", e))?,
+        })
+    }
+}
+
+/// Parameters in [`COLUMNS`] order.
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 21] {
+    [
+        &r.id,
+        &r.call_id,
+        &r.from,
+        &r.to,
+        &r.direction,
+        &r.trunk,
+        &r.agent,
+        &r.started_at,
+        &r.answered_at,
+        &r.ended_at,
+        &r.end_reason,
+        &r.sip_code,
+        &r.codec,
+        &r.loss_percent,
+        &r.jitter_ms,
+        &r.mos,
+        &json.turn_latencies,
+        &json.tool_calls,
+        &r.transcript_path,
+        &r.recording_path,
+        &r.unfinished,
+    ]
+}
+
+impl ToSql for UnixMs {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0))
+    }
+}
+
+impl ToSql for Direction {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+/// A row as SQLite returns it, before the checks that turn it into a [`CallRecord`].
+struct RawRow {
+    id: String,
+    call_id: String,
+    from: String,
+    to: String,
+    direction: String,
+    trunk: Option<String>,
+    agent: String,
+    started_at: i64,
+    answered_at: Option<i64>,
+    ended_at: Option<i64>,
+    end_reason: Option<String>,
+    sip_code: Option<i64>,
+    codec: Option<String>,
+    loss_percent: Option<f64>,
+    jitter_ms: Option<f64>,
+    mos: Option<f64>,
+    turn_latencies: String,
+    tool_calls: String,
+    transcript_path: Option<String>,
+    recording_path: Option<String>,
+    unfinished: bool,
+}
+
+impl RawRow {
+    /// Reads a row selected with [`COLUMNS`].
+    fn read(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+        Ok(RawRow {
+            id: row.get(0)?,
+            call_id: row.get(1)?,
+            from: row.get(2)?,
+            to: row.get(3)?,
+            direction: row.get(4)?,
+            trunk: row.get(5)?,
+            agent: row.get(6)?,
+            started_at: row.get(7)?,
+            answered_at: row.get(8)?,
+            ended_at: row.get(9)?,
+            end_reason: row.get(10)?,
+            sip_code: row.get(11)?,
+            codec: row.get(12)?,
+            loss_percent: row.get(13)?,
+            jitter_ms: row.get(14)?,
+            mos: row.get(15)?,
+            turn_latencies: row.get(16)?,
+            tool_calls: row.get(17)?,
+            transcript_path: row.get(18)?,
+            recording_path: row.get(19)?,
+            unfinished: row.get(20)?,
+        })
+    }
+
+    fn into_record(self, path: &Path, op: &'static str) -> Result<CallRecord, RecordsError> {
+        let corrupt = |column: &'static str, reason: String| RecordsError::CorruptRow {
+            path: path.to_path_buf(),
+            op,
+            id: self.id.clone(),
+            column,
+            reason,
+        };
+        let direction = Direction::parse(&self.direction)
+            .ok_or_else(|| corrupt("direction", format!("unknown value {:?}", self.direction)))?;
+        let sip_code = self
+            .sip_code
+            .map(|c| u16::try_from(c).map_err(|_| corrupt("sip_code", format!("{c} is not a u16"))))
+            .transpose()?;
+        let turn_latencies: Vec<TurnLatency> = serde_json::from_str(&self.turn_latencies)
+            .map_err(|e| corrupt("turn_latencies", e.to_string()))?;
+        let tool_calls: Vec<ToolCallRecord> = serde_json::from_str(&self.tool_calls)
+            .map_err(|e| corrupt("tool_calls", e.to_string()))?;
+        Ok(CallRecord {
+            id: self.id,
+            call_id: self.call_id,
+            from: self.from,
+            to: self.to,
+            direction,
+            trunk: self.trunk,
+            agent: self.agent,
+            started_at: UnixMs(self.started_at),
+            answered_at: self.answered_at.map(UnixMs),
+            ended_at: self.ended_at.map(UnixMs),
+            end_reason: self.end_reason,
+            sip_code,
+            codec: self.codec,
+            loss_percent: self.loss_percent,
+            jitter_ms: self.jitter_ms,
+            mos: self.mos,
+            turn_latencies,
+            tool_calls,
+            transcript_path: self.transcript_path,
+            recording_path: self.recording_path,
+            unfinished: self.unfinished,
+        })
+    }
+}
+
+fn query_get(conn: &Connection, path: &Path, id: &str) -> Result<Option<CallRecord>, RecordsError> {
+    const OP: &str = "get";
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM calls WHERE id = ?1"),
+        params![id],
+        RawRow::read,
+    )
+    .optional()
+    .map_err(sql(path, OP))?
+    .map(|raw| raw.into_record(path, OP))
+    .transpose()
+}
+
+fn query_list(
+    conn: &Connection,
+    path: &Path,
+    limit: u32,
+    offset: u32,
+) -> Result<Vec<CallRecord>, RecordsError> {
+    query_many(
+        conn,
+        path,
+        "list",
+        &format!(
+            "SELECT {COLUMNS} FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?1 OFFSET ?2"
+        ),
+        params![limit, offset],
+    )
+}
+
+fn query_active(conn: &Connection, path: &Path) -> Result<Vec<CallRecord>, RecordsError> {
+    query_many(
+        conn,
+        path,
+        "list_active",
+        &format!(
+            "SELECT {COLUMNS} FROM calls WHERE ended_at IS NULL AND unfinished = 0 \
+             ORDER BY started_at, rowid"
+        ),
+        [],
+    )
+}
+
+fn query_many(
+    conn: &Connection,
+    path: &Path,
+    op: &'static str,
+    query: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<CallRecord>, RecordsError> {
+    let mut stmt = conn.prepare_cached(query).map_err(sql(path, op))?;
+    let rows = stmt
+        .query_map(params, RawRow::read)
+        .map_err(sql(path, op))?;
+    rows.map(|raw| raw.map_err(sql(path, op))?.into_record(path, op))
+        .collect()
+}
+
+/// Maps an SQLite error to [`RecordsError::Sqlite`].
+fn sql<'a>(path: &'a Path, op: &'static str) -> impl Fn(rusqlite::Error) -> RecordsError + 'a {
+    move |source| RecordsError::Sqlite {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the guarded values (a connection, a join handle) stay
+/// usable after a panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the writer thread receives.
+enum Msg {
+    Op(RecordOp),
+    Flush(SyncSender<()>),
+    Shutdown,
+}
+
+/// State shared by the [`RecordWriter`] clones and the thread.
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    capacity: usize,
+    recovered: usize,
+    applied: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn stats(&self) -> WriterStats {
+        WriterStats {
+            applied: self.applied.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer thread: applies operations in order until `Shutdown` or until every sender is
+/// gone (after draining the queue either way).
+fn writer_loop(mut store: RecordStore, rx: Receiver<Msg>, shared: &Shared) {
+    while let Ok(msg) = rx.recv() {
+        if let Msg::Shutdown = msg {
+            // Operations other handles queued behind the shutdown are still written.
+            for msg in rx.try_iter() {
+                handle_msg(&mut store, msg, shared);
+            }
+            break;
+        }
+        handle_msg(&mut store, msg, shared);
+    }
+}
+
+fn handle_msg(store: &mut RecordStore, msg: Msg, shared: &Shared) {
+    match msg {
+        Msg::Op(op) => match store.apply(&op) {
+            Ok(()) => {
+                shared.applied.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                // Keep the data somewhere: the log gets the whole operation.
+                let data = match &op {
+                    RecordOp::Started(r) | RecordOp::Finished(r) => {
+                        serde_json::to_string(r).unwrap_or_default()
+                    }
+                    RecordOp::Answered { at, .. } => format!("answered_at={}", at.0),
+                };
+                tracing::error!(error = %e, id = op.id(), record = %data, "call record not written");
+            }
+        },
+        Msg::Flush(ack) => {
+            let _ = ack.send(());
+        }
+        Msg::Shutdown => {}
+    }
+}

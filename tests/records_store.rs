@@ -1,0 +1,385 @@
+//! Call-record store: round trip of every field, answered update, list / list_active,
+//! WAL mode, schema versioning, and the writer thread / read-only reader pair.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+use voxline::records::{
+    CallRecord, DB_FILE_NAME, Direction, RecordOp, RecordStore, RecordWriter, RecordsError,
+    ToolCallRecord, TurnLatency, UnixMs,
+};
+
+fn started(id: &str, started_at: i64) -> CallRecord {
+    CallRecord::started(
+        id,
+        format!("{id}@10.0.0.1"),
+        "sip:+4930123@trunk.example",
+        "sip:agent@voxline.local",
+        Direction::Inbound,
+        "ada",
+        UnixMs(started_at),
+    )
+}
+
+/// A record with every field set to a non-default value.
+fn full(id: &str) -> CallRecord {
+    CallRecord {
+        id: id.into(),
+        call_id: "a84b4c76e66710@pc33.example.com".into(),
+        from: "sip:+4930123456@trunk.example;user=phone".into(),
+        to: "sip:+4940987654@trunk.example".into(),
+        direction: Direction::Outbound,
+        trunk: Some("sipgate-1".into()),
+        agent: "Ädä – support 🤖".into(),
+        started_at: UnixMs(1_718_000_000_123),
+        answered_at: Some(UnixMs(1_718_000_004_500)),
+        ended_at: Some(UnixMs(1_718_000_064_999)),
+        end_reason: Some("caller hung up (BYE)".into()),
+        sip_code: Some(200),
+        codec: Some("opus/48000/2".into()),
+        loss_percent: Some(1.25),
+        jitter_ms: Some(7.5),
+        mos: Some(4.31),
+        turn_latencies: vec![
+            TurnLatency {
+                caller_speech_end_ms: 2_000,
+                first_backend_audio_ms: Some(2_480),
+                first_rtp_out_ms: Some(2_520),
+            },
+            TurnLatency {
+                caller_speech_end_ms: 9_000,
+                first_backend_audio_ms: None,
+                first_rtp_out_ms: None,
+            },
+        ],
+        tool_calls: vec![
+            ToolCallRecord {
+                name: "lookup_order".into(),
+                arguments: r#"{"order":"A-17","note":"\"quoted\""}"#.into(),
+                output: Some(r#"{"status":"shipped"}"#.into()),
+                error: None,
+                started_ms: 5_100,
+                duration_ms: 230,
+            },
+            ToolCallRecord {
+                name: "transfer".into(),
+                arguments: "{}".into(),
+                output: None,
+                error: Some("no such extension".into()),
+                started_ms: 30_000,
+                duration_ms: 12,
+            },
+        ],
+        transcript_path: Some("/var/lib/voxline/transcripts/x.jsonl".into()),
+        recording_path: Some("/var/lib/voxline/recordings/x.wav".into()),
+        unfinished: false,
+    }
+}
+
+#[test]
+fn full_record_round_trips_through_start_answer_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    assert_eq!(store.recovered_unfinished(), 0);
+    assert_eq!(store.path(), dir.path().join(DB_FILE_NAME));
+
+    let final_record = full("call-1");
+    let mut at_start = final_record.clone();
+    at_start.answered_at = None;
+    at_start.ended_at = None;
+    at_start.end_reason = None;
+    at_start.sip_code = None;
+    at_start.codec = None;
+    at_start.loss_percent = None;
+    at_start.jitter_ms = None;
+    at_start.mos = None;
+    at_start.turn_latencies.clear();
+    at_start.tool_calls.clear();
+
+    store.insert_started(&at_start).unwrap();
+    assert_eq!(store.get("call-1").unwrap(), Some(at_start.clone()));
+
+    store
+        .update_answered("call-1", UnixMs(1_718_000_004_500))
+        .unwrap();
+    let answered = store.get("call-1").unwrap().unwrap();
+    assert_eq!(answered.answered_at, Some(UnixMs(1_718_000_004_500)));
+    assert_eq!(answered.ended_at, None);
+
+    store.finish(&final_record).unwrap();
+    let got = store.get("call-1").unwrap().unwrap();
+    assert_eq!(got, final_record);
+    assert_eq!(got.turn_latencies[0].backend_latency_ms(), Some(480));
+    assert_eq!(got.turn_latencies[0].response_latency_ms(), Some(520));
+    assert_eq!(got.turn_latencies[1].backend_latency_ms(), None);
+
+    // And it is still all there from a fresh connection.
+    drop(store);
+    let store = RecordStore::open(dir.path()).unwrap();
+    assert_eq!(store.recovered_unfinished(), 0);
+    assert_eq!(store.get("call-1").unwrap(), Some(final_record));
+    assert_eq!(store.get("no-such-call").unwrap(), None);
+}
+
+#[test]
+fn finish_inserts_a_record_that_was_never_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    let rec = full("only-finished");
+    store.finish(&rec).unwrap();
+    assert_eq!(store.get("only-finished").unwrap(), Some(rec));
+}
+
+#[test]
+fn finish_requires_ended_at_and_writes_nothing_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    let err = store.finish(&started("c", 1)).unwrap_err();
+    assert!(
+        matches!(&err, RecordsError::NotEnded { id, .. } if id == "c"),
+        "{err:?}"
+    );
+    assert_eq!(store.get("c").unwrap(), None);
+}
+
+#[test]
+fn errors_name_the_database_the_operation_and_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+
+    let err = store.update_answered("ghost", UnixMs(5)).unwrap_err();
+    assert!(
+        matches!(&err, RecordsError::NotFound { op: "update_answered", id, .. } if id == "ghost")
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(DB_FILE_NAME), "{msg}");
+    assert!(msg.contains("update_answered"), "{msg}");
+    assert!(msg.contains("ghost"), "{msg}");
+
+    store.insert_started(&started("dup", 1)).unwrap();
+    let err = store.insert_started(&started("dup", 2)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RecordsError::Sqlite {
+                op: "insert_started",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The first row is untouched.
+    assert_eq!(store.get("dup").unwrap().unwrap().started_at, UnixMs(1));
+}
+
+#[test]
+fn list_is_newest_first_with_paging_and_active_excludes_ended_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    for i in 0..5 {
+        store
+            .insert_started(&started(&format!("c{i}"), 1_000 + i))
+            .unwrap();
+    }
+    for id in ["c1", "c3"] {
+        let mut rec = store.get(id).unwrap().unwrap();
+        rec.ended_at = Some(UnixMs(9_000));
+        rec.end_reason = Some("agent hung up".into());
+        store.finish(&rec).unwrap();
+    }
+    store.update_answered("c2", UnixMs(1_500)).unwrap();
+
+    let ids = |v: Vec<CallRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list(100, 0).unwrap()),
+        ["c4", "c3", "c2", "c1", "c0"]
+    );
+    assert_eq!(ids(store.list(2, 0).unwrap()), ["c4", "c3"]);
+    assert_eq!(ids(store.list(2, 2).unwrap()), ["c2", "c1"]);
+    assert_eq!(ids(store.list(2, 4).unwrap()), ["c0"]);
+    assert!(store.list(2, 5).unwrap().is_empty());
+
+    let active = store.list_active().unwrap();
+    assert_eq!(ids(active.clone()), ["c0", "c2", "c4"]);
+    assert_eq!(active[1].answered_at, Some(UnixMs(1_500)));
+}
+
+#[test]
+fn database_is_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    store.insert_started(&started("w", 1)).unwrap();
+
+    let conn = Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert!(dir.path().join(format!("{DB_FILE_NAME}-wal")).exists());
+}
+
+#[test]
+fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(RecordStore::open(dir.path()).unwrap());
+    drop(RecordStore::open(dir.path()).unwrap());
+    let db = dir.path().join(DB_FILE_NAME);
+    let conn = Connection::open(&db).unwrap();
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM schema_version ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(versions, [1]);
+
+    conn.execute(
+        "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = RecordStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RecordsError::SchemaTooNew {
+                found: 99,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn corrupt_row_is_an_error_naming_record_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    store.finish(&full("bad")).unwrap();
+    let conn = Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+    conn.execute(
+        "UPDATE calls SET tool_calls = '[{\"name\":' WHERE id = 'bad'",
+        [],
+    )
+    .unwrap();
+    let err = store.get("bad").unwrap_err();
+    assert!(
+        matches!(&err, RecordsError::CorruptRow { op: "get", id, column: "tool_calls", .. } if id == "bad"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn writer_applies_ops_in_order_and_reader_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, reader) = RecordWriter::spawn(dir.path()).unwrap();
+    assert_eq!(writer.recovered_unfinished(), 0);
+
+    let rec = full("w1");
+    let mut start = started("w1", rec.started_at.0);
+    start.direction = rec.direction;
+    writer.send(RecordOp::Started(Box::new(start))).unwrap();
+    writer
+        .send(RecordOp::Answered {
+            id: "w1".into(),
+            at: UnixMs(1_718_000_004_500),
+        })
+        .unwrap();
+    writer
+        .send(RecordOp::Started(Box::new(started("w2", 5))))
+        .unwrap();
+    writer.flush().unwrap();
+
+    let active = reader.list_active().unwrap();
+    assert_eq!(active.len(), 2);
+    assert_eq!(active[0].id, "w2");
+    assert_eq!(active[1].answered_at, Some(UnixMs(1_718_000_004_500)));
+
+    // A clone sends to the same thread.
+    let clone = writer.clone();
+    clone
+        .send(RecordOp::Finished(Box::new(rec.clone())))
+        .unwrap();
+    // Unknown id: fails on the thread, counted, does not stop it.
+    clone
+        .send(RecordOp::Answered {
+            id: "ghost".into(),
+            at: UnixMs(1),
+        })
+        .unwrap();
+    let stats = writer.shutdown().unwrap();
+    assert_eq!(stats.applied, 4);
+    assert_eq!(stats.failed, 1);
+    assert_eq!(stats.dropped, 0);
+
+    assert_eq!(reader.get("w1").unwrap(), Some(rec));
+    assert_eq!(reader.list(10, 0).unwrap().len(), 2);
+    assert_eq!(reader.list_active().unwrap().len(), 1);
+
+    // After shutdown, sends through another handle fail and are counted.
+    let err = clone
+        .send(RecordOp::Started(Box::new(started("late", 9))))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RecordsError::WriterStopped {
+                op: "insert_started",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(clone.stats().dropped, 1);
+    assert!(clone.flush().is_err());
+}
+
+#[test]
+fn full_queue_drops_the_op_with_an_error_instead_of_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, reader) = RecordWriter::spawn_with_capacity(dir.path(), 2).unwrap();
+
+    // Hold the write lock from another connection so the writer thread stalls on its
+    // first operation (it waits up to its busy timeout).
+    let mut blocker = Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+    let tx = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+
+    let mut sent = 0;
+    let err = loop {
+        assert!(sent < 10, "queue of 2 never filled");
+        match writer.send(RecordOp::Started(Box::new(started(
+            &format!("q{sent}"),
+            sent,
+        )))) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            RecordsError::QueueFull {
+                capacity: 2,
+                op: "insert_started",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Two queued, plus at most one taken by the stalled thread.
+    assert!((2..=3).contains(&sent), "sent {sent}");
+    assert_eq!(writer.stats().dropped, 1);
+
+    std::thread::sleep(Duration::from_millis(50));
+    tx.rollback().unwrap();
+    writer.flush().unwrap();
+    let stats = writer.shutdown().unwrap();
+    assert_eq!(stats.applied, sent as u64);
+    assert_eq!(stats.failed, 0);
+    assert_eq!(reader.list(100, 0).unwrap().len(), sent as usize);
+}
