@@ -142,7 +142,7 @@ async fn run(
         opts.tcp_listen = vec![addr];
     }
     prepare_recordings(&cfg);
-    let (service, running) = start_sip(&cfg, opts).await?;
+    let (service, running, records) = start_sip(&cfg, opts, true).await?;
     for (t, a) in running.sip_addrs.iter() {
         tracing::info!(transport = %t, addr = %a, "listening for SIP");
     }
@@ -161,6 +161,14 @@ async fn run(
     tracing::info!("signal received: shutting down gracefully");
     service.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), running.driver).await;
+    if let Some(w) = records {
+        // Every finished call's record is on disk before we exit.
+        match tokio::task::spawn_blocking(move || w.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "call records not flushed"),
+            Err(e) => tracing::error!(error = %e, "call records not flushed"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -178,7 +186,7 @@ async fn call(
     opts.tcp_listen = vec![sip_listen];
     opts.registrations.clear();
     opts.keepalives.clear();
-    let (handle, _running) = start_sip(&cfg, opts).await?;
+    let (handle, _running, _) = start_sip(&cfg, opts, false).await?;
     let mut agent = match &agent_name {
         Some(n) => cfg
             .agent(n)
@@ -240,7 +248,12 @@ fn prepare_recordings(cfg: &Config) {
 async fn start_sip(
     cfg: &Config,
     opts: runtime::Options,
-) -> anyhow::Result<(CallService, runtime::Running<voxline::call::CallCommand>)> {
+    record_calls: bool,
+) -> anyhow::Result<(
+    CallService,
+    runtime::Running<voxline::call::CallCommand>,
+    Option<voxline::records::RecordWriter>,
+)> {
     let setup = cfg.call_setup();
     let table = CallTable::default();
     let ports = RtpPorts::new(
@@ -248,12 +261,27 @@ async fn start_sip(
         setup.rtp_ports.0,
         setup.rtp_ports.1,
     );
-    let manager = CallManager::new(setup.routes, setup.media, ports, table.clone());
+    let mut manager = CallManager::new(setup.routes, setup.media, ports, table.clone());
+    let mut records = None;
+    if record_calls {
+        let (writer, _reader) = voxline::records::RecordWriter::spawn(&cfg.data_dir)
+            .with_context(|| format!("opening the call records in {}", cfg.data_dir.display()))?;
+        let recovered = writer.recovered_unfinished();
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "calls in progress when voxline last stopped are marked unfinished"
+            );
+        }
+        tracing::info!(db = %writer.path().display(), "call records");
+        records = Some(writer.clone());
+        manager = manager.with_records(writer);
+    }
     let running = runtime::start(opts, manager)
         .await
         .context("starting SIP")?;
     let service = CallService::new(running.commands.clone(), table, setup.trunks, setup.domain);
-    Ok((service, running))
+    Ok((service, running, records))
 }
 
 async fn shutdown_signal() {

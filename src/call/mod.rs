@@ -225,6 +225,10 @@ pub struct CallManager {
     table: CallTable,
     ended_history: usize,
     commands: Option<Commands<CallCommand>>,
+    /// Where call records go (SQLite), if enabled.
+    records: Option<crate::records::RecordWriter>,
+    /// Makes record ids unique across restarts: the process start time in Unix seconds.
+    record_prefix: u64,
 }
 
 /// Commands for the call layer (from the API, the CLI and the call layer's own tasks).
@@ -294,7 +298,84 @@ impl CallManager {
             table,
             ended_history: 1000,
             commands: None,
+            records: None,
+            record_prefix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         }
+    }
+
+    /// Writes a record of every call (start, answer, end) through `writer`.
+    pub fn with_records(mut self, writer: crate::records::RecordWriter) -> Self {
+        self.records = Some(writer);
+        self
+    }
+
+    /// The id of a call's record.
+    pub fn record_id(&self, call: CallHandle) -> String {
+        format!("{}-{}", self.record_prefix, call.0)
+    }
+
+    fn record(&self, op: crate::records::RecordOp) {
+        if let Some(w) = &self.records
+            && let Err(e) = w.send(op)
+        {
+            tracing::warn!(error = %e, "call record not written");
+        }
+    }
+
+    fn record_answered(&self, call: CallHandle) {
+        self.record(crate::records::RecordOp::Answered {
+            id: self.record_id(call),
+            at: crate::records::UnixMs::now(),
+        });
+    }
+
+    /// The final record of a call, from the call table.
+    fn record_finished(&self, call: CallHandle, reason: &EndReason) {
+        if self.records.is_none() {
+            return;
+        }
+        let Some(info) = self.table.lock().ok().and_then(|t| t.get(&call.0).cloned()) else {
+            return;
+        };
+        use crate::records::{CallRecord, Direction as RecDirection, RecordOp, UnixMs};
+        let ms = |secs: f64| UnixMs((secs * 1000.0) as i64);
+        let direction = if info.direction == "outbound" {
+            RecDirection::Outbound
+        } else {
+            RecDirection::Inbound
+        };
+        let mut r = CallRecord::started(
+            self.record_id(call),
+            info.call_id.clone(),
+            info.from.clone(),
+            info.to.clone(),
+            direction,
+            info.agent.clone(),
+            ms(info.started_at),
+        );
+        r.answered_at = info.answered_at.map(ms);
+        r.ended_at = Some(info.ended_at.map(ms).unwrap_or_else(UnixMs::now));
+        r.end_reason = Some(format!("{reason:?}"));
+        r.sip_code = match reason {
+            EndReason::Rejected(c) | EndReason::Failed(c) | EndReason::DialogLost(c) if *c > 0 => {
+                Some(*c)
+            }
+            EndReason::Cancelled => Some(487),
+            _ => None,
+        };
+        r.codec = info.codec.clone();
+        if let Some(m) = &info.media {
+            r.jitter_ms = Some(m.jitter_ms);
+            r.mos = Some(m.mos);
+            let expected = m.packets_lost + m.packets_received;
+            r.loss_percent =
+                (expected > 0).then(|| m.packets_lost as f64 * 100.0 / expected as f64);
+        }
+        r.recording_path = info.recording.clone();
+        self.record(RecordOp::Finished(Box::new(r)));
     }
 
     /// Handles one stack event.
@@ -551,6 +632,7 @@ impl CallManager {
                 i.state = "answered";
                 i.answered_at = Some(epoch_now());
             });
+            self.record_answered(call);
         }
     }
 
@@ -594,6 +676,7 @@ impl CallManager {
             i.state = "answered";
             i.answered_at = Some(epoch_now());
         });
+        self.record_answered(call);
         self.start_media(call);
     }
 
@@ -777,6 +860,7 @@ impl CallManager {
             i.ended_at = Some(epoch_now());
             i.end_reason = Some(reason_text);
         });
+        self.record_finished(call, &reason);
         self.trim_table();
         if let Some(n) = c.notify.take() {
             let _ = n.send(OutboundResult {
@@ -825,9 +909,23 @@ impl CallManager {
             recording: None,
             media: None,
         };
+        let record = crate::records::CallRecord::started(
+            self.record_id(call),
+            info.call_id.clone(),
+            info.from.clone(),
+            info.to.clone(),
+            if direction == "outbound" {
+                crate::records::Direction::Outbound
+            } else {
+                crate::records::Direction::Inbound
+            },
+            agent,
+            crate::records::UnixMs::now(),
+        );
         if let Ok(mut t) = self.table.lock() {
             t.insert(call.0, info);
         }
+        self.record(crate::records::RecordOp::Started(Box::new(record)));
     }
 
     fn update_info(&self, call: CallHandle, f: impl FnOnce(&mut CallInfo)) {
