@@ -51,7 +51,7 @@ fn a_finished_call_is_recorded() {
 fn a_call_cut_by_a_crash_is_marked_unfinished() {
     let data = tempfile::tempdir().expect("tempdir");
     let cfg = format!("data_dir = \"{}\"\n", data.path().display());
-    let mut vox = VoxlineProcess::spawn(&cfg);
+    let vox = VoxlineProcess::spawn(&cfg);
     let target = vox.sip_addr().to_string();
     // A long call: SIPp holds it (-d) while we kill voxline hard.
     let marker_dir = tempfile::tempdir().expect("tempdir");
