@@ -7,9 +7,14 @@
 //! tone). They implement [`LocalAgent`], a sans-IO trait: the runtime calls
 //! [`LocalAgent::on_frame`] once per tick with the frame it decoded and sends what the agent
 //! wrote. Only [`Play::new`] touches the file system, once, to load its file.
+//!
+//! AI backends sit behind the [`backend`] seam (audio chunks and events over bounded
+//! channels); [`realtime`] is the OpenAI Realtime API client.
 
+pub mod backend;
 pub mod echo;
 pub mod play;
+pub mod realtime;
 
 pub use echo::Echo;
 pub use play::{Play, PlayError, PlaySource, PlaySpec};
