@@ -5,6 +5,7 @@
 # call (share of one core) and memory per call.
 #
 #   cargo build --release && bash tools/media-bench.sh            # CALLS=400 RATE=50
+#   PERF=1 bash tools/media-bench.sh    # also records a 3 s CPU profile to /tmp/perf.data
 #
 # 127.0.0.1 only; bounded call count; the processes started here are stopped by PID.
 set -euo pipefail
@@ -50,7 +51,7 @@ SIPP=$!
 # Let the call count build up (each call plays ~9 s of audio), then sample for 4 s.
 sleep $(( (CALLS / RATE) < 9 ? (CALLS / RATE) + 1 : 9 ))
 a1=$(active); c1=$(cpu); t1=$(date +%s.%N)
-sleep 4
+sleep 4; if [ -n "${PERF:-}" ]; then perf record -F 1999 -g -p $VOX -o /tmp/perf.data -- sleep 3 >/dev/null 2>&1; fi
 a2=$(active); c2=$(cpu); t2=$(date +%s.%N); peak_rss=$(rss)
 wait "$SIPP" || true
 SIPP=
