@@ -17,9 +17,22 @@ PORT=${PORT:-5390}
 HTTP=${HTTP:-8390}
 RATES=${RATES:-"500 1000 1500 2000 2500 3000"}
 SECONDS_PER_RATE=${SECONDS_PER_RATE:-10}
+# Signalling only, as far as voxline allows: the hold agent (silence), no recording; call
+# records still go to SQLite (in the temporary data directory).
 cat > "$WORK/voxline.toml" <<TOML
+data_dir = "$WORK/data"
 [limits]
 max_calls = 100000
+[media]
+rtp_port_min = 20000
+rtp_port_max = 60000
+[[route]]
+number = "*"
+agent = "bench"
+[[agent]]
+name = "bench"
+kind = "hold"
+record = false
 TOML
 VOX=
 start_vox() {
