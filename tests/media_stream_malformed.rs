@@ -125,7 +125,7 @@ fn random_garbage_never_panics() {
             s.handle_info_dtmf(at, "application/dtmf-relay", &d);
             if i % 20 == 0 {
                 for o in drive(&mut s, at) {
-                    if let MediaOutput::Event(MediaEvent::Frame { caller, sent }) = o {
+                    if let MediaOutput::Event(MediaEvent::Frame { caller, sent, .. }) = o {
                         assert_eq!(caller.len(), 160);
                         assert_eq!(sent.len(), 160);
                     }

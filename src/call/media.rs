@@ -467,7 +467,7 @@ fn drain(c: &mut CallMedia) {
 fn on_event(c: &mut CallMedia, ev: MediaEvent) {
     let call = c.call;
     match ev {
-        MediaEvent::Frame { caller, sent } => {
+        MediaEvent::Frame { caller, sent, .. } => {
             if let Some((r, _)) = c.recorder.as_mut() {
                 // A full recorder queue drops the frame; the recorder writes the gap as silence
                 // so the timeline stays aligned.

@@ -167,6 +167,8 @@ pub struct Peer {
     pub timeout: Instant,
     /// Frame events: (tick time, caller, sent).
     pub frames: Vec<(Instant, Vec<i16>, Vec<i16>)>,
+    /// The `caller_encoded` of each frame event, aligned with `frames`.
+    pub caller_encoded: Vec<Option<Vec<u8>>>,
     /// Other events with their time.
     pub events: Vec<(Instant, MediaEvent)>,
     /// Everything it transmitted.
@@ -184,6 +186,7 @@ impl Peer {
             rtcp_addr: SocketAddr::new(rtp_addr.ip(), rtp_addr.port() + 1),
             timeout: t0,
             frames: Vec::new(),
+            caller_encoded: Vec::new(),
             events: Vec::new(),
             sent: Vec::new(),
             keep_frames: true,
@@ -322,10 +325,15 @@ impl Net {
                     self.peers[i].timeout = t;
                     break;
                 }
-                MediaOutput::Event(MediaEvent::Frame { caller, sent }) => {
+                MediaOutput::Event(MediaEvent::Frame {
+                    caller,
+                    sent,
+                    caller_encoded,
+                }) => {
                     if self.peers[i].keep_frames {
                         let now = self.now;
                         self.peers[i].frames.push((now, caller, sent));
+                        self.peers[i].caller_encoded.push(caller_encoded);
                     }
                 }
                 MediaOutput::Event(e) => {
@@ -457,7 +465,7 @@ pub fn events(outs: &[MediaOutput]) -> Vec<MediaEvent> {
 pub fn frames(outs: &[MediaOutput]) -> Vec<(Vec<i16>, Vec<i16>)> {
     outs.iter()
         .filter_map(|o| match o {
-            MediaOutput::Event(MediaEvent::Frame { caller, sent }) => {
+            MediaOutput::Event(MediaEvent::Frame { caller, sent, .. }) => {
                 Some((caller.clone(), sent.clone()))
             }
             _ => None,

@@ -15,9 +15,28 @@
 //!
 //! 1. pops the jitter buffer and decodes, conceals (Opus: from in-band FEC when the next
 //!    packet is there) or plays silence: the caller's audio;
-//! 2. if we send, encodes one frame of queued agent audio (silence when there is none, which
-//!    keeps carriers from dropping the call) or sends the RFC 4733 packets due instead;
+//! 2. if we send, sends one frame of queued agent audio (silence when there is none, which
+//!    keeps carriers from dropping the call) or the RFC 4733 packets due instead;
 //! 3. emits [`MediaEvent::Frame`] with both.
+//!
+//! # G.711 passthrough
+//!
+//! With PCMU or PCMA the stream also carries the audio as G.711 bytes, untouched, for a
+//! backend that speaks G.711 itself (decoding and re-encoding is not byte-exact: μ-law `0x7F`,
+//! "negative zero", decodes to 0, which encodes as `0xFF`).
+//!
+//! * Out: [`MediaStream::send_encoded`] queues bytes in a second queue that is played before
+//!   the PCM queue of [`MediaStream::send_audio`]: each tick takes one frame of bytes
+//!   (ptime × 8) from it and puts them in the RTP payload as they are (a short tail is padded
+//!   with the law's silence code); only when it is empty does the PCM queue play. Both queues
+//!   share `outbound_capacity` (one byte counts as one sample), [`MediaStream::flush`] empties
+//!   both and [`MediaStream::agent_ms_sent`] counts both. The `sent` PCM of the frame event is
+//!   the decoding of the bytes sent.
+//! * In: [`MediaEvent::Frame::caller_encoded`] is, for G.711 calls, always one frame of bytes:
+//!   the RTP payload exactly as received when the tick played a received packet (cut to one
+//!   frame if longer, completed with the encoding of the padded PCM if shorter), and the
+//!   encoding of the `caller` PCM when the tick concealed a loss or played silence (so a
+//!   consumer gets a continuous 8000 samples/s byte stream). `None` for G.722 and Opus.
 //!
 //! RTP timestamps are `ts0 + n × frame` in RTP clock units (for G.722 the clock is 8000 while
 //! the PCM is 16000 Hz), so they are continuous across silence and jump by the elapsed time
@@ -60,11 +79,14 @@
 //!   sendonly is still decoded); the call layer decides what to do with the audio.
 //! * A codec or ptime change (re-INVITE) starts a new jitter buffer: its statistics (target
 //!   delay, concealment ratio) restart; the RTP counters carry over.
+//! * Encoded (passthrough) audio is G.711 only; G.722 and Opus payloads are never passed
+//!   through (their encoders and decoders keep state across frames).
 //! * A very late `handle_timeout` (a stalled runtime) sends all missed packets at once, as
 //!   the absolute schedule requires; nothing limits the burst.
 
 mod clock;
 mod latch;
+mod law;
 mod recv;
 mod send;
 
@@ -132,7 +154,8 @@ pub struct MediaConfig {
     pub seed: u64,
     /// The runtime's mapping from `Instant` to NTP time.
     pub ntp: NtpClock,
-    /// The most agent audio [`MediaStream::send_audio`] queues.
+    /// The most agent audio [`MediaStream::send_audio`] and [`MediaStream::send_encoded`]
+    /// queue together.
     pub outbound_capacity: Duration,
 }
 
@@ -191,6 +214,11 @@ pub enum MediaEvent {
         caller: Vec<i16>,
         /// Our audio.
         sent: Vec<i16>,
+        /// For PCMU and PCMA calls, the caller's audio as G.711 bytes, one frame
+        /// ([`MediaStream::frame_samples`] bytes): the received RTP payload untouched when
+        /// this tick played a packet, else (loss concealment, silence) the encoding of
+        /// `caller`. `None` for other codecs. See the module documentation.
+        caller_encoded: Option<Vec<u8>>,
     },
     /// A key press from the peer (RFC 4733, SIP INFO or in-band), reported once.
     Dtmf(DtmfDigit),
@@ -245,6 +273,9 @@ pub enum MediaError {
     /// The CNAME is longer than [`MAX_CNAME_LEN`].
     #[error("CNAME of {0} bytes is longer than {MAX_CNAME_LEN}")]
     CnameTooLong(usize),
+    /// [`MediaStream::send_encoded`] on a call whose codec is not PCMU or PCMA.
+    #[error("encoded passthrough needs PCMU or PCMA, the call uses {0:?}")]
+    PassthroughUnsupported(Codec),
     /// The codec's frame geometry is unusable.
     #[error("unusable frame layout: {frame_samples} samples at {sample_rate} Hz")]
     Layout {
@@ -406,6 +437,7 @@ impl MediaStream {
         let rtcp_seed: u64 = rng.r#gen();
         let send = Sender::new(
             encoder,
+            neg.codec.codec,
             layout,
             cfg.local_ssrc,
             neg.codec.payload_type,
@@ -462,6 +494,7 @@ impl MediaStream {
             )?;
             self.send.reconfigure(
                 encoder,
+                negotiated.codec.codec,
                 layout,
                 negotiated.codec.payload_type,
                 negotiated.telephone_event,
@@ -529,6 +562,12 @@ impl MediaStream {
         self.send.recycle_pcm(sent);
     }
 
+    /// Hands back the `caller_encoded` buffer of a [`MediaEvent::Frame`] once used, for reuse
+    /// (optional, like [`Self::recycle_frame`]).
+    pub fn recycle_caller_encoded(&mut self, caller_encoded: Vec<u8>) {
+        self.recv.recycle_bytes(caller_encoded);
+    }
+
     /// Hands back a [`MediaOutput::Transmit`] payload once sent, for reuse.
     pub fn recycle_packet(&mut self, payload: Vec<u8>) {
         self.send.recycle_packet(payload);
@@ -555,12 +594,16 @@ impl MediaStream {
             if now.saturating_duration_since(at) >= self.clock.layout().frame() {
                 self.late_ticks += 1;
             }
-            let caller = self.recv.tick(at, &mut self.out);
+            let (caller, caller_encoded) = self.recv.tick(at, &mut self.out);
             let to = self
                 .sending()
                 .then(|| self.latch.rtp_peer(&self.negotiated));
             let sent = self.send.tick(at, n, &self.clock, to, &mut self.out);
-            self.emit(MediaEvent::Frame { caller, sent });
+            self.emit(MediaEvent::Frame {
+                caller,
+                sent,
+                caller_encoded,
+            });
         }
         self.recv.dtmf_timeout(now, &mut self.out);
         if self.rtcp.poll(now) {
@@ -577,12 +620,23 @@ impl MediaStream {
     }
 
     /// Appends agent audio (mono, at [`Self::sample_rate`]) to the outbound queue.
-    /// `Err(Backpressure)` if that would exceed `outbound_capacity`; nothing is queued then.
+    /// `Err(Backpressure)` if that would exceed `outbound_capacity` (shared with
+    /// [`Self::send_encoded`]); nothing is queued then.
     pub fn send_audio(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
         self.send.push_audio(pcm)
     }
 
-    /// Barge-in: drops all queued agent audio; the next tick sends silence.
+    /// G.711 passthrough: appends already-encoded agent audio (PCMU or PCMA bytes of the
+    /// negotiated law, one byte a sample at 8000 Hz) to the encoded queue, which plays before
+    /// the PCM queue; its bytes go into the RTP payloads unchanged (see the module
+    /// documentation). `Err(PassthroughUnsupported)` if the codec is not PCMU or PCMA,
+    /// `Err(Backpressure)` if the two queues together would exceed `outbound_capacity`;
+    /// nothing is queued then.
+    pub fn send_encoded(&mut self, payload: &[u8]) -> Result<(), MediaError> {
+        self.send.push_encoded(self.negotiated.codec.codec, payload)
+    }
+
+    /// Barge-in: drops all queued agent audio, PCM and encoded; the next tick sends silence.
     pub fn flush(&mut self) {
         self.send.flush();
     }
@@ -635,7 +689,7 @@ impl MediaStream {
         self.clock.layout().frame()
     }
 
-    /// Agent audio queued and not yet sent.
+    /// Agent audio queued and not yet sent (PCM and encoded).
     pub fn queued_audio(&self) -> Duration {
         self.send.queued()
     }
@@ -661,7 +715,8 @@ impl MediaStream {
         &self.negotiated
     }
 
-    /// Exact milliseconds of agent audio (not silence) put on the wire so far.
+    /// Exact milliseconds of agent audio (not silence) put on the wire so far, PCM and
+    /// encoded (8 bytes a millisecond).
     pub fn agent_ms_sent(&self) -> u64 {
         self.send.agent_ms()
     }

@@ -15,6 +15,7 @@ use crate::media::rtp::{
 use crate::sdp::{Codec, NegotiatedMedia, PayloadType};
 
 use super::clock::Layout;
+use super::law::Law;
 use super::{MediaError, MediaEvent, MediaOutput};
 
 /// Sample rates the in-band DTMF detector runs at.
@@ -27,6 +28,10 @@ pub(super) const POOL_MAX: usize = 4;
 pub(super) struct Receiver {
     /// Spent PCM buffers handed back by the caller, reused for the next ticks.
     pcm_pool: Vec<Vec<i16>>,
+    /// The same for the caller's G.711 bytes.
+    byte_pool: Vec<Vec<u8>>,
+    /// The G.711 law when the codec is PCMU or PCMA: the caller's bytes are reported too.
+    law: Option<Law>,
     rtp: RtpReceiver,
     /// Counters of receivers replaced by a re-INVITE.
     rtp_prior: RtpReceiverStats,
@@ -99,6 +104,8 @@ impl Receiver {
         })?;
         Ok(Self {
             pcm_pool: Vec::new(),
+            byte_pool: Vec::new(),
+            law: Law::of(neg.codec.codec),
             rtp,
             rtp_prior: RtpReceiverStats::default(),
             jitter,
@@ -175,18 +182,27 @@ impl Receiver {
         }
     }
 
-    /// One frame tick at `at`: the caller's audio for this frame, exactly one frame long.
-    pub fn tick(&mut self, at: Instant, out: &mut VecDeque<MediaOutput>) -> Vec<i16> {
+    /// One frame tick at `at`: the caller's audio for this frame, exactly one frame long, and
+    /// for G.711 calls the caller's bytes for it (see [`super::MediaEvent::Frame`]).
+    pub fn tick(
+        &mut self,
+        at: Instant,
+        out: &mut VecDeque<MediaOutput>,
+    ) -> (Vec<i16>, Option<Vec<u8>>) {
         let n = self.frame_samples;
         let mut pcm = self.pcm_pool.pop().unwrap_or_default();
         pcm.clear();
         pcm.reserve(n);
+        // The payload played as it is, if any (not on concealment or a decode error).
+        let mut played: Option<&[u8]> = None;
         match self.jitter.pop(at) {
             Playout::Frame(f) => {
                 if self.decoder.decode(f.payload, &mut pcm).is_err() {
                     self.decode_errors += 1;
                     pcm.clear();
                     let _ = self.decoder.conceal(n, &mut pcm);
+                } else {
+                    played = Some(f.payload);
                 }
             }
             Playout::Compress(a, b) => {
@@ -199,6 +215,8 @@ impl Receiver {
                     self.decode_errors += 1;
                     pcm.clear();
                     let _ = self.decoder.conceal(n, &mut pcm);
+                } else {
+                    played = Some(b.payload);
                 }
             }
             Playout::Conceal { next, cause, .. } => {
@@ -222,12 +240,24 @@ impl Receiver {
             Playout::Silence { .. } => {}
         }
         pcm.resize(n, 0);
+        let encoded = self.law.map(|law| {
+            let mut bytes = self.byte_pool.pop().unwrap_or_default();
+            bytes.clear();
+            // The payload as received, cut to one frame like the PCM; the rest of the frame
+            // (all of it when nothing was played) is the encoding of the PCM.
+            let raw = played.unwrap_or_default();
+            let raw = raw.get(..n).unwrap_or(raw);
+            bytes.extend_from_slice(raw);
+            let rest = pcm.get(raw.len()..).unwrap_or_default();
+            bytes.extend(rest.iter().map(|&s| law.encode(s)));
+            bytes
+        });
         if self.inband {
             for d in self.dtmf.handle_audio(at, &pcm) {
                 out.push_back(MediaOutput::Event(MediaEvent::Dtmf(d)));
             }
         }
-        pcm
+        (pcm, encoded)
     }
 
     /// A SIP INFO DTMF body.
@@ -259,7 +289,6 @@ impl Receiver {
         self.dtmf.poll_timeout()
     }
 
-    /// The RTP receiver (report blocks, SR notes, loss and jitter).
     /// Takes back a caller-audio buffer from a `Frame` event for reuse.
     pub fn recycle(&mut self, v: Vec<i16>) {
         if self.pcm_pool.len() < POOL_MAX {
@@ -267,6 +296,14 @@ impl Receiver {
         }
     }
 
+    /// Takes back a caller-bytes buffer from a `Frame` event for reuse.
+    pub fn recycle_bytes(&mut self, v: Vec<u8>) {
+        if self.byte_pool.len() < POOL_MAX {
+            self.byte_pool.push(v);
+        }
+    }
+
+    /// The RTP receiver (report blocks, SR notes, loss and jitter).
     pub fn rtp(&mut self) -> &mut RtpReceiver {
         &mut self.rtp
     }

@@ -1,5 +1,6 @@
-//! The sending half of a stream: the outbound agent-audio queue, one encoded packet per
-//! tick, RFC 4733 events in place of audio, and the counters an SR needs.
+//! The sending half of a stream: the outbound agent-audio queues (PCM, and for G.711 calls
+//! already-encoded bytes passed through as they are), one packet per tick, RFC 4733 events in
+//! place of audio, and the counters an SR needs.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,9 +10,10 @@ use crate::media::codec::AudioEncoder;
 use crate::media::dtmf::Digit;
 use crate::media::dtmf::rfc4733::{Rfc4733Sender, Rfc4733SenderConfig};
 use crate::media::rtp::{RTP_HEADER_LEN, RtpHeader, SeqNo, Ssrc};
-use crate::sdp::PayloadType;
+use crate::sdp::{Codec, PayloadType};
 
 use super::clock::{Layout, TickClock};
+use super::law::Law;
 use super::{MediaError, MediaOutput};
 
 /// Room reserved after the header for one encoded frame, to avoid regrowing the packet.
@@ -30,6 +32,10 @@ pub(super) struct Sender {
     seq: SeqNo,
     layout: Layout,
     queue: VecDeque<i16>,
+    /// The G.711 law when the codec is PCMU or PCMA: encoded passthrough is possible.
+    law: Option<Law>,
+    /// Already-encoded G.711 agent audio, one byte per sample; played before `queue`.
+    encoded: VecDeque<u8>,
     capacity: Duration,
     capacity_samples: usize,
     /// The previous packet carried agent audio.
@@ -57,6 +63,7 @@ impl Sender {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         encoder: Box<dyn AudioEncoder>,
+        codec: Codec,
         layout: Layout,
         ssrc: Ssrc,
         pt: PayloadType,
@@ -76,6 +83,8 @@ impl Sender {
             dtmf,
             seq,
             queue: VecDeque::with_capacity(layout.samples_in(capacity)),
+            law: Law::of(codec),
+            encoded: VecDeque::new(),
             capacity,
             capacity_samples: layout.samples_in(capacity),
             layout,
@@ -92,10 +101,12 @@ impl Sender {
     }
 
     /// Switches codec (re-INVITE): new encoder, payload types and frame layout. Queued agent
-    /// audio is kept if the sample rate is unchanged, else dropped (it is at the wrong rate).
+    /// PCM is kept if the sample rate is unchanged, else dropped (it is at the wrong rate);
+    /// queued encoded audio is kept if the G.711 law is unchanged, else dropped.
     pub fn reconfigure(
         &mut self,
         encoder: Box<dyn AudioEncoder>,
+        codec: Codec,
         layout: Layout,
         pt: PayloadType,
         te_pt: Option<PayloadType>,
@@ -108,6 +119,11 @@ impl Sender {
             self.agent_samples = 0;
             self.queue.clear();
         }
+        let law = Law::of(codec);
+        if law != self.law {
+            self.encoded.clear();
+        }
+        self.law = law;
         self.capacity_samples = layout.samples_in(self.capacity);
         self.encoder = encoder;
         self.layout = layout;
@@ -128,27 +144,33 @@ impl Sender {
         self.last_agent = false;
     }
 
-    /// Appends agent audio, or refuses all of it if the queue would exceed its capacity.
+    /// Appends agent audio, or refuses all of it if the queues would exceed their capacity.
     pub fn push_audio(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
-        let total = self.queue.len().saturating_add(pcm.len());
-        if total > self.capacity_samples {
-            return Err(MediaError::Backpressure {
-                queued: self.queued(),
-                capacity: self.capacity,
-            });
-        }
+        self.check_room(pcm.len())?;
         self.queue.extend(pcm.iter().copied());
         Ok(())
     }
 
-    /// Drops all queued agent audio.
-    pub fn flush(&mut self) {
-        self.queue.clear();
+    /// Appends already-encoded G.711 agent audio (one byte per sample), or refuses all of it
+    /// if the codec is not G.711 or the queues would exceed their capacity.
+    pub fn push_encoded(&mut self, codec: Codec, payload: &[u8]) -> Result<(), MediaError> {
+        if self.law.is_none() {
+            return Err(MediaError::PassthroughUnsupported(codec));
+        }
+        self.check_room(payload.len())?;
+        self.encoded.extend(payload.iter().copied());
+        Ok(())
     }
 
-    /// How much agent audio is queued.
+    /// Drops all queued agent audio, PCM and encoded.
+    pub fn flush(&mut self) {
+        self.queue.clear();
+        self.encoded.clear();
+    }
+
+    /// How much agent audio is queued (PCM and encoded; encoded G.711 is one byte a sample).
     pub fn queued(&self) -> Duration {
-        let n = u64::try_from(self.queue.len()).unwrap_or(u64::MAX);
+        let n = u64::try_from(self.queued_samples()).unwrap_or(u64::MAX);
         Duration::from_nanos(n.saturating_mul(1_000_000_000) / u64::from(self.layout.sample_rate))
     }
 
@@ -224,10 +246,18 @@ impl Sender {
             }
         }
 
-        let taken = self.queue.len().min(frame);
-        for (dst, s) in pcm.iter_mut().zip(self.queue.drain(..taken)) {
-            *dst = s;
-        }
+        // Encoded agent audio first (G.711 passthrough), else PCM, else silence.
+        let passthrough = self.law.filter(|_| !self.encoded.is_empty());
+        let taken = match passthrough {
+            Some(_) => self.encoded.len().min(frame),
+            None => {
+                let taken = self.queue.len().min(frame);
+                for (dst, s) in pcm.iter_mut().zip(self.queue.drain(..taken)) {
+                    *dst = s;
+                }
+                taken
+            }
+        };
         let agent = taken > 0;
         let header = RtpHeader {
             marker: self.need_marker || (agent && !self.last_agent),
@@ -242,8 +272,20 @@ impl Sender {
             .unwrap_or_else(|| Vec::with_capacity(RTP_HEADER_LEN + PAYLOAD_RESERVE));
         packet.clear();
         packet.resize(RTP_HEADER_LEN, 0);
-        let written = header.write(&mut packet).is_ok();
-        if !written || self.encoder.encode(&pcm, &mut packet).is_err() {
+        if header.write(&mut packet).is_err() {
+            self.encode_errors += 1;
+            return pcm;
+        }
+        if let Some(law) = passthrough {
+            // The bytes go out as they are; the PCM reported is their decoding (the queue
+            // holds at least `taken` bytes; a short tail is padded with silence).
+            packet.extend(self.encoded.drain(..taken));
+            packet.resize(RTP_HEADER_LEN + frame, law.silence());
+            let payload = packet.get(RTP_HEADER_LEN..).unwrap_or_default();
+            for (dst, &b) in pcm.iter_mut().zip(payload) {
+                *dst = law.decode(b);
+            }
+        } else if self.encoder.encode(&pcm, &mut packet).is_err() {
             self.encode_errors += 1;
             return pcm;
         }
@@ -284,6 +326,22 @@ impl Sender {
     /// Our SSRC.
     pub fn ssrc(&self) -> Ssrc {
         self.ssrc
+    }
+
+    /// Queued agent samples (PCM plus encoded bytes).
+    fn queued_samples(&self) -> usize {
+        self.queue.len().saturating_add(self.encoded.len())
+    }
+
+    /// `Err(Backpressure)` unless `extra` more samples fit in the queues.
+    fn check_room(&self, extra: usize) -> Result<(), MediaError> {
+        if self.queued_samples().saturating_add(extra) > self.capacity_samples {
+            return Err(MediaError::Backpressure {
+                queued: self.queued(),
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
     }
 }
 
