@@ -467,7 +467,11 @@ fn drain(c: &mut CallMedia) {
 fn on_event(c: &mut CallMedia, ev: MediaEvent) {
     let call = c.call;
     match ev {
-        MediaEvent::Frame { caller, sent, .. } => {
+        MediaEvent::Frame {
+            caller,
+            sent,
+            caller_encoded,
+        } => {
             if let Some((r, _)) = c.recorder.as_mut() {
                 // A full recorder queue drops the frame; the recorder writes the gap as silence
                 // so the timeline stays aligned.
@@ -487,6 +491,10 @@ fn on_event(c: &mut CallMedia, ev: MediaEvent) {
                 AgentAction::Continue
             };
             c.stream.recycle_frame(caller, sent);
+            if let Some(bytes) = caller_encoded {
+                // The raw G.711 bytes are for a passthrough backend (next step); hand the buffer back.
+                c.stream.recycle_caller_encoded(bytes);
+            }
             if action == AgentAction::HangUp && !c.hung_up {
                 c.hung_up = true;
                 let _ = c.commands.try_send(CallCommand::MediaHangup {
