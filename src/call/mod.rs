@@ -433,7 +433,7 @@ impl CallManager {
         let sockets = self.ports.allocate(true)?;
         let port = sockets.port;
         let local = self.local_media(self.media.external_ip.unwrap_or(local_ip), port);
-        let mut sdp = SdpSession::new(session_id(now, port));
+        let mut sdp = SdpSession::new(session_id(port));
         let offer = sdp.create_offer(&local);
         spec.body = Some(Body::new(SDP_CONTENT_TYPE, offer));
         spec.local_ip = Some(local_ip);
@@ -550,7 +550,7 @@ impl CallManager {
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let port = sockets.port;
         let local = self.local_media(ip, port);
-        let mut sdp = SdpSession::new(session_id(now, port));
+        let mut sdp = SdpSession::new(session_id(port));
         // Offer in the INVITE → answer now; no offer → our offer goes in the 200 (late offer).
         let (answer_body, media) = match &inc.body {
             Some(b) if is_sdp(b) => match sdp.answer(&b.data, &local) {
@@ -1042,9 +1042,8 @@ fn recording_name(call_id: &str) -> String {
     format!("{secs}-{safe}.wav")
 }
 
-fn session_id(now: Instant, port: u16) -> u64 {
+fn session_id(port: u16) -> u64 {
     // Any unique-enough number works (RFC 4566 §5.2 suggests an NTP timestamp).
-    let _ = now;
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())

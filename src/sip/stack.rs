@@ -1372,7 +1372,6 @@ impl SipStack {
             return; // a retransmitted ACK
         }
         call.pending_2xx = None;
-        let initial = !call.initial_ack_seen;
         call.initial_ack_seen = true;
         call.dialog.refresh_target(&msg);
         if peer.transport == Transport::Tcp {
@@ -1385,7 +1384,6 @@ impl SipStack {
         let body = (!body_bytes.is_empty())
             .then(|| Body::new(msg.content_type().unwrap_or("application/sdp"), body_bytes));
         let bye = call.bye_after_ack;
-        let _ = initial;
         self.event(SipEvent::Acked { call: handle, body });
         if bye {
             self.send_bye(now, handle, EndReason::LocalBye);
@@ -1470,13 +1468,13 @@ impl SipStack {
             return;
         };
         let acts = entry.tx.handle_response(now, code);
-        let purpose = entry.purpose;
+        let (purpose, tx_peer) = (entry.purpose, entry.peer);
         let is_invite = entry.tx.kind() == TxKind::Invite;
         let mut pass_up = false;
         for a in acts {
             match a {
                 TxAction::PassUp => pass_up = true,
-                TxAction::Send(b) => self.send(entry_peer(&self.clients, id, peer), b),
+                TxAction::Send(b) => self.send(tx_peer, b),
                 _ => {}
             }
         }
@@ -1493,21 +1491,16 @@ impl SipStack {
             }
         }
         self.schedule_client(id);
-        if is_invite && (200..300).contains(&code) && !pass_up {
-            return;
-        }
         if !pass_up {
-            // A 2xx retransmission to INVITE is passed up by the tx in Accepted; others absorbed.
+            // Absorbed by the transaction (a 2xx retransmission to INVITE is passed up in the
+            // Accepted state, RFC 6026).
             return;
         }
         match purpose {
             Purpose::Invite(h) => self.on_invite_response(now, id, h, msg),
             Purpose::ReInvite(h) => self.on_reinvite_response(now, id, h, msg),
-            Purpose::Bye(h) => {
-                if code >= 200 {
-                    self.finish_bye(now, h);
-                }
-            }
+            // The call ended for the TU when the BYE was sent; its response changes nothing.
+            Purpose::Bye(_) => {}
             Purpose::Refer(h) => {
                 if code >= 200 {
                     self.event(SipEvent::ReferProgress {
@@ -1887,7 +1880,7 @@ impl SipStack {
                         });
                         self.send_bye(now, h, EndReason::DialogLost(408));
                     }
-                    Purpose::Bye(h) => self.finish_bye(now, h),
+                    Purpose::Bye(_) => {} // the call already ended when the BYE was sent
                     Purpose::Refer(h) => self.event(SipEvent::ReferProgress {
                         call: h,
                         status: 408,
@@ -2438,10 +2431,6 @@ impl SipStack {
         self.end_call(now, handle, reason);
     }
 
-    fn finish_bye(&mut self, _now: Instant, _handle: CallHandle) {
-        // Nothing left: `end_call` already ran when the BYE was sent.
-    }
-
     fn send_reinvite(&mut self, now: Instant, handle: CallHandle, body: Option<Body>) {
         let mut extra = self.session_headers(handle, true);
         extra.push(("Allow", ALLOW.to_string()));
@@ -2732,13 +2721,11 @@ impl SipStack {
         if call.state == CallState::Ended {
             return;
         }
-        let was_ending = call.state == CallState::Ending;
         call.state = CallState::Ended;
         call.pending_2xx = None;
         call.reliable = None;
         call.session = None;
         call.linger_until = Some(now + ENDED_LINGER);
-        let _ = was_ending;
         self.active_calls = self.active_calls.saturating_sub(1);
         self.schedule_call(handle);
         self.event(SipEvent::Ended {
@@ -2879,10 +2866,6 @@ impl SipStack {
 }
 
 // ----- free helpers -----
-
-fn entry_peer(clients: &HashMap<u64, ClientEntry>, id: u64, fallback: Peer) -> Peer {
-    clients.get(&id).map(|e| e.peer).unwrap_or(fallback)
-}
 
 fn call_deadline(c: &Call) -> Option<Instant> {
     if let Some(l) = c.linger_until {

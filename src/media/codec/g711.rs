@@ -77,161 +77,105 @@ pub const fn alaw_decode(code: u8) -> i16 {
     ALAW_DECODE_TABLE[code as usize]
 }
 
-/// PCMU encoder: 8000 Hz PCM to μ-law, one byte per sample.
-#[derive(Debug, Clone)]
-pub struct PcmuEncoder {
-    frame_samples: usize,
-}
-
-impl PcmuEncoder {
-    /// An encoder whose frames are `ptime_ms` long (only [`AudioEncoder::frame_samples`]
-    /// depends on it; `encode` takes any length).
-    pub fn new(ptime_ms: u32) -> Self {
-        Self {
-            frame_samples: samples_for(ptime_ms),
+/// Defines one G.711 law's encoder and decoder (the two laws differ only in their tables).
+macro_rules! g711_codec {
+    ($enc:ident, $dec:ident, $codec:expr, $encode:ident, $decode:ident, $law:literal) => {
+        #[doc = concat!("G.711 ", $law, " encoder: 8000 Hz PCM to ", $law, ", one byte per sample.")]
+        #[derive(Debug, Clone)]
+        pub struct $enc {
+            frame_samples: usize,
         }
-    }
-}
 
-impl AudioEncoder for PcmuEncoder {
-    fn codec(&self) -> Codec {
-        Codec::Pcmu
-    }
-
-    fn sample_rate(&self) -> u32 {
-        G711_SAMPLE_RATE
-    }
-
-    fn frame_samples(&self) -> usize {
-        self.frame_samples
-    }
-
-    fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
-        out.extend(pcm.iter().map(|&s| ulaw_encode(s)));
-        Ok(())
-    }
-}
-
-/// PCMA encoder: 8000 Hz PCM to A-law, one byte per sample.
-#[derive(Debug, Clone)]
-pub struct PcmaEncoder {
-    frame_samples: usize,
-}
-
-impl PcmaEncoder {
-    /// An encoder whose frames are `ptime_ms` long (only [`AudioEncoder::frame_samples`]
-    /// depends on it; `encode` takes any length).
-    pub fn new(ptime_ms: u32) -> Self {
-        Self {
-            frame_samples: samples_for(ptime_ms),
+        impl $enc {
+            /// An encoder whose frames are `ptime_ms` long (only [`AudioEncoder::frame_samples`]
+            /// depends on it; `encode` takes any length).
+            pub fn new(ptime_ms: u32) -> Self {
+                Self {
+                    frame_samples: samples_for(ptime_ms),
+                }
+            }
         }
-    }
-}
 
-impl AudioEncoder for PcmaEncoder {
-    fn codec(&self) -> Codec {
-        Codec::Pcma
-    }
+        impl AudioEncoder for $enc {
+            fn codec(&self) -> Codec {
+                $codec
+            }
 
-    fn sample_rate(&self) -> u32 {
-        G711_SAMPLE_RATE
-    }
+            fn sample_rate(&self) -> u32 {
+                G711_SAMPLE_RATE
+            }
 
-    fn frame_samples(&self) -> usize {
-        self.frame_samples
-    }
+            fn frame_samples(&self) -> usize {
+                self.frame_samples
+            }
 
-    fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
-        out.extend(pcm.iter().map(|&s| alaw_encode(s)));
-        Ok(())
-    }
-}
-
-/// PCMU decoder: μ-law to 8000 Hz PCM, with waveform-repetition loss concealment.
-#[derive(Debug, Clone)]
-pub struct PcmuDecoder {
-    plc: Plc,
-}
-
-impl PcmuDecoder {
-    /// A decoder with empty concealment history.
-    pub fn new() -> Self {
-        Self {
-            plc: Plc::new(G711_SAMPLE_RATE),
+            fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
+                out.extend(pcm.iter().map(|&s| $encode(s)));
+                Ok(())
+            }
         }
-    }
-}
 
-impl Default for PcmuDecoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl AudioDecoder for PcmuDecoder {
-    fn sample_rate(&self) -> u32 {
-        G711_SAMPLE_RATE
-    }
-
-    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
-        let start = out.len();
-        out.extend(payload.iter().map(|&c| ulaw_decode(c)));
-        self.plc.after_decode(out, start);
-        Ok(())
-    }
-
-    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> Result<(), CodecError> {
-        self.plc.conceal(samples, out);
-        Ok(())
-    }
-
-    fn decode_fec(&mut self, _: &[u8], _: usize, _: &mut Vec<i16>) -> Result<bool, CodecError> {
-        Ok(false)
-    }
-}
-
-/// PCMA decoder: A-law to 8000 Hz PCM, with waveform-repetition loss concealment.
-#[derive(Debug, Clone)]
-pub struct PcmaDecoder {
-    plc: Plc,
-}
-
-impl PcmaDecoder {
-    /// A decoder with empty concealment history.
-    pub fn new() -> Self {
-        Self {
-            plc: Plc::new(G711_SAMPLE_RATE),
+        #[doc = concat!("G.711 ", $law, " decoder: ", $law, " to 8000 Hz PCM, with waveform-repetition loss concealment.")]
+        #[derive(Debug, Clone)]
+        pub struct $dec {
+            plc: Plc,
         }
-    }
+
+        impl $dec {
+            /// A decoder with empty concealment history.
+            pub fn new() -> Self {
+                Self {
+                    plc: Plc::new(G711_SAMPLE_RATE),
+                }
+            }
+        }
+
+        impl Default for $dec {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl AudioDecoder for $dec {
+            fn sample_rate(&self) -> u32 {
+                G711_SAMPLE_RATE
+            }
+
+            fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
+                let start = out.len();
+                out.extend(payload.iter().map(|&c| $decode(c)));
+                self.plc.after_decode(out, start);
+                Ok(())
+            }
+
+            fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> Result<(), CodecError> {
+                self.plc.conceal(samples, out);
+                Ok(())
+            }
+
+            fn decode_fec(&mut self, _: &[u8], _: usize, _: &mut Vec<i16>) -> Result<bool, CodecError> {
+                Ok(false)
+            }
+        }
+    };
 }
 
-impl Default for PcmaDecoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl AudioDecoder for PcmaDecoder {
-    fn sample_rate(&self) -> u32 {
-        G711_SAMPLE_RATE
-    }
-
-    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
-        let start = out.len();
-        out.extend(payload.iter().map(|&c| alaw_decode(c)));
-        self.plc.after_decode(out, start);
-        Ok(())
-    }
-
-    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> Result<(), CodecError> {
-        self.plc.conceal(samples, out);
-        Ok(())
-    }
-
-    fn decode_fec(&mut self, _: &[u8], _: usize, _: &mut Vec<i16>) -> Result<bool, CodecError> {
-        Ok(false)
-    }
-}
+g711_codec!(
+    PcmuEncoder,
+    PcmuDecoder,
+    Codec::Pcmu,
+    ulaw_encode,
+    ulaw_decode,
+    "μ-law"
+);
+g711_codec!(
+    PcmaEncoder,
+    PcmaDecoder,
+    Codec::Pcma,
+    alaw_encode,
+    alaw_decode,
+    "A-law"
+);
 
 /// The μ-law bias, in 14-bit units (G.711: the segment end points are 2^n - 33).
 const ULAW_BIAS: i32 = 33;
