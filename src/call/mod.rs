@@ -52,6 +52,9 @@ pub struct AgentSpec {
     pub kind: AgentKind,
     /// Record the call (two-channel WAV).
     pub record: bool,
+    /// Variables of this call for the agent's instruction templates (`{{var.NAME}}`): set by
+    /// `POST /calls` for an outbound call; empty otherwise.
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentSpec {
@@ -63,6 +66,7 @@ impl AgentSpec {
             hangup_after: None,
             kind: AgentKind::Hold,
             record: false,
+            variables: Default::default(),
         }
     }
 

@@ -174,6 +174,7 @@ pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
         hangup_after: a.hangup_after,
         kind,
         record: a.record,
+        variables: Default::default(),
     }
 }
 
