@@ -6,6 +6,7 @@
 
 pub mod media;
 mod service;
+pub mod tools;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
