@@ -133,8 +133,11 @@ async fn run(
     match &config_path {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!(
-            "no --config given: using the embedded default (every number answered by the built-in echo agent, calls recorded to ./data/recordings)"
+            "no --config given: using the embedded default (calls recorded to ./data/recordings)"
         ),
+    }
+    if let Some(why) = cfg.describe_default_route() {
+        tracing::info!("{why}");
     }
     let mut opts = cfg.runtime_options();
     if let Some(addr) = sip_listen {

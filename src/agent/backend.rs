@@ -177,6 +177,15 @@ pub enum BackendControl {
         /// The result, usually JSON text.
         output: String,
     },
+    /// The result of a [`BackendEvent::ToolCall`] that needs no spoken reply (the agent hung
+    /// up: its goodbye is already said, or asked for with [`BackendControl::Say`]). The result
+    /// is added to the conversation; no response is requested.
+    ToolResultNoReply {
+        /// The call's id.
+        call_id: String,
+        /// The result, usually JSON text.
+        output: String,
+    },
     /// Make the agent speak now, guided by `instructions` (a greeting, a goodbye).
     Say {
         /// What to say, or how.

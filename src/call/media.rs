@@ -22,7 +22,10 @@ use nix::sys::socket::{
 };
 use tokio::sync::mpsc;
 
+use super::agent::{AgentTaskSpec, CallParties, Fallback, NOTICE_QUEUE};
+use super::bridge::{Bridge, BridgeAction};
 use super::{AgentKind, CallCommand, CallTable};
+use crate::agent::backend::{AudioFormat, BackendHandle};
 use crate::agent::{AgentAction, Echo, FrameFormat, LocalAgent, Play};
 use crate::media::dtmf::Digit;
 use crate::media::rtcp::{NtpClock, NtpTime};
@@ -65,6 +68,21 @@ pub enum MediaControl {
         /// Each digit's length.
         duration: Duration,
     },
+    /// The AI agent hangs up: end the call once its goodbye has played.
+    AgentHangup,
+}
+
+/// A realtime call's backend, connected before the media starts.
+#[derive(Debug)]
+pub struct BackendSetup {
+    /// The backend's channels.
+    pub handle: BackendHandle,
+    /// The audio format agreed with it.
+    pub format: AudioFormat,
+    /// Who is on the call.
+    pub parties: CallParties,
+    /// Where the transcript goes.
+    pub transcript: Option<PathBuf>,
 }
 
 /// What a call's media needs.
@@ -87,6 +105,9 @@ pub struct MediaTaskSpec {
     pub table: CallTable,
     /// The driver's command channel, to report back.
     pub commands: Commands<CallCommand>,
+    /// A realtime agent's backend; `None` with a realtime agent means the backend could not
+    /// be reached and the agent's fallback prompt plays from the start.
+    pub backend: Option<BackendSetup>,
 }
 
 /// The media worker's queue is full (or the worker stopped).
@@ -103,6 +124,31 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
+    /// Sends a control message if the worker has room.
+    pub fn try_send(&self, c: MediaControl) -> Result<(), MediaQueueFull> {
+        self.tx
+            .try_send(WorkerMsg::Control(self.call, c))
+            .map_err(|_| MediaQueueFull)
+    }
+
+    /// A link to the same call's media that does not own it (dropping a link does not end
+    /// the media).
+    pub fn link(&self) -> MediaLink {
+        MediaLink {
+            call: self.call,
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// Sends control messages to a call's media without owning it (for the call's agent task).
+#[derive(Debug, Clone)]
+pub struct MediaLink {
+    call: CallHandle,
+    tx: mpsc::Sender<WorkerMsg>,
+}
+
+impl MediaLink {
     /// Sends a control message if the worker has room.
     pub fn try_send(&self, c: MediaControl) -> Result<(), MediaQueueFull> {
         self.tx
@@ -167,15 +213,49 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
             recording,
             table,
             commands,
+            backend,
             ..
         } = spec;
-        let agent = match build_agent(agent, stream.sample_rate(), stream.frame_duration()).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(%call, error = %e, "the agent cannot start: hanging up");
-                let _ = commands.try_send(CallCommand::MediaHangup { call, reason: e });
-                Box::new(Silent) as Box<dyn LocalAgent>
+        let realtime = match &agent {
+            AgentKind::Realtime(r) => Some(r.clone()),
+            _ => None,
+        };
+        let (agent, fallback_play) =
+            match build_agent(agent, stream.sample_rate(), stream.frame_duration()).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(%call, error = %e, "the agent cannot start: hanging up");
+                    let _ = commands.try_send(CallCommand::MediaHangup { call, reason: e });
+                    (Box::new(Silent) as Box<dyn LocalAgent>, None)
+                }
+            };
+        let link = MediaLink {
+            call,
+            tx: worker_tx.clone(),
+        };
+        let origin = Instant::now();
+        let bridge = match (&realtime, backend) {
+            (Some(ra), Some(setup)) => {
+                let (ntx, nrx) = mpsc::channel(NOTICE_QUEUE);
+                let control = setup.handle.control.clone();
+                tokio::spawn(super::agent::run_agent_task(AgentTaskSpec {
+                    call,
+                    agent: ra.clone(),
+                    parties: setup.parties,
+                    control: control.clone(),
+                    notices: nrx,
+                    media: link,
+                    commands: commands.clone(),
+                    table: table.clone(),
+                    transcript: setup.transcript.clone(),
+                    origin,
+                }));
+                if let Some(path) = &setup.transcript {
+                    update(&table, call, |i| i.transcript = Some(path.display().to_string()));
+                }
+                Some(Bridge::new(control, setup.handle.events, setup.format, ntx, origin))
             }
+            _ => None,
         };
         let recorder = recording.and_then(|path| match RecorderHandle::spawn(&path, stream.sample_rate()) {
             Ok(r) => {
@@ -196,6 +276,15 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
             table,
             commands,
             out: Vec::new(),
+            bridge,
+            fallback: realtime.map(|ra| FallbackState {
+                play: fallback_play,
+                transfer_to: match &ra.fallback {
+                    Fallback::Prompt { transfer_to, .. } => transfer_to.clone(),
+                    Fallback::Reject { .. } => None,
+                },
+                active: false,
+            }),
             hung_up: false,
             next_stats: Instant::now() + STATS_INTERVAL,
             next_rtcp_poll: Instant::now(),
@@ -272,6 +361,10 @@ struct CallMedia {
     table: CallTable,
     commands: Commands<CallCommand>,
     out: Vec<i16>,
+    /// A realtime agent's bridge to its backend.
+    bridge: Option<Bridge>,
+    /// A realtime agent's fallback (what plays when the backend is gone).
+    fallback: Option<FallbackState>,
     hung_up: bool,
     next_stats: Instant,
     next_rtcp_poll: Instant,
@@ -345,8 +438,23 @@ fn service(c: &mut CallMedia, now: Instant) {
             c.stream.handle_rtcp(t, src, data)
         });
     }
+    if let Some(b) = c.bridge.as_mut() {
+        let action = b.pump(&mut c.stream, now);
+        bridge_action(c, action);
+    }
     c.stream.handle_timeout(now);
     drain(c);
+    if let Some(b) = c.bridge.as_mut() {
+        let action = b.after_tick(&c.stream, now);
+        bridge_action(c, action);
+    }
+    // A realtime call whose backend never connected plays its fallback from the start.
+    if c.bridge.is_none()
+        && let Some(f) = c.fallback.as_ref()
+        && !f.active
+    {
+        activate_fallback(c, "the backend could not be reached");
+    }
     if now >= c.next_stats {
         c.next_stats = now + STATS_INTERVAL;
         let stats = c.stream.stats();
@@ -480,6 +588,14 @@ fn on_event(c: &mut CallMedia, ev: MediaEvent) {
             // On hold the agent pauses with the media: otherwise it would answer the hold
             // music, and what it says would pile up in the outbound queue and play, late, after
             // the resume (an echo would then lag by the length of the hold).
+            if let Some(b) = c.bridge.as_mut() {
+                b.on_frame(
+                    Instant::now(),
+                    &caller,
+                    caller_encoded.as_deref(),
+                    c.stream.is_sending(),
+                );
+            }
             let action = if c.stream.is_sending() {
                 c.out.clear();
                 let action = c.agent.on_frame(&caller, &mut c.out);
@@ -497,10 +613,20 @@ fn on_event(c: &mut CallMedia, ev: MediaEvent) {
             }
             if action == AgentAction::HangUp && !c.hung_up {
                 c.hung_up = true;
-                let _ = c.commands.try_send(CallCommand::MediaHangup {
-                    call,
-                    reason: "agent finished".into(),
-                });
+                let transfer = c
+                    .fallback
+                    .as_ref()
+                    .filter(|f| f.active)
+                    .and_then(|f| f.transfer_to.clone());
+                match transfer {
+                    Some(target) => fallback_transfer(c, target),
+                    None => {
+                        let _ = c.commands.try_send(CallCommand::MediaHangup {
+                            call,
+                            reason: "agent finished".into(),
+                        });
+                    }
+                }
             }
         }
         MediaEvent::Dtmf(d) => {
@@ -550,12 +676,102 @@ fn control(c: &mut CallMedia, ctl: MediaControl) {
                 }
             }
         }
+        MediaControl::AgentHangup => match c.bridge.as_mut() {
+            Some(b) => b.request_hangup(now),
+            None => hang_up(c, "agent hung up"),
+        },
     }
+}
+
+/// What a realtime call falls back to when its backend is gone.
+struct FallbackState {
+    /// The prompt, loaded when the call started (`None`: no prompt, hang up).
+    play: Option<Box<dyn LocalAgent>>,
+    /// Transfer here after the prompt.
+    transfer_to: Option<String>,
+    /// Whether the fallback runs.
+    active: bool,
+}
+
+fn bridge_action(c: &mut CallMedia, action: BridgeAction) {
+    match action {
+        BridgeAction::Continue => {}
+        BridgeAction::HangUp => hang_up(c, "the agent hung up"),
+        BridgeAction::BackendLost(reason) => {
+            tracing::warn!(call = %c.call, %reason, "the AI backend is gone");
+            if !c.hung_up {
+                activate_fallback(c, &reason);
+            }
+        }
+    }
+}
+
+/// Plays the fallback prompt (then hangs up or transfers), or hangs up when there is none.
+fn activate_fallback(c: &mut CallMedia, why: &str) {
+    let Some(f) = c.fallback.as_mut() else {
+        return hang_up(c, why);
+    };
+    if f.active {
+        return;
+    }
+    f.active = true;
+    match f.play.take() {
+        Some(play) => {
+            tracing::info!(call = %c.call, reason = why, "playing the fallback prompt");
+            c.stream.flush();
+            c.agent = play;
+        }
+        None => match f.transfer_to.clone() {
+            Some(target) => fallback_transfer(c, target),
+            None => hang_up(c, why),
+        },
+    }
+}
+
+/// Transfers the call to the fallback target; if that fails, hangs up.
+fn fallback_transfer(c: &mut CallMedia, target: String) {
+    c.hung_up = true;
+    let call = c.call;
+    let commands = c.commands.clone();
+    tracing::info!(%call, %target, "fallback: transferring");
+    tokio::spawn(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cmd = CallCommand::Transfer {
+            call,
+            target,
+            reply: tx,
+        };
+        let ok = commands.send(cmd).await.is_ok() && matches!(rx.await, Ok(Ok(_)));
+        if !ok {
+            let _ = commands
+                .send(CallCommand::MediaHangup {
+                    call,
+                    reason: "fallback transfer failed".into(),
+                })
+                .await;
+        }
+    });
+}
+
+fn hang_up(c: &mut CallMedia, reason: &str) {
+    if c.hung_up {
+        return;
+    }
+    c.hung_up = true;
+    let _ = c.commands.try_send(CallCommand::MediaHangup {
+        call: c.call,
+        reason: reason.to_owned(),
+    });
 }
 
 /// The call is over: final RTCP with BYE, final statistics, recording closed.
 async fn finish(mut c: CallMedia) {
     let call = c.call;
+    if let Some(b) = c.bridge.as_mut() {
+        b.close();
+        let s = b.stats();
+        tracing::debug!(%call, up = s.frames_up, up_dropped = s.frames_dropped, down = s.chunks_down, dropped_bytes = s.bytes_dropped, barge_ins = s.barge_ins, "backend bridge closed");
+    }
     c.stream.close(Instant::now());
     drain(&mut c);
     let stats = c.stream.stats();
@@ -574,20 +790,40 @@ async fn finish(mut c: CallMedia) {
 }
 
 /// The agent for a call. `Play` reads and resamples its file, so it is built off the runtime.
+/// Also returns a realtime agent's fallback prompt, loaded now so that it can play at once.
 async fn build_agent(
     kind: AgentKind,
     rate: u32,
     frame: Duration,
-) -> Result<Box<dyn LocalAgent>, String> {
+) -> Result<(Box<dyn LocalAgent>, Option<Box<dyn LocalAgent>>), String> {
     let format = FrameFormat::new(rate, frame).map_err(|e| e.to_string())?;
-    match kind {
-        AgentKind::Hold => Ok(Box::new(Silent)),
-        AgentKind::Echo { delay } => Ok(Box::new(Echo::new(format, delay))),
-        AgentKind::Play(spec) => tokio::task::spawn_blocking(move || Play::new(&spec, format))
+    let load = |spec: crate::agent::PlaySpec| async move {
+        tokio::task::spawn_blocking(move || Play::new(&spec, format))
             .await
             .map_err(|e| e.to_string())?
             .map(|p| Box::new(p) as Box<dyn LocalAgent>)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| e.to_string())
+    };
+    match kind {
+        AgentKind::Hold => Ok((Box::new(Silent), None)),
+        AgentKind::Echo { delay } => Ok((Box::new(Echo::new(format, delay)), None)),
+        AgentKind::Play(spec) => Ok((load(spec).await?, None)),
+        AgentKind::Realtime(ra) => {
+            let prompt = match &ra.fallback {
+                Fallback::Prompt {
+                    prompt: Some(prompt),
+                    ..
+                } => match load(prompt.clone()).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the fallback prompt cannot be loaded");
+                        None
+                    }
+                },
+                Fallback::Prompt { prompt: None, .. } | Fallback::Reject { .. } => None,
+            };
+            Ok((Box::new(Silent), prompt))
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! it is handed, and keeps its own deadlines (ring time, hang-up time) that the runtime polls
 //! with [`CallManager::poll_timeout`]. It reads no clock itself.
 
+pub mod agent;
+pub mod bridge;
 pub mod media;
 mod service;
 pub mod tools;
@@ -38,6 +40,8 @@ pub enum AgentKind {
     },
     /// Plays a file or a tone, then hangs up (or loops).
     Play(crate::agent::PlaySpec),
+    /// A realtime AI backend (OpenAI Realtime or compatible).
+    Realtime(Arc<agent::RealtimeAgent>),
 }
 
 /// An agent as the call layer uses it: how it answers and what it does with the audio.
@@ -56,6 +60,8 @@ pub struct AgentSpec {
     /// Variables of this call for the agent's instruction templates (`{{var.NAME}}`): set by
     /// `POST /calls` for an outbound call; empty otherwise.
     pub variables: std::collections::BTreeMap<String, String>,
+    /// Sources allowed to call this agent (`None`: anyone). A caller from elsewhere gets 403.
+    pub allow_from: Option<agent::AllowList>,
 }
 
 impl AgentSpec {
@@ -68,6 +74,7 @@ impl AgentSpec {
             kind: AgentKind::Hold,
             record: false,
             variables: Default::default(),
+            allow_from: None,
         }
     }
 
@@ -132,6 +139,8 @@ pub struct MediaPolicy {
     pub jitter: (Duration, Duration),
     /// Where recordings go (`data_dir/recordings`); `None` disables recording.
     pub recordings_dir: Option<std::path::PathBuf>,
+    /// Where AI agents' transcripts go (`data_dir/transcripts`); `None`: no transcripts.
+    pub transcripts_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for MediaPolicy {
@@ -146,6 +155,7 @@ impl Default for MediaPolicy {
             rtp_timeout: Some(Duration::from_secs(30)),
             jitter: (Duration::from_millis(20), Duration::from_millis(200)),
             recordings_dir: None,
+            transcripts_dir: None,
         }
     }
 }
@@ -185,6 +195,12 @@ pub struct CallInfo {
     pub recording: Option<String>,
     /// Media statistics (updated every second while the call runs).
     pub media: Option<crate::media::stream::MediaStats>,
+    /// The AI agent's transcript file, if it writes one.
+    pub transcript: Option<String>,
+    /// Latency figures of each conversational turn (AI agents).
+    pub turns: Vec<crate::records::TurnLatency>,
+    /// Tools the AI agent called.
+    pub tool_calls: Vec<crate::records::ToolCallRecord>,
 }
 
 /// The table of calls shared with the HTTP API. The lock is only held for short, synchronous
@@ -219,6 +235,25 @@ struct CallState {
     notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
     /// Outbound: the INVITE as sent and the next targets to try on 408/503 (RFC 3263 §4.3).
     failover: Option<(crate::sip::OutgoingCall, Vec<crate::sip::Peer>)>,
+    /// A realtime agent's backend connection.
+    backend: BackendState,
+    /// Caller and called as the agent sees them.
+    parties: (String, String),
+}
+
+/// Where a realtime call's backend connection stands.
+#[derive(Debug)]
+enum BackendState {
+    /// Not a realtime call, or not connecting yet.
+    Idle,
+    /// Connecting (the answer waits for it).
+    Connecting,
+    /// Connected; the media takes it when it starts.
+    Ready(media::BackendSetup),
+    /// The backend could not be reached; the fallback prompt plays.
+    Failed,
+    /// The media took the connection.
+    Taken,
 }
 
 /// Owns the per-call state of every call and answers them.
@@ -266,6 +301,13 @@ pub enum CallCommand {
         call: CallHandle,
         /// Why (for the log).
         reason: String,
+    },
+    /// A realtime call's backend connected, or failed to.
+    BackendReady {
+        /// Which.
+        call: CallHandle,
+        /// The connection and its audio format, or why not.
+        result: Result<(crate::agent::backend::BackendHandle, crate::agent::backend::AudioFormat), String>,
     },
     /// Send DTMF digits on a call.
     SendDtmf {
@@ -380,6 +422,9 @@ impl CallManager {
                 (expected > 0).then(|| m.packets_lost as f64 * 100.0 / expected as f64);
         }
         r.recording_path = info.recording.clone();
+        r.transcript_path = info.transcript.clone();
+        r.turn_latencies = info.turns.clone();
+        r.tool_calls = info.tool_calls.clone();
         self.record(RecordOp::Finished(Box::new(r)));
     }
 
@@ -443,6 +488,7 @@ impl CallManager {
         spec.body = Some(Body::new(SDP_CONTENT_TYPE, offer));
         spec.local_ip = Some(local_ip);
         let (from, to) = (spec.from_uri.clone(), spec.to_uri.clone());
+        let (from_party, to_party) = (from.clone(), to.clone());
         let retry_spec = spec.clone();
         let handle = stack.invite(now, spec);
         let call_id = stack.call_id(handle).map(|c| c.0).unwrap_or_default();
@@ -464,6 +510,8 @@ impl CallManager {
                 media: None,
                 notify,
                 failover: Some((retry_spec, failover)),
+                backend: BackendState::Idle,
+                parties: (party(&from_party), party(&to_party)),
             },
         );
         Ok(handle)
@@ -508,7 +556,10 @@ impl CallManager {
         for (h, c) in self.calls.iter_mut() {
             if c.answer_at.is_some_and(|t| t <= now) {
                 c.answer_at = None;
-                answer.push((*h, c.pending_answer.take()));
+                // A backend still connecting answers when it is ready.
+                if !matches!(c.backend, BackendState::Connecting) {
+                    answer.push((*h, c.pending_answer.take()));
+                }
             }
             if c.hangup_at.is_some_and(|t| t <= now) {
                 c.hangup_at = None;
@@ -533,6 +584,19 @@ impl CallManager {
             let _ = stack.respond(now, inc.call, 404, None);
             return;
         };
+        if let Some(allow) = &agent.allow_from
+            && !allow.contains(inc.source.addr.ip())
+        {
+            tracing::info!(
+                call = %inc.call,
+                source = %inc.source,
+                agent = %agent.name,
+                allowed = %allow.describe(),
+                "caller's source is not allowed to reach this agent: 403 (see allow_from)"
+            );
+            let _ = stack.respond_with(now, inc.call, 403, Some("Forbidden"), Vec::new(), None);
+            return;
+        }
         let sockets = match self.ports.allocate(true) {
             Ok(p) => p,
             Err(e) => {
@@ -617,12 +681,129 @@ impl CallManager {
                 media,
                 notify: None,
                 failover: None,
+                backend: BackendState::Idle,
+                parties: (party(&inc.from), called.to_owned()),
             },
         );
-        if answer_at.is_none() {
+        // A realtime agent connects its backend first, so an unreachable backend can still be
+        // refused (the caller hears ringing meanwhile); with a late offer the format is not
+        // known yet, and the connection waits for the ACK.
+        let connecting = self
+            .calls
+            .get(&inc.call)
+            .is_some_and(|c| c.media.is_some() && matches!(c.agent.kind, AgentKind::Realtime(_)))
+            && self.connect_backend(inc.call);
+        if answer_at.is_none() && !connecting {
             self.answer(now, stack, inc.call, Some(answer_body));
         } else if let Some(c) = self.calls.get_mut(&inc.call) {
             c.pending_answer = Some(answer_body);
+        }
+    }
+
+    /// Starts connecting a realtime call's backend; false if the call has no realtime agent,
+    /// no negotiated media or no runtime.
+    fn connect_backend(&mut self, call: CallHandle) -> bool {
+        let Some(commands) = self.commands.clone() else {
+            return false;
+        };
+        let record_id = self.record_id(call);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        let (AgentKind::Realtime(ra), Some(m)) = (&c.agent.kind, &c.media) else {
+            return false;
+        };
+        let format = match agent::call_format(m) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%call, error = %e, "no backend format for this codec");
+                c.backend = BackendState::Failed;
+                return false;
+            }
+        };
+        c.backend = BackendState::Connecting;
+        let ra = ra.clone();
+        let parties = agent::CallParties {
+            record_id,
+            caller: c.parties.0.clone(),
+            called: c.parties.1.clone(),
+            direction: if c.failover.is_some() { "outbound" } else { "inbound" },
+            variables: c.agent.variables.clone(),
+        };
+        tokio::spawn(async move {
+            let result = agent::connect(&ra, &parties, format)
+                .await
+                .map(|h| (h, format))
+                .map_err(|e| e.to_string());
+            let _ = commands
+                .send(CallCommand::BackendReady { call, result })
+                .await;
+        });
+        true
+    }
+
+    /// The backend connected or failed: answer, start the media, or fall back.
+    fn on_backend_ready(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        call: CallHandle,
+        result: Result<(crate::agent::backend::BackendHandle, crate::agent::backend::AudioFormat), String>,
+    ) {
+        let transcripts = self.media.transcripts_dir.clone();
+        let record_id = self.record_id(call);
+        let Some(c) = self.calls.get_mut(&call) else {
+            // The call ended meanwhile; dropping the handle closes the session.
+            return;
+        };
+        let fallback = match &c.agent.kind {
+            AgentKind::Realtime(ra) => ra.fallback.clone(),
+            _ => return,
+        };
+        match result {
+            Ok((handle, format)) => {
+                tracing::info!(%call, ?format, "AI backend connected");
+                c.backend = BackendState::Ready(media::BackendSetup {
+                    handle,
+                    format,
+                    parties: agent::CallParties {
+                        record_id: record_id.clone(),
+                        caller: c.parties.0.clone(),
+                        called: c.parties.1.clone(),
+                        direction: if c.failover.is_some() { "outbound" } else { "inbound" },
+                        variables: c.agent.variables.clone(),
+                    },
+                    transcript: transcripts.map(|d| d.join(format!("{record_id}.jsonl"))),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(%call, error = %e, "AI backend unreachable: falling back");
+                match fallback {
+                    agent::Fallback::Reject { code } => {
+                        c.backend = BackendState::Failed;
+                        if c.answered {
+                            let _ = stack.hangup(now, call);
+                        } else {
+                            let _ = stack.respond_with(
+                                now,
+                                call,
+                                code,
+                                Some("AI backend unavailable"),
+                                Vec::new(),
+                                None,
+                            );
+                        }
+                        return;
+                    }
+                    agent::Fallback::Prompt { .. } => c.backend = BackendState::Failed,
+                }
+            }
+        }
+        if c.answered {
+            self.start_media(call);
+        } else if c.answer_at.is_none() {
+            let body = c.pending_answer.take();
+            self.answer(now, stack, call, body);
         }
     }
 
@@ -759,6 +940,17 @@ impl CallManager {
         let recordings = self.media.recordings_dir.clone();
         let (rtp_timeout, jitter) = (self.media.rtp_timeout, self.media.jitter);
         let table = self.table.clone();
+        // Late offer or outbound: the backend format is known only now; the media starts
+        // when the backend is ready.
+        if self.calls.get(&call).is_some_and(|c| {
+            c.answered
+                && c.media.is_some()
+                && matches!(c.agent.kind, AgentKind::Realtime(_))
+                && matches!(c.backend, BackendState::Idle)
+        }) {
+            self.connect_backend(call);
+            return;
+        }
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -770,6 +962,18 @@ impl CallManager {
         };
         let Some(sockets) = c.sockets.take() else {
             return;
+        };
+        let backend = if matches!(c.agent.kind, AgentKind::Realtime(_)) {
+            match std::mem::replace(&mut c.backend, BackendState::Taken) {
+                BackendState::Ready(setup) => Some(setup),
+                BackendState::Failed => None,
+                other => {
+                    c.backend = other;
+                    return;
+                }
+            }
+        } else {
+            None
         };
         let recording = match (&recordings, c.agent.record) {
             (Some(dir), true) => Some(dir.join(recording_name(&c.call_id))),
@@ -785,6 +989,7 @@ impl CallManager {
             jitter,
             table,
             commands,
+            backend,
         };
         match media::spawn(spec) {
             Ok(tx) => c.media_tx = Some(tx),
@@ -913,6 +1118,9 @@ impl CallManager {
             dtmf: Vec::new(),
             recording: None,
             media: None,
+            transcript: None,
+            turns: Vec::new(),
+            tool_calls: Vec::new(),
         };
         let record = crate::records::CallRecord::started(
             self.record_id(call),
@@ -992,6 +1200,9 @@ impl CallHandler for CallManager {
                 tracing::info!(%call, %reason, "hanging up");
                 let _ = stack.hangup(now, call);
             }
+            CallCommand::BackendReady { call, result } => {
+                self.on_backend_ready(now, stack, call, result);
+            }
             CallCommand::SendDtmf {
                 call,
                 digits,
@@ -1018,6 +1229,14 @@ impl CallHandler for CallManager {
     fn is_idle(&self) -> bool {
         self.is_empty()
     }
+}
+
+/// The user part (or number) of a From/To value, or the value itself.
+fn party(value: &str) -> String {
+    let uri = crate::sip::message::uri_of(value);
+    crate::sip::message::uri_user(uri)
+        .unwrap_or(uri)
+        .to_owned()
 }
 
 fn is_sdp(b: &Body) -> bool {

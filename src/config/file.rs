@@ -134,6 +134,78 @@ pub(crate) struct FileAgent {
     pub tone_dbfs: Option<f32>,
     pub tone_ms: Option<u64>,
     pub repeat: Option<bool>,
+    pub instructions: Option<String>,
+    pub allow_from: Option<Vec<String>>,
+    pub realtime: Option<FileRealtime>,
+    pub tools: Option<FileTools>,
+    #[serde(default, rename = "http_tool")]
+    pub http_tools: Vec<FileHttpTool>,
+    pub fallback: Option<FileFallback>,
+}
+
+/// `[agent.realtime]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRealtime {
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub api_key_env: Option<String>,
+    pub azure: Option<bool>,
+    pub voice: Option<String>,
+    pub temperature: Option<f32>,
+    pub turn_detection: Option<String>,
+    pub vad_threshold: Option<f32>,
+    pub vad_prefix_padding_ms: Option<u32>,
+    pub vad_silence_ms: Option<u32>,
+    pub vad_eagerness: Option<String>,
+    pub transcription_model: Option<String>,
+    pub noise_reduction: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub reconnect: Option<bool>,
+}
+
+/// `[agent.tools]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTools {
+    pub hang_up: Option<bool>,
+    pub send_dtmf: Option<bool>,
+    #[serde(default, rename = "transfer_target")]
+    pub transfer_targets: Vec<FileTransferTarget>,
+}
+
+/// `[[agent.tools.transfer_target]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTransferTarget {
+    pub name: String,
+    pub uri: String,
+}
+
+/// `[[agent.http_tool]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileHttpTool {
+    pub name: String,
+    pub description: String,
+    pub parameters: Option<toml::Value>,
+    pub url: String,
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub header_env: std::collections::BTreeMap<String, String>,
+}
+
+/// `[agent.fallback]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileFallback {
+    pub sip_code: Option<u16>,
+    pub play_file: Option<PathBuf>,
+    pub tone_hz: Option<f32>,
+    pub tone_ms: Option<u64>,
+    pub transfer_to: Option<String>,
 }
 
 /// A SIP profile file, `sip-profiles/NAME.toml`.

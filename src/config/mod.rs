@@ -38,6 +38,16 @@ pub use profile::{DEFAULT_PROFILE, Profile};
 pub const BUILTIN_HOLD_AGENT: &str = "hold";
 /// The name of the built-in echo agent.
 pub const BUILTIN_ECHO_AGENT: &str = "echo";
+/// The name of the built-in realtime agent, present when `OPENAI_API_KEY` is set.
+pub const BUILTIN_ASSISTANT_AGENT: &str = "assistant";
+/// The environment variable a realtime agent reads its API key from by default.
+pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
+/// The built-in assistant's instructions.
+pub const DEFAULT_INSTRUCTIONS: &str = "You are a friendly, helpful voice assistant answering a phone call. \
+Speak naturally and keep your answers short: one or two sentences. The caller's number is {{caller}}. \
+When the caller says goodbye or wants to end the call, say goodbye and call the hang_up tool.";
+/// The built-in assistant's greeting.
+pub const DEFAULT_GREETING: &str = "Greet the caller briefly and ask how you can help.";
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,8 +372,127 @@ pub struct AgentSection {
     pub play: Option<PlaySource>,
     /// `repeat` (play agent): loop instead of hanging up at the end (default false).
     pub repeat: bool,
-    /// True for a built-in agent (`hold`, `echo`) that the file did not define.
+    /// True for a built-in agent (`hold`, `echo`, `assistant`) that the file did not define.
     pub builtin: bool,
+    /// `instructions` (realtime agent): the system instructions, a template.
+    pub instructions: Option<String>,
+    /// `allow_from` (realtime agent): sources allowed to call it, besides the trunks'
+    /// `allow_from`. When both are empty, loopback only.
+    pub allow_from: Vec<Cidr>,
+    /// `[agent.realtime]`: the backend (realtime agents only).
+    pub realtime: Option<RealtimeSection>,
+    /// `[agent.tools]`: the built-in telephony tools.
+    pub tools: ToolsSection,
+    /// `[[agent.http_tool]]`: HTTP tools.
+    pub http_tools: Vec<HttpToolSection>,
+    /// `[agent.fallback]`: what happens when the backend cannot be reached.
+    pub fallback: FallbackSection,
+}
+
+/// `[agent.realtime]`: how a realtime agent reaches its backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealtimeSection {
+    /// `url` (default `wss://api.openai.com/v1/realtime`).
+    pub url: String,
+    /// `model` (default `gpt-realtime`), the deployment name on Azure.
+    pub model: String,
+    /// `api_key_env` (default `OPENAI_API_KEY`).
+    pub api_key_env: String,
+    /// The key read from `api_key_env`.
+    pub api_key: Secret,
+    /// `azure`: send the key as `api-key` (Azure OpenAI).
+    pub azure: bool,
+    /// `voice`.
+    pub voice: Option<String>,
+    /// `temperature` (not part of the GA session: ignored with a warning).
+    pub temperature: Option<f32>,
+    /// `turn_detection` and the `vad_*` settings.
+    pub turn_detection: TurnDetectionSetting,
+    /// `transcription_model`: transcribe the caller (default `gpt-4o-transcribe`; `""` off).
+    pub transcription_model: Option<String>,
+    /// `noise_reduction`: `none`, `near_field` (default) or `far_field`.
+    pub noise_reduction: NoiseReductionSetting,
+    /// `connect_timeout_ms` (default 5000).
+    pub connect_timeout: Duration,
+    /// `reconnect` after a mid-call drop (default true).
+    pub reconnect: bool,
+}
+
+impl Eq for RealtimeSection {}
+
+/// `agent.realtime.turn_detection`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnDetectionSetting {
+    /// `"none"`: no automatic turns.
+    None,
+    /// `"server_vad"` (default).
+    ServerVad {
+        /// `vad_threshold` (0.0–1.0).
+        threshold: Option<f32>,
+        /// `vad_prefix_padding_ms`.
+        prefix_padding_ms: Option<u32>,
+        /// `vad_silence_ms`.
+        silence_ms: Option<u32>,
+    },
+    /// `"semantic_vad"`.
+    SemanticVad {
+        /// `vad_eagerness`: `low`, `medium`, `high` or `auto`.
+        eagerness: Option<String>,
+    },
+}
+
+/// `agent.realtime.noise_reduction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseReductionSetting {
+    /// `"none"`.
+    None,
+    /// `"near_field"`: handsets and headsets.
+    NearField,
+    /// `"far_field"`: speakerphones.
+    FarField,
+}
+
+/// `[agent.tools]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolsSection {
+    /// `hang_up` (default true).
+    pub hang_up: bool,
+    /// `send_dtmf` (default false).
+    pub send_dtmf: bool,
+    /// `[[agent.tools.transfer_target]]`: where `transfer_call` may transfer to (the tool is
+    /// offered only when there is at least one).
+    pub transfer_targets: Vec<(String, String)>,
+}
+
+/// `[[agent.http_tool]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpToolSection {
+    /// `name`.
+    pub name: String,
+    /// `description`.
+    pub description: String,
+    /// `parameters`: JSON Schema of the arguments (default: an object without properties).
+    pub parameters: serde_json::Value,
+    /// `url` (http or https).
+    pub url: String,
+    /// `timeout_ms` (default 5000).
+    pub timeout: Duration,
+    /// `headers` and `header_env` (values read from the environment), merged.
+    pub headers: Vec<(String, Secret)>,
+}
+
+impl Eq for HttpToolSection {}
+
+/// `[agent.fallback]`: when the backend is unreachable (before the answer) or lost for good.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FallbackSection {
+    /// `sip_code`: refuse the call with this status when there is no prompt and no
+    /// `transfer_to` (default 503).
+    pub sip_code: u16,
+    /// `play_file` or `tone_hz`: answer and play this.
+    pub prompt: Option<PlaySource>,
+    /// `transfer_to`: then transfer here (else hang up).
+    pub transfer_to: Option<String>,
 }
 
 /// What a `play` agent plays.
@@ -394,6 +523,8 @@ pub enum AgentKind {
     Echo,
     /// `"play"`: plays a WAV file or a tone, then hangs up (or loops with `repeat`).
     Play,
+    /// `"realtime"`: a speech-to-speech AI backend (OpenAI Realtime or compatible).
+    Realtime,
 }
 
 /// A secret string (password, API token) whose `Debug` output is redacted.
@@ -422,10 +553,40 @@ impl Config {
     /// The configuration an empty file gives: listeners on `0.0.0.0:5060` (UDP and TCP),
     /// no trunks, every number routed to the built-in `hold` agent.
     pub fn embedded_default() -> Config {
-        // invariant: the empty document has no trunks, no env lookups and only the
-        // built-in defaults, which validate (test `embedded_default_equals_empty_file`).
-        Config::from_toml_str_with_env("", "(embedded default)", |_| None)
-            .expect("built-in defaults are valid")
+        Config::embedded_default_with_env(process_env)
+    }
+
+    /// [`Config::embedded_default`] with environment variables looked up through `env`: with
+    /// `OPENAI_API_KEY` set, calls go to the built-in realtime `assistant` (loopback callers
+    /// only); without it, to `echo`.
+    pub fn embedded_default_with_env(env: impl Fn(&str) -> Option<String>) -> Config {
+        match Config::from_toml_str_with_env("", "(embedded default)", &env) {
+            Ok(c) => c,
+            // invariant: the empty document has no trunks and only built-in defaults, which
+            // validate with or without the key (tests `embedded_default_*`); the only env
+            // lookup is the optional OPENAI_API_KEY.
+            Err(_) => Config::from_toml_str_with_env("", "(embedded default)", |_| None)
+                .expect("built-in defaults are valid"),
+        }
+    }
+
+    /// Why calls to `called_user` go where they go, for the startup log: the agent's name and
+    /// a sentence.
+    pub fn describe_default_route(&self) -> Option<String> {
+        let a = self.route_for("")?;
+        Some(match (a.builtin, a.kind) {
+            (true, AgentKind::Realtime) => format!(
+                "no [[route]] configured and {DEFAULT_API_KEY_ENV} is set: calls go to the built-in realtime agent `{}`. \
+                 It answers loopback callers only; to open it, add an [[agent]] with kind = \"realtime\" and allow_from, \
+                 or trunks with allow_from (see docs/agents.md)",
+                a.name
+            ),
+            (true, AgentKind::Echo) => format!(
+                "no [[route]] configured and {DEFAULT_API_KEY_ENV} is not set: calls go to the built-in `{}` agent",
+                a.name
+            ),
+            _ => format!("calls to other numbers go to agent `{}`", a.name),
+        })
     }
 
     /// Reads and validates the file at `path`, taking environment variables from the
@@ -508,7 +669,20 @@ mod tests {
     #[test]
     fn embedded_default_equals_empty_file() {
         let empty = Config::from_toml_str_with_env("", "x.toml", |_| None).unwrap();
-        assert_eq!(Config::embedded_default(), empty);
+        assert_eq!(Config::embedded_default_with_env(|_| None), empty);
+        assert_eq!(empty.route_for("123").unwrap().name, BUILTIN_ECHO_AGENT);
+    }
+
+    #[test]
+    fn embedded_default_with_api_key_is_the_realtime_assistant() {
+        let env = |v: &str| (v == DEFAULT_API_KEY_ENV).then(|| "sk-test".to_owned());
+        let c = Config::embedded_default_with_env(env);
+        let a = c.route_for("123").unwrap();
+        assert_eq!(a.name, BUILTIN_ASSISTANT_AGENT);
+        assert_eq!(a.kind, AgentKind::Realtime);
+        assert!(a.allow_from.is_empty());
+        assert_eq!(a.realtime.as_ref().unwrap().api_key.expose(), "sk-test");
+        assert!(c.describe_default_route().unwrap().contains("loopback"));
     }
 
     #[test]

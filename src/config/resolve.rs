@@ -7,12 +7,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrorKind};
-use super::file::{FileAgent, FileConfig, FileHttp, FileLimits, FileMedia, FileSip, FileTrunk};
+use super::file::{
+    FileAgent, FileConfig, FileFallback, FileHttp, FileHttpTool, FileLimits, FileMedia,
+    FileRealtime, FileSip, FileTools, FileTrunk,
+};
 use super::profile::{DEFAULT_PROFILE, MIN_REGISTER_EXPIRES_S, Profile, secs_or_off};
 use super::{
-    AgentKind, AgentSection, AtLimit, BUILTIN_ECHO_AGENT, BUILTIN_HOLD_AGENT, Cidr, Codec, Config,
-    HttpSection, LimitsSection, MediaSection, PlaySource, Route, RoutePattern, RtpPortRange,
-    Secret, SipSection, Trunk, TrunkTransport,
+    AgentKind, AgentSection, AtLimit, BUILTIN_ASSISTANT_AGENT, BUILTIN_ECHO_AGENT,
+    BUILTIN_HOLD_AGENT, Cidr, Codec, Config, DEFAULT_API_KEY_ENV, DEFAULT_GREETING,
+    DEFAULT_INSTRUCTIONS, FallbackSection, HttpSection, HttpToolSection, LimitsSection,
+    MediaSection, NoiseReductionSetting, PlaySource, RealtimeSection, Route, RoutePattern,
+    RtpPortRange, Secret, SipSection, ToolsSection, Trunk, TrunkTransport, TurnDetectionSetting,
 };
 
 /// Default SIP port (RFC 3261 §19.1.2).
@@ -443,9 +448,28 @@ impl Resolver<'_> {
                 }
                 _ => None,
             };
+            let ai = self.ai_settings(
+                i,
+                a.kind,
+                AiRaw {
+                    instructions: a.instructions,
+                    allow_from: a.allow_from,
+                    realtime: a.realtime,
+                    tools: a.tools,
+                    http_tools: a.http_tools,
+                    fallback: a.fallback,
+                },
+                rebase,
+            )?;
             agents.push(AgentSection {
                 name: a.name,
                 kind: a.kind,
+                instructions: ai.instructions,
+                allow_from: ai.allow_from,
+                realtime: ai.realtime,
+                tools: ai.tools,
+                http_tools: ai.http_tools,
+                fallback: ai.fallback,
                 greeting: a.greeting,
                 answer_after: std::time::Duration::from_millis(a.answer_after_ms.unwrap_or(0)),
                 hangup_after: a.hangup_after_ms.map(std::time::Duration::from_millis),
@@ -472,8 +496,46 @@ impl Resolver<'_> {
                     play: None,
                     repeat: false,
                     builtin: true,
+                    instructions: None,
+                    allow_from: Vec::new(),
+                    realtime: None,
+                    tools: ToolsSection::default(),
+                    http_tools: Vec::new(),
+                    fallback: FallbackSection::default(),
                 });
             }
+        }
+        // With an API key in the environment, the built-in realtime assistant exists too.
+        if !agents.iter().any(|a| a.name == BUILTIN_ASSISTANT_AGENT)
+            && (self.env)(DEFAULT_API_KEY_ENV).is_some_and(|k| !k.is_empty())
+        {
+            let realtime = self.realtime_section("agent[assistant].realtime", FileRealtime::default())?;
+            agents.push(AgentSection {
+                name: BUILTIN_ASSISTANT_AGENT.to_owned(),
+                kind: AgentKind::Realtime,
+                greeting: Some(DEFAULT_GREETING.to_owned()),
+                answer_after: Duration::ZERO,
+                hangup_after: None,
+                record: true,
+                echo_delay: Duration::ZERO,
+                play: None,
+                repeat: false,
+                builtin: true,
+                instructions: Some(DEFAULT_INSTRUCTIONS.to_owned()),
+                allow_from: Vec::new(),
+                realtime: Some(realtime),
+                tools: ToolsSection {
+                    hang_up: true,
+                    send_dtmf: false,
+                    transfer_targets: Vec::new(),
+                },
+                http_tools: Vec::new(),
+                fallback: FallbackSection {
+                    sip_code: DEFAULT_FALLBACK_CODE,
+                    prompt: None,
+                    transfer_to: None,
+                },
+            });
         }
         Ok(agents)
     }
@@ -484,9 +546,17 @@ impl Resolver<'_> {
         agents: &[AgentSection],
     ) -> Result<Vec<Route>, ConfigError> {
         if raw.is_empty() {
+            let assistant = agents
+                .iter()
+                .any(|a| a.name == BUILTIN_ASSISTANT_AGENT && a.builtin);
             return Ok(vec![Route {
                 pattern: RoutePattern::Any,
-                agent: BUILTIN_ECHO_AGENT.to_owned(),
+                agent: if assistant {
+                    BUILTIN_ASSISTANT_AGENT
+                } else {
+                    BUILTIN_ECHO_AGENT
+                }
+                .to_owned(),
             }]);
         }
         let mut routes = Vec::with_capacity(raw.len());
@@ -814,4 +884,341 @@ mod tests {
         assert!(!valid_name("../etc"));
         assert!(!valid_name("a b"));
     }
+}
+
+/// The status a realtime call is refused with when its backend is unreachable (RFC 3261
+/// §21.5.4, 503 Service Unavailable), unless `agent.fallback.sip_code` says otherwise.
+const DEFAULT_FALLBACK_CODE: u16 = 503;
+/// The default realtime backend URL.
+const DEFAULT_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime";
+/// The default realtime model.
+const DEFAULT_REALTIME_MODEL: &str = "gpt-realtime";
+/// The default caller transcription model.
+const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-transcribe";
+/// The default HTTP tool timeout.
+const DEFAULT_TOOL_TIMEOUT_MS: u64 = 5000;
+/// The longest HTTP tool timeout accepted.
+const MAX_TOOL_TIMEOUT_MS: u64 = 60_000;
+
+/// The AI settings of one `[[agent]]`, as written.
+struct AiRaw {
+    instructions: Option<String>,
+    allow_from: Option<Vec<String>>,
+    realtime: Option<FileRealtime>,
+    tools: Option<FileTools>,
+    http_tools: Vec<FileHttpTool>,
+    fallback: Option<FileFallback>,
+}
+
+/// The AI settings of one agent, resolved.
+struct AiSettings {
+    instructions: Option<String>,
+    allow_from: Vec<Cidr>,
+    realtime: Option<RealtimeSection>,
+    tools: ToolsSection,
+    http_tools: Vec<HttpToolSection>,
+    fallback: FallbackSection,
+}
+
+impl Resolver<'_> {
+    fn ai_settings(
+        &self,
+        i: usize,
+        kind: AgentKind,
+        raw: AiRaw,
+        rebase: &dyn Fn(PathBuf) -> PathBuf,
+    ) -> Result<AiSettings, ConfigError> {
+        let key = |k: &str| format!("agent[{i}].{k}");
+        if kind != AgentKind::Realtime {
+            let set = [
+                ("instructions", raw.instructions.is_some()),
+                ("allow_from", raw.allow_from.is_some()),
+                ("realtime", raw.realtime.is_some()),
+                ("tools", raw.tools.is_some()),
+                ("http_tool", !raw.http_tools.is_empty()),
+                ("fallback", raw.fallback.is_some()),
+            ];
+            if let Some((k, _)) = set.iter().find(|(_, on)| *on) {
+                return Err(self.err(
+                    key(k),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "{k} only goes with kind = \"realtime\""
+                    )),
+                ));
+            }
+            return Ok(AiSettings {
+                instructions: None,
+                allow_from: Vec::new(),
+                realtime: None,
+                tools: ToolsSection::default(),
+                http_tools: Vec::new(),
+                fallback: FallbackSection::default(),
+            });
+        }
+        let mut allow_from = Vec::new();
+        for (j, text) in raw.allow_from.unwrap_or_default().iter().enumerate() {
+            let cidr: Cidr = text.parse().map_err(|reason| {
+                self.err(
+                    format!("agent[{i}].allow_from[{j}]"),
+                    ConfigErrorKind::InvalidCidr {
+                        text: text.clone(),
+                        reason,
+                    },
+                )
+            })?;
+            allow_from.push(cidr);
+        }
+        let realtime = self.realtime_section(&key("realtime"), raw.realtime.unwrap_or_default())?;
+        let t = raw.tools.unwrap_or_default();
+        let mut transfer_targets = Vec::new();
+        for (j, target) in t.transfer_targets.into_iter().enumerate() {
+            let k = format!("agent[{i}].tools.transfer_target[{j}]");
+            if target.name.trim().is_empty() {
+                return Err(self.err(format!("{k}.name"), ConfigErrorKind::Empty));
+            }
+            let uri = check_sip_uri(&target.uri).map_err(|reason| {
+                self.err(
+                    format!("{k}.uri"),
+                    ConfigErrorKind::InvalidUri {
+                        text: target.uri.clone(),
+                        reason,
+                    },
+                )
+            })?;
+            transfer_targets.push((target.name, uri));
+        }
+        let tools = ToolsSection {
+            hang_up: t.hang_up.unwrap_or(true),
+            send_dtmf: t.send_dtmf.unwrap_or(false),
+            transfer_targets,
+        };
+        let mut http_tools: Vec<HttpToolSection> = Vec::new();
+        for (j, h) in raw.http_tools.into_iter().enumerate() {
+            let k = |f: &str| format!("agent[{i}].http_tool[{j}].{f}");
+            if !valid_tool_name(&h.name) {
+                return Err(self.err(
+                    k("name"),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "\"{}\" is not a valid tool name (1 to 64 letters, digits, _ or -)",
+                        h.name
+                    )),
+                ));
+            }
+            let builtin = ["hang_up", "transfer_call", "send_dtmf"];
+            if builtin.contains(&h.name.as_str())
+                || http_tools.iter().any(|o| o.name == h.name)
+            {
+                return Err(self.err(
+                    k("name"),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "tool name \"{}\" is used twice (or is a built-in tool)",
+                        h.name
+                    )),
+                ));
+            }
+            if !(h.url.starts_with("http://") || h.url.starts_with("https://"))
+                || url::Url::parse(&h.url).is_err()
+            {
+                return Err(self.err(
+                    k("url"),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "\"{}\" is not an http:// or https:// URL",
+                        h.url
+                    )),
+                ));
+            }
+            let timeout_ms = h.timeout_ms.unwrap_or(DEFAULT_TOOL_TIMEOUT_MS);
+            if !(1..=MAX_TOOL_TIMEOUT_MS).contains(&timeout_ms) {
+                return Err(self.err(
+                    k("timeout_ms"),
+                    ConfigErrorKind::OutOfRange {
+                        min: 1,
+                        max: MAX_TOOL_TIMEOUT_MS,
+                        got: timeout_ms,
+                    },
+                ));
+            }
+            let parameters = match h.parameters {
+                Some(v) => {
+                    let json = serde_json::to_value(&v).map_err(|e| {
+                        self.err(k("parameters"), ConfigErrorKind::AgentSetting(e.to_string()))
+                    })?;
+                    if !json.is_object() {
+                        return Err(self.err(
+                            k("parameters"),
+                            ConfigErrorKind::AgentSetting(
+                                "must be a table (a JSON Schema object)".into(),
+                            ),
+                        ));
+                    }
+                    json
+                }
+                None => serde_json::json!({ "type": "object", "properties": {} }),
+            };
+            let mut headers: Vec<(String, Secret)> = h
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n, Secret::new(v)))
+                .collect();
+            for (name, var) in h.header_env {
+                let v = self.env_var(&k(&format!("header_env.{name}")), &var, None)?;
+                headers.push((name, v));
+            }
+            http_tools.push(HttpToolSection {
+                name: h.name,
+                description: h.description,
+                parameters,
+                url: h.url,
+                timeout: Duration::from_millis(timeout_ms),
+                headers,
+            });
+        }
+        let f = raw.fallback.unwrap_or_default();
+        let sip_code = f.sip_code.unwrap_or(DEFAULT_FALLBACK_CODE);
+        if !(400..=699).contains(&sip_code) {
+            return Err(self.err(
+                key("fallback.sip_code"),
+                ConfigErrorKind::OutOfRange {
+                    min: 400,
+                    max: 699,
+                    got: u64::from(sip_code),
+                },
+            ));
+        }
+        let prompt = match (f.play_file, f.tone_hz) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    key("fallback.play_file"),
+                    ConfigErrorKind::AgentSetting("give play_file or tone_hz, not both".into()),
+                ));
+            }
+            (Some(file), None) => Some(PlaySource::File(rebase(file))),
+            (None, Some(hz)) => Some(PlaySource::Tone {
+                hz,
+                dbfs: -12.0,
+                duration: Duration::from_millis(f.tone_ms.unwrap_or(2000).max(1)),
+            }),
+            (None, None) => None,
+        };
+        let transfer_to = match f.transfer_to {
+            Some(uri) => Some(check_sip_uri(&uri).map_err(|reason| {
+                self.err(
+                    key("fallback.transfer_to"),
+                    ConfigErrorKind::InvalidUri {
+                        text: uri.clone(),
+                        reason,
+                    },
+                )
+            })?),
+            None => None,
+        };
+        Ok(AiSettings {
+            instructions: raw.instructions,
+            allow_from,
+            realtime: Some(realtime),
+            tools,
+            http_tools,
+            fallback: FallbackSection {
+                sip_code,
+                prompt,
+                transfer_to,
+            },
+        })
+    }
+
+    fn realtime_section(&self, key: &str, r: FileRealtime) -> Result<RealtimeSection, ConfigError> {
+        let k = |f: &str| format!("{key}.{f}");
+        let url = r.url.unwrap_or_else(|| DEFAULT_REALTIME_URL.to_owned());
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) || url::Url::parse(&url).is_err()
+        {
+            return Err(self.err(
+                k("url"),
+                ConfigErrorKind::AgentSetting(format!("\"{url}\" is not a ws:// or wss:// URL")),
+            ));
+        }
+        let api_key_env = r.api_key_env.unwrap_or_else(|| DEFAULT_API_KEY_ENV.to_owned());
+        let api_key = self.env_var(
+            &k("api_key_env"),
+            &api_key_env,
+            Some("a realtime agent needs its API key"),
+        )?;
+        let turn_detection = match r.turn_detection.as_deref().unwrap_or("server_vad") {
+            "server_vad" => TurnDetectionSetting::ServerVad {
+                threshold: r.vad_threshold,
+                prefix_padding_ms: r.vad_prefix_padding_ms,
+                silence_ms: r.vad_silence_ms,
+            },
+            "semantic_vad" => TurnDetectionSetting::SemanticVad {
+                eagerness: r.vad_eagerness,
+            },
+            "none" => TurnDetectionSetting::None,
+            other => {
+                return Err(self.err(
+                    k("turn_detection"),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "\"{other}\" is not one of server_vad, semantic_vad, none"
+                    )),
+                ));
+            }
+        };
+        if let Some(t) = r.vad_threshold
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(self.err(
+                k("vad_threshold"),
+                ConfigErrorKind::AgentSetting(format!("must be between 0.0 and 1.0 (got {t})")),
+            ));
+        }
+        let noise_reduction = match r.noise_reduction.as_deref().unwrap_or("near_field") {
+            "none" => NoiseReductionSetting::None,
+            "near_field" => NoiseReductionSetting::NearField,
+            "far_field" => NoiseReductionSetting::FarField,
+            other => {
+                return Err(self.err(
+                    k("noise_reduction"),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "\"{other}\" is not one of none, near_field, far_field"
+                    )),
+                ));
+            }
+        };
+        let transcription_model = match r.transcription_model {
+            Some(m) if m.is_empty() => None,
+            Some(m) => Some(m),
+            None => Some(DEFAULT_TRANSCRIPTION_MODEL.to_owned()),
+        };
+        let connect_ms = r.connect_timeout_ms.unwrap_or(5000);
+        if !(100..=60_000).contains(&connect_ms) {
+            return Err(self.err(
+                k("connect_timeout_ms"),
+                ConfigErrorKind::OutOfRange {
+                    min: 100,
+                    max: 60_000,
+                    got: connect_ms,
+                },
+            ));
+        }
+        Ok(RealtimeSection {
+            url,
+            model: r.model.unwrap_or_else(|| DEFAULT_REALTIME_MODEL.to_owned()),
+            api_key_env,
+            api_key,
+            azure: r.azure.unwrap_or(false),
+            voice: r.voice,
+            temperature: r.temperature,
+            turn_detection,
+            transcription_model,
+            noise_reduction,
+            connect_timeout: Duration::from_millis(connect_ms),
+            reconnect: r.reconnect.unwrap_or(true),
+        })
+    }
+}
+
+/// A function name the OpenAI API accepts: 1–64 of `[A-Za-z0-9_-]`.
+fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

@@ -1,6 +1,10 @@
 //! Turns a [`Config`] into the typed options of the layers below.
 
-use super::{AtLimit, Config, TrunkTransport};
+use super::{AtLimit, Config, NoiseReductionSetting, TrunkTransport, TurnDetectionSetting};
+use crate::agent::realtime::client::{ApiKey, NoiseReduction, RealtimeConfig};
+use crate::agent::realtime::TurnDetection;
+use crate::call::agent::{AllowList, Fallback, RealtimeAgent};
+use crate::call::tools::{AgentTools, HttpTool, TransferPolicy, TransferTarget};
 use crate::agent::{PlaySource as AgentPlaySource, PlaySpec};
 use crate::call::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkSpec};
 use crate::runtime::{KeepaliveSpec, Options, RegistrationSpec};
@@ -87,10 +91,13 @@ impl Config {
     pub fn call_setup(&self) -> CallSetup {
         let mut routes = Routes::default();
         for r in &self.routes {
-            let agent = self
+            let mut agent = self
                 .agent(&r.agent)
                 .map(agent_spec)
                 .unwrap_or_else(AgentSpec::hold);
+            if agent.allow_from.is_some() {
+                agent.allow_from = Some(self.allow_list(&r.agent));
+            }
             routes.push(r.pattern.to_string(), agent);
         }
         let codecs: Vec<SdpCodec> = self
@@ -109,6 +116,7 @@ impl Config {
             rtp_timeout: self.media.rtp_timeout,
             jitter: (self.media.jitter_min, self.media.jitter_max),
             recordings_dir: Some(self.data_dir.join("recordings")),
+            transcripts_dir: Some(self.data_dir.join("transcripts")),
         };
         let trunks = self
             .trunks
@@ -130,6 +138,25 @@ impl Config {
             rtp_ports: (self.media.rtp_ports.min(), self.media.rtp_ports.max()),
             trunks,
             domain: self.sip.domain.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Who may call the realtime agent `name`: its own `allow_from` and every trunk's
+    /// `allow_from`; loopback only when both are empty.
+    pub fn allow_list(&self, name: &str) -> AllowList {
+        let nets: Vec<(std::net::IpAddr, u8)> = self
+            .agent(name)
+            .into_iter()
+            .flat_map(|a| a.allow_from.iter())
+            .chain(self.trunks.iter().flat_map(|t| t.allow_from.iter()))
+            .map(|c| (c.network(), c.prefix()))
+            .collect();
+        if nets.is_empty() {
+            AllowList::loopback()
+        } else {
+            AllowList::new(nets)
         }
     }
 }
@@ -166,8 +193,13 @@ pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
             },
             repeat: a.repeat,
         }),
+        (super::AgentKind::Realtime, _) => match realtime_agent(a) {
+            Some(r) => AgentKind::Realtime(std::sync::Arc::new(r)),
+            None => AgentKind::Hold,
+        },
         _ => AgentKind::Hold,
     };
+    let gated = matches!(kind, AgentKind::Realtime(_));
     AgentSpec {
         name: a.name.clone(),
         answer_after: a.answer_after,
@@ -175,7 +207,120 @@ pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
         kind,
         record: a.record,
         variables: Default::default(),
+        // Completed with the trunks' lists by `call_setup`.
+        allow_from: gated.then(|| {
+            if a.allow_from.is_empty() {
+                AllowList::loopback()
+            } else {
+                AllowList::new(a.allow_from.iter().map(|c| (c.network(), c.prefix())))
+            }
+        }),
     }
+}
+
+/// A realtime agent's call-layer description (`None` without a `[agent.realtime]`, which
+/// validation guarantees for kind = "realtime").
+fn realtime_agent(a: &super::AgentSection) -> Option<RealtimeAgent> {
+    let r = a.realtime.as_ref()?;
+    let backend = RealtimeConfig {
+        url: r.url.clone(),
+        model: r.model.clone(),
+        api_key_env: r.api_key_env.clone(),
+        api_key: Some(ApiKey::new(r.api_key.expose())),
+        voice: r.voice.clone(),
+        instructions: a.instructions.clone().unwrap_or_default(),
+        temperature: r.temperature,
+        turn_detection: match &r.turn_detection {
+            TurnDetectionSetting::None => None,
+            TurnDetectionSetting::ServerVad {
+                threshold,
+                prefix_padding_ms,
+                silence_ms,
+            } => Some(TurnDetection::ServerVad {
+                threshold: *threshold,
+                prefix_padding_ms: *prefix_padding_ms,
+                silence_duration_ms: *silence_ms,
+                create_response: None,
+                interrupt_response: None,
+            }),
+            TurnDetectionSetting::SemanticVad { eagerness } => Some(TurnDetection::SemanticVad {
+                eagerness: eagerness.clone(),
+                create_response: None,
+                interrupt_response: None,
+            }),
+        },
+        input_transcription: r.transcription_model.clone(),
+        noise_reduction: match r.noise_reduction {
+            NoiseReductionSetting::None => NoiseReduction::None,
+            NoiseReductionSetting::NearField => NoiseReduction::NearField,
+            NoiseReductionSetting::FarField => NoiseReduction::FarField,
+        },
+        greeting: a.greeting.clone(),
+        azure: r.azure,
+        reconnect: r.reconnect,
+        connect_timeout: r.connect_timeout,
+        ..RealtimeConfig::default()
+    };
+    let transfer = (!a.tools.transfer_targets.is_empty()).then(|| TransferPolicy {
+        targets: a
+            .tools
+            .transfer_targets
+            .iter()
+            .map(|(name, uri)| TransferTarget {
+                name: name.clone(),
+                uri: uri.clone(),
+            })
+            .collect(),
+        allow_any: false,
+    });
+    let http = a
+        .http_tools
+        .iter()
+        .map(|h| HttpTool {
+            name: h.name.clone(),
+            description: h.description.clone(),
+            parameters: h.parameters.clone(),
+            url: h.url.clone(),
+            timeout: h.timeout,
+            headers: h
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.expose().to_owned()))
+                .collect(),
+        })
+        .collect();
+    let tools = match AgentTools::new(a.tools.hang_up, transfer, a.tools.send_dtmf, http) {
+        Ok(t) => t,
+        Err(e) => {
+            // Validation of the file covers what AgentTools checks; log rather than fail.
+            tracing::error!(agent = %a.name, error = %e, "agent tools rejected: the agent runs without tools");
+            AgentTools::default()
+        }
+    };
+    let fallback = match (&a.fallback.prompt, &a.fallback.transfer_to) {
+        (None, None) => Fallback::Reject {
+            code: a.fallback.sip_code,
+        },
+        (prompt, transfer_to) => Fallback::Prompt {
+            prompt: prompt.as_ref().map(|p| PlaySpec {
+                source: match p {
+                    super::PlaySource::File(f) => AgentPlaySource::File(f.clone()),
+                    super::PlaySource::Tone { hz, dbfs, duration } => AgentPlaySource::Tone {
+                        hz: f64::from(*hz),
+                        dbfs: f64::from(*dbfs),
+                        duration: *duration,
+                    },
+                },
+                repeat: false,
+            }),
+            transfer_to: transfer_to.clone(),
+        },
+    };
+    Some(RealtimeAgent {
+        backend,
+        tools,
+        fallback,
+    })
 }
 
 fn transport(t: TrunkTransport) -> Transport {

@@ -126,6 +126,11 @@ impl VoxlineProcess {
     /// --sip-listen 127.0.0.1:P --http-listen 127.0.0.1:H` and wait (up to
     /// [`VOXLINE_READY_TIMEOUT`]) until `GET /health` answers 200.
     pub fn spawn(config_toml: &str) -> VoxlineProcess {
+        VoxlineProcess::spawn_with_env(config_toml, &[])
+    }
+
+    /// [`VoxlineProcess::spawn`] with extra environment variables for the process (API keys).
+    pub fn spawn_with_env(config_toml: &str, env: &[(&str, &str)]) -> VoxlineProcess {
         let dir = tempfile::Builder::new()
             .prefix("voxline-test-")
             .tempdir()
@@ -150,6 +155,7 @@ impl VoxlineProcess {
             .arg(http.to_string())
             .current_dir(dir.path())
             .env("VOXLINE_LOG", log_filter())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout_path).expect("stdout file"))
             .stderr(fs::File::create(&stderr_path).expect("stderr file"))
@@ -167,6 +173,11 @@ impl VoxlineProcess {
         };
         vox.wait_ready();
         vox
+    }
+
+    /// The process's working directory (its `./data` is the default data directory).
+    pub fn work_dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// voxline's SIP address (UDP and TCP).

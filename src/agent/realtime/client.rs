@@ -1068,7 +1068,7 @@ impl Client {
                             "error": format!("arguments are not valid JSON: {e}")
                         })
                         .to_string();
-                        if let Err(e) = self.tool_output(ws, call_id, output).await {
+                        if let Err(e) = self.tool_output(ws, call_id, output, true).await {
                             return Flow::Lost(e);
                         }
                         BackendEvent::Error {
@@ -1109,6 +1109,7 @@ impl Client {
     }
 
     async fn on_control(&mut self, c: BackendControl, ws: &mut Ws) -> Flow {
+        let respond = !matches!(c, BackendControl::ToolResultNoReply { .. });
         let result = match c {
             BackendControl::Audio(chunk) => {
                 if chunk.format != self.call_format {
@@ -1124,7 +1125,8 @@ impl Client {
                 send(ws, &ev).await
             }
             BackendControl::Interrupt { heard_ms } => self.interrupt(ws, heard_ms).await,
-            BackendControl::ToolResult { call_id, output } => {
+            BackendControl::ToolResult { call_id, output }
+            | BackendControl::ToolResultNoReply { call_id, output } => {
                 if !self.functions.contains_key(&call_id) {
                     warn!(call = %call_id, "realtime: result for an unknown tool call dropped");
                     let ok = self
@@ -1139,7 +1141,7 @@ impl Client {
                         Flow::ReceiverGone
                     };
                 }
-                self.tool_output(ws, call_id, output).await
+                self.tool_output(ws, call_id, output, respond).await
             }
             BackendControl::Say { instructions } => {
                 self.request_response(
@@ -1202,6 +1204,7 @@ impl Client {
         ws: &mut Ws,
         call_id: String,
         output: String,
+        respond: bool,
     ) -> Result<(), String> {
         self.functions.remove(&call_id);
         send(
@@ -1211,6 +1214,9 @@ impl Client {
             },
         )
         .await?;
+        if !respond {
+            return Ok(());
+        }
         self.request_response(ws, None).await
     }
 

@@ -679,6 +679,13 @@ impl MediaStream {
         self.clock.layout().sample_rate
     }
 
+    /// The PCM rate a stream for `negotiated` will run at ([`Self::sample_rate`]), without
+    /// building the stream: lets the call layer choose an AI backend's audio format before the
+    /// media starts.
+    pub fn pcm_rate(negotiated: &NegotiatedMedia) -> Result<u32, MediaError> {
+        Ok(build_encoder(negotiated)?.1.sample_rate)
+    }
+
     /// PCM samples per frame at [`Self::sample_rate`].
     pub fn frame_samples(&self) -> usize {
         self.clock.layout().frame_samples

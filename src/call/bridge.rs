@@ -1,0 +1,537 @@
+//! The bridge between one call's [`MediaStream`] and its AI backend, run by the call's media
+//! worker at every frame tick (synchronous: it only uses `try_send`/`try_recv` on the
+//! backend's bounded channels and never blocks the worker).
+//!
+//! * **Caller → backend.** Every frame the worker decodes goes to the backend as one
+//!   [`BackendControl::Audio`] chunk: for PCMU/PCMA calls the RTP payload bytes exactly as
+//!   received ([`MediaEvent::Frame::caller_encoded`](crate::media::stream::MediaEvent)), else
+//!   the PCM16 frame at the stream's rate (the realtime client resamples it to 24 kHz). This is
+//!   where echo cancellation, noise suppression and voxline's own VAD will sit: between the
+//!   jitter buffer (the frame) and the backend.
+//! * **Backend → caller.** Audio chunks go to a local pending buffer; each tick moves just
+//!   enough of it into the stream's outbound queue to keep [`FEED_AHEAD`] queued, so the media
+//!   core paces it and a barge-in has little to drop. The backend usually sends a reply much
+//!   faster than real time: the pending buffer holds it (up to [`MAX_PENDING`]).
+//! * **Barge-in.** On [`BackendEvent::SpeechStarted`] while the agent talks (a response in
+//!   progress, or its audio still queued), the bridge flushes the stream and the pending
+//!   buffer in the same tick and sends [`BackendControl::Interrupt`] with `heard_ms`: the
+//!   agent audio of the current response that actually went out as RTP, from the media core's
+//!   counter ([`MediaStream::agent_ms_sent`]), not from what the WebSocket delivered.
+//! * **Turn latency.** For each caller turn: when the caller's speech ended (the backend's
+//!   `audio_end_ms` mapped back to the instant that audio was sent), when the reply's first
+//!   audio arrived from the backend, and when its first RTP packet went out.
+//! * **Hang-up after goodbye.** [`Bridge::request_hangup`] waits until the goodbye has played
+//!   out (asking the agent to say one first if its last response had no audio), then reports
+//!   [`BridgeAction::HangUp`].
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::agent::backend::{AudioChunk, AudioFormat, BackendControl, BackendEvent, Role};
+use crate::media::stream::MediaStream;
+use crate::records::TurnLatency;
+
+/// Agent audio kept in the stream's outbound queue ahead of the wire. Enough that a late tick
+/// never starves playout, small enough that a barge-in drops little.
+pub const FEED_AHEAD: Duration = Duration::from_millis(60);
+/// Most agent audio held in the pending buffer (two minutes); more is dropped and counted.
+pub const MAX_PENDING: Duration = Duration::from_secs(120);
+/// Backend events handled per tick at most (the rest wait for the next tick).
+pub const EVENTS_PER_TICK: usize = 256;
+/// How long a hang-up waits for the goodbye to be said and played.
+pub const GOODBYE_LIMIT: Duration = Duration::from_secs(15);
+/// What the agent is asked to say when it hangs up without having said goodbye.
+pub const GOODBYE_INSTRUCTIONS: &str = "Say a short, polite goodbye to the caller now.";
+/// Input positions remembered to map the backend's `audio_end_ms` back to an instant (about
+/// ten seconds of 20 ms frames).
+const INPUT_MARKS: usize = 512;
+
+/// What the bridge tells its call's agent task (transcripts, tool calls, turn figures).
+#[derive(Debug)]
+pub enum Notice {
+    /// A finished utterance.
+    Transcript {
+        /// Who said it.
+        role: Role,
+        /// What was said.
+        text: String,
+        /// The backend's item id.
+        item_id: Option<String>,
+    },
+    /// The agent wants a tool run.
+    ToolCall {
+        /// Echo this in the result.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// Its arguments.
+        arguments: serde_json::Value,
+    },
+    /// A finished turn's latency figures.
+    Turn(TurnLatency),
+    /// Something worth a line in the transcript (barge-in, reconnection, backend errors).
+    System(String),
+}
+
+/// What the worker should do after a bridge step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeAction {
+    /// Nothing special.
+    Continue,
+    /// The agent hung up and its goodbye has played: end the call.
+    HangUp,
+    /// The backend is gone (closed, or a fatal error): fall back.
+    BackendLost(String),
+}
+
+/// Counters of one bridge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    /// Caller frames sent to the backend.
+    pub frames_up: u64,
+    /// Caller frames dropped because the backend's control queue was full.
+    pub frames_dropped: u64,
+    /// Agent audio chunks received.
+    pub chunks_down: u64,
+    /// Agent audio bytes dropped (pending buffer full, or a format the call cannot play).
+    pub bytes_dropped: u64,
+    /// Barge-ins handled.
+    pub barge_ins: u64,
+}
+
+/// One call's bridge to its backend.
+#[derive(Debug)]
+pub struct Bridge {
+    control: mpsc::Sender<BackendControl>,
+    events: mpsc::Receiver<BackendEvent>,
+    format: AudioFormat,
+    notices: mpsc::Sender<Notice>,
+    /// The instant turn figures count from (the call's answer, near enough: media start).
+    origin: Instant,
+    pending: VecDeque<u8>,
+    /// Set at `ResponseStarted`: the sent-counter value where this response's audio starts.
+    response_base: u64,
+    responding: bool,
+    response_had_audio: bool,
+    input_ms: u64,
+    input_marks: VecDeque<(u64, Instant)>,
+    turn: Option<Turn>,
+    goodbye: Goodbye,
+    lost: bool,
+    scratch: Vec<i16>,
+    stats: BridgeStats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    speech_end: Instant,
+    first_audio: Option<Instant>,
+    /// The sent-counter value the reply's first audio starts at.
+    audio_mark: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goodbye {
+    None,
+    /// Asked the agent to say goodbye; waiting for that response to start.
+    Asked { deadline: Instant, started: bool },
+    /// Waiting for the response to finish and its audio to play out.
+    Draining { deadline: Instant },
+    Done,
+}
+
+impl Bridge {
+    /// A bridge for a backend speaking `format` (the call's [`AudioFormat`]); `origin` is the
+    /// instant turn figures count from.
+    pub fn new(
+        control: mpsc::Sender<BackendControl>,
+        events: mpsc::Receiver<BackendEvent>,
+        format: AudioFormat,
+        notices: mpsc::Sender<Notice>,
+        origin: Instant,
+    ) -> Bridge {
+        Bridge {
+            control,
+            events,
+            format,
+            notices,
+            origin,
+            pending: VecDeque::new(),
+            response_base: 0,
+            responding: false,
+            response_had_audio: false,
+            input_ms: 0,
+            input_marks: VecDeque::with_capacity(INPUT_MARKS),
+            turn: None,
+            goodbye: Goodbye::None,
+            lost: false,
+            scratch: Vec::new(),
+            stats: BridgeStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> BridgeStats {
+        self.stats
+    }
+
+    /// Whether the backend is gone.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Handles the backend's events that arrived, then tops up the stream's outbound queue.
+    /// Call it before [`MediaStream::handle_timeout`] so new audio goes out this tick.
+    pub fn pump(&mut self, stream: &mut MediaStream, now: Instant) -> BridgeAction {
+        let mut action = BridgeAction::Continue;
+        for _ in 0..EVENTS_PER_TICK {
+            let ev = match self.events.try_recv() {
+                Ok(ev) => ev,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    if !self.lost {
+                        self.lost = true;
+                        action = BridgeAction::BackendLost("the backend stopped".into());
+                    }
+                    break;
+                }
+            };
+            if let Some(a) = self.on_event(stream, now, ev) {
+                action = a;
+            }
+        }
+        self.feed(stream);
+        action
+    }
+
+    /// One caller frame: sends it to the backend (nothing while the call is on hold: the
+    /// model should not answer hold music). `encoded` is the frame's G.711 bytes, if any.
+    pub fn on_frame(&mut self, now: Instant, caller: &[i16], encoded: Option<&[u8]>, live: bool) {
+        if !live || self.lost {
+            return;
+        }
+        let data = match (self.format, encoded) {
+            (AudioFormat::Pcmu8k | AudioFormat::Pcma8k, Some(bytes)) => Bytes::copy_from_slice(bytes),
+            (AudioFormat::Pcm16 { .. }, _) => {
+                let mut v = Vec::with_capacity(caller.len() * 2);
+                for s in caller {
+                    v.extend_from_slice(&s.to_le_bytes());
+                }
+                Bytes::from(v)
+            }
+            // A G.711 backend on a call that no longer carries G.711 bytes (a codec change):
+            // nothing sensible to send.
+            _ => return,
+        };
+        let ms = self.format.duration_ms(data.len() as u64);
+        let chunk = AudioChunk {
+            format: self.format,
+            data,
+        };
+        match self.control.try_send(BackendControl::Audio(chunk)) {
+            Ok(()) => {
+                self.stats.frames_up += 1;
+                if self.input_marks.len() == INPUT_MARKS {
+                    self.input_marks.pop_front();
+                }
+                self.input_marks.push_back((self.input_ms, now));
+                self.input_ms += ms;
+            }
+            Err(_) => self.stats.frames_dropped += 1,
+        }
+    }
+
+    /// After the tick: notes the first RTP packet of a reply, and ends a hang-up whose goodbye
+    /// has played.
+    pub fn after_tick(&mut self, stream: &MediaStream, now: Instant) -> BridgeAction {
+        if let Some(t) = self.turn
+            && t.first_audio.is_some()
+            && stream.agent_ms_sent() > t.audio_mark
+        {
+            self.finish_turn(Some(now));
+        }
+        let idle = !self.responding && self.pending.is_empty() && stream.queued_audio().is_zero();
+        match self.goodbye {
+            Goodbye::Asked { deadline, .. } | Goodbye::Draining { deadline } if now >= deadline => {
+                tracing::info!("goodbye not finished in time: hanging up anyway");
+                self.goodbye = Goodbye::Done;
+                BridgeAction::HangUp
+            }
+            Goodbye::Draining { .. } if idle => {
+                self.goodbye = Goodbye::Done;
+                BridgeAction::HangUp
+            }
+            Goodbye::Asked { .. } | Goodbye::Draining { .. } if self.lost && idle => {
+                self.goodbye = Goodbye::Done;
+                BridgeAction::HangUp
+            }
+            _ => BridgeAction::Continue,
+        }
+    }
+
+    /// The agent asked to hang up: let the goodbye play (asking for one if the last response
+    /// said nothing), then [`Bridge::after_tick`] reports [`BridgeAction::HangUp`].
+    pub fn request_hangup(&mut self, now: Instant) {
+        if self.goodbye != Goodbye::None {
+            return;
+        }
+        let deadline = now + GOODBYE_LIMIT;
+        if self.response_had_audio || !self.pending.is_empty() || self.lost {
+            self.goodbye = Goodbye::Draining { deadline };
+        } else {
+            let say = BackendControl::Say {
+                instructions: GOODBYE_INSTRUCTIONS.to_owned(),
+            };
+            if self.control.try_send(say).is_err() {
+                self.goodbye = Goodbye::Draining { deadline };
+            } else {
+                self.goodbye = Goodbye::Asked {
+                    deadline,
+                    started: false,
+                };
+            }
+        }
+    }
+
+    /// Ends the backend session (the call is over).
+    pub fn close(&mut self) {
+        self.finish_turn(None);
+        let _ = self.control.try_send(BackendControl::Close);
+    }
+
+    fn on_event(
+        &mut self,
+        stream: &mut MediaStream,
+        now: Instant,
+        ev: BackendEvent,
+    ) -> Option<BridgeAction> {
+        match ev {
+            BackendEvent::Audio(chunk) => self.on_audio(stream, now, chunk),
+            BackendEvent::ResponseStarted => {
+                self.responding = true;
+                self.response_had_audio = false;
+                self.response_base = self.position(stream);
+                if let Goodbye::Asked { deadline, .. } = self.goodbye {
+                    self.goodbye = Goodbye::Asked {
+                        deadline,
+                        started: true,
+                    };
+                }
+            }
+            BackendEvent::ResponseDone => {
+                self.responding = false;
+                if let Goodbye::Asked {
+                    deadline,
+                    started: true,
+                } = self.goodbye
+                {
+                    self.goodbye = Goodbye::Draining { deadline };
+                }
+            }
+            BackendEvent::SpeechStarted { .. } => self.on_speech_started(stream),
+            BackendEvent::SpeechStopped { audio_end_ms } => {
+                self.finish_turn(None);
+                let speech_end = self.input_instant(audio_end_ms).unwrap_or(now);
+                self.turn = Some(Turn {
+                    speech_end,
+                    first_audio: None,
+                    audio_mark: 0,
+                });
+            }
+            BackendEvent::TranscriptDelta { .. } => {}
+            BackendEvent::TranscriptFinal {
+                role,
+                text,
+                item_id,
+            } => self.notice(Notice::Transcript {
+                role,
+                text,
+                item_id: Some(item_id),
+            }),
+            BackendEvent::ToolCall {
+                call_id,
+                name,
+                arguments,
+            } => self.notice(Notice::ToolCall {
+                call_id,
+                name,
+                arguments,
+            }),
+            BackendEvent::Reconnected => {
+                // The new session counts its input audio from zero.
+                self.input_ms = 0;
+                self.input_marks.clear();
+                self.notice(Notice::System("backend reconnected".into()));
+            }
+            BackendEvent::Error { message, fatal } => {
+                tracing::warn!(%message, fatal, "backend error");
+                self.notice(Notice::System(format!("backend error: {message}")));
+                if fatal && !self.lost {
+                    self.lost = true;
+                    return Some(BridgeAction::BackendLost(message));
+                }
+            }
+            BackendEvent::Closed => {
+                if !self.lost {
+                    self.lost = true;
+                    return Some(BridgeAction::BackendLost("the backend closed".into()));
+                }
+            }
+        }
+        None
+    }
+
+    fn on_audio(&mut self, stream: &MediaStream, now: Instant, chunk: AudioChunk) {
+        self.stats.chunks_down += 1;
+        if chunk.format != self.format {
+            self.stats.bytes_dropped += chunk.data.len() as u64;
+            return;
+        }
+        let max = usize::try_from(
+            u64::from(self.format.sample_rate())
+                * u64::from(self.format.bytes_per_sample())
+                * MAX_PENDING.as_secs(),
+        )
+        .unwrap_or(usize::MAX);
+        if self.pending.len() + chunk.data.len() > max {
+            self.stats.bytes_dropped += chunk.data.len() as u64;
+            return;
+        }
+        let mark = self.position(stream);
+        if let Some(t) = &mut self.turn
+            && t.first_audio.is_none()
+        {
+            t.first_audio = Some(now);
+            t.audio_mark = mark;
+        }
+        self.response_had_audio = true;
+        self.pending.extend(chunk.data.iter().copied());
+    }
+
+    fn on_speech_started(&mut self, stream: &mut MediaStream) {
+        let queued = !stream.queued_audio().is_zero() || !self.pending.is_empty();
+        if self.turn.is_some() {
+            // The caller spoke again before the reply played: the turn ends without it.
+            self.finish_turn(None);
+        }
+        if !(self.responding || queued) {
+            return;
+        }
+        stream.flush();
+        self.pending.clear();
+        let heard_ms = stream.agent_ms_sent().saturating_sub(self.response_base);
+        self.stats.barge_ins += 1;
+        tracing::debug!(heard_ms, "barge-in");
+        if self
+            .control
+            .try_send(BackendControl::Interrupt { heard_ms })
+            .is_err()
+        {
+            tracing::warn!("barge-in: the backend's queue is full, interrupt not sent");
+        }
+        self.notice(Notice::System(format!(
+            "barge-in: the caller interrupted after {heard_ms} ms of the reply"
+        )));
+    }
+
+    /// Moves pending agent audio into the stream until [`FEED_AHEAD`] is queued.
+    fn feed(&mut self, stream: &mut MediaStream) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let bps = usize::try_from(self.format.bytes_per_sample()).unwrap_or(1);
+        let frame_bytes = stream.frame_samples() * bps;
+        while !self.pending.is_empty() && stream.queued_audio() < FEED_AHEAD {
+            let mut take = self.pending.len().min(frame_bytes);
+            take -= take % bps;
+            if take == 0 {
+                // A lone trailing byte of PCM16 cannot be played.
+                self.stats.bytes_dropped += self.pending.len() as u64;
+                self.pending.clear();
+                return;
+            }
+            let result = match self.format {
+                AudioFormat::Pcmu8k | AudioFormat::Pcma8k => {
+                    let (a, b) = self.pending.as_slices();
+                    if a.len() >= take {
+                        stream.send_encoded(&a[..take])
+                    } else {
+                        let mut v: Vec<u8> = Vec::with_capacity(take);
+                        v.extend_from_slice(a);
+                        v.extend_from_slice(&b[..take - a.len()]);
+                        stream.send_encoded(&v)
+                    }
+                }
+                AudioFormat::Pcm16 { .. } => {
+                    self.scratch.clear();
+                    let mut it = self.pending.iter().take(take);
+                    while let (Some(lo), Some(hi)) = (it.next(), it.next()) {
+                        self.scratch.push(i16::from_le_bytes([*lo, *hi]));
+                    }
+                    stream.send_audio(&self.scratch)
+                }
+            };
+            match result {
+                Ok(()) => {
+                    self.pending.drain(..take);
+                }
+                Err(crate::media::stream::MediaError::Backpressure { .. }) => return,
+                Err(e) => {
+                    // The call's codec cannot carry this audio (a mid-call codec change).
+                    tracing::warn!(error = %e, "agent audio cannot be played on this call");
+                    self.stats.bytes_dropped += self.pending.len() as u64;
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The sent-counter position the next audio from the backend will start at.
+    fn position(&self, stream: &MediaStream) -> u64 {
+        stream.agent_ms_sent() + stream.queued_audio().as_millis() as u64 + self.pending_ms()
+    }
+
+    fn pending_ms(&self) -> u64 {
+        self.format.duration_ms(self.pending.len() as u64)
+    }
+
+    /// The instant the input audio at `pos_ms` was sent to the backend.
+    fn input_instant(&self, pos_ms: u64) -> Option<Instant> {
+        let idx = self.input_marks.partition_point(|(p, _)| *p <= pos_ms);
+        let (p, t) = match idx {
+            0 => *self.input_marks.front()?,
+            i => *self.input_marks.get(i - 1)?,
+        };
+        Some(t + Duration::from_millis(pos_ms.saturating_sub(p)))
+    }
+
+    fn finish_turn(&mut self, first_rtp: Option<Instant>) {
+        let Some(t) = self.turn.take() else {
+            return;
+        };
+        let ms = |i: Instant| i.saturating_duration_since(self.origin).as_millis() as u64;
+        let turn = TurnLatency {
+            caller_speech_end_ms: ms(t.speech_end),
+            first_backend_audio_ms: t.first_audio.map(ms),
+            first_rtp_out_ms: first_rtp.map(ms),
+        };
+        if let Some(r) = turn.response_latency_ms() {
+            tracing::debug!(
+                response_ms = r,
+                backend_ms = turn.backend_latency_ms(),
+                "turn latency"
+            );
+        }
+        self.notice(Notice::Turn(turn));
+    }
+
+    fn notice(&self, n: Notice) {
+        if self.notices.try_send(n).is_err() {
+            tracing::warn!("agent task queue full: a transcript line or tool call was dropped");
+        }
+    }
+}

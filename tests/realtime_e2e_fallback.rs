@@ -1,0 +1,62 @@
+//! The backend is unreachable before the answer: by default the call is refused with 503
+//! (the caller heard ringing while voxline tried), and with a fallback prompt configured the
+//! call is answered, the prompt plays as RTP, and voxline hangs up after it.
+
+mod common;
+mod media_peer;
+mod realtime_e2e_support;
+
+use std::time::Duration;
+
+use common::{VoxlineProcess, status_code};
+use media_peer::{RtpPeer, SipPeer, answer_rtp_addr, offer};
+use realtime_e2e_support::{KEY, KEY_ENV, config, is_agent_audio, raw_invite, talk};
+
+/// A WebSocket URL where nothing listens.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    format!("ws://{addr}/v1/realtime")
+}
+
+#[test]
+fn unreachable_backend_rejects_the_call_with_503() {
+    let vox = VoxlineProcess::spawn_with_env(&config(&dead_url(), "", "", ""), &[(KEY_ENV, KEY)]);
+    let (_udp, resp) = raw_invite(vox.sip_addr(), "1000", 40000, Duration::from_secs(10));
+    let resp = resp.expect("a final response");
+    assert_eq!(status_code(&resp), Some(503), "{resp}");
+    assert!(
+        vox.output().contains("AI backend unreachable"),
+        "the log does not say why:\n{}",
+        vox.output()
+    );
+}
+
+#[test]
+fn unreachable_backend_with_a_prompt_answers_plays_it_and_hangs_up() {
+    let toml = config(
+        &dead_url(),
+        "",
+        "",
+        "[agent.fallback]\ntone_hz = 600.0\ntone_ms = 1000\n",
+    );
+    let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
+    let mut rtp = RtpPeer::bind(0);
+    let (mut sip, answer) = SipPeer::call(
+        vox.sip_addr(),
+        "1000",
+        &offer(rtp.port(), 0, "PCMU", "sendrecv", 1),
+    );
+    let to = answer_rtp_addr(&answer);
+    let packets = talk(&mut rtp, to, 0, 100);
+    let prompt = packets.iter().filter(|p| is_agent_audio(p)).count();
+    assert!(
+        (45..=52).contains(&prompt),
+        "{prompt} packets of the 1 s prompt arrived"
+    );
+    assert!(
+        sip.wait_request("BYE", Duration::from_secs(3)).is_some(),
+        "no BYE after the prompt"
+    );
+}

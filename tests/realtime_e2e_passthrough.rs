@@ -1,0 +1,44 @@
+//! G.711 passthrough, caller → backend: a caller on PCMU talks to a realtime agent, and the
+//! mock Realtime server receives the caller's RTP payload bytes untouched (`audio/pcmu` on
+//! the wire, no decode, no resample). Each frame carries μ-law `0x7F` ("negative zero"),
+//! which a decode/encode round trip would turn into `0xFF`, and its own index, so the bytes
+//! can only match if they travelled unchanged and in order.
+
+mod common;
+mod media_peer;
+mod realtime_e2e_support;
+
+use std::time::Duration;
+
+use realtime_e2e_support::{RealtimeE2e, find, speech_frame};
+use voxline::agent::realtime::mock::MockConfig;
+
+#[test]
+fn caller_pcmu_reaches_the_backend_byte_for_byte() {
+    let h = RealtimeE2e::start(MockConfig::default(), "", "", "");
+    let (mut sip, mut rtp, to) = h.call("1000");
+    let frames: Vec<Vec<u8>> = (0..60)
+        .map(|k| {
+            let mut f = speech_frame(k);
+            f[0] = 0x7F;
+            f[1] = k as u8;
+            f
+        })
+        .collect();
+    rtp.stream(to, frames.len(), |k| frames[k].clone());
+    let sent: Vec<u8> = frames[5..55].concat();
+    let arrived = h.wait(Duration::from_secs(5), |m| {
+        find(&m.audio_received_bytes(), &sent).is_some()
+    });
+    let got = h.mock.audio_received_bytes();
+    assert!(
+        arrived,
+        "the mock never received frames 5..55 unchanged ({} bytes received; 0x7F count {})",
+        got.len(),
+        got.iter().filter(|&&b| b == 0x7F).count()
+    );
+    let sessions = h.mock.sessions();
+    let format = &sessions[0]["audio"]["input"]["format"]["type"];
+    assert_eq!(format, "audio/pcmu", "session: {}", sessions[0]);
+    assert_eq!(sip.bye(), 200);
+}

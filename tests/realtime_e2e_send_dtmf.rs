@@ -1,0 +1,40 @@
+//! The `send_dtmf` tool end to end: the model presses `1`, `2`, `#`; the caller receives
+//! them as RFC 4733 telephone-event packets (payload type 101), in order, each with an end
+//! packet, and the model gets `{"sent":"12#"}` back.
+
+mod common;
+mod media_peer;
+mod realtime_e2e_support;
+
+use std::time::Duration;
+
+use realtime_e2e_support::{RealtimeE2e, talk};
+use voxline::agent::realtime::mock::{MockConfig, ToolScript};
+
+#[test]
+fn send_dtmf_produces_rfc4733_events() {
+    let mock = MockConfig {
+        tool_call: Some(ToolScript {
+            on_turn: 1,
+            name: "send_dtmf".into(),
+            arguments: r#"{"digits":"12#"}"#.into(),
+        }),
+        ..MockConfig::default()
+    };
+    let h = RealtimeE2e::start(mock, "", "", "[agent.tools]\nsend_dtmf = true\n");
+    let (mut sip, mut rtp, to) = h.call("1000");
+    let packets = talk(&mut rtp, to, 30, 100);
+    let mut events: Vec<(u8, bool)> = packets
+        .iter()
+        .filter(|p| p.pt == 101 && p.payload.len() >= 4)
+        .map(|p| (p.payload[0], p.payload[1] & 0x80 != 0))
+        .collect();
+    assert!(!events.is_empty(), "no telephone-event packets");
+    events.dedup();
+    let ends: Vec<u8> = events.iter().filter(|(_, end)| *end).map(|(e, _)| *e).collect();
+    // RFC 4733 §3.2 event codes: 1, 2, # = 11.
+    assert_eq!(ends, vec![1, 2, 11], "event sequence {events:?}");
+    assert!(h.wait(Duration::from_secs(2), |m| !m.tool_outputs().is_empty()));
+    assert_eq!(h.mock.tool_outputs()[0].1, r#"{"sent":"12#"}"#);
+    assert_eq!(sip.bye(), 200);
+}

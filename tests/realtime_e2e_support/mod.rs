@@ -1,0 +1,238 @@
+//! End-to-end harness for the realtime agent: a mock Realtime server in this process, a real
+//! `voxline run` process whose agent points at it, and the hand-made SIP + RTP peer of
+//! tests/media_peer as the caller (tests/realtime_e2e_*.rs).
+//!
+//! The caller "speaks" with a μ-law tone loud enough for the mock's energy VAD and "stops"
+//! with μ-law silence; the mock answers each turn with its own tone, whose bytes it records,
+//! so a test can compare what the mock sent with what arrived as RTP, byte for byte.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::time::Duration;
+
+use voxline::agent::realtime::mock::{MockConfig, MockServer};
+
+use crate::common::VoxlineProcess;
+use crate::media_peer::{FRAME, Rtp, RtpPeer, SipPeer, answer_rtp_addr, offer, pcmu_encode, tone};
+
+/// The environment variable the test agent reads its key from.
+pub const KEY_ENV: &str = "VOXLINE_E2E_REALTIME_KEY";
+/// The key the mock expects.
+pub const KEY: &str = "sk-e2e-mock";
+/// The silence that ends a caller turn (`vad_silence_ms`), short to keep tests quick.
+pub const VAD_SILENCE_MS: u64 = 300;
+/// μ-law silence.
+pub const ULAW_SILENCE: u8 = 0xFF;
+
+/// A mock server (on its own runtime) and a voxline process using it.
+pub struct RealtimeE2e {
+    /// The runtime the mock runs on.
+    pub rt: tokio::runtime::Runtime,
+    /// The mock.
+    pub mock: MockServer,
+    /// voxline.
+    pub vox: VoxlineProcess,
+}
+
+impl RealtimeE2e {
+    /// Starts the mock with `mock_cfg` (its key is set to [`KEY`]) and voxline with one
+    /// realtime agent `ai` routed from every number. `agent_extra` is TOML added inside the
+    /// `[[agent]]` table (before its sub-tables), `tables_extra` after them (e.g.
+    /// `[[agent.http_tool]]` tables), `top_extra` at the top of the file.
+    pub fn start(mock_cfg: MockConfig, top_extra: &str, agent_extra: &str, tables_extra: &str) -> RealtimeE2e {
+        RealtimeE2e::start_allowing(mock_cfg, &["127.0.0.0/8"], top_extra, agent_extra, tables_extra)
+    }
+
+    /// [`RealtimeE2e::start`] with the agent's `allow_from` set to `allow`.
+    pub fn start_allowing(
+        mock_cfg: MockConfig,
+        allow: &[&str],
+        top_extra: &str,
+        agent_extra: &str,
+        tables_extra: &str,
+    ) -> RealtimeE2e {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mock = rt
+            .block_on(MockServer::start(MockConfig {
+                api_key: KEY.to_owned(),
+                ..mock_cfg
+            }))
+            .expect("mock server");
+        let url = mock.url();
+        let toml = config_allowing(&url, allow, top_extra, agent_extra, tables_extra);
+        let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
+        RealtimeE2e { rt, mock, vox }
+    }
+
+    /// Waits up to `limit` for `cond` on the mock.
+    pub fn wait(&self, limit: Duration, cond: impl Fn(&MockServer) -> bool) -> bool {
+        self.rt.block_on(self.mock.wait_until(limit, cond))
+    }
+
+    /// Calls voxline with PCMU (and telephone-event 101): the SIP dialog, our RTP endpoint and
+    /// voxline's RTP address.
+    pub fn call(&self, number: &str) -> (SipPeer, RtpPeer, std::net::SocketAddr) {
+        let rtp = RtpPeer::bind(0);
+        let (sip, answer) = SipPeer::call(
+            self.vox.sip_addr(),
+            number,
+            &offer(rtp.port(), 0, "PCMU", "sendrecv", 1),
+        );
+        let to = answer_rtp_addr(&answer);
+        (sip, rtp, to)
+    }
+}
+
+/// The configuration: one realtime agent `ai` at `url`, routed from every number, callable
+/// from loopback.
+pub fn config(url: &str, top_extra: &str, agent_extra: &str, tables_extra: &str) -> String {
+    config_allowing(url, &["127.0.0.0/8"], top_extra, agent_extra, tables_extra)
+}
+
+/// [`config`] with the agent's `allow_from` set to `allow`.
+pub fn config_allowing(
+    url: &str,
+    allow: &[&str],
+    top_extra: &str,
+    agent_extra: &str,
+    tables_extra: &str,
+) -> String {
+    let allow = allow
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"{top_extra}
+[[route]]
+number = "*"
+agent = "ai"
+
+[[agent]]
+name = "ai"
+kind = "realtime"
+instructions = "You are a test agent. The caller is {{{{caller}}}}."
+allow_from = [{allow}]
+{agent_extra}
+
+[agent.realtime]
+url = "{url}"
+api_key_env = "{KEY_ENV}"
+vad_silence_ms = {VAD_SILENCE_MS}
+transcription_model = "whisper-1"
+noise_reduction = "none"
+
+{tables_extra}
+"#
+    )
+}
+
+/// One 20 ms frame of the caller "speaking": a 300 Hz μ-law tone at half scale (frame `k`
+/// of a continuous tone).
+pub fn speech_frame(k: usize) -> Vec<u8> {
+    pcmu_encode(&tone(300.0, 16000.0, k * FRAME, FRAME))
+}
+
+/// One 20 ms frame of μ-law silence.
+pub fn silence_frame() -> Vec<u8> {
+    vec![ULAW_SILENCE; FRAME]
+}
+
+/// Whether a packet from voxline carries agent audio (PCMU and not all silence codes).
+pub fn is_agent_audio(p: &Rtp) -> bool {
+    p.pt == 0 && p.payload.iter().any(|&b| b != 0xFF && b != 0x7F)
+}
+
+/// The caller speaks for `speech` frames, then is silent for `silence` frames; returns every
+/// packet voxline sent meanwhile.
+pub fn talk(rtp: &mut RtpPeer, to: std::net::SocketAddr, speech: usize, silence: usize) -> Vec<Rtp> {
+    rtp.stream(to, speech + silence, |k| {
+        if k < speech {
+            speech_frame(k)
+        } else {
+            silence_frame()
+        }
+    })
+}
+
+/// The concatenated payloads of the packets that carry agent audio.
+pub fn agent_bytes(packets: &[Rtp]) -> Vec<u8> {
+    packets
+        .iter()
+        .filter(|p| is_agent_audio(p))
+        .flat_map(|p| p.payload.iter().copied())
+        .collect()
+}
+
+/// Where `needle` starts in `haystack`, if it occurs.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends `frames` 20 ms packets to `to` on an absolute clock; the payload of frame `k` is
+/// `decide(k, received_so_far)`, so the caller can react to what it hears. Returns everything
+/// received (and for 200 ms after).
+pub fn converse(
+    rtp: &mut RtpPeer,
+    to: std::net::SocketAddr,
+    frames: usize,
+    mut decide: impl FnMut(usize, &[Rtp]) -> Vec<u8>,
+) -> Vec<Rtp> {
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    for k in 0..frames {
+        let due = start + crate::media_peer::PTIME * k as u32;
+        while let Some(left) = due.checked_duration_since(std::time::Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            if let Some(p) = rtp.recv(left) {
+                got.push(p);
+            }
+        }
+        let payload = decide(k, &got);
+        rtp.send(to, &payload, k == 0);
+    }
+    got.extend(rtp.collect(Duration::from_millis(200)));
+    got
+}
+
+/// Sends a PCMU INVITE for `number` to `vox` from a fresh loopback socket (RTP port `rtp`)
+/// and returns the socket and the final response (None if none came within `timeout`). The
+/// response is not ACKed (for a non-2xx the transaction layer ACKs nothing of ours anyway).
+pub fn raw_invite(
+    vox: std::net::SocketAddr,
+    number: &str,
+    rtp: u16,
+    timeout: Duration,
+) -> (crate::common::RawUdp, Option<String>) {
+    use crate::common::{RawUdp, unique};
+    let udp = RawUdp::bind();
+    let from = udp.local;
+    let body = offer(rtp, 0, "PCMU", "sendrecv", 1);
+    let req = format!(
+        "INVITE sip:{number}@{vox} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@{from}>;tag={tag}\r\n\
+         To: <sip:{number}@{vox}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:tester@{from}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {len}\r\n\r\n{body}",
+        branch = unique("z9hG4bK-rt"),
+        tag = unique("t"),
+        call_id = unique("rt-call-"),
+        len = body.len(),
+    );
+    udp.send(vox, req.as_bytes());
+    let resp = udp.final_response(vox, timeout);
+    (udp, resp)
+}
