@@ -6,6 +6,7 @@
 
 pub mod media;
 mod service;
+mod transfer;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,6 +19,8 @@ use crate::sdp::{CodecPrefs, Direction, LocalMedia, NegotiatedMedia, SdpSession}
 use crate::sip::{Body, CallHandle, EndReason, IncomingCall, SipEvent, SipStack};
 
 pub use service::{CallService, DialRequest, TrunkSpec};
+pub use service::{TRANSFER_TIMEOUT, TransferRequestError};
+pub use transfer::{TransferError, TransferOutcome, TransferTarget};
 
 use crate::runtime::rtp::{RtpPortError, RtpPorts, RtpSockets};
 use crate::runtime::{CallHandler, Commands};
@@ -154,6 +157,9 @@ impl Default for MediaPolicy {
 pub struct CallInfo {
     /// The stack's handle number.
     pub id: u64,
+    /// The id of the call's record in the database (`{prefix}-{id}`), usable with
+    /// `GET /calls/{record_id}` after the call left this table.
+    pub record_id: String,
     /// SIP Call-ID.
     pub call_id: String,
     /// `inbound` or `outbound`.
@@ -184,6 +190,9 @@ pub struct CallInfo {
     pub recording: Option<String>,
     /// Media statistics (updated every second while the call runs).
     pub media: Option<crate::media::stream::MediaStats>,
+    /// The last blind transfer: `"TARGET -> STATUS"` (`"sip:200@pbx -> 200"`), `-> pending`
+    /// while waiting, `-> call ended` if the call ended first.
+    pub transfer: Option<String>,
 }
 
 /// The table of calls shared with the HTTP API. The lock is only held for short, synchronous
@@ -216,6 +225,8 @@ struct CallState {
     answered: bool,
     media: Option<NegotiatedMedia>,
     notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
+    /// A blind transfer waiting for its outcome.
+    transfer: Option<transfer::PendingTransfer>,
     /// Outbound: the INVITE as sent and the next targets to try on 408/503 (RFC 3263 §4.3).
     failover: Option<(crate::sip::OutgoingCall, Vec<crate::sip::Peer>)>,
 }
@@ -276,6 +287,15 @@ pub enum CallCommand {
         method: DtmfSendMethod,
         /// Ok, or why not.
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// Blind transfer (REFER) of an answered call; the reply comes with the final outcome.
+    Transfer {
+        /// Which.
+        call: CallHandle,
+        /// A `sip:`/`sips:`/`tel:` URI or a bare number (see [`TransferTarget::parse`]).
+        target: String,
+        /// The final NOTIFY's 2xx, or why not.
+        reply: tokio::sync::oneshot::Sender<Result<TransferOutcome, TransferError>>,
     },
 }
 
@@ -412,7 +432,7 @@ impl CallManager {
                 }
             }
             SipEvent::ReferProgress { call, status, done } => {
-                tracing::info!(%call, status, done, "transfer progress");
+                self.on_refer_progress(now, stack, call, status, done);
             }
             SipEvent::Ended { call, reason } => self.on_ended(now, stack, call, reason),
             SipEvent::Registration { id, state } => {
@@ -462,6 +482,7 @@ impl CallManager {
                 answered: false,
                 media: None,
                 notify,
+                transfer: None,
                 failover: Some((retry_spec, failover)),
             },
         );
@@ -615,6 +636,7 @@ impl CallManager {
                 answered: false,
                 media,
                 notify: None,
+                transfer: None,
                 failover: None,
             },
         );
@@ -837,6 +859,7 @@ impl CallManager {
         let Some(mut c) = self.calls.remove(&call) else {
             return;
         };
+        self.end_pending_transfer(call, c.transfer.take());
         // RFC 3263 §4.3: on a timeout or 503, try the next target with a new INVITE.
         if let (EndReason::Failed(408 | 503), Some((spec, rest))) = (&reason, c.failover.take())
             && let Some((next, rest)) = rest.split_first()
@@ -897,6 +920,7 @@ impl CallManager {
     ) {
         let info = CallInfo {
             id: call.0,
+            record_id: self.record_id(call),
             call_id: call_id.to_string(),
             direction,
             from,
@@ -912,6 +936,7 @@ impl CallManager {
             dtmf: Vec::new(),
             recording: None,
             media: None,
+            transfer: None,
         };
         let record = crate::records::CallRecord::started(
             self.record_id(call),
@@ -999,6 +1024,11 @@ impl CallHandler for CallManager {
             } => {
                 let _ = reply.send(self.send_dtmf(now, stack, call, digits, method));
             }
+            CallCommand::Transfer {
+                call,
+                target,
+                reply,
+            } => self.transfer(now, stack, call, &target, reply),
         }
     }
 
