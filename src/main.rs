@@ -150,10 +150,23 @@ async fn run(
         tracing::info!(transport = %t, addr = %a, "listening for SIP");
     }
     let agents: Vec<AgentSpec> = cfg.agents.iter().map(config::agent_spec).collect();
+    // Finished calls for `GET /calls/{record_id}` and `GET /records`: a read-only connection
+    // on the database the record writer created.
+    let record_reader = match &records {
+        Some(_) => match voxline::records::RecordReader::open(&cfg.data_dir) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "call records not readable over HTTP");
+                None
+            }
+        },
+        None => None,
+    };
     let state = ApiState {
         handle: service.clone(),
         token: cfg.http.token.as_ref().map(|t| Arc::from(t.expose())),
         agents: Arc::new(agents),
+        records: record_reader,
     };
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
     let (bound, _http) = api::serve(http_addr, state)

@@ -20,5 +20,8 @@ fn a_caller_outside_allow_from_gets_403_and_costs_nothing() {
     let resp = resp.expect("a final response");
     assert_eq!(status_code(&resp), Some(403), "{resp}");
     assert_eq!(h.mock.connections(), 0, "the backend was contacted");
-    assert!(h.vox.output().contains("allow_from"), "the log does not say how to open it");
+    assert!(
+        h.vox.output().contains("allow_from"),
+        "the log does not say how to open it"
+    );
 }

@@ -30,7 +30,10 @@ fn the_backends_audio_reaches_the_caller_as_rtp_byte_for_byte() {
         .iter()
         .position(is_agent_audio)
         .expect("agent audio");
-    assert!(packets[first].marker, "talkspurt start without the marker bit");
+    assert!(
+        packets[first].marker,
+        "talkspurt start without the marker bit"
+    );
     assert!(
         packets.iter().all(|p| p.pt == 0),
         "voxline sent a payload type other than PCMU"

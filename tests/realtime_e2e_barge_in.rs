@@ -11,9 +11,7 @@ mod realtime_e2e_support;
 use std::time::Duration;
 
 use media_peer::PTIME;
-use realtime_e2e_support::{
-    RealtimeE2e, converse, is_agent_audio, silence_frame, speech_frame,
-};
+use realtime_e2e_support::{RealtimeE2e, converse, is_agent_audio, silence_frame, speech_frame};
 use voxline::agent::realtime::mock::{MockConfig, PCM_RATE, tone};
 
 #[test]
@@ -48,7 +46,10 @@ fn barge_in_truncates_to_the_audio_the_caller_heard() {
     let t = h.mock.truncations()[0].clone();
     // The first reply's agent audio: from its first packet to the first gap of 200 ms (the
     // backend answers the barge-in turn with a second reply later, which is not counted).
-    let first = packets.iter().position(is_agent_audio).expect("agent audio");
+    let first = packets
+        .iter()
+        .position(is_agent_audio)
+        .expect("agent audio");
     let (mut heard, mut quiet) = (0u64, 0u32);
     for p in &packets[first..] {
         if is_agent_audio(p) {

@@ -33,9 +33,9 @@ fn hang_up_sends_bye_after_the_goodbye_has_played() {
     assert!(outputs[0].1.contains("goodbye"), "output: {}", outputs[0].1);
     let creates = h.mock.received_of_type("response.create");
     assert!(
-        creates
-            .iter()
-            .any(|c| c["response"]["instructions"].as_str().is_some_and(|i| i.contains("goodbye"))),
+        creates.iter().any(|c| c["response"]["instructions"]
+            .as_str()
+            .is_some_and(|i| i.contains("goodbye"))),
         "no goodbye requested: {creates:?}"
     );
     let goodbye = h.mock.audio_sent_bytes();

@@ -18,7 +18,10 @@ use voxline::agent::realtime::mock::{MockConfig, ToolScript};
 /// A one-shot HTTP server: answers every request with `body`, keeps the requests' bodies.
 fn serve(body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/tools/lookup", listener.local_addr().expect("addr"));
+    let url = format!(
+        "http://{}/tools/lookup",
+        listener.local_addr().expect("addr")
+    );
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
     std::thread::spawn(move || {
@@ -106,13 +109,14 @@ parameters = {{ type = "object", properties = {{ order = {{ type = "string" }} }
     // The session declared the tool with its schema.
     let tools = &h.mock.sessions()[0]["tools"];
     assert!(
-        tools
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t["name"] == "lookup_order"
-                && t["parameters"]["required"][0] == "order")),
+        tools.as_array().is_some_and(|t| t
+            .iter()
+            .any(|t| t["name"] == "lookup_order" && t["parameters"]["required"][0] == "order")),
         "tools: {tools}"
     );
     // After the output the model was asked to go on.
-    assert!(h.wait(Duration::from_secs(3), |m| !m.received_of_type("response.create").is_empty()));
+    assert!(h.wait(Duration::from_secs(3), |m| {
+        !m.received_of_type("response.create").is_empty()
+    }));
     assert_eq!(sip.bye(), 200);
 }

@@ -16,7 +16,10 @@ fn the_call_survives_a_dropped_backend_connection() {
     let h = RealtimeE2e::start(MockConfig::default(), "", "", "");
     let (mut sip, mut rtp, to) = h.call("1000");
     let first = talk(&mut rtp, to, 30, 90);
-    assert!(!agent_bytes(&first).is_empty(), "no reply to the first turn");
+    assert!(
+        !agent_bytes(&first).is_empty(),
+        "no reply to the first turn"
+    );
     h.mock.drop_connections();
     assert!(
         h.wait(Duration::from_secs(3), |m| m.connections() == 2),
@@ -29,7 +32,11 @@ fn the_call_survives_a_dropped_backend_connection() {
         "the second turn was not answered after the reconnection ({} bytes)",
         agent_bytes(&second).len()
     );
-    assert_eq!(h.mock.sessions().len(), 2, "the new connection set up its session");
+    assert_eq!(
+        h.mock.sessions().len(),
+        2,
+        "the new connection set up its session"
+    );
     // The replayed conversation: the first turn's items were created in the new session.
     assert!(
         !h.mock.items_created().is_empty(),

@@ -56,7 +56,9 @@ fn the_call_record_and_transcript_are_written() {
         .map(|e| (format!("{:?}", e.role), e.text.clone()))
         .collect();
     assert!(
-        lines.iter().any(|(role, text)| role == "Caller" && text.starts_with("caller said")),
+        lines
+            .iter()
+            .any(|(role, text)| role == "Caller" && text.starts_with("caller said")),
         "no caller line: {lines:?}"
     );
     assert!(

@@ -31,7 +31,11 @@ fn send_dtmf_produces_rfc4733_events() {
         .collect();
     assert!(!events.is_empty(), "no telephone-event packets");
     events.dedup();
-    let ends: Vec<u8> = events.iter().filter(|(_, end)| *end).map(|(e, _)| *e).collect();
+    let ends: Vec<u8> = events
+        .iter()
+        .filter(|(_, end)| *end)
+        .map(|(e, _)| *e)
+        .collect();
     // RFC 4733 §3.2 event codes: 1, 2, # = 11.
     assert_eq!(ends, vec![1, 2, 11], "event sequence {events:?}");
     assert!(h.wait(Duration::from_secs(2), |m| !m.tool_outputs().is_empty()));

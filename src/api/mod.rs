@@ -1,13 +1,18 @@
-//! HTTP API (axum): health, calls, outbound calls, hang-up.
+//! HTTP API (axum): health, calls, outbound calls, hang-up, DTMF, blind transfer, and the
+//! call records of finished calls.
 //!
-//! Every error is JSON: `{"error": "..."}` with a fitting status code. When a bearer token is
-//! configured, every route but `/health` requires `Authorization: Bearer <token>`.
+//! Every error is JSON: `{"error": "..."}` with a fitting status code (a transfer the far end
+//! refused adds its SIP `"status"`). When a bearer token is configured, every route but
+//! `/health` requires `Authorization: Bearer <token>`.
+//!
+//! No handler holds the call table's lock, or anything else, across an `.await`; SQLite and
+//! transcript reads run on the blocking pool (`spawn_blocking`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,7 +22,21 @@ use serde_json::json;
 
 use crate::call::{AgentSpec, CallInfo};
 use crate::call::{CallService, DialRequest};
+use crate::call::{TransferError, TransferRequestError};
+use crate::records::{CallRecord, RecordReader};
 use crate::sip::CallHandle;
+
+/// The most variables `POST /calls` accepts.
+pub const MAX_VARIABLES: usize = 100;
+
+/// The longest variable value `POST /calls` accepts, in bytes.
+pub const MAX_VARIABLE_LEN: usize = 8192;
+
+/// `GET /records` page size when `limit` is not given.
+pub const DEFAULT_RECORDS_LIMIT: u32 = 50;
+
+/// The largest `limit` `GET /records` accepts.
+pub const MAX_RECORDS_LIMIT: u32 = 500;
 
 /// API state.
 #[derive(Clone)]
@@ -28,6 +47,9 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// Agents by name, for `POST /calls`.
     pub agents: Arc<Vec<AgentSpec>>,
+    /// The call records (read-only), for finished calls in `GET /calls/{id}` and for
+    /// `GET /records`; `None` when records are not kept.
+    pub records: Option<RecordReader>,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -35,6 +57,8 @@ pub struct ApiState {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// A SIP status to report with the error (`"status"`), e.g. the code a transfer got.
+    sip_status: Option<u16>,
 }
 
 impl ApiError {
@@ -42,13 +66,22 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            sip_status: None,
         }
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let body = match self.sip_status {
+            Some(s) => json!({ "error": self.message, "status": s }),
+            None => json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -73,6 +106,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/calls/:id", get(get_call))
         .route("/calls/:id/hangup", post(hangup_call))
         .route("/calls/:id/dtmf", post(send_dtmf))
+        .route("/calls/:id/transfer", post(transfer_call))
+        .route("/records", get(list_records))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -159,21 +194,178 @@ fn parse_id(id: &str) -> Result<u64, ApiError> {
     })
 }
 
+/// An id in `GET /calls/{id}`: a live call's handle number, or a record id.
+enum CallRef {
+    Live(u64),
+    Record(String),
+}
+
+/// A number is a call handle; `DIGITS-DIGITS` is a record id (`CallManager::record_id`).
+fn parse_call_ref(id: &str) -> Result<CallRef, ApiError> {
+    if let Ok(n) = id.parse() {
+        return Ok(CallRef::Live(n));
+    }
+    let is_record_id = id.split_once('-').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.bytes().all(|c| c.is_ascii_digit())
+            && b.bytes().all(|c| c.is_ascii_digit())
+    });
+    if is_record_id {
+        Ok(CallRef::Record(id.to_string()))
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("call id must be a number or a record id (PREFIX-N), got {id:?}"),
+        ))
+    }
+}
+
 async fn get_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<CallInfo>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
-    let id = parse_id(&id)?;
-    let t =
-        state.handle.calls.lock().map_err(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "call table unavailable")
-        })?;
-    t.get(&id)
-        .cloned()
+    let record_id = match parse_call_ref(&id)? {
+        CallRef::Live(n) => {
+            let live = state
+                .handle
+                .calls
+                .lock()
+                .map_err(|_| ApiError::internal("call table unavailable"))?
+                .get(&n)
+                .cloned();
+            if let Some(info) = live {
+                let v = serde_json::to_value(info)
+                    .map_err(|e| ApiError::internal(format!("cannot encode the call: {e}")))?;
+                return Ok(Json(v));
+            }
+            n.to_string()
+        }
+        CallRef::Record(r) => r,
+    };
+    let Some(reader) = state.records.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no call {id}"),
+        ));
+    };
+    let found = tokio::task::spawn_blocking(move || record_with_transcript(&reader, &record_id))
+        .await
+        .map_err(|e| ApiError::internal(format!("record lookup failed: {e}")))??;
+    found
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no call {id}")))
+}
+
+/// A record as JSON with its transcript (blocking: SQLite and a file read). A record without
+/// a transcript path has `"transcript": []`; one whose file cannot be read has `[]` and a
+/// `"transcript_error"`.
+fn record_with_transcript(
+    reader: &RecordReader,
+    id: &str,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let Some(record) = reader
+        .get(id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let (entries, error) = match &record.transcript_path {
+        None => (Vec::new(), None),
+        Some(path) => match crate::records::read_transcript(path) {
+            Ok(t) => (t.entries, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
+    };
+    let encode = |e: serde_json::Error| ApiError::internal(format!("cannot encode record: {e}"));
+    let mut v = serde_json::to_value(&record).map_err(encode)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "transcript".into(),
+            serde_json::to_value(entries).map_err(encode)?,
+        );
+        if let Some(e) = error {
+            obj.insert("transcript_error".into(), e.into());
+        }
+    }
+    Ok(Some(v))
+}
+
+/// Query of `GET /records`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsQuery {
+    /// Page size: 1 to [`MAX_RECORDS_LIMIT`] (default [`DEFAULT_RECORDS_LIMIT`]).
+    pub limit: Option<u32>,
+    /// Finished records to skip (default 0).
+    pub offset: Option<u32>,
+}
+
+async fn list_records(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<RecordsQuery>, QueryRejection>,
+) -> Result<Json<Vec<CallRecord>>, ApiError> {
+    authorize(&state, &headers)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let limit = q.limit.unwrap_or(DEFAULT_RECORDS_LIMIT);
+    if limit == 0 || limit > MAX_RECORDS_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1 to {MAX_RECORDS_LIMIT}, got {limit}"),
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let Some(reader) = state.records.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "call records are not kept",
+        ));
+    };
+    let page = tokio::task::spawn_blocking(move || finished_records(&reader, limit, offset))
+        .await
+        .map_err(|e| ApiError::internal(format!("records listing failed: {e}")))??;
+    Ok(Json(page))
+}
+
+/// Finished records (ended, or cut off by a crash), newest first: `limit` of them after
+/// skipping `offset` finished ones. Calls in progress are skipped.
+fn finished_records(
+    reader: &RecordReader,
+    limit: u32,
+    offset: u32,
+) -> Result<Vec<CallRecord>, ApiError> {
+    const CHUNK: u32 = 500;
+    let (mut out, mut skipped, mut pos) = (Vec::new(), 0u32, 0u32);
+    loop {
+        let chunk = reader
+            .list(CHUNK, pos)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if chunk.is_empty() {
+            return Ok(out);
+        }
+        pos = pos.saturating_add(CHUNK);
+        for r in chunk {
+            if r.ended_at.is_none() && !r.unfinished {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            out.push(r);
+            if out.len() >= limit as usize {
+                return Ok(out);
+            }
+        }
+    }
 }
 
 /// Body of `POST /calls`.
@@ -186,6 +378,8 @@ pub struct CreateCall {
     pub agent: Option<String>,
     /// Trunk name.
     pub trunk: Option<String>,
+    /// Variables for the agent's instruction templates (`{{var.NAME}}`): string values only.
+    pub variables: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 async fn create_call(
@@ -206,18 +400,7 @@ async fn create_call(
             "target must be a sip: URI",
         ));
     }
-    let agent_name = req.agent.as_deref().unwrap_or("hold");
-    let agent = state
-        .agents
-        .iter()
-        .find(|a| a.name == agent_name)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("unknown agent {agent_name:?}"),
-            )
-        })?;
+    let agent = call_agent(&state.agents, req.agent.as_deref(), req.variables)?;
     let (call, _done) = state
         .handle
         .dial(DialRequest {
@@ -228,6 +411,57 @@ async fn create_call(
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({ "id": call.0 }))))
+}
+
+/// The agent for `POST /calls`: the named one (default `hold`), with the request's variables.
+fn call_agent(
+    agents: &[AgentSpec],
+    name: Option<&str>,
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Result<AgentSpec, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let name = name.unwrap_or("hold");
+    let mut agent = agents
+        .iter()
+        .find(|a| a.name == name)
+        .cloned()
+        .ok_or_else(|| bad(format!("unknown agent {name:?}")))?;
+    let variables = variables.unwrap_or_default();
+    if variables.len() > MAX_VARIABLES {
+        return Err(bad(format!(
+            "at most {MAX_VARIABLES} variables, got {}",
+            variables.len()
+        )));
+    }
+    for (key, value) in variables {
+        if key.is_empty() {
+            return Err(bad("variables: a name is empty".into()));
+        }
+        let serde_json::Value::String(text) = value else {
+            return Err(bad(format!(
+                "variables.{key} must be a string, got {}",
+                json_kind(&value)
+            )));
+        };
+        if text.len() > MAX_VARIABLE_LEN {
+            return Err(bad(format!(
+                "variables.{key} is longer than {MAX_VARIABLE_LEN} bytes"
+            )));
+        }
+        agent.variables.insert(key, text);
+    }
+    Ok(agent)
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 async fn hangup_call(
@@ -309,5 +543,148 @@ async fn send_dtmf(
             StatusCode::SERVICE_UNAVAILABLE,
             e.to_string(),
         )),
+    }
+}
+
+/// Body of `POST /calls/{id}/transfer`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferCall {
+    /// A `sip:`/`sips:`/`tel:` URI, or a bare number completed with the call's remote host.
+    pub target: String,
+}
+
+async fn transfer_call(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<TransferCall>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = parse_id(&id)?;
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })?;
+    match state.handle.transfer(CallHandle(id), req.target).await {
+        Ok(outcome) => Ok(Json(
+            json!({ "transferred": true, "status": outcome.status }),
+        )),
+        Err(e) => Err(transfer_error(id, e)),
+    }
+}
+
+/// The HTTP answer to a failed transfer.
+fn transfer_error(id: u64, e: TransferRequestError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        TransferRequestError::Transfer(t) => match t {
+            TransferError::NoSuchCall => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no call {id}"))
+            }
+            TransferError::NotAnswered | TransferError::AlreadyTransferring => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
+            TransferError::InvalidTarget(_) => ApiError::new(StatusCode::BAD_REQUEST, message),
+            TransferError::Rejected { status } => ApiError {
+                sip_status: Some(status),
+                ..ApiError::new(StatusCode::BAD_GATEWAY, message)
+            },
+            TransferError::CallEnded => ApiError::new(StatusCode::BAD_GATEWAY, message),
+            TransferError::Stack(_) => ApiError::internal(message),
+        },
+        TransferRequestError::TimedOut => ApiError::new(StatusCode::GATEWAY_TIMEOUT, message),
+        TransferRequestError::Runtime(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+        match v {
+            serde_json::Value::Object(m) => Some(m),
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn variables_go_into_the_agent_spec() {
+        let agents = vec![AgentSpec::hold(), AgentSpec::echo()];
+        let a = call_agent(
+            &agents,
+            Some("echo"),
+            vars(json!({"name": "Ada", "order": "42"})),
+        )
+        .unwrap();
+        assert_eq!(a.name, "echo");
+        assert_eq!(a.variables.get("name").map(String::as_str), Some("Ada"));
+        assert_eq!(a.variables.get("order").map(String::as_str), Some("42"));
+        assert_eq!(a.variables.len(), 2);
+        let a = call_agent(&agents, None, None).unwrap();
+        assert_eq!(a.name, "hold");
+        assert!(a.variables.is_empty());
+    }
+
+    #[test]
+    fn non_string_variables_are_refused_by_name() {
+        let agents = vec![AgentSpec::hold()];
+        for (v, kind) in [
+            (json!({"n": 5}), "a number"),
+            (json!({"n": null}), "null"),
+            (json!({"n": ["x"]}), "an array"),
+            (json!({"n": {"a": "b"}}), "an object"),
+            (json!({"n": true}), "a boolean"),
+        ] {
+            let e = call_agent(&agents, None, vars(v)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(
+                e.message,
+                format!("variables.n must be a string, got {kind}")
+            );
+        }
+        let long = json!({"big": "x".repeat(MAX_VARIABLE_LEN + 1)});
+        let e = call_agent(&agents, None, vars(long)).unwrap_err();
+        assert!(
+            e.message.contains("variables.big is longer"),
+            "{}",
+            e.message
+        );
+        let e = call_agent(&agents, Some("nobody"), None).unwrap_err();
+        assert!(e.message.contains("unknown agent"));
+    }
+
+    #[test]
+    fn call_refs_are_handles_or_record_ids() {
+        assert!(matches!(parse_call_ref("42"), Ok(CallRef::Live(42))));
+        assert!(
+            matches!(parse_call_ref("1718000000-7"), Ok(CallRef::Record(r)) if r == "1718000000-7")
+        );
+        for bad in ["abc", "1-", "-1", "1-2-3", "a-1", ""] {
+            assert!(parse_call_ref(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn transfer_errors_map_to_http_codes() {
+        let code = |e: TransferRequestError| {
+            let a = transfer_error(7, e);
+            (a.status.as_u16(), a.sip_status)
+        };
+        use TransferError as T;
+        assert_eq!(code(T::NoSuchCall.into()), (404, None));
+        assert_eq!(code(T::NotAnswered.into()), (409, None));
+        assert_eq!(code(T::AlreadyTransferring.into()), (409, None));
+        assert_eq!(code(T::InvalidTarget("x".into()).into()), (400, None));
+        assert_eq!(code(T::Rejected { status: 603 }.into()), (502, Some(603)));
+        assert_eq!(code(T::CallEnded.into()), (502, None));
+        assert_eq!(code(TransferRequestError::TimedOut), (504, None));
+        assert_eq!(
+            code(crate::runtime::RuntimeError::Stopped.into()),
+            (503, None)
+        );
     }
 }

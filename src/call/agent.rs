@@ -338,8 +338,10 @@ impl ToolJob {
             ToolRequest::HangUp { reason } => {
                 tracing::info!(call = %self.call, reason = reason.as_deref().unwrap_or(""), "the agent hangs up");
                 return (
-                    Ok(serde_json::json!({ "status": "ending the call after your goodbye" })
-                        .to_string()),
+                    Ok(
+                        serde_json::json!({ "status": "ending the call after your goodbye" })
+                            .to_string(),
+                    ),
                     false,
                     Some(MediaControl::AgentHangup),
                 );
@@ -400,7 +402,10 @@ impl ToolJob {
 /// One HTTP client for all tool calls (connection reuse).
 fn http_client() -> Result<&'static reqwest::Client, tools::ToolError> {
     static CLIENT: OnceLock<Result<reqwest::Client, tools::ToolError>> = OnceLock::new();
-    CLIENT.get_or_init(tools::http_client).as_ref().map_err(Clone::clone)
+    CLIENT
+        .get_or_init(tools::http_client)
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 fn append(

@@ -137,9 +137,14 @@ struct Turn {
 enum Goodbye {
     None,
     /// Asked the agent to say goodbye; waiting for that response to start.
-    Asked { deadline: Instant, started: bool },
+    Asked {
+        deadline: Instant,
+        started: bool,
+    },
     /// Waiting for the response to finish and its audio to play out.
-    Draining { deadline: Instant },
+    Draining {
+        deadline: Instant,
+    },
     Done,
 }
 
@@ -214,7 +219,9 @@ impl Bridge {
             return;
         }
         let data = match (self.format, encoded) {
-            (AudioFormat::Pcmu8k | AudioFormat::Pcma8k, Some(bytes)) => Bytes::copy_from_slice(bytes),
+            (AudioFormat::Pcmu8k | AudioFormat::Pcma8k, Some(bytes)) => {
+                Bytes::copy_from_slice(bytes)
+            }
             (AudioFormat::Pcm16 { .. }, _) => {
                 let mut v = Vec::with_capacity(caller.len() * 2);
                 for s in caller {
@@ -296,10 +303,12 @@ impl Bridge {
         }
     }
 
-    /// Ends the backend session (the call is over).
+    /// The call is over: reports the turn in progress. The session itself ends when the last
+    /// sender of its control channel is gone (this bridge, and the agent task once the tool
+    /// results still in flight are sent: a transfer's outcome reaches the model even though
+    /// the call ended with it).
     pub fn close(&mut self) {
         self.finish_turn(None);
-        let _ = self.control.try_send(BackendControl::Close);
     }
 
     fn on_event(

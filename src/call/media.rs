@@ -251,9 +251,17 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
                     origin,
                 }));
                 if let Some(path) = &setup.transcript {
-                    update(&table, call, |i| i.transcript = Some(path.display().to_string()));
+                    update(&table, call, |i| {
+                        i.transcript = Some(path.display().to_string())
+                    });
                 }
-                Some(Bridge::new(control, setup.handle.events, setup.format, ntx, origin))
+                Some(Bridge::new(
+                    control,
+                    setup.handle.events,
+                    setup.format,
+                    ntx,
+                    origin,
+                ))
             }
             _ => None,
         };

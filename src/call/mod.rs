@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod media;
 mod service;
 pub mod tools;
+mod transfer;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,6 +22,8 @@ use crate::sdp::{CodecPrefs, Direction, LocalMedia, NegotiatedMedia, SdpSession}
 use crate::sip::{Body, CallHandle, EndReason, IncomingCall, SipEvent, SipStack};
 
 pub use service::{CallService, DialRequest, TrunkSpec};
+pub use service::{TRANSFER_TIMEOUT, TransferRequestError};
+pub use transfer::{TransferError, TransferOutcome, TransferTarget};
 
 use crate::runtime::rtp::{RtpPortError, RtpPorts, RtpSockets};
 use crate::runtime::{CallHandler, Commands};
@@ -165,6 +168,9 @@ impl Default for MediaPolicy {
 pub struct CallInfo {
     /// The stack's handle number.
     pub id: u64,
+    /// The id of the call's record in the database (`{prefix}-{id}`), usable with
+    /// `GET /calls/{record_id}` after the call left this table.
+    pub record_id: String,
     /// SIP Call-ID.
     pub call_id: String,
     /// `inbound` or `outbound`.
@@ -201,6 +207,9 @@ pub struct CallInfo {
     pub turns: Vec<crate::records::TurnLatency>,
     /// Tools the AI agent called.
     pub tool_calls: Vec<crate::records::ToolCallRecord>,
+    /// The last blind transfer: `"TARGET -> STATUS"` (`"sip:200@pbx -> 200"`), `-> pending`
+    /// while waiting, `-> call ended` if the call ended first.
+    pub transfer: Option<String>,
 }
 
 /// The table of calls shared with the HTTP API. The lock is only held for short, synchronous
@@ -233,6 +242,8 @@ struct CallState {
     answered: bool,
     media: Option<NegotiatedMedia>,
     notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
+    /// A blind transfer waiting for its outcome.
+    transfer: Option<transfer::PendingTransfer>,
     /// Outbound: the INVITE as sent and the next targets to try on 408/503 (RFC 3263 §4.3).
     failover: Option<(crate::sip::OutgoingCall, Vec<crate::sip::Peer>)>,
     /// A realtime agent's backend connection.
@@ -307,7 +318,13 @@ pub enum CallCommand {
         /// Which.
         call: CallHandle,
         /// The connection and its audio format, or why not.
-        result: Result<(crate::agent::backend::BackendHandle, crate::agent::backend::AudioFormat), String>,
+        result: Result<
+            (
+                crate::agent::backend::BackendHandle,
+                crate::agent::backend::AudioFormat,
+            ),
+            String,
+        >,
     },
     /// Send DTMF digits on a call.
     SendDtmf {
@@ -319,6 +336,15 @@ pub enum CallCommand {
         method: DtmfSendMethod,
         /// Ok, or why not.
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// Blind transfer (REFER) of an answered call; the reply comes with the final outcome.
+    Transfer {
+        /// Which.
+        call: CallHandle,
+        /// A `sip:`/`sips:`/`tel:` URI or a bare number (see [`TransferTarget::parse`]).
+        target: String,
+        /// The final NOTIFY's 2xx, or why not.
+        reply: tokio::sync::oneshot::Sender<Result<TransferOutcome, TransferError>>,
     },
 }
 
@@ -458,7 +484,7 @@ impl CallManager {
                 }
             }
             SipEvent::ReferProgress { call, status, done } => {
-                tracing::info!(%call, status, done, "transfer progress");
+                self.on_refer_progress(now, stack, call, status, done);
             }
             SipEvent::Ended { call, reason } => self.on_ended(now, stack, call, reason),
             SipEvent::Registration { id, state } => {
@@ -509,6 +535,7 @@ impl CallManager {
                 answered: false,
                 media: None,
                 notify,
+                transfer: None,
                 failover: Some((retry_spec, failover)),
                 backend: BackendState::Idle,
                 parties: (party(&from_party), party(&to_party)),
@@ -680,6 +707,7 @@ impl CallManager {
                 answered: false,
                 media,
                 notify: None,
+                transfer: None,
                 failover: None,
                 backend: BackendState::Idle,
                 parties: (party(&inc.from), called.to_owned()),
@@ -688,11 +716,10 @@ impl CallManager {
         // A realtime agent connects its backend first, so an unreachable backend can still be
         // refused (the caller hears ringing meanwhile); with a late offer the format is not
         // known yet, and the connection waits for the ACK.
-        let connecting = self
-            .calls
-            .get(&inc.call)
-            .is_some_and(|c| c.media.is_some() && matches!(c.agent.kind, AgentKind::Realtime(_)))
-            && self.connect_backend(inc.call);
+        let connecting =
+            self.calls.get(&inc.call).is_some_and(|c| {
+                c.media.is_some() && matches!(c.agent.kind, AgentKind::Realtime(_))
+            }) && self.connect_backend(inc.call);
         if answer_at.is_none() && !connecting {
             self.answer(now, stack, inc.call, Some(answer_body));
         } else if let Some(c) = self.calls.get_mut(&inc.call) {
@@ -727,7 +754,11 @@ impl CallManager {
             record_id,
             caller: c.parties.0.clone(),
             called: c.parties.1.clone(),
-            direction: if c.failover.is_some() { "outbound" } else { "inbound" },
+            direction: if c.failover.is_some() {
+                "outbound"
+            } else {
+                "inbound"
+            },
             variables: c.agent.variables.clone(),
         };
         tokio::spawn(async move {
@@ -748,7 +779,13 @@ impl CallManager {
         now: Instant,
         stack: &mut SipStack,
         call: CallHandle,
-        result: Result<(crate::agent::backend::BackendHandle, crate::agent::backend::AudioFormat), String>,
+        result: Result<
+            (
+                crate::agent::backend::BackendHandle,
+                crate::agent::backend::AudioFormat,
+            ),
+            String,
+        >,
     ) {
         let transcripts = self.media.transcripts_dir.clone();
         let record_id = self.record_id(call);
@@ -770,7 +807,11 @@ impl CallManager {
                         record_id: record_id.clone(),
                         caller: c.parties.0.clone(),
                         called: c.parties.1.clone(),
-                        direction: if c.failover.is_some() { "outbound" } else { "inbound" },
+                        direction: if c.failover.is_some() {
+                            "outbound"
+                        } else {
+                            "inbound"
+                        },
                         variables: c.agent.variables.clone(),
                     },
                     transcript: transcripts.map(|d| d.join(format!("{record_id}.jsonl"))),
@@ -1043,6 +1084,7 @@ impl CallManager {
         let Some(mut c) = self.calls.remove(&call) else {
             return;
         };
+        self.end_pending_transfer(call, c.transfer.take());
         // RFC 3263 §4.3: on a timeout or 503, try the next target with a new INVITE.
         if let (EndReason::Failed(408 | 503), Some((spec, rest))) = (&reason, c.failover.take())
             && let Some((next, rest)) = rest.split_first()
@@ -1103,6 +1145,7 @@ impl CallManager {
     ) {
         let info = CallInfo {
             id: call.0,
+            record_id: self.record_id(call),
             call_id: call_id.to_string(),
             direction,
             from,
@@ -1121,6 +1164,7 @@ impl CallManager {
             transcript: None,
             turns: Vec::new(),
             tool_calls: Vec::new(),
+            transfer: None,
         };
         let record = crate::records::CallRecord::started(
             self.record_id(call),
@@ -1211,6 +1255,11 @@ impl CallHandler for CallManager {
             } => {
                 let _ = reply.send(self.send_dtmf(now, stack, call, digits, method));
             }
+            CallCommand::Transfer {
+                call,
+                target,
+                reply,
+            } => self.transfer(now, stack, call, &target, reply),
         }
     }
 
@@ -1234,9 +1283,7 @@ impl CallHandler for CallManager {
 /// The user part (or number) of a From/To value, or the value itself.
 fn party(value: &str) -> String {
     let uri = crate::sip::message::uri_of(value);
-    crate::sip::message::uri_user(uri)
-        .unwrap_or(uri)
-        .to_owned()
+    crate::sip::message::uri_user(uri).unwrap_or(uri).to_owned()
 }
 
 fn is_sdp(b: &Body) -> bool {

@@ -1,11 +1,13 @@
-//! The call layer's front door for the HTTP API and the CLI: place calls, hang up, shut down.
+//! The call layer's front door for the HTTP API and the CLI: place calls, hang up, transfer,
+//! shut down.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{AgentSpec, CallCommand, CallTable, OutboundResult};
+use super::{AgentSpec, CallCommand, CallTable, OutboundResult, TransferError, TransferOutcome};
 use crate::runtime::{Commands, RuntimeError, dns, local_ip_towards};
 use crate::sip::auth::Credentials;
 use crate::sip::resolve::{SipTarget, TargetTransport};
@@ -60,6 +62,27 @@ pub enum DialError {
     /// The call could not be set up (no RTP port…).
     #[error("cannot place the call: {0}")]
     Setup(String),
+    /// The runtime has stopped.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// How long [`CallService::transfer`] waits for the final outcome of a transfer: the REFER's
+/// response and the final NOTIFY. 32 s is RFC 3261's Timer F (64·T1, §17.1.2.2), the time a
+/// non-INVITE transaction (the REFER) may take; a transferee that accepted the REFER but sends
+/// no final NOTIFY within it is given up on.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// Why [`CallService::transfer`] did not return an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferRequestError {
+    /// The call layer refused or the transferee rejected the transfer.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// No final outcome within [`TRANSFER_TIMEOUT`]. The call stays up; a new transfer may be
+    /// requested.
+    #[error("no final transfer outcome within {} s", TRANSFER_TIMEOUT.as_secs())]
+    TimedOut,
     /// The runtime has stopped.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -208,6 +231,31 @@ impl CallService {
             })
             .await?;
         rx.await.map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Blind transfer of an answered call to `target` (a `sip:`/`sips:`/`tel:` URI or a bare
+    /// number, see [`super::TransferTarget::parse`]): sends REFER and waits, at most
+    /// [`TRANSFER_TIMEOUT`], for the final outcome. On success voxline has hung up its leg.
+    pub async fn transfer(
+        &self,
+        call: CallHandle,
+        target: String,
+    ) -> Result<TransferOutcome, TransferRequestError> {
+        let (reply, rx) = oneshot::channel();
+        let outcome = async {
+            self.commands
+                .send(CallCommand::Transfer {
+                    call,
+                    target,
+                    reply,
+                })
+                .await?;
+            let result = rx.await.map_err(|_| RuntimeError::Stopped)?;
+            Ok(result?)
+        };
+        tokio::time::timeout(TRANSFER_TIMEOUT, outcome)
+            .await
+            .map_err(|_| TransferRequestError::TimedOut)?
     }
 
     /// Graceful shutdown: BYE every call, un-REGISTER, stop.

@@ -509,7 +509,8 @@ impl Resolver<'_> {
         if !agents.iter().any(|a| a.name == BUILTIN_ASSISTANT_AGENT)
             && (self.env)(DEFAULT_API_KEY_ENV).is_some_and(|k| !k.is_empty())
         {
-            let realtime = self.realtime_section("agent[assistant].realtime", FileRealtime::default())?;
+            let realtime =
+                self.realtime_section("agent[assistant].realtime", FileRealtime::default())?;
             agents.push(AgentSection {
                 name: BUILTIN_ASSISTANT_AGENT.to_owned(),
                 kind: AgentKind::Realtime,
@@ -832,60 +833,6 @@ fn check_sip_uri(text: &str) -> Result<String, &'static str> {
     Ok(t.to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns() {
-        assert_eq!(parse_pattern("*"), Ok(RoutePattern::Any));
-        assert_eq!(
-            parse_pattern("1000"),
-            Ok(RoutePattern::Exact("1000".into()))
-        );
-        assert_eq!(
-            parse_pattern("+49*"),
-            Ok(RoutePattern::Prefix("+49".into()))
-        );
-        assert!(parse_pattern("1*0").is_err());
-        assert!(parse_pattern("").is_err());
-        assert!(parse_pattern("10 00").is_err());
-    }
-
-    #[test]
-    fn hosts() {
-        assert_eq!(check_host("pbx.example.com"), Ok("pbx.example.com".into()));
-        assert_eq!(check_host("pbx.example.com."), Ok("pbx.example.com".into()));
-        assert_eq!(check_host("192.0.2.1"), Ok("192.0.2.1".into()));
-        assert_eq!(check_host("[2001:db8::1]"), Ok("2001:db8::1".into()));
-        assert_eq!(check_host("2001:db8::1"), Ok("2001:db8::1".into()));
-        assert!(check_host("pbx.example.com:5060").is_err());
-        assert!(check_host("sip:pbx.example.com").is_err());
-        assert!(check_host("a..b").is_err());
-        assert!(check_host("bad host").is_err());
-        assert!(check_host("").is_err());
-    }
-
-    #[test]
-    fn sip_uris() {
-        assert!(check_sip_uri("sip:10.0.0.2:5060").is_ok());
-        assert!(check_sip_uri("sip:proxy.example.com;lr").is_ok());
-        assert!(check_sip_uri("SIP:proxy.example.com").is_ok());
-        assert!(check_sip_uri("sips:proxy.example.com").is_err());
-        assert!(check_sip_uri("proxy.example.com").is_err());
-        assert!(check_sip_uri("sip:").is_err());
-    }
-
-    #[test]
-    fn names() {
-        assert!(valid_name("pbx-1.main_2"));
-        assert!(!valid_name(""));
-        assert!(!valid_name(".hidden"));
-        assert!(!valid_name("../etc"));
-        assert!(!valid_name("a b"));
-    }
-}
-
 /// The status a realtime call is refused with when its backend is unreachable (RFC 3261
 /// §21.5.4, 503 Service Unavailable), unless `agent.fallback.sip_code` says otherwise.
 const DEFAULT_FALLBACK_CODE: u16 = 503;
@@ -1005,9 +952,7 @@ impl Resolver<'_> {
                 ));
             }
             let builtin = ["hang_up", "transfer_call", "send_dtmf"];
-            if builtin.contains(&h.name.as_str())
-                || http_tools.iter().any(|o| o.name == h.name)
-            {
+            if builtin.contains(&h.name.as_str()) || http_tools.iter().any(|o| o.name == h.name) {
                 return Err(self.err(
                     k("name"),
                     ConfigErrorKind::AgentSetting(format!(
@@ -1041,7 +986,10 @@ impl Resolver<'_> {
             let parameters = match h.parameters {
                 Some(v) => {
                     let json = serde_json::to_value(&v).map_err(|e| {
-                        self.err(k("parameters"), ConfigErrorKind::AgentSetting(e.to_string()))
+                        self.err(
+                            k("parameters"),
+                            ConfigErrorKind::AgentSetting(e.to_string()),
+                        )
                     })?;
                     if !json.is_object() {
                         return Err(self.err(
@@ -1129,14 +1077,17 @@ impl Resolver<'_> {
     fn realtime_section(&self, key: &str, r: FileRealtime) -> Result<RealtimeSection, ConfigError> {
         let k = |f: &str| format!("{key}.{f}");
         let url = r.url.unwrap_or_else(|| DEFAULT_REALTIME_URL.to_owned());
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) || url::Url::parse(&url).is_err()
+        if !(url.starts_with("ws://") || url.starts_with("wss://"))
+            || url::Url::parse(&url).is_err()
         {
             return Err(self.err(
                 k("url"),
                 ConfigErrorKind::AgentSetting(format!("\"{url}\" is not a ws:// or wss:// URL")),
             ));
         }
-        let api_key_env = r.api_key_env.unwrap_or_else(|| DEFAULT_API_KEY_ENV.to_owned());
+        let api_key_env = r
+            .api_key_env
+            .unwrap_or_else(|| DEFAULT_API_KEY_ENV.to_owned());
         let api_key = self.env_var(
             &k("api_key_env"),
             &api_key_env,
@@ -1221,4 +1172,58 @@ fn valid_tool_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert_eq!(parse_pattern("*"), Ok(RoutePattern::Any));
+        assert_eq!(
+            parse_pattern("1000"),
+            Ok(RoutePattern::Exact("1000".into()))
+        );
+        assert_eq!(
+            parse_pattern("+49*"),
+            Ok(RoutePattern::Prefix("+49".into()))
+        );
+        assert!(parse_pattern("1*0").is_err());
+        assert!(parse_pattern("").is_err());
+        assert!(parse_pattern("10 00").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(check_host("pbx.example.com"), Ok("pbx.example.com".into()));
+        assert_eq!(check_host("pbx.example.com."), Ok("pbx.example.com".into()));
+        assert_eq!(check_host("192.0.2.1"), Ok("192.0.2.1".into()));
+        assert_eq!(check_host("[2001:db8::1]"), Ok("2001:db8::1".into()));
+        assert_eq!(check_host("2001:db8::1"), Ok("2001:db8::1".into()));
+        assert!(check_host("pbx.example.com:5060").is_err());
+        assert!(check_host("sip:pbx.example.com").is_err());
+        assert!(check_host("a..b").is_err());
+        assert!(check_host("bad host").is_err());
+        assert!(check_host("").is_err());
+    }
+
+    #[test]
+    fn sip_uris() {
+        assert!(check_sip_uri("sip:10.0.0.2:5060").is_ok());
+        assert!(check_sip_uri("sip:proxy.example.com;lr").is_ok());
+        assert!(check_sip_uri("SIP:proxy.example.com").is_ok());
+        assert!(check_sip_uri("sips:proxy.example.com").is_err());
+        assert!(check_sip_uri("proxy.example.com").is_err());
+        assert!(check_sip_uri("sip:").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("pbx-1.main_2"));
+        assert!(!valid_name(""));
+        assert!(!valid_name(".hidden"));
+        assert!(!valid_name("../etc"));
+        assert!(!valid_name("a b"));
+    }
 }

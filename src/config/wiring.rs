@@ -1,11 +1,11 @@
 //! Turns a [`Config`] into the typed options of the layers below.
 
 use super::{AtLimit, Config, NoiseReductionSetting, TrunkTransport, TurnDetectionSetting};
-use crate::agent::realtime::client::{ApiKey, NoiseReduction, RealtimeConfig};
 use crate::agent::realtime::TurnDetection;
+use crate::agent::realtime::client::{ApiKey, NoiseReduction, RealtimeConfig};
+use crate::agent::{PlaySource as AgentPlaySource, PlaySpec};
 use crate::call::agent::{AllowList, Fallback, RealtimeAgent};
 use crate::call::tools::{AgentTools, HttpTool, TransferPolicy, TransferTarget};
-use crate::agent::{PlaySource as AgentPlaySource, PlaySpec};
 use crate::call::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkSpec};
 use crate::runtime::{KeepaliveSpec, Options, RegistrationSpec};
 use crate::sdp::{Codec as SdpCodec, CodecPrefs};

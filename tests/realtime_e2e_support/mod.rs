@@ -38,8 +38,19 @@ impl RealtimeE2e {
     /// realtime agent `ai` routed from every number. `agent_extra` is TOML added inside the
     /// `[[agent]]` table (before its sub-tables), `tables_extra` after them (e.g.
     /// `[[agent.http_tool]]` tables), `top_extra` at the top of the file.
-    pub fn start(mock_cfg: MockConfig, top_extra: &str, agent_extra: &str, tables_extra: &str) -> RealtimeE2e {
-        RealtimeE2e::start_allowing(mock_cfg, &["127.0.0.0/8"], top_extra, agent_extra, tables_extra)
+    pub fn start(
+        mock_cfg: MockConfig,
+        top_extra: &str,
+        agent_extra: &str,
+        tables_extra: &str,
+    ) -> RealtimeE2e {
+        RealtimeE2e::start_allowing(
+            mock_cfg,
+            &["127.0.0.0/8"],
+            top_extra,
+            agent_extra,
+            tables_extra,
+        )
     }
 
     /// [`RealtimeE2e::start`] with the agent's `allow_from` set to `allow`.
@@ -114,7 +125,7 @@ agent = "ai"
 [[agent]]
 name = "ai"
 kind = "realtime"
-instructions = "You are a test agent. The caller is {{{{caller}}}}."
+instructions = "You are a test agent. The caller is {{{{caller}}}}. Customer: {{{{var.customer}}}}."
 allow_from = [{allow}]
 {agent_extra}
 
@@ -148,7 +159,12 @@ pub fn is_agent_audio(p: &Rtp) -> bool {
 
 /// The caller speaks for `speech` frames, then is silent for `silence` frames; returns every
 /// packet voxline sent meanwhile.
-pub fn talk(rtp: &mut RtpPeer, to: std::net::SocketAddr, speech: usize, silence: usize) -> Vec<Rtp> {
+pub fn talk(
+    rtp: &mut RtpPeer,
+    to: std::net::SocketAddr,
+    speech: usize,
+    silence: usize,
+) -> Vec<Rtp> {
     rtp.stream(to, speech + silence, |k| {
         if k < speech {
             speech_frame(k)
