@@ -60,3 +60,25 @@ fn unreachable_backend_with_a_prompt_answers_plays_it_and_hangs_up() {
         "no BYE after the prompt"
     );
 }
+
+#[test]
+fn a_rate_limited_backend_rejects_with_503_and_retry_after() {
+    let h = realtime_e2e_support::RealtimeE2e::start(
+        voxline::agent::realtime::mock::MockConfig {
+            reject_status: Some(429),
+            ..Default::default()
+        },
+        "",
+        "",
+        "",
+    );
+    let (_udp, resp) = raw_invite(h.vox.sip_addr(), "1000", 40004, Duration::from_secs(10));
+    let resp = resp.expect("a final response");
+    assert_eq!(status_code(&resp), Some(503), "{resp}");
+    // The mock's 429 says Retry-After: 7; the caller's side is told the same.
+    assert_eq!(
+        common::header(&resp, "Retry-After", None).map(str::trim),
+        Some("7"),
+        "{resp}"
+    );
+}

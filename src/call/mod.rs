@@ -323,7 +323,7 @@ pub enum CallCommand {
                 crate::agent::backend::BackendHandle,
                 crate::agent::backend::AudioFormat,
             ),
-            String,
+            crate::agent::backend::BackendError,
         >,
     },
     /// Send DTMF digits on a call.
@@ -356,6 +356,10 @@ pub enum DtmfSendMethod {
     /// SIP INFO with `application/dtmf-relay`.
     Info,
 }
+
+/// `Retry-After` (RFC 3261 §20.33) sent with the fallback status when the AI backend rate
+/// limits without saying for how long.
+pub const DEFAULT_RETRY_AFTER_S: u64 = 5;
 
 /// How long each DTMF digit we send lasts.
 pub const DTMF_DIGIT: Duration = Duration::from_millis(100);
@@ -764,8 +768,7 @@ impl CallManager {
         tokio::spawn(async move {
             let result = agent::connect(&ra, &parties, format)
                 .await
-                .map(|h| (h, format))
-                .map_err(|e| e.to_string());
+                .map(|h| (h, format));
             let _ = commands
                 .send(CallCommand::BackendReady { call, result })
                 .await;
@@ -784,7 +787,7 @@ impl CallManager {
                 crate::agent::backend::BackendHandle,
                 crate::agent::backend::AudioFormat,
             ),
-            String,
+            crate::agent::backend::BackendError,
         >,
     ) {
         let transcripts = self.media.transcripts_dir.clone();
@@ -825,12 +828,22 @@ impl CallManager {
                         if c.answered {
                             let _ = stack.hangup(now, call);
                         } else {
+                            // A rate-limited backend: tell the caller's side when to retry.
+                            let headers = match &e {
+                                crate::agent::backend::BackendError::RateLimited {
+                                    retry_after_s,
+                                } => vec![(
+                                    "Retry-After",
+                                    retry_after_s.unwrap_or(DEFAULT_RETRY_AFTER_S).to_string(),
+                                )],
+                                _ => Vec::new(),
+                            };
                             let _ = stack.respond_with(
                                 now,
                                 call,
                                 code,
                                 Some("AI backend unavailable"),
-                                Vec::new(),
+                                headers,
                                 None,
                             );
                         }
