@@ -139,6 +139,17 @@ async fn run(
     if let Some(why) = cfg.describe_default_route() {
         tracing::info!("{why}");
     }
+    for a in cfg
+        .agents
+        .iter()
+        .filter(|a| a.kind == config::AgentKind::Realtime)
+    {
+        tracing::info!(
+            agent = %a.name,
+            allowed = %cfg.allow_list(&a.name).describe(),
+            "realtime agent: only these sources may call it (others get 403); set allow_from on the agent or a trunk to change that"
+        );
+    }
     let mut opts = cfg.runtime_options();
     if let Some(addr) = sip_listen {
         opts.udp_listen = vec![addr];

@@ -585,7 +585,10 @@ impl Config {
                 "no [[route]] configured and {DEFAULT_API_KEY_ENV} is not set: calls go to the built-in `{}` agent",
                 a.name
             ),
-            _ => format!("calls to other numbers go to agent `{}`", a.name),
+            _ => format!(
+                "numbers without a more specific route go to agent `{}`",
+                a.name
+            ),
         })
     }
 
