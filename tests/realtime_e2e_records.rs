@@ -1,6 +1,7 @@
 //! Every realtime call leaves a record and a transcript: after a turn and the caller's BYE,
 //! the SQLite record holds the codec, the end, the turn's latency figures and the transcript
-//! path, and the JSONL transcript holds the caller's and the agent's lines, timestamped.
+//! path, and the JSONL transcript holds the caller's and the agent's lines, timestamped. The
+//! turn is counted in `GET /metrics` too.
 
 mod common;
 mod media_peer;
@@ -66,5 +67,13 @@ fn the_call_record_and_transcript_are_written() {
             .iter()
             .any(|(role, text)| role == "Agent" && text == "Hello caller, this is the agent"),
         "no agent line: {lines:?}"
+    );
+    let (code, metrics) =
+        common::http_get(h.vox.http_addr(), "/metrics", Duration::from_secs(5)).expect("metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("voxline_turn_response_latency_seconds_count 1\n")
+            && metrics.contains("voxline_calls_answered_total 1\n"),
+        "{metrics}"
     );
 }

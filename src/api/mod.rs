@@ -108,6 +108,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/calls/:id/dtmf", post(send_dtmf))
         .route("/calls/:id/transfer", post(transfer_call))
         .route("/records", get(list_records))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
@@ -165,6 +166,26 @@ async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
         .map(|t| t.values().filter(|c| c.state != "ended").count())
         .unwrap_or(0);
     Json(json!({ "status": "ok", "active_calls": active }))
+}
+
+/// `GET /metrics`: the Prometheus text exposition (same authorization as the other routes).
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let active = state
+        .handle
+        .calls
+        .lock()
+        .map(|t| t.values().filter(|c| c.state != "ended").count())
+        .unwrap_or(0);
+    let body = crate::call::metrics::Metrics::global().render(active as u64);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }
 
 async fn list_calls(

@@ -235,7 +235,10 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
                 append(&mut writer, since(now), role, text, item_id);
             }
             Notice::System(text) => append(&mut writer, since(now), RecRole::System, text, None),
-            Notice::Turn(t) => update(&table, call, |i| i.turns.push(t)),
+            Notice::Turn(t) => {
+                super::metrics::Metrics::global().turn(&t);
+                update(&table, call, |i| i.turns.push(t));
+            }
             Notice::ToolCall {
                 call_id,
                 name,
@@ -295,6 +298,11 @@ impl ToolJob {
             Err(e) => serde_json::json!({ "error": e }).to_string(),
         };
         tracing::info!(%call, tool = %name, ok = result.is_ok(), "tool call");
+        let m = super::metrics::Metrics::global();
+        super::metrics::Metrics::inc(&m.tool_calls);
+        if result.is_err() {
+            super::metrics::Metrics::inc(&m.tool_errors);
+        }
         let control = if reply {
             BackendControl::ToolResult {
                 call_id,

@@ -433,6 +433,7 @@ impl Bridge {
         self.pending.clear();
         let heard_ms = stream.agent_ms_sent().saturating_sub(self.response_base);
         self.stats.barge_ins += 1;
+        super::metrics::Metrics::inc(&super::metrics::Metrics::global().barge_ins);
         tracing::debug!(heard_ms, "barge-in");
         if self
             .control

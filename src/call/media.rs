@@ -707,6 +707,7 @@ fn bridge_action(c: &mut CallMedia, action: BridgeAction) {
         BridgeAction::HangUp => hang_up(c, "the agent hung up"),
         BridgeAction::BackendLost(reason) => {
             tracing::warn!(call = %c.call, %reason, "the AI backend is gone");
+            super::metrics::Metrics::inc(&super::metrics::Metrics::global().backend_failures);
             if !c.hung_up {
                 activate_fallback(c, &reason);
             }

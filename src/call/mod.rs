@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod bridge;
 pub mod media;
+pub mod metrics;
 mod service;
 pub mod tools;
 mod transfer;
@@ -403,6 +404,7 @@ impl CallManager {
     }
 
     fn record_answered(&self, call: CallHandle) {
+        metrics::Metrics::inc(&metrics::Metrics::global().calls_answered);
         self.record(crate::records::RecordOp::Answered {
             id: self.record_id(call),
             at: crate::records::UnixMs::now(),
@@ -625,6 +627,7 @@ impl CallManager {
                 allowed = %allow.describe(),
                 "caller's source is not allowed to reach this agent: 403 (see allow_from)"
             );
+            metrics::Metrics::inc(&metrics::Metrics::global().calls_forbidden);
             let _ = stack.respond_with(now, inc.call, 403, Some("Forbidden"), Vec::new(), None);
             return;
         }
@@ -822,6 +825,7 @@ impl CallManager {
             }
             Err(e) => {
                 tracing::warn!(%call, error = %e, "AI backend unreachable: falling back");
+                metrics::Metrics::inc(&metrics::Metrics::global().backend_failures);
                 match fallback {
                     agent::Fallback::Reject { code } => {
                         c.backend = BackendState::Failed;
@@ -1126,6 +1130,7 @@ impl CallManager {
             i.end_reason = Some(reason_text);
         });
         self.record_finished(call, &reason);
+        metrics::Metrics::inc(&metrics::Metrics::global().calls_ended);
         self.trim_table();
         if let Some(n) = c.notify.take() {
             let _ = n.send(OutboundResult {
@@ -1195,6 +1200,7 @@ impl CallManager {
         if let Ok(mut t) = self.table.lock() {
             t.insert(call.0, info);
         }
+        metrics::Metrics::inc(&metrics::Metrics::global().calls_started);
         self.record(crate::records::RecordOp::Started(Box::new(record)));
     }
 
