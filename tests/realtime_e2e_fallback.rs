@@ -82,3 +82,57 @@ fn a_rate_limited_backend_rejects_with_503_and_retry_after() {
         "{resp}"
     );
 }
+
+#[test]
+fn a_backend_lost_mid_call_plays_the_fallback_prompt_then_hangs_up() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mock = rt
+        .block_on(voxline::agent::realtime::mock::MockServer::start(
+            voxline::agent::realtime::mock::MockConfig {
+                api_key: KEY.to_owned(),
+                ..Default::default()
+            },
+        ))
+        .expect("mock");
+    // No reconnection: a drop is final, and the fallback prompt takes over.
+    let toml = config(
+        &mock.url(),
+        "",
+        "",
+        "[agent.fallback]\ntone_hz = 600.0\ntone_ms = 600\n",
+    )
+    .replace(
+        "noise_reduction = \"none\"",
+        "noise_reduction = \"none\"\nreconnect = false",
+    );
+    let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
+    let mut rtp = RtpPeer::bind(0);
+    let (mut sip, answer) = SipPeer::call(
+        vox.sip_addr(),
+        "1000",
+        &offer(rtp.port(), 0, "PCMU", "sendrecv", 1),
+    );
+    let to = answer_rtp_addr(&answer);
+    let before = talk(&mut rtp, to, 0, 25);
+    assert!(
+        !before.iter().any(is_agent_audio),
+        "agent audio before anyone spoke"
+    );
+    mock.drop_connections();
+    let after = talk(&mut rtp, to, 0, 60);
+    let prompt = after.iter().filter(|p| is_agent_audio(p)).count();
+    assert!(
+        (25..=32).contains(&prompt),
+        "{prompt} packets of the 600 ms prompt arrived:\n{}",
+        vox.output()
+    );
+    assert!(
+        sip.wait_request("BYE", Duration::from_secs(3)).is_some(),
+        "no BYE after the prompt"
+    );
+    assert_eq!(
+        rt.block_on(async { mock.connections() }),
+        1,
+        "it reconnected"
+    );
+}

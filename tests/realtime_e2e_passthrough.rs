@@ -2,7 +2,8 @@
 //! mock Realtime server receives the caller's RTP payload bytes untouched (`audio/pcmu` on
 //! the wire, no decode, no resample). Each frame carries μ-law `0x7F` ("negative zero"),
 //! which a decode/encode round trip would turn into `0xFF`, and its own index, so the bytes
-//! can only match if they travelled unchanged and in order.
+//! can only match if they travelled unchanged and in order. The API key appears nowhere in
+//! voxline's (DEBUG) log.
 
 mod common;
 mod media_peer;
@@ -10,7 +11,7 @@ mod realtime_e2e_support;
 
 use std::time::Duration;
 
-use realtime_e2e_support::{RealtimeE2e, find, speech_frame};
+use realtime_e2e_support::{KEY, RealtimeE2e, find, speech_frame};
 use voxline::agent::realtime::mock::MockConfig;
 
 #[test]
@@ -41,4 +42,8 @@ fn caller_pcmu_reaches_the_backend_byte_for_byte() {
     let format = &sessions[0]["audio"]["input"]["format"]["type"];
     assert_eq!(format, "audio/pcmu", "session: {}", sessions[0]);
     assert_eq!(sip.bye(), 200);
+    // The API key never reaches the log (voxline runs at DEBUG here).
+    let log = h.vox.output();
+    assert!(log.contains("realtime session ready"), "{log}");
+    assert!(!log.contains(KEY), "the API key is in the log");
 }
