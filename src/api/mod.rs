@@ -168,6 +168,16 @@ async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "active_calls": active }))
 }
 
+/// The request's JSON body, or a 400 saying what is wrong with it.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(req)| req).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {}", e.body_text()),
+        )
+    })
+}
+
 /// `GET /metrics`: the Prometheus text exposition (same authorization as the other routes).
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
@@ -409,12 +419,7 @@ async fn create_call(
     body: Result<Json<CreateCall>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     authorize(&state, &headers)?;
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        )
-    })?;
+    let req = json_body(body)?;
     if !(req.target.starts_with("sip:") || req.target.starts_with("sips:")) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -525,12 +530,7 @@ async fn send_dtmf(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
     let id = parse_id(&id)?;
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        )
-    })?;
+    let req = json_body(body)?;
     let digits: Vec<crate::media::dtmf::Digit> = req
         .digits
         .chars()
@@ -583,12 +583,7 @@ async fn transfer_call(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
     let id = parse_id(&id)?;
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        )
-    })?;
+    let req = json_body(body)?;
     match state.handle.transfer(CallHandle(id), req.target).await {
         Ok(outcome) => Ok(Json(
             json!({ "transferred": true, "status": outcome.status }),

@@ -253,6 +253,24 @@ struct CallState {
     parties: (String, String),
 }
 
+impl CallState {
+    /// Who is on the call, as the agent and its tools see it.
+    fn call_parties(&self, record_id: String) -> agent::CallParties {
+        agent::CallParties {
+            record_id,
+            caller: self.parties.0.clone(),
+            called: self.parties.1.clone(),
+            // Only outbound calls carry a failover plan.
+            direction: if self.failover.is_some() {
+                "outbound"
+            } else {
+                "inbound"
+            },
+            variables: self.agent.variables.clone(),
+        }
+    }
+}
+
 /// Where a realtime call's backend connection stands.
 #[derive(Debug)]
 enum BackendState {
@@ -757,17 +775,7 @@ impl CallManager {
         };
         c.backend = BackendState::Connecting;
         let ra = ra.clone();
-        let parties = agent::CallParties {
-            record_id,
-            caller: c.parties.0.clone(),
-            called: c.parties.1.clone(),
-            direction: if c.failover.is_some() {
-                "outbound"
-            } else {
-                "inbound"
-            },
-            variables: c.agent.variables.clone(),
-        };
+        let parties = c.call_parties(record_id);
         tokio::spawn(async move {
             let result = agent::connect(&ra, &parties, format)
                 .await
@@ -809,17 +817,7 @@ impl CallManager {
                 c.backend = BackendState::Ready(media::BackendSetup {
                     handle,
                     format,
-                    parties: agent::CallParties {
-                        record_id: record_id.clone(),
-                        caller: c.parties.0.clone(),
-                        called: c.parties.1.clone(),
-                        direction: if c.failover.is_some() {
-                            "outbound"
-                        } else {
-                            "inbound"
-                        },
-                        variables: c.agent.variables.clone(),
-                    },
+                    parties: c.call_parties(record_id.clone()),
                     transcript: transcripts.map(|d| d.join(format!("{record_id}.jsonl"))),
                 });
             }

@@ -349,6 +349,22 @@ pub fn http_request(
     Ok((code, body))
 }
 
+/// An HTTP request with an optional JSON body whose answer must be JSON: (status, value).
+/// Panics on a connection error or a body that is not JSON.
+pub fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> (u16, serde_json::Value) {
+    let (code, text) = http_request(addr, method, path, body, timeout)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+    (code, json)
+}
+
 // ---------------------------------------------------------------------------------------
 // voxline call
 // ---------------------------------------------------------------------------------------
