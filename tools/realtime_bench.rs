@@ -877,7 +877,10 @@ noise_reduction = "none"
             .arg("--http-listen")
             .arg(http.to_string())
             .current_dir(&dir)
-            .env("VOXLINE_LOG", "warn")
+            .env(
+                "VOXLINE_LOG",
+                std::env::var("VOXLINE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env(KEY_ENV, KEY)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -66,6 +66,8 @@ pub struct AgentSpec {
     pub variables: std::collections::BTreeMap<String, String>,
     /// Sources allowed to call this agent (`None`: anyone). A caller from elsewhere gets 403.
     pub allow_from: Option<agent::AllowList>,
+    /// The jitter buffer's minimum delay on this agent's calls, if not the media default.
+    pub jitter_min: Option<Duration>,
 }
 
 impl AgentSpec {
@@ -79,6 +81,7 @@ impl AgentSpec {
             record: false,
             variables: Default::default(),
             allow_from: None,
+            jitter_min: None,
         }
     }
 
@@ -1034,6 +1037,11 @@ impl CallManager {
         let recording = match (&recordings, c.agent.record) {
             (Some(dir), true) => Some(dir.join(recording_name(&c.call_id))),
             _ => None,
+        };
+        // An agent's own minimum, within the media maximum.
+        let jitter = match c.agent.jitter_min {
+            Some(min) => (min.min(jitter.1), jitter.1),
+            None => jitter,
         };
         let spec = media::MediaTaskSpec {
             call,

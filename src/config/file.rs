@@ -162,6 +162,7 @@ pub(crate) struct FileRealtime {
     pub noise_reduction: Option<String>,
     pub connect_timeout_ms: Option<u64>,
     pub reconnect: Option<bool>,
+    pub jitter_min_ms: Option<u32>,
 }
 
 /// `[agent.tools]`

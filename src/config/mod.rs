@@ -416,6 +416,9 @@ pub struct RealtimeSection {
     pub connect_timeout: Duration,
     /// `reconnect` after a mid-call drop (default true).
     pub reconnect: bool,
+    /// `jitter_min_ms`: the jitter buffer's minimum delay on this agent's calls (default 10;
+    /// the caller's audio goes to a model, which wants it early more than perfectly smooth).
+    pub jitter_min: Duration,
 }
 
 impl Eq for RealtimeSection {}

@@ -842,6 +842,9 @@ const DEFAULT_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime";
 const DEFAULT_REALTIME_MODEL: &str = "gpt-realtime";
 /// The default caller transcription model.
 const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-transcribe";
+/// The jitter buffer's default minimum delay on realtime calls: half the general default, so
+/// a frame that arrives before a tick is handed to the model at that tick.
+const DEFAULT_REALTIME_JITTER_MIN_MS: u32 = 10;
 /// The default HTTP tool timeout.
 const DEFAULT_TOOL_TIMEOUT_MS: u64 = 5000;
 /// The longest HTTP tool timeout accepted.
@@ -1149,7 +1152,19 @@ impl Resolver<'_> {
                 },
             ));
         }
+        let jitter_min_ms = r.jitter_min_ms.unwrap_or(DEFAULT_REALTIME_JITTER_MIN_MS);
+        if !(10..=1000).contains(&jitter_min_ms) {
+            return Err(self.err(
+                k("jitter_min_ms"),
+                ConfigErrorKind::OutOfRange {
+                    min: 10,
+                    max: 1000,
+                    got: u64::from(jitter_min_ms),
+                },
+            ));
+        }
         Ok(RealtimeSection {
+            jitter_min: Duration::from_millis(u64::from(jitter_min_ms)),
             url,
             model: r.model.unwrap_or_else(|| DEFAULT_REALTIME_MODEL.to_owned()),
             api_key_env,

@@ -450,6 +450,9 @@ fn error_response(status: u16, message: &str) -> ErrorResponse {
 }
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), String> {
+    // Like a real server: small events go out at once (without it, Nagle holds the burst of
+    // events that ends a turn until the client's next audio append acknowledges the first).
+    let _ = stream.set_nodelay(true);
     let cfg = shared.cfg.clone();
     // The error type is tungstenite's callback contract.
     #[allow(clippy::result_large_err)]
