@@ -370,18 +370,14 @@ fn latency(
         "OVERHEAD: speech end + window -> first reply RTP at caller",
         &over,
     );
-    // Per turn: overhead = inbound + 20 ms + response_latency_ms, since voxline counts the
-    // speech end 20 ms (one frame) after it handed the window-completing frame to the
-    // backend.
+    // Per turn: overhead = inbound + response_latency_ms, since voxline counts the speech
+    // end from the instant it handed the window-completing frame to the backend.
     let matched: Vec<(&TurnSample, f64)> = samples
         .iter()
         .zip(&recorded)
         .filter_map(|(s, r)| r.map(|r| (s, r as f64)))
         .collect();
-    let inbound: Vec<f64> = matched
-        .iter()
-        .map(|(s, r)| ms(s.overhead) - 20.0 - r)
-        .collect();
+    let inbound: Vec<f64> = matched.iter().map(|(s, r)| ms(s.overhead) - r).collect();
     row(
         "  inbound: packet arrival -> frame handed to the backend",
         &inbound,
@@ -393,10 +389,10 @@ fn latency(
     );
     let hold: Vec<f64> = matched
         .iter()
-        .map(|(s, r)| ms(s.overhead) - 20.0 - r - ms(s.phase))
+        .map(|(s, r)| ms(s.overhead) - r - ms(s.phase))
         .collect();
     row("    jitter-buffer hold", &hold);
-    let outbound: Vec<f64> = matched.iter().map(|(_, r)| 20.0 + r).collect();
+    let outbound: Vec<f64> = matched.iter().map(|(_, r)| *r).collect();
     row(
         "  outbound: frame handed -> first reply RTP sent",
         &outbound,

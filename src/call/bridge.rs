@@ -18,8 +18,12 @@
 //!   agent audio of the current response that actually went out as RTP, from the media core's
 //!   counter ([`MediaStream::agent_ms_sent`]), not from what the WebSocket delivered.
 //! * **Turn latency.** For each caller turn: when the caller's speech ended (the backend's
-//!   `audio_end_ms` mapped back to the instant that audio was sent), when the reply's first
-//!   audio arrived from the backend, and when its first RTP packet went out.
+//!   `audio_end_ms` mapped back to the instant the frame holding it was handed to the
+//!   backend), when the reply's first audio arrived from the backend, and when its first RTP
+//!   packet went out (the inbound path, network arrival to handing over, is not in it).
+//! * **Starting a reply.** The worker looks at the backend's events every 5 ms between
+//!   frame ticks; when a reply starts while nothing is playing, its first packet leaves at
+//!   once ([`MediaStream::send_ahead`]) instead of at the next tick.
 //! * **Hang-up after goodbye.** [`Bridge::request_hangup`] waits until the goodbye has played
 //!   out (asking the agent to say one first if its last response had no audio), then reports
 //!   [`BridgeAction::HangUp`].
@@ -509,14 +513,15 @@ impl Bridge {
         self.format.duration_ms(self.pending.len() as u64)
     }
 
-    /// The instant the input audio at `pos_ms` was sent to the backend.
+    /// When the input audio ending at `pos_ms` had been sent to the backend: the instant the
+    /// frame holding its last millisecond was handed over (a frame goes over whole).
     fn input_instant(&self, pos_ms: u64) -> Option<Instant> {
-        let idx = self.input_marks.partition_point(|(p, _)| *p <= pos_ms);
-        let (p, t) = match idx {
+        let idx = self.input_marks.partition_point(|(p, _)| *p < pos_ms);
+        let (_, t) = match idx {
             0 => *self.input_marks.front()?,
             i => *self.input_marks.get(i - 1)?,
         };
-        Some(t + Duration::from_millis(pos_ms.saturating_sub(p)))
+        Some(t)
     }
 
     fn finish_turn(&mut self, first_rtp: Option<Instant>) {

@@ -48,6 +48,10 @@ const RTP_BUFFER: usize = 2048;
 const RTCP_POLL: Duration = Duration::from_millis(100);
 /// The tick grid all calls' schedules start on.
 const GRID: Duration = Duration::from_millis(10);
+/// How often a call with an AI backend looks at the backend's events between frame ticks: a
+/// reply then starts within this much of its arrival (sent ahead of the tick, see
+/// [`MediaStream::send_ahead`]) and a barge-in is handled as quickly.
+const PUMP_INTERVAL: Duration = Duration::from_millis(5);
 
 /// What the call manager tells a call's media.
 #[derive(Debug)]
@@ -295,6 +299,7 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
             }),
             hung_up: false,
             next_stats: Instant::now() + STATS_INTERVAL,
+            next_pump: Instant::now() + PUMP_INTERVAL,
             next_rtcp_poll: Instant::now(),
             deadline: start,
         };
@@ -375,6 +380,8 @@ struct CallMedia {
     fallback: Option<FallbackState>,
     hung_up: bool,
     next_stats: Instant,
+    /// When a call with a backend next looks at its events (between ticks).
+    next_pump: Instant,
     next_rtcp_poll: Instant,
     deadline: Instant,
 }
@@ -394,7 +401,7 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
     tokio::pin!(sleep);
     tracing::debug!(worker = index, "media worker started");
     loop {
-        let next = calls.values().map(|c| c.deadline.min(c.next_stats)).min();
+        let next = calls.values().map(CallMedia::next_wake).min();
         if let Some(t) = next {
             let wake = to_tokio(base, t);
             if sleep.deadline() != wake {
@@ -427,13 +434,45 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
         for c in calls.values_mut() {
             if c.deadline <= now || c.next_stats <= now {
                 service(c, now);
+            } else if c.bridge.is_some() && c.next_pump <= now {
+                pump(c, now);
             }
         }
     }
 }
 
+impl CallMedia {
+    /// When the worker must next look at this call.
+    fn next_wake(&self) -> Instant {
+        let t = self.deadline.min(self.next_stats);
+        match self.bridge {
+            Some(_) => t.min(self.next_pump),
+            None => t,
+        }
+    }
+}
+
+/// Between ticks, a call with a backend: takes the backend's events and, when a reply has just
+/// arrived and nothing is playing, sends its first packet now rather than at the next tick.
+fn pump(c: &mut CallMedia, now: Instant) {
+    c.next_pump = now + PUMP_INTERVAL;
+    let Some(b) = c.bridge.as_mut() else {
+        return;
+    };
+    let action = b.pump(&mut c.stream, now);
+    bridge_action(c, action);
+    if c.stream.send_ahead(now) {
+        drain(c);
+    }
+    if let Some(b) = c.bridge.as_mut() {
+        let action = b.after_tick(&c.stream, now);
+        bridge_action(c, action);
+    }
+}
+
 /// Reads what arrived, runs due ticks, sends, and hands frames to the agent and recorder.
 fn service(c: &mut CallMedia, now: Instant) {
+    c.next_pump = now + PUMP_INTERVAL;
     let wall_now = SystemTime::now();
     read_socket(&c.sockets.rtp, now, wall_now, |t, src, data| {
         c.stream.handle_rtp(t, src, data)

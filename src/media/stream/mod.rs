@@ -414,6 +414,9 @@ pub struct MediaStream {
     late_ticks: u64,
     dropped_foreign: u64,
     last_fraction_lost: u8,
+    /// A tick whose packet [`MediaStream::send_ahead`] already sent, with the PCM it carried
+    /// (for that tick's frame event).
+    ahead: Option<(u64, Vec<i16>)>,
 }
 
 impl MediaStream {
@@ -460,6 +463,7 @@ impl MediaStream {
             late_ticks: 0,
             dropped_foreign: 0,
             last_fraction_lost: 0,
+            ahead: None,
             negotiated: neg,
             cname: cfg.cname,
             jitter_min: cfg.jitter_min,
@@ -507,6 +511,10 @@ impl MediaStream {
             }
         }
         self.negotiated = negotiated;
+        // A packet sent ahead belongs to the old schedule; its tick sends nothing new.
+        if codec_changed {
+            self.ahead = None;
+        }
         if was_sending != self.sending() {
             // Hold drops queued events; on resume the first packet gets the marker bit.
             self.send.pause();
@@ -595,10 +603,16 @@ impl MediaStream {
                 self.late_ticks += 1;
             }
             let (caller, caller_encoded) = self.recv.tick(at, &mut self.out);
-            let to = self
-                .sending()
-                .then(|| self.latch.rtp_peer(&self.negotiated));
-            let sent = self.send.tick(at, n, &self.clock, to, &mut self.out);
+            let sent = match self.ahead.take() {
+                // Sent early by `send_ahead`: nothing more goes out for this tick.
+                Some((k, pcm)) if k == n => pcm,
+                _ => {
+                    let to = self
+                        .sending()
+                        .then(|| self.latch.rtp_peer(&self.negotiated));
+                    self.send.tick(at, n, &self.clock, to, &mut self.out)
+                }
+            };
             self.emit(MediaEvent::Frame {
                 caller,
                 sent,
@@ -634,6 +648,34 @@ impl MediaStream {
     /// nothing is queued then.
     pub fn send_encoded(&mut self, payload: &[u8]) -> Result<(), MediaError> {
         self.send.push_encoded(self.negotiated.codec.codec, payload)
+    }
+
+    /// Starts a talkspurt now instead of at the next tick: when agent audio is queued, nothing
+    /// of the agent's is playing (the last packet was silence), no key press is being sent and
+    /// the next tick is still ahead, that tick's packet (its timestamp, the marker bit, the
+    /// first frame of the queued audio) is sent at `now`, and the tick itself then sends
+    /// nothing. Later ticks go on as scheduled, so only the first packet of the talkspurt is
+    /// early (by less than one frame, which the far end's jitter buffer absorbs) and the RTP
+    /// timestamps stay on the same clock. Saves a reply waiting for the next tick. Returns
+    /// whether a packet was sent.
+    pub fn send_ahead(&mut self, now: Instant) -> bool {
+        let Some(at) = self.clock.next_time() else {
+            return false;
+        };
+        if at <= now
+            || self.ahead.is_some()
+            || !self.sending()
+            || self.send.talking()
+            || self.send.queued().is_zero()
+            || self.send.dtmf_busy()
+        {
+            return false;
+        }
+        let n = self.clock.next();
+        let to = Some(self.latch.rtp_peer(&self.negotiated));
+        let pcm = self.send.tick(at, n, &self.clock, to, &mut self.out);
+        self.ahead = Some((n, pcm));
+        true
     }
 
     /// Barge-in: drops all queued agent audio, PCM and encoded; the next tick sends silence.
@@ -1114,5 +1156,73 @@ mod tests {
         assert_eq!(packets.len(), 3);
         assert!(packets.iter().all(|p| p[1] & 0x7f == 9 && p.len() == 172));
         assert!(packets[0][1] & 0x80 != 0);
+    }
+
+    /// Drains the outputs: the RTP packets sent (payload bytes) and the frame events' `sent`
+    /// PCM, up to the next deadline.
+    fn drain(s: &mut MediaStream) -> (Vec<Vec<u8>>, Vec<Vec<i16>>) {
+        let (mut packets, mut sent) = (Vec::new(), Vec::new());
+        loop {
+            match s.poll_output() {
+                MediaOutput::Timeout(_) => return (packets, sent),
+                MediaOutput::Transmit { payload, rtcp, .. } if !rtcp => packets.push(payload),
+                MediaOutput::Event(MediaEvent::Frame { sent: pcm, .. }) => sent.push(pcm),
+                _ => {}
+            }
+        }
+    }
+
+    fn ts(p: &[u8]) -> u32 {
+        u32::from_be_bytes([p[4], p[5], p[6], p[7]])
+    }
+
+    fn seq(p: &[u8]) -> u16 {
+        u16::from_be_bytes([p[2], p[3]])
+    }
+
+    #[test]
+    fn send_ahead_starts_a_talkspurt_before_its_tick_and_keeps_the_schedule() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut s = MediaStream::new(cfg(neg(Codec::Pcmu, 0), t0), t0).unwrap();
+        // Ticks at 0 and 20 ms send silence.
+        s.handle_timeout(ms(20));
+        let (silence, _) = drain(&mut s);
+        assert_eq!(silence.len(), 2);
+        // Nothing queued: nothing to send ahead.
+        assert!(!s.send_ahead(ms(25)));
+        // A reply arrives at 25 ms: its first packet leaves at once, as tick 40's packet.
+        s.send_encoded(&[0x11; 480]).unwrap();
+        assert!(s.send_ahead(ms(25)));
+        let (early, events) = drain(&mut s);
+        assert!(events.is_empty(), "no frame event before the tick");
+        assert_eq!(early.len(), 1);
+        let p = &early[0];
+        assert!(p[1] & 0x80 != 0, "marker bit at the talkspurt start");
+        assert_eq!(
+            ts(p),
+            ts(&silence[1]).wrapping_add(160),
+            "tick 40's timestamp"
+        );
+        assert_eq!(seq(p), seq(&silence[1]).wrapping_add(1));
+        assert!(p[12..].iter().all(|&b| b == 0x11));
+        // Already talking: no second early packet.
+        assert!(!s.send_ahead(ms(30)));
+        // Tick 40 sends nothing new but reports what went out; ticks 60 and 80 go on.
+        s.handle_timeout(ms(80));
+        let (later, events) = drain(&mut s);
+        assert_eq!(events.len(), 3);
+        assert!(
+            events[0].iter().all(|&v| v != 0),
+            "tick 40's frame is the early packet"
+        );
+        assert_eq!(later.len(), 2, "ticks 60 and 80 only");
+        assert_eq!(ts(&later[0]), ts(p).wrapping_add(160));
+        assert_eq!(seq(&later[0]), seq(p).wrapping_add(1));
+        assert!(later[0][1] & 0x80 == 0, "no marker inside the talkspurt");
+        assert_eq!(s.agent_ms_sent(), 60);
+        // At a tick's own time nothing is sent ahead (the tick does it).
+        s.send_encoded(&[0x22; 160]).unwrap();
+        assert!(!s.send_ahead(ms(100)));
     }
 }

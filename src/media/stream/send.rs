@@ -318,6 +318,11 @@ impl Sender {
         }
     }
 
+    /// Whether the last packet sent carried agent audio (a talkspurt is playing).
+    pub fn talking(&self) -> bool {
+        self.last_agent
+    }
+
     /// Whether a key press is being sent or queued.
     pub fn dtmf_busy(&self) -> bool {
         self.dtmf.as_ref().is_some_and(|d| !d.is_idle())
