@@ -434,7 +434,7 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
         for c in calls.values_mut() {
             if c.deadline <= now || c.next_stats <= now {
                 service(c, now);
-            } else if c.bridge.is_some() && c.next_pump <= now {
+            } else if c.next_pump <= now && c.bridge.as_ref().is_some_and(|b| !b.is_lost()) {
                 pump(c, now);
             }
         }
@@ -445,9 +445,9 @@ impl CallMedia {
     /// When the worker must next look at this call.
     fn next_wake(&self) -> Instant {
         let t = self.deadline.min(self.next_stats);
-        match self.bridge {
-            Some(_) => t.min(self.next_pump),
-            None => t,
+        match &self.bridge {
+            Some(b) if !b.is_lost() => t.min(self.next_pump),
+            _ => t,
         }
     }
 }
