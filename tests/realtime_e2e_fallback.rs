@@ -9,7 +9,6 @@ mod realtime_e2e_support;
 use std::time::Duration;
 
 use common::{VoxlineProcess, status_code};
-use media_peer::{RtpPeer, SipPeer, answer_rtp_addr, offer};
 use realtime_e2e_support::{KEY, KEY_ENV, config, is_agent_audio, raw_invite, talk};
 
 /// A WebSocket URL where nothing listens.
@@ -42,13 +41,7 @@ fn unreachable_backend_with_a_prompt_answers_plays_it_and_hangs_up() {
         "[agent.fallback]\ntone_hz = 600.0\ntone_ms = 1000\n",
     );
     let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
-    let mut rtp = RtpPeer::bind(0);
-    let (mut sip, answer) = SipPeer::call(
-        vox.sip_addr(),
-        "1000",
-        &offer(rtp.port(), 0, "PCMU", "sendrecv", 1),
-    );
-    let to = answer_rtp_addr(&answer);
+    let (mut sip, mut rtp, to) = realtime_e2e_support::call(vox.sip_addr(), "1000");
     let packets = talk(&mut rtp, to, 0, 100);
     let prompt = packets.iter().filter(|p| is_agent_audio(p)).count();
     assert!(
@@ -106,13 +99,7 @@ fn a_backend_lost_mid_call_plays_the_fallback_prompt_then_hangs_up() {
         "noise_reduction = \"none\"\nreconnect = false",
     );
     let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
-    let mut rtp = RtpPeer::bind(0);
-    let (mut sip, answer) = SipPeer::call(
-        vox.sip_addr(),
-        "1000",
-        &offer(rtp.port(), 0, "PCMU", "sendrecv", 1),
-    );
-    let to = answer_rtp_addr(&answer);
+    let (mut sip, mut rtp, to) = realtime_e2e_support::call(vox.sip_addr(), "1000");
     let before = talk(&mut rtp, to, 0, 25);
     assert!(
         !before.iter().any(is_agent_audio),

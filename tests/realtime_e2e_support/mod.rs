@@ -86,15 +86,17 @@ impl RealtimeE2e {
     /// Calls voxline with PCMU (and telephone-event 101): the SIP dialog, our RTP endpoint and
     /// voxline's RTP address.
     pub fn call(&self, number: &str) -> (SipPeer, RtpPeer, std::net::SocketAddr) {
-        let rtp = RtpPeer::bind(0);
-        let (sip, answer) = SipPeer::call(
-            self.vox.sip_addr(),
-            number,
-            &offer(rtp.port(), 0, "PCMU", "sendrecv", 1),
-        );
-        let to = answer_rtp_addr(&answer);
-        (sip, rtp, to)
+        call(self.vox.sip_addr(), number)
     }
+}
+
+/// Calls `number` at voxline's SIP address `vox` with PCMU (and telephone-event 101): the
+/// SIP dialog, our RTP endpoint and voxline's RTP address.
+pub fn call(vox: std::net::SocketAddr, number: &str) -> (SipPeer, RtpPeer, std::net::SocketAddr) {
+    let rtp = RtpPeer::bind(0);
+    let (sip, answer) = SipPeer::call(vox, number, &offer(rtp.port(), 0, "PCMU", "sendrecv", 1));
+    let to = answer_rtp_addr(&answer);
+    (sip, rtp, to)
 }
 
 /// The configuration: one realtime agent `ai` at `url`, routed from every number, callable
