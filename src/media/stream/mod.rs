@@ -217,7 +217,8 @@ pub enum MediaEvent {
         /// For PCMU and PCMA calls, the caller's audio as G.711 bytes, one frame
         /// ([`MediaStream::frame_samples`] bytes): the received RTP payload untouched when
         /// this tick played a packet, else (loss concealment, silence) the encoding of
-        /// `caller`. `None` for other codecs. See the module documentation.
+        /// `caller`. `None` for other codecs, and when turned off by
+        /// [`MediaStream::set_caller_encoded`]. See the module documentation.
         caller_encoded: Option<Vec<u8>>,
     },
     /// A key press from the peer (RFC 4733, SIP INFO or in-band), reported once.
@@ -414,6 +415,8 @@ pub struct MediaStream {
     late_ticks: u64,
     dropped_foreign: u64,
     last_fraction_lost: u8,
+    /// Whether frame events carry `caller_encoded` (see [`MediaStream::set_caller_encoded`]).
+    caller_encoded: bool,
 }
 
 impl MediaStream {
@@ -460,6 +463,7 @@ impl MediaStream {
             late_ticks: 0,
             dropped_foreign: 0,
             last_fraction_lost: 0,
+            caller_encoded: true,
             negotiated: neg,
             cname: cfg.cname,
             jitter_min: cfg.jitter_min,
@@ -501,6 +505,7 @@ impl MediaStream {
                 DEFAULT_CLOCK_RATE,
             )?;
             recv.inherit(&self.recv);
+            recv.set_encoded_frames(self.caller_encoded);
             self.recv = recv;
             if layout != *self.clock.layout() {
                 self.clock.reanchor(layout);
@@ -560,6 +565,15 @@ impl MediaStream {
     pub fn recycle_frame(&mut self, caller: Vec<i16>, sent: Vec<i16>) {
         self.recv.recycle(caller);
         self.send.recycle_pcm(sent);
+    }
+
+    /// Whether [`MediaEvent::Frame::caller_encoded`] is filled in for G.711 calls (the
+    /// default) or always `None`: a runtime whose consumer of the frames has no use for the
+    /// G.711 bytes (a local agent, the recorder) turns it off and saves a copy or an encoding
+    /// per frame. Kept across [`Self::update`].
+    pub fn set_caller_encoded(&mut self, on: bool) {
+        self.caller_encoded = on;
+        self.recv.set_encoded_frames(on);
     }
 
     /// Hands back the `caller_encoded` buffer of a [`MediaEvent::Frame`] once used, for reuse
@@ -1114,5 +1128,38 @@ mod tests {
         assert_eq!(packets.len(), 3);
         assert!(packets.iter().all(|p| p[1] & 0x7f == 9 && p.len() == 172));
         assert!(packets[0][1] & 0x80 != 0);
+    }
+
+    /// The `caller_encoded` of every frame event the stream emits until its next deadline.
+    fn encoded_frames(s: &mut MediaStream) -> Vec<Option<Vec<u8>>> {
+        let mut v = Vec::new();
+        loop {
+            match s.poll_output() {
+                MediaOutput::Timeout(_) => return v,
+                MediaOutput::Event(MediaEvent::Frame { caller_encoded, .. }) => {
+                    v.push(caller_encoded)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn caller_encoded_can_be_turned_off_and_stays_off_across_a_codec_change() {
+        let t0 = Instant::now();
+        let mut s = MediaStream::new(cfg(neg(Codec::Pcmu, 0), t0), t0).unwrap();
+        s.handle_timeout(t0);
+        // On by default: one frame of μ-law silence (0xFF) when nothing was received.
+        assert_eq!(encoded_frames(&mut s), vec![Some(vec![0xFF; 160])]);
+        s.set_caller_encoded(false);
+        s.handle_timeout(t0 + Duration::from_millis(20));
+        assert_eq!(encoded_frames(&mut s), vec![None]);
+        s.update(t0 + Duration::from_millis(30), neg(Codec::Pcma, 8))
+            .unwrap();
+        s.handle_timeout(t0 + Duration::from_millis(40));
+        assert_eq!(encoded_frames(&mut s), vec![None]);
+        s.set_caller_encoded(true);
+        s.handle_timeout(t0 + Duration::from_millis(60));
+        assert_eq!(encoded_frames(&mut s), vec![Some(vec![0xD5; 160])]);
     }
 }
