@@ -35,8 +35,10 @@ CODEC=${CODEC:-pcma}
 TE=${TE:-yes}
 PORT=${PORT:-5590}
 HTTP=${HTTP:-8590}
-RTP_BASE=${RTP_BASE:-10000}
-REFL_BASE=${REFL_BASE:-14000}
+# The load generator's and the reflector's ports: above the ephemeral range and away from
+# voxline's default RTP range (10000-20000), which other voxline instances may be using.
+RTP_BASE=${RTP_BASE:-61000}
+REFL_BASE=${REFL_BASE:-63100}
 RAWSOCKS=${RAWSOCKS:-0}
 for b in "$BIN" "$LOAD" "$REFL"; do
   [ -x "$b" ] || { echo "build first: cargo build --release ($b missing)" >&2; exit 1; }
@@ -93,8 +95,10 @@ else
 fi
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# All CPUs' busy time in ticks, to tell how much else ran during the sample.
-busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# All CPUs' idle time in ticks (exact with a tickless kernel, unlike the busy columns), to
+# tell how much else ran during the sample.
+idle() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+NCPU=$(nproc)
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
 active() {
   if [ "$TARGET" = voxline ]; then curl -s "127.0.0.1:$HTTP/health" | sed -E 's/.*"active_calls":([0-9]+).*/\1/'; else echo "$CALLS"; fi
@@ -117,9 +121,9 @@ else
   grep -q '^UP' "$WORK/gen.out" || { echo "calls did not come up"; cat "$WORK/gen.out"; exit 1; }
   sleep 2
 fi
-a1=$(active); c1=$(cpu "$PID"); g1=$(cpu "$GEN" 2>/dev/null || echo 0); b1=$(busy); t1=$(date +%s.%N)
+a1=$(active); c1=$(cpu "$PID"); g1=$(cpu "$GEN" 2>/dev/null || echo 0); b1=$(idle); t1=$(date +%s.%N)
 sleep "$SAMPLE"
-a2=$(active); c2=$(cpu "$PID"); g2=$(cpu "$GEN" 2>/dev/null || echo 0); b2=$(busy); t2=$(date +%s.%N); peak_rss=$(rss)
+a2=$(active); c2=$(cpu "$PID"); g2=$(cpu "$GEN" 2>/dev/null || echo 0); b2=$(idle); t2=$(date +%s.%N); peak_rss=$(rss)
 if [ -n "${PERF:-}" ]; then perf record -F 1999 -g -p "$PID" -o /tmp/perf.data -- sleep 3 >/dev/null 2>&1; fi
 wait "$GEN" || true
 GEN=
@@ -131,14 +135,14 @@ if [ "$LOADGEN" = sipp ]; then
 else
   grep -v '^UP' "$WORK/gen.out"
 fi
-python3 - "$a1" "$a2" "$c1" "$c2" "$g1" "$g2" "$b1" "$b2" "$t1" "$t2" "$TCK" "$base_rss" "$peak_rss" "$TARGET" "$LOADGEN" <<'PY'
+python3 - "$NCPU" "$a1" "$a2" "$c1" "$c2" "$g1" "$g2" "$b1" "$b2" "$t1" "$t2" "$TCK" "$base_rss" "$peak_rss" "$TARGET" "$LOADGEN" <<'PY'
 import sys
-a1, a2, c1, c2, g1, g2, b1, b2, t1, t2, tck, base, peak, target, loadgen = sys.argv[1:]
+ncpu, a1, a2, c1, c2, g1, g2, b1, b2, t1, t2, tck, base, peak, target, loadgen = sys.argv[1:]
 calls = (int(a1) + int(a2)) / 2
 wall = float(t2) - float(t1)
 share = (int(c2) - int(c1)) / int(tck) / wall  # cores busy
 gen = (int(g2) - int(g1)) / int(tck) / wall
-machine = (int(b2) - int(b1)) / int(tck) / wall
+machine = int(ncpu) - (int(b2) - int(b1)) / int(tck) / wall
 print(f"load: {loadgen}, target: {target}, concurrent calls (avg over sample): {calls:.0f}, sample {wall:.1f} s")
 print(f"{target} CPU: {share*100:.1f}% of one core -> {share*100/calls:.4f}% of one core per call")
 if loadgen != "sipp":

@@ -13,7 +13,7 @@
 //! ```text
 //! voxline-rtp-load --target 127.0.0.1:5060 --calls 300 --rate 100 --seconds 20 [--codec pcmu]
 //!     [--telephone-event no]   # offer no RFC 4733 events: voxline then runs its in-band detector
-//! voxline-rtp-load --rtp-only 127.0.0.1:12000 --calls 300 --rate 100 --seconds 20
+//! voxline-rtp-load --rtp-only 127.0.0.1:63100 --calls 300 --rate 100 --seconds 20
 //! ```
 //!
 //! It prints `UP <n>` once every call is established (the bench script starts measuring then),
@@ -313,7 +313,7 @@ fn options() -> anyhow::Result<Options> {
         rate: 100,
         seconds: 20,
         codec: Codec::Pcma,
-        rtp_base: 10000,
+        rtp_base: 61000,
         telephone_event: true,
     };
     let mut args = std::env::args().skip(1);

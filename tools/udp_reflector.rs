@@ -5,7 +5,7 @@
 //! per call per 20 ms, and the wake-ups: what no user agent can go below on this machine.
 //!
 //! ```text
-//! voxline-udp-reflector --base 12000 --calls 300 --seconds 60 [--tick-ms 20]
+//! voxline-udp-reflector --base 63100 --calls 300 --seconds 60 [--tick-ms 20]
 //! ```
 //!
 //! 127.0.0.1 only; at most 1000 sockets; stops by itself after `--seconds`.
@@ -26,7 +26,7 @@ const MAX_SECONDS: u64 = 900;
 const BATCH: usize = 4;
 
 fn main() -> anyhow::Result<()> {
-    let mut base = 12000u16;
+    let mut base = 63100u16;
     let mut calls = 100usize;
     let mut seconds = 60u64;
     let mut tick_ms = 20u64;

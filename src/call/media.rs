@@ -1,9 +1,10 @@
 //! Call media on a few worker tasks: each worker owns many calls' RTP/RTCP sockets and
 //! [`MediaStream`]s, and wakes once per frame tick for all of them.
 //!
-//! Every call's tick schedule starts on a shared grid (multiples of the frame length since the
-//! process started), so the calls on a worker share their deadlines: one wake-up serves them
-//! all. Sockets are read at the ticks, not on every packet; the kernel's receive timestamp
+//! Every call's tick schedule starts on a shared 20 ms grid (counted from the process start),
+//! so the calls on a worker share their deadlines: one wake-up serves them all, and a wake-up
+//! looks only at the calls due. It serves them in three phases (all reads, all media work, all
+//! sends), with the frame and packet buffers shared by the worker's calls. Sockets are read at the ticks, not on every packet; the kernel's receive timestamp
 //! (`SO_TIMESTAMPNS`) gives each packet its true arrival time, so jitter measurement is exact
 //! and nothing is delayed: playout happens at ticks anyway, and every packet that arrived before
 //! a tick is read before that tick's playout.
@@ -47,8 +48,10 @@ const RTP_BUFFER: usize = 2048;
 /// How often a separate RTCP socket is read. Reports come every ~5 s and carry their kernel
 /// arrival time, so reading them late costs no accuracy (RTT stays exact).
 const RTCP_POLL: Duration = Duration::from_millis(100);
-/// The tick grid all calls' schedules start on.
-const GRID: Duration = Duration::from_millis(10);
+/// The tick grid all calls' schedules start on: the usual 20 ms ptime, so that the calls of a
+/// worker share one wake-up per frame. Deadlines other than frame ticks (RTCP reports,
+/// statistics, DTMF and RTP timeouts) are served at the next grid point or tick.
+const GRID: Duration = Duration::from_millis(20);
 
 /// What the call manager tells a call's media.
 #[derive(Debug)]
@@ -647,10 +650,16 @@ impl Calls {
         c
     }
 
-    /// Queues the call's next wake-up (its next deadline or statistics update).
+    /// Queues the call's next wake-up: its next frame tick, or sooner the grid point at or
+    /// after its next other deadline (RTCP, statistics, timeouts), so that these never cost
+    /// a wake-up of their own.
     fn schedule(&mut self, slot: usize) {
         if let Some(c) = self.get_mut(slot) {
-            let at = c.deadline.min(c.next_stats);
+            let other = grid_start(c.deadline.min(c.next_stats));
+            let at = match c.stream.next_tick() {
+                Some(tick) => tick.min(other),
+                None => other,
+            };
             c.wake = at;
             self.queue.insert((at, slot));
         }

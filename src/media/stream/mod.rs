@@ -679,6 +679,14 @@ impl MediaStream {
         self.send_report(now, true);
     }
 
+    /// When the next frame tick is due (`None` only if the schedule ran past the representable
+    /// time). [`MediaOutput::Timeout`] gives the earliest of all deadlines (tick, RTCP report,
+    /// DTMF and RTP timeouts); a runtime that serves many streams may run the others a little
+    /// late, at a tick, to wake up less often.
+    pub fn next_tick(&self) -> Option<Instant> {
+        self.clock.next_time()
+    }
+
     /// The next output: transmissions and events first, then the next deadline.
     pub fn poll_output(&mut self) -> MediaOutput {
         match self.out.pop_front() {
