@@ -3,16 +3,21 @@
 //! drain the outputs. Virtual time; a steady stream from the peer.
 //!
 //! Variants: PCMU with telephone-event (no in-band detector), PCMU without it (the in-band
-//! DTMF detector runs on every frame), G.722, and Opus at 16 kHz.
+//! DTMF detector runs on every frame), G.722, and Opus at 16 kHz; and `pcmu_echo_1000_calls`:
+//! one tick of one of 1000 PCMU calls in turn, each answered by the echo agent with the
+//! buffers handed back as the media worker does, so that every call's state is as cold in the
+//! caches as it is under load (the per-call figure of a load run, without the system calls).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use voxline::agent::{Echo, FrameFormat, LocalAgent};
 use voxline::media::codec::encoder_for;
 use voxline::media::rtcp::{NtpClock, NtpTime};
 use voxline::media::rtp::{RtpHeader, RtpTimestamp, SeqNo, Ssrc};
+use voxline::media::stream::MediaEvent;
 use voxline::media::stream::{MediaConfig, MediaOutput, MediaStream};
 use voxline::sdp::{Codec, Direction, NegotiatedCodec, NegotiatedMedia, PayloadType};
 
@@ -94,6 +99,57 @@ impl Call {
         }
     }
 
+    /// One frame period as the media worker runs it: a packet arrives, the tick runs, the
+    /// caller's audio goes to the echo agent, whose output is queued, and every buffer is
+    /// handed back.
+    fn step_echo(&mut self, echo: &mut Echo, out: &mut Vec<i16>) -> usize {
+        let k = self.k;
+        self.k += 1;
+        let now = self.t0 + FRAME * u32::try_from(k).expect("k");
+        let payload = &self.payloads[(k % 50) as usize];
+        let header = RtpHeader {
+            marker: k == 0,
+            payload_type: self.pt,
+            seq: SeqNo(k as u16),
+            timestamp: RtpTimestamp((k as u32).wrapping_mul(self.ticks_per_frame)),
+            ssrc: Ssrc(0xfeed),
+        };
+        self.packet.resize(12 + payload.len(), 0);
+        header
+            .write_packet(payload, &mut self.packet)
+            .expect("packet");
+        self.stream
+            .handle_rtp(now - Duration::from_millis(3), self.peer, &self.packet);
+        self.stream.handle_timeout(now);
+        let mut bytes = 0;
+        loop {
+            match self.stream.poll_output() {
+                MediaOutput::Timeout(_) => break,
+                MediaOutput::Transmit { payload, .. } => {
+                    bytes += payload.len();
+                    self.stream.recycle_packet(payload);
+                }
+                MediaOutput::Event(MediaEvent::Frame {
+                    caller,
+                    sent,
+                    caller_encoded,
+                }) => {
+                    out.clear();
+                    echo.on_frame(&caller, out);
+                    let _ = self.stream.send_audio(out);
+                    self.stream.recycle_frame(caller, sent);
+                    if let Some(b) = caller_encoded {
+                        self.stream.recycle_caller_encoded(b);
+                    }
+                }
+                MediaOutput::Event(e) => {
+                    black_box(e);
+                }
+            }
+        }
+        bytes
+    }
+
     /// One frame period: a packet arrives, the tick runs, outputs are drained.
     fn step(&mut self) -> usize {
         let k = self.k;
@@ -161,6 +217,40 @@ fn bench(c: &mut Criterion) {
         assert!(st.agent_ms_sent >= 1900, "{name}: {st:?}");
         c.bench_function(name, |b| b.iter(|| black_box(call.step())));
     }
+    // 1000 echo calls, one tick of the next call per iteration.
+    const CALLS: usize = 1000;
+    let format = FrameFormat::new(8000, FRAME).expect("format");
+    let mut calls: Vec<(Call, Echo)> = (0..CALLS)
+        .map(|_| {
+            (
+                Call::new(Codec::Pcmu, None, true),
+                Echo::new(format, Duration::ZERO),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        for (call, echo) in &mut calls {
+            call.step_echo(echo, &mut out);
+        }
+    }
+    for (call, _) in &calls {
+        let st = call.stream.stats();
+        assert_eq!(st.packets_received, 100);
+        assert!(
+            st.concealment_ratio == 0.0 && st.dropped_late == 0,
+            "{st:?}"
+        );
+        assert!(st.agent_ms_sent >= 1900, "{st:?}");
+    }
+    let mut i = 0;
+    c.bench_function("stream_tick/pcmu_echo_1000_calls", |b| {
+        b.iter(|| {
+            let (call, echo) = &mut calls[i];
+            i = (i + 1) % CALLS;
+            black_box(call.step_echo(echo, &mut out))
+        })
+    });
 }
 
 criterion_group!(benches, bench);

@@ -1,24 +1,26 @@
 //! Call media on a few worker tasks: each worker owns many calls' RTP/RTCP sockets and
 //! [`MediaStream`]s, and wakes once per frame tick for all of them.
 //!
-//! Every call's tick schedule starts on a shared grid (multiples of the frame length since the
-//! process started), so the calls on a worker share their deadlines: one wake-up serves them
-//! all. Sockets are read at the ticks, not on every packet; the kernel's receive timestamp
+//! Every call's tick schedule starts on a shared 20 ms grid (counted from the process start),
+//! so the calls on a worker share their deadlines: one wake-up serves them all, and a wake-up
+//! looks only at the calls due. It serves them in three phases (all reads, all media work, all
+//! sends), with the frame and packet buffers shared by the worker's calls. Sockets are read at the ticks, not on every packet; the kernel's receive timestamp
 //! (`SO_TIMESTAMPNS`) gives each packet its true arrival time, so jitter measurement is exact
 //! and nothing is delayed: playout happens at ticks anyway, and every packet that arrived before
 //! a tick is read before that tick's playout.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    recvmmsg, sendto, setsockopt, sockopt,
 };
 use tokio::sync::mpsc;
 
@@ -46,8 +48,10 @@ const RTP_BUFFER: usize = 2048;
 /// How often a separate RTCP socket is read. Reports come every ~5 s and carry their kernel
 /// arrival time, so reading them late costs no accuracy (RTT stays exact).
 const RTCP_POLL: Duration = Duration::from_millis(100);
-/// The tick grid all calls' schedules start on.
-const GRID: Duration = Duration::from_millis(10);
+/// The tick grid all calls' schedules start on: the usual 20 ms ptime, so that the calls of a
+/// worker share one wake-up per frame. Deadlines other than frame ticks (RTCP reports,
+/// statistics, DTMF and RTP timeouts) are served at the next grid point or tick.
+const GRID: Duration = Duration::from_millis(20);
 /// How often a call with an AI backend looks at the backend's events between frame ticks: a
 /// reply then starts within this much of its arrival (sent ahead of the tick, see
 /// [`MediaStream::send_ahead`]) and a barge-in is handled as quickly.
@@ -279,6 +283,9 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
                 None
             }
         });
+        // Only a realtime backend uses the caller's G.711 bytes (passthrough).
+        let mut stream = stream;
+        stream.set_caller_encoded(bridge.is_some());
         let media = CallMedia {
             call,
             stream: Box::new(stream),
@@ -287,7 +294,6 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
             recorder,
             table,
             commands,
-            out: Vec::new(),
             bridge,
             fallback: realtime.map(|ra| FallbackState {
                 play: fallback_play,
@@ -302,6 +308,7 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
             next_pump: Instant::now() + PUMP_INTERVAL,
             next_rtcp_poll: Instant::now(),
             deadline: start,
+            wake: start,
         };
         let _ = worker_tx.send(WorkerMsg::Add(Box::new(media))).await;
     });
@@ -373,7 +380,6 @@ struct CallMedia {
     )>,
     table: CallTable,
     commands: Commands<CallCommand>,
-    out: Vec<i16>,
     /// A realtime agent's bridge to its backend.
     bridge: Option<Bridge>,
     /// A realtime agent's fallback (what plays when the backend is gone).
@@ -384,6 +390,8 @@ struct CallMedia {
     next_pump: Instant,
     next_rtcp_poll: Instant,
     deadline: Instant,
+    /// The wake-up time this call is queued under in its worker.
+    wake: Instant,
 }
 
 impl std::fmt::Debug for CallMedia {
@@ -395,13 +403,15 @@ impl std::fmt::Debug for CallMedia {
 }
 
 async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
-    let mut calls: HashMap<CallHandle, CallMedia> = HashMap::new();
+    let mut calls = Calls::default();
+    let mut due: Vec<usize> = Vec::new();
+    let mut batch = Batch::default();
     let base = (Instant::now(), tokio::time::Instant::now());
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     tracing::debug!(worker = index, "media worker started");
     loop {
-        let next = calls.values().map(CallMedia::next_wake).min();
+        let next = calls.next_wake();
         if let Some(t) = next {
             let wake = to_tokio(base, t);
             if sleep.deadline() != wake {
@@ -412,17 +422,21 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
             m = rx.recv() => match m {
                 Some(WorkerMsg::Add(c)) => {
                     let mut c = *c;
-                    service(&mut c, Instant::now());
-                    calls.insert(c.call, c);
+                    service(&mut c, Clock::now(), &mut batch);
+                    calls.insert(c);
                 }
                 Some(WorkerMsg::Control(call, ctl)) => {
-                    if let Some(c) = calls.get_mut(&call) {
-                        control(c, ctl);
-                        service(c, Instant::now());
+                    if let Some(slot) = calls.slot_of(call) {
+                        calls.unschedule(slot);
+                        if let Some(c) = calls.get_mut(slot) {
+                            control(c, ctl);
+                            service(c, Clock::now(), &mut batch);
+                        }
+                        calls.schedule(slot);
                     }
                 }
                 Some(WorkerMsg::Remove(call)) => {
-                    if let Some(c) = calls.remove(&call) {
+                    if let Some(c) = calls.remove(call) {
                         finish(c).await;
                     }
                 }
@@ -430,31 +444,292 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
             },
             _ = &mut sleep, if next.is_some() => {}
         }
-        let now = Instant::now();
-        for c in calls.values_mut() {
-            if c.deadline <= now || c.next_stats <= now {
-                service(c, now);
-            } else if c.next_pump <= now && c.bridge.as_ref().is_some_and(|b| !b.is_lost()) {
-                pump(c, now);
+        // Only the calls whose time has come, in one batch with one clock reading, in three
+        // phases: all reads, then all media work, then all sends. Each phase runs the same
+        // code for every call in turn (the kernel's receive path, the media pipeline, the
+        // kernel's send path), which keeps it warm in the caches.
+        let clock = Clock::now();
+        calls.take_due(clock.now, &mut due);
+        if due.is_empty() {
+            continue;
+        }
+        // A call with a backend is also woken between its ticks, only to look at the
+        // backend's events; it takes no part in the batch's phases.
+        due.retain(|&slot| match calls.get_mut(slot) {
+            Some(c) if !c.service_due(clock.now) => {
+                pump(c, clock.now, &mut batch.tx);
+                calls.schedule(slot);
+                false
             }
+            _ => true,
+        });
+        for &slot in &due {
+            if let Some(c) = calls.get_mut(slot) {
+                receive(c, slot, clock, &mut batch.rx);
+            }
+        }
+        let mut read = 0;
+        for &slot in &due {
+            let mine = batch.rx.from(read, slot);
+            read += mine.len();
+            if let Some(c) = calls.get_mut(slot) {
+                process(c, clock.now, mine, &batch.rx.data, &mut batch.tx);
+            }
+            calls.schedule(slot);
+        }
+        batch.rx.clear();
+        batch.tx.send_all();
+        due.clear();
+    }
+}
+
+/// What one batch of calls received and will send.
+#[derive(Default)]
+struct Batch {
+    rx: Received,
+    tx: Outgoing,
+}
+
+/// Datagrams read in a batch's first phase, packed one after the other.
+#[derive(Default)]
+struct Received {
+    packets: Vec<RxPacket>,
+    data: Vec<u8>,
+}
+
+/// One datagram in [`Received`].
+#[derive(Debug, Clone, Copy)]
+struct RxPacket {
+    slot: usize,
+    rtcp: bool,
+    arrived: Instant,
+    src: SocketAddr,
+    start: usize,
+    len: usize,
+}
+
+impl Received {
+    fn push(&mut self, slot: usize, rtcp: bool, arrived: Instant, src: SocketAddr, data: &[u8]) {
+        self.packets.push(RxPacket {
+            slot,
+            rtcp,
+            arrived,
+            src,
+            start: self.data.len(),
+            len: data.len(),
+        });
+        self.data.extend_from_slice(data);
+    }
+
+    /// The packets of `slot` starting at index `from` (they were read in slot order).
+    fn from(&self, from: usize, slot: usize) -> &[RxPacket] {
+        let rest = self.packets.get(from..).unwrap_or_default();
+        let n = rest.iter().take_while(|p| p.slot == slot).count();
+        rest.get(..n).unwrap_or_default()
+    }
+
+    fn clear(&mut self) {
+        self.packets.clear();
+        self.data.clear();
+    }
+}
+
+/// Datagrams to send at the end of a batch, packed one after the other; and the buffers the
+/// calls of a worker share.
+///
+/// A stream hands out its frame and packet buffers and takes them back for reuse; instead of
+/// going back to the stream they came from, they go to this pool and are lent to the next
+/// call served. A few buffers then serve all the calls of a batch and stay in the cache,
+/// where each call's own buffers would be cold each time it is served.
+#[derive(Default)]
+struct Outgoing {
+    packets: Vec<(RawFd, SocketAddr, usize, usize)>,
+    data: Vec<u8>,
+    pcm: Vec<Vec<i16>>,
+    bytes: Vec<Vec<u8>>,
+    spare_packets: Vec<Vec<u8>>,
+    /// The agent's output for one frame.
+    agent_out: Vec<i16>,
+}
+
+/// Most spare buffers of one kind kept in [`Outgoing`].
+const SPARE_MAX: usize = 8;
+
+impl Outgoing {
+    /// Lends a stream the buffers its next tick takes (it takes the last ones handed back).
+    fn lend(&mut self, stream: &mut MediaStream) {
+        if let (Some(caller), Some(sent)) = (self.pcm.pop(), self.pcm.pop()) {
+            stream.recycle_frame(caller, sent);
+        }
+        if let Some(b) = self.bytes.pop() {
+            stream.recycle_caller_encoded(b);
+        }
+        if stream.is_sending()
+            && let Some(p) = self.spare_packets.pop()
+        {
+            stream.recycle_packet(p);
+        }
+    }
+
+    fn spare_pcm(&mut self, v: Vec<i16>) {
+        if self.pcm.len() < SPARE_MAX {
+            self.pcm.push(v);
+        }
+    }
+
+    fn push(&mut self, fd: RawFd, to: SocketAddr, payload: &[u8]) {
+        self.packets.push((fd, to, self.data.len(), payload.len()));
+        self.data.extend_from_slice(payload);
+    }
+
+    /// Sends everything queued. A full socket buffer drops the packet: real-time audio is
+    /// not queued.
+    fn send_all(&mut self) {
+        for &(fd, to, start, len) in &self.packets {
+            if let Some(payload) = self.data.get(start..start + len) {
+                let _ = match to {
+                    SocketAddr::V4(a) => {
+                        sendto(fd, payload, &SockaddrIn::from(a), MsgFlags::empty())
+                    }
+                    SocketAddr::V6(a) => {
+                        sendto(fd, payload, &SockaddrIn6::from(a), MsgFlags::empty())
+                    }
+                };
+            }
+        }
+        self.packets.clear();
+        self.data.clear();
+    }
+}
+
+/// The monotonic and wall clocks read together, once per batch of calls: the wall clock
+/// converts the kernel's receive timestamps to `Instant`s.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    now: Instant,
+    wall: SystemTime,
+}
+
+impl Clock {
+    fn now() -> Self {
+        Self {
+            now: Instant::now(),
+            wall: SystemTime::now(),
         }
     }
 }
 
 impl CallMedia {
-    /// When the worker must next look at this call.
+    /// When the call next needs service: its next frame tick, or sooner the grid point at or
+    /// after its next other deadline (RTCP, statistics, timeouts), so that these never cost a
+    /// wake-up of their own.
+    fn service_at(&self) -> Instant {
+        let other = grid_start(self.deadline.min(self.next_stats));
+        match self.stream.next_tick() {
+            Some(tick) => tick.min(other),
+            None => other,
+        }
+    }
+
+    /// Whether a wake-up at `now` is for service (else it is only to pump the backend).
+    fn service_due(&self, now: Instant) -> bool {
+        self.service_at() <= now
+    }
+
+    /// When the worker must next look at the call: at its service, or sooner to pump a live
+    /// backend's events.
     fn next_wake(&self) -> Instant {
-        let t = self.deadline.min(self.next_stats);
+        let at = self.service_at();
         match &self.bridge {
-            Some(b) if !b.is_lost() => t.min(self.next_pump),
-            _ => t,
+            Some(b) if !b.is_lost() => at.min(self.next_pump),
+            _ => at,
+        }
+    }
+}
+
+/// A worker's calls, and when each next needs the worker: a wake-up serves only the calls
+/// due, without looking at the others.
+#[derive(Default)]
+struct Calls {
+    slots: Vec<Option<CallMedia>>,
+    free: Vec<usize>,
+    by_handle: HashMap<CallHandle, usize>,
+    /// `(wake-up time, slot)` of every scheduled call.
+    queue: BTreeSet<(Instant, usize)>,
+}
+
+impl Calls {
+    /// Adds a call and schedules it.
+    fn insert(&mut self, c: CallMedia) {
+        let call = c.call;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                if let Some(x) = self.slots.get_mut(s) {
+                    *x = Some(c);
+                }
+                s
+            }
+            None => {
+                self.slots.push(Some(c));
+                self.slots.len() - 1
+            }
+        };
+        self.by_handle.insert(call, slot);
+        self.schedule(slot);
+    }
+
+    fn slot_of(&self, call: CallHandle) -> Option<usize> {
+        self.by_handle.get(&call).copied()
+    }
+
+    fn get_mut(&mut self, slot: usize) -> Option<&mut CallMedia> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// Removes a call (and its wake-up).
+    fn remove(&mut self, call: CallHandle) -> Option<CallMedia> {
+        let slot = self.by_handle.remove(&call)?;
+        self.unschedule(slot);
+        let c = self.slots.get_mut(slot)?.take();
+        self.free.push(slot);
+        c
+    }
+
+    /// Queues the call's next wake-up ([`CallMedia::next_wake`]).
+    fn schedule(&mut self, slot: usize) {
+        if let Some(c) = self.get_mut(slot) {
+            let at = c.next_wake();
+            c.wake = at;
+            self.queue.insert((at, slot));
+        }
+    }
+
+    /// Takes the call's wake-up out of the queue (before its deadline changes).
+    fn unschedule(&mut self, slot: usize) {
+        if let Some(c) = self.slots.get(slot).and_then(Option::as_ref) {
+            self.queue.remove(&(c.wake, slot));
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.queue.first().map(|&(t, _)| t)
+    }
+
+    /// Moves the slots due at `now` out of the queue into `due` (they must be scheduled
+    /// again after service).
+    fn take_due(&mut self, now: Instant, due: &mut Vec<usize>) {
+        while let Some(&(t, slot)) = self.queue.first()
+            && t <= now
+        {
+            self.queue.pop_first();
+            due.push(slot);
         }
     }
 }
 
 /// Between ticks, a call with a backend: takes the backend's events and, when a reply has just
 /// arrived and nothing is playing, sends its first packet now rather than at the next tick.
-fn pump(c: &mut CallMedia, now: Instant) {
+fn pump(c: &mut CallMedia, now: Instant, tx: &mut Outgoing) {
     c.next_pump = now + PUMP_INTERVAL;
     let Some(b) = c.bridge.as_mut() else {
         return;
@@ -462,7 +737,7 @@ fn pump(c: &mut CallMedia, now: Instant) {
     let action = b.pump(&mut c.stream, now);
     bridge_action(c, action);
     if c.stream.send_ahead(now) {
-        drain(c);
+        drain(c, tx);
     }
     if let Some(b) = c.bridge.as_mut() {
         let action = b.after_tick(&c.stream, now);
@@ -470,27 +745,64 @@ fn pump(c: &mut CallMedia, now: Instant) {
     }
 }
 
-/// Reads what arrived, runs due ticks, sends, and hands frames to the agent and recorder.
-fn service(c: &mut CallMedia, now: Instant) {
-    c.next_pump = now + PUMP_INTERVAL;
-    let wall_now = SystemTime::now();
+/// Serves one call on its own (a new call, a control message): reads what arrived, runs due
+/// ticks and sends.
+fn service(c: &mut CallMedia, clock: Clock, batch: &mut Batch) {
+    batch.rx.clear();
+    receive(c, 0, clock, &mut batch.rx);
+    process(
+        c,
+        clock.now,
+        &batch.rx.packets,
+        &batch.rx.data,
+        &mut batch.tx,
+    );
+    batch.rx.clear();
+    batch.tx.send_all();
+}
+
+/// A batch's first phase for one call: reads its RTP socket, and its RTCP socket when due.
+fn receive(c: &mut CallMedia, slot: usize, clock: Clock, rx: &mut Received) {
+    let Clock {
+        now,
+        wall: wall_now,
+    } = clock;
     read_socket(&c.sockets.rtp, now, wall_now, |t, src, data| {
-        c.stream.handle_rtp(t, src, data)
+        rx.push(slot, false, t, src, data)
     });
     if let Some(rtcp) = &c.sockets.rtcp
         && now >= c.next_rtcp_poll
     {
         c.next_rtcp_poll = now + RTCP_POLL;
         read_socket(rtcp, now, wall_now, |t, src, data| {
-            c.stream.handle_rtcp(t, src, data)
+            rx.push(slot, true, t, src, data)
         });
+    }
+}
+
+/// A batch's second phase for one call: hands it what was read, runs due ticks, queues what
+/// to send, and hands frames to the agent and recorder.
+fn process(c: &mut CallMedia, now: Instant, packets: &[RxPacket], data: &[u8], tx: &mut Outgoing) {
+    c.next_pump = now + PUMP_INTERVAL;
+    for p in packets {
+        let Some(d) = data.get(p.start..p.start + p.len) else {
+            continue;
+        };
+        if p.rtcp {
+            c.stream.handle_rtcp(p.arrived, p.src, d);
+        } else {
+            c.stream.handle_rtp(p.arrived, p.src, d);
+        }
     }
     if let Some(b) = c.bridge.as_mut() {
         let action = b.pump(&mut c.stream, now);
         bridge_action(c, action);
     }
+    if now >= c.deadline {
+        tx.lend(&mut c.stream);
+    }
     c.stream.handle_timeout(now);
-    drain(c);
+    drain(c, tx);
     if let Some(b) = c.bridge.as_mut() {
         let action = b.after_tick(&c.stream, now);
         bridge_action(c, action);
@@ -597,7 +909,7 @@ fn sockaddr(a: &SockaddrStorage) -> Option<SocketAddr> {
         })
 }
 
-fn drain(c: &mut CallMedia) {
+fn drain(c: &mut CallMedia, tx: &mut Outgoing) {
     loop {
         match c.stream.poll_output() {
             MediaOutput::Transmit { to, payload, rtcp } => {
@@ -606,11 +918,12 @@ fn drain(c: &mut CallMedia) {
                 } else {
                     &c.sockets.rtp
                 };
-                // A full socket buffer drops the packet: real-time audio is not queued.
-                let _ = sock.send_to(&payload, to);
-                c.stream.recycle_packet(payload);
+                tx.push(sock.as_raw_fd(), to, &payload);
+                if tx.spare_packets.len() < SPARE_MAX {
+                    tx.spare_packets.push(payload);
+                }
             }
-            MediaOutput::Event(ev) => on_event(c, ev),
+            MediaOutput::Event(ev) => on_event(c, ev, tx),
             MediaOutput::Timeout(t) => {
                 c.deadline = t;
                 return;
@@ -619,7 +932,7 @@ fn drain(c: &mut CallMedia) {
     }
 }
 
-fn on_event(c: &mut CallMedia, ev: MediaEvent) {
+fn on_event(c: &mut CallMedia, ev: MediaEvent, spare: &mut Outgoing) {
     let call = c.call;
     match ev {
         MediaEvent::Frame {
@@ -644,19 +957,23 @@ fn on_event(c: &mut CallMedia, ev: MediaEvent) {
                 );
             }
             let action = if c.stream.is_sending() {
-                c.out.clear();
-                let action = c.agent.on_frame(&caller, &mut c.out);
-                if !c.out.is_empty() && c.stream.send_audio(&c.out).is_err() {
+                let out = &mut spare.agent_out;
+                out.clear();
+                let action = c.agent.on_frame(&caller, out);
+                if !out.is_empty() && c.stream.send_audio(out).is_err() {
                     tracing::trace!(%call, "agent audio dropped: outbound queue full");
                 }
                 action
             } else {
                 AgentAction::Continue
             };
-            c.stream.recycle_frame(caller, sent);
-            if let Some(bytes) = caller_encoded {
-                // The raw G.711 bytes are for a passthrough backend (next step); hand the buffer back.
-                c.stream.recycle_caller_encoded(bytes);
+            spare.spare_pcm(caller);
+            spare.spare_pcm(sent);
+            if let Some(bytes) = caller_encoded
+                && spare.bytes.len() < SPARE_MAX
+            {
+                // The G.711 bytes went to the bridge above; the buffer is lent to the next call.
+                spare.bytes.push(bytes);
             }
             if action == AgentAction::HangUp && !c.hung_up {
                 c.hung_up = true;
@@ -821,7 +1138,9 @@ async fn finish(mut c: CallMedia) {
         tracing::debug!(%call, up = s.frames_up, up_dropped = s.frames_dropped, down = s.chunks_down, dropped_bytes = s.bytes_dropped, barge_ins = s.barge_ins, "backend bridge closed");
     }
     c.stream.close(Instant::now());
-    drain(&mut c);
+    let mut tx = Outgoing::default();
+    drain(&mut c, &mut tx);
+    tx.send_all();
     let stats = c.stream.stats();
     update(&c.table, call, |i| i.media = Some(stats));
     if let Some((handle, join)) = c.recorder.take() {

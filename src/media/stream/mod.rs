@@ -217,7 +217,8 @@ pub enum MediaEvent {
         /// For PCMU and PCMA calls, the caller's audio as G.711 bytes, one frame
         /// ([`MediaStream::frame_samples`] bytes): the received RTP payload untouched when
         /// this tick played a packet, else (loss concealment, silence) the encoding of
-        /// `caller`. `None` for other codecs. See the module documentation.
+        /// `caller`. `None` for other codecs, and when turned off by
+        /// [`MediaStream::set_caller_encoded`]. See the module documentation.
         caller_encoded: Option<Vec<u8>>,
     },
     /// A key press from the peer (RFC 4733, SIP INFO or in-band), reported once.
@@ -417,6 +418,8 @@ pub struct MediaStream {
     /// A tick whose packet [`MediaStream::send_ahead`] already sent, with the PCM it carried
     /// (for that tick's frame event).
     ahead: Option<(u64, Vec<i16>)>,
+    /// Whether frame events carry `caller_encoded` (see [`MediaStream::set_caller_encoded`]).
+    caller_encoded: bool,
 }
 
 impl MediaStream {
@@ -464,6 +467,7 @@ impl MediaStream {
             dropped_foreign: 0,
             last_fraction_lost: 0,
             ahead: None,
+            caller_encoded: true,
             negotiated: neg,
             cname: cfg.cname,
             jitter_min: cfg.jitter_min,
@@ -505,6 +509,7 @@ impl MediaStream {
                 DEFAULT_CLOCK_RATE,
             )?;
             recv.inherit(&self.recv);
+            recv.set_encoded_frames(self.caller_encoded);
             self.recv = recv;
             if layout != *self.clock.layout() {
                 self.clock.reanchor(layout);
@@ -568,6 +573,15 @@ impl MediaStream {
     pub fn recycle_frame(&mut self, caller: Vec<i16>, sent: Vec<i16>) {
         self.recv.recycle(caller);
         self.send.recycle_pcm(sent);
+    }
+
+    /// Whether [`MediaEvent::Frame::caller_encoded`] is filled in for G.711 calls (the
+    /// default) or always `None`: a runtime whose consumer of the frames has no use for the
+    /// G.711 bytes (a local agent, the recorder) turns it off and saves a copy or an encoding
+    /// per frame. Kept across [`Self::update`].
+    pub fn set_caller_encoded(&mut self, on: bool) {
+        self.caller_encoded = on;
+        self.recv.set_encoded_frames(on);
     }
 
     /// Hands back the `caller_encoded` buffer of a [`MediaEvent::Frame`] once used, for reuse
@@ -705,6 +719,14 @@ impl MediaStream {
     /// Sends a final report with an RTCP BYE (RFC 3550 §6.6), e.g. when the call ends.
     pub fn close(&mut self, now: Instant) {
         self.send_report(now, true);
+    }
+
+    /// When the next frame tick is due (`None` only if the schedule ran past the representable
+    /// time). [`MediaOutput::Timeout`] gives the earliest of all deadlines (tick, RTCP report,
+    /// DTMF and RTP timeouts); a runtime that serves many streams may run the others a little
+    /// late, at a tick, to wake up less often.
+    pub fn next_tick(&self) -> Option<Instant> {
+        self.clock.next_time()
     }
 
     /// The next output: transmissions and events first, then the next deadline.
@@ -1172,6 +1194,20 @@ mod tests {
         }
     }
 
+    /// The `caller_encoded` of every frame event the stream emits until its next deadline.
+    fn encoded_frames(s: &mut MediaStream) -> Vec<Option<Vec<u8>>> {
+        let mut v = Vec::new();
+        loop {
+            match s.poll_output() {
+                MediaOutput::Timeout(_) => return v,
+                MediaOutput::Event(MediaEvent::Frame { caller_encoded, .. }) => {
+                    v.push(caller_encoded)
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn ts(p: &[u8]) -> u32 {
         u32::from_be_bytes([p[4], p[5], p[6], p[7]])
     }
@@ -1224,5 +1260,24 @@ mod tests {
         // At a tick's own time nothing is sent ahead (the tick does it).
         s.send_encoded(&[0x22; 160]).unwrap();
         assert!(!s.send_ahead(ms(100)));
+    }
+
+    #[test]
+    fn caller_encoded_can_be_turned_off_and_stays_off_across_a_codec_change() {
+        let t0 = Instant::now();
+        let mut s = MediaStream::new(cfg(neg(Codec::Pcmu, 0), t0), t0).unwrap();
+        s.handle_timeout(t0);
+        // On by default: one frame of μ-law silence (0xFF) when nothing was received.
+        assert_eq!(encoded_frames(&mut s), vec![Some(vec![0xFF; 160])]);
+        s.set_caller_encoded(false);
+        s.handle_timeout(t0 + Duration::from_millis(20));
+        assert_eq!(encoded_frames(&mut s), vec![None]);
+        s.update(t0 + Duration::from_millis(30), neg(Codec::Pcma, 8))
+            .unwrap();
+        s.handle_timeout(t0 + Duration::from_millis(40));
+        assert_eq!(encoded_frames(&mut s), vec![None]);
+        s.set_caller_encoded(true);
+        s.handle_timeout(t0 + Duration::from_millis(60));
+        assert_eq!(encoded_frames(&mut s), vec![Some(vec![0xD5; 160])]);
     }
 }

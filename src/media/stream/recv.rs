@@ -32,6 +32,8 @@ pub(super) struct Receiver {
     byte_pool: Vec<Vec<u8>>,
     /// The G.711 law when the codec is PCMU or PCMA: the caller's bytes are reported too.
     law: Option<Law>,
+    /// Whether the caller's G.711 bytes are reported (see [`Receiver::set_encoded_frames`]).
+    encoded_frames: bool,
     rtp: RtpReceiver,
     /// Counters of receivers replaced by a re-INVITE.
     rtp_prior: RtpReceiverStats,
@@ -106,6 +108,7 @@ impl Receiver {
             pcm_pool: Vec::new(),
             byte_pool: Vec::new(),
             law: Law::of(neg.codec.codec),
+            encoded_frames: true,
             rtp,
             rtp_prior: RtpReceiverStats::default(),
             jitter,
@@ -132,6 +135,11 @@ impl Receiver {
         self.dtmf_errors = old.dtmf_errors;
         self.fec_recovered = old.fec_recovered;
         self.remote_ssrc = old.remote_ssrc;
+    }
+
+    /// Whether ticks report the caller's G.711 bytes as well as the PCM (on by default).
+    pub fn set_encoded_frames(&mut self, on: bool) {
+        self.encoded_frames = on;
     }
 
     /// Whether `pt` is one of the negotiated payload types.
@@ -240,7 +248,7 @@ impl Receiver {
             Playout::Silence { .. } => {}
         }
         pcm.resize(n, 0);
-        let encoded = self.law.map(|law| {
+        let encoded = self.law.filter(|_| self.encoded_frames).map(|law| {
             let mut bytes = self.byte_pool.pop().unwrap_or_default();
             bytes.clear();
             // The payload as received, cut to one frame like the PCM; the rest of the frame

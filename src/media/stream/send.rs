@@ -252,9 +252,18 @@ impl Sender {
             Some(_) => self.encoded.len().min(frame),
             None => {
                 let taken = self.queue.len().min(frame);
-                for (dst, s) in pcm.iter_mut().zip(self.queue.drain(..taken)) {
-                    *dst = s;
+                // Copy slice by slice (the ring's two halves), then drop what was copied.
+                let (a, b) = self.queue.as_slices();
+                let from_a = a.len().min(taken);
+                let from_b = taken - from_a;
+                if let Some((head, tail)) = pcm.split_at_mut_checked(from_a)
+                    && let (Some(src_a), Some(dst_b), Some(src_b)) =
+                        (a.get(..from_a), tail.get_mut(..from_b), b.get(..from_b))
+                {
+                    head.copy_from_slice(src_a);
+                    dst_b.copy_from_slice(src_b);
                 }
+                self.queue.drain(..taken);
                 taken
             }
         };
