@@ -124,7 +124,7 @@ fi
 a1=$(active); c1=$(cpu "$PID"); g1=$(cpu "$GEN" 2>/dev/null || echo 0); b1=$(idle); t1=$(date +%s.%N)
 sleep "$SAMPLE"
 a2=$(active); c2=$(cpu "$PID"); g2=$(cpu "$GEN" 2>/dev/null || echo 0); b2=$(idle); t2=$(date +%s.%N); peak_rss=$(rss)
-if [ -n "${PERF:-}" ]; then perf record -F 1999 -g -p "$PID" -o /tmp/perf.data -- sleep 3 >/dev/null 2>&1; fi
+if [ -n "${PERF:-}" ]; then perf record -F 1999 ${PERF_ARGS:--g} -p "$PID" -o /tmp/perf.data -- sleep 3 >/dev/null 2>&1; fi
 wait "$GEN" || true
 GEN=
 if [ "$LOADGEN" = sipp ]; then

@@ -35,9 +35,18 @@ impl Echo {
 
 impl LocalAgent for Echo {
     fn on_frame(&mut self, caller: &[i16], out: &mut Vec<i16>) -> AgentAction {
+        if self.delay_samples == 0 {
+            out.extend_from_slice(caller);
+            return AgentAction::Continue;
+        }
         self.line.extend(caller.iter().copied());
         let n = caller.len().min(self.line.len());
-        out.extend(self.line.drain(..n));
+        // Copied slice by slice (the ring's two halves), not sample by sample.
+        let (a, b) = self.line.as_slices();
+        let from_a = n.min(a.len());
+        out.extend_from_slice(a.get(..from_a).unwrap_or_default());
+        out.extend_from_slice(b.get(..n - from_a).unwrap_or_default());
+        self.line.drain(..n);
         AgentAction::Continue
     }
 }

@@ -568,7 +568,8 @@ impl JitterBuffer {
         let wanted = (d + half).clamp(self.min_delay, self.max_delay);
         if wanted > self.target {
             self.target = wanted;
-        } else if self.est.count.is_multiple_of(SHRINK_EVERY) {
+        } else if self.target > self.min_delay && self.est.count.is_multiple_of(SHRINK_EVERY) {
+            // (At the minimum there is nothing to shrink, and the quantile is not computed.)
             let q = self.est.quantile(self.cfg.quantile);
             let raw = (q + half).clamp(self.min_delay, self.max_delay);
             if raw < self.target {
@@ -686,6 +687,8 @@ struct Estimator {
     mins: VecDeque<(u64, i64)>,
     base: Option<i64>,
     ring: Vec<i64>,
+    /// The ring slot the next observation overwrites once the ring is full.
+    next_slot: usize,
     scratch: Vec<i64>,
     drift_period: i64,
     drift_mark: Option<(i64, i64)>,
@@ -700,6 +703,7 @@ impl Estimator {
             mins: VecDeque::with_capacity(window),
             base: None,
             ring: Vec::with_capacity(window),
+            next_slot: 0,
             scratch: Vec::with_capacity(window),
             drift_period,
             drift_mark: None,
@@ -728,11 +732,17 @@ impl Estimator {
         let base = self.mins.front().map_or(transit, |&(_, t)| t);
         self.base = Some(base);
         let d = transit - base;
-        let slot = usize::try_from(idx % window).unwrap_or(0);
-        if let Some(v) = self.ring.get_mut(slot) {
-            *v = d;
-        } else {
+        // The ring is filled in order, then overwritten from the start (no division per packet).
+        if self.ring.len() < self.window {
             self.ring.push(d);
+        } else {
+            if let Some(v) = self.ring.get_mut(self.next_slot) {
+                *v = d;
+            }
+            self.next_slot += 1;
+            if self.next_slot >= self.window {
+                self.next_slot = 0;
+            }
         }
 
         match self.drift_mark {
