@@ -99,10 +99,8 @@ impl Call {
         }
     }
 
-    /// One frame period as the media worker runs it: a packet arrives, the tick runs, the
-    /// caller's audio goes to the echo agent, whose output is queued, and every buffer is
-    /// handed back.
-    fn step_echo(&mut self, echo: &mut Echo, out: &mut Vec<i16>) -> usize {
+    /// The next frame period's packet arrives (3 ms before its tick); returns the tick time.
+    fn receive_next(&mut self) -> Instant {
         let k = self.k;
         self.k += 1;
         let now = self.t0 + FRAME * u32::try_from(k).expect("k");
@@ -120,6 +118,14 @@ impl Call {
             .expect("packet");
         self.stream
             .handle_rtp(now - Duration::from_millis(3), self.peer, &self.packet);
+        now
+    }
+
+    /// One frame period as the media worker runs it: a packet arrives, the tick runs, the
+    /// caller's audio goes to the echo agent, whose output is queued, and every buffer is
+    /// handed back.
+    fn step_echo(&mut self, echo: &mut Echo, out: &mut Vec<i16>) -> usize {
+        let now = self.receive_next();
         self.stream.handle_timeout(now);
         let mut bytes = 0;
         loop {
@@ -152,23 +158,7 @@ impl Call {
 
     /// One frame period: a packet arrives, the tick runs, outputs are drained.
     fn step(&mut self) -> usize {
-        let k = self.k;
-        self.k += 1;
-        let now = self.t0 + FRAME * u32::try_from(k).expect("k");
-        let payload = &self.payloads[(k % 50) as usize];
-        let header = RtpHeader {
-            marker: k == 0,
-            payload_type: self.pt,
-            seq: SeqNo(k as u16),
-            timestamp: RtpTimestamp((k as u32).wrapping_mul(self.ticks_per_frame)),
-            ssrc: Ssrc(0xfeed),
-        };
-        self.packet.resize(12 + payload.len(), 0);
-        header
-            .write_packet(payload, &mut self.packet)
-            .expect("packet");
-        self.stream
-            .handle_rtp(now - Duration::from_millis(3), self.peer, &self.packet);
+        let now = self.receive_next();
         // The agent keeps one frame queued, as a streaming TTS would.
         if self.stream.queued_audio() < FRAME {
             let _ = self.stream.send_audio(&self.agent);
