@@ -73,6 +73,7 @@ fn full(id: &str) -> CallRecord {
         transcript_path: Some("/var/lib/voxline/transcripts/x.jsonl".into()),
         recording_path: Some("/var/lib/voxline/recordings/x.wav".into()),
         unfinished: false,
+        transfer: Some("sip:200@pbx.example -> 200".into()),
     }
 }
 
@@ -232,7 +233,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -246,12 +247,45 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
         "{err:?}"
     );
+}
+
+/// A database written by a voxline from before the `transfer` column (schema version 1):
+/// opening it adds the column, its rows read with no transfer, and new rows store one.
+#[test]
+fn version_1_database_is_migrated_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(RecordStore::open(dir.path()).unwrap());
+    let db = dir.path().join(DB_FILE_NAME);
+    let conn = Connection::open(&db).unwrap();
+    // Back to version 1, as a voxline of that version left it, with one finished call.
+    conn.execute_batch(
+        "ALTER TABLE calls DROP COLUMN transfer;
+         DELETE FROM schema_version WHERE version = 2;
+         INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
+         VALUES ('old-1', 'c1@host', 'sip:a@x', 'sip:b@y', 'inbound', 'echo', 1000, 2000, 'RemoteBye');",
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    let old = store.get("old-1").unwrap().expect("old row");
+    assert_eq!(old.transfer, None);
+    assert_eq!(old.end_reason.as_deref(), Some("RemoteBye"));
+    let new = full("new-1");
+    store.finish(&new).unwrap();
+    assert_eq!(store.get("new-1").unwrap().as_ref(), Some(&new));
+    drop(store);
+    let conn = Connection::open(&db).unwrap();
+    let max: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(max, 2);
 }
 
 #[test]

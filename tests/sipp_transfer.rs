@@ -5,7 +5,8 @@
 //!
 //! * `uas_refer_accept.xml`: REFER (the bare number `200` completed to
 //!   `sip:200@127.0.0.1:PORT`) → 202, NOTIFY `100 Trying`, NOTIFY `200 OK` (terminated) →
-//!   HTTP 200 `{"transferred":true,"status":200}`, and voxline's BYE follows at once.
+//!   HTTP 200 `{"transferred":true,"status":200}`, and voxline's BYE follows at once; the
+//!   call's SQLite record keeps the outcome (`transfer`).
 //! * `uas_refer_notify_busy.xml`: the final NOTIFY says `486 Busy Here` → HTTP 502 with
 //!   `"status":486`; the call stays up until the test hangs it up through the API.
 //! * `uas_refer_decline.xml`: the REFER is answered 603 → HTTP 502 with `"status":603`; the
@@ -78,11 +79,23 @@ fn accepted_transfer_answers_200_and_voxline_hangs_up() {
     let info = call_info(&vox, id);
     assert_eq!(info["state"], "ended", "{info}");
     assert_eq!(info["end_reason"], "LocalBye", "{info}");
-    assert_eq!(
-        info["transfer"],
-        format!("sip:200@127.0.0.1:{sipp_port} -> 200"),
-        "{info}"
-    );
+    let shown = format!("sip:200@127.0.0.1:{sipp_port} -> 200");
+    assert_eq!(info["transfer"], shown.as_str(), "{info}");
+    // The SQLite record keeps the outcome too (written by the records thread: wait for it).
+    let record_id = info["record_id"].as_str().expect("record_id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rec = loop {
+        let (code, rec) = request(vox.http_addr(), "GET", &format!("/calls/{record_id}"), None);
+        if code == 200 && rec["ended_at"].is_i64() {
+            break rec;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finished record: {code} {rec}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rec["transfer"], shown.as_str(), "{rec}");
     vox.assert_running();
 }
 

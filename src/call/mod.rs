@@ -478,6 +478,7 @@ impl CallManager {
         r.transcript_path = info.transcript.clone();
         r.turn_latencies = info.turns.clone();
         r.tool_calls = info.tool_calls.clone();
+        r.transfer = info.transfer.clone();
         self.record(RecordOp::Finished(Box::new(r)));
     }
 

@@ -191,6 +191,11 @@ pub struct CallRecord {
     /// `true` when voxline stopped while the call was in progress, so the record is
     /// incomplete (set by the recovery pass of [`RecordStore::open`]).
     pub unfinished: bool,
+    /// The last blind transfer and its outcome, `"TARGET -> STATUS"` (`"sip:200@pbx -> 200"`,
+    /// `"... -> failed: REFER rejected with 403"`), whether the API or the agent asked for
+    /// it. Schema version 2; `None` in rows written before.
+    #[serde(default)]
+    pub transfer: Option<String>,
 }
 
 impl CallRecord {
@@ -227,6 +232,7 @@ impl CallRecord {
             transcript_path: None,
             recording_path: None,
             unfinished: false,
+            transfer: None,
         }
     }
 }

@@ -417,7 +417,8 @@ impl RecordReader {
 // Private: schema, row encoding, queries, the writer thread.
 
 /// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE calls (
         id              TEXT PRIMARY KEY NOT NULL,
         call_id         TEXT NOT NULL,
@@ -444,14 +445,18 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX calls_started_at ON calls (started_at);
     CREATE INDEX calls_call_id ON calls (call_id);
     CREATE INDEX calls_active ON calls (started_at) WHERE ended_at IS NULL AND unfinished = 0;
-"];
+",
+    "
+    ALTER TABLE calls ADD COLUMN transfer TEXT;
+",
+];
 
 /// The `calls` columns in [`record_params`] order.
 const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
-    turn_latencies, tool_calls, transcript_path, recording_path, unfinished";
+    turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22";
 
 /// Every column but `id` replaced by the new row's value.
 const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_uri, \
@@ -462,7 +467,7 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     loss_percent = excluded.loss_percent, jitter_ms = excluded.jitter_ms, mos = excluded.mos, \
     turn_latencies = excluded.turn_latencies, tool_calls = excluded.tool_calls, \
     transcript_path = excluded.transcript_path, recording_path = excluded.recording_path, \
-    unfinished = excluded.unfinished";
+    unfinished = excluded.unfinished, transfer = excluded.transfer";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -541,7 +546,7 @@ impl EncodedJson {
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 21] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 22] {
     [
         &r.id,
         &r.call_id,
@@ -564,6 +569,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &r.transcript_path,
         &r.recording_path,
         &r.unfinished,
+        &r.transfer,
     ]
 }
 
@@ -602,6 +608,7 @@ struct RawRow {
     transcript_path: Option<String>,
     recording_path: Option<String>,
     unfinished: bool,
+    transfer: Option<String>,
 }
 
 impl RawRow {
@@ -629,6 +636,7 @@ impl RawRow {
             transcript_path: row.get(18)?,
             recording_path: row.get(19)?,
             unfinished: row.get(20)?,
+            transfer: row.get(21)?,
         })
     }
 
@@ -672,6 +680,7 @@ impl RawRow {
             transcript_path: self.transcript_path,
             recording_path: self.recording_path,
             unfinished: self.unfinished,
+            transfer: self.transfer,
         })
     }
 }
