@@ -5,6 +5,7 @@
 # core) and its memory per call.
 #
 #   cargo build --release && bash tools/media-bench.sh       # CALLS=300 RATE=100 SAMPLE=10
+#   RUNS=11 SAMPLE=20 bash tools/media-bench.sh   # 11 runs: median and range of the CPU per call
 #   CALLS=1000 bash tools/media-bench.sh
 #   TARGET=reflector bash tools/media-bench.sh   # the floor: voxline-udp-reflector, same load
 #   LOADGEN=sipp bash tools/media-bench.sh       # the old method: SIPp uac_pcap (raw sockets)
@@ -21,6 +22,25 @@
 # 127.0.0.1 only; bounded call count and time; the processes started here are stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# RUNS=N: N runs one after the other, then the median and range of the CPU per call (the
+# machine is a VM whose runs vary by about ±15 %; docs/PERFORMANCE.md reports medians).
+RUNS=${RUNS:-1}
+if [ "$RUNS" -gt 1 ]; then
+  [ "$RUNS" -le 30 ] || { echo "RUNS is at most 30" >&2; exit 1; }
+  figures=()
+  for i in $(seq "$RUNS"); do
+    out=$(RUNS=1 bash "$0")
+    line=$(grep -E 'CPU: .* per call' <<<"$out" | head -1)
+    echo "run $i: ${line}"
+    figures+=("$(sed -E 's/.*-> ([0-9.]+)% of one core per call/\1/' <<<"$line")")
+  done
+  python3 - "${figures[@]}" <<'PY'
+import statistics, sys
+v = sorted(float(x) for x in sys.argv[1:])
+print(f"CPU per call over {len(v)} runs: median {statistics.median(v):.4f}%, range {v[0]:.4f}-{v[-1]:.4f}% of one core")
+PY
+  exit 0
+fi
 REL=${CARGO_TARGET_DIR:-$PWD/target}/release
 BIN=${VOXLINE_BIN:-$REL/voxline}
 LOAD=$REL/voxline-rtp-load
