@@ -220,9 +220,10 @@ fn pcma_concealed_tick_is_the_encoding_of_the_pcm() {
     concealed_tick_is_the_encoding_of_the_pcm(PCMA);
 }
 
-/// `send_encoded` bytes go out as they are, a short tail padded with silence, with the usual
-/// sequence numbers, timestamps and talkspurt markers; the PCM queue plays once the encoded
-/// queue is empty.
+/// `send_encoded` bytes go out as they are, with the usual sequence numbers, timestamps and
+/// talkspurt markers. Agent PCM queued after them is encoded and plays in queue order, right
+/// after the bytes (sharing the packet where the bytes end mid-frame); the talkspurt's short
+/// tail is padded with silence.
 fn encoded_bytes_on_the_wire(law: LawCase) {
     let t0 = Instant::now();
     let mut s = lone(law.codec, t0);
@@ -240,15 +241,16 @@ fn encoded_bytes_on_the_wire(law: LawCase) {
         .collect();
     assert_eq!(p[0].payload, &bytes[..160]);
     assert_eq!(p[1].payload, &bytes[160..320]);
-    let tail: Vec<u8> = bytes[320..]
+    // Then the PCM, encoded, in queue order.
+    let encoded: Vec<u8> = pcm.iter().map(|&x| (law.encode)(x)).collect();
+    let third: Vec<u8> = [&bytes[320..], &encoded[..80]].concat();
+    assert_eq!(p[2].payload, &third[..]);
+    let tail: Vec<u8> = encoded[80..]
         .iter()
         .copied()
         .chain(std::iter::repeat_n(law.silence, 80))
         .collect();
-    assert_eq!(p[2].payload, &tail[..]);
-    // Then the PCM queue, encoded.
-    let encoded: Vec<u8> = pcm.iter().map(|&x| (law.encode)(x)).collect();
-    assert_eq!(p[3].payload, &encoded[..]);
+    assert_eq!(p[3].payload, &tail[..]);
     assert!(p[4].payload.iter().all(|&x| x == law.silence));
     assert_eq!(
         p.iter().map(|x| x.marker).collect::<Vec<_>>(),
@@ -264,11 +266,10 @@ fn encoded_bytes_on_the_wire(law: LawCase) {
         u16::from(codec_pt(law.codec))
     );
     // Sent PCM: the decoding of the bytes sent (the tail's padding decodes to 0).
-    for (k, f) in frames.iter().enumerate().take(3) {
+    for (k, f) in frames.iter().enumerate().take(4) {
         let expected: Vec<i16> = p[k].payload.iter().map(|&x| (law.decode)(x)).collect();
         assert_eq!(f.1, expected, "sent PCM {k}");
     }
-    assert_eq!(frames[3].1, pcm);
     assert_eq!(s.agent_ms_sent(), 70);
     assert_eq!(s.queued_audio(), Duration::ZERO);
     assert_eq!(s.stats().bytes_sent, 5 * 160);
@@ -353,17 +354,35 @@ fn other_codecs_refuse_encoded_audio() {
 }
 
 #[test]
-fn codec_change_drops_encoded_audio_of_the_old_law() {
+fn codec_change_keeps_queued_audio_in_the_new_law() {
     let t0 = Instant::now();
     let mut s = lone(Codec::Pcmu, t0);
-    s.send_encoded(&pattern(0)).expect("fits");
-    s.send_audio(&[5; 160]).expect("fits");
+    let bytes = pattern(0);
+    s.send_encoded(&bytes).expect("fits");
+    s.send_audio(&[5000; 160]).expect("fits");
     assert_eq!(s.queued_audio(), ms(40));
     let pcma = session(Codec::Pcma, addr("192.0.2.1:4000"), false, false);
     s.update(t0, pcma).expect("update");
-    assert_eq!(s.queued_audio(), ms(20), "μ-law bytes dropped, PCM kept");
+    assert_eq!(s.queued_audio(), ms(40), "kept across PCMU -> PCMA");
+    let (pkts, _) = run_to(&mut s, t0 + ms(20));
+    assert_eq!(pkts.len(), 2);
+    let first = RtpPacket::parse(&pkts[0]).expect("rtp");
+    let second = RtpPacket::parse(&pkts[1]).expect("rtp");
+    let want: Vec<u8> = bytes.iter().map(|&b| alaw_encode(ulaw_decode(b))).collect();
+    assert_eq!(
+        first.payload,
+        &want[..],
+        "the μ-law bytes, re-encoded as A-law"
+    );
+    assert!(second.payload.iter().all(|&b| b == alaw_encode(5000)));
+    s.send_audio(&[5000; 160]).expect("fits");
     let g722 = session(Codec::G722, addr("192.0.2.1:4000"), false, false);
-    s.update(t0, g722).expect("update");
+    s.update(t0 + ms(20), g722).expect("update");
+    assert_eq!(
+        s.queued_audio(),
+        Duration::ZERO,
+        "8000 Hz audio is dropped at 16000 Hz"
+    );
     assert_eq!(
         s.send_encoded(&[0xD5; 160]),
         Err(MediaError::PassthroughUnsupported(Codec::G722))

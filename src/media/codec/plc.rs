@@ -25,8 +25,12 @@ const CROSSFADE_MS: usize = 4;
 /// Concealment state for one decoder.
 #[derive(Debug, Clone)]
 pub(crate) struct Plc {
-    /// The last `HISTORY_MS` of decoded audio, oldest first.
+    /// The last `HISTORY_MS` of decoded audio: a ring whose oldest sample is at `oldest`
+    /// (each frame is written once, not shifted along); rotated to oldest-first when a loss
+    /// starts, so concealment reads it in order.
     history: Vec<i16>,
+    /// Where the oldest sample of `history` is.
+    oldest: usize,
     /// Whether `history` has seen any decoded audio yet.
     primed: bool,
     /// Samples concealed in the current loss burst; 0 when not in a loss.
@@ -50,6 +54,7 @@ impl Plc {
         let rate = sample_rate as usize;
         Self {
             history: vec![0; HISTORY_MS * per_ms],
+            oldest: 0,
             primed: false,
             lost: 0,
             period: 1,
@@ -70,6 +75,10 @@ impl Plc {
             return;
         }
         if self.lost == 0 {
+            // Oldest first for the pitch search and the repetition (no audio is recorded
+            // until the loss ends).
+            self.history.rotate_left(self.oldest);
+            self.oldest = 0;
             self.period = self.estimate_period();
             self.phase = 0;
         }
@@ -109,13 +118,20 @@ impl Plc {
         }
         self.primed = true;
         let keep = self.history.len();
-        // invariant: the slices below stay in bounds by the comparison with `keep`.
+        // invariant: the slices below stay in bounds by the comparisons with `keep` and
+        // `oldest < keep`.
         if audio.len() >= keep {
             self.history.copy_from_slice(&audio[audio.len() - keep..]);
+            self.oldest = 0;
         } else {
-            self.history.copy_within(audio.len().., 0);
-            let tail = keep - audio.len();
-            self.history[tail..].copy_from_slice(audio);
+            let first = (keep - self.oldest).min(audio.len());
+            self.history[self.oldest..self.oldest + first].copy_from_slice(&audio[..first]);
+            let rest = audio.len() - first;
+            self.history[..rest].copy_from_slice(&audio[first..]);
+            self.oldest += audio.len();
+            if self.oldest >= keep {
+                self.oldest -= keep;
+            }
         }
     }
 
@@ -212,6 +228,36 @@ mod tests {
         assert!(peak(&concealed[..160]) > 7000);
         assert!(peak(&concealed[480..640]) < peak(&concealed[160..320]));
         assert_eq!(peak(&concealed[960..]), 0);
+    }
+
+    #[test]
+    fn history_ring_conceals_like_audio_recorded_in_one_piece() {
+        // 50-sample frames wrap the 240-sample ring at different offsets; the concealment
+        // must equal that of a history written in one piece, across two losses.
+        let audio = tone(233.0, 8000.0, 0, 1000);
+        let mut ring = Plc::new(8000);
+        for chunk in audio[..650].chunks(50) {
+            let mut c = chunk.to_vec();
+            ring.after_decode(&mut c, 0);
+        }
+        let mut whole = Plc::new(8000);
+        let mut w = audio[..650].to_vec();
+        whole.after_decode(&mut w, 0);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        ring.conceal(160, &mut a);
+        whole.conceal(160, &mut b);
+        assert_eq!(a, b);
+        assert!(a.iter().any(|&x| x != 0));
+        for chunk in audio[650..1000].chunks(70) {
+            let (mut c, mut d) = (chunk.to_vec(), chunk.to_vec());
+            ring.after_decode(&mut c, 0);
+            whole.after_decode(&mut d, 0);
+            assert_eq!(c, d, "the same cross-fade");
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        ring.conceal(200, &mut a);
+        whole.conceal(200, &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

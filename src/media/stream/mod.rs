@@ -212,7 +212,8 @@ pub enum MediaEvent {
     Frame {
         /// The caller's audio.
         caller: Vec<i16>,
-        /// Our audio.
+        /// Our audio as it went out: the agent's PCM, or on a PCMU or PCMA call the decoding
+        /// of the bytes sent (what the far end hears).
         sent: Vec<i16>,
         /// For PCMU and PCMA calls, the caller's audio as G.711 bytes, one frame
         /// ([`MediaStream::frame_samples`] bytes): the received RTP payload untouched when

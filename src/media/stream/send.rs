@@ -31,10 +31,12 @@ pub(super) struct Sender {
     dtmf: Option<Rfc4733Sender>,
     seq: SeqNo,
     layout: Layout,
+    /// Agent PCM still to send (codecs other than G.711).
     queue: VecDeque<i16>,
     /// The G.711 law when the codec is PCMU or PCMA: encoded passthrough is possible.
     law: Option<Law>,
-    /// Already-encoded G.711 agent audio, one byte per sample; played before `queue`.
+    /// G.711 agent audio, one byte per sample, in the order queued: passthrough bytes and
+    /// agent PCM encoded as it was queued. Played before `queue` (one of the two is empty).
     encoded: VecDeque<u8>,
     capacity: Duration,
     capacity_samples: usize,
@@ -82,7 +84,9 @@ impl Sender {
             te_pt,
             dtmf,
             seq,
-            queue: VecDeque::with_capacity(layout.samples_in(capacity)),
+            // Both queues grow when used: a G.711 call never uses `queue`, and an agent that
+            // queues little keeps its queue small and warm in the cache.
+            queue: VecDeque::new(),
             law: Law::of(codec),
             encoded: VecDeque::new(),
             capacity,
@@ -101,8 +105,8 @@ impl Sender {
     }
 
     /// Switches codec (re-INVITE): new encoder, payload types and frame layout. Queued agent
-    /// PCM is kept if the sample rate is unchanged, else dropped (it is at the wrong rate);
-    /// queued encoded audio is kept if the G.711 law is unchanged, else dropped.
+    /// audio is kept if the sample rate is unchanged (re-encoded from one G.711 law to the
+    /// other when that changes), else dropped (it is at the wrong rate).
     pub fn reconfigure(
         &mut self,
         encoder: Box<dyn AudioEncoder>,
@@ -113,15 +117,32 @@ impl Sender {
         te_clock_rate: u32,
     ) -> Result<(), MediaError> {
         let dtmf = dtmf_sender(te_pt, te_clock_rate, &layout)?;
+        let law = Law::of(codec);
+        // On a G.711 call the agent's audio is queued as bytes (see `push_audio`). Without
+        // G.711 it becomes PCM again (at 8000 Hz: dropped below if the rate changes).
+        if let (Some(from), None) = (self.law, law) {
+            self.queue
+                .extend(self.encoded.drain(..).map(|b| from.decode(b)));
+        }
         if layout.sample_rate != self.layout.sample_rate {
             self.agent_ns_prior += u128::from(self.agent_samples) * 1_000_000_000
                 / u128::from(self.layout.sample_rate);
             self.agent_samples = 0;
             self.queue.clear();
         }
-        let law = Law::of(codec);
-        if law != self.law {
-            self.encoded.clear();
+        match (self.law, law) {
+            // PCMU <-> PCMA: the queued audio is kept, in the new law.
+            (Some(from), Some(to)) if from != to => {
+                for b in self.encoded.iter_mut() {
+                    *b = to.encode(from.decode(*b));
+                }
+            }
+            // To G.711 from a PCM codec at 8000 Hz: the queue becomes bytes.
+            (None, Some(to)) => {
+                self.encoded
+                    .extend(self.queue.drain(..).map(|s| to.encode(s)));
+            }
+            _ => {}
         }
         self.law = law;
         self.capacity_samples = layout.samples_in(self.capacity);
@@ -145,9 +166,17 @@ impl Sender {
     }
 
     /// Appends agent audio, or refuses all of it if the queues would exceed their capacity.
+    ///
+    /// On a G.711 call the audio is encoded now, into the same byte queue as passthrough
+    /// audio: G.711 has no encoder state, so the packets are the same as when encoding at the
+    /// tick, the queue takes half the memory, and the two kinds of agent audio play in the
+    /// order they were queued.
     pub fn push_audio(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
         self.check_room(pcm.len())?;
-        self.queue.extend(pcm.iter().copied());
+        match self.law {
+            Some(law) => self.encoded.extend(pcm.iter().map(|&s| law.encode(s))),
+            None => self.queue.extend(pcm.iter().copied()),
+        }
         Ok(())
     }
 
