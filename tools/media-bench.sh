@@ -8,6 +8,7 @@
 #   RUNS=11 SAMPLE=20 bash tools/media-bench.sh   # 11 runs: median and range of the CPU per call
 #   CALLS=1000 bash tools/media-bench.sh
 #   TARGET=reflector bash tools/media-bench.sh   # the floor: voxline-udp-reflector, same load
+#   TARGET=reflector REFL_ARGS="--timestamps yes" ...   # its options (tools/udp_reflector.rs)
 #   LOADGEN=sipp bash tools/media-bench.sh       # the old method: SIPp uac_pcap (raw sockets)
 #   RAWSOCKS=300 bash tools/media-bench.sh       # add 300 idle raw UDP sockets (the SIPp artifact)
 #   PERF=1 ...                                   # also records a 3 s profile to /tmp/perf.data
@@ -109,7 +110,8 @@ if [ "$TARGET" = voxline ]; then
   PID=$!
   for _ in $(seq 50); do curl -sf "127.0.0.1:$HTTP/health" >/dev/null && break; sleep 0.1; done
 else
-  "$REFL" --base "$REFL_BASE" --calls "$CALLS" --seconds $(( SETTLE * 2 + SAMPLE + 30 )) >"$WORK/target.log" 2>&1 &
+  # shellcheck disable=SC2086
+  "$REFL" --base "$REFL_BASE" --calls "$CALLS" --seconds $(( SETTLE * 2 + SAMPLE + 30 )) ${REFL_ARGS:-} >"$WORK/target.log" 2>&1 &
   PID=$!
   sleep 0.3
 fi

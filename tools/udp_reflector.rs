@@ -6,7 +6,14 @@
 //!
 //! ```text
 //! voxline-udp-reflector --base 63100 --calls 300 --seconds 60 [--tick-ms 20]
+//!     [--timestamps yes] [--connect yes] [--extra-thread yes]
 //! ```
+//!
+//! The options measure what a choice of voxline's costs at the OS level (docs/PERFORMANCE.md):
+//! `--timestamps` asks for `SO_TIMESTAMPNS` kernel receive times as voxline does, `--connect`
+//! connects each socket to its first peer and sends with `send` (a cached route), and
+//! `--extra-thread` starts an idle thread: the kernel takes a reference on each socket's file
+//! for every system call of a multi-threaded process, which voxline is.
 //!
 //! 127.0.0.1 only; at most 1000 sockets; stops by itself after `--seconds`.
 
@@ -16,7 +23,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt};
 
 /// Most sockets one run may open.
 const MAX_CALLS: usize = 1000;
@@ -25,11 +32,20 @@ const MAX_SECONDS: u64 = 900;
 /// Datagrams read per `recvmmsg`.
 const BATCH: usize = 4;
 
+fn yes(v: &str) -> anyhow::Result<bool> {
+    match v {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => bail!("expected yes or no, got {v}"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let mut base = 63100u16;
     let mut calls = 100usize;
     let mut seconds = 60u64;
     let mut tick_ms = 20u64;
+    let (mut stamps, mut connect, mut thread) = (false, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().context("missing value")?;
@@ -38,6 +54,9 @@ fn main() -> anyhow::Result<()> {
             "--calls" => calls = v.parse()?,
             "--seconds" => seconds = v.parse()?,
             "--tick-ms" => tick_ms = v.parse()?,
+            "--timestamps" => stamps = yes(&v)?,
+            "--connect" => connect = yes(&v)?,
+            "--extra-thread" => thread = yes(&v)?,
             _ => bail!("unknown option {a}"),
         }
     }
@@ -53,10 +72,19 @@ fn main() -> anyhow::Result<()> {
             let port = base + 2 * i as u16;
             let s = UdpSocket::bind(("127.0.0.1", port)).with_context(|| format!("bind {port}"))?;
             s.set_nonblocking(true)?;
+            if stamps {
+                setsockopt(&s, sockopt::ReceiveTimestampns, &true)?;
+            }
             Ok(s)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut headers: MultiHeaders<SockaddrStorage> = MultiHeaders::preallocate(BATCH, None);
+    if thread {
+        // Idle, and gone with the process.
+        std::thread::spawn(|| std::thread::sleep(Duration::from_secs(MAX_SECONDS + 60)));
+    }
+    let mut connected = vec![false; calls];
+    let mut headers: MultiHeaders<SockaddrStorage> =
+        MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(nix::sys::time::TimeSpec)));
     let mut bufs = [[0u8; 2048]; BATCH];
     let start = Instant::now();
     let tick = Duration::from_millis(tick_ms);
@@ -68,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(wait) = (start + tick * k).checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        for s in &sockets {
+        for (s, connected) in sockets.iter().zip(connected.iter_mut()) {
             loop {
                 let mut meta: [(usize, Option<SocketAddr>); BATCH] = [(0, None); BATCH];
                 let count = {
@@ -103,7 +131,14 @@ fn main() -> anyhow::Result<()> {
                 };
                 for (i, (len, src)) in meta.iter().take(count).enumerate() {
                     if let (Some(src), Some(data)) = (src, bufs[i].get(..*len)) {
-                        let _ = s.send_to(data, src);
+                        if !connect {
+                            let _ = s.send_to(data, src);
+                        } else if *connected {
+                            let _ = s.send(data);
+                        } else {
+                            *connected = s.connect(src).is_ok();
+                            let _ = s.send_to(data, src);
+                        }
                         reflected += 1;
                     }
                 }

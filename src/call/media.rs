@@ -10,7 +10,7 @@
 //! a tick is read before that tick's playout.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -663,8 +663,11 @@ struct Calls {
     slots: Vec<Option<CallMedia>>,
     free: Vec<usize>,
     by_handle: HashMap<CallHandle, usize>,
-    /// `(wake-up time, slot)` of every scheduled call.
-    queue: BTreeSet<(Instant, usize)>,
+    /// The slots of every scheduled call by wake-up time. Calls tick on a shared grid, so a
+    /// few times hold all the calls: queuing a call is a push onto its time's list.
+    queue: BTreeMap<Instant, Vec<usize>>,
+    /// Emptied lists, for reuse.
+    spare_lists: Vec<Vec<usize>>,
 }
 
 impl Calls {
@@ -706,33 +709,51 @@ impl Calls {
 
     /// Queues the call's next wake-up ([`CallMedia::next_wake`]).
     fn schedule(&mut self, slot: usize) {
-        if let Some(c) = self.get_mut(slot) {
-            c.service = c.service_at();
-            let at = c.next_wake();
-            c.wake = at;
-            self.queue.insert((at, slot));
-        }
+        let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        c.service = c.service_at();
+        let at = c.next_wake();
+        c.wake = at;
+        let spare = &mut self.spare_lists;
+        self.queue
+            .entry(at)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(slot);
     }
 
     /// Takes the call's wake-up out of the queue (before its deadline changes).
     fn unschedule(&mut self, slot: usize) {
-        if let Some(c) = self.slots.get(slot).and_then(Option::as_ref) {
-            self.queue.remove(&(c.wake, slot));
+        let Some(c) = self.slots.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        if let Some(list) = self.queue.get_mut(&c.wake)
+            && let Some(i) = list.iter().position(|&s| s == slot)
+        {
+            list.swap_remove(i);
+            if list.is_empty()
+                && let Some(list) = self.queue.remove(&c.wake)
+            {
+                self.spare_lists.push(list);
+            }
         }
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        self.queue.first().map(|&(t, _)| t)
+        self.queue.first_key_value().map(|(&t, _)| t)
     }
 
     /// Moves the slots due at `now` out of the queue into `due` (they must be scheduled
     /// again after service).
     fn take_due(&mut self, now: Instant, due: &mut Vec<usize>) {
-        while let Some(&(t, slot)) = self.queue.first()
-            && t <= now
+        while let Some(entry) = self.queue.first_entry()
+            && *entry.key() <= now
         {
-            self.queue.pop_first();
-            due.push(slot);
+            let mut list = entry.remove();
+            due.append(&mut list);
+            if self.spare_lists.len() < SPARE_MAX {
+                self.spare_lists.push(list);
+            }
         }
     }
 }

@@ -42,6 +42,11 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::media::rtp::{RtpTimestamp, SeqNo, ticks_to_duration};
+use crate::media::spares::Spares;
+
+/// Spent payload buffers kept for the next packets: one packet in and one out per frame is
+/// the steady state; a burst's extra buffers are freed.
+const PAYLOAD_SPARES: usize = 4;
 
 /// Observations between two evaluations of the delay quantile for shrinking the target.
 pub const SHRINK_EVERY: u64 = 10;
@@ -255,7 +260,8 @@ pub struct JitterBuffer {
     reference: Option<Reference>,
     seen: u64,
     queue: VecDeque<Entry>,
-    pool: Vec<Vec<u8>>,
+    /// Spent payload buffers for the next packets (a few; more after a burst are freed).
+    pool: Spares<Vec<u8>, PAYLOAD_SPARES>,
     out: [Option<Entry>; 2],
     est: Estimator,
     target: i64,
@@ -300,7 +306,7 @@ impl JitterBuffer {
             reference: None,
             seen: 0,
             queue: VecDeque::with_capacity(cfg.capacity),
-            pool: Vec::new(),
+            pool: Spares::default(),
             out: [None, None],
             est: Estimator::new(cfg.window, ticks(DRIFT_PERIOD)),
             target: min_delay,
@@ -381,12 +387,12 @@ impl JitterBuffer {
         }
         if self.queue.len() >= self.cfg.capacity {
             if let Some(old) = self.queue.pop_front() {
-                self.pool.push(old.payload);
+                self.pool.put(old.payload);
             }
             self.stats.overflow += 1;
             pos = pos.saturating_sub(1);
         }
-        let mut buf = self.pool.pop().unwrap_or_default();
+        let mut buf = self.pool.take().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(payload);
         self.queue.insert(
@@ -408,7 +414,7 @@ impl JitterBuffer {
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         for slot in &mut self.out {
             if let Some(e) = slot.take() {
-                self.pool.push(e.payload);
+                self.pool.put(e.payload);
             }
         }
         self.stats.frames += 1;
@@ -490,7 +496,7 @@ impl JitterBuffer {
     /// jitter history. The next packet starts like a talkspurt.
     pub fn new_stream(&mut self) {
         while let Some(e) = self.queue.pop_front() {
-            self.pool.push(e.payload);
+            self.pool.put(e.payload);
             self.stats.flushed += 1;
         }
         self.reference = None;
@@ -592,7 +598,7 @@ impl JitterBuffer {
                 break;
             }
             if let Some(e) = self.queue.pop_front() {
-                self.pool.push(e.payload);
+                self.pool.put(e.payload);
             }
             self.stats.late += 1;
         }

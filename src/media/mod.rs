@@ -9,4 +9,5 @@ pub mod jitter;
 pub mod quality;
 pub mod rtcp;
 pub mod rtp;
+mod spares;
 pub mod stream;

@@ -12,6 +12,7 @@ use crate::media::jitter::{ConcealCause, JitterBuffer, JitterConfig, JitterStats
 use crate::media::rtp::{
     Received, RtpDrop, RtpReceiver, RtpReceiverConfig, RtpReceiverStats, Ssrc,
 };
+use crate::media::spares::Spares;
 use crate::sdp::{Codec, NegotiatedMedia, PayloadType};
 
 use super::clock::Layout;
@@ -27,9 +28,9 @@ pub(super) const POOL_MAX: usize = 4;
 
 pub(super) struct Receiver {
     /// Spent PCM buffers handed back by the caller, reused for the next ticks.
-    pcm_pool: Vec<Vec<i16>>,
+    pcm_pool: Spares<Vec<i16>, POOL_MAX>,
     /// The same for the caller's G.711 bytes.
-    byte_pool: Vec<Vec<u8>>,
+    byte_pool: Spares<Vec<u8>, POOL_MAX>,
     /// The G.711 law when the codec is PCMU or PCMA: the caller's bytes are reported too.
     law: Option<Law>,
     /// Whether the caller's G.711 bytes are reported (see [`Receiver::set_encoded_frames`]).
@@ -105,8 +106,8 @@ impl Receiver {
             ..DtmfDetectorConfig::default()
         })?;
         Ok(Self {
-            pcm_pool: Vec::new(),
-            byte_pool: Vec::new(),
+            pcm_pool: Spares::default(),
+            byte_pool: Spares::default(),
             law: Law::of(neg.codec.codec),
             encoded_frames: true,
             rtp,
@@ -198,7 +199,7 @@ impl Receiver {
         out: &mut VecDeque<MediaOutput>,
     ) -> (Vec<i16>, Option<Vec<u8>>) {
         let n = self.frame_samples;
-        let mut pcm = self.pcm_pool.pop().unwrap_or_default();
+        let mut pcm = self.pcm_pool.take().unwrap_or_default();
         pcm.clear();
         pcm.reserve(n);
         // The payload played as it is, if any (not on concealment or a decode error).
@@ -249,7 +250,7 @@ impl Receiver {
         }
         pcm.resize(n, 0);
         let encoded = self.law.filter(|_| self.encoded_frames).map(|law| {
-            let mut bytes = self.byte_pool.pop().unwrap_or_default();
+            let mut bytes = self.byte_pool.take().unwrap_or_default();
             bytes.clear();
             // The payload as received, cut to one frame like the PCM; the rest of the frame
             // (all of it when nothing was played) is the encoding of the PCM.
@@ -299,16 +300,12 @@ impl Receiver {
 
     /// Takes back a caller-audio buffer from a `Frame` event for reuse.
     pub fn recycle(&mut self, v: Vec<i16>) {
-        if self.pcm_pool.len() < POOL_MAX {
-            self.pcm_pool.push(v);
-        }
+        self.pcm_pool.put(v);
     }
 
     /// Takes back a caller-bytes buffer from a `Frame` event for reuse.
     pub fn recycle_bytes(&mut self, v: Vec<u8>) {
-        if self.byte_pool.len() < POOL_MAX {
-            self.byte_pool.push(v);
-        }
+        self.byte_pool.put(v);
     }
 
     /// The RTP receiver (report blocks, SR notes, loss and jitter).

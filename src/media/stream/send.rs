@@ -14,7 +14,9 @@ use crate::sdp::{Codec, PayloadType};
 
 use super::clock::{Layout, TickClock};
 use super::law::Law;
+use super::recv::POOL_MAX;
 use super::{MediaError, MediaOutput};
+use crate::media::spares::Spares;
 
 /// Room reserved after the header for one encoded frame, to avoid regrowing the packet.
 const PAYLOAD_RESERVE: usize = 320;
@@ -22,8 +24,8 @@ const PAYLOAD_RESERVE: usize = 320;
 /// Send-side state.
 pub(super) struct Sender {
     /// Spent PCM and packet buffers handed back by the caller, reused for the next ticks.
-    pcm_pool: Vec<Vec<i16>>,
-    pkt_pool: Vec<Vec<u8>>,
+    pcm_pool: Spares<Vec<i16>, POOL_MAX>,
+    pkt_pool: Spares<Vec<u8>, POOL_MAX>,
     encoder: Box<dyn AudioEncoder>,
     ssrc: Ssrc,
     pt: PayloadType,
@@ -76,8 +78,8 @@ impl Sender {
     ) -> Result<Self, MediaError> {
         let dtmf = dtmf_sender(te_pt, te_clock_rate, &layout)?;
         Ok(Self {
-            pcm_pool: Vec::new(),
-            pkt_pool: Vec::new(),
+            pcm_pool: Spares::default(),
+            pkt_pool: Spares::default(),
             encoder,
             ssrc,
             pt,
@@ -235,7 +237,7 @@ impl Sender {
         out: &mut VecDeque<MediaOutput>,
     ) -> Vec<i16> {
         let frame = self.layout.frame_samples;
-        let mut pcm = self.pcm_pool.pop().unwrap_or_default();
+        let mut pcm = self.pcm_pool.take().unwrap_or_default();
         pcm.clear();
         pcm.resize(frame, 0);
         let Some(to) = to else {
@@ -306,7 +308,7 @@ impl Sender {
         };
         let mut packet = self
             .pkt_pool
-            .pop()
+            .take()
             .unwrap_or_else(|| Vec::with_capacity(RTP_HEADER_LEN + PAYLOAD_RESERVE));
         packet.clear();
         packet.resize(RTP_HEADER_LEN, 0);
@@ -344,16 +346,12 @@ impl Sender {
 
     /// Takes back a sent-audio buffer from a `Frame` event for reuse.
     pub fn recycle_pcm(&mut self, v: Vec<i16>) {
-        if self.pcm_pool.len() < super::recv::POOL_MAX {
-            self.pcm_pool.push(v);
-        }
+        self.pcm_pool.put(v);
     }
 
     /// Takes back a transmitted packet's buffer for reuse.
     pub fn recycle_packet(&mut self, v: Vec<u8>) {
-        if self.pkt_pool.len() < super::recv::POOL_MAX {
-            self.pkt_pool.push(v);
-        }
+        self.pkt_pool.put(v);
     }
 
     /// Whether the last packet sent carried agent audio (a talkspurt is playing).
