@@ -12,7 +12,8 @@
 #   LOADGEN=sipp bash tools/media-bench.sh       # the old method: SIPp uac_pcap (raw sockets)
 #   RAWSOCKS=300 bash tools/media-bench.sh       # add 300 idle raw UDP sockets (the SIPp artifact)
 #   PERF=1 ...                                   # also records a 3 s profile to /tmp/perf.data
-#   VOXLINE_BIN=/path/to/voxline ...             # another build (A/B comparisons)
+#   VOXLINE_BIN=/path/to/voxline ...             # another build (A/B: see tools/media-ab.sh)
+#   WARM=6 (default)                             # seconds after the calls are up before sampling
 #
 # LOADGEN=rtpload (default) is tools/rtp_load.rs: minimal SIP over UDP, 20 ms RTP over
 # ordinary UDP sockets. LOADGEN=sipp plays /usr/share/sip-tester/g711a.pcap with SIPp's
@@ -61,6 +62,9 @@ HTTP=${HTTP:-8590}
 RTP_BASE=${RTP_BASE:-61000}
 REFL_BASE=${REFL_BASE:-63100}
 RAWSOCKS=${RAWSOCKS:-0}
+# Seconds between the last call coming up and the sample: past the 5 s latching window of
+# every call, after which voxline connects each RTP socket to its peer (steady state).
+WARM=${WARM:-6}
 for b in "$BIN" "$LOAD" "$REFL"; do
   [ -x "$b" ] || { echo "build first: cargo build --release ($b missing)" >&2; exit 1; }
 done
@@ -137,11 +141,11 @@ else
   EXTRA=0; [ -n "${PERF:-}" ] && EXTRA=4
   if [ "$TARGET" = voxline ]; then dest=(--target 127.0.0.1:$PORT); else dest=(--rtp-only 127.0.0.1:$REFL_BASE); fi
   "$LOAD" "${dest[@]}" --calls "$CALLS" --rate "$RATE" --codec "$CODEC" --telephone-event "$TE" --rtp-base "$RTP_BASE" \
-      --seconds $(( SAMPLE + 3 + EXTRA )) >"$WORK/gen.out" 2>&1 &
+      --seconds $(( SAMPLE + WARM + 1 + EXTRA )) >"$WORK/gen.out" 2>&1 &
   GEN=$!
   for _ in $(seq $(( SETTLE * 20 + 200 ))); do grep -q '^UP' "$WORK/gen.out" && break; sleep 0.05; done
   grep -q '^UP' "$WORK/gen.out" || { echo "calls did not come up"; cat "$WORK/gen.out"; exit 1; }
-  sleep 2
+  sleep "$WARM"
 fi
 a1=$(active); c1=$(cpu "$PID"); g1=$(cpu "$GEN" 2>/dev/null || echo 0); b1=$(idle); t1=$(date +%s.%N)
 sleep "$SAMPLE"

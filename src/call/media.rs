@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IoSliceMut;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, SockaddrIn6, SockaddrStorage,
-    recvmmsg, sendto, setsockopt, sockopt,
+    recvmmsg, send, sendto, setsockopt, sockopt,
 };
 use tokio::sync::mpsc;
 
@@ -211,6 +211,12 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
         // Without kernel timestamps the arrival time falls back to the read time.
         let _ = setsockopt(s, sockopt::ReceiveTimestampns, &true);
     }
+    let wildcard = spec
+        .sockets
+        .rtp
+        .local_addr()
+        .is_ok_and(|a| a.ip().is_unspecified());
+    let pktinfo = wildcard && watch_destination(&spec.sockets.rtp, true);
     let worker_tx = tx.clone();
     // Build the agent (a play agent reads and resamples its file) off the runtime, then hand
     // the call to its worker.
@@ -311,6 +317,11 @@ pub fn spawn(spec: MediaTaskSpec) -> Result<MediaHandle, String> {
             deadline: start,
             wake: start,
             service: start,
+            linked: None,
+            link_target: None,
+            wildcard,
+            pktinfo,
+            last_rx: None,
         };
         let _ = worker_tx.send(WorkerMsg::Add(Box::new(media))).await;
     });
@@ -401,6 +412,17 @@ struct CallMedia {
     /// Its [`CallMedia::service_at`] when it was queued (a wake-up tells service from a
     /// backend pump without touching the stream).
     service: Instant,
+    /// The peer the RTP socket is connected to ([`MediaStream::rtp_source`]), if it is.
+    linked: Option<SocketAddr>,
+    /// The last [`MediaStream::rtp_source`] acted on (connecting may have failed).
+    link_target: Option<SocketAddr>,
+    /// The RTP socket is bound to the wildcard address (connecting it binds it to the
+    /// route's source address, see [`relink`]).
+    wildcard: bool,
+    /// `IP_PKTINFO` is on: each datagram tells the address it was sent to.
+    pktinfo: bool,
+    /// Source and destination of the latest RTP datagram, while `pktinfo` is on.
+    last_rx: Option<(SocketAddr, IpAddr)>,
 }
 
 impl std::fmt::Debug for CallMedia {
@@ -483,11 +505,21 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
             read += mine.len();
             if let Some(c) = calls.get_mut(slot) {
                 process(c, clock.now, mine, &batch.rx.data, &mut batch.tx);
+                if c.relink_due(clock.now) {
+                    batch.relink.push(slot);
+                }
             }
             calls.schedule(slot);
         }
         batch.rx.clear();
         batch.tx.send_all();
+        // After the sends: they name the sockets by descriptor, and relinking may replace one.
+        for &slot in &batch.relink {
+            if let Some(c) = calls.get_mut(slot) {
+                relink(c, clock.now);
+            }
+        }
+        batch.relink.clear();
         due.clear();
     }
 }
@@ -497,6 +529,8 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
 struct Batch {
     rx: Received,
     tx: Outgoing,
+    /// Calls whose RTP socket is to be connected or freed after the sends.
+    relink: Vec<usize>,
 }
 
 /// Datagrams read in a batch's first phase, packed one after the other.
@@ -552,7 +586,8 @@ impl Received {
 /// where each call's own buffers would be cold each time it is served.
 #[derive(Default)]
 struct Outgoing {
-    packets: Vec<(RawFd, SocketAddr, usize, usize)>,
+    /// Socket, destination (`None`: the socket is connected to it), start and length in `data`.
+    packets: Vec<(RawFd, Option<SocketAddr>, usize, usize)>,
     data: Vec<u8>,
     pcm: Vec<Vec<i16>>,
     bytes: Vec<Vec<u8>>,
@@ -586,7 +621,7 @@ impl Outgoing {
         }
     }
 
-    fn push(&mut self, fd: RawFd, to: SocketAddr, payload: &[u8]) {
+    fn push(&mut self, fd: RawFd, to: Option<SocketAddr>, payload: &[u8]) {
         self.packets.push((fd, to, self.data.len(), payload.len()));
         self.data.extend_from_slice(payload);
     }
@@ -597,10 +632,11 @@ impl Outgoing {
         for &(fd, to, start, len) in &self.packets {
             if let Some(payload) = self.data.get(start..start + len) {
                 let _ = match to {
-                    SocketAddr::V4(a) => {
+                    None => send(fd, payload, MsgFlags::empty()),
+                    Some(SocketAddr::V4(a)) => {
                         sendto(fd, payload, &SockaddrIn::from(a), MsgFlags::empty())
                     }
-                    SocketAddr::V6(a) => {
+                    Some(SocketAddr::V6(a)) => {
                         sendto(fd, payload, &SockaddrIn6::from(a), MsgFlags::empty())
                     }
                 };
@@ -790,6 +826,9 @@ fn service(c: &mut CallMedia, clock: Clock, batch: &mut Batch) {
     );
     batch.rx.clear();
     batch.tx.send_all();
+    if c.relink_due(clock.now) {
+        relink(c, clock.now);
+    }
 }
 
 /// A batch's first phase for one call: reads its RTP socket, and its RTCP socket when due.
@@ -798,14 +837,18 @@ fn receive(c: &mut CallMedia, slot: usize, clock: Clock, rx: &mut Received) {
         now,
         wall: wall_now,
     } = clock;
-    read_socket(&c.sockets.rtp, now, wall_now, |t, src, data| {
+    let last_rx = &mut c.last_rx;
+    read_socket(&c.sockets.rtp, now, wall_now, |t, src, dst, data| {
+        if let Some(dst) = dst {
+            *last_rx = Some((src, dst));
+        }
         rx.push(slot, false, t, src, data)
     });
     if let Some(rtcp) = &c.sockets.rtcp
         && now >= c.next_rtcp_poll
     {
         c.next_rtcp_poll = now + RTCP_POLL;
-        read_socket(rtcp, now, wall_now, |t, src, data| {
+        read_socket(rtcp, now, wall_now, |t, src, _, data| {
             rx.push(slot, true, t, src, data)
         });
     }
@@ -864,25 +907,29 @@ struct RxBatch {
 
 thread_local! {
     static RX: RefCell<RxBatch> = RefCell::new(RxBatch {
-        headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(nix::sys::time::TimeSpec))),
+        headers: MultiHeaders::preallocate(
+            BATCH,
+            Some(nix::cmsg_space!(nix::sys::time::TimeSpec, nix::libc::in_pktinfo)),
+        ),
         bufs: [[0u8; RTP_BUFFER]; BATCH],
     });
 }
 
 /// Reads every datagram queued on a non-blocking socket with `recvmmsg` (one system call for
 /// the usual single packet, no extra call to learn the queue is empty), each with its kernel
-/// arrival time.
+/// arrival time and, when `IP_PKTINFO` is on, the address it was sent to.
 fn read_socket(
     sock: &UdpSocket,
     now: Instant,
     wall_now: SystemTime,
-    mut deliver: impl FnMut(Instant, SocketAddr, &[u8]),
+    mut deliver: impl FnMut(Instant, SocketAddr, Option<IpAddr>, &[u8]),
 ) {
     RX.with(|rx| {
         let mut rx = rx.borrow_mut();
         let rx = &mut *rx;
         loop {
-            let mut meta: [(usize, Option<SocketAddr>, Instant); BATCH] = [(0, None, now); BATCH];
+            let mut meta: [(usize, Option<SocketAddr>, Instant, Option<IpAddr>); BATCH] =
+                [(0, None, now, None); BATCH];
             let count = {
                 let [b0, b1, b2, b3] = &mut rx.bufs;
                 let mut iovs = [
@@ -906,22 +953,34 @@ fn read_socket(
                 for (slot, msg) in meta.iter_mut().zip(results) {
                     let src = msg.address.and_then(|a| sockaddr(&a));
                     let mut arrived = now;
-                    if let Ok(mut cms) = msg.cmsgs()
-                        && let Some(ControlMessageOwned::ScmTimestampns(ts)) = cms.next()
-                    {
-                        let at = UNIX_EPOCH
-                            + Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().max(0) as u32);
-                        let ago = wall_now.duration_since(at).unwrap_or_default();
-                        arrived = now.checked_sub(ago).unwrap_or(now);
+                    let mut dst = None;
+                    for cm in msg.cmsgs().into_iter().flatten() {
+                        match cm {
+                            ControlMessageOwned::ScmTimestampns(ts) => {
+                                let at = UNIX_EPOCH
+                                    + Duration::new(
+                                        ts.tv_sec().max(0) as u64,
+                                        ts.tv_nsec().max(0) as u32,
+                                    );
+                                let ago = wall_now.duration_since(at).unwrap_or_default();
+                                arrived = now.checked_sub(ago).unwrap_or(now);
+                            }
+                            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                                let a =
+                                    std::net::Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                                dst = Some(IpAddr::V4(a));
+                            }
+                            _ => {}
+                        }
                     }
-                    *slot = (msg.bytes, src, arrived);
+                    *slot = (msg.bytes, src, arrived, dst);
                     count += 1;
                 }
                 count
             };
-            for (i, (len, src, arrived)) in meta.iter().take(count).enumerate() {
+            for (i, (len, src, arrived, dst)) in meta.iter().take(count).enumerate() {
                 if let (Some(src), Some(data)) = (src, rx.bufs[i].get(..*len)) {
-                    deliver(*arrived, *src, data);
+                    deliver(*arrived, *src, *dst, data);
                 }
             }
             if count < BATCH {
@@ -940,14 +999,123 @@ fn sockaddr(a: &SockaddrStorage) -> Option<SocketAddr> {
         })
 }
 
+impl CallMedia {
+    /// Whether the RTP socket's link no longer matches [`MediaStream::rtp_source`].
+    fn relink_due(&self, now: Instant) -> bool {
+        self.stream.rtp_source(now) != self.link_target
+    }
+}
+
+/// Connects the RTP socket to the one peer the stream still accepts once its latching window
+/// has closed, or frees it again when a re-INVITE reopens the window. Connected, the kernel
+/// drops other senders (the stream would drop them too) and sends to the peer along a route
+/// found once instead of per packet (`docs/PERFORMANCE.md`, "Media per call").
+///
+/// Connecting a socket bound to the wildcard address also binds it to the source address of
+/// the route to the peer: datagrams sent to any other local address would no longer reach it.
+/// So a wildcard socket is connected only once a datagram from the peer has shown (through
+/// `IP_PKTINFO`) that the peer sends to that very address; on a host where the route back
+/// leaves from another address than the one the peer sends to, it stays unconnected.
+fn relink(c: &mut CallMedia, now: Instant) {
+    let target = c.stream.rtp_source(now);
+    match target {
+        Some(peer) => {
+            if c.wildcard {
+                let Some(&(_, dst)) = c.last_rx.as_ref().filter(|(src, _)| *src == peer) else {
+                    // Nothing from the peer seen since the window closed: look again at the
+                    // next tick (a comparison until then), unless nothing can be seen.
+                    if !c.pktinfo {
+                        c.link_target = target;
+                    }
+                    return;
+                };
+                let from = route_source(peer);
+                if from != Some(dst) {
+                    tracing::debug!(call = %c.call, %peer, %dst, route_from = ?from, "RTP socket left unconnected: the route to the peer leaves from another address than the one it sends to");
+                    c.link_target = target;
+                    stop_watching(c);
+                    return;
+                }
+            }
+            c.link_target = target;
+            match c.sockets.rtp.connect(peer) {
+                Ok(()) => c.linked = Some(peer),
+                Err(e) => {
+                    // Not fatal: sending with an address works on an unconnected socket.
+                    tracing::debug!(call = %c.call, %peer, error = %e, "cannot connect the RTP socket");
+                    c.linked = None;
+                }
+            }
+            stop_watching(c);
+        }
+        None => {
+            c.link_target = None;
+            if c.linked.take().is_some()
+                && let Err(e) = reopen_socket(&mut c.sockets.rtp)
+            {
+                tracing::error!(call = %c.call, error = %e, "cannot re-open the RTP port after a re-INVITE: hanging up");
+                hang_up(c, "the RTP port could not be re-opened");
+                return;
+            }
+            if c.wildcard && !c.pktinfo {
+                c.pktinfo = watch_destination(&c.sockets.rtp, true);
+            }
+            c.last_rx = None;
+        }
+    }
+}
+
+/// Turns `IP_PKTINFO` off once the decision is made (it costs a control message a datagram).
+fn stop_watching(c: &mut CallMedia) {
+    if c.pktinfo && watch_destination(&c.sockets.rtp, false) {
+        c.pktinfo = false;
+    }
+    c.last_rx = None;
+}
+
+/// Turns `IP_PKTINFO` on or off on an IPv4 socket; whether that worked.
+fn watch_destination(sock: &UdpSocket, on: bool) -> bool {
+    sock.local_addr().is_ok_and(|a| a.is_ipv4())
+        && setsockopt(sock, sockopt::Ipv4PacketInfo, &on).is_ok()
+}
+
+/// The local address the kernel sends from to reach `peer`, found by connecting a throwaway
+/// socket (no datagram is sent).
+fn route_source(peer: SocketAddr) -> Option<IpAddr> {
+    let any: IpAddr = match peer {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let probe = UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    probe.connect(peer).ok()?;
+    probe.local_addr().ok().map(|a| a.ip())
+}
+
+/// Replaces a connected RTP socket with an unconnected one on the same port, so that packets
+/// from any address reach it again (latching after a re-INVITE). Safe Rust has no way to
+/// dissolve a connection (`connect` with `AF_UNSPEC`), so the socket is closed and the port
+/// bound again; UDP frees a port at close, with no wait. A placeholder on a free port holds
+/// the field meanwhile.
+fn reopen_socket(sock: &mut UdpSocket) -> std::io::Result<()> {
+    let local = sock.local_addr()?;
+    let placeholder = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+    drop(std::mem::replace(sock, placeholder));
+    let fresh = UdpSocket::bind(local)?;
+    fresh.set_nonblocking(true)?;
+    // Without kernel timestamps the arrival time falls back to the read time.
+    let _ = setsockopt(&fresh, sockopt::ReceiveTimestampns, &true);
+    *sock = fresh;
+    Ok(())
+}
+
 fn drain(c: &mut CallMedia, tx: &mut Outgoing) {
     loop {
         match c.stream.poll_output() {
             MediaOutput::Transmit { to, payload, rtcp } => {
-                let sock = if rtcp {
-                    c.sockets.rtcp.as_ref().unwrap_or(&c.sockets.rtp)
-                } else {
-                    &c.sockets.rtp
+                let (sock, to) = match (rtcp, c.sockets.rtcp.as_ref()) {
+                    (true, Some(s)) => (s, Some(to)),
+                    // RTP, or RTCP over rtcp-mux: the RTP socket, connected or not.
+                    _ => (&c.sockets.rtp, Some(to).filter(|&t| c.linked != Some(t))),
                 };
                 tx.push(sock.as_raw_fd(), to, &payload);
                 if tx.spare_packets.len() < SPARE_MAX {

@@ -569,6 +569,20 @@ impl MediaStream {
         self.recv.accept(now, &rec, &mut self.out);
     }
 
+    /// Once the latching window has closed, the one address RTP (and RTCP over rtcp-mux) is
+    /// still accepted from until the next [`Self::update`]: the latched address, else the
+    /// SDP's. `None` while the window is open (packets from anywhere may latch) or while that
+    /// address is unusable (`0.0.0.0`, port 0). A runtime may connect the RTP socket to it:
+    /// the kernel then drops other senders as [`Self::handle_rtp`] would (they are not counted
+    /// in `dropped_foreign` then), and sends to the peer without a route lookup per packet.
+    pub fn rtp_source(&self, now: Instant) -> Option<SocketAddr> {
+        if self.latch.is_open(now) {
+            return None;
+        }
+        let peer = self.latch.rtp_peer(&self.negotiated);
+        (!peer.ip().is_unspecified() && peer.port() != 0).then_some(peer)
+    }
+
     /// Hands back the buffers of a [`MediaEvent::Frame`] once used, so the next ticks reuse
     /// them instead of allocating (optional; the hot path of the runtime does it).
     pub fn recycle_frame(&mut self, caller: Vec<i16>, sent: Vec<i16>) {
