@@ -39,7 +39,7 @@ impl LocalAgent for Echo {
             out.extend_from_slice(caller);
             return AgentAction::Continue;
         }
-        self.line.extend(caller.iter().copied());
+        self.line.extend(caller);
         let n = caller.len().min(self.line.len());
         // Copied slice by slice (the ring's two halves), not sample by sample.
         let (a, b) = self.line.as_slices();

@@ -38,6 +38,23 @@ impl Law {
         }
     }
 
+    /// Appends the compression of `pcm` to `out` (the law chosen once, not per sample).
+    pub fn encode_into<E: Extend<u8>>(self, pcm: &[i16], out: &mut E) {
+        match self {
+            Self::Ulaw => out.extend(pcm.iter().map(|&s| ulaw_encode(s))),
+            Self::Alaw => out.extend(pcm.iter().map(|&s| alaw_encode(s))),
+        }
+    }
+
+    /// Expands `codes` into `out`, sample for code (as far as both reach).
+    pub fn decode_into(self, codes: &[u8], out: &mut [i16]) {
+        let pairs = out.iter_mut().zip(codes);
+        match self {
+            Self::Ulaw => pairs.for_each(|(d, &c)| *d = ulaw_decode(c)),
+            Self::Alaw => pairs.for_each(|(d, &c)| *d = alaw_decode(c)),
+        }
+    }
+
     /// The code of digital silence (PCM 0): 0xFF for μ-law, 0xD5 for A-law.
     pub fn silence(self) -> u8 {
         self.encode(0)

@@ -40,6 +40,8 @@ pub(super) struct Sender {
     /// G.711 agent audio, one byte per sample, in the order queued: passthrough bytes and
     /// agent PCM encoded as it was queued. Played before `queue` (one of the two is empty).
     encoded: VecDeque<u8>,
+    /// One push's worth of G.711 bytes on their way into `encoded`.
+    scratch: Vec<u8>,
     capacity: Duration,
     capacity_samples: usize,
     /// The previous packet carried agent audio.
@@ -91,6 +93,7 @@ impl Sender {
             queue: VecDeque::new(),
             law: Law::of(codec),
             encoded: VecDeque::new(),
+            scratch: Vec::new(),
             capacity,
             capacity_samples: layout.samples_in(capacity),
             layout,
@@ -176,8 +179,14 @@ impl Sender {
     pub fn push_audio(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
         self.check_room(pcm.len())?;
         match self.law {
-            Some(law) => self.encoded.extend(pcm.iter().map(|&s| law.encode(s))),
-            None => self.queue.extend(pcm.iter().copied()),
+            Some(law) => {
+                // Encoded into a Vec first: extending a VecDeque from a mapping iterator goes
+                // sample by sample, from a slice it is a copy.
+                self.scratch.clear();
+                law.encode_into(pcm, &mut self.scratch);
+                self.encoded.extend(&self.scratch);
+            }
+            None => self.queue.extend(pcm),
         }
         Ok(())
     }
@@ -189,7 +198,7 @@ impl Sender {
             return Err(MediaError::PassthroughUnsupported(codec));
         }
         self.check_room(payload.len())?;
-        self.encoded.extend(payload.iter().copied());
+        self.encoded.extend(payload);
         Ok(())
     }
 
@@ -319,12 +328,14 @@ impl Sender {
         if let Some(law) = passthrough {
             // The bytes go out as they are; the PCM reported is their decoding (the queue
             // holds at least `taken` bytes; a short tail is padded with silence).
-            packet.extend(self.encoded.drain(..taken));
+            // Copied slice by slice (the ring's two halves), then dropped from the queue.
+            let (a, b) = self.encoded.as_slices();
+            let from_a = a.len().min(taken);
+            packet.extend_from_slice(a.get(..from_a).unwrap_or_default());
+            packet.extend_from_slice(b.get(..taken - from_a).unwrap_or_default());
+            self.encoded.drain(..taken);
             packet.resize(RTP_HEADER_LEN + frame, law.silence());
-            let payload = packet.get(RTP_HEADER_LEN..).unwrap_or_default();
-            for (dst, &b) in pcm.iter_mut().zip(payload) {
-                *dst = law.decode(b);
-            }
+            law.decode_into(packet.get(RTP_HEADER_LEN..).unwrap_or_default(), &mut pcm);
         } else if self.encoder.encode(&pcm, &mut packet).is_err() {
             self.encode_errors += 1;
             return pcm;
