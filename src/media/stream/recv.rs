@@ -258,7 +258,7 @@ impl Receiver {
             let raw = raw.get(..n).unwrap_or(raw);
             bytes.extend_from_slice(raw);
             let rest = pcm.get(raw.len()..).unwrap_or_default();
-            bytes.extend(rest.iter().map(|&s| law.encode(s)));
+            law.encode_into(rest, &mut bytes);
             bytes
         });
         if self.inband {

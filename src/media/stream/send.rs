@@ -292,16 +292,12 @@ impl Sender {
             Some(_) => self.encoded.len().min(frame),
             None => {
                 let taken = self.queue.len().min(frame);
-                // Copy slice by slice (the ring's two halves), then drop what was copied.
-                let (a, b) = self.queue.as_slices();
-                let from_a = a.len().min(taken);
-                let from_b = taken - from_a;
-                if let Some((head, tail)) = pcm.split_at_mut_checked(from_a)
-                    && let (Some(src_a), Some(dst_b), Some(src_b)) =
-                        (a.get(..from_a), tail.get_mut(..from_b), b.get(..from_b))
+                let (a, b) = front(&self.queue, taken);
+                if let Some((dst_a, rest)) = pcm.split_at_mut_checked(a.len())
+                    && let Some(dst_b) = rest.get_mut(..b.len())
                 {
-                    head.copy_from_slice(src_a);
-                    dst_b.copy_from_slice(src_b);
+                    dst_a.copy_from_slice(a);
+                    dst_b.copy_from_slice(b);
                 }
                 self.queue.drain(..taken);
                 taken
@@ -328,11 +324,9 @@ impl Sender {
         if let Some(law) = passthrough {
             // The bytes go out as they are; the PCM reported is their decoding (the queue
             // holds at least `taken` bytes; a short tail is padded with silence).
-            // Copied slice by slice (the ring's two halves), then dropped from the queue.
-            let (a, b) = self.encoded.as_slices();
-            let from_a = a.len().min(taken);
-            packet.extend_from_slice(a.get(..from_a).unwrap_or_default());
-            packet.extend_from_slice(b.get(..taken - from_a).unwrap_or_default());
+            let (a, b) = front(&self.encoded, taken);
+            packet.extend_from_slice(a);
+            packet.extend_from_slice(b);
             self.encoded.drain(..taken);
             packet.resize(RTP_HEADER_LEN + frame, law.silence());
             law.decode_into(packet.get(RTP_HEADER_LEN..).unwrap_or_default(), &mut pcm);
@@ -395,6 +389,18 @@ impl Sender {
         }
         Ok(())
     }
+}
+
+/// The first `n` elements of `q` (at most all of them) as the ring's two slices, to copy
+/// slice by slice rather than element by element.
+fn front<T>(q: &VecDeque<T>, n: usize) -> (&[T], &[T]) {
+    let (a, b) = q.as_slices();
+    let from_a = a.len().min(n);
+    let from_b = (n - from_a).min(b.len());
+    (
+        a.get(..from_a).unwrap_or_default(),
+        b.get(..from_b).unwrap_or_default(),
+    )
 }
 
 fn dtmf_sender(
