@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use voxline::media::jitter::{JitterBuffer, JitterConfig, Playout};
+use voxline::media::jitter::{JitterBuffer, JitterConfig, Segment};
 use voxline::media::rtp::{RtpTimestamp, SeqNo};
 
 const FRAME: Duration = Duration::from_millis(20);
@@ -51,11 +51,14 @@ fn run(jb: &mut JitterBuffer, t0: Instant, sched: &[(Duration, u32)], payload: &
                 RtpTimestamp(k.wrapping_mul(160)),
                 false,
                 payload,
+                160,
             );
             next += 1;
         }
-        if let Playout::Frame(f) = jb.pop(now) {
-            played += f.payload.len() as u64;
+        for s in jb.pop(now).segments() {
+            if let Segment::Audio { len, .. } = s {
+                played += u64::from(len);
+            }
         }
     }
     played

@@ -141,6 +141,15 @@ macro_rules! g711_codec {
                 G711_SAMPLE_RATE
             }
 
+            fn payload_duration(&self, payload: &[u8]) -> Result<u32, CodecError> {
+                // One octet per sample (RFC 3551 §4.5.14), any count.
+                match u32::try_from(payload.len()) {
+                    Ok(0) => Err(CodecError::EmptyPayload),
+                    Ok(n) => Ok(n),
+                    Err(_) => Err(CodecError::PayloadTooLong(payload.len())),
+                }
+            }
+
             fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
                 let start = out.len();
                 out.extend(payload.iter().map(|&c| $decode(c)));

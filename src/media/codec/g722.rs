@@ -106,6 +106,16 @@ impl AudioDecoder for G722Decoder {
         G722_SAMPLE_RATE
     }
 
+    fn payload_duration(&self, payload: &[u8]) -> Result<u32, CodecError> {
+        // One octet per two 16 kHz samples, and the RTP clock runs at 8000 Hz (RFC 3551
+        // §4.5.2): one tick per octet.
+        match u32::try_from(payload.len()) {
+            Ok(0) => Err(CodecError::EmptyPayload),
+            Ok(n) => Ok(n),
+            Err(_) => Err(CodecError::PayloadTooLong(payload.len())),
+        }
+    }
+
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
         let start = out.len();
         out.resize(start + payload.len() * 2, 0);

@@ -57,6 +57,13 @@ pub trait AudioDecoder: Send {
     /// The PCM sample rate the decoder produces, in Hz (not the RTP clock rate).
     fn sample_rate(&self) -> u32;
 
+    /// How much audio `payload` holds, in ticks of the codec's RTP clock (8000 Hz for G.711
+    /// and G.722, 48000 Hz for Opus): what its packet covers on the RTP timeline, whatever
+    /// packetisation the sender chose.
+    ///
+    /// An empty payload, or one whose length cannot be audio of this codec, is an error.
+    fn payload_duration(&self, payload: &[u8]) -> Result<u32, CodecError>;
+
     /// Decodes one RTP payload and appends the PCM (mono, at [`Self::sample_rate`]) to `out`.
     ///
     /// A payload that cannot be decoded is an error and leaves `out` as it was.
@@ -64,8 +71,8 @@ pub trait AudioDecoder: Send {
 
     /// Appends `samples` samples of packet loss concealment for a lost packet to `out`.
     ///
-    /// Opus uses libopus's own concealment (decoding a missing packet), and `samples` must then
-    /// be a multiple of 2.5 ms. G.711 and G.722 repeat the last pitch period and fade it out
+    /// Opus uses libopus's own concealment (decoding a missing packet) in steps of 2.5 ms,
+    /// the last one cut to `samples`. G.711 and G.722 repeat the last pitch period and fade it out
     /// over 60 ms of consecutive loss, a simplified ITU-T G.711 Appendix I.
     fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> Result<(), CodecError>;
 
@@ -167,6 +174,9 @@ pub enum CodecError {
     /// The payload is empty.
     #[error("empty payload")]
     EmptyPayload,
+    /// The payload is longer than any packet can be.
+    #[error("payload of {0} bytes is too long")]
+    PayloadTooLong(usize),
     /// libopus refused: a malformed packet, or a bad parameter.
     #[error("opus: {0}")]
     Opus(String),

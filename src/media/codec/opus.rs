@@ -30,6 +30,9 @@ pub const OPUS_MAX_PAYLOAD_BYTES: usize = 1275;
 /// The longest Opus packet, in milliseconds (RFC 6716 §3.2.5: 120 ms).
 pub const OPUS_MAX_PACKET_MS: u32 = 120;
 
+/// The RTP clock rate of Opus, whatever the PCM rate (RFC 7587 §4.1).
+pub const OPUS_RTP_CLOCK_RATE: u32 = 48000;
+
 /// The peer's Opus `a=fmtp` parameters that voxline acts on (RFC 7587 §7.1). Unknown, malformed
 /// and out-of-range parameters are ignored, since every one of them is only a hint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -262,6 +265,19 @@ impl AudioDecoder for OpusDecoder {
         self.sample_rate
     }
 
+    fn payload_duration(&self, payload: &[u8]) -> Result<u32, CodecError> {
+        if payload.is_empty() {
+            return Err(CodecError::EmptyPayload);
+        }
+        // The RTP clock is 48000 Hz whatever the decoding rate (RFC 7587 §4.1); the TOC byte
+        // and frame count give the duration of all the packet's frames (RFC 6716 §3.1).
+        let ticks = audiopus::packet::nb_samples(payload, SampleRate::Hz48000).map_err(opus_err)?;
+        if ticks == 0 || ticks > (OPUS_RTP_CLOCK_RATE / 1000 * OPUS_MAX_PACKET_MS) as usize {
+            return Err(CodecError::Opus("invalid packet".into()));
+        }
+        u32::try_from(ticks).map_err(|_| CodecError::Opus("invalid packet".into()))
+    }
+
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
         let Some(&toc) = payload.first() else {
             return Err(CodecError::EmptyPayload);
@@ -281,8 +297,15 @@ impl AudioDecoder for OpusDecoder {
         if samples == 0 {
             return Ok(());
         }
-        self.check_gap(samples)?;
-        self.run(None, samples, false, out)
+        if samples > self.max_samples() {
+            return Err(CodecError::ConcealLength(samples));
+        }
+        // libopus conceals whole 2.5 ms steps: round up, keep what was asked for.
+        let start = out.len();
+        let whole = samples.div_ceil(self.granule()) * self.granule();
+        self.run(None, whole, false, out)?;
+        out.truncate(start + samples);
+        Ok(())
     }
 
     fn decode_fec(
@@ -550,7 +573,20 @@ mod tests {
         // Code 2 whose first frame length runs past the end.
         assert!(dec.decode(&[0x0A, 200, 1], &mut out).is_err());
         assert_eq!(out, [1]);
-        assert_eq!(dec.conceal(7, &mut out), Err(CodecError::ConcealLength(7)));
+        // Longer than any packet: refused.
+        assert_eq!(
+            dec.conceal(16 * 121, &mut out),
+            Err(CodecError::ConcealLength(16 * 121))
+        );
         assert_eq!(out, [1]);
+        // Any other length: whole 2.5 ms steps, cut to what was asked.
+        dec.conceal(7, &mut out).unwrap();
+        assert_eq!(out.len(), 8);
+        // The RTP duration of packets, at the 48 kHz RTP clock whatever the decoding rate:
+        // a 20 ms SILK packet (TOC config 1, code 0), and three 20 ms CELT frames (code 3).
+        assert_eq!(dec.payload_duration(&[0x08, 0]), Ok(960));
+        assert_eq!(dec.payload_duration(&[0xF8 | 3, 3, 0, 0, 0]), Ok(2880));
+        assert_eq!(dec.payload_duration(&[]), Err(CodecError::EmptyPayload));
+        assert!(dec.payload_duration(&[0x0B, 0x00]).is_err());
     }
 }

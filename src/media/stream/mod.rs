@@ -13,8 +13,9 @@
 //! `handle_timeout` processes every missed tick in order, so the number of packets always
 //! equals the elapsed time over the frame and nothing drifts. Each tick:
 //!
-//! 1. pops the jitter buffer and decodes, conceals (Opus: from in-band FEC when the next
-//!    packet is there) or plays silence: the caller's audio;
+//! 1. pops one frame of the RTP timeline from the jitter buffer, whatever packet sizes the
+//!    peer sends, and decodes it, conceals the missing ticks (Opus: from in-band FEC when the
+//!    next packet is there) or plays silence: the caller's audio;
 //! 2. if we send, sends one frame of queued agent audio (silence when there is none, which
 //!    keeps carriers from dropping the call) or the RFC 4733 packets due instead;
 //! 3. emits [`MediaEvent::Frame`] with both.
@@ -33,10 +34,11 @@
 //!   both and [`MediaStream::agent_ms_sent`] counts both. The `sent` PCM of the frame event is
 //!   the decoding of the bytes sent.
 //! * In: [`MediaEvent::Frame::caller_encoded`] is, for G.711 calls, always one frame of bytes:
-//!   the RTP payload exactly as received when the tick played a received packet (cut to one
-//!   frame if longer, completed with the encoding of the padded PCM if shorter), and the
-//!   encoding of the `caller` PCM when the tick concealed a loss or played silence (so a
-//!   consumer gets a continuous 8000 samples/s byte stream). `None` for G.722 and Opus.
+//!   the received payload bytes themselves for every span the tick played from a packet (a
+//!   30 ms packet gives 20 ms to one frame and 10 ms to the next, a 10 ms packet half a frame;
+//!   the caller's bytes go through exactly and in order), and the encoding of the `caller` PCM
+//!   for spans concealed or silent (so a consumer gets a continuous 8000 samples/s byte
+//!   stream). `None` for G.722 and Opus.
 //!
 //! RTP timestamps are `ts0 + n × frame` in RTP clock units (for G.722 the clock is 8000 while
 //! the PCM is 16000 Hz), so they are continuous across silence and jump by the elapsed time
@@ -69,8 +71,6 @@
 //!
 //! # Not done
 //!
-//! * Packets whose frame size differs from ours are decoded and cut or padded to one frame
-//!   (the jitter buffer assumes the negotiated ptime).
 //! * Opus decodes at the encoder's rate (the peer's `maxplaybackrate`), so that the caller and
 //!   sent audio share one rate; the peer's `sprop-maxcapturerate` is not used.
 //! * telephone-event durations use the 8000 Hz clock the SDP layer declares
@@ -216,9 +216,9 @@ pub enum MediaEvent {
         /// of the bytes sent (what the far end hears).
         sent: Vec<i16>,
         /// For PCMU and PCMA calls, the caller's audio as G.711 bytes, one frame
-        /// ([`MediaStream::frame_samples`] bytes): the received RTP payload untouched when
-        /// this tick played a packet, else (loss concealment, silence) the encoding of
-        /// `caller`. `None` for other codecs, and when turned off by
+        /// ([`MediaStream::frame_samples`] bytes): the received payload bytes untouched for
+        /// the spans this tick played from packets, the encoding of `caller` for spans
+        /// concealed or silent. `None` for other codecs, and when turned off by
         /// [`MediaStream::set_caller_encoded`]. See the module documentation.
         caller_encoded: Option<Vec<u8>>,
     },

@@ -8,9 +8,11 @@ use crate::media::codec::{AudioDecoder, OpusDecoder, decoder_for};
 use crate::media::dtmf::inband::InbandConfig;
 use crate::media::dtmf::rfc4733::Rfc4733ReceiverConfig;
 use crate::media::dtmf::{DtmfDetector, DtmfDetectorConfig};
-use crate::media::jitter::{ConcealCause, JitterBuffer, JitterConfig, JitterStats, Playout};
+use crate::media::jitter::{
+    Adjust, ConcealCause, JitterBuffer, JitterConfig, JitterStats, Segment, default_capacity,
+};
 use crate::media::rtp::{
-    Received, RtpDrop, RtpReceiver, RtpReceiverConfig, RtpReceiverStats, Ssrc,
+    Received, RtpDrop, RtpReceiver, RtpReceiverConfig, RtpReceiverStats, RtpTimestamp, SeqNo, Ssrc,
 };
 use crate::media::spares::Spares;
 use crate::sdp::{Codec, NegotiatedMedia, PayloadType};
@@ -45,7 +47,14 @@ pub(super) struct Receiver {
     te_pt: Option<PayloadType>,
     inband: bool,
     frame_samples: usize,
-    scratch: Vec<i16>,
+    sample_rate: u32,
+    clock_rate: u32,
+    /// The decoding of a packet spread over two frames, for the second one.
+    partial: Vec<i16>,
+    /// Which packet `partial` is (sequence number and timestamp).
+    partial_key: Option<(SeqNo, RtpTimestamp)>,
+    /// Whether that packet decoded.
+    partial_ok: bool,
     remote_ssrc: Option<Ssrc>,
     /// Payload octets of accepted packets.
     pub octets: u64,
@@ -86,12 +95,7 @@ impl Receiver {
         let mut jc = JitterConfig::new(layout.clock_rate, layout.frame());
         jc.min_delay = jitter_min;
         jc.max_delay = jitter_max;
-        if layout.frame_ns > 0 {
-            let span = (Duration::from_secs(1) + jitter_max).as_nanos();
-            jc.capacity = usize::try_from(span / u128::from(layout.frame_ns))
-                .unwrap_or(usize::MAX)
-                .max(2);
-        }
+        jc.capacity = default_capacity(jitter_max);
         let jitter = JitterBuffer::new(jc)?;
         let inband = te_pt.is_none() && INBAND_RATES.contains(&layout.sample_rate);
         let dtmf = DtmfDetector::new(DtmfDetectorConfig {
@@ -119,7 +123,11 @@ impl Receiver {
             te_pt,
             inband,
             frame_samples: layout.frame_samples,
-            scratch: Vec::with_capacity(layout.frame_samples * 2),
+            sample_rate: layout.sample_rate,
+            clock_rate: layout.clock_rate,
+            partial: Vec::new(),
+            partial_key: None,
+            partial_ok: false,
             remote_ssrc: None,
             octets: 0,
             decode_errors: 0,
@@ -163,11 +171,13 @@ impl Receiver {
         if rec.new_stream {
             match self.remote_ssrc {
                 Some(old) if old != p.ssrc => {
+                    self.partial_key = None;
                     self.jitter.new_stream();
                     self.dtmf.new_rtp_stream();
                     out.push_back(MediaOutput::Event(MediaEvent::SsrcChanged { ssrc: p.ssrc }));
                 }
                 Some(_) => {
+                    self.partial_key = None;
                     self.jitter.new_stream();
                     self.dtmf.new_rtp_stream();
                 }
@@ -186,13 +196,23 @@ impl Receiver {
                 Err(_) => self.dtmf_errors += 1,
             }
         } else {
-            self.jitter
-                .push(now, p.seq, p.timestamp, p.marker, p.payload);
+            match self.decoder.payload_duration(p.payload) {
+                Ok(ticks) => {
+                    self.jitter
+                        .push(now, p.seq, p.timestamp, p.marker, p.payload, ticks);
+                }
+                Err(_) => self.decode_errors += 1,
+            }
         }
     }
 
     /// One frame tick at `at`: the caller's audio for this frame, exactly one frame long, and
     /// for G.711 calls the caller's bytes for it (see [`super::MediaEvent::Frame`]).
+    ///
+    /// The jitter buffer says which ticks of which packets make up the frame, whatever their
+    /// sizes; a packet spread over two frames is decoded once, when its first part plays, and
+    /// the rest kept for the next frame. G.711 bytes are the payloads' own, slice for slice;
+    /// only concealed and silent spans are encoded.
     pub fn tick(
         &mut self,
         at: Instant,
@@ -202,71 +222,120 @@ impl Receiver {
         let mut pcm = self.pcm_pool.take().unwrap_or_default();
         pcm.clear();
         pcm.reserve(n);
-        // The payload played as it is, if any (not on concealment or a decode error).
-        let mut played: Option<&[u8]> = None;
-        match self.jitter.pop(at) {
-            Playout::Frame(f) => {
-                if self.decoder.decode(f.payload, &mut pcm).is_err() {
-                    self.decode_errors += 1;
-                    pcm.clear();
-                    let _ = self.decoder.conceal(n, &mut pcm);
-                } else {
-                    played = Some(f.payload);
-                }
-            }
-            Playout::Compress(a, b) => {
-                // Keep the decoder state continuous, play only the later frame.
-                self.scratch.clear();
-                if self.decoder.decode(a.payload, &mut self.scratch).is_err() {
-                    self.decode_errors += 1;
-                }
-                if self.decoder.decode(b.payload, &mut pcm).is_err() {
-                    self.decode_errors += 1;
-                    pcm.clear();
-                    let _ = self.decoder.conceal(n, &mut pcm);
-                } else {
-                    played = Some(b.payload);
-                }
-            }
-            Playout::Conceal { next, cause, .. } => {
-                // FEC only for a frame that is really missing: a stretch frame has no packet
-                // of its own, and the next packet's FEC data is the frame already played.
-                let recovered = match (cause, next) {
-                    (ConcealCause::Missing, Some(f)) => {
-                        matches!(self.decoder.decode_fec(f.payload, n, &mut pcm), Ok(true))
+        let law = self.law.filter(|_| self.encoded_frames);
+        let mut bytes = law.map(|_| {
+            let mut b = self.byte_pool.take().unwrap_or_default();
+            b.clear();
+            b
+        });
+        let sr = u64::from(self.sample_rate);
+        let cr = u64::from(self.clock_rate).max(1);
+        let playout = self.jitter.pop(at);
+        let compress = playout.adjust() == Adjust::Compress;
+        // Ticks of the timeline covered so far this frame: segment boundaries in samples are
+        // computed from it, so the segments tile the frame exactly at any rate ratio.
+        let mut t: u64 = 0;
+        for seg in playout.segments() {
+            let len = match seg {
+                Segment::Audio { len, .. }
+                | Segment::Conceal { len, .. }
+                | Segment::Silence { len } => u64::from(len),
+            };
+            let s0 = t * sr / cr;
+            t += len;
+            let count = usize::try_from(t * sr / cr - s0).unwrap_or(0);
+            let start = pcm.len();
+            // The payload bytes that are this span, if it played a packet as received.
+            let mut raw: Option<&[u8]> = None;
+            match seg {
+                Segment::Audio {
+                    packet,
+                    offset,
+                    len,
+                } => {
+                    let decoded = if offset == 0 && len == packet.duration {
+                        // The whole packet in this frame: decode straight into the frame.
+                        match self.decoder.decode(packet.payload, &mut pcm) {
+                            Ok(()) => true,
+                            Err(_) => {
+                                pcm.truncate(start);
+                                false
+                            }
+                        }
+                    } else {
+                        let key = (packet.seq, packet.ts);
+                        if self.partial_key != Some(key) {
+                            self.partial.clear();
+                            self.partial_ok = self
+                                .decoder
+                                .decode(packet.payload, &mut self.partial)
+                                .is_ok();
+                            self.partial_key = Some(key);
+                        }
+                        if self.partial_ok {
+                            let from = usize::try_from(u64::from(offset) * sr / cr).unwrap_or(0);
+                            let part = self.partial.get(from..).unwrap_or_default();
+                            pcm.extend_from_slice(part.get(..count).unwrap_or(part));
+                        }
+                        self.partial_ok
+                    };
+                    if decoded {
+                        let (o, l) = (offset as usize, len as usize);
+                        raw = packet.payload.get(o..o + l);
+                    } else {
+                        self.decode_errors += 1;
+                        let _ = self.decoder.conceal(count, &mut pcm);
                     }
-                    _ => false,
-                };
-                if recovered {
-                    self.fec_recovered += 1;
-                } else {
-                    pcm.clear();
-                    if self.decoder.conceal(n, &mut pcm).is_err() {
-                        pcm.clear();
+                }
+                Segment::Conceal { cause, next, .. } => {
+                    // FEC only for a span that is really missing: a stretch has no packet of
+                    // its own, and the next packet's FEC data is audio already played.
+                    let recovered = match (cause, next) {
+                        (ConcealCause::Missing, Some(f)) => matches!(
+                            self.decoder.decode_fec(f.payload, count, &mut pcm),
+                            Ok(true)
+                        ),
+                        _ => false,
+                    };
+                    if recovered {
+                        self.fec_recovered += 1;
+                    } else {
+                        pcm.truncate(start);
+                        if self.decoder.conceal(count, &mut pcm).is_err() {
+                            pcm.truncate(start);
+                        }
                     }
                 }
+                Segment::Silence { .. } => {}
             }
-            Playout::Silence { .. } => {}
+            pcm.resize(start + count, 0);
+            if let (Some(law), Some(bytes)) = (law, bytes.as_mut()) {
+                match raw.filter(|r| r.len() == count) {
+                    Some(r) => bytes.extend_from_slice(r),
+                    None => law.encode_into(pcm.get(start..).unwrap_or_default(), bytes),
+                }
+            }
+        }
+        if compress {
+            // Two frames of the timeline in one slot: play the later one (the decoder state
+            // stayed continuous through both).
+            let extra = pcm.len().saturating_sub(n);
+            pcm.drain(..extra);
+            if let Some(b) = bytes.as_mut() {
+                let extra = b.len().saturating_sub(n);
+                b.drain(..extra);
+            }
         }
         pcm.resize(n, 0);
-        let encoded = self.law.filter(|_| self.encoded_frames).map(|law| {
-            let mut bytes = self.byte_pool.take().unwrap_or_default();
-            bytes.clear();
-            // The payload as received, cut to one frame like the PCM; the rest of the frame
-            // (all of it when nothing was played) is the encoding of the PCM.
-            let raw = played.unwrap_or_default();
-            let raw = raw.get(..n).unwrap_or(raw);
-            bytes.extend_from_slice(raw);
-            let rest = pcm.get(raw.len()..).unwrap_or_default();
-            law.encode_into(rest, &mut bytes);
-            bytes
-        });
+        if let (Some(law), Some(b)) = (law, bytes.as_mut()) {
+            b.resize(n, law.silence());
+        }
         if self.inband {
             for d in self.dtmf.handle_audio(at, &pcm) {
                 out.push_back(MediaOutput::Event(MediaEvent::Dtmf(d)));
             }
         }
-        (pcm, encoded)
+        (pcm, bytes)
     }
 
     /// A SIP INFO DTMF body.
