@@ -135,6 +135,7 @@ fn delta(a: &JitterStats, b: &JitterStats) -> JitterStats {
         concealed: b.concealed - a.concealed,
         expanded: b.expanded - a.expanded,
         compressed: b.compressed - a.compressed,
+        removed: b.removed - a.removed,
         silence: b.silence - a.silence,
         late: b.late - a.late,
         duplicate: b.duplicate - a.duplicate,
@@ -295,11 +296,11 @@ fn simulate_with(sc: &Scenario, cfg: JitterConfig) -> Run {
                 Segment::Silence { len } => Out::Silence(len),
             });
         }
-        let want = match playout.adjust() {
-            Adjust::Compress => 2 * spf,
-            _ => spf,
-        };
-        assert_eq!(u64::from(playout.ticks()), want, "pop {j} covers its frame");
+        let ticks = u64::from(playout.ticks());
+        match playout.adjust() {
+            Adjust::Compress => assert!(ticks > spf && ticks <= 2 * spf, "pop {j}: {ticks}"),
+            _ => assert_eq!(ticks, spf, "pop {j} covers its frame"),
+        }
         pops.push((playout.adjust(), segs));
         stats.push(jb.stats());
     }
@@ -341,9 +342,15 @@ fn ms(d: Duration) -> f64 {
 
 /// The current delay of every frame after `from_s` stays within target + one frame.
 fn assert_delay_bounded(run: &Run, from_s: f64) {
+    assert_delay_bounded_by(run, from_s, 0.0);
+}
+
+/// [`assert_delay_bounded`] with `slack_ms` more: a drifting sender's delay grows a little
+/// past the band (and a shrinking target moves the band) until the next compression is due.
+fn assert_delay_bounded_by(run: &Run, from_s: f64, slack_ms: f64) {
     for (i, s) in run.stats.iter().enumerate().skip((from_s * 50.0) as usize) {
         assert!(
-            ms(s.current_delay) <= ms(s.target_delay) + 20.0 + 0.2,
+            ms(s.current_delay) <= ms(s.target_delay) + 20.0 + slack_ms + 0.01,
             "frame {i}: delay {:?} over target {:?} + a frame",
             s.current_delay,
             s.target_delay
@@ -710,14 +717,11 @@ fn sender_clock_fast_by_0_1_percent_is_compressed_away() {
         assert_eq!(steady.underruns, 0);
         assert_eq!(steady.concealed, 0);
         // 0.1 % of 580 s is 580 ms = 29 frames to remove.
-        assert!(
-            (25..=35).contains(&steady.compressed),
-            "compressed {}",
-            steady.compressed
-        );
+        let removed = steady.removed / SPF;
+        assert!((25..=35).contains(&removed), "removed {removed} frames");
         // The buffer stays bounded: the delay stays within its band around the target.
         assert!(run.max_buffered <= 5, "max buffered {}", run.max_buffered);
-        assert_delay_bounded(&run, 10.0);
+        assert_delay_bounded_by(&run, 10.0, 2.5);
         assert!(
             (700.0..=1300.0).contains(&steady.drift_ppm),
             "drift {} ppm",
@@ -932,7 +936,7 @@ fn duplicates_and_late_packets_are_counted_and_dropped() {
     assert!(end.concealed > 50 * SPF, "concealed {}", end.concealed);
     assert_eq!(
         end.played + end.concealed + end.silence + end.expanded,
-        (end.frames + end.compressed) * SPF
+        end.frames * SPF + end.removed
     );
 
     let mut jb = JitterBuffer::new(JitterConfig::new(RATE, FRAME)).unwrap();
@@ -950,6 +954,7 @@ fn arbitrary_input_never_panics_and_counts_add_up() {
     let mut jb = JitterBuffer::new(JitterConfig::new(RATE, FRAME)).unwrap();
     let t0 = Instant::now();
     let mut now = t0;
+
     for _ in 0..100_000 {
         now += Duration::from_micros(rng.gen_range(0..30_000));
         if rng.gen_bool(0.5) {
@@ -969,18 +974,18 @@ fn arbitrary_input_never_panics_and_counts_add_up() {
             jb.push(now, seq, ts, rng.gen_bool(0.05), &vec![0u8; len], ticks);
         } else {
             let p = jb.pop(now);
-            let want = if p.adjust() == Adjust::Compress {
-                2 * SPF
+            let ticks = u64::from(p.ticks());
+            if p.adjust() == Adjust::Compress {
+                assert!(ticks > SPF && ticks <= 2 * SPF);
             } else {
-                SPF
-            };
-            assert_eq!(u64::from(p.ticks()), want);
+                assert_eq!(ticks, SPF);
+            }
         }
     }
     let s = jb.stats();
     assert_eq!(
         s.played + s.concealed + s.silence + s.expanded,
-        (s.frames + s.compressed) * SPF
+        s.frames * SPF + s.removed
     );
     assert!(s.buffered <= jb.config().capacity);
     assert!(

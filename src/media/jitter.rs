@@ -27,16 +27,19 @@
 //! The *playout position* is the timeline tick the next frame starts at. At a talkspurt start
 //! (after silence, or the first packet) it is the first packet's timestamp, taken when that
 //! packet has waited the target delay. During speech the *current delay*
-//! `now - position - base` is kept in the band `target - frame/4 ..= target + 3/4 frame` by
+//! `now - position - base` is kept in the band `target - frame/4 ..= target + frame` by
 //! one-frame corrections, at most every [`JitterConfig::adjust_interval`] frames: a
 //! [`Adjust::Stretch`] (the frame is synthesised and the position stays: the caller
-//! time-stretches or conceals) or an [`Adjust::Compress`] (two frames of the timeline in one
-//! slot: the caller time-compresses or drops one). Clock drift needs nothing else: a sender
+//! time-stretches or conceals) or an [`Adjust::Compress`] (up to two frames of the timeline,
+//! as much as is buffered, in one slot: the caller time-compresses or keeps the last frame). Clock drift needs nothing else: a sender
 //! clock that runs fast makes `r` fall, the base follows, and the excess shows as current delay
 //! above the target, which is removed a frame at a time (and added back for a slow sender). The
 //! drift is also estimated for the stats. A stretch happens only at a packet boundary (or with
 //! the next packet not there yet), so that the concealment continues the audio actually
-//! played. The delay added to a frame is thus at most the target plus one frame.
+//! played. The delay added to a frame is thus at most the target plus one frame (plus, with
+//! a drifting sender clock or a shrinking target, what they move in the few frames until the
+//! next compression is allowed). A talkspurt starts within that band: the first packet plays
+//! at the first frame after it has waited `target - frame/4`.
 //!
 //! A span of the timeline no packet covers is concealed, exactly that many ticks
 //! ([`ConcealCause::Missing`]); after [`JitterConfig::max_conceal_frames`] frames of it in a
@@ -68,12 +71,16 @@ pub const SHRINK_RATE: f64 = 0.03;
 /// frame of margin over the delays it covers.
 pub const LOW_SLACK_DIVISOR: i64 = 4;
 
+/// A compression removes at least `frame / MIN_COMPRESS_DIVISOR` of delay.
+pub const MIN_COMPRESS_DIVISOR: i64 = 8;
+
 /// A sequence-number jump (either way) beyond which the buffer assumes a new stream.
 pub const RESYNC_SEQ_JUMP: i64 = 1000;
 
 /// A change of relative transit beyond which the buffer assumes a new timeline (a sender
-/// that restarted its timestamps).
-pub const RESYNC_TRANSIT: Duration = Duration::from_secs(3);
+/// that restarted its timestamps): the receiver's plausibility bound, which lets such a
+/// packet through once the next one in sequence confirms it.
+pub const RESYNC_TRANSIT: Duration = crate::media::rtp::MAX_TRANSIT_JUMP;
 
 /// Interval of arrival time between two clock-drift estimates.
 pub const DRIFT_PERIOD: Duration = Duration::from_secs(20);
@@ -182,8 +189,8 @@ pub enum ConcealCause {
 pub enum Adjust {
     /// One frame of the timeline in one frame slot.
     None,
-    /// Two frames of the timeline in one slot: the caller time-compresses them or drops
-    /// one. The delay falls by one frame.
+    /// More than one frame of the timeline (up to two) in one slot: the caller
+    /// time-compresses it or keeps the last frame of it. The delay falls by the excess.
     Compress,
     /// One frame synthesised without consuming the timeline. The delay grows by one frame.
     Stretch,
@@ -238,7 +245,7 @@ impl<'a> Playout<'a> {
         jb.segs.iter().map(move |s| jb.segment(*s))
     }
 
-    /// The ticks the segments cover: one frame, two for [`Adjust::Compress`].
+    /// The ticks the segments cover: one frame, up to two for [`Adjust::Compress`].
     pub fn ticks(&self) -> u32 {
         self.jb.segs.iter().map(|s| s.len()).sum()
     }
@@ -277,8 +284,10 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Ticks inserted to grow the delay ([`Adjust::Stretch`]).
     pub expanded: u64,
-    /// Compressions (each removes one frame of delay).
+    /// Compressions.
     pub compressed: u64,
+    /// Ticks of delay the compressions removed (up to a frame each).
+    pub removed: u64,
     /// Ticks of silence.
     pub silence: u64,
     /// Packets queued.
@@ -522,7 +531,7 @@ impl JitterBuffer {
     }
 
     /// What to play for the frame slot starting at `now`; call once per frame. The segments
-    /// of the answer cover one frame of the timeline, two on [`Adjust::Compress`].
+    /// of the answer cover one frame of the timeline, up to two on [`Adjust::Compress`].
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         self.release();
         self.segs.clear();
@@ -556,12 +565,17 @@ impl JitterBuffer {
         } else {
             let err = ideal - self.pos;
             let may_adjust = self.since_adjust >= self.cfg.adjust_interval;
-            if may_adjust && err > spf - slack && self.covered() >= 2 * spf {
+            // Compress by up to a frame: as much as is buffered beyond this frame (with
+            // 30 ms packets that may be 10 ms), so that the delay never waits above the band
+            // for two whole frames to be buffered.
+            let extra = (self.covered() - spf).min(spf);
+            if may_adjust && err > spf && extra >= spf / MIN_COMPRESS_DIVISOR {
                 self.adjust = Adjust::Compress;
                 self.since_adjust = 0;
                 self.stats.compressed += 1;
+                self.stats.removed += extra.unsigned_abs();
                 self.note_delay(arrival - self.pos - base);
-                self.fill(2 * spf);
+                self.fill(spf + extra);
                 return Playout { jb: self };
             }
             // Not in the middle of a packet: its decoding is already ahead of the position.

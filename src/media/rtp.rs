@@ -42,6 +42,15 @@ pub const MAX_DROPOUT: u16 = 3000;
 /// Largest backward sequence step still taken as reordering (RFC 3550 A.1 `MAX_MISORDER`).
 pub const MAX_MISORDER: u16 = 100;
 
+/// A change of relative transit time (arrival minus timestamp) beyond which an audio packet
+/// of the current source is implausible: its timestamp does not belong to the stream's
+/// timeline. RFC 3550 A.1 confirms a sequence-number jump by a second packet in sequence;
+/// voxline treats a timestamp jump the same way, so that one stray packet with the stream's
+/// SSRC (garbage, a replay) touches neither the jitter nor the loss figures nor the jitter
+/// buffer, while a sender that really restarted its timestamps is followed from its second
+/// packet.
+pub const MAX_TRANSIT_JUMP: Duration = Duration::from_secs(3);
+
 /// Number of sequence numbers (RFC 3550 A.1 `RTP_SEQ_MOD`).
 pub const RTP_SEQ_MOD: u32 = 1 << 16;
 
@@ -351,6 +360,10 @@ pub enum RtpDrop {
     /// A packet from a new SSRC still on probation.
     #[error("new SSRC on probation")]
     Probation,
+    /// An audio packet whose timestamp is more than [`MAX_TRANSIT_JUMP`] off the stream's
+    /// timeline, not (yet) confirmed by the next packet in sequence.
+    #[error("timestamp off the stream's timeline")]
+    Implausible,
 }
 
 /// A packet [`RtpReceiver::receive`] accepted.
@@ -388,6 +401,10 @@ pub struct RtpReceiverStats {
     pub jump: u64,
     /// Packets of a new SSRC during probation.
     pub probation: u64,
+    /// Audio packets whose timestamp was off the stream's timeline ([`MAX_TRANSIT_JUMP`]).
+    pub implausible: u64,
+    /// Timeline restarts of the same SSRC: a timestamp jump confirmed by the next packet.
+    pub timeline_restarts: u64,
     /// Accepted packets that arrived out of order (behind the highest sequence number).
     pub reordered: u64,
     /// Accepted packets with the marker bit.
@@ -396,6 +413,38 @@ pub struct RtpReceiverStats {
     pub ssrc_changes: u64,
     /// Sequence restarts of the same SSRC (two in-order packets after a jump, RFC 3550 A.1).
     pub restarts: u64,
+}
+
+/// Packets expected and lost over every source and sequence restart of a stream: the
+/// figures of [`LossStats`] (which restart with each source, as RFC 3550 reports require)
+/// summed over the stream's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossTotals {
+    /// Packets expected.
+    pub expected: u64,
+    /// Distinct packets received.
+    pub received: u64,
+    /// Packets lost (expected - received, at least 0 per source).
+    pub lost: u64,
+}
+
+impl LossTotals {
+    /// The sum of two totals.
+    pub fn plus(self, other: LossTotals) -> LossTotals {
+        LossTotals {
+            expected: self.expected + other.expected,
+            received: self.received + other.received,
+            lost: self.lost + other.lost,
+        }
+    }
+
+    fn of(l: &LossStats) -> LossTotals {
+        LossTotals {
+            expected: l.expected,
+            received: l.received,
+            lost: l.cumulative_lost,
+        }
+    }
 }
 
 /// Loss figures for the current source (RFC 3550 A.3).
@@ -419,6 +468,8 @@ pub struct RtpReceiver {
     source: Option<Source>,
     candidate: Option<Candidate>,
     stats: RtpReceiverStats,
+    /// Loss figures of the sources and sequence runs before the current one.
+    finished: LossTotals,
 }
 
 impl RtpReceiver {
@@ -429,6 +480,7 @@ impl RtpReceiver {
             source: None,
             candidate: None,
             stats: RtpReceiverStats::default(),
+            finished: LossTotals::default(),
         }
     }
 
@@ -460,6 +512,9 @@ impl RtpReceiver {
             if current.is_none() {
                 self.source = Some(Source::new(packet.ssrc, packet.seq));
             } else if self.probation_passed(packet.ssrc, packet.seq) {
+                if let Some(old) = &self.source {
+                    self.finished = self.finished.plus(old.totals());
+                }
                 self.source = Some(Source::new(packet.ssrc, packet.seq));
                 self.stats.ssrc_changes += 1;
                 self.candidate = None;
@@ -474,7 +529,38 @@ impl RtpReceiver {
             return Err(RtpDrop::Probation);
         };
 
-        let ext_seq = if new_stream {
+        // The timestamp must fit the stream's timeline before anything is counted. Packets
+        // the sequence check drops anyway (duplicates, old ones, jumps) keep their A.1 label.
+        let transit =
+            is_audio.then(|| source.transit(now, packet.timestamp, self.config.clock_rate));
+        let max = source.ext_max as u16;
+        let (ahead, behind) = (
+            packet.seq.0.wrapping_sub(max),
+            max.wrapping_sub(packet.seq.0),
+        );
+        let counted = ahead != 0 && (ahead < MAX_DROPOUT || behind <= MAX_MISORDER);
+        if let (Some(transit), Some(last), false, true) =
+            (transit, source.last_transit, new_stream, counted)
+        {
+            let max_jump = ticks(MAX_TRANSIT_JUMP, self.config.clock_rate).saturating_mul(SUBTICKS);
+            if transit.wrapping_sub(last).unsigned_abs() > max_jump {
+                let confirmed = source.suspect.is_some_and(|(seq, t)| {
+                    packet.seq == seq.next() && transit.wrapping_sub(t).unsigned_abs() <= max_jump
+                });
+                if !confirmed {
+                    source.suspect = Some((packet.seq, transit));
+                    self.stats.implausible += 1;
+                    return Err(RtpDrop::Implausible);
+                }
+                // Two packets in sequence on a new timeline: the sender restarted it.
+                source.suspect = None;
+                source.last_transit = None;
+                self.stats.timeline_restarts += 1;
+                new_stream = true;
+            }
+        }
+
+        let ext_seq = if new_stream && source.received == 0 {
             source.ext_max
         } else {
             match source.update_seq(packet.seq) {
@@ -503,8 +589,8 @@ impl RtpReceiver {
             }
         };
         source.received += 1;
-        if is_audio {
-            source.update_jitter(now, packet.timestamp, self.config.clock_rate);
+        if let Some(transit) = transit {
+            source.update_jitter(transit);
         }
         self.stats.accepted += 1;
         if packet.marker {
@@ -529,17 +615,27 @@ impl RtpReceiver {
 
     /// Interarrival jitter of the current source in timestamp units (RFC 3550 A.8).
     pub fn jitter(&self) -> u32 {
-        self.source.as_ref().map_or(0, |s| s.jitter_q4 >> 4)
+        self.source.as_ref().map_or(0, |s| s.jitter_q8 >> 8)
     }
 
-    /// Interarrival jitter of the current source as a duration.
+    /// Interarrival jitter of the current source as a duration, with the fraction of a
+    /// timestamp unit the estimate holds: a 0.05 ms jitter on an 8 kHz stream is not
+    /// rounded to 0.
     pub fn jitter_duration(&self) -> Duration {
-        ticks_to_duration(u64::from(self.jitter()), self.config.clock_rate)
+        let q8 = self.source.as_ref().map_or(0, |s| s.jitter_q8);
+        ticks_to_duration(u64::from(q8), self.config.clock_rate.saturating_mul(256))
     }
 
     /// Loss figures of the current source (RFC 3550 A.3), if any packet was accepted.
     pub fn loss(&self) -> Option<LossStats> {
         self.source.as_ref().map(Source::loss)
+    }
+
+    /// Loss figures over every source and sequence restart so far.
+    pub fn loss_totals(&self) -> LossTotals {
+        self.source
+            .as_ref()
+            .map_or(self.finished, |s| self.finished.plus(s.totals()))
     }
 
     /// Records a sender report from `ssrc` that arrived at `now` carrying NTP time `ntp`, for
@@ -584,7 +680,7 @@ impl RtpReceiver {
                 .unwrap_or(i32::MAX)
                 .min(ReportBlock::MAX_CUMULATIVE_LOST),
             ext_highest_seq: loss.ext_highest_seq,
-            jitter: s.jitter_q4 >> 4,
+            jitter: s.jitter_q8 >> 8,
             lsr,
             dlsr,
         })
@@ -608,6 +704,14 @@ impl RtpReceiver {
             .as_ref()
             .is_some_and(|c| c.count >= self.config.ssrc_probation.max(1))
     }
+}
+
+/// Transit times are measured in this many parts of a timestamp unit.
+const SUBTICKS: u32 = 16;
+
+/// `d` in ticks at `clock_rate`.
+fn ticks(d: Duration, clock_rate: u32) -> u32 {
+    u32::try_from(d.as_nanos() * u128::from(clock_rate) / 1_000_000_000).unwrap_or(u32::MAX)
 }
 
 /// Converts RTP ticks at `clock_rate` into a duration (zero for a zero rate).
@@ -645,11 +749,18 @@ struct Source {
     expected_prior: u64,
     received_prior: u64,
     /// Jitter × 16 (A.8 fixed point).
-    jitter_q4: u32,
+    /// The jitter in timestamp units × 256: A.8's estimate × 16 in fixed point, over transit
+    /// times measured in sixteenths of a unit.
+    jitter_q8: u32,
     /// Arrival-time origin for the jitter computation.
     epoch: Option<Instant>,
     /// Previous relative transit time in ticks (A.8).
     last_transit: Option<i32>,
+    /// The last packet off the timeline (sequence number, transit), waiting to be confirmed
+    /// by the next one in sequence.
+    suspect: Option<(SeqNo, i32)>,
+    /// Loss figures of the sequence runs before a restart.
+    prior: LossTotals,
     last_sr: Option<(u32, Instant)>,
 }
 
@@ -674,15 +785,18 @@ impl Source {
             received: 0,
             expected_prior: 0,
             received_prior: 0,
-            jitter_q4: 0,
+            jitter_q8: 0,
             epoch: None,
             last_transit: None,
+            suspect: None,
+            prior: LossTotals::default(),
             last_sr: None,
         }
     }
 
     /// RFC 3550 A.1 `init_seq` after a restart: cycles start again at 0.
     fn restart(&mut self, seq: SeqNo) {
+        self.prior = self.prior.plus(LossTotals::of(&self.loss()));
         let ext = u32::from(seq.0);
         self.ext_max = ext;
         self.base_ext = ext;
@@ -744,20 +858,33 @@ impl Source {
         }
     }
 
-    /// RFC 3550 A.8: J += (|D| - J) / 16, in timestamp units.
-    fn update_jitter(&mut self, now: Instant, ts: RtpTimestamp, clock_rate: u32) {
+    /// The relative transit time of a packet with timestamp `ts` arriving at `now`
+    /// (RFC 3550 A.8), in [`SUBTICKS`]ths of a timestamp unit so that arrival times finer
+    /// than a unit count; only differences matter, so wrapping is fine.
+    fn transit(&mut self, now: Instant, ts: RtpTimestamp, clock_rate: u32) -> i32 {
         let epoch = *self.epoch.get_or_insert(now);
         let since = now.saturating_duration_since(epoch);
-        // Arrival time in timestamp units; only differences matter, so wrapping is fine.
-        let arrival = (since.as_nanos() * u128::from(clock_rate) / 1_000_000_000) as u32;
-        let transit = arrival.wrapping_sub(ts.0) as i32;
+        let scale = u128::from(clock_rate) * u128::from(SUBTICKS);
+        let arrival = (since.as_nanos() * scale / 1_000_000_000) as u32;
+        arrival.wrapping_sub(ts.0.wrapping_mul(SUBTICKS)) as i32
+    }
+
+    /// The loss figures of this source over all its sequence runs.
+    fn totals(&self) -> LossTotals {
+        self.prior.plus(LossTotals::of(&self.loss()))
+    }
+
+    /// RFC 3550 A.8: J += (|D| - J) / 16, in timestamp units, for a packet of relative
+    /// transit `transit`.
+    fn update_jitter(&mut self, transit: i32) {
         if let Some(last) = self.last_transit {
             let d = transit.wrapping_sub(last).unsigned_abs();
-            // Fixed-point form of A.8 with J scaled by 16.
-            self.jitter_q4 = self
-                .jitter_q4
+            // J += (|D| - J) / 16 with J × 256 kept and D in sixteenths: the fixed-point
+            // form of A.8 one fraction finer.
+            self.jitter_q8 = self
+                .jitter_q8
                 .saturating_add(d)
-                .saturating_sub((self.jitter_q4 + 8) >> 4);
+                .saturating_sub((self.jitter_q8 + 8) >> 4);
         }
         self.last_transit = Some(transit);
     }

@@ -329,10 +329,15 @@ pub struct MediaStats {
     pub packets_received: u64,
     /// RTP payload octets accepted.
     pub bytes_received: u64,
-    /// Packets expected from the current source (RFC 3550 A.3).
+    /// Packets expected over the whole call (RFC 3550 A.3 per source, summed over every SSRC,
+    /// sequence restart and re-INVITE).
     pub packets_expected: u64,
-    /// Packets lost from the current source (RFC 3550 A.3).
+    /// Packets lost over the whole call (summed like `packets_expected`).
     pub packets_lost: u64,
+    /// Packets expected from the current source (RFC 3550 A.3): what RTCP reports.
+    pub source_packets_expected: u64,
+    /// Packets lost from the current source (RFC 3550 A.3).
+    pub source_packets_lost: u64,
     /// Fraction lost in the last RTCP interval we reported on, 0 to 1.
     pub fraction_lost: f64,
     /// Interarrival jitter in milliseconds (RFC 3550 A.8).
@@ -361,6 +366,9 @@ pub struct MediaStats {
     pub dropped_foreign: u64,
     /// Malformed RTP datagrams (short, wrong version, bad CSRC/extension/padding).
     pub dropped_malformed: u64,
+    /// Audio packets of the current SSRC whose timestamp was off the stream's timeline
+    /// (garbage or a replay; see [`crate::media::rtp::MAX_TRANSIT_JUMP`]).
+    pub dropped_implausible: u64,
     /// RTP packets of a payload type not negotiated.
     pub dropped_unknown_pt: u64,
     /// Duplicate RTP packets.
@@ -815,10 +823,12 @@ impl MediaStream {
         let jb = self.recv.jitter_stats();
         let jitter = receiver.jitter_duration();
         let rtt = self.rtcp_stats.rtt;
-        let (expected, lost) = loss.map_or((0, 0), |l| (l.expected, l.cumulative_lost));
-        // The receiver's loss count restarts with each SSRC while the accepted and late counts
-        // cover the whole call; what never played over what should have, capped at 100 %.
-        let should_have = rtp.accepted + lost;
+        let (source_expected, source_lost) =
+            loss.map_or((0, 0), |l| (l.expected, l.cumulative_lost));
+        let totals = self.recv.loss_totals();
+        let (expected, lost) = (totals.expected, totals.lost);
+        // What never played over what should have, over the whole call, capped at 100 %.
+        let should_have = totals.received + lost;
         let loss_percent = if should_have == 0 {
             0.0
         } else {
@@ -852,6 +862,8 @@ impl MediaStream {
             bytes_received: self.recv.octets,
             packets_expected: expected,
             packets_lost: lost,
+            source_packets_expected: source_expected,
+            source_packets_lost: source_lost,
             fraction_lost: f64::from(self.last_fraction_lost) / 256.0,
             jitter_ms: ms(jitter),
             rtt_ms: rtt.map(ms),
@@ -866,6 +878,7 @@ impl MediaStream {
             ssrc_changes: rtp.ssrc_changes,
             dropped_foreign: self.dropped_foreign,
             dropped_malformed: rtp.too_short + rtp.bad_version + rtp.malformed,
+            dropped_implausible: rtp.implausible,
             dropped_unknown_pt: rtp.unknown_pt,
             dropped_duplicate: rtp.duplicate + jb.duplicate,
             dropped_sequence: rtp.old + rtp.jump + rtp.probation,

@@ -12,7 +12,8 @@ use crate::media::jitter::{
     Adjust, ConcealCause, JitterBuffer, JitterConfig, JitterStats, Segment, default_capacity,
 };
 use crate::media::rtp::{
-    Received, RtpDrop, RtpReceiver, RtpReceiverConfig, RtpReceiverStats, RtpTimestamp, SeqNo, Ssrc,
+    LossTotals, Received, RtpDrop, RtpReceiver, RtpReceiverConfig, RtpReceiverStats, RtpTimestamp,
+    SeqNo, Ssrc,
 };
 use crate::media::spares::Spares;
 use crate::sdp::{Codec, NegotiatedMedia, PayloadType};
@@ -40,6 +41,8 @@ pub(super) struct Receiver {
     rtp: RtpReceiver,
     /// Counters of receivers replaced by a re-INVITE.
     rtp_prior: RtpReceiverStats,
+    /// Loss figures of receivers replaced by a re-INVITE.
+    loss_prior: LossTotals,
     jitter: JitterBuffer,
     decoder: Box<dyn AudioDecoder>,
     dtmf: DtmfDetector,
@@ -116,6 +119,7 @@ impl Receiver {
             encoded_frames: true,
             rtp,
             rtp_prior: RtpReceiverStats::default(),
+            loss_prior: LossTotals::default(),
             jitter,
             decoder,
             dtmf,
@@ -139,6 +143,7 @@ impl Receiver {
     /// Takes over the counters of the pipeline this one replaces.
     pub fn inherit(&mut self, old: &Receiver) {
         self.rtp_prior = add_stats(old.rtp_prior, old.rtp.stats());
+        self.loss_prior = old.loss_totals();
         self.octets = old.octets;
         self.decode_errors = old.decode_errors;
         self.dtmf_errors = old.dtmf_errors;
@@ -392,6 +397,11 @@ impl Receiver {
         add_stats(self.rtp_prior, self.rtp.stats())
     }
 
+    /// Loss figures over the whole stream: every source, sequence restart and receiver.
+    pub fn loss_totals(&self) -> LossTotals {
+        self.loss_prior.plus(self.rtp.loss_totals())
+    }
+
     /// The jitter buffer's statistics.
     pub fn jitter_stats(&self) -> JitterStats {
         self.jitter.stats()
@@ -415,6 +425,8 @@ fn add_stats(a: RtpReceiverStats, b: RtpReceiverStats) -> RtpReceiverStats {
         old: a.old + b.old,
         jump: a.jump + b.jump,
         probation: a.probation + b.probation,
+        implausible: a.implausible + b.implausible,
+        timeline_restarts: a.timeline_restarts + b.timeline_restarts,
         reordered: a.reordered + b.reordered,
         markers: a.markers + b.markers,
         ssrc_changes: a.ssrc_changes + b.ssrc_changes,
