@@ -42,9 +42,7 @@ fn pcap(ulaw: &[u8], ptime_ms: usize) -> Vec<u8> {
     let per = 8 * ptime_ms;
     let mut out = Vec::new();
     // Global header: magic, v2.4, GMT offset, accuracy, snaplen, link type 1 (Ethernet).
-    for v in [0xa1b2_c3d4u32] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&0i32.to_le_bytes());

@@ -250,6 +250,30 @@ fn tcp_two_messages_in_one_write_get_two_answers() {
 }
 
 #[test]
+fn tcp_request_followed_by_garbage_in_the_same_write_is_still_answered() {
+    let mut vox = VoxlineProcess::spawn(CONFIG);
+    let mut tcp = TcpStream::connect(vox.sip_addr()).expect("connect TCP");
+    let local = tcp.local_addr().expect("local_addr");
+    let id = unique("tcp-garbage-");
+    // A well-framed OPTIONS, then a head with no Content-Length: the stream cannot be
+    // framed past it, so voxline closes the connection, but only after answering.
+    let both = format!(
+        "{}GARBAGE / NOT SIP\r\nX: y\r\n\r\n",
+        options_request("TCP", local, vox.sip_addr(), &id)
+    );
+    tcp.write_all(both.as_bytes()).expect("write");
+    let replies = read_tcp_messages(&mut tcp, 1, ANSWER);
+    assert_eq!(
+        replies.len(),
+        1,
+        "the OPTIONS was not answered: {replies:?}"
+    );
+    assert_eq!(status_code(&replies[0]), Some(200), "{}", replies[0]);
+    assert_eq!(header(&replies[0], "Call-ID", Some("i")), Some(id.as_str()));
+    assert_answers_options(&mut vox);
+}
+
+#[test]
 fn tcp_message_split_across_writes_is_reassembled_by_content_length() {
     let mut vox = VoxlineProcess::spawn(CONFIG);
     let mut tcp = TcpStream::connect(vox.sip_addr()).expect("connect TCP");

@@ -155,6 +155,9 @@ impl<H: CallHandler> Driver<H> {
                 self.tcp.insert(addr, tx);
             }
             Inbound::TcpClosed { addr } => {
+                // Answers to what came in on this connection before it closed (a request
+                // followed by garbage in the same read) go out before its sender is dropped.
+                self.drain();
                 self.tcp.remove(&addr);
             }
         }

@@ -76,6 +76,9 @@ pub async fn udp_recv_loop(
     }
 }
 
+/// How long a closing TCP connection may take to write the responses still queued.
+const TCP_DRAIN: Duration = Duration::from_secs(2);
+
 /// Accepts TCP connections.
 pub async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Inbound>, limits: Limits) {
     loop {
@@ -188,6 +191,15 @@ async fn connection(
             }
         }
     }
-    writer.abort();
+    // Answers to the messages framed before the end (a request followed by garbage in the
+    // same read, RFC 4475-style) are still owed: the driver handles those messages before
+    // the close below, queues their responses, then drops its sender, and the writer
+    // drains the queue and stops. A peer that stops reading cannot hold the task: the
+    // writer gets TCP_DRAIN at most.
+    drop(wtx);
     let _ = tx.send(Inbound::TcpClosed { addr }).await;
+    let mut writer = writer;
+    if tokio::time::timeout(TCP_DRAIN, &mut writer).await.is_err() {
+        writer.abort();
+    }
 }

@@ -11,6 +11,9 @@ use super::message::{Msg, SIP_VERSION, make_header};
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
 /// Extensions voxline supports (RFC 3262 100rel, RFC 4028 timer, RFC 3515 norefersub is not).
 pub const SUPPORTED: &str = "100rel, timer";
+
+/// The body types voxline reads (RFC 3261 §20.1): offers and answers in SDP.
+pub const ACCEPT: &str = "application/sdp";
 /// Max-Forwards on new requests (RFC 3261 §8.1.1.6).
 pub const MAX_FORWARDS: u32 = 70;
 

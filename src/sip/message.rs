@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Headers};
 
+use super::builder::{ALLOW, reason_phrase};
 use super::transport::Transport;
 
 /// The magic cookie that starts every RFC 3261 branch (RFC 3261 §8.1.1.7).
@@ -90,6 +91,20 @@ pub enum ParseError {
     /// The CSeq method differs from the request method (RFC 3261 §8.1.1.5).
     #[error("CSeq method does not match the request method")]
     CSeqMethodMismatch,
+    /// A SIP version other than 2.0 (RFC 3261 §8.2.2.3... answered 505, §21.5.16).
+    #[error("SIP version {0} is not supported")]
+    VersionNotSupported(String),
+    /// A Request-URI scheme other than sip, sips or tel (RFC 3261 §8.2.2.1: 416).
+    #[error("unsupported URI scheme in {0:.40}")]
+    UnsupportedScheme(String),
+    /// A Request-URI that is not a bare URI: in `<>`, or with headers (RFC 3261 §19.1.5
+    /// forbids headers in a Request-URI; RFC 4475 §3.1.2.7, §3.1.2.11).
+    #[error("malformed Request-URI")]
+    BadRequestUri,
+    /// A header that may appear once appears more than once (RFC 3261 §7.3.1; RFC 4475
+    /// §3.3.8).
+    #[error("more than one {0} header")]
+    DuplicateHeader(&'static str),
     /// `rsip` rejected the message.
     #[error("syntax error: {0}")]
     Syntax(String),
@@ -106,18 +121,25 @@ impl ParseError {
             }
             ParseError::BadContentLength => "Bad Request - bad Content-Length".into(),
             ParseError::CSeqMethodMismatch => "Bad Request - CSeq method mismatch".into(),
+            ParseError::DuplicateHeader(h) => format!("Bad Request - more than one {h}"),
+            ParseError::BadRequestUri => "Bad Request - malformed Request-URI".into(),
             ParseError::UnknownMethod(_) => "Not Implemented".into(),
             ParseError::TooLarge { .. } => "Message Too Large".into(),
+            ParseError::VersionNotSupported(_) => "Version Not Supported".into(),
+            ParseError::UnsupportedScheme(_) => "Unsupported URI Scheme".into(),
             _ => "Bad Request - malformed message".into(),
         }
     }
 
     /// The status code of a reply for this error: 501 for an unknown method (RFC 3261
-    /// §8.2.1), 513 for an oversized message (§21.5.14), otherwise 400.
+    /// §8.2.1), 513 for an oversized message (§21.5.14), 505 for another SIP version
+    /// (§21.5.16), 416 for an unsupported Request-URI scheme (§8.2.2.1), otherwise 400.
     pub fn status_code(&self) -> u16 {
         match self {
             ParseError::UnknownMethod(_) => 501,
             ParseError::TooLarge { .. } => 513,
+            ParseError::VersionNotSupported(_) => 505,
+            ParseError::UnsupportedScheme(_) => 416,
             _ => 400,
         }
     }
@@ -528,32 +550,159 @@ pub fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
 /// Parses a Via value (the first via-parm if several are comma-separated).
 pub fn parse_via(value: &str) -> Option<ViaInfo> {
     let first = split_list(value).into_iter().next()?;
-    let mut parts = first.splitn(2, |c: char| c.is_whitespace());
-    let proto = parts.next()?.trim();
-    let rest = parts.next()?.trim();
-    let mut proto_parts = proto.split('/');
-    let (name, ver, transport) = (
-        proto_parts.next()?,
-        proto_parts.next()?,
-        proto_parts.next()?,
-    );
-    if !name.trim().eq_ignore_ascii_case("SIP") || ver.trim() != "2.0" {
+    parse_via_value(first)
+}
+
+/// One via-parm (RFC 3261 §20.42): `sent-protocol LWS sent-by *( SEMI via-params )`, where
+/// the slashes of sent-protocol may have whitespace around them (SLASH = SWS "/" SWS, as in
+/// RFC 4475 §3.1.1.1), and every parameter has a name.
+fn parse_via_value(v: &str) -> Option<ViaInfo> {
+    let mut fields = [""; 3];
+    let mut rest = v.trim_start();
+    for (i, field) in fields.iter_mut().enumerate() {
+        if i > 0 {
+            rest = rest.trim_start().strip_prefix('/')?.trim_start();
+        }
+        let end = rest
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        *field = &rest[..end];
+        rest = &rest[end..];
+    }
+    let [name, ver, transport] = fields;
+    if !name.eq_ignore_ascii_case("SIP") || ver != "2.0" || transport.is_empty() {
         return None;
     }
+    // LWS between sent-protocol and sent-by.
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let rest = rest.trim();
     let (sent_by, params) = match rest.find(';') {
         Some(i) => (rest[..i].trim(), &rest[i..]),
         None => (rest, ""),
     };
+    let valid_params = params.split(';').skip(1).all(|p| {
+        let name = p.split('=').next().unwrap_or("").trim();
+        !name.is_empty() && name.bytes().all(is_token_char)
+    });
+    if sent_by.is_empty() || sent_by.contains(char::is_whitespace) || !valid_params {
+        return None;
+    }
     let (host, port) = split_host_port(sent_by)?;
     let rport = param_in(params, "rport").map(|v| v.parse::<u16>().ok());
     Some(ViaInfo {
-        transport: Transport::parse(transport.trim()),
+        transport: Transport::parse(transport),
         host: host.to_string(),
         port,
         branch: param_in(params, "branch").map(str::to_string),
         received: param_in(params, "received").and_then(|v| v.parse().ok()),
         rport,
     })
+}
+
+/// Whether a Via header value is a list of well-formed via-parms, with no empty element
+/// (RFC 4475 §3.1.2.1: `Via: SIP/2.0/UDP 192.0.2.15;;,;,,` is not).
+fn valid_via_list(value: &str) -> bool {
+    split_list_keeping_empty(value)
+        .into_iter()
+        .all(|v| parse_via_value(v).is_some())
+}
+
+/// Headers that may appear at most once in a message (RFC 3261 §7.3.1: only headers whose
+/// grammar is a comma-separated list may be repeated).
+const SINGLETONS: [&str; 6] = [
+    "Call-ID",
+    "CSeq",
+    "From",
+    "To",
+    "Max-Forwards",
+    "Content-Type",
+];
+
+/// A token character (RFC 3261 §25.1).
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// Checks a Request-URI before `rsip` sees it: a bare URI (no `<>`, no headers), of a scheme
+/// voxline serves.
+fn check_request_uri(uri: &str) -> Result<(), ParseError> {
+    if uri.starts_with('<') || uri.contains('>') || uri.contains('?') {
+        return Err(ParseError::BadRequestUri);
+    }
+    let scheme = uri.split(':').next().unwrap_or("");
+    if !["sip", "sips", "tel"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+    {
+        return Err(ParseError::UnsupportedScheme(uri.to_string()));
+    }
+    Ok(())
+}
+
+/// Whether a From, To or Contact value is a well-formed name-addr or addr-spec as far as
+/// voxline reads it (RFC 3261 §20.10, §25.1): quotes balanced; a `<` closed by a `>` with no
+/// whitespace just inside them (LAQUOT, RAQUOT), no unquoted comma in the display name, and
+/// only parameters after the `>`; an addr-spec without `<>` may not hold `,` or `?`
+/// (RFC 4475 §3.1.2.6, §3.1.2.13, §3.1.2.14, §3.1.2.15).
+fn valid_name_addr(value: &str) -> bool {
+    let v = value.trim();
+    let b = v.as_bytes();
+    let (mut in_quotes, mut lt, mut gt) = (false, None, None);
+    let mut comma_outside = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' if lt.is_none() => in_quotes = !in_quotes,
+            b'<' if !in_quotes && lt.is_none() => lt = Some(i),
+            b'>' if !in_quotes && lt.is_some() && gt.is_none() => gt = Some(i),
+            b',' if !in_quotes && (lt.is_none() || gt.is_some()) => comma_outside = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    if in_quotes || comma_outside {
+        return false;
+    }
+    match (lt, gt) {
+        (Some(l), Some(g)) => {
+            let inside_ok = b.get(l + 1).is_some_and(|c| !c.is_ascii_whitespace())
+                && b.get(g - 1).is_some_and(|c| !c.is_ascii_whitespace());
+            let after = v[g + 1..].trim_start();
+            inside_ok && (after.is_empty() || after.starts_with(';'))
+        }
+        (Some(_), None) => false,
+        (None, _) => {
+            let spec = v.split(';').next().unwrap_or("").trim();
+            !spec.contains(['?', '>', ',']) && !spec.contains(char::is_whitespace)
+        }
+    }
+}
+
+/// Splits a header value at top-level commas, keeping empty elements.
+fn split_list_keeping_empty(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut in_quotes, mut in_angle, mut start) = (false, false, 0);
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            b'<' if !in_quotes => in_angle = true,
+            b'>' if !in_quotes => in_angle = false,
+            b',' if !in_quotes && !in_angle => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(value.get(start..).unwrap_or("").trim());
+    out
 }
 
 /// Splits `host[:port]`, including `[v6]:port`.
@@ -727,7 +876,7 @@ fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ParseError> {
     let mut declared = None;
     for (i, line) in lines.iter().enumerate() {
         if i == 0 {
-            out.push_str(line.trim_end());
+            out.push_str(&start_line_for_rsip(line.trim_end()));
             out.push_str("\r\n");
             continue;
         }
@@ -739,11 +888,15 @@ fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ParseError> {
         let name = expand_compact(line[..colon].trim());
         let value = line[colon + 1..].trim();
         if name.eq_ignore_ascii_case("Content-Length") {
-            declared = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| ParseError::BadContentLength)?,
-            );
+            let n = value
+                .parse::<usize>()
+                .map_err(|_| ParseError::BadContentLength)?;
+            // Two different lengths: which one frames the body is anyone's guess (RFC 4475
+            // §3.3.9).
+            if declared.is_some_and(|d| d != n) {
+                return Err(ParseError::BadContentLength);
+            }
+            declared = Some(n);
             continue; // re-added below with the real length
         }
         let _ = write!(out, "{name}: {value}\r\n");
@@ -764,6 +917,33 @@ fn preprocess(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, ParseError> {
     Ok(v)
 }
 
+/// The start line as `rsip` can read it, meaning unchanged:
+///
+/// * a status line with an empty reason phrase (RFC 4475 §3.1.1.13: `SIP/2.0 100 `, which
+///   the grammar allows) gets the code's standard phrase;
+/// * a `;` in the user part of a Request-URI (RFC 4475 §3.1.1.9: `sip:user;par=v@host`, an
+///   unusual but valid user) is carried escaped, as `%3B`.
+fn start_line_for_rsip(line: &str) -> String {
+    let mut parts = line.splitn(3, ' ');
+    let (a, b, c) = (parts.next(), parts.next(), parts.next());
+    match (a, b, c) {
+        (Some(v), Some(code), None) if v.starts_with("SIP/") => {
+            let phrase = code.parse().map_or("Unknown", reason_phrase);
+            format!("{v} {code} {phrase}")
+        }
+        (Some(method), Some(uri), Some(ver)) if !method.starts_with("SIP/") => {
+            match (uri.find(':'), uri.rfind('@')) {
+                (Some(colon), Some(at)) if colon < at && uri[colon..at].contains(';') => {
+                    let user = uri[colon + 1..at].replace(';', "%3B");
+                    format!("{method} {}{user}{} {ver}", &uri[..=colon], &uri[at..])
+                }
+                _ => line.to_string(),
+            }
+        }
+        _ => line.to_string(),
+    }
+}
+
 fn finish_parse(pre: &[u8]) -> Result<Msg, ParseError> {
     let first_line_end = pre.iter().position(|b| *b == b'\r').unwrap_or(pre.len());
     let first = std::str::from_utf8(&pre[..first_line_end]).map_err(|_| ParseError::NotUtf8)?;
@@ -773,22 +953,37 @@ fn finish_parse(pre: &[u8]) -> Result<Msg, ParseError> {
         let method = it.next().unwrap_or("");
         let uri = it.next().unwrap_or("");
         let ver = it.next().unwrap_or("");
-        if method.is_empty() || uri.is_empty() || ver != SIP_VERSION || it.next().is_some() {
+        if method.is_empty() || uri.is_empty() || it.next().is_some() {
             return Err(ParseError::BadStartLine);
+        }
+        if ver != SIP_VERSION {
+            return Err(match ver.strip_prefix("SIP/") {
+                Some(v) if !v.is_empty() => ParseError::VersionNotSupported(ver.to_string()),
+                _ => ParseError::BadStartLine,
+            });
         }
         if method.parse::<rsip::Method>().is_err() || method.bytes().any(|b| b.is_ascii_lowercase())
         {
             return Err(ParseError::UnknownMethod(method.to_string()));
         }
+        check_request_uri(uri)?;
     }
     let inner = rsip::SipMessage::try_from(pre).map_err(|e| ParseError::Syntax(e.to_string()))?;
     let headers = match &inner {
         rsip::SipMessage::Request(r) => &r.headers,
         rsip::SipMessage::Response(r) => &r.headers,
     };
+    for name in SINGLETONS {
+        if headers_named(headers, name).nth(1).is_some() {
+            return Err(ParseError::DuplicateHeader(name));
+        }
+    }
     let via_raw = header(headers, "Via")
         .ok_or(ParseError::MissingHeader("Via"))?
         .to_string();
+    if !headers_named(headers, "Via").all(valid_via_list) {
+        return Err(ParseError::BadHeader("Via"));
+    }
     let via = parse_via(&via_raw).ok_or(ParseError::BadHeader("Via"))?;
     let from = header(headers, "From").ok_or(ParseError::MissingHeader("From"))?;
     let to = header(headers, "To").ok_or(ParseError::MissingHeader("To"))?;
@@ -798,11 +993,17 @@ fn finish_parse(pre: &[u8]) -> Result<Msg, ParseError> {
     }
     let cseq_raw = header(headers, "CSeq").ok_or(ParseError::MissingHeader("CSeq"))?;
     let cseq = parse_cseq(cseq_raw).ok_or(ParseError::BadHeader("CSeq"))?;
-    if uri_of(from).is_empty() {
+    if uri_of(from).is_empty() || !valid_name_addr(from) {
         return Err(ParseError::BadHeader("From"));
     }
-    if uri_of(to).is_empty() {
+    if uri_of(to).is_empty() || !valid_name_addr(to) {
         return Err(ParseError::BadHeader("To"));
+    }
+    let contacts_ok = headers_named(headers, "Contact")
+        .flat_map(split_list)
+        .all(|c| c == "*" || valid_name_addr(c));
+    if !contacts_ok {
+        return Err(ParseError::BadHeader("Contact"));
     }
     if let rsip::SipMessage::Request(r) = &inner
         && r.method != cseq.method
@@ -852,7 +1053,9 @@ fn build_rejection(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
     if first.starts_with("SIP/") || method.eq_ignore_ascii_case("ACK") || method.is_empty() {
         return None;
     }
-    if !first.ends_with(SIP_VERSION) {
+    let version_ok = first.ends_with(SIP_VERSION)
+        || matches!(error, ParseError::VersionNotSupported(v) if first.ends_with(v.as_str()));
+    if !version_ok {
         return None;
     }
     let mut vias = Vec::new();
@@ -875,7 +1078,9 @@ fn build_rejection(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
             _ => {}
         }
     }
-    if vias.is_empty() || from.is_none() || to.is_none() || call_id.is_none() {
+    // Without a Via there is nowhere to send the answer. A request that lacks From, To or
+    // Call-ID still gets its 400, with what it has (RFC 4475 §3.3.1).
+    if vias.is_empty() {
         return None;
     }
     let mut out = format!(
@@ -888,9 +1093,15 @@ fn build_rejection(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
         out.push_str(&v);
         out.push_str("\r\n");
     }
-    let _ = write!(out, "From: {}\r\n", from.unwrap_or_default());
-    let _ = write!(out, "To: {}\r\n", to.unwrap_or_default());
-    let _ = write!(out, "Call-ID: {}\r\n", call_id.unwrap_or_default());
+    for (name, value) in [("From", from), ("To", to), ("Call-ID", call_id)] {
+        if let Some(v) = value {
+            let _ = write!(out, "{name}: {v}\r\n");
+        }
+    }
+    if matches!(error, ParseError::UnknownMethod(_)) {
+        // RFC 3261 §8.2.1: a 501 lists the methods understood.
+        let _ = write!(out, "Allow: {ALLOW}\r\n");
+    }
     // A reply needs a CSeq; echo it when readable, else synthesise from the method.
     let cseq = cseq.unwrap_or_else(|| format!("0 {method}"));
     let _ = write!(out, "CSeq: {cseq}\r\nContent-Length: 0\r\n\r\n");

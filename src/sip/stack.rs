@@ -14,7 +14,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::auth::{Credentials, DigestClient, select_challenge};
-use super::builder::{ALLOW, RequestSpec, SUPPORTED, build_request, build_response, reason_phrase};
+use super::builder::{
+    ACCEPT, ALLOW, RequestSpec, SUPPORTED, build_request, build_response, reason_phrase,
+};
 use super::dialog::{Dialog, DialogId, Role, record_routes};
 use super::message::{self, BRANCH_MAGIC_COOKIE, Limits, Method, Msg};
 use super::registration::{
@@ -971,9 +973,12 @@ impl SipStack {
         match method {
             Method::Invite => self.on_initial_invite(now, id),
             Method::Options => {
+                if self.refuse_unsupported(now, id) {
+                    return;
+                }
                 let extra = vec![
                     ("Allow", ALLOW.to_string()),
-                    ("Accept", "application/sdp".to_string()),
+                    ("Accept", ACCEPT.to_string()),
                     ("Supported", SUPPORTED.to_string()),
                 ];
                 self.respond_server(now, id, 200, None, extra, None, None);
@@ -991,6 +996,35 @@ impl SipStack {
                 self.respond_server(now, id, 405, None, extra, None, None);
             }
         }
+    }
+
+    /// The UAS checks of RFC 3261 §8.2.2 that do not depend on the method: a Request-URI of
+    /// a scheme voxline serves (416), and only extensions it supports in Require (420, with
+    /// Unsupported; Proxy-Require is for proxies). Answers and returns true when one fails.
+    fn refuse_unsupported(&mut self, now: Instant, id: u64) -> bool {
+        let Some(req) = self.servers.get(&id).map(|e| &e.req) else {
+            return true;
+        };
+        let uri = req.request().map(|r| r.uri.to_string()).unwrap_or_default();
+        if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:")) {
+            self.respond_server(now, id, 416, None, Vec::new(), None, None);
+            return true;
+        }
+        let unsupported: Vec<String> = message::headers_named(req.headers(), "Require")
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("100rel")
+                    && !t.eq_ignore_ascii_case("timer")
+            })
+            .collect();
+        if !unsupported.is_empty() {
+            let extra = vec![("Unsupported", unsupported.join(", "))];
+            self.respond_server(now, id, 420, None, extra, None, None);
+            return true;
+        }
+        false
     }
 
     fn on_initial_invite(&mut self, now: Instant, id: u64) {
@@ -1025,24 +1059,31 @@ impl SipStack {
             self.respond_server(now, id, 483, None, Vec::new(), None, None);
             return;
         }
-        let uri = req.request().map(|r| r.uri.to_string()).unwrap_or_default();
-        if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:")) {
-            self.respond_server(now, id, 416, None, Vec::new(), None, None);
+        if self.refuse_unsupported(now, id) {
             return;
         }
-        // Require: only extensions we support (§8.2.2.3).
-        let unsupported: Vec<String> = message::headers_named(req.headers(), "Require")
+        let Some(req) = self.servers.get(&id).map(|e| &e.req) else {
+            return;
+        };
+        // Content processing (§8.2.3): a body voxline cannot read gets 415, a request that
+        // accepts no answer voxline can give gets 406; both say what voxline accepts.
+        let body_type_ok =
+            req.body().is_empty() || req.content_type().is_some_and(|t| media_type_is(t, ACCEPT));
+        let accept_ok = message::headers_named(req.headers(), "Accept")
             .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_string())
-            .filter(|t| {
-                !t.is_empty()
-                    && !t.eq_ignore_ascii_case("100rel")
-                    && !t.eq_ignore_ascii_case("timer")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .fold(None, |ok: Option<bool>, t| {
+                let this = ["application/sdp", "application/*", "*/*"]
+                    .iter()
+                    .any(|m| media_type_is(t, m));
+                Some(ok.unwrap_or(false) || this)
             })
-            .collect();
-        if !unsupported.is_empty() {
-            let extra = vec![("Unsupported", unsupported.join(", "))];
-            self.respond_server(now, id, 420, None, extra, None, None);
+            .unwrap_or(true);
+        if !body_type_ok || !accept_ok {
+            let status = if body_type_ok { 406 } else { 415 };
+            let extra = vec![("Accept", ACCEPT.to_string())];
+            self.respond_server(now, id, status, None, extra, None, None);
             return;
         }
         // Session-Expires below our Min-SE: 422 (RFC 4028 §8.1).
@@ -2894,6 +2935,14 @@ fn session_deadline(now: Instant, interval: Duration, we_refresh: bool) -> Insta
 }
 
 /// Session-Expires value and refresher param (RFC 4028 §4), also in compact form `x`.
+/// Whether a media type (with or without parameters) is `want`, case-insensitively.
+fn media_type_is(value: &str, want: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(want))
+}
+
 fn session_expires(msg: &Msg) -> Option<(u32, Option<String>)> {
     let v = msg.header("Session-Expires")?;
     let secs = v.split(';').next()?.trim().parse::<u32>().ok()?;
