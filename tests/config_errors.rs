@@ -367,6 +367,21 @@ fn zero_t1() {
 }
 
 #[test]
+fn tcp_limits_at_least_one() {
+    for key in [
+        "tcp_max_connections",
+        "tcp_max_per_source",
+        "tcp_idle_timeout_s",
+        "tcp_message_timeout_s",
+    ] {
+        assert_msg(
+            &format!("[sip]\n{key} = 0\n"),
+            &format!("voxline.toml: sip.{key}: must be at least 1 (got 0)"),
+        );
+    }
+}
+
+#[test]
 fn max_calls_at_least_one() {
     let e = assert_msg(
         "[limits]\nmax_calls = 0\n",

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -98,6 +99,11 @@ pub enum ApiStartError {
     },
 }
 
+/// The largest request body the API reads: its requests are small JSON objects. A larger
+/// one is refused with 413 once this much has arrived (at once, if its Content-Length says
+/// so).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// The router.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -110,6 +116,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/records", get(list_records))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -168,13 +175,15 @@ async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "active_calls": active }))
 }
 
-/// The request's JSON body, or a 400 saying what is wrong with it.
+/// The request's JSON body, or a 400 saying what is wrong with it (413 for a body over
+/// [`MAX_BODY_BYTES`], 415 without a JSON content type).
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(req)| req).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        )
+        let status = match e.status() {
+            s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, format!("invalid request body: {}", e.body_text()))
     })
 }
 
@@ -420,12 +429,7 @@ async fn create_call(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     authorize(&state, &headers)?;
     let req = json_body(body)?;
-    if !(req.target.starts_with("sip:") || req.target.starts_with("sips:")) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "target must be a sip: URI",
-        ));
-    }
+    check_target(&req.target).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let agent = call_agent(&state.agents, req.agent.as_deref(), req.variables)?;
     let (call, _done) = state
         .handle
@@ -437,6 +441,24 @@ async fn create_call(
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({ "id": call.0 }))))
+}
+
+/// A dial target is a `sip:` or `sips:` URI with a host, and nothing that could break out of
+/// the Request-URI or a header it is copied into (control characters, CR/LF, spaces, `<>"`).
+fn check_target(target: &str) -> Result<(), &'static str> {
+    if !(target.starts_with("sip:") || target.starts_with("sips:")) {
+        return Err("target must be a sip: URI");
+    }
+    if target
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | '"'))
+    {
+        return Err("target must not contain spaces, control characters, '<', '>' or '\"'");
+    }
+    match crate::sip::message::uri_host_port(target) {
+        Some((host, _)) if !host.is_empty() => Ok(()),
+        _ => Err("target has no host"),
+    }
 }
 
 /// The agent for `POST /calls`: the named one (default `hold`), with the request's variables.

@@ -48,6 +48,10 @@ pub(crate) struct FileSip {
     pub max_message_bytes: Option<u32>,
     pub max_headers: Option<u32>,
     pub tcp_keepalive_s: Option<u32>,
+    pub tcp_max_connections: Option<u32>,
+    pub tcp_max_per_source: Option<u32>,
+    pub tcp_idle_timeout_s: Option<u32>,
+    pub tcp_message_timeout_s: Option<u32>,
     pub session_expires_s: Option<u32>,
     pub min_se_s: Option<u32>,
 }

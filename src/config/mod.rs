@@ -100,6 +100,9 @@ pub struct SipSection {
     pub max_headers: usize,
     /// `tcp_keepalive_s`: CRLF keepalive interval on TCP (RFC 5626 §3.5.1); `None` = off.
     pub tcp_keepalive: Option<Duration>,
+    /// `tcp_max_connections`, `tcp_max_per_source`, `tcp_idle_timeout_s`,
+    /// `tcp_message_timeout_s`: limits on SIP over TCP.
+    pub tcp_limits: crate::runtime::TcpLimits,
     /// `session_expires_s`: RFC 4028 session interval we ask for; `None` = session
     /// timers off.
     pub session_expires: Option<Duration>,

@@ -265,6 +265,23 @@ impl Resolver<'_> {
             MIN_MESSAGE_BYTES,
             MAX_MESSAGE_BYTES,
         )?;
+        let tcp = crate::runtime::TcpLimits::default();
+        let tcp_max_connections = f
+            .tcp_max_connections
+            .unwrap_or(u32::try_from(tcp.max_connections).unwrap_or(u32::MAX));
+        self.at_least("sip.tcp_max_connections", tcp_max_connections, 1)?;
+        let tcp_max_per_source = f
+            .tcp_max_per_source
+            .unwrap_or(u32::try_from(tcp.max_per_source).unwrap_or(u32::MAX));
+        self.at_least("sip.tcp_max_per_source", tcp_max_per_source, 1)?;
+        let tcp_idle_timeout_s = f
+            .tcp_idle_timeout_s
+            .unwrap_or(u32::try_from(tcp.idle_timeout.as_secs()).unwrap_or(u32::MAX));
+        self.at_least("sip.tcp_idle_timeout_s", tcp_idle_timeout_s, 1)?;
+        let tcp_message_timeout_s = f
+            .tcp_message_timeout_s
+            .unwrap_or(u32::try_from(tcp.message_timeout.as_secs()).unwrap_or(u32::MAX));
+        self.at_least("sip.tcp_message_timeout_s", tcp_message_timeout_s, 1)?;
         let max_headers = f.max_headers.unwrap_or(DEFAULT_MAX_HEADERS);
         self.at_least("sip.max_headers", max_headers, MIN_HEADERS)?;
         let min_se = f.min_se_s.unwrap_or(MIN_SE_FLOOR_S);
@@ -291,6 +308,12 @@ impl Resolver<'_> {
             max_message_bytes: max_message_bytes as usize,
             max_headers: max_headers as usize,
             tcp_keepalive: secs_or_off(f.tcp_keepalive_s.unwrap_or(DEFAULT_TCP_KEEPALIVE_S)),
+            tcp_limits: crate::runtime::TcpLimits {
+                max_connections: tcp_max_connections as usize,
+                max_per_source: tcp_max_per_source as usize,
+                idle_timeout: secs(tcp_idle_timeout_s),
+                message_timeout: secs(tcp_message_timeout_s),
+            },
             session_expires: secs_or_off(session_expires),
             min_se: secs(min_se),
         })

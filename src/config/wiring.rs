@@ -82,6 +82,7 @@ impl Config {
             udp_listen: self.sip.udp_listen.clone(),
             tcp_listen: self.sip.tcp_listen.clone(),
             tcp_keepalive: self.sip.tcp_keepalive,
+            tcp_limits: self.sip.tcp_limits,
             registrations,
             keepalives,
         }

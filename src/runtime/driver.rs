@@ -26,6 +26,8 @@ pub(super) struct Driver<H: CallHandler> {
     in_tx: mpsc::Sender<Inbound>,
     counters: Arc<RuntimeCounters>,
     keepalive: Option<Duration>,
+    /// Limits and timeouts of TCP connections (those we open take their timeouts).
+    tcp_gate: net::TcpGate,
     registrations: Vec<RegistrationId>,
     /// OPTIONS keepalives: where, Request-URI, interval, next due time.
     keepalives: Vec<(Peer, String, Duration, Instant)>,
@@ -40,6 +42,7 @@ impl<H: CallHandler> Driver<H> {
         in_tx: mpsc::Sender<Inbound>,
         counters: Arc<RuntimeCounters>,
         keepalive: Option<Duration>,
+        tcp_gate: net::TcpGate,
     ) -> Self {
         let now = Instant::now();
         let seed = std::time::SystemTime::now()
@@ -55,6 +58,7 @@ impl<H: CallHandler> Driver<H> {
             in_tx,
             counters,
             keepalive,
+            tcp_gate,
             registrations: Vec::new(),
             keepalives: Vec::new(),
             epoch: (now, tokio::time::Instant::now()),
@@ -302,14 +306,14 @@ impl<H: CallHandler> Driver<H> {
                 let _ = wtx.try_send(payload);
                 self.tcp.insert(peer.addr, wtx.clone());
                 let limits = self.stack.config().limits;
-                tokio::spawn(net::connect(
-                    peer.addr,
-                    self.in_tx.clone(),
-                    wtx,
-                    wrx,
+                let conn = net::Conn {
+                    addr: peer.addr,
                     limits,
-                    self.keepalive,
-                ));
+                    keepalive: self.keepalive,
+                    timeouts: self.tcp_gate.limits(),
+                    counters: self.counters.clone(),
+                };
+                tokio::spawn(net::connect(conn, self.in_tx.clone(), wtx, wrx));
             }
         }
     }

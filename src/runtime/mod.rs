@@ -164,10 +164,37 @@ pub struct Options {
     pub tcp_listen: Vec<SocketAddr>,
     /// CRLF keepalive interval on TCP connections we opened (RFC 5626 §3.5.1).
     pub tcp_keepalive: Option<Duration>,
+    /// Limits on SIP over TCP.
+    pub tcp_limits: TcpLimits,
     /// Registrations.
     pub registrations: Vec<RegistrationSpec>,
     /// OPTIONS keepalives.
     pub keepalives: Vec<KeepaliveSpec>,
+}
+
+/// Limits on SIP over TCP: a client that opens connections and sends nothing, or trickles a
+/// message, cannot take the process's descriptors or hold them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Most connections open at once, accepted and opened.
+    pub max_connections: usize,
+    /// Most accepted connections from one IP address.
+    pub max_per_source: usize,
+    /// A connection on which nothing arrives for this long is closed.
+    pub idle_timeout: Duration,
+    /// A message whose first bytes arrived must be complete within this long.
+    pub message_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            max_per_source: 64,
+            idle_timeout: Duration::from_secs(300),
+            message_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Counters the runtime keeps besides the stack's.
@@ -177,6 +204,39 @@ pub struct RuntimeCounters {
     pub inbound_dropped: AtomicU64,
     /// Datagrams that could not be sent.
     pub send_errors: AtomicU64,
+    /// TCP connections closed at once: over the total or the per-source limit.
+    pub tcp_refused: AtomicU64,
+    /// TCP connections closed for idleness or a message that did not complete in time.
+    pub tcp_timed_out: AtomicU64,
+}
+
+/// The process's open-file limit, as found and as left by [`raise_descriptor_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorLimit {
+    /// The soft limit found at start.
+    pub soft_before: u64,
+    /// The soft limit now.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// Raises the soft open-file limit to the hard one (the common soft limit of 1024 is 500
+/// calls' worth of RTP sockets) and says what it found and left; `None` where the limit
+/// cannot be read.
+pub fn raise_descriptor_limit() -> Option<DescriptorLimit> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft_before, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let soft = if soft_before < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft_before
+    };
+    Some(DescriptorLimit {
+        soft_before,
+        soft,
+        hard,
+    })
 }
 
 /// Errors of the runtime.
@@ -225,6 +285,31 @@ pub async fn start<H: CallHandler>(
         return Err(RuntimeError::NoListener);
     }
     let counters = Arc::new(RuntimeCounters::default());
+    let mut tcp_limits = opts.tcp_limits;
+    match raise_descriptor_limit() {
+        Some(l) => {
+            tracing::info!(
+                soft_before = l.soft_before,
+                soft = l.soft,
+                hard = l.hard,
+                "open file descriptor limit"
+            );
+            // A quarter of the descriptors for SIP over TCP; the rest for media (two per
+            // call), the API and the records.
+            let share = usize::try_from(l.soft / 4).unwrap_or(usize::MAX).max(1);
+            if tcp_limits.max_connections > share {
+                tracing::warn!(
+                    configured = tcp_limits.max_connections,
+                    effective = share,
+                    descriptor_limit = l.soft,
+                    "sip.tcp_max_connections capped at a quarter of the descriptor limit"
+                );
+                tcp_limits.max_connections = share;
+            }
+        }
+        None => tracing::warn!("cannot read the open file descriptor limit"),
+    }
+    let gate = net::TcpGate::new(tcp_limits);
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let mut bound = Vec::new();
@@ -248,7 +333,13 @@ pub async fn start<H: CallHandler>(
         };
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
         bound.push((Transport::Tcp, listener.local_addr().map_err(err)?));
-        tokio::spawn(net::accept_loop(listener, in_tx.clone(), opts.stack.limits));
+        tokio::spawn(net::accept_loop(
+            listener,
+            in_tx.clone(),
+            opts.stack.limits,
+            gate.clone(),
+            counters.clone(),
+        ));
     }
     for sock in &udp_sockets {
         tokio::spawn(net::udp_recv_loop(
@@ -268,6 +359,7 @@ pub async fn start<H: CallHandler>(
         in_tx,
         counters.clone(),
         opts.tcp_keepalive,
+        gate,
     );
     let join = tokio::spawn(driver.run(
         in_rx,

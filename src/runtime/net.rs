@@ -1,14 +1,15 @@
 //! Socket tasks: UDP receive loops, the TCP accept loop and per-connection framing.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use super::{RuntimeCounters, TCP_WRITE_QUEUE, bump};
+use super::{RuntimeCounters, TCP_WRITE_QUEUE, TcpLimits, bump};
 use crate::sip::message::{Frame, Limits, StreamFramer};
 use crate::sip::{Peer, Transport};
 
@@ -79,11 +80,100 @@ pub async fn udp_recv_loop(
 /// How long a closing TCP connection may take to write the responses still queued.
 const TCP_DRAIN: Duration = Duration::from_secs(2);
 
-/// Accepts TCP connections.
-pub async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Inbound>, limits: Limits) {
+/// Admission of accepted TCP connections: a total and a per-source count, each slot held by
+/// a [`TcpSlot`] for as long as its connection lives.
+#[derive(Debug, Clone)]
+pub struct TcpGate {
+    limits: TcpLimits,
+    /// Connections open per source address, and in all. A std mutex: held for a map update,
+    /// never across an await.
+    open: Arc<Mutex<(HashMap<IpAddr, usize>, usize)>>,
+}
+
+/// One admitted connection's place; given back on drop.
+#[derive(Debug)]
+pub struct TcpSlot {
+    gate: TcpGate,
+    ip: IpAddr,
+}
+
+impl TcpGate {
+    /// A gate with these limits.
+    pub fn new(limits: TcpLimits) -> Self {
+        TcpGate {
+            limits,
+            open: Arc::new(Mutex::new((HashMap::new(), 0))),
+        }
+    }
+
+    /// The limits, timeouts included.
+    pub fn limits(&self) -> TcpLimits {
+        self.limits
+    }
+
+    /// A slot for a connection from `ip`, or `None` when the total or that source's limit is
+    /// reached.
+    pub fn admit(&self, ip: IpAddr) -> Option<TcpSlot> {
+        // A panic elsewhere while holding the lock leaves consistent counts: use them.
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let (per_source, total) = &mut *open;
+        let mine = per_source.get(&ip).copied().unwrap_or(0);
+        if *total >= self.limits.max_connections || mine >= self.limits.max_per_source {
+            return None;
+        }
+        *total += 1;
+        per_source.insert(ip, mine + 1);
+        Some(TcpSlot {
+            gate: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .gate
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (per_source, total) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_source.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_source.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Whether an accept error means the process is out of descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::errno::Errno::EMFILE as i32
+            || code == nix::errno::Errno::ENFILE as i32
+    )
+}
+
+/// Accepts TCP connections, within the gate's limits.
+pub async fn accept_loop(
+    listener: TcpListener,
+    tx: mpsc::Sender<Inbound>,
+    limits: Limits,
+    gate: TcpGate,
+    counters: Arc<RuntimeCounters>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let Some(slot) = gate.admit(addr.ip()) else {
+                    // Closed at once (dropped): the peer sees the connection end.
+                    bump(&counters.tcp_refused);
+                    tracing::debug!(%addr, "tcp connection refused: connection limit");
+                    continue;
+                };
                 let (wtx, wrx) = mpsc::channel(TCP_WRITE_QUEUE);
                 if tx
                     .send(Inbound::TcpOpened {
@@ -95,7 +185,26 @@ pub async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Inbound>, limit
                 {
                     return;
                 }
-                tokio::spawn(connection(stream, addr, tx.clone(), wtx, wrx, limits, None));
+                let conn = Conn {
+                    addr,
+                    limits,
+                    keepalive: None,
+                    timeouts: gate.limits(),
+                    counters: counters.clone(),
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    connection(stream, conn, tx, wtx, wrx).await;
+                    drop(slot);
+                });
+            }
+            Err(e) if out_of_descriptors(&e) => {
+                tracing::error!(
+                    error = %e,
+                    "out of file descriptors: a SIP over TCP connection could not be accepted \
+                     (see the descriptor limit logged at start)"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -105,17 +214,31 @@ pub async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Inbound>, limit
     }
 }
 
+/// One connection's settings.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The peer.
+    pub addr: SocketAddr,
+    /// Message limits.
+    pub limits: Limits,
+    /// CRLF keepalive interval (connections we opened).
+    pub keepalive: Option<Duration>,
+    /// Idle and message timeouts.
+    pub timeouts: TcpLimits,
+    /// Where timeouts are counted.
+    pub counters: Arc<RuntimeCounters>,
+}
+
 /// Opens an outbound TCP connection whose write queue already exists.
 pub async fn connect(
-    addr: SocketAddr,
+    conn: Conn,
     tx: mpsc::Sender<Inbound>,
     wtx: mpsc::Sender<Vec<u8>>,
     wrx: mpsc::Receiver<Vec<u8>>,
-    limits: Limits,
-    keepalive: Option<Duration>,
 ) {
+    let addr = conn.addr;
     match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => connection(stream, addr, tx, wtx, wrx, limits, keepalive).await,
+        Ok(Ok(stream)) => connection(stream, conn, tx, wtx, wrx).await,
         Ok(Err(e)) => {
             tracing::warn!(%addr, error = %e, "tcp connect failed");
             let _ = tx.send(Inbound::TcpClosed { addr }).await;
@@ -129,13 +252,18 @@ pub async fn connect(
 
 async fn connection(
     stream: TcpStream,
-    addr: SocketAddr,
+    conn: Conn,
     tx: mpsc::Sender<Inbound>,
     wtx: mpsc::Sender<Vec<u8>>,
     mut wrx: mpsc::Receiver<Vec<u8>>,
-    limits: Limits,
-    keepalive: Option<Duration>,
 ) {
+    let Conn {
+        addr,
+        limits,
+        keepalive,
+        timeouts,
+        counters,
+    } = conn;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
@@ -161,10 +289,21 @@ async fn connection(
     });
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; TCP_READ_CHUNK];
+    // When the message not yet complete began to arrive.
+    let mut partial_since: Option<tokio::time::Instant> = None;
     'read: loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let wait = match partial_since {
+            Some(t) => timeouts.message_timeout.saturating_sub(t.elapsed()),
+            None => timeouts.idle_timeout,
+        };
+        let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {
+            Err(_) => {
+                bump(&counters.tcp_timed_out);
+                tracing::debug!(%addr, partial = partial_since.is_some(), "closing tcp connection: idle or message incomplete in time");
+                break;
+            }
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => n,
         };
         framer.push(&buf[..n]);
         while let Some(frame) = framer.next_frame(&limits) {
@@ -190,6 +329,10 @@ async fn connection(
                 }
             }
         }
+        partial_since = match framer.buffered() {
+            0 => None,
+            _ => partial_since.or_else(|| Some(tokio::time::Instant::now())),
+        };
     }
     // Answers to the messages framed before the end (a request followed by garbage in the
     // same read, RFC 4475-style) are still owed: the driver handles those messages before
