@@ -124,6 +124,9 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
+/// The exit status when the SIP driver or a media worker died (sysexits' EX_SOFTWARE).
+const EXIT_TASK_DIED: u8 = 70;
+
 async fn run(
     config_path: Option<PathBuf>,
     sip_listen: Option<SocketAddr>,
@@ -184,7 +187,19 @@ async fn run(
         .await
         .context("starting HTTP")?;
     tracing::info!(addr = %bound, "serving HTTP");
-    shutdown_signal().await;
+    let death = tokio::select! {
+        _ = shutdown_signal() => None,
+        d = runtime::health::wait_for_death() => Some(d),
+    };
+    if let Some(death) = death {
+        // No graceful shutdown without a driver or with a worker gone: keep the records,
+        // exit non-zero so that a supervisor restarts voxline.
+        tracing::error!(%death, "exiting: voxline cannot serve calls");
+        if let Some(w) = records {
+            let _ = tokio::task::spawn_blocking(move || w.flush()).await;
+        }
+        return Ok(ExitCode::from(EXIT_TASK_DIED));
+    }
     tracing::info!("signal received: shutting down gracefully");
     service.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), running.driver).await;

@@ -165,14 +165,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
+async fn health(State(state): State<ApiState>) -> Response {
+    let dead = crate::runtime::health::dead();
+    if !dead.is_empty() {
+        // The SIP driver or a media worker died: voxline cannot serve calls (it is exiting).
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "failing", "dead": dead })),
+        )
+            .into_response();
+    }
     let active = state
         .handle
         .calls
         .lock()
         .map(|t| t.values().filter(|c| c.state != "ended").count())
         .unwrap_or(0);
-    Json(json!({ "status": "ok", "active_calls": active }))
+    Json(json!({
+        "status": "ok",
+        "active_calls": active,
+        "sip_driver": "running",
+        "media_workers": "running",
+    }))
+    .into_response()
 }
 
 /// The request's JSON body, or a 400 saying what is wrong with it (413 for a body over

@@ -212,7 +212,7 @@ impl Bridge {
                 action = a;
             }
         }
-        self.feed(stream);
+        self.feed(stream, now);
         action
     }
 
@@ -451,14 +451,18 @@ impl Bridge {
         )));
     }
 
-    /// Moves pending agent audio into the stream until [`FEED_AHEAD`] is queued.
-    fn feed(&mut self, stream: &mut MediaStream) {
+    /// Moves pending agent audio into the stream until [`FEED_AHEAD`] is queued beyond what
+    /// the ticks due at `now` will play.
+    fn feed(&mut self, stream: &mut MediaStream, now: Instant) {
         if self.pending.is_empty() {
             return;
         }
+        // Besides the margin, what the ticks due now will play: after a late wake-up the
+        // stream catches up several ticks at once, and each must find its audio queued.
+        let ahead = FEED_AHEAD + stream.due_audio(now);
         let bps = usize::try_from(self.format.bytes_per_sample()).unwrap_or(1);
         let frame_bytes = stream.frame_samples() * bps;
-        while !self.pending.is_empty() && stream.queued_audio() < FEED_AHEAD {
+        while !self.pending.is_empty() && stream.queued_audio() < ahead {
             let mut take = self.pending.len().min(frame_bytes);
             take -= take % bps;
             if take == 0 {

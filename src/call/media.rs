@@ -359,7 +359,13 @@ fn workers() -> &'static Pool {
         let workers = (0..n)
             .map(|i| {
                 let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-                tokio::spawn(worker(i, rx));
+                // A worker runs for the life of the process (the pool keeps its sender): any
+                // end is a death, and its calls would hear nothing.
+                crate::runtime::health::supervise(
+                    format!("media worker {i}"),
+                    tokio::spawn(worker(i, rx)),
+                    |_: &()| false,
+                );
                 tx
             })
             .collect();

@@ -39,6 +39,9 @@ const DEFAULT_MAX_HEADERS: u32 = 128;
 const MIN_HEADERS: u32 = 16;
 /// Default CRLF keepalive on TCP (RFC 5626 §4.4.1 suggests 95-120 s for TCP; 30 s
 /// keeps NAT bindings of cheap routers alive).
+/// Default `user_agent`: the product without its version, which would tell an attacker
+/// which advisories apply.
+const DEFAULT_USER_AGENT: &str = "voxline";
 const DEFAULT_TCP_KEEPALIVE_S: u32 = 30;
 /// Default session interval (RFC 4028 §4 recommends 1800 s).
 const DEFAULT_SESSION_EXPIRES_S: u32 = 1800;
@@ -241,7 +244,7 @@ impl Resolver<'_> {
         }
         let user_agent = f
             .user_agent
-            .unwrap_or_else(|| concat!("voxline/", env!("CARGO_PKG_VERSION")).to_owned());
+            .unwrap_or_else(|| DEFAULT_USER_AGENT.to_owned());
         if user_agent.trim().is_empty() {
             return Err(self.err("sip.user_agent", ConfigErrorKind::Empty));
         }

@@ -18,6 +18,12 @@ use crate::sip::registration::{RegistrationConfig, RegistrationState};
 use crate::sip::resolve::{SipTarget, TargetTransport};
 use crate::sip::{Output, Peer, RegistrationId, SipEvent, SipStack, StackConfig, Transport};
 
+/// Inbound messages handled in one go before timers and commands get their turn.
+const INBOUND_BATCH: usize = 64;
+
+/// Commands taken after each inbound batch.
+const COMMAND_BATCH: usize = 16;
+
 pub(super) struct Driver<H: CallHandler> {
     stack: SipStack,
     calls: H,
@@ -65,13 +71,15 @@ impl<H: CallHandler> Driver<H> {
         }
     }
 
+    /// Runs until told to shut down (returns true), or until every inbound sender is gone
+    /// (false: it cannot happen while the driver holds one itself).
     pub(super) async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut commands: mpsc::Receiver<Control<H::Command>>,
         regs: Vec<RegistrationSpec>,
         keepalives: Vec<KeepaliveSpec>,
-    ) {
+    ) -> bool {
         for r in regs {
             self.start_registration(r).await;
         }
@@ -90,46 +98,37 @@ impl<H: CallHandler> Driver<H> {
                         self.on_inbound(m);
                         // Take whatever else is queued before polling (batching under load).
                         let mut n = 0;
-                        while n < 64 {
+                        while n < INBOUND_BATCH {
                             match inbound.try_recv() {
                                 Ok(m) => self.on_inbound(m),
                                 Err(_) => break,
                             }
                             n += 1;
                         }
-                    }
-                    None => break,
-                },
-                c = commands.recv() => match c {
-                    Some(Control::Shutdown(done)) => {
+                        // Under a flood the inbound branch is always ready: timers (the
+                        // retransmissions, timeouts and refreshes of every call) and commands
+                        // (API requests, shutdown) are served after every batch all the same.
+                        // (next_deadline reads the stack's outputs: drain them first.)
+                        self.drain();
                         let now = Instant::now();
-                        tracing::info!(registrations = self.registrations.len(), "shutting down: ending calls, un-registering");
-                        self.calls.hangup_all(now, &mut self.stack);
-                        for id in self.registrations.clone() {
-                            let _ = self.stack.unregister(now, id);
+                        if self.next_deadline(shutdown.as_ref().map(|s| s.0)) <= now {
+                            self.on_timeout(now);
                         }
-                        shutdown = Some((now + SHUTDOWN_GRACE, done));
-                    }
-                    Some(Control::Counters(reply)) => {
-                        let _ = reply.send(self.stack.counters());
-                    }
-                    Some(Control::App(c)) => self.calls.handle_command(Instant::now(), &mut self.stack, c),
-                    None => {}
-                },
-                _ = sleep => {
-                    let now = Instant::now();
-                    self.stack.handle_timeout(now);
-                    self.calls.handle_timeout(now, &mut self.stack);
-                    for (peer, uri, every, next) in self.keepalives.iter_mut() {
-                        if *next <= now {
-                            self.stack.send_options(now, *peer, uri);
-                            // Absolute schedule: no drift however late this wake-up was.
-                            while *next <= now {
-                                *next += *every;
+                        for _ in 0..COMMAND_BATCH {
+                            match commands.try_recv() {
+                                Ok(c) => self.on_command(c, &mut shutdown),
+                                Err(_) => break,
                             }
                         }
                     }
+                    None => return false,
+                },
+                c = commands.recv() => {
+                    if let Some(c) = c {
+                        self.on_command(c, &mut shutdown);
+                    }
                 }
+                _ = sleep => self.on_timeout(Instant::now()),
             }
             self.drain();
             if let Some((until, _)) = &shutdown {
@@ -144,7 +143,48 @@ impl<H: CallHandler> Driver<H> {
                     if let Some((_, done)) = shutdown.take() {
                         let _ = done.send(());
                     }
-                    break;
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn on_command(
+        &mut self,
+        c: Control<H::Command>,
+        shutdown: &mut Option<(Instant, oneshot::Sender<()>)>,
+    ) {
+        match c {
+            Control::Shutdown(done) => {
+                let now = Instant::now();
+                tracing::info!(
+                    registrations = self.registrations.len(),
+                    "shutting down: ending calls, un-registering"
+                );
+                self.calls.hangup_all(now, &mut self.stack);
+                for id in self.registrations.clone() {
+                    let _ = self.stack.unregister(now, id);
+                }
+                *shutdown = Some((now + SHUTDOWN_GRACE, done));
+            }
+            Control::Counters(reply) => {
+                let _ = reply.send(self.stack.counters());
+            }
+            Control::App(c) => self
+                .calls
+                .handle_command(Instant::now(), &mut self.stack, c),
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.stack.handle_timeout(now);
+        self.calls.handle_timeout(now, &mut self.stack);
+        for (peer, uri, every, next) in self.keepalives.iter_mut() {
+            if *next <= now {
+                self.stack.send_options(now, *peer, uri);
+                // Absolute schedule: no drift however late this wake-up was.
+                while *next <= now {
+                    *next += *every;
                 }
             }
         }

@@ -9,6 +9,7 @@
 
 pub mod dns;
 mod driver;
+pub mod health;
 mod net;
 pub mod recorder;
 pub mod rtp;
@@ -361,12 +362,15 @@ pub async fn start<H: CallHandler>(
         opts.tcp_keepalive,
         gate,
     );
-    let join = tokio::spawn(driver.run(
+    let inner = tokio::spawn(driver.run(
         in_rx,
         cmd_rx,
         opts.registrations.clone(),
         opts.keepalives.clone(),
     ));
+    // The driver ends only when asked to shut down; a panic, or any other end, leaves the
+    // process unable to set up a call, and is reported as a death.
+    let join = health::supervise("SIP driver".to_string(), inner, |asked: &bool| *asked);
     Ok(Running {
         commands,
         sip_addrs: bound,

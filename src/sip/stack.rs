@@ -79,7 +79,7 @@ impl Default for StackConfig {
         StackConfig {
             timers: TimerConfig::default(),
             limits: Limits::default(),
-            user_agent: concat!("voxline/", env!("CARGO_PKG_VERSION")).to_string(),
+            user_agent: "voxline".to_string(),
             listen: vec![(
                 Transport::Udp,
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),

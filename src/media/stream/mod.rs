@@ -788,6 +788,21 @@ impl MediaStream {
         self.send.queued()
     }
 
+    /// The audio the ticks due at `now` will play: one frame for each tick whose time has
+    /// come, several after a late wake-up. A feeder that tops the queue up by this much
+    /// before [`Self::handle_timeout`] never has a catch-up play silence while audio waits.
+    pub fn due_audio(&self, now: Instant) -> Duration {
+        let frame_ns = self.clock.layout().frame_ns.max(1);
+        match self.clock.next_time() {
+            Some(t) if t <= now => {
+                let behind = u64::try_from((now - t).as_nanos()).unwrap_or(u64::MAX);
+                let ticks = behind / frame_ns + 1;
+                Duration::from_nanos(frame_ns.saturating_mul(ticks))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Whether we send RTP now: our direction sends (not on hold) and the peer gave a usable
     /// address. While not sending, agent audio queued by [`Self::send_audio`] waits.
     pub fn is_sending(&self) -> bool {
