@@ -303,7 +303,8 @@ async fn start_sip(
         setup.rtp_ports.0,
         setup.rtp_ports.1,
     );
-    let mut manager = CallManager::new(setup.routes, setup.media, ports, table.clone());
+    let mut manager = CallManager::new(setup.routes, setup.media, ports, table.clone())
+        .with_trunks(setup.trunk_media);
     let mut records = None;
     if record_calls {
         let (writer, _reader) = voxline::records::RecordWriter::spawn(&cfg.data_dir)

@@ -10,7 +10,7 @@
 //! a tick is read before that tick's playout.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -439,8 +439,43 @@ impl std::fmt::Debug for CallMedia {
     }
 }
 
+/// Calls removed before their media reached the worker. [`spawn`] hands back the handle at
+/// once but sends the call to its worker only once the agent is built, so a BYE right after
+/// the 200 can drop the handle (and send `Remove`) first; the `Add` that follows must then
+/// end the media instead of starting it (it used to run, and hold its ports, until the RTP
+/// timeout hung up the already-ended call). Bounded: a `Remove` whose `Add` never comes (the
+/// agent task failed) is forgotten after [`EARLY_REMOVALS`] others.
+#[derive(Debug, Default)]
+struct EarlyRemovals {
+    calls: VecDeque<CallHandle>,
+}
+
+/// How many early removals a worker remembers.
+const EARLY_REMOVALS: usize = 1024;
+
+impl EarlyRemovals {
+    fn note(&mut self, call: CallHandle) {
+        if self.calls.len() >= EARLY_REMOVALS {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(call);
+    }
+
+    /// Whether `call` was removed before it was added (and forgets it).
+    fn take(&mut self, call: CallHandle) -> bool {
+        match self.calls.iter().position(|&c| c == call) {
+            Some(i) => {
+                self.calls.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
     let mut calls = Calls::default();
+    let mut early = EarlyRemovals::default();
     let mut due: Vec<usize> = Vec::new();
     let mut batch = Batch::default();
     let base = (Instant::now(), tokio::time::Instant::now());
@@ -459,8 +494,14 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
             m = rx.recv() => match m {
                 Some(WorkerMsg::Add(c)) => {
                     let mut c = *c;
-                    service(&mut c, Clock::now(), &mut batch);
-                    calls.insert(c);
+                    if early.take(c.call) {
+                        // The call ended while its agent was being built: its media never
+                        // starts, and its sockets go now.
+                        finish(c).await;
+                    } else {
+                        service(&mut c, Clock::now(), &mut batch);
+                        calls.insert(c);
+                    }
                 }
                 Some(WorkerMsg::Control(call, ctl)) => {
                     if let Some(slot) = calls.slot_of(call) {
@@ -472,11 +513,11 @@ async fn worker(index: usize, mut rx: mpsc::Receiver<WorkerMsg>) {
                         calls.schedule(slot);
                     }
                 }
-                Some(WorkerMsg::Remove(call)) => {
-                    if let Some(c) = calls.remove(call) {
-                        finish(c).await;
-                    }
-                }
+                Some(WorkerMsg::Remove(call)) => match calls.remove(call) {
+                    Some(c) => finish(c).await,
+                    // Not added yet: the BYE came while the agent was being built.
+                    None => early.note(call),
+                },
                 None => break,
             },
             _ = &mut sleep, if next.is_some() => {}
@@ -1420,5 +1461,29 @@ fn to_tokio(base: (Instant, tokio::time::Instant), t: Instant) -> tokio::time::I
     match t.checked_duration_since(base.0) {
         Some(d) => base.1 + d,
         None => base.1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CallHandle, EARLY_REMOVALS, EarlyRemovals};
+
+    #[test]
+    fn a_call_removed_before_it_is_added_is_remembered_once() {
+        let mut early = EarlyRemovals::default();
+        let call = CallHandle(7);
+        assert!(!early.take(call), "nothing noted yet");
+        early.note(call);
+        assert!(
+            early.take(call),
+            "the Add after an early Remove is recognised"
+        );
+        assert!(!early.take(call), "and only once");
+        // Bounded: the oldest is forgotten.
+        for n in 0..EARLY_REMOVALS as u64 + 1 {
+            early.note(CallHandle(100 + n));
+        }
+        assert!(!early.take(CallHandle(100)));
+        assert!(early.take(CallHandle(101)));
     }
 }

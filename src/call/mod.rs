@@ -302,6 +302,19 @@ pub struct CallManager {
     records: Option<crate::records::RecordWriter>,
     /// Makes record ids unique across restarts: the process start time in Unix seconds.
     record_prefix: u64,
+    /// Per-trunk media settings, in configuration order.
+    trunks: Vec<TrunkMedia>,
+}
+
+/// A trunk's media settings, for the calls that come from it or go out through it.
+#[derive(Debug, Clone)]
+pub struct TrunkMedia {
+    /// The trunk's name (an outbound call names its trunk).
+    pub name: String,
+    /// Sources whose calls belong to it; the first trunk that matches a call's source wins.
+    pub sources: agent::AllowList,
+    /// The codecs it offers and accepts, most preferred first.
+    pub codecs: CodecPrefs,
 }
 
 /// Commands for the call layer (from the API, the CLI and the call layer's own tasks).
@@ -316,6 +329,8 @@ pub enum CallCommand {
         failover: Vec<crate::sip::Peer>,
         /// The agent.
         agent: AgentSpec,
+        /// The trunk the call goes through, by name: its media settings apply.
+        trunk: Option<String>,
         /// Learns how the call ended.
         notify: tokio::sync::oneshot::Sender<OutboundResult>,
         /// Gets the handle.
@@ -402,7 +417,29 @@ impl CallManager {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            trunks: Vec::new(),
         }
+    }
+
+    /// Gives calls from or through these trunks their own media settings (else the media
+    /// policy's apply).
+    pub fn with_trunks(mut self, trunks: Vec<TrunkMedia>) -> Self {
+        self.trunks = trunks;
+        self
+    }
+
+    /// The codecs for a call from `source`: its trunk's, else the media policy's.
+    fn codecs_from(&self, source: IpAddr) -> CodecPrefs {
+        self.trunks
+            .iter()
+            .find(|t| t.sources.contains(source))
+            .map_or_else(|| self.media.codecs.clone(), |t| t.codecs.clone())
+    }
+
+    /// The codecs for a call through the trunk named `name`, else the media policy's.
+    fn codecs_via(&self, name: Option<&str>) -> CodecPrefs {
+        name.and_then(|n| self.trunks.iter().find(|t| t.name == n))
+            .map_or_else(|| self.media.codecs.clone(), |t| t.codecs.clone())
     }
 
     /// Writes a record of every call (start, answer, end) through `writer`.
@@ -528,7 +565,23 @@ impl CallManager {
         &mut self,
         now: Instant,
         stack: &mut SipStack,
+        spec: crate::sip::OutgoingCall,
+        agent: AgentSpec,
+        notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
+        failover: Vec<crate::sip::Peer>,
+    ) -> Result<CallHandle, RtpPortError> {
+        self.dial_via(now, stack, spec, None, agent, notify, failover)
+    }
+
+    /// [`Self::dial`] through the trunk named `trunk`, whose media settings (codecs) the
+    /// offer then follows.
+    #[allow(clippy::too_many_arguments)] // the dial's parts, as the command carries them
+    pub fn dial_via(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
         mut spec: crate::sip::OutgoingCall,
+        trunk: Option<&str>,
         agent: AgentSpec,
         notify: Option<tokio::sync::oneshot::Sender<OutboundResult>>,
         failover: Vec<crate::sip::Peer>,
@@ -536,7 +589,8 @@ impl CallManager {
         let local_ip = spec.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let sockets = self.ports.allocate(true)?;
         let port = sockets.port;
-        let local = self.local_media(self.media.external_ip.unwrap_or(local_ip), port);
+        let codecs = self.codecs_via(trunk);
+        let local = self.local_media(self.media.external_ip.unwrap_or(local_ip), port, codecs);
         let mut sdp = SdpSession::new(session_id(port));
         let offer = sdp.create_offer(&local);
         spec.body = Some(Body::new(SDP_CONTENT_TYPE, offer));
@@ -674,7 +728,7 @@ impl CallManager {
             .or_else(|| stack.local_ip(inc.call))
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let port = sockets.port;
-        let local = self.local_media(ip, port);
+        let local = self.local_media(ip, port, self.codecs_from(inc.source.addr.ip()));
         let mut sdp = SdpSession::new(session_id(port));
         // Offer in the INVITE → answer now; no offer → our offer goes in the 200 (late offer).
         let (answer_body, media) = match &inc.body {
@@ -1147,13 +1201,13 @@ impl CallManager {
         }
     }
 
-    fn local_media(&self, address: IpAddr, port: u16) -> LocalMedia {
+    fn local_media(&self, address: IpAddr, port: u16, codecs: CodecPrefs) -> LocalMedia {
         LocalMedia {
             address,
             rtp_port: port,
             ptime_ms: self.media.ptime_ms,
             rtcp_mux: self.media.rtcp_mux,
-            codecs: self.media.codecs.clone(),
+            codecs,
             telephone_event: self.media.telephone_event,
             direction: Direction::SendRecv,
         }
@@ -1255,11 +1309,20 @@ impl CallHandler for CallManager {
                 spec,
                 failover,
                 agent,
+                trunk,
                 notify,
                 reply,
             } => {
                 let r = self
-                    .dial(now, stack, spec, agent, Some(notify), failover)
+                    .dial_via(
+                        now,
+                        stack,
+                        spec,
+                        trunk.as_deref(),
+                        agent,
+                        Some(notify),
+                        failover,
+                    )
                     .map_err(|e| e.to_string());
                 let _ = reply.send(r);
             }

@@ -194,6 +194,7 @@ impl CallService {
                 spec,
                 failover: rest.to_vec(),
                 agent: req.agent,
+                trunk: trunk.as_ref().map(|t| t.name.clone()),
                 notify,
                 reply,
             })

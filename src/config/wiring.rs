@@ -6,7 +6,7 @@ use crate::agent::realtime::client::{ApiKey, NoiseReduction, RealtimeConfig};
 use crate::agent::{PlaySource as AgentPlaySource, PlaySpec};
 use crate::call::agent::{AllowList, Fallback, RealtimeAgent};
 use crate::call::tools::{AgentTools, HttpTool, TransferPolicy, TransferTarget};
-use crate::call::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkSpec};
+use crate::call::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkMedia, TrunkSpec};
 use crate::runtime::{KeepaliveSpec, Options, RegistrationSpec};
 use crate::sdp::{Codec as SdpCodec, CodecPrefs};
 use crate::sip::auth::Credentials;
@@ -133,11 +133,22 @@ impl Config {
                 outbound_proxy: t.outbound_proxy.clone(),
             })
             .collect();
+        let trunk_media = self
+            .trunks
+            .iter()
+            .map(|t| TrunkMedia {
+                name: t.name.clone(),
+                sources: AllowList::new(t.allow_from.iter().map(|c| (c.network(), c.prefix()))),
+                codecs: CodecPrefs::new(t.codecs.iter().filter_map(|c| c.name().parse().ok()))
+                    .unwrap_or_else(|_| media.codecs.clone()),
+            })
+            .collect();
         CallSetup {
             routes,
             media,
             rtp_ports: (self.media.rtp_ports.min(), self.media.rtp_ports.max()),
             trunks,
+            trunk_media,
             domain: self.sip.domain.clone(),
         }
     }
@@ -173,6 +184,8 @@ pub struct CallSetup {
     pub rtp_ports: (u16, u16),
     /// Trunks for outbound calls.
     pub trunks: Vec<TrunkSpec>,
+    /// Per-trunk media settings (codecs), for calls from and through each trunk.
+    pub trunk_media: Vec<TrunkMedia>,
     /// Our SIP domain for From URIs without a trunk.
     pub domain: Option<String>,
 }
