@@ -710,7 +710,7 @@ impl CallManager {
         let sockets = match self.ports.allocate(true) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(call = %inc.call, error = %e, "no RTP port free: 503");
+                tracing::warn!(call = %inc.call, error = %e, "cannot open the call's RTP sockets: 503");
                 let _ = stack.respond_with(
                     now,
                     inc.call,

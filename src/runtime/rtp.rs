@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 /// No port pair could be bound.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RtpPortError {
     /// Every even port in the range is in use (by us or by another program).
     #[error("no free RTP port in {min}..{max}")]
@@ -17,6 +18,19 @@ pub enum RtpPortError {
         /// Range end.
         max: u16,
     },
+    /// The process has no file descriptor left for a socket (EMFILE/ENFILE): the port range
+    /// is not the problem.
+    #[error("out of file descriptors: no socket can be opened ({0})")]
+    OutOfDescriptors(std::io::Error),
+}
+
+/// Whether a bind failed for want of descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::errno::Errno::EMFILE as i32
+            || code == nix::errno::Errno::ENFILE as i32
+    )
 }
 
 /// Hands out bound RTP (and RTCP) sockets round-robin from `[min, max)`.
@@ -86,12 +100,17 @@ impl RtpPorts {
             if st.in_use.contains(&port) {
                 continue;
             }
-            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(self.bind_ip, port)) else {
-                continue;
+            let rtp = match UdpSocket::bind(SocketAddr::new(self.bind_ip, port)) {
+                Ok(s) => s,
+                Err(e) if out_of_descriptors(&e) => return Err(RtpPortError::OutOfDescriptors(e)),
+                Err(_) => continue,
             };
             let rtcp = if with_rtcp {
                 match UdpSocket::bind(SocketAddr::new(self.bind_ip, port + 1)) {
                     Ok(s) => Some(s),
+                    Err(e) if out_of_descriptors(&e) => {
+                        return Err(RtpPortError::OutOfDescriptors(e));
+                    }
                     Err(_) => continue,
                 }
             } else {
