@@ -1132,6 +1132,20 @@ mod tests {
         );
     }
 
+    /// The (sequence number, offset, length) of each segment; all must be audio.
+    fn audio_spans(p: &Playout<'_>) -> Vec<(u16, u32, u32)> {
+        p.segments()
+            .map(|s| match s {
+                Segment::Audio {
+                    packet,
+                    offset,
+                    len,
+                } => (packet.seq.0, offset, len),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_30ms_packet_is_spread_over_two_frames() {
         let mut jb = JitterBuffer::new(cfg()).unwrap();
@@ -1141,30 +1155,10 @@ mod tests {
         jb.push(ms(30), SeqNo(2), RtpTimestamp(240), false, &[2; 240], 240);
         // 25 ms: the first packet has waited the target.
         let p = jb.pop(ms(25));
-        let got: Vec<_> = p
-            .segments()
-            .map(|s| match s {
-                Segment::Audio {
-                    packet,
-                    offset,
-                    len,
-                } => (packet.seq.0, offset, len),
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let got = audio_spans(&p);
         assert_eq!(got, vec![(1, 0, 160)]);
         let p = jb.pop(ms(45));
-        let got: Vec<_> = p
-            .segments()
-            .map(|s| match s {
-                Segment::Audio {
-                    packet,
-                    offset,
-                    len,
-                } => (packet.seq.0, offset, len),
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let got = audio_spans(&p);
         assert_eq!(got, vec![(1, 160, 80), (2, 0, 80)]);
         assert_eq!(jb.stats().played, 320);
         assert_eq!(jb.stats().buffered, 1, "the second packet is half played");

@@ -468,33 +468,11 @@ pub fn make_header(name: &str, value: impl Into<String>) -> Header {
     }
 }
 
-/// Splits a header value at top-level commas (not inside quotes or angle brackets).
+/// Splits a header value at top-level commas (not inside quotes or angle brackets), leaving
+/// out empty elements.
 pub fn split_list(value: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut in_quotes, mut in_angle, mut start) = (false, false, 0);
-    let bytes = value.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if in_quotes => i += 1,
-            b'"' => in_quotes = !in_quotes,
-            b'<' if !in_quotes => in_angle = true,
-            b'>' if !in_quotes => in_angle = false,
-            b',' if !in_quotes && !in_angle => {
-                let part = value[start..i].trim();
-                if !part.is_empty() {
-                    out.push(part);
-                }
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    let part = value.get(start..).unwrap_or("").trim();
-    if !part.is_empty() {
-        out.push(part);
-    }
+    let mut out = split_list_keeping_empty(value);
+    out.retain(|part| !part.is_empty());
     out
 }
 
