@@ -30,8 +30,8 @@
 //! `now - position - base` is kept in the band `target - frame/4 ..= target + frame` by
 //! one-frame corrections, at most every [`JitterConfig::adjust_interval`] frames: a
 //! [`Adjust::Stretch`] (the frame is synthesised and the position stays: the caller
-//! time-stretches or conceals) or an [`Adjust::Compress`] (up to two frames of the timeline,
-//! as much as is buffered, in one slot: the caller time-compresses or keeps the last frame). Clock drift needs nothing else: a sender
+//! time-stretches or conceals) or an [`Adjust::Compress`] (two frames of the timeline in one
+//! slot, once both are buffered: the caller time-compresses them or keeps the later one). Clock drift needs nothing else: a sender
 //! clock that runs fast makes `r` fall, the base follows, and the excess shows as current delay
 //! above the target, which is removed a frame at a time (and added back for a slow sender). The
 //! drift is also estimated for the stats. A stretch happens only at a packet boundary (or with
@@ -70,9 +70,6 @@ pub const SHRINK_RATE: f64 = 0.03;
 /// is inserted: the target is the delay quantile plus half a frame, so playout keeps a quarter
 /// frame of margin over the delays it covers.
 pub const LOW_SLACK_DIVISOR: i64 = 4;
-
-/// A compression removes at least `frame / MIN_COMPRESS_DIVISOR` of delay.
-pub const MIN_COMPRESS_DIVISOR: i64 = 8;
 
 /// A sequence-number jump (either way) beyond which the buffer assumes a new stream.
 pub const RESYNC_SEQ_JUMP: i64 = 1000;
@@ -189,8 +186,8 @@ pub enum ConcealCause {
 pub enum Adjust {
     /// One frame of the timeline in one frame slot.
     None,
-    /// More than one frame of the timeline (up to two) in one slot: the caller
-    /// time-compresses it or keeps the last frame of it. The delay falls by the excess.
+    /// Two frames of the timeline in one slot: the caller time-compresses them or keeps
+    /// the later one. The delay falls by one frame.
     Compress,
     /// One frame synthesised without consuming the timeline. The delay grows by one frame.
     Stretch,
@@ -245,7 +242,7 @@ impl<'a> Playout<'a> {
         jb.segs.iter().map(move |s| jb.segment(*s))
     }
 
-    /// The ticks the segments cover: one frame, up to two for [`Adjust::Compress`].
+    /// The ticks the segments cover: one frame, two for [`Adjust::Compress`].
     pub fn ticks(&self) -> u32 {
         self.jb.segs.iter().map(|s| s.len()).sum()
     }
@@ -286,7 +283,7 @@ pub struct JitterStats {
     pub expanded: u64,
     /// Compressions.
     pub compressed: u64,
-    /// Ticks of delay the compressions removed (up to a frame each).
+    /// Ticks of delay the compressions removed (a frame each).
     pub removed: u64,
     /// Ticks of silence.
     pub silence: u64,
@@ -531,7 +528,7 @@ impl JitterBuffer {
     }
 
     /// What to play for the frame slot starting at `now`; call once per frame. The segments
-    /// of the answer cover one frame of the timeline, up to two on [`Adjust::Compress`].
+    /// of the answer cover one frame of the timeline, two on [`Adjust::Compress`].
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         self.release();
         self.segs.clear();
@@ -565,11 +562,10 @@ impl JitterBuffer {
         } else {
             let err = ideal - self.pos;
             let may_adjust = self.since_adjust >= self.cfg.adjust_interval;
-            // Compress by up to a frame: as much as is buffered beyond this frame (with
-            // 30 ms packets that may be 10 ms), so that the delay never waits above the band
-            // for two whole frames to be buffered.
+            // A whole frame, and only with two frames buffered: dropping less would cut
+            // into audio that a late packet or the next correction may still need.
             let extra = (self.covered() - spf).min(spf);
-            if may_adjust && err > spf && extra >= spf / MIN_COMPRESS_DIVISOR {
+            if may_adjust && err > spf && extra >= spf {
                 self.adjust = Adjust::Compress;
                 self.since_adjust = 0;
                 self.stats.compressed += 1;
