@@ -1376,10 +1376,7 @@ fn party(value: &str) -> String {
 }
 
 fn is_sdp(b: &Body) -> bool {
-    b.content_type
-        .split(';')
-        .next()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP_CONTENT_TYPE))
+    crate::sip::message::media_type_is(&b.content_type, SDP_CONTENT_TYPE)
 }
 
 /// A recording's file name: start time (Unix seconds) and the Call-ID, made file-system safe.

@@ -393,6 +393,16 @@ pub fn local_ip_towards(dest: SocketAddr) -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
+/// Whether an I/O error means the process has no file descriptor left (EMFILE, ENFILE):
+/// accepting a connection or opening a socket failed for that, not for the port or peer.
+pub(crate) fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::errno::Errno::EMFILE as i32
+            || code == nix::errno::Errno::ENFILE as i32
+    )
+}
+
 /// Monotonic counter helper.
 pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);

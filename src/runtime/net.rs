@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use super::{RuntimeCounters, TCP_WRITE_QUEUE, TcpLimits, bump};
+use super::{RuntimeCounters, TCP_WRITE_QUEUE, TcpLimits, bump, out_of_descriptors};
 use crate::sip::message::{Frame, Limits, StreamFramer};
 use crate::sip::{Peer, Transport};
 
@@ -146,15 +146,6 @@ impl Drop for TcpSlot {
             }
         }
     }
-}
-
-/// Whether an accept error means the process is out of descriptors.
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(code) if code == nix::errno::Errno::EMFILE as i32
-            || code == nix::errno::Errno::ENFILE as i32
-    )
 }
 
 /// Accepts TCP connections, within the gate's limits.

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 
+use super::out_of_descriptors;
+
 /// No port pair could be bound.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -22,15 +24,6 @@ pub enum RtpPortError {
     /// is not the problem.
     #[error("out of file descriptors: no socket can be opened ({0})")]
     OutOfDescriptors(std::io::Error),
-}
-
-/// Whether a bind failed for want of descriptors.
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(code) if code == nix::errno::Errno::EMFILE as i32
-            || code == nix::errno::Errno::ENFILE as i32
-    )
 }
 
 /// Hands out bound RTP (and RTCP) sockets round-robin from `[min, max)`.

@@ -598,6 +598,15 @@ const SINGLETONS: [&str; 6] = [
     "Content-Type",
 ];
 
+/// Whether a media type such as a Content-Type value (with or without parameters) is
+/// `want`, case-insensitively (RFC 3261 §20.15).
+pub fn media_type_is(value: &str, want: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(want))
+}
+
 /// A token character (RFC 3261 §25.1).
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)

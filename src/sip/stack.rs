@@ -1067,8 +1067,10 @@ impl SipStack {
         };
         // Content processing (§8.2.3): a body voxline cannot read gets 415, a request that
         // accepts no answer voxline can give gets 406; both say what voxline accepts.
-        let body_type_ok =
-            req.body().is_empty() || req.content_type().is_some_and(|t| media_type_is(t, ACCEPT));
+        let body_type_ok = req.body().is_empty()
+            || req
+                .content_type()
+                .is_some_and(|t| message::media_type_is(t, ACCEPT));
         let accept_ok = message::headers_named(req.headers(), "Accept")
             .flat_map(|v| v.split(','))
             .map(str::trim)
@@ -1076,7 +1078,7 @@ impl SipStack {
             .fold(None, |ok: Option<bool>, t| {
                 let this = ["application/sdp", "application/*", "*/*"]
                     .iter()
-                    .any(|m| media_type_is(t, m));
+                    .any(|m| message::media_type_is(t, m));
                 Some(ok.unwrap_or(false) || this)
             })
             .unwrap_or(true);
@@ -2935,14 +2937,6 @@ fn session_deadline(now: Instant, interval: Duration, we_refresh: bool) -> Insta
 }
 
 /// Session-Expires value and refresher param (RFC 4028 §4), also in compact form `x`.
-/// Whether a media type (with or without parameters) is `want`, case-insensitively.
-fn media_type_is(value: &str, want: &str) -> bool {
-    value
-        .split(';')
-        .next()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(want))
-}
-
 fn session_expires(msg: &Msg) -> Option<(u32, Option<String>)> {
     let v = msg.header("Session-Expires")?;
     let secs = v.split(';').next()?.trim().parse::<u32>().ok()?;
