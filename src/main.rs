@@ -304,7 +304,7 @@ async fn start_sip(
         setup.rtp_ports.1,
     );
     let mut manager = CallManager::new(setup.routes, setup.media, ports, table.clone())
-        .with_trunks(setup.trunk_media);
+        .with_trunks(setup.trunk_policies);
     let mut records = None;
     if record_calls {
         let (writer, _reader) = voxline::records::RecordWriter::spawn(&cfg.data_dir)

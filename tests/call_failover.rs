@@ -118,6 +118,7 @@ fn spec(next_hop: Peer) -> OutgoingCall {
         credentials: None,
         local_ip: Some([127, 0, 0, 1].into()),
         extra_headers: Vec::new(),
+        options: None,
     }
 }
 

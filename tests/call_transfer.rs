@@ -161,6 +161,7 @@ fn spec() -> OutgoingCall {
         credentials: None,
         local_ip: Some([127, 0, 0, 1].into()),
         extra_headers: Vec::new(),
+        options: None,
     }
 }
 

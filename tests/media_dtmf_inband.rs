@@ -692,3 +692,38 @@ fn a_tone_cut_off_by_the_end_of_the_audio_is_reported_by_end_audio() {
     assert!((190..=210).contains(&last.duration_ms), "{last:?}");
     assert_eq!(det.end_audio(), None);
 }
+
+/// voxline's own in-band sender (`media::dtmf::tone`) at every rate its codecs use: each of
+/// the 16 keys, 100 ms with the sender's gap, written frame by frame, is read back once, in
+/// order, with its duration (±10 ms), at levels and twist inside Q.24 limits.
+#[test]
+fn the_tone_sender_is_read_back_by_a_q24_receiver() {
+    use voxline::media::dtmf::tone::ToneSender;
+    for rate in [8000u32, 16000, 48000] {
+        let mut sender = ToneSender::new(rate).expect("rate");
+        for d in Digit::ALL {
+            sender.send(d, Duration::from_millis(100)).expect("queued");
+        }
+        let frame = (rate / 50) as usize;
+        let mut pcm = Vec::new();
+        let mut buf = vec![0i16; frame];
+        while sender.fill(&mut buf) {
+            pcm.extend_from_slice(&buf);
+        }
+        let found = detect_chunked(&pcm, rate, frame, Instant::now());
+        let expected: String = Digit::ALL.iter().map(|d| d.as_char()).collect();
+        assert_eq!(keys(&found), expected, "at {rate} Hz");
+        for d in &found {
+            assert!(
+                (90..=110).contains(&d.duration_ms),
+                "{} lasted {} ms at {rate} Hz",
+                d.digit,
+                d.duration_ms
+            );
+        }
+        // Idle: a frame is left untouched.
+        let mut untouched = vec![7i16; frame];
+        assert!(!sender.fill(&mut untouched));
+        assert!(untouched.iter().all(|&s| s == 7));
+    }
+}

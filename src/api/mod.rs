@@ -555,7 +555,8 @@ async fn hangup_call(
 pub struct SendDtmf {
     /// Digits: `0-9 * # A-D`.
     pub digits: String,
-    /// `rfc4733` (default) or `info`.
+    /// `rfc4733`, `info` or `inband`; when absent, the call's trunk's `dtmf` (RFC 4733
+    /// without a trunk, in-band tones when the call has no telephone-event).
     pub method: Option<String>,
 }
 
@@ -583,13 +584,15 @@ async fn send_dtmf(
             "digits must hold 1 to 64 DTMF digits",
         ));
     }
-    let method = match req.method.as_deref().unwrap_or("rfc4733") {
-        "rfc4733" => crate::call::DtmfSendMethod::Rfc4733,
-        "info" => crate::call::DtmfSendMethod::Info,
-        other => {
+    let method = match req.method.as_deref() {
+        None => None,
+        Some("rfc4733") => Some(crate::call::DtmfSendMethod::Rfc4733),
+        Some("info") => Some(crate::call::DtmfSendMethod::Info),
+        Some("inband") => Some(crate::call::DtmfSendMethod::InBand),
+        Some(other) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("method must be rfc4733 or info, got {other:?}"),
+                format!("method must be rfc4733, info or inband, got {other:?}"),
             ));
         }
     };

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -30,8 +30,6 @@ use crate::sip::CallHandle;
 
 /// Capacity of the bridge → agent task queue.
 pub const NOTICE_QUEUE: usize = 1024;
-/// How long each DTMF digit the agent sends lasts.
-pub const AGENT_DTMF_DIGIT: Duration = Duration::from_millis(100);
 
 /// A realtime (speech-to-speech) agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -356,12 +354,22 @@ impl ToolJob {
             }
             ToolRequest::SendDtmf { digits } => {
                 let text: String = digits.iter().map(|d| d.as_char()).collect();
-                match self.media.try_send(MediaControl::SendDtmf {
+                // Through the call manager, which sends them the call's way (its trunk's
+                // `dtmf`: RFC 4733, INFO or in-band).
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let cmd = CallCommand::SendDtmf {
+                    call: self.call,
                     digits,
-                    duration: AGENT_DTMF_DIGIT,
-                }) {
-                    Ok(()) => (Ok(serde_json::json!({ "sent": text }).to_string()), true),
-                    Err(e) => (Err(e.to_string()), true),
+                    method: None,
+                    reply: tx,
+                };
+                if self.commands.send(cmd).await.is_err() {
+                    return (Err("voxline is shutting down".into()), true, None);
+                }
+                match rx.await {
+                    Ok(Ok(())) => (Ok(serde_json::json!({ "sent": text }).to_string()), true),
+                    Ok(Err(e)) => (Err(e), true),
+                    Err(_) => (Err("voxline is shutting down".into()), true),
                 }
             }
             ToolRequest::Transfer { uri } => {

@@ -70,12 +70,14 @@ pub enum MediaControl {
         /// Body.
         body: Vec<u8>,
     },
-    /// Send DTMF by RFC 4733.
+    /// Send DTMF in the media: RFC 4733 events, or in-band tones.
     SendDtmf {
         /// The digits.
         digits: Vec<Digit>,
         /// Each digit's length.
         duration: Duration,
+        /// Tones in the audio (ITU-T Q.23) instead of RFC 4733 events.
+        inband: bool,
     },
     /// The AI agent hangs up: end the call once its goodbye has played.
     AgentHangup,
@@ -1279,9 +1281,18 @@ fn control(c: &mut CallMedia, ctl: MediaControl) {
         MediaControl::InfoDtmf { content_type, body } => {
             c.stream.handle_info_dtmf(now, &content_type, &body)
         }
-        MediaControl::SendDtmf { digits, duration } => {
+        MediaControl::SendDtmf {
+            digits,
+            duration,
+            inband,
+        } => {
             for d in digits {
-                if let Err(e) = c.stream.send_dtmf(now, d, duration) {
+                let sent = if inband {
+                    c.stream.send_dtmf_tone(d, duration)
+                } else {
+                    c.stream.send_dtmf(now, d, duration)
+                };
+                if let Err(e) = sent {
                     tracing::warn!(%call, error = %e, "cannot send DTMF");
                 }
             }

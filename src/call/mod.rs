@@ -254,6 +254,10 @@ struct CallState {
     backend: BackendState,
     /// Caller and called as the agent sees them.
     parties: (String, String),
+    /// The trunk the call came from or went out through.
+    trunk: Option<String>,
+    /// How key presses are sent when no method is asked for (the trunk's `dtmf`).
+    dtmf: DtmfSendMethod,
 }
 
 impl CallState {
@@ -302,19 +306,26 @@ pub struct CallManager {
     records: Option<crate::records::RecordWriter>,
     /// Makes record ids unique across restarts: the process start time in Unix seconds.
     record_prefix: u64,
-    /// Per-trunk media settings, in configuration order.
-    trunks: Vec<TrunkMedia>,
+    /// Per-trunk call settings, in configuration order.
+    trunks: Vec<TrunkPolicy>,
 }
 
-/// A trunk's media settings, for the calls that come from it or go out through it.
+/// A trunk's call settings, for the calls that come from it or go out through it.
 #[derive(Debug, Clone)]
-pub struct TrunkMedia {
+pub struct TrunkPolicy {
     /// The trunk's name (an outbound call names its trunk).
     pub name: String,
     /// Sources whose calls belong to it; the first trunk that matches a call's source wins.
     pub sources: agent::AllowList,
     /// The codecs it offers and accepts, most preferred first.
     pub codecs: CodecPrefs,
+    /// How key presses are sent when the API or the agent's tool names no method. Only
+    /// [`DtmfSendMethod::Rfc4733`] offers and accepts `telephone-event` (with the media
+    /// policy's `telephone_event`); the others leave it out of the SDP, so the trunk sends
+    /// its digits the same way (or in-band).
+    pub dtmf: DtmfSendMethod,
+    /// The SIP extensions (session timers, 100rel) its calls use.
+    pub sip: crate::sip::CallOptions,
 }
 
 /// Commands for the call layer (from the API, the CLI and the call layer's own tasks).
@@ -369,8 +380,9 @@ pub enum CallCommand {
         call: CallHandle,
         /// The digits.
         digits: Vec<crate::media::dtmf::Digit>,
-        /// RFC 4733 (in the RTP stream) or SIP INFO.
-        method: DtmfSendMethod,
+        /// RFC 4733, SIP INFO or in-band tones; `None`: the call's trunk's `dtmf` (RFC 4733
+        /// without a trunk).
+        method: Option<DtmfSendMethod>,
         /// Ok, or why not.
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
@@ -388,10 +400,13 @@ pub enum CallCommand {
 /// How to send DTMF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtmfSendMethod {
-    /// RFC 4733 telephone-event packets.
+    /// RFC 4733 telephone-event packets; in-band tones when the call has no
+    /// `telephone-event` and the method was not asked for explicitly.
     Rfc4733,
     /// SIP INFO with `application/dtmf-relay`.
     Info,
+    /// ITU-T Q.23 tones in the audio.
+    InBand,
 }
 
 /// `Retry-After` (RFC 3261 §20.33) sent with the fallback status when the AI backend rate
@@ -421,25 +436,21 @@ impl CallManager {
         }
     }
 
-    /// Gives calls from or through these trunks their own media settings (else the media
-    /// policy's apply).
-    pub fn with_trunks(mut self, trunks: Vec<TrunkMedia>) -> Self {
+    /// Gives calls from or through these trunks their own settings (else the media policy's
+    /// and the SIP stack's defaults apply).
+    pub fn with_trunks(mut self, trunks: Vec<TrunkPolicy>) -> Self {
         self.trunks = trunks;
         self
     }
 
-    /// The codecs for a call from `source`: its trunk's, else the media policy's.
-    fn codecs_from(&self, source: IpAddr) -> CodecPrefs {
-        self.trunks
-            .iter()
-            .find(|t| t.sources.contains(source))
-            .map_or_else(|| self.media.codecs.clone(), |t| t.codecs.clone())
+    /// The trunk a call from `source` belongs to: the first whose sources contain it.
+    fn trunk_from(&self, source: IpAddr) -> Option<&TrunkPolicy> {
+        self.trunks.iter().find(|t| t.sources.contains(source))
     }
 
-    /// The codecs for a call through the trunk named `name`, else the media policy's.
-    fn codecs_via(&self, name: Option<&str>) -> CodecPrefs {
+    /// The trunk named `name`.
+    fn trunk_named(&self, name: Option<&str>) -> Option<&TrunkPolicy> {
         name.and_then(|n| self.trunks.iter().find(|t| t.name == n))
-            .map_or_else(|| self.media.codecs.clone(), |t| t.codecs.clone())
     }
 
     /// Writes a record of every call (start, answer, end) through `writer`.
@@ -589,8 +600,11 @@ impl CallManager {
         let local_ip = spec.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let sockets = self.ports.allocate(true)?;
         let port = sockets.port;
-        let codecs = self.codecs_via(trunk);
-        let local = self.local_media(self.media.external_ip.unwrap_or(local_ip), port, codecs);
+        let policy = self.trunk_named(trunk);
+        let dtmf = policy.map_or(DtmfSendMethod::Rfc4733, |t| t.dtmf);
+        spec.options = policy.map(|t| t.sip);
+        let local = self.local_media(self.media.external_ip.unwrap_or(local_ip), port, policy);
+        let trunk = policy.map(|t| t.name.clone());
         let mut sdp = SdpSession::new(session_id(port));
         let offer = sdp.create_offer(&local);
         spec.body = Some(Body::new(SDP_CONTENT_TYPE, offer));
@@ -621,6 +635,8 @@ impl CallManager {
                 failover: Some((retry_spec, failover)),
                 backend: BackendState::Idle,
                 parties: (party(&from_party), party(&to_party)),
+                trunk,
+                dtmf,
             },
         );
         Ok(handle)
@@ -685,6 +701,14 @@ impl CallManager {
     }
 
     fn on_incoming(&mut self, now: Instant, stack: &mut SipStack, inc: IncomingCall) {
+        let policy = self.trunk_from(inc.source.addr.ip()).cloned();
+        if let Some(t) = &policy
+            && let Err(e) = stack.set_call_options(now, inc.call, t.sip)
+        {
+            // The stack refused the INVITE itself (100rel: 420/421).
+            tracing::info!(call = %inc.call, trunk = %t.name, error = %e, "INVITE refused by the trunk's SIP options");
+            return;
+        }
         let called = crate::sip::message::uri_user(&inc.request_uri)
             .or_else(|| crate::sip::message::uri_user(crate::sip::message::uri_of(&inc.to)))
             .unwrap_or("");
@@ -728,7 +752,8 @@ impl CallManager {
             .or_else(|| stack.local_ip(inc.call))
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let port = sockets.port;
-        let local = self.local_media(ip, port, self.codecs_from(inc.source.addr.ip()));
+        let dtmf = policy.as_ref().map_or(DtmfSendMethod::Rfc4733, |t| t.dtmf);
+        let local = self.local_media(ip, port, policy.as_ref());
         let mut sdp = SdpSession::new(session_id(port));
         // Offer in the INVITE → answer now; no offer → our offer goes in the 200 (late offer).
         let (answer_body, media) = match &inc.body {
@@ -794,6 +819,8 @@ impl CallManager {
                 failover: None,
                 backend: BackendState::Idle,
                 parties: (party(&inc.from), called.to_owned()),
+                trunk: policy.map(|t| t.name),
+                dtmf,
             },
         );
         // A realtime agent connects its backend first, so an unreachable backend can still be
@@ -1122,22 +1149,33 @@ impl CallManager {
         stack: &mut SipStack,
         call: CallHandle,
         digits: Vec<crate::media::dtmf::Digit>,
-        method: DtmfSendMethod,
+        method: Option<DtmfSendMethod>,
     ) -> Result<(), String> {
         let c = self
             .calls
             .get(&call)
             .ok_or_else(|| format!("no call {}", call.0))?;
-        match method {
-            DtmfSendMethod::Rfc4733 => {
-                let tx = c.media_tx.as_ref().ok_or("the call has no media yet")?;
-                tx.try_send(media::MediaControl::SendDtmf {
-                    digits,
-                    duration: DTMF_DIGIT,
-                })
-                .map_err(|_| "the media task is busy".to_string())
+        let events = c
+            .media
+            .as_ref()
+            .is_some_and(|m| m.telephone_event.is_some());
+        let in_media = |inband: bool| {
+            let tx = c.media_tx.as_ref().ok_or("the call has no media yet")?;
+            tx.try_send(media::MediaControl::SendDtmf {
+                digits: digits.clone(),
+                duration: DTMF_DIGIT,
+                inband,
+            })
+            .map_err(|_| "the media task is busy".to_string())
+        };
+        match (method, method.unwrap_or(c.dtmf)) {
+            (_, DtmfSendMethod::Rfc4733) if events => in_media(false),
+            (Some(_), DtmfSendMethod::Rfc4733) => {
+                Err("the peer did not accept telephone-event (RFC 4733) on this call".into())
             }
-            DtmfSendMethod::Info => {
+            // The trunk's default, RFC 4733, without telephone-event: tones, as a phone would.
+            (None, DtmfSendMethod::Rfc4733) | (_, DtmfSendMethod::InBand) => in_media(true),
+            (_, DtmfSendMethod::Info) => {
                 for d in digits {
                     let body = crate::media::dtmf::info::build_dtmf_relay(
                         d,
@@ -1171,10 +1209,11 @@ impl CallManager {
             let mut spec = spec;
             spec.next_hop = *next;
             self.update_info(call, |i| i.state = "ended");
-            if let Ok(h) = self.dial(
+            if let Ok(h) = self.dial_via(
                 now,
                 stack,
                 spec,
+                c.trunk.as_deref(),
                 c.agent.clone(),
                 c.notify.take(),
                 rest.to_vec(),
@@ -1201,14 +1240,16 @@ impl CallManager {
         }
     }
 
-    fn local_media(&self, address: IpAddr, port: u16, codecs: CodecPrefs) -> LocalMedia {
+    /// Our media for a call: its trunk's codecs and DTMF mode, else the media policy's.
+    fn local_media(&self, address: IpAddr, port: u16, trunk: Option<&TrunkPolicy>) -> LocalMedia {
         LocalMedia {
             address,
             rtp_port: port,
             ptime_ms: self.media.ptime_ms,
             rtcp_mux: self.media.rtcp_mux,
-            codecs,
-            telephone_event: self.media.telephone_event,
+            codecs: trunk.map_or_else(|| self.media.codecs.clone(), |t| t.codecs.clone()),
+            telephone_event: self.media.telephone_event
+                && trunk.is_none_or(|t| t.dtmf == DtmfSendMethod::Rfc4733),
             direction: Direction::SendRecv,
         }
     }

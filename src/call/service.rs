@@ -186,6 +186,7 @@ impl CallService {
             credentials: trunk.as_ref().and_then(|t| t.credentials.clone()),
             local_ip: Some(local_ip),
             extra_headers: Vec::new(),
+            options: None,
         };
         let (notify, done) = oneshot::channel();
         let (reply, handle) = oneshot::channel();
@@ -215,12 +216,13 @@ impl CallService {
         rx.await.map_err(|_| RuntimeError::Stopped)
     }
 
-    /// Sends DTMF digits on a call, by RFC 4733 or SIP INFO.
+    /// Sends DTMF digits on a call: by `method`, else the way its trunk says (see
+    /// [`super::TrunkPolicy::dtmf`]).
     pub async fn send_dtmf(
         &self,
         call: CallHandle,
         digits: Vec<crate::media::dtmf::Digit>,
-        method: super::DtmfSendMethod,
+        method: Option<super::DtmfSendMethod>,
     ) -> Result<Result<(), String>, RuntimeError> {
         let (reply, rx) = oneshot::channel();
         self.commands

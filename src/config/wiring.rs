@@ -1,18 +1,23 @@
 //! Turns a [`Config`] into the typed options of the layers below.
 
-use super::{AtLimit, Config, NoiseReductionSetting, TrunkTransport, TurnDetectionSetting};
+use super::{
+    AtLimit, Config, DtmfMode, NoiseReductionSetting, PrackMode, TrunkTransport,
+    TurnDetectionSetting,
+};
 use crate::agent::realtime::TurnDetection;
 use crate::agent::realtime::client::{ApiKey, NoiseReduction, RealtimeConfig};
 use crate::agent::{PlaySource as AgentPlaySource, PlaySpec};
 use crate::call::agent::{AllowList, Fallback, RealtimeAgent};
 use crate::call::tools::{AgentTools, HttpTool, TransferPolicy, TransferTarget};
-use crate::call::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkMedia, TrunkSpec};
+use crate::call::{
+    AgentKind, AgentSpec, DtmfSendMethod, MediaPolicy, Routes, TrunkPolicy, TrunkSpec,
+};
 use crate::runtime::{KeepaliveSpec, Options, RegistrationSpec};
 use crate::sdp::{Codec as SdpCodec, CodecPrefs};
 use crate::sip::auth::Credentials;
 use crate::sip::message::Limits;
 use crate::sip::transaction::TimerConfig;
-use crate::sip::{LimitResponse, StackConfig, Transport};
+use crate::sip::{CallOptions, LimitResponse, Rel100, StackConfig, Transport};
 
 impl Config {
     /// The runtime options this configuration describes.
@@ -43,6 +48,12 @@ impl Config {
             },
             session_expires: self.sip.session_expires,
             min_se: self.sip.min_se,
+            // Calls from no trunk: session timers unless `session_expires_s = 0`; 100rel
+            // when the caller requires it.
+            call_options: CallOptions {
+                session_timers: self.sip.session_expires.is_some(),
+                rel100: Rel100::Supported,
+            },
         };
         let registrations = self
             .trunks
@@ -133,14 +144,27 @@ impl Config {
                 outbound_proxy: t.outbound_proxy.clone(),
             })
             .collect();
-        let trunk_media = self
+        let trunk_policies = self
             .trunks
             .iter()
-            .map(|t| TrunkMedia {
+            .map(|t| TrunkPolicy {
                 name: t.name.clone(),
                 sources: AllowList::new(t.allow_from.iter().map(|c| (c.network(), c.prefix()))),
                 codecs: CodecPrefs::new(t.codecs.iter().filter_map(|c| c.name().parse().ok()))
                     .unwrap_or_else(|_| media.codecs.clone()),
+                dtmf: match t.dtmf {
+                    DtmfMode::Rfc4733 => DtmfSendMethod::Rfc4733,
+                    DtmfMode::Info => DtmfSendMethod::Info,
+                    DtmfMode::Inband => DtmfSendMethod::InBand,
+                },
+                sip: CallOptions {
+                    session_timers: t.session_timers,
+                    rel100: match t.prack {
+                        PrackMode::Supported => Rel100::Supported,
+                        PrackMode::Required => Rel100::Required,
+                        PrackMode::Disabled => Rel100::Disabled,
+                    },
+                },
             })
             .collect();
         CallSetup {
@@ -148,7 +172,7 @@ impl Config {
             media,
             rtp_ports: (self.media.rtp_ports.min(), self.media.rtp_ports.max()),
             trunks,
-            trunk_media,
+            trunk_policies,
             domain: self.sip.domain.clone(),
         }
     }
@@ -184,8 +208,9 @@ pub struct CallSetup {
     pub rtp_ports: (u16, u16),
     /// Trunks for outbound calls.
     pub trunks: Vec<TrunkSpec>,
-    /// Per-trunk media settings (codecs), for calls from and through each trunk.
-    pub trunk_media: Vec<TrunkMedia>,
+    /// Per-trunk call settings (codecs, DTMF, session timers, 100rel), for calls from and
+    /// through each trunk.
+    pub trunk_policies: Vec<TrunkPolicy>,
     /// Our SIP domain for From URIs without a trunk.
     pub domain: Option<String>,
 }

@@ -8,12 +8,14 @@
 //!
 //! Inside: [`message`] (framing, limits, header access over `rsip`), [`transaction`] (the four
 //! RFC 3261 §17 state machines), [`dialog`] (dialog state per call), [`registration`] (UAC
-//! REGISTER), [`auth`] (digest), [`resolve`] (RFC 3263 target selection) and [`stack`].
+//! REGISTER), [`options`] (per-call 100rel and session timers), [`auth`] (digest),
+//! [`resolve`] (RFC 3263 target selection) and [`stack`].
 
 pub mod auth;
 pub mod builder;
 pub mod dialog;
 pub mod message;
+pub mod options;
 pub mod registration;
 pub mod resolve;
 pub mod stack;
@@ -22,6 +24,7 @@ pub mod transport;
 
 use std::fmt;
 
+pub use options::{CallOptions, Rel100};
 pub use stack::{
     CallDirection, EndReason, IncomingCall, LimitResponse, OutgoingCall, Output, SipEvent,
     SipStack, StackConfig, StackCounters, StackError,

@@ -19,6 +19,7 @@ use super::builder::{
 };
 use super::dialog::{Dialog, DialogId, Role, record_routes};
 use super::message::{self, BRANCH_MAGIC_COOKIE, Limits, Method, Msg};
+use super::options::{CallOptions, PeerRel100, Rel100, TAG_100REL};
 use super::registration::{
     Registration, RegistrationAction, RegistrationConfig, RegistrationState,
 };
@@ -72,6 +73,9 @@ pub struct StackConfig {
     pub session_expires: Option<Duration>,
     /// Our Min-SE.
     pub min_se: Duration,
+    /// The extensions of calls that get no options of their own (neither
+    /// [`OutgoingCall::options`] nor [`SipStack::set_call_options`]).
+    pub call_options: CallOptions,
 }
 
 impl Default for StackConfig {
@@ -90,6 +94,7 @@ impl Default for StackConfig {
             at_limit: LimitResponse::Unavailable { retry_after_s: 30 },
             session_expires: Some(Duration::from_secs(1800)),
             min_se: MIN_SE_FLOOR,
+            call_options: CallOptions::default(),
         }
     }
 }
@@ -254,6 +259,9 @@ pub struct OutgoingCall {
     pub local_ip: Option<IpAddr>,
     /// Extra headers.
     pub extra_headers: Vec<(&'static str, String)>,
+    /// The extensions this call uses (its trunk's); `None`: the stack's
+    /// [`StackConfig::call_options`].
+    pub options: Option<CallOptions>,
 }
 
 /// Command errors.
@@ -275,6 +283,9 @@ pub enum StackError {
     /// A status code outside 100–699 or wrong for the request.
     #[error("status {0} not allowed here")]
     BadStatus(u16),
+    /// The stack refused the call with this status (see [`SipStack::set_call_options`]).
+    #[error("refused with {0}")]
+    Refused(u16),
 }
 
 /// Counters for metrics: what was received, dropped, rejected.
@@ -426,7 +437,10 @@ struct Call {
     /// UAS: a reliable provisional response awaiting PRACK (RFC 3262 §3).
     reliable: Option<(u32, Retransmit)>,
     rseq: u32,
-    peer_requires_100rel: bool,
+    /// UAS: what the INVITE said about 100rel.
+    peer_rel100: PeerRel100,
+    /// The extensions this call uses.
+    options: CallOptions,
     /// UAC state of the initial INVITE.
     uac: Option<UacInvite>,
     /// Our outstanding re-INVITE.
@@ -625,6 +639,35 @@ impl SipStack {
         Ok(())
     }
 
+    /// Gives an inbound call its own extensions (its trunk's), replacing the stack's
+    /// [`StackConfig::call_options`]. Call it on [`SipEvent::IncomingCall`], before the first
+    /// response. When the INVITE's 100rel use cannot meet `options` the stack refuses the call
+    /// itself — 420 (it requires 100rel, `options` disable it) or 421 (`options` require
+    /// 100rel, it does not support it) — and returns `Err(Refused(status))`.
+    pub fn set_call_options(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        options: CallOptions,
+    ) -> Result<(), StackError> {
+        self.now = now;
+        let call = self
+            .calls
+            .get_mut(&handle)
+            .ok_or(StackError::NoSuchCall(handle))?;
+        if call.direction != CallDirection::Inbound || call.state != CallState::Early {
+            return Err(StackError::BadState(handle));
+        }
+        call.options = options;
+        match options.rel100_refusal(call.peer_rel100) {
+            Some((status, header)) => {
+                self.respond_with(now, handle, status, None, vec![header], None)?;
+                Err(StackError::Refused(status))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Answers the peer's re-INVITE or UPDATE reported by [`SipEvent::Modify`].
     pub fn respond_modify(
         &mut self,
@@ -810,7 +853,8 @@ impl SipStack {
             pending_2xx: None,
             reliable: None,
             rseq: 0,
-            peer_requires_100rel: false,
+            peer_rel100: PeerRel100::default(),
+            options: spec.options.unwrap_or(self.config.call_options),
             uac: None,
             client_reinvite: None,
             session: None,
@@ -1156,6 +1200,10 @@ impl SipStack {
                 req.body().to_vec(),
             )
         });
+        let rel100 = PeerRel100 {
+            requires: req.has_option("Require", TAG_100REL),
+            supports: req.has_option("Supported", TAG_100REL),
+        };
         let call = Call {
             direction: CallDirection::Inbound,
             state: CallState::Early,
@@ -1165,7 +1213,8 @@ impl SipStack {
             pending_2xx: None,
             reliable: None,
             rseq: self.rng.gen_range(1..10_000),
-            peer_requires_100rel: req.has_option("Require", "100rel"),
+            peer_rel100: rel100,
+            options: self.config.call_options,
             uac: None,
             client_reinvite: None,
             session: None,
@@ -1183,6 +1232,10 @@ impl SipStack {
             .insert((req.call_id.clone(), from_tag), handle);
         if let Some(e) = self.servers.get_mut(&id) {
             e.call = Some(handle);
+        }
+        if let Some((status, header)) = self.config.call_options.rel100_refusal(rel100) {
+            let _ = self.respond_with(now, handle, status, None, vec![header], None);
+            return;
         }
         self.event(SipEvent::IncomingCall(IncomingCall {
             call: handle,
@@ -1241,7 +1294,7 @@ impl SipStack {
             Method::Options => {
                 let extra = vec![
                     ("Allow", ALLOW.to_string()),
-                    ("Supported", SUPPORTED.to_string()),
+                    ("Supported", self.supported(handle)),
                 ];
                 self.respond_server(now, id, 200, None, extra, None, Some(handle));
             }
@@ -1604,7 +1657,8 @@ impl SipStack {
                     }
                 }
                 let mut send_prack = None;
-                if msg.has_option("Require", "100rel")
+                if msg.has_option("Require", TAG_100REL)
+                    && call.options.rel100 != Rel100::Disabled
                     && let Some(rseq) = msg
                         .header("RSeq")
                         .and_then(|v| v.trim().parse::<u32>().ok())
@@ -2087,9 +2141,12 @@ impl SipStack {
         if (101..200).contains(&status) || (200..300).contains(&status) {
             extra.push(("Contact", contact));
             extra.push(("Allow", ALLOW.to_string()));
-            extra.push(("Supported", SUPPORTED.to_string()));
+            extra.push(("Supported", call.options.supported()));
         }
-        if (101..200).contains(&status) && call.peer_requires_100rel && initial {
+        if (101..200).contains(&status)
+            && initial
+            && call.options.reliable_provisionals(call.peer_rel100)
+        {
             if call.reliable.is_some() {
                 return; // RFC 3262 §3: one unacknowledged reliable provisional at a time.
             }
@@ -2295,11 +2352,19 @@ impl SipStack {
             spec.local_ip,
         );
         let via = via_value(spec.next_hop.transport, local_addr, &branch);
+        let options = call.options;
         let mut extra: Vec<(&'static str, String)> = vec![
             ("Allow", ALLOW.to_string()),
-            ("Supported", SUPPORTED.to_string()),
+            ("Supported", options.supported()),
         ];
-        if let Some(se) = self.config.session_expires {
+        if options.rel100 == Rel100::Required {
+            extra.push(("Require", TAG_100REL.to_string()));
+        }
+        if let Some(se) = self
+            .config
+            .session_expires
+            .filter(|_| options.session_timers)
+        {
             extra.push(("Session-Expires", se.as_secs().to_string()));
             extra.push(("Min-SE", self.config.min_se.as_secs().to_string()));
         }
@@ -2477,7 +2542,7 @@ impl SipStack {
     fn send_reinvite(&mut self, now: Instant, handle: CallHandle, body: Option<Body>) {
         let mut extra = self.session_headers(handle, true);
         extra.push(("Allow", ALLOW.to_string()));
-        extra.push(("Supported", SUPPORTED.to_string()));
+        extra.push(("Supported", self.supported(handle)));
         if let Some(c) = self.calls.get_mut(&handle)
             && let Some(b) = &body
         {
@@ -2666,6 +2731,9 @@ impl SipStack {
         let Some(call) = self.calls.get_mut(&handle) else {
             return;
         };
+        if !call.options.session_timers {
+            return; // this call's peer gets no session timers (a trunk's `session_timers`)
+        }
         call.session = Some(SessionTimer {
             interval,
             we_refresh,
@@ -2727,6 +2795,14 @@ impl SipStack {
         } else {
             self.send_reinvite(now, handle, None);
         }
+    }
+
+    /// The `Supported` value for a message of this call.
+    fn supported(&self, handle: CallHandle) -> String {
+        self.calls.get(&handle).map_or_else(
+            || self.config.call_options.supported(),
+            |c| c.options.supported(),
+        )
     }
 
     /// Session-Expires (and Require: timer) for a message of this call. `refresher` names a

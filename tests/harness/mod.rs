@@ -949,6 +949,7 @@ pub fn outgoing(next_hop: Peer) -> voxline::sip::OutgoingCall {
         credentials: None,
         local_ip: None,
         extra_headers: Vec::new(),
+        options: None,
     }
 }
 

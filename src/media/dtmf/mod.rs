@@ -4,6 +4,7 @@
 //!   reports each key press exactly once, and a sender that produces the packet sequence.
 //! * [`info`]: SIP INFO bodies, `application/dtmf-relay` and `application/dtmf`.
 //! * [`inband`]: tones in the audio itself, found by a Goertzel detector (ITU-T Q.23/Q.24).
+//! * [`tone`]: the sending side of in-band DTMF, Q.23 tones written into outgoing frames.
 //!
 //! All three report a [`DtmfDigit`]. A peer may send the same key press in more than one
 //! form (typically RFC 4733 *and* in-band audio, or RFC 4733 and INFO); [`DtmfDetector`]
@@ -14,6 +15,7 @@
 pub mod inband;
 pub mod info;
 pub mod rfc4733;
+pub mod tone;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -258,6 +258,9 @@ pub enum MediaError {
     /// The RFC 4733 sender refused.
     #[error(transparent)]
     Dtmf(#[from] Rfc4733Error),
+    /// An in-band key press could not be queued.
+    #[error(transparent)]
+    Tone(#[from] crate::media::dtmf::tone::ToneError),
     /// More agent audio than `outbound_capacity`; nothing was queued.
     #[error("outbound audio queue full: {queued:?} queued, capacity {capacity:?}")]
     Backpressure {
@@ -737,6 +740,16 @@ impl MediaStream {
         }
         let start = self.next_tick_after(now);
         self.send.send_dtmf(start, digit, duration)
+    }
+
+    /// Sends a key press as in-band tones (ITU-T Q.23) in place of the agent's audio, from the
+    /// next frame tick (after any key press still being sent); the agent's audio waits.
+    /// Works whatever was negotiated. `Err(NotSending)` on hold.
+    pub fn send_dtmf_tone(&mut self, digit: Digit, duration: Duration) -> Result<(), MediaError> {
+        if !self.sending() {
+            return Err(MediaError::NotSending);
+        }
+        self.send.send_dtmf_tone(digit, duration)
     }
 
     /// Sends a final report with an RTCP BYE (RFC 3550 §6.6), e.g. when the call ends.

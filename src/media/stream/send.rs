@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::media::codec::AudioEncoder;
 use crate::media::dtmf::Digit;
 use crate::media::dtmf::rfc4733::{Rfc4733Sender, Rfc4733SenderConfig};
+use crate::media::dtmf::tone::ToneSender;
 use crate::media::rtp::{RTP_HEADER_LEN, RtpHeader, SeqNo, Ssrc};
 use crate::sdp::{Codec, PayloadType};
 
@@ -31,6 +32,8 @@ pub(super) struct Sender {
     pt: PayloadType,
     te_pt: Option<PayloadType>,
     dtmf: Option<Rfc4733Sender>,
+    /// In-band key presses: tones in place of the agent's audio while they play.
+    tones: ToneSender,
     seq: SeqNo,
     layout: Layout,
     /// Agent PCM still to send (codecs other than G.711).
@@ -79,6 +82,7 @@ impl Sender {
         capacity: Duration,
     ) -> Result<Self, MediaError> {
         let dtmf = dtmf_sender(te_pt, te_clock_rate, &layout)?;
+        let tones = ToneSender::new(layout.sample_rate)?;
         Ok(Self {
             pcm_pool: Spares::default(),
             pkt_pool: Spares::default(),
@@ -87,6 +91,7 @@ impl Sender {
             pt,
             te_pt,
             dtmf,
+            tones,
             seq,
             // Both queues grow when used: a G.711 call never uses `queue`, and an agent that
             // queues little keeps its queue small and warm in the cache.
@@ -156,6 +161,10 @@ impl Sender {
         self.pt = pt;
         self.te_pt = te_pt;
         self.dtmf = dtmf;
+        if self.layout.sample_rate != self.tones.sample_rate() {
+            // Tones still queued are dropped with the audio at the old rate.
+            self.tones = ToneSender::new(layout.sample_rate)?;
+        }
         self.need_marker = true;
         Ok(())
     }
@@ -166,6 +175,7 @@ impl Sender {
         if let Some(d) = self.dtmf.as_mut() {
             d.clear();
         }
+        self.tones = self.tones.cleared();
         self.need_marker = true;
         self.last_agent = false;
     }
@@ -228,6 +238,12 @@ impl Sender {
         Ok(())
     }
 
+    /// Queues an in-band key press (Q.23 tones in place of the agent's audio).
+    pub fn send_dtmf_tone(&mut self, digit: Digit, duration: Duration) -> Result<(), MediaError> {
+        self.tones.send(digit, duration)?;
+        Ok(())
+    }
+
     /// Exact milliseconds of agent audio sent.
     pub fn agent_ms(&self) -> u64 {
         let ns = self.agent_ns_prior
@@ -286,9 +302,12 @@ impl Sender {
             }
         }
 
-        // Encoded agent audio first (G.711 passthrough), else PCM, else silence.
-        let passthrough = self.law.filter(|_| !self.encoded.is_empty());
+        // In-band key presses replace the agent's audio while they play (it waits queued);
+        // then encoded agent audio (G.711 passthrough), else PCM, else silence.
+        let tones = self.tones.fill(&mut pcm);
+        let passthrough = self.law.filter(|_| !tones && !self.encoded.is_empty());
         let taken = match passthrough {
+            _ if tones => 0,
             Some(_) => self.encoded.len().min(frame),
             None => {
                 let taken = self.queue.len().min(frame);
@@ -364,9 +383,9 @@ impl Sender {
         self.last_agent
     }
 
-    /// Whether a key press is being sent or queued.
+    /// Whether a key press is being sent or queued (events or tones).
     pub fn dtmf_busy(&self) -> bool {
-        self.dtmf.as_ref().is_some_and(|d| !d.is_idle())
+        self.dtmf.as_ref().is_some_and(|d| !d.is_idle()) || !self.tones.is_idle()
     }
 
     /// Our SSRC.
