@@ -163,6 +163,7 @@ async fn run(
     for (t, a) in running.sip_addrs.iter() {
         tracing::info!(transport = %t, addr = %a, "listening for SIP");
     }
+    tokio::spawn(trim_after_sip_bursts(service.clone()));
     let agents: Vec<AgentSpec> = cfg.agents.iter().map(config::agent_spec).collect();
     // Finished calls for `GET /calls/{record_id}` and `GET /records`: a read-only connection
     // on the database the record writer created.
@@ -181,6 +182,7 @@ async fn run(
         token: cfg.http.token.as_ref().map(|t| Arc::from(t.expose())),
         agents: Arc::new(agents),
         records: record_reader,
+        sip_counters: Some(running.counters.clone()),
     };
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
     let (bound, _http) = api::serve(http_addr, state)
@@ -325,6 +327,51 @@ async fn start_sip(
         .context("starting SIP")?;
     let service = CallService::new(running.commands.clone(), table, setup.trunks, setup.domain);
     Ok((service, running, records))
+}
+
+/// How often [`trim_after_sip_bursts`] looks at the SIP transaction count.
+const TRIM_CHECK: Duration = Duration::from_secs(5);
+/// Bursts smaller than this many live transactions are not worth a trim.
+const TRIM_AFTER_PEAK: u64 = 1024;
+
+/// Gives the memory of a burst of SIP transactions (a flood) back to the OS once it is over.
+/// The stack frees its transactions and shrinks its maps when they end, but glibc's malloc
+/// keeps freed memory in its arenas: RSS stayed at the flood's peak for good
+/// (docs/PERFORMANCE.md, `tools/sip-flood.sh`). When the live count falls to a quarter of a
+/// peak of at least [`TRIM_AFTER_PEAK`], `malloc_trim(0)` hands the free pages back.
+async fn trim_after_sip_bursts(service: CallService) {
+    let mut peak = 0u64;
+    let mut tick = tokio::time::interval(TRIM_CHECK);
+    loop {
+        tick.tick().await;
+        let Some(c) = service.stack_counters().await else {
+            return; // the driver has stopped
+        };
+        let live = c.server_transactions + c.client_transactions;
+        peak = peak.max(live);
+        if peak >= TRIM_AFTER_PEAK && live <= peak / 4 {
+            let released = tokio::task::spawn_blocking(trim_heap).await.unwrap_or(false);
+            tracing::info!(peak, live, released, "SIP burst over: freed memory returned to the OS");
+            peak = live;
+        }
+    }
+}
+
+/// `malloc_trim(0)`: returns free memory of every malloc arena to the OS; `true` if some
+/// was released. A no-op where the C library is not glibc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() -> bool {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+    }
+    // SAFETY: glibc's malloc_trim takes no pointers, locks each arena itself and may be
+    // called from any thread at any time (malloc(3)).
+    unsafe { malloc_trim(0) != 0 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() -> bool {
+    false
 }
 
 async fn shutdown_signal() {

@@ -23,6 +23,8 @@ cat > "$WORK/voxline.toml" <<TOML
 data_dir = "$WORK/data"
 [limits]
 max_calls = 100000
+# An INVITE transaction lingers 32 s after the 200 (RFC 6026): 3,000 calls/s keep ~100,000.
+max_transactions = 1000000
 [media]
 rtp_port_min = 20000
 rtp_port_max = 60000

@@ -51,6 +51,8 @@ pub struct ApiState {
     /// The call records (read-only), for finished calls in `GET /calls/{id}` and for
     /// `GET /records`; `None` when records are not kept.
     pub records: Option<RecordReader>,
+    /// The SIP runtime's counters (datagrams dropped, TCP limits), for `GET /metrics`.
+    pub sip_counters: Option<Arc<crate::runtime::RuntimeCounters>>,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -211,7 +213,10 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Re
         .lock()
         .map(|t| t.values().filter(|c| c.state != "ended").count())
         .unwrap_or(0);
-    let body = crate::call::metrics::Metrics::global().render(active as u64);
+    let mut body = crate::call::metrics::Metrics::global().render(active as u64);
+    if let Some(stack) = state.handle.stack_counters().await {
+        render_sip_metrics(&mut body, &stack, state.sip_counters.as_deref());
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -220,6 +225,40 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Re
         body,
     )
         .into_response())
+}
+
+/// The SIP stack's and the SIP runtime's counters in the Prometheus text format.
+fn render_sip_metrics(
+    out: &mut String,
+    stack: &crate::sip::StackCounters,
+    runtime: Option<&crate::runtime::RuntimeCounters>,
+) {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering;
+    let load = |c: Option<&std::sync::atomic::AtomicU64>| c.map_or(0, |c| c.load(Ordering::Relaxed));
+    let counters = [
+        ("voxline_sip_messages_in_total", "SIP messages parsed.", stack.messages_in),
+        ("voxline_sip_dropped_malformed_total", "SIP messages dropped as unparseable.", stack.dropped_malformed),
+        ("voxline_sip_rejected_malformed_total", "Malformed SIP requests answered 400/501/513.", stack.rejected_malformed),
+        ("voxline_sip_stray_responses_total", "SIP responses that matched no transaction.", stack.stray_responses),
+        ("voxline_sip_retransmissions_absorbed_total", "Request retransmissions absorbed by server transactions.", stack.retransmissions_absorbed),
+        ("voxline_sip_refused_at_limit_total", "Calls refused at limits.max_calls.", stack.refused_at_limit),
+        ("voxline_sip_dropped_overload_total", "New SIP requests refused at limits.max_transactions (INVITE: 503).", stack.dropped_overload),
+        ("voxline_sip_inbound_dropped_total", "UDP datagrams dropped because the SIP driver was behind.", load(runtime.map(|r| &r.inbound_dropped))),
+        ("voxline_sip_send_errors_total", "SIP datagrams that could not be sent.", load(runtime.map(|r| &r.send_errors))),
+        ("voxline_sip_tcp_refused_total", "TCP connections closed at the total or per-source limit.", load(runtime.map(|r| &r.tcp_refused))),
+        ("voxline_sip_tcp_timed_out_total", "TCP connections closed idle or mid-message.", load(runtime.map(|r| &r.tcp_timed_out))),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let gauges = [
+        ("voxline_sip_server_transactions", "Live SIP server transactions.", stack.server_transactions),
+        ("voxline_sip_client_transactions", "Live SIP client transactions.", stack.client_transactions),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
 }
 
 async fn list_calls(

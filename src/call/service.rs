@@ -216,6 +216,11 @@ impl CallService {
         rx.await.map_err(|_| RuntimeError::Stopped)
     }
 
+    /// The SIP stack's counters, read through the driver (`None` once it has stopped).
+    pub async fn stack_counters(&self) -> Option<crate::sip::StackCounters> {
+        self.commands.stack_counters().await
+    }
+
     /// Sends DTMF digits on a call: by `method`, else the way its trunk says (see
     /// [`super::TrunkPolicy::dtmf`]).
     pub async fn send_dtmf(

@@ -64,6 +64,7 @@ pub(crate) struct FileLimits {
     pub at_limit: Option<AtLimit>,
     pub retry_after_s: Option<u32>,
     pub no_answer_timeout_s: Option<u32>,
+    pub max_transactions: Option<u32>,
 }
 
 /// `[http]`

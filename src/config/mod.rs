@@ -121,6 +121,9 @@ pub struct LimitsSection {
     pub retry_after: Duration,
     /// `no_answer_timeout_s`: outbound ring timeout; `None` (0 in the file) = no timeout.
     pub no_answer_timeout: Option<Duration>,
+    /// `max_transactions`: the most live SIP server transactions (see
+    /// [`crate::sip::StackConfig::max_transactions`]).
+    pub max_transactions: usize,
 }
 
 /// `limits.at_limit`: the final response for a call over `max_calls`.

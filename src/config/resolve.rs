@@ -49,6 +49,8 @@ const DEFAULT_SESSION_EXPIRES_S: u32 = 1800;
 const MIN_SE_FLOOR_S: u32 = 90;
 /// Default concurrent calls.
 const DEFAULT_MAX_CALLS: u32 = 1000;
+/// Fewest `limits.max_transactions`: room for a handful of calls and their requests.
+const MIN_MAX_TRANSACTIONS: u32 = 64;
 /// Default Retry-After with 503.
 const DEFAULT_RETRY_AFTER_S: u32 = 30;
 /// Default outbound ring timeout.
@@ -327,7 +329,16 @@ impl Resolver<'_> {
         self.at_least("limits.max_calls", max_calls, 1)?;
         let retry_after = f.retry_after_s.unwrap_or(DEFAULT_RETRY_AFTER_S);
         self.at_least("limits.retry_after_s", retry_after, 1)?;
+        let max_transactions = f
+            .max_transactions
+            .unwrap_or(crate::sip::stack::DEFAULT_MAX_TRANSACTIONS as u32);
+        self.at_least(
+            "limits.max_transactions",
+            max_transactions,
+            MIN_MAX_TRANSACTIONS,
+        )?;
         Ok(LimitsSection {
+            max_transactions: max_transactions as usize,
             max_calls,
             at_limit: f.at_limit.unwrap_or(AtLimit::Busy),
             retry_after: secs(retry_after),

@@ -54,6 +54,7 @@ impl Config {
                 session_timers: self.sip.session_expires.is_some(),
                 rel100: Rel100::Supported,
             },
+            max_transactions: self.limits.max_transactions,
         };
         let registrations = self
             .trunks

@@ -203,6 +203,18 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// Drops the headers and the body, keeping the fields parsed out of them (Call-ID, CSeq,
+    /// tags, top Via): what a transaction that only resends its response needs.
+    pub fn strip(&mut self) {
+        let (headers, body) = match &mut self.inner {
+            rsip::SipMessage::Request(r) => (&mut r.headers, &mut r.body),
+            rsip::SipMessage::Response(r) => (&mut r.headers, &mut r.body),
+        };
+        *headers = Headers::default();
+        *body = Vec::new();
+        self.via_raw = String::new();
+    }
+
     /// The headers.
     pub fn headers(&self) -> &Headers {
         match &self.inner {

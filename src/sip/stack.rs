@@ -37,6 +37,17 @@ pub const MIN_SE_FLOOR: Duration = Duration::from_secs(90);
 pub const MAX_AUTH_ATTEMPTS: u32 = 3;
 /// How long the stack keeps an ended call's identifiers to absorb late messages.
 pub const ENDED_LINGER: Duration = Duration::from_secs(4);
+/// Default [`StackConfig::max_transactions`]. A non-INVITE transaction over UDP lives 64·T1
+/// = 32 s after its response (RFC 3261 §17.2.2, Timer J), so half of this admits about 500
+/// new out-of-dialog requests a second, sustained.
+pub const DEFAULT_MAX_TRANSACTIONS: usize = 32_768;
+/// `Retry-After` (RFC 3261 §20.33) of the stateless 503 an INVITE gets under overload.
+pub const OVERLOAD_RETRY_AFTER_S: u32 = 5;
+/// A map whose capacity exceeds this many times its length (and [`SHRINK_MIN`]) is shrunk,
+/// so that memory taken by a burst of transactions goes back once they end.
+const SHRINK_FACTOR: usize = 4;
+/// Maps smaller than this are never shrunk.
+const SHRINK_MIN: usize = 1024;
 
 /// What to answer when the call limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +87,11 @@ pub struct StackConfig {
     /// The extensions of calls that get no options of their own (neither
     /// [`OutgoingCall::options`] nor [`SipStack::set_call_options`]).
     pub call_options: CallOptions,
+    /// The most live server transactions. At the limit a new INVITE gets a stateless 503 and
+    /// other new requests are dropped; out-of-dialog requests other than INVITE (OPTIONS,
+    /// REGISTER, garbage-like traffic) may fill only half, so that a flood of them leaves
+    /// room for calls and for the BYEs that end them.
+    pub max_transactions: usize,
 }
 
 impl Default for StackConfig {
@@ -95,6 +111,7 @@ impl Default for StackConfig {
             session_expires: Some(Duration::from_secs(1800)),
             min_se: MIN_SE_FLOOR,
             call_options: CallOptions::default(),
+            max_transactions: DEFAULT_MAX_TRANSACTIONS,
         }
     }
 }
@@ -303,6 +320,13 @@ pub struct StackCounters {
     pub retransmissions_absorbed: u64,
     /// Calls refused at the call limit.
     pub refused_at_limit: u64,
+    /// New requests refused because [`StackConfig::max_transactions`] were live: INVITEs
+    /// answered 503 without state, other requests dropped (their senders retransmit).
+    pub dropped_overload: u64,
+    /// Live server transactions (a gauge, read when the counters are taken).
+    pub server_transactions: u64,
+    /// Live client transactions (a gauge).
+    pub client_transactions: u64,
 }
 
 // ----- internal types -----
@@ -473,6 +497,8 @@ pub struct SipStack {
     regs: HashMap<RegistrationId, Registration>,
     active_calls: usize,
     counters: StackCounters,
+    /// New requests are being refused (see [`StackConfig::max_transactions`]).
+    overloaded: bool,
 }
 
 impl SipStack {
@@ -495,6 +521,7 @@ impl SipStack {
             regs: HashMap::new(),
             active_calls: 0,
             counters: StackCounters::default(),
+            overloaded: false,
         }
     }
 
@@ -505,7 +532,11 @@ impl SipStack {
 
     /// Counters for metrics.
     pub fn counters(&self) -> StackCounters {
-        self.counters
+        StackCounters {
+            server_transactions: self.servers.len() as u64,
+            client_transactions: self.clients.len() as u64,
+            ..self.counters
+        }
     }
 
     /// Calls not yet ended.
@@ -597,6 +628,7 @@ impl SipStack {
                 TimerRef::Reg(id) => self.reg_timeout(now, id),
             }
         }
+        self.shrink_after_burst();
     }
 
     // ===== UAS commands =====
@@ -980,6 +1012,10 @@ impl SipStack {
             }
             return;
         }
+        if !self.admit(method, msg.to_tag.is_some()) {
+            self.refuse_overloaded(now, peer, &msg, method);
+            return;
+        }
         let kind = if method == Method::Invite {
             TxKind::Invite
         } else {
@@ -1010,6 +1046,73 @@ impl SipStack {
         match to_tag {
             Some(tag) => self.on_in_dialog_request(now, id, method, tag),
             None => self.on_out_of_dialog_request(now, id, method),
+        }
+    }
+
+    /// Whether a new request may start a server transaction (see
+    /// [`StackConfig::max_transactions`]).
+    fn admit(&mut self, method: Method, in_dialog: bool) -> bool {
+        let live = self.servers.len();
+        let max = self.config.max_transactions;
+        let admitted = if in_dialog || method == Method::Invite {
+            live < max
+        } else {
+            live < max / 2
+        };
+        if !admitted && !self.overloaded {
+            self.overloaded = true;
+            tracing::warn!(
+                live,
+                max_transactions = max,
+                "SIP overload: new requests are dropped (INVITE: 503) until transactions end"
+            );
+        }
+        admitted
+    }
+
+    /// A request refused under overload: 503 without state for an INVITE (so that a caller's
+    /// proxy tries elsewhere at once), nothing for the rest.
+    fn refuse_overloaded(&mut self, now: Instant, peer: Peer, msg: &Msg, method: Method) {
+        self.now = now;
+        self.counters.dropped_overload += 1;
+        if method == Method::Invite {
+            let tag = self.new_tag();
+            let extra = vec![
+                ("Retry-After", OVERLOAD_RETRY_AFTER_S.to_string()),
+                ("Server", self.config.user_agent.clone()),
+            ];
+            let bytes = build_response(msg, 503, reason_phrase(503), Some(&tag), &extra, None);
+            self.send(peer, bytes);
+        }
+    }
+
+    /// Gives memory back after a burst: shrinks the transaction maps and the timer heap when
+    /// they are mostly empty, and notes the end of an overload.
+    fn shrink_after_burst(&mut self) {
+        fn oversized(len: usize, capacity: usize) -> bool {
+            capacity > SHRINK_MIN && capacity > len.saturating_mul(SHRINK_FACTOR)
+        }
+        if oversized(self.servers.len(), self.servers.capacity()) {
+            self.servers.shrink_to(self.servers.len() * 2);
+            self.server_index.shrink_to(self.server_index.len() * 2);
+        }
+        if oversized(self.clients.len(), self.clients.capacity()) {
+            self.clients.shrink_to(self.clients.len() * 2);
+            self.client_index.shrink_to(self.client_index.len() * 2);
+        }
+        if oversized(self.timers.len(), self.timers.capacity()) {
+            self.timers.shrink_to(self.timers.len() * 2);
+        }
+        if oversized(self.out.len(), self.out.capacity()) {
+            self.out.shrink_to(self.out.len() * 2);
+        }
+        if self.overloaded && self.servers.len() < self.config.max_transactions / 4 {
+            self.overloaded = false;
+            tracing::info!(
+                live = self.servers.len(),
+                dropped_total = self.counters.dropped_overload,
+                "SIP overload over"
+            );
         }
     }
 
@@ -2299,6 +2402,11 @@ impl SipStack {
         };
         if let Some(e) = self.servers.get_mut(&tx_id) {
             let acts = e.tx.send_response(now, status, bytes);
+            if e.tx.kind() == TxKind::NonInvite && e.tx.is_final() {
+                // From here on the transaction only resends its response (§17.2.2): the
+                // parsed request is not needed for the 32 s it lingers over UDP.
+                e.req.strip();
+            }
             let p = e.peer;
             self.apply_server_actions(tx_id, p, acts);
         }
