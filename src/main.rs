@@ -185,7 +185,7 @@ async fn run(
         sip_counters: Some(running.counters.clone()),
     };
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
-    let (bound, _http) = api::serve(http_addr, state)
+    let (bound, _http) = api::serve(http_addr, state, cfg.http.limits)
         .await
         .context("starting HTTP")?;
     tracing::info!(addr = %bound, "serving HTTP");
@@ -350,8 +350,15 @@ async fn trim_after_sip_bursts(service: CallService) {
         let live = c.server_transactions + c.client_transactions;
         peak = peak.max(live);
         if peak >= TRIM_AFTER_PEAK && live <= peak / 4 {
-            let released = tokio::task::spawn_blocking(trim_heap).await.unwrap_or(false);
-            tracing::info!(peak, live, released, "SIP burst over: freed memory returned to the OS");
+            let released = tokio::task::spawn_blocking(trim_heap)
+                .await
+                .unwrap_or(false);
+            tracing::info!(
+                peak,
+                live,
+                released,
+                "SIP burst over: freed memory returned to the OS"
+            );
             peak = live;
         }
     }

@@ -64,7 +64,10 @@ fn a_flood_is_bounded_leaves_room_for_calls_and_is_released() {
     let sent = d.take_sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].msg.start_line(), "SIP/2.0 503 Service Unavailable");
-    assert_eq!(sent[0].msg.h("Retry-After"), OVERLOAD_RETRY_AFTER_S.to_string());
+    assert_eq!(
+        sent[0].msg.h("Retry-After"),
+        OVERLOAD_RETRY_AFTER_S.to_string()
+    );
     assert!(d.take_events().is_empty());
     assert_eq!(d.stack.transaction_count().0, 64);
     assert_eq!(d.stack.counters().dropped_overload, 69);

@@ -38,8 +38,18 @@ fn options_is_answered_with_200() {
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     };
-    assert!(value("voxline_sip_messages_in_total") >= Some(1), "{metrics}");
-    assert_eq!(value("voxline_sip_dropped_overload_total"), Some(0), "{metrics}");
-    assert!(value("voxline_sip_server_transactions").is_some(), "{metrics}");
+    assert!(
+        value("voxline_sip_messages_in_total") >= Some(1),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("voxline_sip_dropped_overload_total"),
+        Some(0),
+        "{metrics}"
+    );
+    assert!(
+        value("voxline_sip_server_transactions").is_some(),
+        "{metrics}"
+    );
     vox.assert_running();
 }

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -126,6 +127,7 @@ pub fn router(state: ApiState) -> Router {
 pub async fn serve(
     addr: SocketAddr,
     state: ApiState,
+    limits: HttpLimits,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ApiStartError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -134,12 +136,76 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| ApiStartError::Bind { addr, source })?;
     let app = router(state);
-    let join = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let join = tokio::spawn(accept_loop(listener, app, limits));
     Ok((local, join))
+}
+
+/// Connection limits and timeouts of the HTTP API (`[http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address.
+    pub max_per_source: usize,
+    /// A request's headers must arrive within this long, and a keep-alive connection with
+    /// no request for this long is closed (hyper's header-read timeout, which restarts after
+    /// each response).
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 256,
+            max_per_source: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accepts API connections within `limits` and serves each with hyper's HTTP/1.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: HttpLimits) {
+    let gate = crate::runtime::TcpGate::new(crate::runtime::TcpLimits {
+        max_connections: limits.max_connections,
+        max_per_source: limits.max_per_source,
+        idle_timeout: limits.idle_timeout,
+        message_timeout: limits.idle_timeout,
+    });
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let Some(slot) = gate.admit(peer.ip()) else {
+                    // Closed at once (dropped): the client sees the connection end.
+                    tracing::debug!(%peer, "HTTP connection refused: connection limit");
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                tokio::spawn(async move {
+                    let mut http = hyper::server::conn::http1::Builder::new();
+                    http.timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(limits.idle_timeout)
+                        .keep_alive(true);
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    }
+                    drop(slot);
+                });
+            }
+            Err(e) if crate::runtime::out_of_descriptors(&e) => {
+                tracing::error!(
+                    error = %e,
+                    "out of file descriptors: an HTTP API connection could not be accepted \
+                     (see the descriptor limit logged at start)"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -235,26 +301,82 @@ fn render_sip_metrics(
 ) {
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering;
-    let load = |c: Option<&std::sync::atomic::AtomicU64>| c.map_or(0, |c| c.load(Ordering::Relaxed));
+    let load =
+        |c: Option<&std::sync::atomic::AtomicU64>| c.map_or(0, |c| c.load(Ordering::Relaxed));
     let counters = [
-        ("voxline_sip_messages_in_total", "SIP messages parsed.", stack.messages_in),
-        ("voxline_sip_dropped_malformed_total", "SIP messages dropped as unparseable.", stack.dropped_malformed),
-        ("voxline_sip_rejected_malformed_total", "Malformed SIP requests answered 400/501/513.", stack.rejected_malformed),
-        ("voxline_sip_stray_responses_total", "SIP responses that matched no transaction.", stack.stray_responses),
-        ("voxline_sip_retransmissions_absorbed_total", "Request retransmissions absorbed by server transactions.", stack.retransmissions_absorbed),
-        ("voxline_sip_refused_at_limit_total", "Calls refused at limits.max_calls.", stack.refused_at_limit),
-        ("voxline_sip_dropped_overload_total", "New SIP requests refused at limits.max_transactions (INVITE: 503).", stack.dropped_overload),
-        ("voxline_sip_inbound_dropped_total", "UDP datagrams dropped because the SIP driver was behind.", load(runtime.map(|r| &r.inbound_dropped))),
-        ("voxline_sip_send_errors_total", "SIP datagrams that could not be sent.", load(runtime.map(|r| &r.send_errors))),
-        ("voxline_sip_tcp_refused_total", "TCP connections closed at the total or per-source limit.", load(runtime.map(|r| &r.tcp_refused))),
-        ("voxline_sip_tcp_timed_out_total", "TCP connections closed idle or mid-message.", load(runtime.map(|r| &r.tcp_timed_out))),
+        (
+            "voxline_sip_messages_in_total",
+            "SIP messages parsed.",
+            stack.messages_in,
+        ),
+        (
+            "voxline_sip_dropped_malformed_total",
+            "SIP messages dropped as unparseable.",
+            stack.dropped_malformed,
+        ),
+        (
+            "voxline_sip_rejected_malformed_total",
+            "Malformed SIP requests answered 400/501/513.",
+            stack.rejected_malformed,
+        ),
+        (
+            "voxline_sip_stray_responses_total",
+            "SIP responses that matched no transaction.",
+            stack.stray_responses,
+        ),
+        (
+            "voxline_sip_retransmissions_absorbed_total",
+            "Request retransmissions absorbed by server transactions.",
+            stack.retransmissions_absorbed,
+        ),
+        (
+            "voxline_sip_refused_at_limit_total",
+            "Calls refused at limits.max_calls.",
+            stack.refused_at_limit,
+        ),
+        (
+            "voxline_sip_dropped_overload_total",
+            "New SIP requests refused at limits.max_transactions (INVITE: 503).",
+            stack.dropped_overload,
+        ),
+        (
+            "voxline_sip_inbound_dropped_total",
+            "UDP datagrams dropped because the SIP driver was behind.",
+            load(runtime.map(|r| &r.inbound_dropped)),
+        ),
+        (
+            "voxline_sip_send_errors_total",
+            "SIP datagrams that could not be sent.",
+            load(runtime.map(|r| &r.send_errors)),
+        ),
+        (
+            "voxline_sip_tcp_refused_total",
+            "TCP connections closed at the total or per-source limit.",
+            load(runtime.map(|r| &r.tcp_refused)),
+        ),
+        (
+            "voxline_sip_tcp_timed_out_total",
+            "TCP connections closed idle or mid-message.",
+            load(runtime.map(|r| &r.tcp_timed_out)),
+        ),
     ];
     for (name, help, v) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     }
     let gauges = [
-        ("voxline_sip_server_transactions", "Live SIP server transactions.", stack.server_transactions),
-        ("voxline_sip_client_transactions", "Live SIP client transactions.", stack.client_transactions),
+        (
+            "voxline_sip_server_transactions",
+            "Live SIP server transactions.",
+            stack.server_transactions,
+        ),
+        (
+            "voxline_sip_client_transactions",
+            "Live SIP client transactions.",
+            stack.client_transactions,
+        ),
     ];
     for (name, help, v) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

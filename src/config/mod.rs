@@ -146,6 +146,8 @@ pub struct HttpSection {
     /// The bearer token read from `token_env` (`None` when `token_env` is not set:
     /// the API then requires no token).
     pub token: Option<Secret>,
+    /// `max_connections`, `max_connections_per_source`, `idle_timeout_s`.
+    pub limits: crate::api::HttpLimits,
 }
 
 /// `[media]`

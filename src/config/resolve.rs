@@ -353,10 +353,26 @@ impl Resolver<'_> {
             Some(var) => Some(self.env_var("http.token_env", var, None)?),
             None => None,
         };
+        let defaults = crate::api::HttpLimits::default();
+        let max_connections = f.max_connections.unwrap_or(defaults.max_connections as u32);
+        self.at_least("http.max_connections", max_connections, 1)?;
+        let per_source = f
+            .max_connections_per_source
+            .unwrap_or(defaults.max_per_source as u32);
+        self.at_least("http.max_connections_per_source", per_source, 1)?;
+        let idle = f
+            .idle_timeout_s
+            .unwrap_or(defaults.idle_timeout.as_secs() as u32);
+        self.at_least("http.idle_timeout_s", idle, 1)?;
         Ok(HttpSection {
             listen: f.listen.unwrap_or(DEFAULT_HTTP_LISTEN),
             token_env: f.token_env,
             token,
+            limits: crate::api::HttpLimits {
+                max_connections: max_connections as usize,
+                max_per_source: per_source as usize,
+                idle_timeout: secs(idle),
+            },
         })
     }
 

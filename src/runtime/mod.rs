@@ -11,6 +11,8 @@ pub mod dns;
 mod driver;
 pub mod health;
 mod net;
+
+pub use net::{TcpGate, TcpSlot};
 pub mod recorder;
 pub mod rtp;
 
