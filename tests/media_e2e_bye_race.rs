@@ -63,7 +63,8 @@ fn a_bye_right_after_the_ack_stops_media_and_frees_the_ports() {
     std::thread::sleep(Duration::from_millis(2500));
     for (k, sip) in ended.iter_mut().enumerate() {
         assert!(
-            sip.wait_request("BYE", Duration::from_millis(100)).is_none(),
+            sip.wait_request("BYE", Duration::from_millis(100))
+                .is_none(),
             "call {k}: voxline sent a BYE for a call that had ended"
         );
     }
