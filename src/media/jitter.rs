@@ -761,8 +761,12 @@ impl JitterBuffer {
     }
 
     fn ticks_since(&self, epoch: Instant, now: Instant) -> i64 {
-        let ns = now.saturating_duration_since(epoch).as_nanos();
-        i64::try_from(ns * u128::from(self.cfg.clock_rate) / 1_000_000_000).unwrap_or(i64::MAX)
+        let since = now.saturating_duration_since(epoch);
+        i64::try_from(crate::media::ticks_in(
+            since,
+            u64::from(self.cfg.clock_rate),
+        ))
+        .unwrap_or(i64::MAX)
     }
 
     fn duration(&self, ticks: i64) -> Duration {

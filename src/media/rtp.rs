@@ -711,7 +711,7 @@ const SUBTICKS: u32 = 16;
 
 /// `d` in ticks at `clock_rate`.
 fn ticks(d: Duration, clock_rate: u32) -> u32 {
-    u32::try_from(d.as_nanos() * u128::from(clock_rate) / 1_000_000_000).unwrap_or(u32::MAX)
+    u32::try_from(crate::media::ticks_in(d, u64::from(clock_rate))).unwrap_or(u32::MAX)
 }
 
 /// Converts RTP ticks at `clock_rate` into a duration (zero for a zero rate).
@@ -864,8 +864,8 @@ impl Source {
     fn transit(&mut self, now: Instant, ts: RtpTimestamp, clock_rate: u32) -> i32 {
         let epoch = *self.epoch.get_or_insert(now);
         let since = now.saturating_duration_since(epoch);
-        let scale = u128::from(clock_rate) * u128::from(SUBTICKS);
-        let arrival = (since.as_nanos() * scale / 1_000_000_000) as u32;
+        let scale = u64::from(clock_rate) * u64::from(SUBTICKS);
+        let arrival = crate::media::ticks_in(since, scale) as u32;
         arrival.wrapping_sub(ts.0.wrapping_mul(SUBTICKS)) as i32
     }
 

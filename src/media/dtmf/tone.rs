@@ -179,5 +179,5 @@ impl ToneSender {
 }
 
 fn samples(d: Duration, rate: u32) -> usize {
-    usize::try_from(d.as_nanos() * u128::from(rate) / 1_000_000_000).unwrap_or(usize::MAX)
+    usize::try_from(crate::media::ticks_in(d, u64::from(rate))).unwrap_or(usize::MAX)
 }

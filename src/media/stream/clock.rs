@@ -45,7 +45,7 @@ impl Layout {
 
     /// PCM samples in `d` at the sample rate (rounded down).
     pub fn samples_in(&self, d: Duration) -> usize {
-        let n = d.as_nanos() * u128::from(self.sample_rate) / 1_000_000_000;
+        let n = crate::media::ticks_in(d, u64::from(self.sample_rate));
         usize::try_from(n).unwrap_or(usize::MAX)
     }
 }
@@ -101,12 +101,12 @@ impl TickClock {
 
     /// The RTP timestamp at any instant (equal to [`Self::ts_at_tick`] at tick times).
     pub fn ts_at(&self, t: Instant) -> RtpTimestamp {
-        let rate = u128::from(self.layout.clock_rate);
+        let rate = u64::from(self.layout.clock_rate);
         if t >= self.anchor {
-            let ticks = (t - self.anchor).as_nanos() * rate / 1_000_000_000;
+            let ticks = crate::media::ticks_in(t - self.anchor, rate);
             RtpTimestamp(self.ts_anchor.wrapping_add(ticks as u32))
         } else {
-            let ticks = (self.anchor - t).as_nanos() * rate / 1_000_000_000;
+            let ticks = crate::media::ticks_in(self.anchor - t, rate);
             RtpTimestamp(self.ts_anchor.wrapping_sub(ticks as u32))
         }
     }
