@@ -156,3 +156,68 @@ fn one_very_late_call_sends_every_missed_packet() {
     s.handle_timeout(t0 + ms(1010));
     assert!(rtp_datagrams(&drain(&mut s)).is_empty());
 }
+
+/// Drives `stream` through seeded late wake-ups with a local agent that answers every
+/// `Frame` event with one frame of audio (as the echo and play agents do), one frame queued
+/// to start. `tick_by_tick`: the runtime's way since issue 9, `handle_next_tick` until it is
+/// false with the agent fed after each tick; otherwise one `handle_timeout` per wake-up.
+/// Returns how many packets after the first carried silence.
+fn silent_packets_with_an_agent(tick_by_tick: bool, seed: u64) -> usize {
+    let t0 = Instant::now();
+    let neg = session(Codec::Pcmu, addr("192.0.2.1:4000"), false, false);
+    let mut s = MediaStream::new(config(neg, 3, 13, t0), t0).expect("stream");
+    let frame = vec![8000i16; 160];
+    s.send_audio(&frame).expect("room");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    let end = t0 + Duration::from_secs(20);
+    let mut pump = |s: &mut MediaStream, payloads: &mut Vec<Vec<u8>>| loop {
+        match s.poll_output() {
+            MediaOutput::Timeout(t) => return t,
+            MediaOutput::Transmit {
+                payload,
+                rtcp: false,
+                ..
+            } => payloads.push(payload),
+            MediaOutput::Event(MediaEvent::Frame { .. }) => {
+                s.send_audio(&frame).expect("room");
+            }
+            _ => {}
+        }
+    };
+    let mut deadline = pump(&mut s, &mut payloads);
+    while deadline <= end {
+        let late = match rng.gen_range(0..10) {
+            0 => ms(rng.gen_range(30..100)),
+            _ => Duration::from_micros(rng.gen_range(0..2000)),
+        };
+        let wake = deadline + late;
+        if tick_by_tick {
+            while s.handle_next_tick(wake) {
+                pump(&mut s, &mut payloads);
+            }
+        }
+        s.handle_timeout(wake);
+        deadline = pump(&mut s, &mut payloads);
+    }
+    payloads
+        .iter()
+        .skip(1)
+        .filter(|p| {
+            let pkt = RtpPacket::parse(p).expect("RTP");
+            pkt.payload.iter().all(|&b| b == 0xff || b == 0x7f)
+        })
+        .count()
+}
+
+/// A late wake-up must not send silence while the agent's audio is one step away: driven
+/// tick by tick, an agent that answers each frame plays without a single gap through
+/// 30–100 ms stalls; catching up all overdue ticks in one call (the runtime's way before)
+/// sent silence for the overdue ticks of the first stalls (after which the agent's late
+/// frames piled up into a backlog that hid later stalls, as added delay).
+#[test]
+fn late_wakeups_do_not_gap_a_local_agent_driven_tick_by_tick() {
+    assert_eq!(silent_packets_with_an_agent(true, 7), 0);
+    let old = silent_packets_with_an_agent(false, 7);
+    assert!(old > 0, "the old way would have gapped too: {old}");
+}

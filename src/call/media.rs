@@ -924,6 +924,11 @@ fn process(c: &mut CallMedia, now: Instant, packets: &[RxPacket], data: &[u8], t
     if now >= c.deadline {
         tx.lend(&mut c.stream);
     }
+    // Tick by tick, the agent answering each frame before the next tick sends: after a late
+    // wake-up a local agent's audio for an overdue tick is then sent, not silence.
+    while c.stream.handle_next_tick(now) {
+        drain(c, tx);
+    }
     c.stream.handle_timeout(now);
     drain(c, tx);
     if let Some(b) = c.bridge.as_mut() {

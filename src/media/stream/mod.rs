@@ -635,7 +635,28 @@ impl MediaStream {
     /// Drives time: processes every frame tick due at or before `now` (late calls catch up),
     /// RTCP reports, the RFC 4733 end timeout and the RTP timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(at) = self.clock.next_time().filter(|t| *t <= now) {
+        while self.handle_next_tick(now) {}
+        self.recv.dtmf_timeout(now, &mut self.out);
+        if self.rtcp.poll(now) {
+            self.send_report(now, false);
+        }
+        if let Some(deadline) = self.rtp_timeout_deadline()
+            && now >= deadline
+        {
+            self.timeout_fired = true;
+            self.emit(MediaEvent::RtpTimeout {
+                silent_for: now.saturating_duration_since(self.last_rx),
+            });
+        }
+    }
+
+    /// Runs the earliest frame tick due at `now`, if any (its packet out, its `Frame` event
+    /// up); `false` when no tick is due. A runtime that wakes late calls this until `false`,
+    /// draining [`Self::poll_output`] and feeding its local agent after each tick, so that
+    /// every tick sends the audio the agent made for it instead of silence; then
+    /// [`Self::handle_timeout`] for the rest.
+    pub fn handle_next_tick(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.clock.next_time().filter(|t| *t <= now) {
             let n = self.clock.next();
             self.clock.advance();
             self.ticks += 1;
@@ -658,18 +679,9 @@ impl MediaStream {
                 sent,
                 caller_encoded,
             });
-        }
-        self.recv.dtmf_timeout(now, &mut self.out);
-        if self.rtcp.poll(now) {
-            self.send_report(now, false);
-        }
-        if let Some(deadline) = self.rtp_timeout_deadline()
-            && now >= deadline
-        {
-            self.timeout_fired = true;
-            self.emit(MediaEvent::RtpTimeout {
-                silent_for: now.saturating_duration_since(self.last_rx),
-            });
+            true
+        } else {
+            false
         }
     }
 
