@@ -171,7 +171,7 @@ fn silent_packets_with_an_agent(tick_by_tick: bool, seed: u64) -> usize {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut payloads: Vec<Vec<u8>> = Vec::new();
     let end = t0 + Duration::from_secs(20);
-    let mut pump = |s: &mut MediaStream, payloads: &mut Vec<Vec<u8>>| loop {
+    let pump = |s: &mut MediaStream, payloads: &mut Vec<Vec<u8>>| loop {
         match s.poll_output() {
             MediaOutput::Timeout(t) => return t,
             MediaOutput::Transmit {
