@@ -110,24 +110,8 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn an_outbound_call_through_a_trunk_offers_its_codecs() {
+    let (mut stack, _, _, invite) = dial_through(carrier(), 47_100);
     let now = Instant::now();
-    let mut stack = SipStack::new(StackConfig::default(), 3, now);
-    let mut calls = manager(47_100);
-    calls
-        .dial_via(
-            now,
-            &mut stack,
-            spec(),
-            Some("carrier"),
-            AgentSpec::hold(),
-            None,
-            vec![],
-        )
-        .expect("dial");
-    let invite = drain(&mut stack, &mut calls, now)
-        .into_iter()
-        .find(|m| m.starts_with("INVITE "))
-        .expect("INVITE");
     let formats = audio_formats(&invite);
     // G.722 (9) and PCMA (8) in the trunk's order, then telephone-event.
     assert_eq!(&formats[..2], ["9", "8"], "{invite}");

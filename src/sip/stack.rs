@@ -659,13 +659,7 @@ impl SipStack {
         if !(101..700).contains(&status) {
             return Err(StackError::BadStatus(status));
         }
-        let call = self
-            .calls
-            .get(&handle)
-            .ok_or(StackError::NoSuchCall(handle))?;
-        if call.direction != CallDirection::Inbound || call.state != CallState::Early {
-            return Err(StackError::BadState(handle));
-        }
+        let call = self.unanswered_inbound(handle)?;
         let tx_id = call.server_invite.ok_or(StackError::BadState(handle))?;
         self.respond_invite_tx(now, handle, tx_id, status, reason, extra, body, true);
         Ok(())
@@ -683,13 +677,7 @@ impl SipStack {
         options: CallOptions,
     ) -> Result<(), StackError> {
         self.now = now;
-        let call = self
-            .calls
-            .get_mut(&handle)
-            .ok_or(StackError::NoSuchCall(handle))?;
-        if call.direction != CallDirection::Inbound || call.state != CallState::Early {
-            return Err(StackError::BadState(handle));
-        }
+        let call = self.unanswered_inbound(handle)?;
         call.options = options;
         match options.rel100_refusal(call.peer_rel100) {
             Some((status, header)) => {
@@ -698,6 +686,18 @@ impl SipStack {
             }
             None => Ok(()),
         }
+    }
+
+    /// An inbound call not answered yet: what the initial-INVITE commands act on.
+    fn unanswered_inbound(&mut self, handle: CallHandle) -> Result<&mut Call, StackError> {
+        let call = self
+            .calls
+            .get_mut(&handle)
+            .ok_or(StackError::NoSuchCall(handle))?;
+        if call.direction != CallDirection::Inbound || call.state != CallState::Early {
+            return Err(StackError::BadState(handle));
+        }
+        Ok(call)
     }
 
     /// Answers the peer's re-INVITE or UPDATE reported by [`SipEvent::Modify`].
