@@ -924,10 +924,13 @@ fn process(c: &mut CallMedia, now: Instant, packets: &[RxPacket], data: &[u8], t
     if now >= c.deadline {
         tx.lend(&mut c.stream);
     }
-    // Tick by tick, the agent answering each frame before the next tick sends: after a late
-    // wake-up a local agent's audio for an overdue tick is then sent, not silence.
+    // Tick by tick, the agent answering each frame before the next overdue tick sends: after
+    // a late wake-up a local agent's audio for that tick is then sent, not silence. (On time,
+    // one tick is due and this is one drain, as before.)
     while c.stream.handle_next_tick(now) {
-        drain(c, tx);
+        if c.stream.next_tick().is_some_and(|t| t <= now) {
+            drain(c, tx);
+        }
     }
     c.stream.handle_timeout(now);
     drain(c, tx);
