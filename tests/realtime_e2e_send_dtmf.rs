@@ -12,16 +12,21 @@ use std::time::Duration;
 use realtime_e2e_support::{RealtimeE2e, talk};
 use voxline::agent::realtime::mock::{MockConfig, ToolScript};
 
-#[test]
-fn send_dtmf_produces_rfc4733_events() {
-    let mock = MockConfig {
+/// A mock model that calls `send_dtmf` with "12#" on its first turn.
+fn presses_12_hash() -> MockConfig {
+    MockConfig {
         tool_call: Some(ToolScript {
             on_turn: 1,
             name: "send_dtmf".into(),
             arguments: r#"{"digits":"12#"}"#.into(),
         }),
         ..MockConfig::default()
-    };
+    }
+}
+
+#[test]
+fn send_dtmf_produces_rfc4733_events() {
+    let mock = presses_12_hash();
     let h = RealtimeE2e::start(mock, "", "", "[agent.tools]\nsend_dtmf = true\n");
     let (mut sip, mut rtp, to) = h.call("1000");
     let packets = talk(&mut rtp, to, 30, 100);
@@ -51,14 +56,7 @@ fn send_dtmf_produces_rfc4733_events() {
 fn a_trunk_with_inband_dtmf_gets_tones() {
     use voxline::media::dtmf::inband::{InbandConfig, InbandDetector};
 
-    let mock = MockConfig {
-        tool_call: Some(ToolScript {
-            on_turn: 1,
-            name: "send_dtmf".into(),
-            arguments: r#"{"digits":"12#"}"#.into(),
-        }),
-        ..MockConfig::default()
-    };
+    let mock = presses_12_hash();
     let trunk =
         "[[trunk]]\nname = \"pbx\"\nhost = \"127.0.0.1\"\nregister = false\ndtmf = \"inband\"\n";
     let h = RealtimeE2e::start(
