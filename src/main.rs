@@ -62,6 +62,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    fix_heap_trim_threshold();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VOXLINE_LOG")
@@ -337,10 +338,13 @@ const TRIM_AFTER_PEAK: u64 = 1024;
 /// Gives the memory of a burst of SIP transactions (a flood) back to the OS once it is over.
 /// The stack frees its transactions and shrinks its maps when they end, but glibc's malloc
 /// keeps freed memory in its arenas: RSS stayed at the flood's peak for good
-/// (docs/PERFORMANCE.md, `tools/sip-flood.sh`). When the live count falls to a quarter of a
-/// peak of at least [`TRIM_AFTER_PEAK`], `malloc_trim(0)` hands the free pages back.
+/// (docs/PERFORMANCE.md, `tools/sip-flood.sh`). The burst's size is the larger of the live
+/// count and the transactions started since the last look (a burst shorter than
+/// [`TRIM_CHECK`] is seen too); when the live count falls to a quarter of a burst of at least
+/// [`TRIM_AFTER_PEAK`], `malloc_trim(0)` hands the free pages back.
 async fn trim_after_sip_bursts(service: CallService) {
     let mut peak = 0u64;
+    let mut started_before: Option<u64> = None;
     let mut tick = tokio::time::interval(TRIM_CHECK);
     loop {
         tick.tick().await;
@@ -348,7 +352,9 @@ async fn trim_after_sip_bursts(service: CallService) {
             return; // the driver has stopped
         };
         let live = c.server_transactions + c.client_transactions;
-        peak = peak.max(live);
+        let started = started_before.map_or(0, |b| c.transactions_started.saturating_sub(b));
+        started_before = Some(c.transactions_started);
+        peak = peak.max(live).max(started);
         if peak >= TRIM_AFTER_PEAK && live <= peak / 4 {
             let released = tokio::task::spawn_blocking(trim_heap)
                 .await
@@ -380,6 +386,34 @@ fn trim_heap() -> bool {
 fn trim_heap() -> bool {
     false
 }
+
+/// glibc's `M_TRIM_THRESHOLD` (malloc.h).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const M_TRIM_THRESHOLD: std::os::raw::c_int = -1;
+/// The trim threshold voxline fixes: glibc's own initial value, 128 KiB.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const HEAP_TRIM_THRESHOLD: std::os::raw::c_int = 128 * 1024;
+
+/// Fixes glibc's trim threshold at its initial 128 KiB. Left dynamic, glibc raises it to twice
+/// the largest mmapped block freed so far (up to 64 MiB): after a SIP flood freed its
+/// transaction tables, the free top of a thread's arena (19 MiB) stayed below the raised
+/// threshold, and `malloc_trim` does not trim the top of a thread's arena, so RSS never came
+/// back (docs/PERFORMANCE.md, `tools/sip-flood.sh`). Setting it also pins the mmap threshold
+/// at 128 KiB (mallopt(3)).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_heap_trim_threshold() {
+    unsafe extern "C" {
+        fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+    }
+    // SAFETY: mallopt takes no pointers and may be called at any time (mallopt(3)); this runs
+    // first thing in main, before any other thread exists.
+    unsafe {
+        mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_heap_trim_threshold() {}
 
 async fn shutdown_signal() {
     #[cfg(unix)]

@@ -359,6 +359,11 @@ fn render_sip_metrics(
             "TCP connections closed idle or mid-message.",
             load(runtime.map(|r| &r.tcp_timed_out)),
         ),
+        (
+            "voxline_sip_transactions_started_total",
+            "SIP server and client transactions created.",
+            stack.transactions_started,
+        ),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(

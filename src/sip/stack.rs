@@ -327,6 +327,8 @@ pub struct StackCounters {
     pub server_transactions: u64,
     /// Live client transactions (a gauge).
     pub client_transactions: u64,
+    /// Server and client transactions created since the start.
+    pub transactions_started: u64,
 }
 
 // ----- internal types -----
@@ -1024,6 +1026,7 @@ impl SipStack {
         let tx = ServerTransaction::new(kind, peer.transport.is_reliable(), self.config.timers);
         let id = self.alloc_id();
         self.server_index.insert(key.clone(), id);
+        self.counters.transactions_started += 1;
         self.servers.insert(
             id,
             ServerEntry {
@@ -1608,6 +1611,7 @@ impl SipStack {
         );
         let cid = self.alloc_id();
         self.server_index.insert(cancel_key.clone(), cid);
+        self.counters.transactions_started += 1;
         self.servers.insert(
             cid,
             ServerEntry {
@@ -2544,6 +2548,7 @@ impl SipStack {
             method: method as u8,
         };
         self.client_index.insert(key.clone(), id);
+        self.counters.transactions_started += 1;
         self.clients.insert(
             id,
             ClientEntry {
