@@ -138,7 +138,7 @@ if [ "$LOADGEN" = sipp ]; then
   sleep $(( (CALLS / RATE) < 9 ? (CALLS / RATE) + 1 : 9 ))
   SAMPLE=4
 else
-  EXTRA=0; [ -n "${PERF:-}" ] && EXTRA=4
+  EXTRA=0; [ -n "${PERF:-}" ] && EXTRA=$(( ${PERF_S:-3} + 1 ))
   if [ "$TARGET" = voxline ]; then dest=(--target 127.0.0.1:$PORT); else dest=(--rtp-only 127.0.0.1:$REFL_BASE); fi
   "$LOAD" "${dest[@]}" --calls "$CALLS" --rate "$RATE" --codec "$CODEC" --telephone-event "$TE" --rtp-base "$RTP_BASE" \
       --seconds $(( SAMPLE + WARM + 1 + EXTRA )) >"$WORK/gen.out" 2>&1 &
@@ -150,7 +150,7 @@ fi
 a1=$(active); c1=$(cpu "$PID"); g1=$(cpu "$GEN" 2>/dev/null || echo 0); b1=$(idle); t1=$(date +%s.%N)
 sleep "$SAMPLE"
 a2=$(active); c2=$(cpu "$PID"); g2=$(cpu "$GEN" 2>/dev/null || echo 0); b2=$(idle); t2=$(date +%s.%N); peak_rss=$(rss)
-if [ -n "${PERF:-}" ]; then perf record -F 1999 ${PERF_ARGS:--g} -p "$PID" -o /tmp/perf.data -- sleep 3 >/dev/null 2>&1; fi
+if [ -n "${PERF:-}" ]; then perf record -F ${PERF_HZ:-1999} ${PERF_ARGS:--g} -p "$PID" -o /tmp/perf.data -- sleep ${PERF_S:-3} >/dev/null 2>&1; fi
 wait "$GEN" || true
 GEN=
 if [ "$LOADGEN" = sipp ]; then
