@@ -1,4 +1,4 @@
-//! Shared harness for the real-peer tests (tests/sipp_*.rs, tests/sip_malformed.rs).
+//! Shared harness for the real-peer tests (tests/sipp_*.rs, tests/sip/malformed.rs).
 //!
 //! * [`VoxlineProcess`]: a `voxline run` on free loopback ports, with its own config
 //!   file and log files in a temporary directory; killed on drop, its log printed when

@@ -6,7 +6,7 @@
 //! computing the code (`cargo bench --bench codecs`). The tables are built at compile time by
 //! `const fn`s from the G.711 segment definition (the encoder's finds the segment with one
 //! `leading_zeros`). Both directions are checked against the classic Sun Microsystems `g711.c`
-//! in `tests/media_codec_g711.rs`.
+//! in `tests/media/codec_g711.rs`.
 //!
 //! Samples are 16-bit linear PCM; G.711 itself works on 14-bit (μ-law) or 13-bit (A-law)
 //! linear values, so the low 2 or 3 bits are dropped on encoding and zero on decoding.

@@ -1,0 +1,21 @@
+//! HTTP API, call control, configuration and call-record tests.
+//! One module per behaviour; the support modules are shared by the test binaries.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod call_failover;
+mod call_transfer;
+mod call_trunk_settings;
+mod call_variables;
+mod config_cli;
+mod config_errors;
+mod config_profiles;
+mod config_realtime;
+mod http;
+mod input_limits;
+mod records;
+mod records_calls;
+mod records_crash;
+mod records_store;
+mod records_transcript;

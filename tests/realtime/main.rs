@@ -1,0 +1,42 @@
+//! Realtime backend tests: the client against the local mock of the provider protocol, the
+//! built-in agents, and end-to-end calls through a running voxline.
+//! One module per behaviour; the support modules are shared by the test binaries.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../media_peer/mod.rs"]
+mod media_peer;
+#[path = "../media_stream_support/mod.rs"]
+mod media_stream_support;
+#[path = "../realtime_e2e_support/mod.rs"]
+mod realtime_e2e_support;
+#[path = "../realtime_support/mod.rs"]
+mod realtime_support;
+
+mod agent_builtin;
+mod agent_http_tools;
+mod audio_out;
+mod barge_in;
+mod connect_errors;
+mod e2e_allow_from;
+mod e2e_audio_out;
+mod e2e_barge_in;
+mod e2e_fallback;
+mod e2e_hang_up;
+mod e2e_http_tool;
+mod e2e_outbound;
+mod e2e_passthrough;
+mod e2e_reconnect;
+mod e2e_records;
+mod e2e_send_dtmf;
+mod e2e_transfer;
+mod e2e_wideband;
+mod late_wakeup;
+mod mock_g711;
+mod mock_strictness;
+mod mock_truncate;
+mod passthrough;
+mod reconnect;
+mod secrets;
+mod session_setup;
+mod tools;

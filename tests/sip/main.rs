@@ -1,0 +1,43 @@
+//! SIP tests: the stack against malformed, lossy and hostile input, and voxline against SIPp.
+//! One module per behaviour; the support modules are shared by the test binaries.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod cancel_race;
+mod dialog;
+mod flood_memory;
+mod flood_timers;
+mod forked_2xx;
+mod invite_retransmit_after_200;
+mod limits;
+mod lossy_network;
+mod lost_200;
+mod lost_ack;
+mod malformed;
+mod options_keepalive;
+mod outbound_auth;
+mod overload;
+mod prack;
+mod register;
+mod resolve;
+mod rfc2543_matching;
+mod rfc4475_torture;
+mod server_header;
+mod session_timer;
+mod sipp_bye_from_voxline;
+mod sipp_call_limit;
+mod sipp_cancel;
+mod sipp_hold_resume;
+mod sipp_inbound_call;
+mod sipp_late_offer;
+mod sipp_load;
+mod sipp_options;
+mod sipp_outbound_auth;
+mod sipp_register;
+mod sipp_transfer;
+mod tcp_limits;
+mod tx_retransmit_schedule;
+mod tx_server_invite;
