@@ -927,7 +927,17 @@ fn process(c: &mut CallMedia, now: Instant, packets: &[RxPacket], data: &[u8], t
     // Tick by tick, the agent answering each frame before the next overdue tick sends: after
     // a late wake-up a local agent's audio for that tick is then sent, not silence. (On time,
     // one tick is due and this is one drain, as before.)
-    while c.stream.handle_next_tick(now) {
+    // The local agent answers each caller frame before that tick's packet leaves (same-tick
+    // reply, `call::tick`).
+    while let Some(t) =
+        super::tick::run_tick(&mut c.stream, c.agent.as_mut(), &mut tx.agent_out, now)
+    {
+        if t.dropped {
+            tracing::trace!(call = %c.call, "agent audio dropped: outbound queue full");
+        }
+        if t.action == AgentAction::HangUp {
+            agent_hung_up(c);
+        }
         if c.stream.next_tick().is_some_and(|t| t <= now) {
             drain(c, tx);
         }
@@ -1188,6 +1198,29 @@ fn drain(c: &mut CallMedia, tx: &mut Outgoing) {
     }
 }
 
+/// The local agent said it is done: hang up, or transfer where a realtime call's fallback
+/// says to.
+fn agent_hung_up(c: &mut CallMedia) {
+    if c.hung_up {
+        return;
+    }
+    c.hung_up = true;
+    let transfer = c
+        .fallback
+        .as_ref()
+        .filter(|f| f.active)
+        .and_then(|f| f.transfer_to.clone());
+    match transfer {
+        Some(target) => fallback_transfer(c, target),
+        None => {
+            let _ = c.commands.try_send(CallCommand::MediaHangup {
+                call: c.call,
+                reason: "agent finished".into(),
+            });
+        }
+    }
+}
+
 fn on_event(c: &mut CallMedia, ev: MediaEvent, spare: &mut Outgoing) {
     let call = c.call;
     match ev {
@@ -1212,17 +1245,6 @@ fn on_event(c: &mut CallMedia, ev: MediaEvent, spare: &mut Outgoing) {
                     c.stream.is_sending(),
                 );
             }
-            let action = if c.stream.is_sending() {
-                let out = &mut spare.agent_out;
-                out.clear();
-                let action = c.agent.on_frame(&caller, out);
-                if !out.is_empty() && c.stream.send_audio(out).is_err() {
-                    tracing::trace!(%call, "agent audio dropped: outbound queue full");
-                }
-                action
-            } else {
-                AgentAction::Continue
-            };
             spare.spare_pcm(caller);
             spare.spare_pcm(sent);
             if let Some(bytes) = caller_encoded
@@ -1230,23 +1252,6 @@ fn on_event(c: &mut CallMedia, ev: MediaEvent, spare: &mut Outgoing) {
             {
                 // The G.711 bytes went to the bridge above; the buffer is lent to the next call.
                 spare.bytes.push(bytes);
-            }
-            if action == AgentAction::HangUp && !c.hung_up {
-                c.hung_up = true;
-                let transfer = c
-                    .fallback
-                    .as_ref()
-                    .filter(|f| f.active)
-                    .and_then(|f| f.transfer_to.clone());
-                match transfer {
-                    Some(target) => fallback_transfer(c, target),
-                    None => {
-                        let _ = c.commands.try_send(CallCommand::MediaHangup {
-                            call,
-                            reason: "agent finished".into(),
-                        });
-                    }
-                }
             }
         }
         MediaEvent::Dtmf(d) => {

@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod media;
 pub mod metrics;
 mod service;
+mod tick;
 pub mod tools;
 mod transfer;
 

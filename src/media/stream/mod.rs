@@ -20,6 +20,12 @@
 //!    keeps carriers from dropping the call) or the RFC 4733 packets due instead;
 //! 3. emits [`MediaEvent::Frame`] with both.
 //!
+//! Between 1 and 2 the runtime may answer the caller's frame: [`MediaStream::start_tick`]
+//! runs step 1 and returns the frame, a local agent or DSP chain queues its reply with
+//! [`MediaStream::send_audio`], and [`MediaStream::finish_tick`] runs steps 2 and 3, so the
+//! reply leaves in the same tick (an echo comes back after the jitter-buffer delay alone).
+//! [`MediaStream::handle_next_tick`] and `handle_timeout` run whole ticks.
+//!
 //! # G.711 passthrough
 //!
 //! With PCMU or PCMA the stream also carries the audio as G.711 bytes, untouched, for a
@@ -430,8 +436,19 @@ pub struct MediaStream {
     /// A tick whose packet [`MediaStream::send_ahead`] already sent, with the PCM it carried
     /// (for that tick's frame event).
     ahead: Option<(u64, Vec<i16>)>,
+    /// A tick [`MediaStream::start_tick`] began and [`MediaStream::finish_tick`] has not sent.
+    pending: Option<PendingTick>,
     /// Whether frame events carry `caller_encoded` (see [`MediaStream::set_caller_encoded`]).
     caller_encoded: bool,
+}
+
+/// A frame tick between [`MediaStream::start_tick`] and [`MediaStream::finish_tick`].
+#[derive(Debug)]
+struct PendingTick {
+    at: Instant,
+    n: u64,
+    caller: Vec<i16>,
+    caller_encoded: Option<Vec<u8>>,
 }
 
 impl MediaStream {
@@ -479,6 +496,7 @@ impl MediaStream {
             dropped_foreign: 0,
             last_fraction_lost: 0,
             ahead: None,
+            pending: None,
             caller_encoded: true,
             negotiated: neg,
             cname: cfg.cname,
@@ -496,6 +514,8 @@ impl MediaStream {
     /// the frame schedule continues from the next tick with the new frame; queued agent audio
     /// is dropped if the sample rate changes. On error nothing changes.
     pub fn update(&mut self, now: Instant, negotiated: NegotiatedMedia) -> Result<(), MediaError> {
+        // A started tick belongs to the old session: it goes out first.
+        self.finish_tick();
         let old = &self.negotiated;
         let codec_changed = old.codec != negotiated.codec || old.ptime_ms != negotiated.ptime_ms;
         let te_changed = old.telephone_event != negotiated.telephone_event;
@@ -654,35 +674,69 @@ impl MediaStream {
     /// up); `false` when no tick is due. A runtime that wakes late calls this until `false`,
     /// draining [`Self::poll_output`] and feeding its local agent after each tick, so that
     /// every tick sends the audio the agent made for it instead of silence; then
-    /// [`Self::handle_timeout`] for the rest.
+    /// [`Self::handle_timeout`] for the rest. The same as [`Self::start_tick`] then
+    /// [`Self::finish_tick`] with nothing done in between.
     pub fn handle_next_tick(&mut self, now: Instant) -> bool {
-        if let Some(at) = self.clock.next_time().filter(|t| *t <= now) {
-            let n = self.clock.next();
-            self.clock.advance();
-            self.ticks += 1;
-            if now.saturating_duration_since(at) >= self.clock.layout().frame() {
-                self.late_ticks += 1;
-            }
-            let (caller, caller_encoded) = self.recv.tick(at, &mut self.out);
-            let sent = match self.ahead.take() {
-                // Sent early by `send_ahead`: nothing more goes out for this tick.
-                Some((k, pcm)) if k == n => pcm,
-                _ => {
-                    let to = self
-                        .sending()
-                        .then(|| self.latch.rtp_peer(&self.negotiated));
-                    self.send.tick(at, n, &self.clock, to, &mut self.out)
-                }
-            };
-            self.emit(MediaEvent::Frame {
-                caller,
-                sent,
-                caller_encoded,
-            });
-            true
-        } else {
-            false
+        if self.start_tick(now).is_none() {
+            return false;
         }
+        self.finish_tick();
+        true
+    }
+
+    /// The first half of the earliest tick due at `now`: takes the caller's frame for it
+    /// from the jitter buffer and decodes it, and returns it (mono PCM at
+    /// [`Self::sample_rate`]); `None` when no tick is due. A local agent (or a DSP chain)
+    /// answers it with [`Self::send_audio`] before [`Self::finish_tick`] sends the tick's
+    /// packet, so the reply leaves in the same tick instead of the next one. A tick started
+    /// and not finished is finished first.
+    pub fn start_tick(&mut self, now: Instant) -> Option<&[i16]> {
+        self.finish_tick();
+        let at = self.clock.next_time().filter(|t| *t <= now)?;
+        let n = self.clock.next();
+        self.clock.advance();
+        self.ticks += 1;
+        if now.saturating_duration_since(at) >= self.clock.layout().frame() {
+            self.late_ticks += 1;
+        }
+        let (caller, caller_encoded) = self.recv.tick(at, &mut self.out);
+        let pending = self.pending.insert(PendingTick {
+            at,
+            n,
+            caller,
+            caller_encoded,
+        });
+        Some(&pending.caller)
+    }
+
+    /// The second half of the tick [`Self::start_tick`] began: sends its packet, with the
+    /// agent audio queued by then, and emits its `Frame` event. Nothing when no tick is
+    /// started.
+    pub fn finish_tick(&mut self) {
+        let Some(PendingTick {
+            at,
+            n,
+            caller,
+            caller_encoded,
+        }) = self.pending.take()
+        else {
+            return;
+        };
+        let sent = match self.ahead.take() {
+            // Sent early by `send_ahead`: nothing more goes out for this tick.
+            Some((k, pcm)) if k == n => pcm,
+            _ => {
+                let to = self
+                    .sending()
+                    .then(|| self.latch.rtp_peer(&self.negotiated));
+                self.send.tick(at, n, &self.clock, to, &mut self.out)
+            }
+        };
+        self.emit(MediaEvent::Frame {
+            caller,
+            sent,
+            caller_encoded,
+        });
     }
 
     /// Appends agent audio (mono, at [`Self::sample_rate`]) to the outbound queue.
@@ -716,6 +770,7 @@ impl MediaStream {
         };
         if at <= now
             || self.ahead.is_some()
+            || self.pending.is_some()
             || !self.sending()
             || self.send.talking()
             || self.send.queued().is_zero()
