@@ -85,14 +85,23 @@ fn a_call_cut_by_a_crash_is_marked_unfinished() {
         }
     }
     assert!(up, "the call never came up");
-    std::thread::sleep(Duration::from_millis(300)); // let the writer commit the start
+    // The crash comes once the writer has committed the call's answered record.
+    let committed = (0..100).any(|_| {
+        let found = RecordReader::open(data.path())
+            .and_then(|r| r.list(10, 0))
+            .is_ok_and(|all| all.iter().any(|r| r.answered_at.is_some()));
+        if !found {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        found
+    });
+    assert!(committed, "the answered call never reached the records");
     let _ = std::process::Command::new("kill")
         .arg("-KILL")
         .arg(vox.pid().to_string())
         .status();
-    std::thread::sleep(Duration::from_millis(300));
     drop(sipp_run);
-    drop(vox);
+    drop(vox); // waits for the killed process
     // The next start (here: opening the store as voxline does) marks it unfinished.
     let store = voxline::records::RecordStore::open(data.path()).expect("open");
     let all = store.list(10, 0).expect("list");

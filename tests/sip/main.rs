@@ -5,6 +5,8 @@
 mod common;
 #[path = "../harness/mod.rs"]
 mod harness;
+#[path = "../media_peer/mod.rs"]
+mod media_peer;
 
 mod cancel_race;
 mod dialog;

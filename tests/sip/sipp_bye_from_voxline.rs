@@ -4,8 +4,9 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::media_peer::{CallSpy, wait_ended};
 use common::{VoxlineProcess, scenario, sipp};
 
 const CONFIG: &str = r#"
@@ -23,7 +24,7 @@ hangup_after_ms = 500
 fn voxline_sends_bye_after_hangup_after_ms() {
     let mut vox = VoxlineProcess::spawn(CONFIG);
     let target = vox.sip_addr().to_string();
-    let started = Instant::now();
+    let spy = CallSpy::start(vox.http_addr());
     let run = sipp(
         &[
             "-sf",
@@ -36,17 +37,19 @@ fn voxline_sends_bye_after_hangup_after_ms() {
         ],
         Duration::from_secs(15),
     );
-    let took = started.elapsed();
     run.assert_success("BYE from voxline");
     assert!(
         run.log.contains("BYE from voxline"),
         "no BYE seen\n{}",
         run.report()
     );
-    // hangup_after_ms = 500: the BYE cannot come before the agent's 500 ms are up.
-    assert!(
-        took >= Duration::from_millis(500),
-        "call ended after {took:?}, before hangup_after_ms"
-    );
+    // hangup_after_ms = 500: voxline's record shows it hung up itself, not before
+    // its 500 ms were up.
+    let id = spy.the_call(Duration::from_secs(1));
+    let call = wait_ended(vox.http_addr(), id, Duration::from_secs(5));
+    let lasted = call["ended_at"].as_f64().expect("ended_at")
+        - call["answered_at"].as_f64().expect("answered_at");
+    assert!(lasted >= 0.5, "hung up after {lasted:.3} s\ncall: {call:#}");
+    assert_eq!(call["end_reason"], "LocalBye", "call: {call:#}");
     vox.assert_running();
 }
