@@ -1,6 +1,9 @@
 //! Per-frame cost of every codec: encode and decode of one 20 ms frame, and concealment of a
 //! lost 20 ms frame. Run with `cargo bench --bench codecs` (add `-- --quick` for a short run).
 
+// Benchmark setup fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::f64::consts::PI;
 use std::hint::black_box;
 

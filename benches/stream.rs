@@ -8,6 +8,9 @@
 //! buffers handed back as the media worker does, so that every call's state is as cold in the
 //! caches as it is under load (the per-call figure of a load run, without the system calls).
 
+// Benchmark setup fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

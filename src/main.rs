@@ -62,7 +62,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    fix_heap_trim_threshold();
+    voxline_heap::fix_trim_threshold();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VOXLINE_LOG")
@@ -356,7 +356,7 @@ async fn trim_after_sip_bursts(service: CallService) {
         started_before = Some(c.transactions_started);
         peak = peak.max(live).max(started);
         if peak >= TRIM_AFTER_PEAK && live <= peak / 4 {
-            let released = tokio::task::spawn_blocking(trim_heap)
+            let released = tokio::task::spawn_blocking(voxline_heap::trim)
                 .await
                 .unwrap_or(false);
             tracing::info!(
@@ -369,51 +369,6 @@ async fn trim_after_sip_bursts(service: CallService) {
         }
     }
 }
-
-/// `malloc_trim(0)`: returns free memory of every malloc arena to the OS; `true` if some
-/// was released. A no-op where the C library is not glibc.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() -> bool {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-    }
-    // SAFETY: glibc's malloc_trim takes no pointers, locks each arena itself and may be
-    // called from any thread at any time (malloc(3)).
-    unsafe { malloc_trim(0) != 0 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() -> bool {
-    false
-}
-
-/// glibc's `M_TRIM_THRESHOLD` (malloc.h).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const M_TRIM_THRESHOLD: std::os::raw::c_int = -1;
-/// The trim threshold voxline fixes: glibc's own initial value, 128 KiB.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const HEAP_TRIM_THRESHOLD: std::os::raw::c_int = 128 * 1024;
-
-/// Fixes glibc's trim threshold at its initial 128 KiB. Left dynamic, glibc raises it to twice
-/// the largest mmapped block freed so far (up to 64 MiB): after a SIP flood freed its
-/// transaction tables, the free top of a thread's arena (19 MiB) stayed below the raised
-/// threshold, and `malloc_trim` does not trim the top of a thread's arena, so RSS never came
-/// back (docs/PERFORMANCE.md, `tools/sip-flood.sh`). Setting it also pins the mmap threshold
-/// at 128 KiB (mallopt(3)).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn fix_heap_trim_threshold() {
-    unsafe extern "C" {
-        fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
-    }
-    // SAFETY: mallopt takes no pointers and may be called at any time (mallopt(3)); this runs
-    // first thing in main, before any other thread exists.
-    unsafe {
-        mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn fix_heap_trim_threshold() {}
 
 async fn shutdown_signal() {
     #[cfg(unix)]

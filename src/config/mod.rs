@@ -570,6 +570,7 @@ impl Config {
     /// [`Config::embedded_default`] with environment variables looked up through `env`: with
     /// `OPENAI_API_KEY` set, calls go to the built-in realtime `assistant` (loopback callers
     /// only); without it, to `echo`.
+    #[allow(clippy::expect_used)] // the invariant is stated below
     pub fn embedded_default_with_env(env: impl Fn(&str) -> Option<String>) -> Config {
         match Config::from_toml_str_with_env("", "(embedded default)", &env) {
             Ok(c) => c,

@@ -2,6 +2,9 @@
 //! clock, SDP offer/answer, and end-to-end media through a running voxline.
 //! One module per behaviour; the support modules are shared by the test binaries.
 
+// Test code fails by panicking: helpers unwrap and expect like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../media_peer/mod.rs"]

@@ -1,6 +1,9 @@
 //! SIP tests: the stack against malformed, lossy and hostile input, and voxline against SIPp.
 //! One module per behaviour; the support modules are shared by the test binaries.
 
+// Test code fails by panicking: helpers unwrap and expect like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../harness/mod.rs"]
