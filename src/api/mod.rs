@@ -620,8 +620,21 @@ async fn create_call(
             agent,
         })
         .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+        .map_err(dial_error)?;
     Ok((StatusCode::CREATED, Json(json!({ "id": call.0 }))))
+}
+
+/// The status of a failed dial: a name the request got wrong is the client's error, an
+/// unresolvable target the network's, no port or descriptor (or a stopped runtime) ours for
+/// now.
+fn dial_error(e: crate::call::DialError) -> ApiError {
+    use crate::call::DialError;
+    let status = match &e {
+        DialError::UnknownTrunk(_) => StatusCode::BAD_REQUEST,
+        DialError::Resolve { .. } => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, e.to_string())
 }
 
 /// A dial target is a `sip:` or `sips:` URI with a host, and nothing that could break out of
@@ -764,8 +777,14 @@ async fn send_dtmf(
     };
     match state.handle.send_dtmf(CallHandle(id), digits, method).await {
         Ok(Ok(())) => Ok(Json(json!({ "id": id, "digits": req.digits }))),
-        Ok(Err(e)) if e.starts_with("no call") => Err(ApiError::new(StatusCode::NOT_FOUND, e)),
-        Ok(Err(e)) => Err(ApiError::new(StatusCode::CONFLICT, e)),
+        Ok(Err(e)) => {
+            let status = match e {
+                crate::call::DtmfError::NoCall(_) => StatusCode::NOT_FOUND,
+                crate::call::DtmfError::MediaBusy => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::CONFLICT,
+            };
+            Err(ApiError::new(status, e.to_string()))
+        }
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             e.to_string(),

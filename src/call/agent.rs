@@ -368,7 +368,7 @@ impl ToolJob {
                 }
                 match rx.await {
                     Ok(Ok(())) => (Ok(serde_json::json!({ "sent": text }).to_string()), true),
-                    Ok(Err(e)) => (Err(e), true),
+                    Ok(Err(e)) => (Err(e.to_string()), true),
                     Err(_) => (Err("voxline is shutting down".into()), true),
                 }
             }

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::sdp::{CodecPrefs, Direction, LocalMedia, NegotiatedMedia, SdpSession};
 use crate::sip::{Body, CallHandle, EndReason, IncomingCall, SipEvent, SipStack};
 
-pub use service::{CallService, DialRequest, TrunkSpec};
+pub use service::{CallService, DialError, DialRequest, TrunkSpec};
 pub use service::{TRANSFER_TIMEOUT, TransferRequestError};
 pub use transfer::{TransferError, TransferOutcome, TransferTarget};
 
@@ -346,7 +346,7 @@ pub enum CallCommand {
         /// Learns how the call ended.
         notify: tokio::sync::oneshot::Sender<OutboundResult>,
         /// Gets the handle.
-        reply: tokio::sync::oneshot::Sender<Result<CallHandle, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<CallHandle, RtpPortError>>,
     },
     /// Hang up a call.
     Hangup {
@@ -385,7 +385,7 @@ pub enum CallCommand {
         /// without a trunk).
         method: Option<DtmfSendMethod>,
         /// Ok, or why not.
-        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+        reply: tokio::sync::oneshot::Sender<Result<(), DtmfError>>,
     },
     /// Blind transfer (REFER) of an answered call; the reply comes with the final outcome.
     Transfer {
@@ -408,6 +408,27 @@ pub enum DtmfSendMethod {
     Info,
     /// ITU-T Q.23 tones in the audio.
     InBand,
+}
+
+/// Why DTMF could not be sent on a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DtmfError {
+    /// No such call (or it has ended).
+    #[error("no call {0}")]
+    NoCall(u64),
+    /// The call is not answered yet: no media runs.
+    #[error("the call has no media yet")]
+    NoMedia,
+    /// The call's media task has a full control queue.
+    #[error("the media task is busy")]
+    MediaBusy,
+    /// RFC 4733 was asked for, and the peer did not accept telephone-event.
+    #[error("the peer did not accept telephone-event (RFC 4733) on this call")]
+    NoTelephoneEvent,
+    /// SIP INFO could not be sent.
+    #[error(transparent)]
+    Sip(#[from] crate::sip::StackError),
 }
 
 /// `Retry-After` (RFC 3261 §20.33) sent with the fallback status when the AI backend rate
@@ -1151,29 +1172,24 @@ impl CallManager {
         call: CallHandle,
         digits: Vec<crate::media::dtmf::Digit>,
         method: Option<DtmfSendMethod>,
-    ) -> Result<(), String> {
-        let c = self
-            .calls
-            .get(&call)
-            .ok_or_else(|| format!("no call {}", call.0))?;
+    ) -> Result<(), DtmfError> {
+        let c = self.calls.get(&call).ok_or(DtmfError::NoCall(call.0))?;
         let events = c
             .media
             .as_ref()
             .is_some_and(|m| m.telephone_event.is_some());
         let in_media = |inband: bool| {
-            let tx = c.media_tx.as_ref().ok_or("the call has no media yet")?;
+            let tx = c.media_tx.as_ref().ok_or(DtmfError::NoMedia)?;
             tx.try_send(media::MediaControl::SendDtmf {
                 digits: digits.clone(),
                 duration: DTMF_DIGIT,
                 inband,
             })
-            .map_err(|_| "the media task is busy".to_string())
+            .map_err(|_| DtmfError::MediaBusy)
         };
         match (method, method.unwrap_or(c.dtmf)) {
             (_, DtmfSendMethod::Rfc4733) if events => in_media(false),
-            (Some(_), DtmfSendMethod::Rfc4733) => {
-                Err("the peer did not accept telephone-event (RFC 4733) on this call".into())
-            }
+            (Some(_), DtmfSendMethod::Rfc4733) => Err(DtmfError::NoTelephoneEvent),
             // The trunk's default, RFC 4733, without telephone-event: tones, as a phone would.
             (None, DtmfSendMethod::Rfc4733) | (_, DtmfSendMethod::InBand) => in_media(true),
             (_, DtmfSendMethod::Info) => {
@@ -1182,9 +1198,7 @@ impl CallManager {
                         d,
                         DTMF_DIGIT.as_millis() as u32,
                     );
-                    stack
-                        .send_info(now, call, Body::new("application/dtmf-relay", body))
-                        .map_err(|e| e.to_string())?;
+                    stack.send_info(now, call, Body::new("application/dtmf-relay", body))?;
                 }
                 Ok(())
             }
@@ -1355,17 +1369,15 @@ impl CallHandler for CallManager {
                 notify,
                 reply,
             } => {
-                let r = self
-                    .dial_via(
-                        now,
-                        stack,
-                        spec,
-                        trunk.as_deref(),
-                        agent,
-                        Some(notify),
-                        failover,
-                    )
-                    .map_err(|e| e.to_string());
+                let r = self.dial_via(
+                    now,
+                    stack,
+                    spec,
+                    trunk.as_deref(),
+                    agent,
+                    Some(notify),
+                    failover,
+                );
                 let _ = reply.send(r);
             }
             CallCommand::Hangup { call, reply } => {

@@ -47,6 +47,7 @@ pub struct DialRequest {
 
 /// Why a dial failed before the INVITE went out.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DialError {
     /// The target could not be parsed or resolved.
     #[error("cannot resolve {target}: {reason}")]
@@ -59,9 +60,9 @@ pub enum DialError {
     /// No such trunk.
     #[error("no trunk named {0:?}")]
     UnknownTrunk(String),
-    /// The call could not be set up (no RTP port…).
+    /// The call could not be set up: no RTP port or no file descriptor.
     #[error("cannot place the call: {0}")]
-    Setup(String),
+    Setup(#[from] crate::runtime::rtp::RtpPortError),
     /// The runtime has stopped.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -228,7 +229,7 @@ impl CallService {
         call: CallHandle,
         digits: Vec<crate::media::dtmf::Digit>,
         method: Option<super::DtmfSendMethod>,
-    ) -> Result<Result<(), String>, RuntimeError> {
+    ) -> Result<Result<(), super::DtmfError>, RuntimeError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(CallCommand::SendDtmf {

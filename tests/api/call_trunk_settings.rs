@@ -19,7 +19,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use voxline::call::agent::AllowList;
 use voxline::call::{
-    AgentSpec, CallCommand, CallManager, CallTable, DtmfSendMethod, MediaPolicy, Routes,
+    AgentSpec, CallCommand, CallManager, CallTable, DtmfError, DtmfSendMethod, MediaPolicy, Routes,
     TrunkPolicy,
 };
 use voxline::media::dtmf::Digit;
@@ -385,7 +385,7 @@ fn dtmf_on_answered(
     telephone_event: bool,
     method: Option<DtmfSendMethod>,
     rtp_base: u16,
-) -> (Result<(), String>, Vec<String>) {
+) -> (Result<(), DtmfError>, Vec<String>) {
     let (mut stack, mut calls, call, invite) = dial_through(trunk, rtp_base);
     let now = Instant::now();
     let ok = response(&invite, "200 OK", "", Some(&far_answer(telephone_event)));
@@ -431,12 +431,12 @@ async fn dtmf_goes_the_trunks_way() {
 
     // RFC 4733 asked for explicitly, but the peer took no telephone-event: refused.
     let (reply, sent) = dtmf_on_answered(carrier(), false, Some(DtmfSendMethod::Rfc4733), 47_830);
-    assert!(reply.is_err(), "{reply:?}");
+    assert_eq!(reply, Err(DtmfError::NoTelephoneEvent));
     assert!(!sent.iter().any(|m| m.starts_with("INFO ")), "{sent:?}");
     // The default RFC 4733 without telephone-event goes to the media as tones instead (this
     // rig runs no media task, so the media path answers that it has none; the tones
     // themselves are checked end to end in tests/realtime/e2e_send_dtmf.rs).
     let (reply, sent) = dtmf_on_answered(carrier(), false, None, 47_840);
-    assert_eq!(reply, Err("the call has no media yet".to_string()));
+    assert_eq!(reply, Err(DtmfError::NoMedia));
     assert!(!sent.iter().any(|m| m.starts_with("INFO ")), "{sent:?}");
 }

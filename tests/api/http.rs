@@ -99,6 +99,17 @@ fn errors_are_json_with_fitting_codes() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("unknown agent"), "{body}");
 
+    // A trunk the request names wrongly is the client's error (it was a 502).
+    let (code, body) = request(
+        http,
+        "POST",
+        "/calls",
+        Some(r#"{"target":"sip:a@127.0.0.1:9","trunk":"nowhere"}"#),
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no trunk named"), "{body}");
+
     let (code, _) = request(http, "GET", "/nowhere", None, None);
     assert_eq!(code, 404);
     let (code, body) = request(http, "GET", "/calls", None, None);
