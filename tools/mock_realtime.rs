@@ -1,5 +1,5 @@
 //! A local mock of the OpenAI Realtime API (GA protocol) for trying voxline without an
-//! OpenAI account: `voxline::agent::realtime::mock`, served until Ctrl-C.
+//! OpenAI account: `voxline_mock_realtime`, served until Ctrl-C.
 //!
 //! `cargo run --bin voxline-mock-realtime -- --listen 127.0.0.1:8765 --api-key sk-mock --pace`
 //!
@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use voxline::agent::realtime::mock::{MockConfig, MockServer, PCM_RATE, ToolScript, tone};
 use voxline::dsp::{resample, wav};
+use voxline_mock_realtime::{MockConfig, MockServer, PCM_RATE, ToolScript, tone};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,5 +1,5 @@
 //! Load tool for the realtime (speech-to-speech) path: a `voxline run` whose realtime agent
-//! talks to the mock Realtime server (`voxline::agent::realtime::mock`, started in this
+//! talks to the mock Realtime server (`voxline_mock_realtime`, started in this
 //! process), and hand-made SIP + RTP callers on 127.0.0.1.
 //!
 //! ```sh
@@ -44,9 +44,9 @@ use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
 };
 use voxline::agent::backend::{AudioChunk, AudioFormat, BackendControl, BackendEvent, CallContext};
-use voxline::agent::realtime::mock::{MockConfig, MockServer, PCM_RATE, tone, ulaw_encode};
 use voxline::agent::realtime::{ApiKey, RealtimeConfig, TurnDetection, connect};
 use voxline::records::{RecordReader, TurnLatency};
+use voxline_mock_realtime::{MockConfig, MockServer, PCM_RATE, tone, ulaw_encode};
 
 /// Most calls a run may place.
 const MAX_CALLS: usize = 300;

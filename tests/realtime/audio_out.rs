@@ -6,8 +6,8 @@ use crate::realtime_support;
 
 use realtime_support::*;
 use voxline::agent::backend::{AudioFormat, BackendEvent, Role};
-use voxline::agent::realtime::mock::MockServer;
 use voxline::agent::realtime::{RealtimeConfig, connect};
+use voxline_mock_realtime::MockServer;
 
 async fn greeting_audio(format: AudioFormat) {
     let mock = MockServer::start(mock_config()).await.unwrap();

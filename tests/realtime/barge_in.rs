@@ -7,8 +7,8 @@ use crate::realtime_support;
 
 use realtime_support::*;
 use voxline::agent::backend::{AudioFormat, BackendControl, BackendEvent, BackendHandle};
-use voxline::agent::realtime::mock::{MockConfig, MockServer, PCM_RATE, tone};
 use voxline::agent::realtime::{RealtimeConfig, TurnDetection, connect};
+use voxline_mock_realtime::{MockConfig, MockServer, PCM_RATE, tone};
 
 /// A mock that talks for 3 s in real time.
 async fn talking_mock() -> MockServer {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use realtime_support::*;
 use voxline::agent::backend::{AudioFormat, BackendError};
-use voxline::agent::realtime::mock::{MockConfig, MockServer};
 use voxline::agent::realtime::{ApiKey, RealtimeConfig, connect};
+use voxline_mock_realtime::{MockConfig, MockServer};
 
 /// Hang guard: every failure here must come back sooner.
 const BOUND: Duration = Duration::from_secs(5);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::status_code;
 use realtime_e2e_support::{RealtimeE2e, raw_invite};
-use voxline::agent::realtime::mock::MockConfig;
+use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn a_caller_outside_allow_from_gets_403_and_costs_nothing() {

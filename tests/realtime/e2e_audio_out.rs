@@ -7,7 +7,7 @@ use crate::realtime_e2e_support;
 use std::time::Duration;
 
 use realtime_e2e_support::{RealtimeE2e, agent_bytes, find, is_agent_audio, talk};
-use voxline::agent::realtime::mock::MockConfig;
+use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn the_backends_audio_reaches_the_caller_as_rtp_byte_for_byte() {

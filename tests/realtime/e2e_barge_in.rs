@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use media_peer::PTIME;
 use realtime_e2e_support::{RealtimeE2e, converse, is_agent_audio, silence_frame, speech_frame};
-use voxline::agent::realtime::mock::{MockConfig, PCM_RATE, tone};
+use voxline_mock_realtime::{MockConfig, PCM_RATE, tone};
 
 #[test]
 fn barge_in_truncates_to_the_audio_the_caller_heard() {

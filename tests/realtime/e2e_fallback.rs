@@ -56,7 +56,7 @@ fn unreachable_backend_with_a_prompt_answers_plays_it_and_hangs_up() {
 #[test]
 fn a_rate_limited_backend_rejects_with_503_and_retry_after() {
     let h = realtime_e2e_support::RealtimeE2e::start(
-        voxline::agent::realtime::mock::MockConfig {
+        voxline_mock_realtime::MockConfig {
             reject_status: Some(429),
             ..Default::default()
         },
@@ -79,8 +79,8 @@ fn a_rate_limited_backend_rejects_with_503_and_retry_after() {
 fn a_backend_lost_mid_call_plays_the_fallback_prompt_then_hangs_up() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mock = rt
-        .block_on(voxline::agent::realtime::mock::MockServer::start(
-            voxline::agent::realtime::mock::MockConfig {
+        .block_on(voxline_mock_realtime::MockServer::start(
+            voxline_mock_realtime::MockConfig {
                 api_key: KEY.to_owned(),
                 ..Default::default()
             },

@@ -8,7 +8,7 @@ use crate::realtime_e2e_support;
 use std::time::Duration;
 
 use realtime_e2e_support::{RealtimeE2e, agent_bytes, find, talk};
-use voxline::agent::realtime::mock::{MockConfig, ToolScript};
+use voxline_mock_realtime::{MockConfig, ToolScript};
 
 #[test]
 fn hang_up_sends_bye_after_the_goodbye_has_played() {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use realtime_e2e_support::{RealtimeE2e, talk};
-use voxline::agent::realtime::mock::{MockConfig, ToolScript};
+use voxline_mock_realtime::{MockConfig, ToolScript};
 
 /// A one-shot HTTP server: answers every request with `body`, keeps the requests' bodies.
 fn serve(body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Sipp, http_request, scenario};
 use realtime_e2e_support::RealtimeE2e;
-use voxline::agent::realtime::mock::MockConfig;
+use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn post_calls_places_a_realtime_call_with_variables_and_a_greeting() {

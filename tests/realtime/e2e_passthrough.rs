@@ -10,7 +10,7 @@ use crate::realtime_e2e_support;
 use std::time::Duration;
 
 use realtime_e2e_support::{KEY, RealtimeE2e, find, speech_frame};
-use voxline::agent::realtime::mock::MockConfig;
+use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn caller_pcmu_reaches_the_backend_byte_for_byte() {
@@ -30,7 +30,7 @@ fn caller_pcmu_reaches_the_backend_byte_for_byte() {
     // the jitter buffer's 10 ms minimum allows and is concealed (its slot then carries the
     // encoding of the concealment), so one frame may be missing; any decode/encode on the
     // way would change the 0x7F of every frame.
-    let complete = |m: &voxline::agent::realtime::mock::MockServer| {
+    let complete = |m: &voxline_mock_realtime::MockServer| {
         let got = m.audio_received_bytes();
         let (mut at, mut found) = (0, 0);
         for f in &frames[5..55] {

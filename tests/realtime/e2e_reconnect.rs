@@ -7,7 +7,7 @@ use crate::realtime_e2e_support;
 use std::time::Duration;
 
 use realtime_e2e_support::{RealtimeE2e, agent_bytes, talk};
-use voxline::agent::realtime::mock::MockConfig;
+use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn the_call_survives_a_dropped_backend_connection() {

@@ -9,8 +9,8 @@ use crate::realtime_e2e_support;
 use std::time::Duration;
 
 use realtime_e2e_support::{RealtimeE2e, talk};
-use voxline::agent::realtime::mock::MockConfig;
 use voxline::records::{RecordReader, read_transcript};
+use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn the_call_record_and_transcript_are_written() {

@@ -9,7 +9,7 @@ use crate::realtime_e2e_support;
 use std::time::Duration;
 
 use realtime_e2e_support::{RealtimeE2e, talk};
-use voxline::agent::realtime::mock::{MockConfig, ToolScript};
+use voxline_mock_realtime::{MockConfig, ToolScript};
 
 /// A mock model that calls `send_dtmf` with "12#" on its first turn.
 fn presses_12_hash() -> MockConfig {

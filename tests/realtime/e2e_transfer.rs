@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Sipp, http_request, scenario};
 use realtime_e2e_support::RealtimeE2e;
-use voxline::agent::realtime::mock::{MockConfig, ToolScript};
+use voxline_mock_realtime::{MockConfig, ToolScript};
 
 #[test]
 fn transfer_call_sends_refer_and_reports_the_notify_result() {

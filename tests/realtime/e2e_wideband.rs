@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use media_peer::{RtpPeer, SipPeer, answer_rtp_addr, is_tone, offer, rms, tone};
 use realtime_e2e_support::RealtimeE2e;
-use voxline::agent::realtime::mock::MockConfig;
 use voxline::media::codec::{AudioDecoder, AudioEncoder, G722Decoder, G722Encoder};
+use voxline_mock_realtime::MockConfig;
 
 /// Samples of a 20 ms frame at 16 kHz.
 const WB_FRAME: usize = 320;

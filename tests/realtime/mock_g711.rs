@@ -1,8 +1,8 @@
 //! The mock's own G.711 codec (kept separate on purpose, so it cannot mirror a client bug)
 //! agrees with voxline's media codec on every code and on a sweep of samples.
 
-use voxline::agent::realtime::mock;
 use voxline::media::codec::g711;
+use voxline_mock_realtime as mock;
 
 #[test]
 fn mock_g711_matches_the_media_codec() {

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use voxline::agent::realtime::mock::{MockConfig, MockServer};
+use voxline_mock_realtime::{MockConfig, MockServer};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

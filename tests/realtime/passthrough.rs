@@ -7,8 +7,8 @@ use crate::realtime_support;
 use bytes::Bytes;
 use realtime_support::*;
 use voxline::agent::backend::{AudioChunk, AudioFormat, BackendControl};
-use voxline::agent::realtime::mock::MockServer;
 use voxline::agent::realtime::{RealtimeConfig, connect};
+use voxline_mock_realtime::MockServer;
 
 #[tokio::test]
 async fn pcmu_bytes_arrive_byte_for_byte() {

@@ -9,8 +9,8 @@ use crate::realtime_support;
 use realtime_support::*;
 use serde_json::json;
 use voxline::agent::backend::{AudioFormat, BackendEvent, Role};
-use voxline::agent::realtime::mock::MockServer;
 use voxline::agent::realtime::{RealtimeConfig, connect};
+use voxline_mock_realtime::MockServer;
 
 #[tokio::test]
 async fn reconnects_resends_session_and_replays_history() {

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use realtime_support::*;
 use voxline::agent::backend::{AudioFormat, BackendEvent};
-use voxline::agent::realtime::mock::MockServer;
 use voxline::agent::realtime::{ApiKey, RealtimeConfig, connect};
+use voxline_mock_realtime::MockServer;
 
 #[derive(Clone, Default)]
 struct Buf(Arc<Mutex<Vec<u8>>>);

@@ -7,8 +7,8 @@ use crate::realtime_support;
 use realtime_support::*;
 use serde_json::json;
 use voxline::agent::backend::AudioFormat;
-use voxline::agent::realtime::mock::MockServer;
 use voxline::agent::realtime::{NoiseReduction, RealtimeConfig, TurnDetection, connect};
+use voxline_mock_realtime::MockServer;
 
 async fn session_for(
     cfg: impl FnOnce(&MockServer) -> RealtimeConfig,

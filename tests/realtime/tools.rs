@@ -9,7 +9,7 @@ use realtime_support::*;
 use serde_json::json;
 use voxline::agent::backend::{AudioFormat, BackendControl, BackendEvent, Role};
 use voxline::agent::realtime::connect;
-use voxline::agent::realtime::mock::{MockConfig, MockServer, ToolScript};
+use voxline_mock_realtime::{MockConfig, MockServer, ToolScript};
 
 async fn tool_mock(arguments: &str) -> MockServer {
     MockServer::start(MockConfig {

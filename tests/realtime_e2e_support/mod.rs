@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use voxline::agent::realtime::mock::{MockConfig, MockServer};
+use voxline_mock_realtime::{MockConfig, MockServer};
 
 use crate::common::VoxlineProcess;
 use crate::media_peer::{FRAME, Rtp, RtpPeer, SipPeer, answer_rtp_addr, offer, pcmu_encode, tone};

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use voxline::agent::backend::{
     AudioChunk, AudioFormat, BackendControl, BackendEvent, BackendHandle, CallContext, ToolSpec,
 };
-use voxline::agent::realtime::mock::{MockConfig, MockServer, tone, ulaw_encode};
 use voxline::agent::realtime::{ApiKey, RealtimeConfig, TurnDetection};
+use voxline_mock_realtime::{MockConfig, MockServer, tone, ulaw_encode};
 
 /// The key the mock expects in these tests.
 pub const KEY: &str = "sk-test-4f8e2a9c71d3b6e0";

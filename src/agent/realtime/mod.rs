@@ -2,12 +2,10 @@
 //!
 //! [`connect`] starts one session per call and returns the [`crate::agent::backend`] seam's
 //! [`BackendHandle`](crate::agent::backend::BackendHandle); [`RealtimeConfig`] says where and
-//! how. [`protocol`] holds the serde types of the events; [`mock`] is a local server that
-//! speaks the same protocol strictly, for tests and the `voxline-mock-realtime` tool.
+//! how. [`protocol`] holds the serde types of the events. A local server that speaks the same
+//! protocol strictly, for tests and tools, is its own crate: `crates/mock-realtime`.
 
 pub mod client;
-#[doc(hidden)]
-pub mod mock;
 pub mod protocol;
 
 pub use client::{

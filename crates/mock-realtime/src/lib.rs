@@ -16,7 +16,7 @@
 //! `function_call_output` and `response.create`; it rejects a `conversation.item.truncate`
 //! beyond the audio it has sent for that item and records the ones it accepts.
 //!
-//! It deliberately does not reuse [`super::protocol`]: it reads the client's JSON with its
+//! It deliberately does not reuse `voxline::agent::realtime::protocol`: it reads the client's JSON with its
 //! own rules, and has its own G.711 codec, so a mistake on the client side is not mirrored.
 //!
 //! Everything received and decided is recorded for assertions ([`MockServer::received_events`],
@@ -44,7 +44,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tracing::{debug, warn};
 
-use crate::dsp::resample::resample_all;
+use voxline::dsp::resample::resample_all;
 
 /// The mock's output sample rate for `audio/pcm` (the only rate the GA API allows).
 pub const PCM_RATE: u32 = 24_000;
