@@ -91,6 +91,7 @@ impl IntoResponse for ApiError {
 
 /// Errors starting the API.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiStartError {
     /// Cannot bind.
     #[error("cannot listen for HTTP on {addr}: {source}")]

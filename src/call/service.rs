@@ -76,6 +76,7 @@ pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(32);
 
 /// Why [`CallService::transfer`] did not return an outcome.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransferRequestError {
     /// The call layer refused or the transferee rejected the transfer.
     #[error(transparent)]

@@ -36,6 +36,7 @@ pub struct TransferOutcome {
 
 /// Why a transfer did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransferError {
     /// No such call (it ended, or never existed).
     #[error("no such call")]

@@ -17,6 +17,7 @@ pub struct Cidr {
 
 /// Why a text is not a valid [`Cidr`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CidrError {
     /// The part before `/` is not an IPv4 or IPv6 address.
     #[error("\"{0}\" is not an IP address")]

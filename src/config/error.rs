@@ -37,6 +37,7 @@ pub struct Position {
 
 /// The reason part of a [`ConfigError`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigErrorKind {
     /// The file could not be read.
     #[error("cannot read file: {0}")]

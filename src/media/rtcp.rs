@@ -222,6 +222,7 @@ pub enum RtcpPacket<'a> {
 
 /// Why bytes are not a valid compound RTCP packet, or a report does not fit its buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RtcpError {
     /// Empty datagram.
     #[error("empty RTCP packet")]

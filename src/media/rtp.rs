@@ -92,6 +92,7 @@ impl RtpTimestamp {
 
 /// Why bytes are not a valid RTP packet, or do not fit the buffer they are written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RtpError {
     /// Fewer bytes than the 12-byte fixed header.
     #[error("RTP packet too short: {len} bytes, the fixed header needs {RTP_HEADER_LEN}")]
@@ -340,6 +341,7 @@ impl RtpReceiverConfig {
 
 /// Why [`RtpReceiver::receive`] dropped a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RtpDrop {
     /// Not a valid RTP packet.
     #[error("malformed RTP: {0}")]

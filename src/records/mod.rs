@@ -239,6 +239,7 @@ impl CallRecord {
 
 /// An error of the records layer. Every variant names the file and the operation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordsError {
     /// The data directory could not be created.
     #[error("{}: create data directory: {source}", path.display())]

@@ -271,6 +271,7 @@ impl Drop for Recorder {
 
 /// Why [`RecorderHandle::try_send_frame`] did not queue a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameDropped {
     /// The queue is full (the disk is slow): the frame is dropped and counted, and recorded
     /// as silence once a later frame gets through.

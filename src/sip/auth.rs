@@ -38,6 +38,7 @@ pub const DIGEST_SCHEME: &str = "Digest";
 
 /// Errors from parsing challenges or credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     /// The header uses another authentication scheme (for example `Basic`).
     #[error("authentication scheme {0:?} is not Digest")]

@@ -28,6 +28,7 @@ pub const DEFAULT_SIP_PORT: u16 = 5060;
 
 /// Errors from parsing a URI for server location or from resolving it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ResolveError {
     /// The URI cannot be parsed.
     #[error("invalid SIP URI {uri:?}: {reason}")]

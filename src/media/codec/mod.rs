@@ -144,6 +144,7 @@ pub fn decoder_for(codec: &NegotiatedCodec) -> Result<Box<dyn AudioDecoder>, Cod
 
 /// Why a codec could not be built or could not encode or decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The payload format is not an audio codec (telephone-event goes to the DTMF code).
     #[error("{0:?} is not an audio codec")]

@@ -309,6 +309,7 @@ impl Default for DtmfDetectorConfig {
 
 /// Why a [`DtmfDetector`] could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DtmfConfigError {
     /// The RFC 4733 settings are unusable.
     #[error(transparent)]

@@ -251,6 +251,7 @@ pub enum MediaEvent {
 
 /// Why a [`MediaStream`] cannot be built or refuses a request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MediaError {
     /// The codec cannot be built.
     #[error(transparent)]
