@@ -642,10 +642,23 @@ fn greeting_instructions(greeting: &str) -> String {
     format!("Greet the caller now. Say exactly this and nothing else: {greeting}")
 }
 
-async fn send(ws: &mut Ws, ev: &ClientEvent) -> Result<(), String> {
-    ws.send(Message::Text(ev.to_json().into()))
-        .await
-        .map_err(|e| e.to_string())
+async fn send(ws: &mut Ws, ev: &ClientEvent) -> Result<(), tungstenite::Error> {
+    ws.send(Message::Text(ev.to_json().into())).await
+}
+
+/// Why a live session's connection ended from the far side (the client then reconnects if
+/// allowed).
+#[derive(Debug, thiserror::Error)]
+enum ConnectionLost {
+    /// The socket reached its end without a close frame.
+    #[error("connection closed")]
+    Ended,
+    /// Reading or writing the WebSocket failed.
+    #[error(transparent)]
+    Socket(#[from] tungstenite::Error),
+    /// The server sent a close frame.
+    #[error("server closed the connection{}", .0.as_ref().map(|(code, reason)| format!(": {code} {reason}")).unwrap_or_default())]
+    ClosedByServer(Option<(u16, String)>),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -659,7 +672,7 @@ enum Flow {
     /// The event receiver is gone: stop without reporting.
     ReceiverGone,
     /// The socket failed; reconnect if allowed.
-    Lost(String),
+    Lost(ConnectionLost),
 }
 
 /// One utterance of the conversation, for replay after a reconnect.
@@ -885,14 +898,11 @@ impl Client {
         ws: &mut Ws,
     ) -> Flow {
         match msg {
-            None => Flow::Lost("connection closed".into()),
-            Some(Err(e)) => Flow::Lost(e.to_string()),
+            None => Flow::Lost(ConnectionLost::Ended),
+            Some(Err(e)) => Flow::Lost(e.into()),
             Some(Ok(Message::Text(t))) => self.on_server(t.as_str(), ws).await,
-            Some(Ok(Message::Close(frame))) => Flow::Lost(format!(
-                "server closed the connection{}",
-                frame
-                    .map(|f| format!(": {} {}", u16::from(f.code), f.reason))
-                    .unwrap_or_default()
+            Some(Ok(Message::Close(frame))) => Flow::Lost(ConnectionLost::ClosedByServer(
+                frame.map(|f| (u16::from(f.code), f.reason.to_string())),
             )),
             Some(Ok(_)) => Flow::Continue,
         }
@@ -980,7 +990,7 @@ impl Client {
                 {
                     let ev = ClientEvent::ResponseCreate { response: params };
                     if let Err(e) = send(ws, &ev).await {
-                        return Flow::Lost(e);
+                        return Flow::Lost(e.into());
                     }
                 }
                 return Flow::Continue;
@@ -1069,7 +1079,7 @@ impl Client {
                         })
                         .to_string();
                         if let Err(e) = self.tool_output(ws, call_id, output, true).await {
-                            return Flow::Lost(e);
+                            return Flow::Lost(e.into());
                         }
                         BackendEvent::Error {
                             message: format!("tool {name}: arguments are not valid JSON: {e}"),
@@ -1156,13 +1166,13 @@ impl Client {
         };
         match result {
             Ok(()) => Flow::Continue,
-            Err(e) => Flow::Lost(e),
+            Err(e) => Flow::Lost(e.into()),
         }
     }
 
     /// Barge-in: cancel the response in progress and truncate the audio item being played
     /// to what the caller heard (never beyond what was received).
-    async fn interrupt(&mut self, ws: &mut Ws, heard_ms: u64) -> Result<(), String> {
+    async fn interrupt(&mut self, ws: &mut Ws, heard_ms: u64) -> Result<(), tungstenite::Error> {
         if let Some(id) = &self.active_response {
             send(
                 ws,
@@ -1205,7 +1215,7 @@ impl Client {
         call_id: String,
         output: String,
         respond: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), tungstenite::Error> {
         self.functions.remove(&call_id);
         send(
             ws,
@@ -1225,7 +1235,7 @@ impl Client {
         &mut self,
         ws: &mut Ws,
         params: Option<ResponseParams>,
-    ) -> Result<(), String> {
+    ) -> Result<(), tungstenite::Error> {
         if self.active_response.is_some() {
             self.deferred.push_back(params);
             return Ok(());
