@@ -785,6 +785,9 @@ impl RawUdp {
                     return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
                 }
                 Ok(_) => continue,
+                // A signal to this test process (another test's child exiting): a socket
+                // with a receive timeout is not restarted (signal(7)).
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     return None;
                 }
@@ -912,6 +915,7 @@ pub fn read_tcp_messages(stream: &mut TcpStream, count: usize, timeout: Duration
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
             Err(e) => panic!("TCP read: {e}"),
         }
