@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::bridge::Notice;
-use super::media::{MediaControl, MediaLink};
+use super::control::{CallMediaLink, MediaControl};
 use super::tools::{self, AgentTools, ToolCallContext, ToolRequest};
 use super::{CallCommand, CallTable};
 use crate::agent::PlaySpec;
@@ -176,7 +176,7 @@ pub struct AgentTaskSpec {
     /// From the bridge.
     pub notices: mpsc::Receiver<Notice>,
     /// The call's media worker (hang-up after goodbye, DTMF).
-    pub media: MediaLink,
+    pub media: CallMediaLink,
     /// The driver (transfers).
     pub commands: Commands<CallCommand>,
     /// The call table (turns, tool calls).
@@ -276,7 +276,7 @@ struct ToolJob {
     agent: Arc<RealtimeAgent>,
     ctx: ToolCallContext,
     control: mpsc::Sender<BackendControl>,
-    media: MediaLink,
+    media: CallMediaLink,
     commands: Commands<CallCommand>,
     table: CallTable,
     started_ms: u64,

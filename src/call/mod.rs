@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod bridge;
+pub mod control;
 pub mod media;
 pub mod metrics;
 mod service;
@@ -238,7 +239,7 @@ struct CallState {
     /// SDP stay ours).
     sockets: Option<RtpSockets>,
     /// The media task's control queue, once it runs.
-    media_tx: Option<media::MediaHandle>,
+    media_tx: Option<media::CallMediaHandle>,
     /// SIP Call-ID (names the recording).
     call_id: String,
     answer_at: Option<Instant>,
@@ -303,6 +304,8 @@ pub struct CallManager {
     table: CallTable,
     ended_history: usize,
     commands: Option<Commands<CallCommand>>,
+    /// The media workers, once a runtime is attached.
+    media_pool: Option<media::CallMediaPool>,
     /// Where call records go (SQLite), if enabled.
     records: Option<crate::records::RecordWriter>,
     /// Makes record ids unique across restarts: the process start time in Unix seconds.
@@ -449,6 +452,7 @@ impl CallManager {
             table,
             ended_history: 1000,
             commands: None,
+            media_pool: None,
             records: None,
             record_prefix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -574,7 +578,7 @@ impl CallManager {
                 if let Some(b) = body {
                     tracing::debug!(%call, content_type = %b.content_type, "INFO received");
                     if let Some(tx) = self.calls.get(&call).and_then(|c| c.media_tx.as_ref()) {
-                        let _ = tx.try_send(media::MediaControl::InfoDtmf {
+                        let _ = tx.try_send(control::MediaControl::InfoDtmf {
                             content_type: b.content_type,
                             body: b.data,
                         });
@@ -1088,7 +1092,9 @@ impl CallManager {
             return;
         };
         if let (Some(tx), Some(m)) = (&c.media_tx, &c.media)
-            && tx.try_send(media::MediaControl::Update(m.clone())).is_err()
+            && tx
+                .try_send(control::MediaControl::Update(m.clone()))
+                .is_err()
         {
             tracing::warn!(%call, "media task not taking updates");
         }
@@ -1097,7 +1103,7 @@ impl CallManager {
     /// Starts the call's media task once the call is answered and the session negotiated.
     /// Without a runtime attached (sans-IO tests) there is no media task.
     fn start_media(&mut self, call: CallHandle) {
-        let Some(commands) = self.commands.clone() else {
+        let (Some(commands), Some(pool)) = (self.commands.clone(), self.media_pool.clone()) else {
             return;
         };
         let recordings = self.media.recordings_dir.clone();
@@ -1159,7 +1165,7 @@ impl CallManager {
             commands,
             backend,
         };
-        match media::spawn(spec) {
+        match media::spawn(&pool, spec) {
             Ok(tx) => c.media_tx = Some(tx),
             Err(e) => tracing::error!(%call, error = %e, "cannot start media"),
         }
@@ -1180,7 +1186,7 @@ impl CallManager {
             .is_some_and(|m| m.telephone_event.is_some());
         let in_media = |inband: bool| {
             let tx = c.media_tx.as_ref().ok_or(DtmfError::NoMedia)?;
-            tx.try_send(media::MediaControl::SendDtmf {
+            tx.try_send(control::MediaControl::SendDtmf {
                 digits: digits.clone(),
                 duration: DTMF_DIGIT,
                 inband,
@@ -1350,9 +1356,11 @@ impl CallManager {
 
 impl CallHandler for CallManager {
     type Command = CallCommand;
+    type Media = media::CallMedia;
 
-    fn attach(&mut self, commands: Commands<CallCommand>) {
+    fn attach(&mut self, commands: Commands<CallCommand>, media: media::CallMediaPool) {
         self.commands = Some(commands);
+        self.media_pool = Some(media);
     }
 
     fn handle_event(&mut self, now: Instant, stack: &mut SipStack, event: SipEvent) {

@@ -10,6 +10,7 @@
 pub mod dns;
 mod driver;
 pub mod health;
+pub mod media;
 mod net;
 
 pub use net::{TcpGate, TcpSlot};
@@ -43,8 +44,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub trait CallHandler: Send + 'static {
     /// Commands from the API, the CLI, or the handler's own tasks.
     type Command: Send + 'static;
-    /// Called once, before anything else, with a sender for the handler's own tasks.
-    fn attach(&mut self, commands: Commands<Self::Command>);
+    /// The handler's part of a call's media, served by the media workers.
+    type Media: media::MediaCall;
+    /// Called once, before anything else, with a sender for the handler's own tasks and the
+    /// media workers (which stop once the handler and every call's media are gone).
+    fn attach(&mut self, commands: Commands<Self::Command>, media: media::MediaPool<Self::Media>);
     /// A stack event.
     fn handle_event(&mut self, now: Instant, stack: &mut SipStack, event: SipEvent);
     /// A command.
@@ -354,7 +358,8 @@ pub async fn start<H: CallHandler>(
     let mut stack_cfg = opts.stack.clone();
     stack_cfg.listen = bound.clone();
     let commands = Commands { tx: cmd_tx };
-    handler.attach(commands.clone());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    handler.attach(commands.clone(), media::MediaPool::new(workers));
     let driver = driver::Driver::new(
         stack_cfg,
         handler,
