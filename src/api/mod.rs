@@ -244,12 +244,7 @@ async fn health(State(state): State<ApiState>) -> Response {
         )
             .into_response();
     }
-    let active = state
-        .handle
-        .calls
-        .lock()
-        .map(|t| t.values().filter(|c| c.state != "ended").count())
-        .unwrap_or(0);
+    let active = state.handle.calls.active_count();
     Json(json!({
         "status": "ok",
         "active_calls": active,
@@ -274,12 +269,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 /// `GET /metrics`: the Prometheus text exposition (same authorization as the other routes).
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let active = state
-        .handle
-        .calls
-        .lock()
-        .map(|t| t.values().filter(|c| c.state != "ended").count())
-        .unwrap_or(0);
+    let active = state.handle.calls.active_count();
     let mut body = crate::call::metrics::Metrics::global().render(active as u64);
     if let Some(stack) = state.handle.stack_counters().await {
         render_sip_metrics(&mut body, &stack, state.sip_counters.as_deref());
@@ -394,17 +384,7 @@ async fn list_calls(
     headers: HeaderMap,
 ) -> Result<Json<Vec<CallInfo>>, ApiError> {
     authorize(&state, &headers)?;
-    let mut calls: Vec<CallInfo> = state
-        .handle
-        .calls
-        .lock()
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "call table unavailable"))?
-        .values()
-        .filter(|c| c.state != "ended")
-        .cloned()
-        .collect();
-    calls.sort_by_key(|c| c.id);
-    Ok(Json(calls))
+    Ok(Json(state.handle.calls.active()))
 }
 
 fn parse_id(id: &str) -> Result<u64, ApiError> {
@@ -451,13 +431,7 @@ async fn get_call(
     authorize(&state, &headers)?;
     let record_id = match parse_call_ref(&id)? {
         CallRef::Live(n) => {
-            let live = state
-                .handle
-                .calls
-                .lock()
-                .map_err(|_| ApiError::internal("call table unavailable"))?
-                .get(&n)
-                .cloned();
+            let live = state.handle.calls.get(n);
             if let Some(info) = live {
                 let v = serde_json::to_value(info)
                     .map_err(|e| ApiError::internal(format!("cannot encode the call: {e}")))?;

@@ -235,7 +235,7 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
             Notice::System(text) => append(&mut writer, since(now), RecRole::System, text, None),
             Notice::Turn(t) => {
                 super::metrics::Metrics::global().turn(&t);
-                update(&table, call, |i| i.turns.push(t));
+                table.update(call, |i| i.turns.push(t));
             }
             Notice::ToolCall {
                 call_id,
@@ -329,7 +329,7 @@ impl ToolJob {
             started_ms: self.started_ms,
             duration_ms: t0.elapsed().as_millis() as u64,
         };
-        update(&self.table, call, |i| i.tool_calls.push(record));
+        self.table.update(call, |i| i.tool_calls.push(record));
     }
 
     /// Runs a parsed request: the output (or error), whether the backend should respond to
@@ -444,14 +444,6 @@ fn append(
     };
     if let Err(e) = w.append(&entry) {
         tracing::warn!(error = %e, "transcript line not written");
-    }
-}
-
-fn update(table: &CallTable, call: CallHandle, f: impl FnOnce(&mut super::CallInfo)) {
-    if let Ok(mut t) = table.lock()
-        && let Some(i) = t.get_mut(&call.0)
-    {
-        f(i);
     }
 }
 

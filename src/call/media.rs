@@ -134,9 +134,7 @@ async fn prepare(
                 origin,
             }));
             if let Some(path) = &setup.transcript {
-                update(&table, call, |i| {
-                    i.transcript = Some(path.display().to_string())
-                });
+                table.update(call, |i| i.transcript = Some(path.display().to_string()));
             }
             Some(Bridge::new(
                 control,
@@ -248,7 +246,8 @@ impl MediaCall for CallMedia {
             MediaEvent::Dtmf(d) => {
                 tracing::info!(%call, digit = %d.digit, method = ?d.method, duration_ms = d.duration_ms, "DTMF");
                 self.agent.on_dtmf(d.digit.as_char());
-                update(&self.table, call, |i| i.dtmf.push(d.digit.to_string()));
+                self.table
+                    .update(call, |i| i.dtmf.push(d.digit.to_string()));
             }
             MediaEvent::Latched { addr } => tracing::debug!(%call, %addr, "RTP source latched"),
             MediaEvent::SsrcChanged { ssrc } => {
@@ -304,7 +303,7 @@ impl MediaCall for CallMedia {
     }
 
     fn stats(&mut self, stats: MediaStats) {
-        update(&self.table, self.call, |i| i.media = Some(stats));
+        self.table.update(self.call, |i| i.media = Some(stats));
     }
 
     fn failed(&mut self, reason: &'static str) {
@@ -312,7 +311,7 @@ impl MediaCall for CallMedia {
     }
 
     fn recording(&mut self, path: &Path) {
-        update(&self.table, self.call, |i| {
+        self.table.update(self.call, |i| {
             i.recording = Some(path.display().to_string())
         });
     }
@@ -477,13 +476,5 @@ struct Silent;
 impl LocalAgent for Silent {
     fn on_frame(&mut self, _caller: &[i16], _out: &mut Vec<i16>) -> AgentAction {
         AgentAction::Continue
-    }
-}
-
-fn update(table: &CallTable, call: CallHandle, f: impl FnOnce(&mut super::CallInfo)) {
-    if let Ok(mut t) = table.lock()
-        && let Some(i) = t.get_mut(&call.0)
-    {
-        f(i);
     }
 }

@@ -230,14 +230,12 @@ impl CallManager {
         target: &str,
     ) -> Result<TransferTarget, TransferError> {
         let c = self.calls.get(&call).ok_or(TransferError::NoSuchCall)?;
-        let remote = self.table.lock().ok().and_then(|t| {
-            t.get(&call.0).map(|i| {
-                if i.direction == "outbound" {
-                    i.to.clone()
-                } else {
-                    i.from.clone()
-                }
-            })
+        let remote = self.table.read(call, |i| {
+            if i.direction == "outbound" {
+                i.to.clone()
+            } else {
+                i.from.clone()
+            }
         });
         let target = TransferTarget::parse(
             target,

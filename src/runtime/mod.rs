@@ -46,9 +46,10 @@ pub trait CallHandler: Send + 'static {
     type Command: Send + 'static;
     /// The handler's part of a call's media, served by the media workers.
     type Media: media::MediaCall;
-    /// Called once, before anything else, with a sender for the handler's own tasks and the
-    /// media workers (which stop once the handler and every call's media are gone).
-    fn attach(&mut self, commands: Commands<Self::Command>, media: media::MediaPool<Self::Media>);
+    /// Called once, before anything else: a sender for the handler's own tasks, the media
+    /// workers (which stop once the handler and every call's media are gone) and the wall
+    /// clock.
+    fn attach(&mut self, attached: Attached<Self::Command, Self::Media>);
     /// A stack event.
     fn handle_event(&mut self, now: Instant, stack: &mut SipStack, event: SipEvent);
     /// A command.
@@ -61,6 +62,57 @@ pub trait CallHandler: Send + 'static {
     fn hangup_all(&mut self, now: Instant, stack: &mut SipStack);
     /// True when no call is left.
     fn is_idle(&self) -> bool;
+}
+
+/// What [`CallHandler::attach`] hands the call layer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Attached<C, M: media::MediaCall> {
+    /// Commands to the driver, for the handler's own tasks.
+    pub commands: Commands<C>,
+    /// The media workers.
+    pub media: media::MediaPool<M>,
+    /// The wall clock, as of the attach.
+    pub wall: WallClock,
+}
+
+/// The wall clock at one monotonic instant, read by the runtime: the call layer turns the
+/// `now` it is handed into wall time (call records, SDP session ids) without reading a clock.
+/// A wall clock stepped later is not followed; calls are short next to that.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    instant: Instant,
+    unix: Duration,
+}
+
+impl WallClock {
+    /// The wall clock was `unix` after the Unix epoch at `instant`.
+    pub fn new(instant: Instant, unix: Duration) -> Self {
+        Self { instant, unix }
+    }
+
+    /// Reads both clocks.
+    fn read() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self::new(Instant::now(), unix)
+    }
+
+    /// The instant it was read at.
+    pub fn instant(&self) -> Instant {
+        self.instant
+    }
+
+    /// Time since the Unix epoch at `now`.
+    pub fn unix(&self, now: Instant) -> Duration {
+        match now.checked_duration_since(self.instant) {
+            Some(later) => self.unix.saturating_add(later),
+            None => self
+                .unix
+                .saturating_sub(self.instant.saturating_duration_since(now)),
+        }
+    }
 }
 
 /// What the driver's command channel carries.
@@ -359,7 +411,11 @@ pub async fn start<H: CallHandler>(
     stack_cfg.listen = bound.clone();
     let commands = Commands { tx: cmd_tx };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    handler.attach(commands.clone(), media::MediaPool::new(workers));
+    handler.attach(Attached {
+        commands: commands.clone(),
+        media: media::MediaPool::new(workers),
+        wall: WallClock::read(),
+    });
     let driver = driver::Driver::new(
         stack_cfg,
         handler,

@@ -194,8 +194,8 @@ fn a_503_fails_over_to_the_next_target() {
             .any(|(p, m)| *p == peer(5072) && m.starts_with("ACK ")),
         "{sent:?}"
     );
-    let table = rig.table.lock().expect("table");
-    let answered: Vec<_> = table.values().filter(|c| c.state == "answered").collect();
+    let table = rig.table.all();
+    let answered: Vec<_> = table.iter().filter(|c| c.state == "answered").collect();
     assert_eq!(answered.len(), 1);
     assert_eq!(answered[0].codec.as_deref(), Some("PCMU"));
     assert_ne!(answered[0].id, first.0);

@@ -130,13 +130,12 @@ impl Rig {
     }
 
     fn info_transfer(&self) -> Option<String> {
-        let t = self.table.lock().expect("table");
-        t.get(&self.call.0).and_then(|i| i.transfer.clone())
+        self.table.get(self.call.0).and_then(|i| i.transfer)
     }
 
     fn state(&self) -> String {
-        let t = self.table.lock().expect("table");
-        t.get(&self.call.0)
+        self.table
+            .get(self.call.0)
             .map(|i| i.state.to_string())
             .unwrap_or_default()
     }

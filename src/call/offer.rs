@@ -1,0 +1,109 @@
+//! SDP offer/answer on a call: our media, the peer's answer, and re-INVITE/UPDATE changes.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::sdp::{Direction, LocalMedia};
+use crate::sip::{Body, CallHandle, SipStack};
+
+use super::control;
+use super::manager::CallManager;
+use super::{DtmfSendMethod, SDP_CONTENT_TYPE, TrunkPolicy};
+
+impl CallManager {
+    pub(super) fn on_modify(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        call: CallHandle,
+        body: Option<Body>,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            let _ = stack.respond_modify(now, call, 481, None);
+            return;
+        };
+        let result = match &body {
+            Some(b) if is_sdp(b) => c.sdp.answer(&b.data, &c.local).map(|(a, m)| (a, Some(m))),
+            Some(_) => {
+                let _ = stack.respond_modify(now, call, 415, None);
+                return;
+            }
+            // A re-INVITE without an offer: we offer in the 200 (RFC 3261 §14.2).
+            None => Ok((c.sdp.create_offer(&c.local), None)),
+        };
+        match result {
+            Ok((sdp, media)) => {
+                if let Some(m) = media {
+                    let hold = m.remote_hold;
+                    tracing::info!(%call, hold, direction = %m.direction, "session modified");
+                    c.media = Some(m);
+                    self.update_info(call, |i| i.on_hold = hold);
+                    self.media_changed(call);
+                }
+                let _ =
+                    stack.respond_modify(now, call, 200, Some(Body::new(SDP_CONTENT_TYPE, sdp)));
+            }
+            Err(e) => {
+                let _ = stack.respond_modify(now, call, e.status_code(), None);
+            }
+        }
+    }
+
+    pub(super) fn accept_answer(&mut self, _stack: &mut SipStack, call: CallHandle, body: &Body) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match c.sdp.accept_answer(&body.data) {
+            Ok(m) => {
+                let codec = m.codec.codec.to_string();
+                c.media = Some(m);
+                self.update_info(call, |i| i.codec = Some(codec));
+                self.media_changed(call);
+            }
+            Err(e) => tracing::warn!(%call, error = %e, "unusable SDP answer"),
+        }
+    }
+
+    /// The negotiated session changed: tell the running media task.
+    pub(super) fn media_changed(&mut self, call: CallHandle) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if let (Some(tx), Some(m)) = (&c.media_tx, &c.media)
+            && tx
+                .try_send(control::MediaControl::Update(m.clone()))
+                .is_err()
+        {
+            tracing::warn!(%call, "media task not taking updates");
+        }
+    }
+
+    /// Our media for a call: its trunk's codecs and DTMF mode, else the media policy's.
+    pub(super) fn local_media(
+        &self,
+        address: IpAddr,
+        port: u16,
+        trunk: Option<&TrunkPolicy>,
+    ) -> LocalMedia {
+        LocalMedia {
+            address,
+            rtp_port: port,
+            ptime_ms: self.media.ptime_ms,
+            rtcp_mux: self.media.rtcp_mux,
+            codecs: trunk.map_or_else(|| self.media.codecs.clone(), |t| t.codecs.clone()),
+            telephone_event: self.media.telephone_event
+                && trunk.is_none_or(|t| t.dtmf == DtmfSendMethod::Rfc4733),
+            direction: Direction::SendRecv,
+        }
+    }
+}
+
+pub(super) fn is_sdp(b: &Body) -> bool {
+    crate::sip::message::media_type_is(&b.content_type, SDP_CONTENT_TYPE)
+}
+
+/// An SDP session id (`o=` line) from the time in Unix seconds and our RTP port.
+pub(super) fn session_id(secs: u64, port: u16) -> u64 {
+    // Any unique-enough number works (RFC 4566 §5.2 suggests an NTP timestamp).
+    secs * 100_000 + u64::from(port)
+}
