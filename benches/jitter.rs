@@ -50,8 +50,8 @@ fn run(jb: &mut JitterBuffer, t0: Instant, sched: &[(Duration, u32)], payload: &
             }
             jb.push(
                 t0 + a,
-                SeqNo(k as u16),
-                RtpTimestamp(k.wrapping_mul(160)),
+                SeqNo::new(k as u16),
+                RtpTimestamp::new(k.wrapping_mul(160)),
                 false,
                 payload,
                 160,

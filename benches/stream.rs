@@ -83,7 +83,7 @@ impl Call {
         let agent = (0..n).map(|i| tone(i) / 2).collect();
         let cfg = MediaConfig::new(
             negotiated,
-            Ssrc(1),
+            Ssrc::new(1),
             "bench@voxline",
             NtpClock::new(t0, NtpTime::from_unix(Duration::from_secs(1_700_000_000))),
             7,
@@ -111,9 +111,9 @@ impl Call {
         let header = RtpHeader {
             marker: k == 0,
             payload_type: self.pt,
-            seq: SeqNo(k as u16),
-            timestamp: RtpTimestamp((k as u32).wrapping_mul(self.ticks_per_frame)),
-            ssrc: Ssrc(0xfeed),
+            seq: SeqNo::new(k as u16),
+            timestamp: RtpTimestamp::new((k as u32).wrapping_mul(self.ticks_per_frame)),
+            ssrc: Ssrc::new(0xfeed),
         };
         self.packet.resize(12 + payload.len(), 0);
         header

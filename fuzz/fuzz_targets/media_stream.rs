@@ -41,9 +41,9 @@ fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let config = MediaConfig::new(
         negotiated,
-        Ssrc(1),
+        Ssrc::new(1),
         "fuzz@voxline",
-        NtpClock::new(t0, NtpTime(0)),
+        NtpClock::new(t0, NtpTime::new(0)),
         1,
     );
     let Ok(mut stream) = MediaStream::new(config, t0) else {

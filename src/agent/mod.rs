@@ -12,8 +12,8 @@
 //! channels); [`realtime`] is the OpenAI Realtime API client.
 
 pub mod backend;
-pub mod echo;
-pub mod play;
+pub(crate) mod echo;
+pub(crate) mod play;
 pub mod realtime;
 
 pub use echo::Echo;

@@ -7,11 +7,11 @@
 pub mod agent;
 mod backend;
 pub mod bridge;
-pub mod control;
+pub(crate) mod control;
 mod dtmf;
 mod manager;
-pub mod media;
-pub mod metrics;
+pub(crate) mod media;
+pub(crate) mod metrics;
 mod offer;
 mod route;
 mod service;

@@ -6,7 +6,7 @@
 pub mod codec;
 pub mod dtmf;
 pub mod jitter;
-pub mod quality;
+pub(crate) mod quality;
 pub mod rtcp;
 pub mod rtp;
 mod spares;

@@ -45,9 +45,6 @@ impl CodecImpairment {
     /// G.711 with packet-loss concealment (G.711 Appendix I): Ie 0, Bpl 25.1 (G.113 App. I).
     pub const G711_PLC: Self = Self { ie: 0.0, bpl: 25.1 };
 
-    /// G.711 without concealment, random loss: Ie 0, Bpl 4.3 (G.113 App. I).
-    pub const G711_NO_PLC: Self = Self { ie: 0.0, bpl: 4.3 };
-
     /// The values voxline uses for a negotiated codec (it always conceals losses).
     ///
     /// G.722 and Opus have no narrowband `Ie`/`Bpl` in G.113; they are rated as G.711 with

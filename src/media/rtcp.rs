@@ -54,7 +54,25 @@ pub const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 /// A 64-bit NTP timestamp: seconds since 1900 in the high 32 bits, fraction in the low 32
 /// (RFC 3550 §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NtpTime(pub u64);
+pub struct NtpTime(pub(crate) u64);
+
+impl NtpTime {
+    /// Wraps a raw value.
+    pub const fn new(v: u64) -> Self {
+        Self(v)
+    }
+
+    /// The raw value.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for NtpTime {
+    fn from(v: u64) -> Self {
+        Self(v)
+    }
+}
 
 impl NtpTime {
     /// The NTP time `since_unix_epoch` after 1970-01-01 (e.g. from `SystemTime`).

@@ -56,11 +56,47 @@ pub const RTP_SEQ_MOD: u32 = 1 << 16;
 
 /// A synchronisation source identifier (RFC 3550 §5.1, field SSRC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ssrc(pub u32);
+pub struct Ssrc(pub(crate) u32);
+
+impl Ssrc {
+    /// Wraps a raw value.
+    pub const fn new(v: u32) -> Self {
+        Self(v)
+    }
+
+    /// The raw value.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl From<u32> for Ssrc {
+    fn from(v: u32) -> Self {
+        Self(v)
+    }
+}
 
 /// An RTP sequence number: 16 bits that wrap (RFC 3550 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SeqNo(pub u16);
+pub struct SeqNo(pub(crate) u16);
+
+impl SeqNo {
+    /// Wraps a raw value.
+    pub const fn new(v: u16) -> Self {
+        Self(v)
+    }
+
+    /// The raw value.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl From<u16> for SeqNo {
+    fn from(v: u16) -> Self {
+        Self(v)
+    }
+}
 
 impl SeqNo {
     /// The next sequence number, wrapping after 65535.
@@ -76,7 +112,25 @@ impl SeqNo {
 
 /// An RTP timestamp in units of the payload's clock rate: 32 bits that wrap (RFC 3550 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RtpTimestamp(pub u32);
+pub struct RtpTimestamp(pub(crate) u32);
+
+impl RtpTimestamp {
+    /// Wraps a raw value.
+    pub const fn new(v: u32) -> Self {
+        Self(v)
+    }
+
+    /// The raw value.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl From<u32> for RtpTimestamp {
+    fn from(v: u32) -> Self {
+        Self(v)
+    }
+}
 
 impl RtpTimestamp {
     /// This timestamp advanced by `ticks`, wrapping.

@@ -32,8 +32,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub mod store;
-pub mod transcript;
+pub(crate) mod store;
+pub(crate) mod transcript;
 
 pub use store::{RecordOp, RecordReader, RecordStore, RecordWriter, WriterStats};
 pub use transcript::{
@@ -50,7 +50,25 @@ pub const UNFINISHED_END_REASON: &str = "unfinished: voxline stopped during the 
 /// A wall-clock instant: milliseconds since the Unix epoch (1970-01-01T00:00:00Z).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct UnixMs(pub i64);
+pub struct UnixMs(pub(crate) i64);
+
+impl UnixMs {
+    /// Wraps a raw value.
+    pub const fn new(v: i64) -> Self {
+        Self(v)
+    }
+
+    /// The raw value.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl From<i64> for UnixMs {
+    fn from(v: i64) -> Self {
+        Self(v)
+    }
+}
 
 impl UnixMs {
     /// The current wall-clock time. A clock set before 1970 gives a negative value; one past

@@ -10,7 +10,7 @@
 pub mod dns;
 mod driver;
 pub mod health;
-pub mod media;
+pub(crate) mod media;
 mod net;
 
 pub use net::{TcpGate, TcpSlot};

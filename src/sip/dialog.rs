@@ -8,15 +8,6 @@ use super::transport::{Peer, Transport};
 /// Default SIP port (RFC 3261 §19.1.2).
 pub const DEFAULT_SIP_PORT: u16 = 5060;
 
-/// Which side created the dialog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// We answered the INVITE.
-    Uas,
-    /// We sent the INVITE.
-    Uac,
-}
-
 /// The dialog identifier (RFC 3261 §12): Call-ID and both tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
@@ -33,8 +24,6 @@ pub struct DialogId {
 pub struct Dialog {
     /// Identifiers.
     pub id: DialogId,
-    /// Who created it.
-    pub role: Role,
     /// Our From/To value, with our tag.
     pub local_uri: String,
     /// The peer's From/To value, with its tag once known.

@@ -12,15 +12,15 @@
 //! [`resolve`] (RFC 3263 target selection) and [`stack`].
 
 pub mod auth;
-pub mod builder;
-pub mod dialog;
+pub(crate) mod builder;
+pub(crate) mod dialog;
 pub mod message;
-pub mod options;
+pub(crate) mod options;
 pub mod registration;
 pub mod resolve;
 pub mod stack;
 pub mod transaction;
-pub mod transport;
+pub(crate) mod transport;
 
 use std::fmt;
 
@@ -52,7 +52,19 @@ impl Body {
 
 /// The SIP Call-ID of a dialog (RFC 3261 §20.8).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId(pub String);
+pub struct CallId(pub(crate) String);
+
+impl CallId {
+    /// Wraps a Call-ID value.
+    pub fn new(v: impl Into<String>) -> Self {
+        Self(v.into())
+    }
+
+    /// The Call-ID.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for CallId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,7 +74,25 @@ impl fmt::Display for CallId {
 
 /// The stack's handle for one INVITE session (a call), from its first message to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallHandle(pub u64);
+pub struct CallHandle(pub(crate) u64);
+
+impl CallHandle {
+    /// Wraps a raw value.
+    pub const fn new(v: u64) -> Self {
+        Self(v)
+    }
+
+    /// The raw value.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for CallHandle {
+    fn from(v: u64) -> Self {
+        Self(v)
+    }
+}
 
 impl fmt::Display for CallHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -72,4 +102,22 @@ impl fmt::Display for CallHandle {
 
 /// The stack's handle for one registration binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegistrationId(pub u64);
+pub struct RegistrationId(pub(crate) u64);
+
+impl RegistrationId {
+    /// Wraps a raw value.
+    pub const fn new(v: u64) -> Self {
+        Self(v)
+    }
+
+    /// The raw value.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for RegistrationId {
+    fn from(v: u64) -> Self {
+        Self(v)
+    }
+}

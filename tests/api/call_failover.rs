@@ -198,7 +198,7 @@ fn a_503_fails_over_to_the_next_target() {
     let answered: Vec<_> = table.iter().filter(|c| c.state == "answered").collect();
     assert_eq!(answered.len(), 1);
     assert_eq!(answered[0].codec.as_deref(), Some("PCMU"));
-    assert_ne!(answered[0].id, first.0);
+    assert_ne!(answered[0].id, first.get());
 }
 
 #[test]

@@ -50,7 +50,7 @@ impl Rig {
             table,
             now,
             invite: String::new(),
-            call: CallHandle(0),
+            call: CallHandle::new(0),
             far_cseq: 1,
         };
         rig.call = rig
@@ -130,12 +130,12 @@ impl Rig {
     }
 
     fn info_transfer(&self) -> Option<String> {
-        self.table.get(self.call.0).and_then(|i| i.transfer)
+        self.table.get(self.call.get()).and_then(|i| i.transfer)
     }
 
     fn state(&self) -> String {
         self.table
-            .get(self.call.0)
+            .get(self.call.get())
             .map(|i| i.state.to_string())
             .unwrap_or_default()
     }
@@ -335,7 +335,7 @@ fn refusals_come_at_once_without_a_refer() {
     assert!(!sent.iter().any(|m| m.starts_with("REFER ")), "{sent:?}");
 
     let mut rig = Rig::new(31200, true);
-    let (mut rx, sent) = rig.transfer(CallHandle(9999), "sip:carol@example.com");
+    let (mut rx, sent) = rig.transfer(CallHandle::new(9999), "sip:carol@example.com");
     assert_eq!(rx.try_recv(), Ok(Err(TransferError::NoSuchCall)));
     assert!(sent.is_empty());
     for bad in ["http://example.com", "sip:bob@h\r\nX: y", "tel:12"] {

@@ -95,10 +95,10 @@ fn record(id: &str, started_ms: i64, transcript: Option<&Path>) -> CallRecord {
         "sip:1000@voxline",
         Direction::Inbound,
         "support",
-        UnixMs(started_ms),
+        UnixMs::new(started_ms),
     );
-    r.answered_at = Some(UnixMs(started_ms + 1_000));
-    r.ended_at = Some(UnixMs(started_ms + 61_000));
+    r.answered_at = Some(UnixMs::new(started_ms + 1_000));
+    r.ended_at = Some(UnixMs::new(started_ms + 61_000));
     r.end_reason = Some("RemoteBye".into());
     r.transcript_path = transcript.map(|p| p.to_string_lossy().into_owned());
     r
@@ -107,7 +107,7 @@ fn record(id: &str, started_ms: i64, transcript: Option<&Path>) -> CallRecord {
 fn entry(t_ms: u64, role: Role, text: &str) -> TranscriptEntry {
     TranscriptEntry {
         t_ms,
-        at: UnixMs(1_700_000_001_000 + t_ms as i64),
+        at: UnixMs::new(1_700_000_001_000 + t_ms as i64),
         role,
         text: text.into(),
         is_final: true,

@@ -28,15 +28,15 @@ fn started(id: &str, started_at: i64) -> CallRecord {
         "sip:agent@voxline.local",
         Direction::Inbound,
         "ada",
-        UnixMs(started_at),
+        UnixMs::new(started_at),
     )
 }
 
 fn finished(id: &str) -> CallRecord {
     let mut r = started(id, 1_718_000_000_000);
     r.trunk = Some("trunk-a".into());
-    r.answered_at = Some(UnixMs(1_718_000_001_000));
-    r.ended_at = Some(UnixMs(1_718_000_030_000));
+    r.answered_at = Some(UnixMs::new(1_718_000_001_000));
+    r.ended_at = Some(UnixMs::new(1_718_000_030_000));
     r.end_reason = Some("caller hung up".into());
     r.sip_code = Some(200);
     r.codec = Some("PCMA/8000".into());
@@ -73,7 +73,7 @@ fn calls_in_progress_at_a_crash_are_marked_unfinished_once() {
     let mut store = RecordStore::open(dir.path()).unwrap();
     store.insert_started(&started("ringing", 10)).unwrap();
     store.insert_started(&started("talking", 20)).unwrap();
-    store.update_answered("talking", UnixMs(25)).unwrap();
+    store.update_answered("talking", UnixMs::new(25)).unwrap();
     store.finish(&finished("done")).unwrap();
     assert_eq!(store.list_active().unwrap().len(), 2);
     // "Crash": the process never calls finish for the two live calls.
@@ -89,7 +89,7 @@ fn calls_in_progress_at_a_crash_are_marked_unfinished_once() {
     }
     assert_eq!(
         store.get("talking").unwrap().unwrap().answered_at,
-        Some(UnixMs(25))
+        Some(UnixMs::new(25))
     );
     assert_eq!(store.get("done").unwrap(), Some(finished("done")));
     assert!(store.list_active().unwrap().is_empty());

@@ -17,7 +17,7 @@ fn started(id: &str, started_at: i64) -> CallRecord {
         "sip:agent@voxline.local",
         Direction::Inbound,
         "ada",
-        UnixMs(started_at),
+        UnixMs::new(started_at),
     )
 }
 
@@ -31,9 +31,9 @@ fn full(id: &str) -> CallRecord {
         direction: Direction::Outbound,
         trunk: Some("sipgate-1".into()),
         agent: "Ädä – support 🤖".into(),
-        started_at: UnixMs(1_718_000_000_123),
-        answered_at: Some(UnixMs(1_718_000_004_500)),
-        ended_at: Some(UnixMs(1_718_000_064_999)),
+        started_at: UnixMs::new(1_718_000_000_123),
+        answered_at: Some(UnixMs::new(1_718_000_004_500)),
+        ended_at: Some(UnixMs::new(1_718_000_064_999)),
         end_reason: Some("caller hung up (BYE)".into()),
         sip_code: Some(200),
         codec: Some("opus/48000/2".into()),
@@ -101,10 +101,10 @@ fn full_record_round_trips_through_start_answer_finish() {
     assert_eq!(store.get("call-1").unwrap(), Some(at_start.clone()));
 
     store
-        .update_answered("call-1", UnixMs(1_718_000_004_500))
+        .update_answered("call-1", UnixMs::new(1_718_000_004_500))
         .unwrap();
     let answered = store.get("call-1").unwrap().unwrap();
-    assert_eq!(answered.answered_at, Some(UnixMs(1_718_000_004_500)));
+    assert_eq!(answered.answered_at, Some(UnixMs::new(1_718_000_004_500)));
     assert_eq!(answered.ended_at, None);
 
     store.finish(&final_record).unwrap();
@@ -148,7 +148,7 @@ fn errors_name_the_database_the_operation_and_the_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = RecordStore::open(dir.path()).unwrap();
 
-    let err = store.update_answered("ghost", UnixMs(5)).unwrap_err();
+    let err = store.update_answered("ghost", UnixMs::new(5)).unwrap_err();
     assert!(
         matches!(&err, RecordsError::NotFound { op: "update_answered", id, .. } if id == "ghost")
     );
@@ -170,7 +170,10 @@ fn errors_name_the_database_the_operation_and_the_record() {
         "{err:?}"
     );
     // The first row is untouched.
-    assert_eq!(store.get("dup").unwrap().unwrap().started_at, UnixMs(1));
+    assert_eq!(
+        store.get("dup").unwrap().unwrap().started_at,
+        UnixMs::new(1)
+    );
 }
 
 #[test]
@@ -184,11 +187,11 @@ fn list_is_newest_first_with_paging_and_active_excludes_ended_calls() {
     }
     for id in ["c1", "c3"] {
         let mut rec = store.get(id).unwrap().unwrap();
-        rec.ended_at = Some(UnixMs(9_000));
+        rec.ended_at = Some(UnixMs::new(9_000));
         rec.end_reason = Some("agent hung up".into());
         store.finish(&rec).unwrap();
     }
-    store.update_answered("c2", UnixMs(1_500)).unwrap();
+    store.update_answered("c2", UnixMs::new(1_500)).unwrap();
 
     let ids = |v: Vec<CallRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
     assert_eq!(
@@ -202,7 +205,7 @@ fn list_is_newest_first_with_paging_and_active_excludes_ended_calls() {
 
     let active = store.list_active().unwrap();
     assert_eq!(ids(active.clone()), ["c0", "c2", "c4"]);
-    assert_eq!(active[1].answered_at, Some(UnixMs(1_500)));
+    assert_eq!(active[1].answered_at, Some(UnixMs::new(1_500)));
 }
 
 #[test]
@@ -313,13 +316,13 @@ fn writer_applies_ops_in_order_and_reader_sees_them() {
     assert_eq!(writer.recovered_unfinished(), 0);
 
     let rec = full("w1");
-    let mut start = started("w1", rec.started_at.0);
+    let mut start = started("w1", rec.started_at.get());
     start.direction = rec.direction;
     writer.send(RecordOp::Started(Box::new(start))).unwrap();
     writer
         .send(RecordOp::Answered {
             id: "w1".into(),
-            at: UnixMs(1_718_000_004_500),
+            at: UnixMs::new(1_718_000_004_500),
         })
         .unwrap();
     writer
@@ -330,7 +333,7 @@ fn writer_applies_ops_in_order_and_reader_sees_them() {
     let active = reader.list_active().unwrap();
     assert_eq!(active.len(), 2);
     assert_eq!(active[0].id, "w2");
-    assert_eq!(active[1].answered_at, Some(UnixMs(1_718_000_004_500)));
+    assert_eq!(active[1].answered_at, Some(UnixMs::new(1_718_000_004_500)));
 
     // A clone sends to the same thread.
     let clone = writer.clone();
@@ -341,7 +344,7 @@ fn writer_applies_ops_in_order_and_reader_sees_them() {
     clone
         .send(RecordOp::Answered {
             id: "ghost".into(),
-            at: UnixMs(1),
+            at: UnixMs::new(1),
         })
         .unwrap();
     let stats = writer.shutdown().unwrap();

@@ -15,7 +15,7 @@ fn entry(
 ) -> TranscriptEntry {
     TranscriptEntry {
         t_ms,
-        at: UnixMs(1_718_000_000_000 + t_ms as i64),
+        at: UnixMs::new(1_718_000_000_000 + t_ms as i64),
         role,
         text: text.into(),
         is_final,

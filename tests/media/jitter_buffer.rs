@@ -263,8 +263,8 @@ fn simulate_with(sc: &Scenario, cfg: JitterConfig) -> Run {
             if t0 + a > now {
                 break;
             }
-            let seq = SeqNo(sc.seq0.wrapping_add(k as u16));
-            let ts = RtpTimestamp(sc.ts0.wrapping_add(x as u32));
+            let seq = SeqNo::new(sc.seq0.wrapping_add(k as u16));
+            let ts = RtpTimestamp::new(sc.ts0.wrapping_add(x as u32));
             jb.push(t0 + a, seq, ts, marker, &payload(x, p), p);
             next += 1;
         }
@@ -278,7 +278,7 @@ fn simulate_with(sc: &Scenario, cfg: JitterConfig) -> Run {
                     offset,
                     len,
                 } => {
-                    let x = i64::from(packet.ts.0.wrapping_sub(sc.ts0));
+                    let x = i64::from(packet.ts.get().wrapping_sub(sc.ts0));
                     assert_eq!(packet.payload.len(), packet.duration as usize);
                     let want = payload(x, packet.duration);
                     let (o, l) = (offset as usize, len as usize);
@@ -809,7 +809,7 @@ fn ssrc_change_through_the_receiver_restarts_the_buffer() {
     for j in 0..500u32 {
         sends.push((
             FRAME * j,
-            Ssrc(1),
+            Ssrc::new(1),
             100u16.wrapping_add(j as u16),
             5000 + j * 160,
             160,
@@ -818,7 +818,7 @@ fn ssrc_change_through_the_receiver_restarts_the_buffer() {
     for k in 0..333u32 {
         sends.push((
             Duration::from_secs(10) + Duration::from_millis(30) * k,
-            Ssrc(2),
+            Ssrc::new(2),
             40_000u16.wrapping_add(k as u16),
             9_000_000 + k * 240,
             240,
@@ -836,11 +836,11 @@ fn ssrc_change_through_the_receiver_restarts_the_buffer() {
             let header = RtpHeader {
                 marker: seq == 100 || seq == 40_000,
                 payload_type: pcmu,
-                seq: SeqNo(seq),
-                timestamp: RtpTimestamp(ts),
+                seq: SeqNo::new(seq),
+                timestamp: RtpTimestamp::new(ts),
                 ssrc,
             };
-            let body = vec![ssrc.0 as u8; ticks as usize];
+            let body = vec![ssrc.get() as u8; ticks as usize];
             let n = header.write_packet(&body, &mut buf).unwrap();
             if let Ok(r) = rx.receive(arrival, &buf[..n]) {
                 if r.new_stream {
@@ -864,7 +864,7 @@ fn ssrc_change_through_the_receiver_restarts_the_buffer() {
         for s in p.segments() {
             match s {
                 Segment::Audio { packet, .. } if packet.payload[0] == 2 => {
-                    played_b.push((j, packet.seq.0))
+                    played_b.push((j, packet.seq.get()))
                 }
                 Segment::Conceal { .. } if !played_b.is_empty() => concealed_after_b += 1,
                 _ => {}
@@ -897,11 +897,11 @@ fn unannounced_timestamp_and_sequence_jump_resyncs_by_itself() {
     let mut frames = 0;
     for j in 0..200u32 {
         let (seq, ts) = if j < 100 {
-            (SeqNo(j as u16), RtpTimestamp(j * 160))
+            (SeqNo::new(j as u16), RtpTimestamp::new(j * 160))
         } else {
             (
-                SeqNo(30_000 + j as u16),
-                RtpTimestamp(3_000_000_000 + j * 160),
+                SeqNo::new(30_000 + j as u16),
+                RtpTimestamp::new(3_000_000_000 + j * 160),
             )
         };
         jb.push(t0 + FRAME * j, seq, ts, false, &j.to_be_bytes(), 160);
@@ -942,7 +942,14 @@ fn duplicates_and_late_packets_are_counted_and_dropped() {
     let mut jb = JitterBuffer::new(JitterConfig::new(RATE, FRAME)).unwrap();
     let t0 = Instant::now();
     for _ in 0..3 {
-        jb.push(t0, SeqNo(7), RtpTimestamp(7 * 160), false, b"x", 160);
+        jb.push(
+            t0,
+            SeqNo::new(7),
+            RtpTimestamp::new(7 * 160),
+            false,
+            b"x",
+            160,
+        );
     }
     assert_eq!(jb.stats().duplicate, 2);
     assert_eq!(jb.stats().buffered, 1);
@@ -961,9 +968,9 @@ fn arbitrary_input_never_panics_and_counts_add_up() {
             // Mostly near a plausible stream, sometimes anything.
             let k: u32 = rng.gen_range(0..2000);
             let (seq, ts) = if rng.gen_bool(0.9) {
-                (SeqNo(k as u16), RtpTimestamp(k * 160))
+                (SeqNo::new(k as u16), RtpTimestamp::new(k * 160))
             } else {
-                (SeqNo(rng.r#gen()), RtpTimestamp(rng.r#gen()))
+                (SeqNo::new(rng.r#gen()), RtpTimestamp::new(rng.r#gen()))
             };
             let len = rng.gen_range(0..200);
             let ticks = if rng.gen_bool(0.9) {

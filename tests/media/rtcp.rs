@@ -14,7 +14,7 @@ use voxline::sdp::PayloadType;
 
 fn block(ssrc: u32, lost: i32) -> ReportBlock {
     ReportBlock {
-        ssrc: Ssrc(ssrc),
+        ssrc: Ssrc::new(ssrc),
         fraction_lost: 12,
         cumulative_lost: lost,
         ext_highest_seq: 0x0001_0005,
@@ -28,7 +28,7 @@ fn block(ssrc: u32, lost: i32) -> ReportBlock {
 fn receiver_report_with_cname_round_trips() {
     let blocks = [block(9, 300), block(10, -5)];
     let report = CompoundReport {
-        ssrc: Ssrc(0x1234_5678),
+        ssrc: Ssrc::new(0x1234_5678),
         sender: None,
         blocks: &blocks,
         cname: "voxline@192.0.2.1",
@@ -43,11 +43,11 @@ fn receiver_report_with_cname_round_trips() {
         packets,
         vec![
             RtcpPacket::ReceiverReport {
-                ssrc: Ssrc(0x1234_5678),
+                ssrc: Ssrc::new(0x1234_5678),
                 reports: blocks.to_vec(),
             },
             RtcpPacket::SourceDescription(vec![SdesChunk {
-                ssrc: Ssrc(0x1234_5678),
+                ssrc: Ssrc::new(0x1234_5678),
                 cname: Some(b"voxline@192.0.2.1"),
             }]),
         ]
@@ -65,27 +65,27 @@ fn receiver_report_with_cname_round_trips() {
 #[test]
 fn sender_report_sdes_and_bye_compound_round_trips() {
     let info = SenderInfo {
-        ntp: NtpTime(0xe000_0000_8000_0000),
-        rtp_ts: RtpTimestamp(160_000),
+        ntp: NtpTime::new(0xe000_0000_8000_0000),
+        rtp_ts: RtpTimestamp::new(160_000),
         packet_count: 1000,
         octet_count: 160_000,
     };
     let blocks = [block(2, 0)];
     let report = CompoundReport {
-        ssrc: Ssrc(1),
+        ssrc: Ssrc::new(1),
         sender: Some(info),
         blocks: &blocks,
         cname: "a",
     };
     let mut buf = [0u8; 256];
     let n = report.write(&mut buf).unwrap();
-    let m = write_bye(&mut buf[n..], Ssrc(1), Some("call ended")).unwrap();
+    let m = write_bye(&mut buf[n..], Ssrc::new(1), Some("call ended")).unwrap();
     let packets = parse_compound(&buf[..n + m]).unwrap();
     assert_eq!(packets.len(), 3);
     assert_eq!(
         packets[0],
         RtcpPacket::SenderReport {
-            ssrc: Ssrc(1),
+            ssrc: Ssrc::new(1),
             info,
             reports: blocks.to_vec()
         }
@@ -93,17 +93,17 @@ fn sender_report_sdes_and_bye_compound_round_trips() {
     assert_eq!(
         packets[2],
         RtcpPacket::Bye {
-            ssrcs: vec![Ssrc(1)],
+            ssrcs: vec![Ssrc::new(1)],
             reason: Some(b"call ended"),
         }
     );
     // BYE without a reason.
-    let m = write_bye(&mut buf, Ssrc(4), None).unwrap();
+    let m = write_bye(&mut buf, Ssrc::new(4), None).unwrap();
     assert_eq!(m, 8);
     assert_eq!(
         parse_compound(&buf[..m]).unwrap(),
         vec![RtcpPacket::Bye {
-            ssrcs: vec![Ssrc(4)],
+            ssrcs: vec![Ssrc::new(4)],
             reason: None
         }]
     );
@@ -130,7 +130,7 @@ fn hand_made_compound_with_padding_and_unknown_types() {
         packets,
         vec![
             RtcpPacket::ReceiverReport {
-                ssrc: Ssrc(5),
+                ssrc: Ssrc::new(5),
                 reports: vec![]
             },
             RtcpPacket::Other {
@@ -140,11 +140,11 @@ fn hand_made_compound_with_padding_and_unknown_types() {
             },
             RtcpPacket::SourceDescription(vec![
                 SdesChunk {
-                    ssrc: Ssrc(5),
+                    ssrc: Ssrc::new(5),
                     cname: Some(b"hi")
                 },
                 SdesChunk {
-                    ssrc: Ssrc(6),
+                    ssrc: Ssrc::new(6),
                     cname: Some(b"y")
                 },
             ]),
@@ -190,7 +190,7 @@ fn malformed_compounds_are_errors() {
     // Too many report blocks to build.
     let blocks = vec![block(1, 0); 32];
     let report = CompoundReport {
-        ssrc: Ssrc(1),
+        ssrc: Ssrc::new(1),
         sender: None,
         blocks: &blocks,
         cname: "x",
@@ -204,10 +204,10 @@ fn garbage_and_truncations_never_panic() {
     let blocks = [block(1, 1), block(2, 2)];
     let mut valid = [0u8; 256];
     let n = CompoundReport {
-        ssrc: Ssrc(3),
+        ssrc: Ssrc::new(3),
         sender: Some(SenderInfo {
-            ntp: NtpTime(1),
-            rtp_ts: RtpTimestamp(2),
+            ntp: NtpTime::new(1),
+            rtp_ts: RtpTimestamp::new(2),
             packet_count: 3,
             octet_count: 4,
         }),
@@ -258,13 +258,13 @@ fn rtt_between_two_endpoints_from_lsr_and_dlsr() {
     let clock_a = NtpClock::new(t0, NtpTime::from_unix(Duration::from_secs(1_700_000_000)));
     // B's wall clock is 3 s off: it does not matter, only A's clock is used for the RTT.
     let clock_b = NtpClock::new(t0, NtpTime::from_unix(Duration::from_secs(1_700_000_003)));
-    let ssrc_a = Ssrc(0xa);
+    let ssrc_a = Ssrc::new(0xa);
     let mut sr = [0u8; 128];
     let n = CompoundReport {
         ssrc: ssrc_a,
         sender: Some(SenderInfo {
             ntp: clock_a.ntp(t0),
-            rtp_ts: RtpTimestamp(0),
+            rtp_ts: RtpTimestamp::new(0),
             packet_count: 1,
             octet_count: 160,
         }),
@@ -281,8 +281,8 @@ fn rtt_between_two_endpoints_from_lsr_and_dlsr() {
     let len = RtpHeader {
         marker: false,
         payload_type: pcmu,
-        seq: SeqNo(1),
-        timestamp: RtpTimestamp(0),
+        seq: SeqNo::new(1),
+        timestamp: RtpTimestamp::new(0),
         ssrc: ssrc_a,
     }
     .write_packet(&[0; 4], &mut rtp)
@@ -298,10 +298,10 @@ fn rtt_between_two_endpoints_from_lsr_and_dlsr() {
     let block = rx_b.report_block(reply_at).unwrap();
     let mut rr = [0u8; 128];
     let m = CompoundReport {
-        ssrc: Ssrc(0xb),
+        ssrc: Ssrc::new(0xb),
         sender: Some(SenderInfo {
             ntp: clock_b.ntp(reply_at),
-            rtp_ts: RtpTimestamp(0),
+            rtp_ts: RtpTimestamp::new(0),
             packet_count: 0,
             octet_count: 0,
         }),

@@ -31,9 +31,9 @@ fn packet(ssrc: u32, seq: u16, ts: u32, payload_type: u8, marker: bool) -> Vec<u
     let n = RtpHeader {
         marker,
         payload_type: pt(payload_type),
-        seq: SeqNo(seq),
-        timestamp: RtpTimestamp(ts),
-        ssrc: Ssrc(ssrc),
+        seq: SeqNo::new(seq),
+        timestamp: RtpTimestamp::new(ts),
+        ssrc: Ssrc::new(ssrc),
     }
     .write_packet(&[0xff; 160], &mut buf)
     .unwrap();
@@ -64,7 +64,7 @@ fn in_order_stream_with_sequence_wrap() {
     assert_eq!(loss.received, 20);
     assert_eq!(loss.cumulative_lost, 0);
     assert_eq!(rx.stats().markers, 1);
-    assert_eq!(rx.ssrc(), Some(Ssrc(7)));
+    assert_eq!(rx.ssrc(), Some(Ssrc::new(7)));
     // Constant transit: no jitter.
     assert_eq!(rx.jitter(), 0);
 }
@@ -220,13 +220,13 @@ fn ssrc_change_needs_probation_then_starts_a_new_stream() {
         rx.receive(t, &packet(2, 7005, 0, PCMU, false)),
         Err(RtpDrop::Probation)
     );
-    assert_eq!(rx.ssrc(), Some(Ssrc(1)));
+    assert_eq!(rx.ssrc(), Some(Ssrc::new(1)));
     // Two in order: switch on the second.
     let p = packet(2, 7006, 160, PCMU, true);
     let r = rx.receive(t, &p).unwrap();
     assert!(r.new_stream);
     assert_eq!(r.ext_seq, 7006);
-    assert_eq!(rx.ssrc(), Some(Ssrc(2)));
+    assert_eq!(rx.ssrc(), Some(Ssrc::new(2)));
     assert_eq!(rx.stats().ssrc_changes, 1);
     assert_eq!(rx.stats().probation, 3);
     let loss = rx.loss().unwrap();
@@ -280,7 +280,7 @@ fn loss_and_fraction_lost_per_interval() {
         }
     }
     let block = rx.report_block(t).unwrap();
-    assert_eq!(block.ssrc, Ssrc(1));
+    assert_eq!(block.ssrc, Ssrc::new(1));
     assert_eq!(block.cumulative_lost, 100);
     assert_eq!(block.ext_highest_seq, 999);
     // 100 of 1000 lost: floor(100 * 256 / 1000) = 25.
@@ -337,10 +337,10 @@ fn report_block_carries_lsr_and_dlsr() {
     let t0 = Instant::now();
     rx.receive(t0, &packet(3, 1, 0, PCMU, false)).unwrap();
     assert_eq!(rx.report_block(t0).unwrap().lsr, 0);
-    let ntp = NtpTime(0x0123_4567_89ab_cdef);
-    rx.note_sender_report(t0, Ssrc(3), ntp);
+    let ntp = NtpTime::new(0x0123_4567_89ab_cdef);
+    rx.note_sender_report(t0, Ssrc::new(3), ntp);
     // An SR from some other source is ignored.
-    rx.note_sender_report(t0, Ssrc(4), NtpTime(1 << 40));
+    rx.note_sender_report(t0, Ssrc::new(4), NtpTime::new(1 << 40));
     let block = rx.report_block(t0 + Duration::from_millis(1500)).unwrap();
     assert_eq!(block.lsr, 0x4567_89ab);
     assert_eq!(block.dlsr, 98_304); // 1.5 s in 1/65536 s

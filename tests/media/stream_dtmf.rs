@@ -95,20 +95,20 @@ fn rfc4733_from_the_far_end_is_reported_once() {
     assert!(pkts[first_te].marker);
     assert!(pkts[first_te + 1..=last_te].iter().all(|p| !p.marker));
     // The event's timestamp is the audio clock at its start: the tick after 505 ms (tick 26).
-    let ts0 = pkts[0].timestamp.0;
-    let event_ts = pkts[first_te].timestamp.0;
+    let ts0 = pkts[0].timestamp.get();
+    let event_ts = pkts[first_te].timestamp.get();
     assert_eq!(event_ts.wrapping_sub(ts0), 26 * 160);
     assert!(
         pkts[first_te..=last_te]
             .iter()
-            .all(|p| p.timestamp.0 == event_ts)
+            .all(|p| p.timestamp.get() == event_ts)
     );
     // Audio resumes with the marker bit and the timestamps of the elapsed time.
     let resume = &pkts[last_te + 1];
     assert_eq!(resume.payload_type.get(), 0);
     assert!(resume.marker);
     assert_eq!(
-        resume.timestamp.0.wrapping_sub(ts0),
+        resume.timestamp.get().wrapping_sub(ts0),
         (last_te as u32 + 1) * 160
     );
     // Agent audio was held back, not dropped: ticks 26..=75 are 50 ticks, 7 of them carried

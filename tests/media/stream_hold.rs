@@ -78,11 +78,11 @@ fn hold_and_resume(codec: Codec, ticks_per_frame: u32) {
         first_after.marker,
         "marker on the first packet after resume"
     );
-    assert_eq!(first_after.seq.0, last_before.seq.0.wrapping_add(1));
+    assert_eq!(first_after.seq.get(), last_before.seq.get().wrapping_add(1));
     let jump = first_after
         .timestamp
-        .0
-        .wrapping_sub(last_before.timestamp.0);
+        .get()
+        .wrapping_sub(last_before.timestamp.get());
     assert_eq!(
         jump,
         101 * ticks_per_frame,
@@ -92,7 +92,9 @@ fn hold_and_resume(codec: Codec, ticks_per_frame: u32) {
     let next = RtpPacket::parse(&sent[before + 1].payload).expect("rtp");
     assert!(!next.marker);
     assert_eq!(
-        next.timestamp.0.wrapping_sub(first_after.timestamp.0),
+        next.timestamp
+            .get()
+            .wrapping_sub(first_after.timestamp.get()),
         ticks_per_frame
     );
     assert_eq!(net.peers[0].stream.agent_ms_sent(), 100);

@@ -72,15 +72,15 @@ fn check_continuity(packets: &[Vec<u8>], ticks_per_frame: u32) {
     assert!(first.marker, "the very first packet has the marker bit");
     for (k, p) in parsed.iter().enumerate() {
         assert_eq!(
-            p.seq.0,
-            first.seq.0.wrapping_add(k as u16),
+            p.seq.get(),
+            first.seq.get().wrapping_add(k as u16),
             "seq of packet {k}"
         );
         assert_eq!(
-            p.timestamp.0,
+            p.timestamp.get(),
             first
                 .timestamp
-                .0
+                .get()
                 .wrapping_add((k as u32).wrapping_mul(ticks_per_frame)),
             "timestamp of packet {k}"
         );

@@ -257,8 +257,8 @@ fn encoded_bytes_on_the_wire(law: LawCase) {
         [true, false, false, false, false]
     );
     for w in p.windows(2) {
-        assert_eq!(w[1].seq.0, w[0].seq.0.wrapping_add(1));
-        assert_eq!(w[1].timestamp.0, w[0].timestamp.0.wrapping_add(160));
+        assert_eq!(w[1].seq.get(), w[0].seq.get().wrapping_add(1));
+        assert_eq!(w[1].timestamp.get(), w[0].timestamp.get().wrapping_add(160));
         assert_eq!(w[1].payload_type, w[0].payload_type);
     }
     assert_eq!(

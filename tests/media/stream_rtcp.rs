@@ -110,7 +110,7 @@ fn sender_report_matches_the_audio_clock() {
     let ts0 = RtpPacket::parse(&first_rtp.payload)
         .expect("rtp")
         .timestamp
-        .0;
+        .get();
     let report = b.sent.iter().find(|s| s.rtcp).expect("a report");
     assert_eq!(report.to, addr("192.0.2.10:40001"));
     let packets = parse_compound(&report.payload).expect("valid RTCP");
@@ -122,17 +122,17 @@ fn sender_report_matches_the_audio_clock() {
     else {
         panic!("B sends audio, so it sends an SR: {packets:?}");
     };
-    assert_eq!(*ssrc, Ssrc(0xb));
+    assert_eq!(*ssrc, Ssrc::new(0xb));
     let since = report.at - t0;
     let sent_before = b.rtp_sent().iter().filter(|s| s.at <= report.at).count();
     assert_eq!(info.packet_count as usize, sent_before);
     assert_eq!(info.octet_count as usize, sent_before * 160);
     assert_eq!(
-        info.rtp_ts.0.wrapping_sub(ts0),
+        info.rtp_ts.get().wrapping_sub(ts0),
         (since.as_nanos() * 8000 / 1_000_000_000) as u32
     );
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].ssrc, Ssrc(0xa));
+    assert_eq!(reports[0].ssrc, Ssrc::new(0xa));
     match &packets[1] {
         RtcpPacket::SourceDescription(chunks) => {
             assert_eq!(chunks[0].cname, Some(&b"test-11@voxline"[..]));

@@ -51,7 +51,9 @@ fn ssrc_change_restarts_the_stream() {
         evs,
         vec![
             MediaEvent::Latched { addr: peer },
-            MediaEvent::SsrcChanged { ssrc: Ssrc(0x2222) }
+            MediaEvent::SsrcChanged {
+                ssrc: Ssrc::new(0x2222)
+            }
         ]
     );
     let st = s.stats();

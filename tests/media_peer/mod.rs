@@ -423,9 +423,9 @@ impl RtpPeer {
                     at: Instant::now(),
                     marker: p.marker,
                     pt: p.payload_type.get(),
-                    seq: p.seq.0,
-                    ts: p.timestamp.0,
-                    ssrc: p.ssrc.0,
+                    seq: p.seq.get(),
+                    ts: p.timestamp.get(),
+                    ssrc: p.ssrc.get(),
                     payload: p.payload.to_vec(),
                 });
             }

@@ -83,7 +83,7 @@ pub fn ntp(t0: Instant) -> NtpClock {
 pub fn config(neg: NegotiatedMedia, ssrc: u32, seed: u64, t0: Instant) -> MediaConfig {
     MediaConfig::new(
         neg,
-        Ssrc(ssrc),
+        Ssrc::new(ssrc),
         format!("test-{ssrc}@voxline"),
         ntp(t0),
         seed,
@@ -95,9 +95,9 @@ pub fn rtp(pt_num: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8
     let h = RtpHeader {
         marker,
         payload_type: pt(pt_num),
-        seq: SeqNo(seq),
-        timestamp: RtpTimestamp(ts),
-        ssrc: Ssrc(ssrc),
+        seq: SeqNo::new(seq),
+        timestamp: RtpTimestamp::new(ts),
+        ssrc: Ssrc::new(ssrc),
     };
     let mut buf = vec![0u8; 12 + payload.len()];
     h.write_packet(payload, &mut buf).expect("write");

@@ -5,7 +5,7 @@
 //! how. [`protocol`] holds the serde types of the events. A local server that speaks the same
 //! protocol strictly, for tests and tools, is its own crate: `crates/mock-realtime`.
 
-pub mod client;
+pub(crate) mod client;
 pub mod protocol;
 
 pub use client::{

@@ -19,8 +19,8 @@
 //! libopus through `audiopus`.
 
 pub mod g711;
-pub mod g722;
-pub mod opus;
+pub(crate) mod g722;
+pub(crate) mod opus;
 mod plc;
 
 use crate::sdp::{Codec, NegotiatedCodec};

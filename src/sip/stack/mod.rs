@@ -17,7 +17,7 @@ use super::auth::{Credentials, DigestClient, select_challenge};
 use super::builder::{
     ACCEPT, ALLOW, RequestSpec, SUPPORTED, build_request, build_response, reason_phrase,
 };
-use super::dialog::{Dialog, DialogId, Role, record_routes};
+use super::dialog::{Dialog, DialogId, record_routes};
 use super::message::{self, BRANCH_MAGIC_COOKIE, Limits, Method, Msg};
 use super::options::{CallOptions, PeerRel100, Rel100, TAG_100REL};
 use super::registration::{

@@ -303,7 +303,6 @@ impl SipStack {
                 local_tag: local_tag.clone(),
                 remote_tag: from_tag.clone(),
             },
-            role: Role::Uas,
             local_uri: format!("{to_value};tag={local_tag}"),
             remote_uri: from_value.clone(),
             local_seq: self.rng.gen_range(1..10_000),

@@ -31,7 +31,6 @@ impl SipStack {
                 local_tag: local_tag.clone(),
                 remote_tag: String::new(),
             },
-            role: Role::Uac,
             local_uri: from,
             remote_uri: format!("<{}>", spec.to_uri),
             local_seq: 1,
