@@ -61,16 +61,33 @@ enum Cmd {
     },
 }
 
+/// The log filter from the environment variable `var` (`info` when it is unset): a default
+/// level and levels per module, `debug,voxline::sip=trace`. A value that does not parse is
+/// reported on stderr and ignored.
+fn log_filter(var: &str) -> tracing_subscriber::filter::Targets {
+    let default = tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
+    match std::env::var(var) {
+        Err(_) => default,
+        Ok(v) => v.parse().unwrap_or_else(|e| {
+            eprintln!("{var}={v:?} is not a log filter ({e}): logging at info");
+            default
+        }),
+    }
+}
+
 fn main() -> ExitCode {
     voxline_heap::fix_trim_threshold();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VOXLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_max_level(tracing::Level::TRACE)
+            .finish()
+            .with(log_filter("VOXLINE_LOG"))
+            .init();
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -66,12 +66,22 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        // RUST_LOG as a list of levels (`debug`, `info,voxline_mock_realtime=trace`).
+        let filter = std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+            });
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .finish()
+            .with::<tracing_subscriber::filter::Targets>(filter)
+            .init();
+    }
     let args = Args::parse();
     let reply = match &args.wav {
         Some(path) => {
