@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -45,18 +44,18 @@ use super::protocol::{
     Session, SessionAudio, Transcription, TurnDetection, WireFormat,
 };
 use crate::agent::backend::{
-    AudioChunk, AudioFormat, BackendControl, BackendError, BackendEvent, BackendHandle,
+    AudioFormat, BackendControl, BackendError, BackendEvent, BackendHandle,
     CONTROL_CHANNEL_CAPACITY, CallContext, EVENT_CHANNEL_CAPACITY, Role,
 };
-use crate::dsp::resample::Resampler;
-use crate::dsp::wav::pcm16_from_le;
 
+mod audio;
 mod connect;
 mod session;
 #[cfg(test)]
 mod tests;
 
 use connect::*;
+use audio::AudioPath;
 use session::*;
 
 /// The OpenAI Realtime WebSocket endpoint.

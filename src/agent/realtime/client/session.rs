@@ -1,5 +1,5 @@
-//! The client task of one live session: audio up and down (with resampling to and from the
-//! wire format), server events, barge-in truncation, tools, and reconnection with replay.
+//! The client task of one live session: audio up and down (through [`AudioPath`]), server
+//! events, barge-in truncation, tools, and reconnection with replay.
 
 use super::*;
 
@@ -38,12 +38,8 @@ pub(super) struct AudioItem {
 pub(super) struct Client {
     pub(super) setup: Arc<Setup>,
     pub(super) events: mpsc::Sender<BackendEvent>,
-    pub(super) call_format: AudioFormat,
     pub(super) wire: AudioFormat,
-    /// Call rate → 24 kHz, for PCM16 calls at another rate.
-    pub(super) up: Option<Resampler>,
-    /// 24 kHz → call rate.
-    pub(super) down: Option<Resampler>,
+    pub(super) audio: AudioPath,
     pub(super) active_response: Option<String>,
     /// `response.create`s waiting for the active response to finish.
     pub(super) deferred: VecDeque<Option<ResponseParams>>,
@@ -60,24 +56,11 @@ impl Client {
         wire: AudioFormat,
         events: mpsc::Sender<BackendEvent>,
     ) -> Result<Client, BackendError> {
-        let (up, down) = match call_format {
-            AudioFormat::Pcm16 { rate } if rate != PCM_RATE => {
-                let e =
-                    |e: crate::dsp::resample::ResampleError| BackendError::Config(e.to_string());
-                (
-                    Some(Resampler::new(rate, PCM_RATE).map_err(e)?),
-                    Some(Resampler::new(PCM_RATE, rate).map_err(e)?),
-                )
-            }
-            _ => (None, None),
-        };
         Ok(Client {
             setup,
             events,
-            call_format,
             wire,
-            up,
-            down,
+            audio: AudioPath::new(call_format)?,
             active_response: None,
             deferred: VecDeque::new(),
             audio_item: None,
@@ -199,12 +182,7 @@ impl Client {
         self.deferred.clear();
         self.audio_item = None;
         self.functions.clear();
-        if let Some(r) = &mut self.up {
-            r.reset();
-        }
-        if let Some(r) = &mut self.down {
-            r.reset();
-        }
+        self.audio.reset();
     }
 
     /// The conversation so far as `conversation.item.create` events.
@@ -372,12 +350,12 @@ impl Client {
                         });
                     }
                 }
-                match self.call_chunk(bytes, false) {
+                match self.audio.call_chunk(bytes, false) {
                     Some(chunk) => BackendEvent::Audio(chunk),
                     None => return Flow::Continue,
                 }
             }
-            ServerEvent::OutputAudioDone { .. } => match self.call_chunk(Vec::new(), true) {
+            ServerEvent::OutputAudioDone { .. } => match self.audio.call_chunk(Vec::new(), true) {
                 Some(chunk) => BackendEvent::Audio(chunk),
                 None => return Flow::Continue,
             },
@@ -464,11 +442,11 @@ impl Client {
         let respond = !matches!(c, BackendControl::ToolResultNoReply { .. });
         let result = match c {
             BackendControl::Audio(chunk) => {
-                if chunk.format != self.call_format {
-                    debug!(got = ?chunk.format, want = ?self.call_format, "realtime: audio in the wrong format dropped");
+                if chunk.format != self.audio.call_format() {
+                    debug!(got = ?chunk.format, want = ?self.audio.call_format(), "realtime: audio in the wrong format dropped");
                     return Flow::Continue;
                 }
-                let Some(bytes) = self.wire_bytes(&chunk.data) else {
+                let Some(bytes) = self.audio.wire_bytes(&chunk.data) else {
                     return Flow::Continue;
                 };
                 let ev = ClientEvent::InputAudioBufferAppend {
@@ -528,9 +506,7 @@ impl Client {
             )
             .await?;
         }
-        if let Some(r) = &mut self.down {
-            r.reset();
-        }
+        self.audio.reset_down();
         let Some(item) = self.audio_item.take() else {
             return Ok(());
         };
@@ -607,62 +583,10 @@ impl Client {
         &mut self.history[pos]
     }
 
-    /// Call-format bytes → wire bytes (resampled for PCM16 calls not at 24 kHz).
-    pub(super) fn wire_bytes(&mut self, data: &[u8]) -> Option<Vec<u8>> {
-        let Some(up) = &mut self.up else {
-            return Some(data.to_vec());
-        };
-        let mut out = Vec::new();
-        if let Err(e) = up.process(&pcm16_from_le(data), &mut out) {
-            warn!(error = %e, "realtime: resampling caller audio failed");
-            return None;
-        }
-        (!out.is_empty()).then(|| pcm16_to_le(&out))
-    }
-
-    /// Wire bytes → a call-format chunk; `flush` ends the stream (end of an audio item).
-    pub(super) fn call_chunk(&mut self, data: Vec<u8>, flush: bool) -> Option<AudioChunk> {
-        let data = match &mut self.down {
-            None => {
-                if data.is_empty() {
-                    return None;
-                }
-                data
-            }
-            Some(down) => {
-                let mut out = Vec::new();
-                let r = if flush {
-                    down.flush(&mut out)
-                } else {
-                    down.process(&pcm16_from_le(&data), &mut out)
-                };
-                if let Err(e) = r {
-                    warn!(error = %e, "realtime: resampling agent audio failed");
-                    return None;
-                }
-                if out.is_empty() {
-                    return None;
-                }
-                pcm16_to_le(&out)
-            }
-        };
-        Some(AudioChunk {
-            format: self.call_format,
-            data: Bytes::from(data),
-        })
-    }
 }
 
 pub(super) async fn close(ws: &mut Ws) {
     let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
-}
-
-pub(super) fn pcm16_to_le(samples: &[i16]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(samples.len() * 2);
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out
 }
 
 /// The first `share` (0..=1) of `text`, cut back to a word boundary.
