@@ -3,12 +3,13 @@
 # voxline, no media), INVITE→200 latency, and memory per established dialog.
 #
 #   cargo build --release && bash tools/sip-bench.sh
+#   VOXLINE_BIN=/tmp/voxline-old bash tools/sip-bench.sh     # another build (side by side)
 #
 # Everything runs on 127.0.0.1 with bounded call counts; the processes started here are
 # stopped by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/voxline
+BIN=${VOXLINE_BIN:-target/release/voxline}
 LAT=target/release/voxline-sip-latency
 [ -x "$BIN" ] && [ -x "$LAT" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v sipp >/dev/null || { echo "sipp missing: apt-get install sip-tester" >&2; exit 1; }

@@ -6,7 +6,7 @@ use crate::realtime_e2e_support;
 
 use std::time::Duration;
 
-use realtime_e2e_support::{RealtimeE2e, agent_bytes, find, is_agent_audio, talk};
+use realtime_e2e_support::{RealtimeE2e, agent_bytes, find, is_agent_audio, talk_until_answered};
 use voxline_mock_realtime::MockConfig;
 
 #[test]
@@ -14,7 +14,7 @@ fn the_backends_audio_reaches_the_caller_as_rtp_byte_for_byte() {
     let h = RealtimeE2e::start(MockConfig::default(), "", "", "");
     let (mut sip, mut rtp, to) = h.call("1000");
     // 600 ms of speech, then silence while the reply (1 s) plays.
-    let packets = talk(&mut rtp, to, 30, 120);
+    let packets = talk_until_answered(&mut rtp, to, 30, 120);
     let sent = h.mock.audio_sent_bytes();
     assert_eq!(sent.len(), 8000, "the mock's reply is 1 s of μ-law");
     let got = agent_bytes(&packets);

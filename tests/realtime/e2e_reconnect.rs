@@ -6,14 +6,14 @@ use crate::realtime_e2e_support;
 
 use std::time::Duration;
 
-use realtime_e2e_support::{RealtimeE2e, agent_bytes, talk};
+use realtime_e2e_support::{RealtimeE2e, agent_bytes, talk_until_answered};
 use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn the_call_survives_a_dropped_backend_connection() {
     let h = RealtimeE2e::start(MockConfig::default(), "", "", "");
     let (mut sip, mut rtp, to) = h.call("1000");
-    let first = talk(&mut rtp, to, 30, 90);
+    let first = talk_until_answered(&mut rtp, to, 30, 90);
     assert!(
         !agent_bytes(&first).is_empty(),
         "no reply to the first turn"
@@ -24,7 +24,7 @@ fn the_call_survives_a_dropped_backend_connection() {
         "no reconnection:\n{}",
         h.vox.output()
     );
-    let second = talk(&mut rtp, to, 30, 90);
+    let second = talk_until_answered(&mut rtp, to, 30, 90);
     assert!(
         agent_bytes(&second).len() >= 7000,
         "the second turn was not answered after the reconnection ({} bytes)",

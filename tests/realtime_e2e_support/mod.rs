@@ -176,6 +176,56 @@ pub fn talk(
     })
 }
 
+/// Like [`talk`], but the silence goes on until the agent's reply has come and gone: past
+/// `silence` frames it continues while no agent audio has arrived yet, or while some arrived
+/// in the last [`QUIET_FRAMES`], up to [`EXTRA_FRAMES`] more. A busy machine then makes the
+/// test slower instead of failing it.
+pub fn talk_until_answered(
+    rtp: &mut RtpPeer,
+    to: std::net::SocketAddr,
+    speech: usize,
+    silence: usize,
+) -> Vec<Rtp> {
+    let start = std::time::Instant::now();
+    let mut got: Vec<Rtp> = Vec::new();
+    let mut last_agent: Option<usize> = None;
+    let mut k = 0;
+    loop {
+        let due = start + crate::media_peer::PTIME * k as u32;
+        while let Some(left) = due.checked_duration_since(std::time::Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            if let Some(p) = rtp.recv(left) {
+                if is_agent_audio(&p) {
+                    last_agent = Some(k);
+                }
+                got.push(p);
+            }
+        }
+        if k >= speech + silence {
+            let quiet = last_agent.is_some_and(|a| k >= a + QUIET_FRAMES);
+            if quiet || k >= speech + silence + EXTRA_FRAMES {
+                break;
+            }
+        }
+        let payload = if k < speech {
+            speech_frame(k)
+        } else {
+            silence_frame()
+        };
+        rtp.send(to, &payload, k == 0);
+        k += 1;
+    }
+    got.extend(rtp.collect(Duration::from_millis(100)));
+    got
+}
+
+/// How long [`talk_until_answered`] waits after the agent's last audio: 500 ms.
+pub const QUIET_FRAMES: usize = 25;
+/// How much longer than asked [`talk_until_answered`] may go on: 10 s.
+pub const EXTRA_FRAMES: usize = 500;
+
 /// The concatenated payloads of the packets that carry agent audio.
 pub fn agent_bytes(packets: &[Rtp]) -> Vec<u8> {
     packets

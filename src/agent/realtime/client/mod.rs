@@ -54,8 +54,8 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use connect::*;
 use audio::AudioPath;
+use connect::*;
 use session::*;
 
 /// The OpenAI Realtime WebSocket endpoint.

@@ -582,7 +582,6 @@ impl Client {
         // invariant: `pos` is an index found in, or just pushed to, `history`.
         &mut self.history[pos]
     }
-
 }
 
 pub(super) async fn close(ws: &mut Ws) {
