@@ -80,12 +80,22 @@ fn main() -> ExitCode {
     {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
+        let filter = log_filter("VOXLINE_LOG");
+        // The subscriber's level is the filter's most verbose one, so that the global level
+        // check in every `trace!`/`debug!` call site short-circuits what nothing logs (the
+        // media path has call sites that run per packet).
+        let most = filter
+            .iter()
+            .map(|(_, level)| level)
+            .chain(filter.default_level())
+            .max()
+            .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_max_level(tracing::Level::TRACE)
+            .with_max_level(most)
             .finish()
-            .with(log_filter("VOXLINE_LOG"))
+            .with(filter)
             .init();
     }
     let cli = Cli::parse();

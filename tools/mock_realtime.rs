@@ -76,8 +76,14 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| {
                 tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
             });
+        let most = filter
+            .iter()
+            .map(|(_, level)| level)
+            .chain(filter.default_level())
+            .max()
+            .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
         tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+            .with_max_level(most)
             .finish()
             .with::<tracing_subscriber::filter::Targets>(filter)
             .init();
