@@ -9,12 +9,13 @@
 //!   [`RecordStore::finish`] has returned, the record survives a process crash **and** an
 //!   OS crash or power loss. With `synchronous=NORMAL` it would survive a process crash (the
 //!   WAL pages are in the OS page cache) but the last commits before a power loss could roll
-//!   back. voxline writes three small transactions per call (start, answer, finish), so the
-//!   extra fsync is cheap, and it happens on the writer thread of [`RecordWriter`], never on a
+//!   back. voxline writes three small rows per call (start, answer, finish); the writer
+//!   commits everything queued in one transaction (up to 256 rows), so the fsync is shared
+//!   under load and cheap, and it happens on the writer thread of [`RecordWriter`], never on a
 //!   tokio worker. Either way a crash never corrupts the file: a commit that was cut off is
 //!   rolled back when the database is next opened.
-//! * Every write is one transaction; [`RecordStore::finish`] writes the whole final row in
-//!   one upsert, so a reader sees either the row as it was during the call or the final row.
+//! * Every write is one statement, atomic on its own; [`RecordStore::finish`] writes the whole
+//!   final row in one upsert, so a reader sees either the row as it was during the call or the final row.
 //!
 //! ## Crash recovery
 //!
@@ -147,19 +148,16 @@ impl RecordStore {
             });
         }
         let row = EncodedJson::new(&self.path, OP, record)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        // One statement: atomic on its own, inside a batch's transaction or not.
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS}) \
+                     ON CONFLICT(id) DO UPDATE SET {UPSERT_SET}"
+                ),
+                record_params(record, &row),
+            )
             .map_err(sql(&self.path, OP))?;
-        tx.execute(
-            &format!(
-                "INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS}) \
-                 ON CONFLICT(id) DO UPDATE SET {UPSERT_SET}"
-            ),
-            record_params(record, &row),
-        )
-        .map_err(sql(&self.path, OP))?;
-        tx.commit().map_err(sql(&self.path, OP))?;
         Ok(())
     }
 
@@ -170,6 +168,26 @@ impl RecordStore {
             RecordOp::Answered { id, at } => self.update_answered(id, *at),
             RecordOp::Finished(r) => self.finish(r),
         }
+    }
+
+    /// Applies several [`RecordOp`]s in order in one transaction: one commit (one fsync)
+    /// for all of them, so that the writer keeps up with thousands of calls a second. Each
+    /// operation is one statement, atomic on its own: one that fails (a missing row, a
+    /// duplicate id) leaves the others in. Returns each operation's result; if the commit
+    /// itself fails, the batch is rolled back and applied again one by one.
+    pub fn apply_batch(&mut self, ops: &[RecordOp]) -> Vec<Result<(), RecordsError>> {
+        const OP: &str = "apply_batch";
+        if ops.len() > 1 && self.conn.execute_batch("BEGIN IMMEDIATE").is_ok() {
+            let results: Vec<_> = ops.iter().map(|op| self.apply(op)).collect();
+            match self.conn.execute_batch("COMMIT") {
+                Ok(()) => return results,
+                Err(e) => {
+                    tracing::warn!(error = %sql(&self.path, OP)(e), ops = ops.len(), "call records: a batch did not commit; writing its rows one by one");
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        ops.iter().map(|op| self.apply(op)).collect()
     }
 
     /// The record with this id, if any.
@@ -790,21 +808,49 @@ impl Shared {
 /// The writer thread: applies operations in order until `Shutdown` or until every sender is
 /// gone (after draining the queue either way).
 fn writer_loop(mut store: RecordStore, rx: Receiver<Msg>, shared: &Shared) {
-    while let Ok(msg) = rx.recv() {
-        if let Msg::Shutdown = msg {
-            // Operations other handles queued behind the shutdown are still written.
-            for msg in rx.try_iter() {
-                handle_msg(&mut store, msg, shared);
-            }
+    let mut batch: Vec<RecordOp> = Vec::with_capacity(WRITE_BATCH);
+    let mut stopping = false;
+    loop {
+        // After a shutdown, operations other handles queued behind it are still written.
+        let first = if stopping {
+            rx.try_recv().ok()
+        } else {
+            rx.recv().ok()
+        };
+        let Some(first) = first else {
             break;
+        };
+        // Everything already queued goes into one transaction, up to WRITE_BATCH operations;
+        // a flush or the shutdown ends the batch (operations queued before them are written
+        // first, in order).
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Op(op) => batch.push(op),
+                Msg::Flush(ack) => {
+                    write_batch(&mut store, &mut batch, shared);
+                    let _ = ack.send(());
+                }
+                Msg::Shutdown => stopping = true,
+            }
+            if batch.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
         }
-        handle_msg(&mut store, msg, shared);
+        write_batch(&mut store, &mut batch, shared);
     }
 }
 
-fn handle_msg(store: &mut RecordStore, msg: Msg, shared: &Shared) {
-    match msg {
-        Msg::Op(op) => match store.apply(&op) {
+/// Most operations the writer commits in one transaction.
+const WRITE_BATCH: usize = 256;
+
+fn write_batch(store: &mut RecordStore, batch: &mut Vec<RecordOp>, shared: &Shared) {
+    if batch.is_empty() {
+        return;
+    }
+    let results = store.apply_batch(batch);
+    for (op, result) in batch.drain(..).zip(results) {
+        match result {
             Ok(()) => {
                 shared.applied.fetch_add(1, Ordering::Relaxed);
             }
@@ -819,10 +865,6 @@ fn handle_msg(store: &mut RecordStore, msg: Msg, shared: &Shared) {
                 };
                 tracing::error!(error = %e, id = op.id(), record = %data, "call record not written");
             }
-        },
-        Msg::Flush(ack) => {
-            let _ = ack.send(());
         }
-        Msg::Shutdown => {}
     }
 }

@@ -62,14 +62,19 @@ impl Drop for RtpSockets {
 }
 
 impl RtpPorts {
-    /// A pool over `[min, max)` binding on `bind_ip` (usually `0.0.0.0`).
+    /// A pool over `[min, max)` binding on `bind_ip` (usually `0.0.0.0`). It hands out pairs
+    /// in turn from a random one: a voxline restarted (or a second one on the range) does not
+    /// give its first calls the ports the last calls had, so a stream still aimed at one of
+    /// those does not land in a new call.
     pub fn new(bind_ip: IpAddr, min: u16, max: u16) -> Self {
         let min = min.saturating_add(min % 2);
+        let slots = max.saturating_sub(min).div_ceil(2).max(1);
+        let first = min.saturating_add(2 * (rand::random::<u16>() % slots));
         RtpPorts {
             inner: Arc::new(Mutex::new(PortState {
                 min,
                 max,
-                next: min,
+                next: if first >= max { min } else { first },
                 in_use: HashSet::new(),
             })),
             bind_ip,
@@ -137,21 +142,51 @@ mod tests {
     fn binds_even_pairs_skips_taken_ports_and_recycles() {
         let base = 31000;
         let blocker = UdpSocket::bind(("127.0.0.1", base)).expect("bind blocker");
+        // Whatever pair the pool starts at, it skips the one another socket holds.
         let pool = RtpPorts::new("127.0.0.1".parse().expect("ip"), base, base + 6);
         let a = pool.allocate(true).expect("a pair");
-        assert_eq!(a.port, base + 2, "the port another socket holds is skipped");
+        assert!(
+            a.port == base + 2 || a.port == base + 4,
+            "the port another socket holds is skipped: {}",
+            a.port
+        );
         assert_eq!(
             a.rtcp
                 .as_ref()
                 .and_then(|s| s.local_addr().ok())
                 .map(|x| x.port()),
-            Some(base + 3)
+            Some(a.port + 1)
         );
         let b = pool.allocate(false).expect("another");
-        assert_eq!(b.port, base + 4);
+        assert_eq!(
+            b.port,
+            if a.port == base + 2 {
+                base + 4
+            } else {
+                base + 2
+            }
+        );
         assert!(pool.allocate(false).is_err(), "range exhausted");
+        let freed = a.port;
         drop(a);
-        assert_eq!(pool.allocate(false).expect("recycled").port, base + 2);
+        assert_eq!(pool.allocate(false).expect("recycled").port, freed);
         drop(blocker);
+    }
+
+    #[test]
+    fn pools_start_at_different_pairs() {
+        // 20 pools over 1,000 pairs all starting at the same pair: 1 in 10^57.
+        let firsts: HashSet<u16> = (0..20)
+            .map(|_| {
+                let pool = RtpPorts::new("127.0.0.1".parse().expect("ip"), 40000, 42000);
+                pool.inner.lock().expect("lock").next
+            })
+            .collect();
+        assert!(firsts.len() > 1, "every pool starts at {firsts:?}");
+        assert!(
+            firsts
+                .iter()
+                .all(|p| p % 2 == 0 && (40000..42000).contains(p))
+        );
     }
 }

@@ -18,6 +18,7 @@ mod config_realtime;
 mod http;
 mod input_limits;
 mod records;
+mod records_batch;
 mod records_calls;
 mod records_crash;
 mod records_store;
