@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::runtime::media::MediaStart;
 use crate::runtime::rtp::{RtpPortError, RtpPorts, RtpSockets};
 use crate::runtime::{Attached, CallHandler, Commands, WallClock};
 use crate::sdp::{LocalMedia, NegotiatedMedia, SdpSession};
@@ -554,19 +555,21 @@ impl CallManager {
             Some(min) => (min.min(jitter.1), jitter.1),
             None => jitter,
         };
-        let spec = media::MediaTaskSpec {
+        let start = MediaStart {
             call,
             sockets,
             negotiated,
-            agent: c.agent.kind.clone(),
-            recording,
             rtp_timeout,
             jitter,
+            recording,
+        };
+        let part = media::CallPartSpec {
+            agent: c.agent.kind.clone(),
             table,
             commands,
             backend,
         };
-        match media::spawn(&pool, spec) {
+        match media::spawn(&pool, start, part) {
             Ok(tx) => c.media_tx = Some(tx),
             Err(e) => tracing::error!(%call, error = %e, "cannot start media"),
         }

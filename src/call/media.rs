@@ -19,8 +19,6 @@ use crate::runtime::Commands;
 use crate::runtime::media::{
     MediaCall, MediaHandle, MediaPool, MediaStart, Prepared, StartError, StreamInfo,
 };
-use crate::runtime::rtp::RtpSockets;
-use crate::sdp::NegotiatedMedia;
 use crate::sip::CallHandle;
 
 /// The media workers as the call layer uses them.
@@ -41,22 +39,10 @@ pub struct BackendSetup {
     pub transcript: Option<PathBuf>,
 }
 
-/// What a call's media needs.
-pub struct MediaTaskSpec {
-    /// The call.
-    pub call: CallHandle,
-    /// Its sockets, bound when the SDP was made.
-    pub sockets: RtpSockets,
-    /// The negotiated session.
-    pub negotiated: NegotiatedMedia,
+/// What the call layer's part of a call's media is made from.
+pub struct CallPartSpec {
     /// The agent that answers the audio.
     pub agent: AgentKind,
-    /// Where to record, if recording.
-    pub recording: Option<PathBuf>,
-    /// RTP inactivity timeout.
-    pub rtp_timeout: Option<Duration>,
-    /// Jitter-buffer bounds.
-    pub jitter: (Duration, Duration),
     /// The shared call table.
     pub table: CallTable,
     /// The driver's command channel, to report back.
@@ -68,27 +54,18 @@ pub struct MediaTaskSpec {
 
 /// Starts a call's media on `pool`: the stream and sockets go to a worker; this call's part
 /// (its agent, a realtime call's agent task and bridge) is built off the worker meanwhile.
-pub fn spawn(pool: &CallMediaPool, spec: MediaTaskSpec) -> Result<CallMediaHandle, StartError> {
-    let MediaTaskSpec {
-        call,
-        sockets,
-        negotiated,
+pub fn spawn(
+    pool: &CallMediaPool,
+    start: MediaStart,
+    part: CallPartSpec,
+) -> Result<CallMediaHandle, StartError> {
+    let call = start.call;
+    let CallPartSpec {
         agent,
-        recording,
-        rtp_timeout,
-        jitter,
         table,
         commands,
         backend,
-    } = spec;
-    let start = MediaStart {
-        call,
-        sockets,
-        negotiated,
-        rtp_timeout,
-        jitter,
-        recording,
-    };
+    } = part;
     pool.start(start, move |info, link| {
         prepare(call, agent, table, commands, backend, info, link)
     })

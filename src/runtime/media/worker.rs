@@ -294,9 +294,7 @@ fn pump<G: MediaCall>(c: &mut Slot<G>, now: Instant, tx: &mut Outgoing) {
 fn service<G: MediaCall>(c: &mut Slot<G>, clock: Clock, batch: &mut Batch) {
     batch.rx.clear();
     receive(c, 0, clock, &mut batch.rx);
-    let packets = std::mem::take(&mut batch.rx.packets);
-    process(c, clock.now, &packets, &batch.rx, &mut batch.tx);
-    batch.rx.packets = packets;
+    process(c, clock.now, &batch.rx.packets, &batch.rx, &mut batch.tx);
     batch.rx.clear();
     batch.tx.send_all();
     if c.relink_due(clock.now) {
