@@ -1,0 +1,164 @@
+//! Echo cancellation against voxline's own output: WebRTC's AEC3, from `sonora` (a pure-Rust
+//! port of WebRTC's audio processing module).
+//!
+//! The reference (render) is exactly what voxline sent in a frame tick, as the far end
+//! decodes it; the capture is the caller's frame of the same tick, after the jitter buffer.
+//! AEC3 finds the bulk delay between them itself (its matched filters cover 0–500 ms and
+//! more, see docs/dsp.md), adapts a linear filter to the echo path, and suppresses what the
+//! filter leaves. It re-finds the delay and re-adapts when the path changes mid-call (a
+//! transfer, a handset switched to speaker).
+//!
+//! At 8 kHz the module runs on the call's rate directly (no resampling to 16 kHz is needed:
+//! sonora's AEC3 handles the 8 kHz band, measured in docs/dsp.md).
+
+use sonora::config::EchoCanceller as Aec3;
+use sonora::{AudioProcessing, Config, StreamConfig};
+
+use super::{DspError, blocks};
+
+/// What the echo canceller reports about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AecMetrics {
+    /// The echo return loss enhancement AEC3 estimates, in dB (`None` before it knows).
+    pub erle_db: Option<f64>,
+    /// The echo path's bulk delay AEC3 found, in ms (`None` before it found one).
+    pub delay_ms: Option<i32>,
+}
+
+/// One call's echo canceller.
+pub struct EchoCanceller {
+    apm: AudioProcessing,
+    block: usize,
+    /// The render path's output (AEC3 leaves the reference untouched; required by the API).
+    render_out: Vec<i16>,
+    /// The capture block's input (the API reads and writes different buffers).
+    capture_in: Vec<i16>,
+}
+
+impl std::fmt::Debug for EchoCanceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EchoCanceller")
+            .field("block", &self.block)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EchoCanceller {
+    /// An echo canceller for mono audio at `rate`, fed frames of `frame_samples`.
+    pub fn new(rate: u32, frame_samples: usize) -> Result<EchoCanceller, DspError> {
+        let (block, _) = blocks(rate, frame_samples)?;
+        let config = Config {
+            echo_canceller: Some(Aec3::default()),
+            ..Config::default()
+        };
+        let apm = AudioProcessing::builder()
+            .config(config)
+            .capture_config(StreamConfig::new(rate, 1))
+            .render_config(StreamConfig::new(rate, 1))
+            .build();
+        Ok(EchoCanceller {
+            apm,
+            block,
+            render_out: vec![0; block],
+            capture_in: vec![0; block],
+        })
+    }
+
+    /// Removes the echo of `reference` (the audio sent in this tick) from `capture` (the
+    /// caller's audio of this tick), in place. Both are one frame long.
+    pub fn process(&mut self, reference: &[i16], capture: &mut [i16]) -> Result<(), DspError> {
+        if reference.len() != capture.len() || !capture.len().is_multiple_of(self.block) {
+            return Err(DspError::Length {
+                expected: capture.len() - capture.len() % self.block,
+                got: reference.len(),
+            });
+        }
+        for (r, c) in reference
+            .chunks_exact(self.block)
+            .zip(capture.chunks_exact_mut(self.block))
+        {
+            self.apm
+                .process_render_i16(r, &mut self.render_out)
+                .map_err(|e| DspError::Processing(format!("{e:?}")))?;
+            self.capture_in.copy_from_slice(c);
+            self.apm
+                .process_capture_i16(&self.capture_in, c)
+                .map_err(|e| DspError::Processing(format!("{e:?}")))?;
+        }
+        Ok(())
+    }
+
+    /// The canceller's own estimates.
+    pub fn metrics(&self) -> AecMetrics {
+        let s = self.apm.statistics();
+        AecMetrics {
+            erle_db: s.echo_return_loss_enhancement,
+            delay_ms: s.delay_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dsp::chain::testsig::{Lcg, energy, speechlike};
+
+    /// Runs `far` through an echo path of `delay` samples and `gain`, plus `near`, and
+    /// returns the canceller's output.
+    fn run(far: &[i16], near: &[i16], delay: usize, gain: f32) -> Vec<i16> {
+        let mut aec = EchoCanceller::new(8000, 160).expect("aec");
+        let mut out = Vec::new();
+        for (k, f) in far.chunks_exact(160).enumerate() {
+            let mut cap: Vec<i16> = (0..160)
+                .map(|i| {
+                    let n = k * 160 + i;
+                    let echo = if n >= delay {
+                        far[n - delay] as f32 * gain
+                    } else {
+                        0.0
+                    };
+                    (echo + near[n] as f32).clamp(-32768.0, 32767.0) as i16
+                })
+                .collect();
+            aec.process(f, &mut cap).expect("process");
+            out.extend_from_slice(&cap);
+        }
+        out
+    }
+
+    #[test]
+    fn cancels_a_delayed_linear_echo_by_more_than_25_db_after_two_seconds() {
+        let mut rng = Lcg(7);
+        let far = speechlike(&mut rng, 8000 * 8);
+        let silence = vec![0i16; far.len()];
+        for delay_ms in [50, 200, 400] {
+            let delay = delay_ms * 8;
+            let out = run(&far, &silence, delay, 0.3);
+            // Echo energy and residue from 2 s on.
+            let from = 2 * 8000;
+            let echo: Vec<i16> = (from..far.len())
+                .map(|n| (far[n - delay] as f32 * 0.3) as i16)
+                .collect();
+            let erle = 10.0 * (energy(&echo) / energy(&out[from..]).max(1.0)).log10();
+            assert!(erle >= 25.0, "delay {delay_ms} ms: ERLE {erle:.1} dB");
+        }
+    }
+
+    #[test]
+    fn mismatched_frames_are_an_error() {
+        let mut aec = EchoCanceller::new(8000, 160).expect("aec");
+        let mut cap = vec![0i16; 160];
+        assert!(matches!(
+            aec.process(&[0; 80], &mut cap),
+            Err(DspError::Length { .. })
+        ));
+        assert!(matches!(
+            EchoCanceller::new(11_025, 110),
+            Err(DspError::UnsupportedRate(11_025))
+        ));
+        assert!(matches!(
+            EchoCanceller::new(8000, 100),
+            Err(DspError::FrameSize { .. })
+        ));
+    }
+}
