@@ -186,6 +186,9 @@ pub enum BackendControl {
         /// The result, usually JSON text.
         output: String,
     },
+    /// The caller's turn ended (voxline decided, the server's turn detection is off): commit
+    /// the audio sent since the last turn and ask for a response.
+    CommitTurn,
     /// Make the agent speak now, guided by `instructions` (a greeting, a goodbye).
     Say {
         /// What to say, or how.

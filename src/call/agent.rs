@@ -40,6 +40,8 @@ pub struct RealtimeAgent {
     pub tools: AgentTools,
     /// What happens when the backend cannot be reached, or drops for good mid-call.
     pub fallback: Fallback,
+    /// The voice chain on its calls, and who decides barge-in and turns.
+    pub voice: super::bridge::Voice,
 }
 
 /// What to do when the backend is unreachable before the answer, or lost mid-call.

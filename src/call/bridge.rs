@@ -5,14 +5,19 @@
 //! * **Caller → backend.** Every frame the worker decodes goes to the backend as one
 //!   [`BackendControl::Audio`] chunk: for PCMU/PCMA calls the RTP payload bytes exactly as
 //!   received ([`MediaEvent::Frame::caller_encoded`](crate::media::stream::MediaEvent)), else
-//!   the PCM16 frame at the stream's rate (the realtime client resamples it to 24 kHz). This is
-//!   where echo cancellation, noise suppression and voxline's own VAD will sit: between the
-//!   jitter buffer (the frame) and the backend.
+//!   the PCM16 frame at the stream's rate (the realtime client resamples it to 24 kHz). With
+//!   the voice chain on ([`Voice`], [`crate::dsp::chain`]), the frame first goes through echo
+//!   cancellation (against the frame sent in the same tick), noise suppression and the VAD,
+//!   and a G.711 call's backend gets the processed audio re-encoded in the call's law.
+//! * **Local decisions.** The chain's VAD decides barge-in ([`BargeIn::Local`] or
+//!   [`BargeIn::Both`]) and, with local turn-taking, the end of the caller's turn
+//!   ([`BackendControl::CommitTurn`]). They act after the tick that found them.
 //! * **Backend → caller.** Audio chunks go to a local pending buffer; each tick moves just
 //!   enough of it into the stream's outbound queue to keep [`FEED_AHEAD`] queued, so the media
 //!   core paces it and a barge-in has little to drop. The backend usually sends a reply much
 //!   faster than real time: the pending buffer holds it (up to [`MAX_PENDING`]).
-//! * **Barge-in.** On [`BackendEvent::SpeechStarted`] while the agent talks (a response in
+//! * **Barge-in.** On the caller's speech (the server's [`BackendEvent::SpeechStarted`], or
+//!   the local VAD's, per [`BargeIn`]) while the agent talks (a response in
 //!   progress, or its audio still queued), the bridge flushes the stream and the pending
 //!   buffer in the same tick and sends [`BackendControl::Interrupt`] with `heard_ms`: the
 //!   agent audio of the current response that actually went out as RTP, from the media core's
@@ -35,6 +40,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::agent::backend::{AudioChunk, AudioFormat, BackendControl, BackendEvent, Role};
+use crate::dsp::StageClock;
+use crate::dsp::chain::{Chain, ChainConfig, ChainStats};
+use crate::dsp::speech::SpeechEvent;
+use crate::media::codec::g711::{alaw_encode, ulaw_encode};
 use crate::media::stream::MediaStream;
 use crate::records::TurnLatency;
 
@@ -52,6 +61,72 @@ pub const GOODBYE_INSTRUCTIONS: &str = "Say a short, polite goodbye to the calle
 /// Input positions remembered to map the backend's `audio_end_ms` back to an instant (about
 /// ten seconds of 20 ms frames).
 const INPUT_MARKS: usize = 512;
+
+/// Who decides that the caller interrupts the agent (`[agent.dsp] barge_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BargeIn {
+    /// voxline's VAD, after echo cancellation (the server's VAD does not interrupt).
+    Local,
+    /// The backend's VAD (`input_audio_buffer.speech_started`).
+    Server,
+    /// Whichever hears the caller first.
+    Both,
+}
+
+impl BargeIn {
+    /// Parses `local`, `server` or `both`.
+    pub fn parse(s: &str) -> Option<BargeIn> {
+        Some(match s {
+            "local" => BargeIn::Local,
+            "server" => BargeIn::Server,
+            "both" => BargeIn::Both,
+            _ => return None,
+        })
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BargeIn::Local => "local",
+            BargeIn::Server => "server",
+            BargeIn::Both => "both",
+        }
+    }
+
+    fn local(self) -> bool {
+        matches!(self, BargeIn::Local | BargeIn::Both)
+    }
+
+    fn server(self) -> bool {
+        matches!(self, BargeIn::Server | BargeIn::Both)
+    }
+}
+
+/// The voice chain of a realtime agent's calls and what it decides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Voice {
+    /// The stages (none: the caller's audio goes to the backend untouched).
+    pub chain: ChainConfig,
+    /// Who decides barge-in.
+    pub barge_in: BargeIn,
+    /// voxline ends the caller's turns (the server's turn detection is off).
+    pub local_turns: bool,
+}
+
+impl Default for Voice {
+    /// No chain, the server decides (the bridge as it was before the chain).
+    fn default() -> Self {
+        Voice {
+            chain: ChainConfig {
+                echo_cancellation: false,
+                noise_suppression: None,
+                speech: None,
+            },
+            barge_in: BargeIn::Server,
+            local_turns: false,
+        }
+    }
+}
 
 /// What the bridge tells its call's agent task (transcripts, tool calls, turn figures).
 #[derive(Debug)]
@@ -104,6 +179,10 @@ pub struct BridgeStats {
     pub bytes_dropped: u64,
     /// Barge-ins handled.
     pub barge_ins: u64,
+    /// Of those, decided by the local VAD.
+    pub local_barge_ins: u64,
+    /// Turns ended by the local VAD (local turn-taking).
+    pub local_turns: u64,
 }
 
 /// One call's bridge to its backend.
@@ -127,6 +206,14 @@ pub struct Bridge {
     lost: bool,
     scratch: Vec<i16>,
     stats: BridgeStats,
+    /// The voice chain (`None`: off, or the call's audio does not suit it).
+    chain: Option<Chain>,
+    barge_in: BargeIn,
+    local_turns: bool,
+    /// The chain's output frame.
+    voice: Vec<i16>,
+    /// Speech events of the last frames, acted on after the tick.
+    speech: VecDeque<SpeechEvent>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,15 +241,42 @@ enum Goodbye {
 
 impl Bridge {
     /// A bridge for a backend speaking `format` (the call's [`AudioFormat`]); `origin` is the
-    /// instant turn figures count from.
+    /// instant turn figures count from. `voice` says which stages of the voice chain run on
+    /// the call's frames (`rate`, `frame_samples`); if the call's audio does not suit the
+    /// chain it runs without it, and barge-in and turns fall back to the server.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         control: mpsc::Sender<BackendControl>,
         events: mpsc::Receiver<BackendEvent>,
         format: AudioFormat,
         notices: mpsc::Sender<Notice>,
         origin: Instant,
+        voice: &Voice,
+        rate: u32,
+        frame_samples: usize,
     ) -> Bridge {
+        let chain = if voice.chain.any() {
+            match Chain::new(&voice.chain, rate, frame_samples) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the voice chain cannot run on this call: the caller's audio goes to the backend untouched");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let local = chain.as_ref().is_some_and(|_| voice.chain.speech.is_some());
         Bridge {
+            barge_in: if local {
+                voice.barge_in
+            } else {
+                BargeIn::Server
+            },
+            local_turns: local && voice.local_turns,
+            chain,
+            voice: Vec::new(),
+            speech: VecDeque::new(),
             control,
             events,
             format,
@@ -216,13 +330,57 @@ impl Bridge {
         action
     }
 
-    /// One caller frame: sends it to the backend (nothing while the call is on hold: the
-    /// model should not answer hold music). `encoded` is the frame's G.711 bytes, if any.
-    pub fn on_frame(&mut self, now: Instant, caller: &[i16], encoded: Option<&[u8]>, live: bool) {
+    /// The voice chain's counters, if it runs.
+    pub fn chain_stats(&self) -> Option<ChainStats> {
+        self.chain.as_ref().map(Chain::stats)
+    }
+
+    /// One caller frame: runs the voice chain on it (with `sent`, what went out in the same
+    /// tick, as the echo reference; `clock` times the stages) and sends it to the backend
+    /// (nothing while the call is on hold: the model should not answer hold music).
+    /// `encoded` is the frame's G.711 bytes, if any (used as they are without the chain).
+    pub fn on_frame(
+        &mut self,
+        now: Instant,
+        caller: &[i16],
+        sent: &[i16],
+        encoded: Option<&[u8]>,
+        live: bool,
+        clock: &dyn StageClock,
+    ) {
         if !live || self.lost {
             return;
         }
-        let data = match (self.format, encoded) {
+        let data = if let Some(chain) = self.chain.as_mut() {
+            self.voice.clear();
+            self.voice.extend_from_slice(caller);
+            let out = chain.process(now, sent, &mut self.voice, clock);
+            if let Some(ev) = out.event {
+                self.speech.push_back(ev);
+            }
+            match self.format {
+                AudioFormat::Pcmu8k => self.voice.iter().map(|s| ulaw_encode(*s)).collect(),
+                AudioFormat::Pcma8k => self.voice.iter().map(|s| alaw_encode(*s)).collect(),
+                AudioFormat::Pcm16 { .. } => {
+                    let mut v = Vec::with_capacity(self.voice.len() * 2);
+                    for s in &self.voice {
+                        v.extend_from_slice(&s.to_le_bytes());
+                    }
+                    Bytes::from(v)
+                }
+            }
+        } else {
+            match self.passthrough(caller, encoded) {
+                Some(d) => d,
+                None => return,
+            }
+        };
+        self.send_up(now, data);
+    }
+
+    /// The caller's frame as the backend takes it, without the chain.
+    fn passthrough(&self, caller: &[i16], encoded: Option<&[u8]>) -> Option<Bytes> {
+        Some(match (self.format, encoded) {
             (AudioFormat::Pcmu8k | AudioFormat::Pcma8k, Some(bytes)) => {
                 Bytes::copy_from_slice(bytes)
             }
@@ -235,8 +393,11 @@ impl Bridge {
             }
             // A G.711 backend on a call that no longer carries G.711 bytes (a codec change):
             // nothing sensible to send.
-            _ => return,
-        };
+            _ => return None,
+        })
+    }
+
+    fn send_up(&mut self, now: Instant, data: Bytes) {
         let ms = self.format.duration_ms(data.len() as u64);
         let chunk = AudioChunk {
             format: self.format,
@@ -255,9 +416,35 @@ impl Bridge {
         }
     }
 
-    /// After the tick: notes the first RTP packet of a reply, and ends a hang-up whose goodbye
-    /// has played.
-    pub fn after_tick(&mut self, stream: &MediaStream, now: Instant) -> BridgeAction {
+    /// After the tick: acts on the local VAD's decisions (barge-in, end of turn), notes the
+    /// first RTP packet of a reply, and ends a hang-up whose goodbye has played.
+    pub fn after_tick(&mut self, stream: &mut MediaStream, now: Instant) -> BridgeAction {
+        while let Some(ev) = self.speech.pop_front() {
+            match ev {
+                SpeechEvent::Started { .. } => {
+                    if self.barge_in.local() || self.local_turns {
+                        self.caller_started(stream, self.barge_in.local(), true);
+                    }
+                }
+                SpeechEvent::Ended { last_voiced } if self.local_turns && !self.lost => {
+                    self.finish_turn(None);
+                    if self.control.try_send(BackendControl::CommitTurn).is_err() {
+                        tracing::warn!("end of turn: the backend's queue is full, commit not sent");
+                    } else {
+                        self.stats.local_turns += 1;
+                        super::metrics::Metrics::inc(
+                            &super::metrics::Metrics::global().local_turns,
+                        );
+                        self.turn = Some(Turn {
+                            speech_end: last_voiced,
+                            first_audio: None,
+                            audio_mark: 0,
+                        });
+                    }
+                }
+                SpeechEvent::Ended { .. } => {}
+            }
+        }
         if let Some(t) = self.turn
             && t.first_audio.is_some()
             && stream.agent_ms_sent() > t.audio_mark
@@ -344,7 +531,9 @@ impl Bridge {
                     self.goodbye = Goodbye::Draining { deadline };
                 }
             }
-            BackendEvent::SpeechStarted { .. } => self.on_speech_started(stream),
+            BackendEvent::SpeechStarted { .. } => {
+                self.caller_started(stream, self.barge_in.server(), false)
+            }
             BackendEvent::SpeechStopped { audio_end_ms } => {
                 self.finish_turn(None);
                 let speech_end = self.input_instant(audio_end_ms).unwrap_or(now);
@@ -424,21 +613,30 @@ impl Bridge {
         self.pending.extend(chunk.data.iter().copied());
     }
 
-    fn on_speech_started(&mut self, stream: &mut MediaStream) {
+    /// The caller started talking (heard by the server's VAD, or by the local one when
+    /// `local`): the turn waiting for a reply ends without it, and if `barge_in` and the
+    /// agent is talking, it stops.
+    fn caller_started(&mut self, stream: &mut MediaStream, barge_in: bool, local: bool) {
         let queued = !stream.queued_audio().is_zero() || !self.pending.is_empty();
-        if self.turn.is_some() {
+        // With local turns only the local VAD delimits turns.
+        if self.turn.is_some() && local == self.local_turns {
             // The caller spoke again before the reply played: the turn ends without it.
             self.finish_turn(None);
         }
-        if !(self.responding || queued) {
+        if !barge_in || !(self.responding || queued) {
             return;
         }
         stream.flush();
         self.pending.clear();
         let heard_ms = stream.agent_ms_sent().saturating_sub(self.response_base);
         self.stats.barge_ins += 1;
-        super::metrics::Metrics::inc(&super::metrics::Metrics::global().barge_ins);
-        tracing::debug!(heard_ms, "barge-in");
+        let m = super::metrics::Metrics::global();
+        super::metrics::Metrics::inc(&m.barge_ins);
+        if local {
+            self.stats.local_barge_ins += 1;
+            super::metrics::Metrics::inc(&m.local_barge_ins);
+        }
+        tracing::debug!(heard_ms, local, "barge-in");
         if self
             .control
             .try_send(BackendControl::Interrupt { heard_ms })

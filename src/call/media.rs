@@ -11,13 +11,15 @@ use tokio::sync::mpsc;
 use super::agent::{AgentTaskSpec, CallParties, Fallback, NOTICE_QUEUE};
 use super::bridge::{Bridge, BridgeAction};
 use super::control::{CallMediaLink, MediaControl};
+use super::table::DspInfo;
 use super::{AgentKind, CallCommand, CallTable};
 use crate::agent::backend::{AudioFormat, BackendHandle};
 use crate::agent::{AgentAction, Echo, FrameFormat, LocalAgent, Play};
+use crate::dsp::chain::ChainStats;
 use crate::media::stream::{MediaEvent, MediaStats, MediaStream};
 use crate::runtime::Commands;
 use crate::runtime::media::{
-    MediaCall, MediaHandle, MediaPool, MediaStart, Prepared, StartError, StreamInfo,
+    MediaCall, MediaHandle, MediaPool, MediaStart, Prepared, StartError, StreamInfo, TickFrame,
 };
 use crate::sip::CallHandle;
 
@@ -113,24 +115,35 @@ async fn prepare(
             if let Some(path) = &setup.transcript {
                 table.update(call, |i| i.transcript = Some(path.display().to_string()));
             }
-            Some(Bridge::new(
+            let frame_samples =
+                (u128::from(info.sample_rate) * info.frame.as_micros() / 1_000_000) as usize;
+            let bridge = Bridge::new(
                 control,
                 setup.handle.events,
                 setup.format,
                 ntx,
                 origin,
-            ))
+                &ra.voice,
+                info.sample_rate,
+                frame_samples,
+            );
+            if ra.voice.chain.any() {
+                tracing::debug!(%call, chain = %ra.voice.chain.describe(), barge_in = ra.voice.barge_in.as_str(), local_turns = ra.voice.local_turns, running = bridge.chain_stats().is_some(), "voice chain");
+            }
+            Some(bridge)
         }
         _ => None,
     };
-    // Only a realtime backend uses the caller's G.711 bytes (passthrough).
-    let caller_encoded = bridge.is_some();
+    // Only a realtime backend without the voice chain uses the caller's G.711 bytes
+    // (passthrough); the chain re-encodes what it processed.
+    let caller_encoded = bridge.as_ref().is_some_and(|b| b.chain_stats().is_none());
     let part = CallMedia {
         call,
         agent,
         table,
         commands,
         bridge,
+        dsp_reported: ChainStats::default(),
         fallback: realtime.map(|ra| FallbackState {
             play: fallback_play,
             transfer_to: match &ra.fallback {
@@ -155,6 +168,8 @@ pub struct CallMedia {
     commands: Commands<CallCommand>,
     /// A realtime agent's bridge to its backend.
     bridge: Option<Bridge>,
+    /// The voice chain's counters last added to the metrics.
+    dsp_reported: ChainStats,
     /// A realtime agent's fallback (what plays when the backend is gone).
     fallback: Option<FallbackState>,
     hung_up: bool,
@@ -208,12 +223,12 @@ impl MediaCall for CallMedia {
         }
     }
 
-    fn on_frame(&mut self, now: Instant, caller: &[i16], encoded: Option<&[u8]>, sending: bool) {
+    fn on_frame(&mut self, f: TickFrame<'_>) {
         // On hold the agent pauses with the media: otherwise it would answer the hold music,
         // and what it says would pile up in the outbound queue and play, late, after the
         // resume (an echo would then lag by the length of the hold).
         if let Some(b) = self.bridge.as_mut() {
-            b.on_frame(now, caller, encoded, sending);
+            b.on_frame(f.now, f.caller, f.sent, f.encoded, f.sending, f.clock);
         }
     }
 
@@ -280,7 +295,13 @@ impl MediaCall for CallMedia {
     }
 
     fn stats(&mut self, stats: MediaStats) {
-        self.table.update(self.call, |i| i.media = Some(stats));
+        let dsp = self.dsp_report();
+        self.table.update(self.call, |i| {
+            i.media = Some(stats);
+            if dsp.is_some() {
+                i.dsp = dsp;
+            }
+        });
     }
 
     fn failed(&mut self, reason: &'static str) {
@@ -294,6 +315,9 @@ impl MediaCall for CallMedia {
     }
 
     fn close(&mut self, _now: Instant) {
+        if let Some(dsp) = self.dsp_report() {
+            self.table.update(self.call, |i| i.dsp = Some(dsp));
+        }
         if let Some(b) = self.bridge.as_mut() {
             b.close();
             let s = b.stats();
@@ -303,6 +327,16 @@ impl MediaCall for CallMedia {
 }
 
 impl CallMedia {
+    /// The voice chain's figures for the call table, adding the work since the last report
+    /// to the process's metrics.
+    fn dsp_report(&mut self) -> Option<DspInfo> {
+        let b = self.bridge.as_ref()?;
+        let now = b.chain_stats()?;
+        super::metrics::Metrics::global().dsp(&self.dsp_reported, &now);
+        self.dsp_reported = now;
+        Some(DspInfo::new(&now, &b.stats()))
+    }
+
     /// The local agent said it is done: hang up, or transfer where a realtime call's fallback
     /// says to.
     fn agent_hung_up(&mut self) {

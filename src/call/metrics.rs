@@ -71,6 +71,18 @@ pub struct Metrics {
     pub backend_failures: AtomicU64,
     /// Barge-ins handled (agent audio flushed, response truncated).
     pub barge_ins: AtomicU64,
+    /// Of those, decided by voxline's own VAD.
+    pub local_barge_ins: AtomicU64,
+    /// Caller turns ended by voxline's own VAD (local turn-taking).
+    pub local_turns: AtomicU64,
+    /// Caller frames through the voice chain.
+    pub dsp_frames: AtomicU64,
+    /// Time in echo cancellation, ns.
+    pub dsp_aec_ns: AtomicU64,
+    /// Time in noise suppression, ns.
+    pub dsp_ns_ns: AtomicU64,
+    /// Time in the VAD, ns.
+    pub dsp_vad_ns: AtomicU64,
     /// Tool calls run.
     pub tool_calls: AtomicU64,
     /// Tool calls that returned an error to the model.
@@ -95,6 +107,21 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds a call's voice chain work since its last report (`now - before`).
+    pub fn dsp(&self, before: &crate::dsp::chain::ChainStats, now: &crate::dsp::chain::ChainStats) {
+        let ns = |a: std::time::Duration, b: std::time::Duration| {
+            u64::try_from(a.saturating_sub(b).as_nanos()).unwrap_or(u64::MAX)
+        };
+        self.dsp_frames
+            .fetch_add(now.frames.saturating_sub(before.frames), Ordering::Relaxed);
+        self.dsp_aec_ns
+            .fetch_add(ns(now.time.aec, before.time.aec), Ordering::Relaxed);
+        self.dsp_ns_ns
+            .fetch_add(ns(now.time.ns, before.time.ns), Ordering::Relaxed);
+        self.dsp_vad_ns
+            .fetch_add(ns(now.time.vad, before.time.vad), Ordering::Relaxed);
+    }
+
     /// Records a finished turn.
     pub fn turn(&self, t: &crate::records::TurnLatency) {
         match (t.response_latency_ms(), t.backend_latency_ms()) {
@@ -112,7 +139,7 @@ impl Metrics {
     /// The Prometheus text exposition, with `active_calls` as a gauge.
     pub fn render(&self, active_calls: u64) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "voxline_calls_started_total",
                 "Calls started.",
@@ -144,6 +171,21 @@ impl Metrics {
                 &self.barge_ins,
             ),
             (
+                "voxline_local_barge_ins_total",
+                "Barge-ins decided by voxline's own VAD.",
+                &self.local_barge_ins,
+            ),
+            (
+                "voxline_local_turns_total",
+                "Caller turns ended by voxline's own VAD.",
+                &self.local_turns,
+            ),
+            (
+                "voxline_dsp_frames_total",
+                "Caller frames through the voice chain.",
+                &self.dsp_frames,
+            ),
+            (
                 "voxline_tool_calls_total",
                 "Tool calls run.",
                 &self.tool_calls,
@@ -163,6 +205,20 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));
+        }
+        let stage = "voxline_dsp_stage_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {stage} CPU time in each stage of the voice chain."
+        );
+        let _ = writeln!(out, "# TYPE {stage} counter");
+        for (name, c) in [
+            ("echo_cancellation", &self.dsp_aec_ns),
+            ("noise_suppression", &self.dsp_ns_ns),
+            ("vad", &self.dsp_vad_ns),
+        ] {
+            let secs = c.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{stage}{{stage=\"{name}\"}} {secs}");
         }
         let _ = writeln!(out, "# HELP voxline_active_calls Calls in progress.");
         let _ = writeln!(out, "# TYPE voxline_active_calls gauge");

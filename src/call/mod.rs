@@ -23,12 +23,13 @@ mod transfer;
 use crate::runtime::rtp::RtpPortError;
 use crate::sip::{CallHandle, EndReason};
 
+pub use bridge::{BargeIn, Voice};
 pub use dtmf::{DTMF_DIGIT, DtmfError, DtmfSendMethod};
 pub use manager::CallManager;
 pub use route::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkPolicy};
 pub use service::{CallService, DialError, DialRequest, TrunkSpec};
 pub use service::{TRANSFER_TIMEOUT, TransferRequestError};
-pub use table::{CallInfo, CallTable};
+pub use table::{CallInfo, CallTable, DspInfo, DspStageUs};
 pub use transfer::{TransferError, TransferOutcome, TransferTarget};
 
 /// The content type of SDP bodies (RFC 4566 §8.1).

@@ -149,6 +149,20 @@ pub(crate) struct FileAgent {
     #[serde(default, rename = "http_tool")]
     pub http_tools: Vec<FileHttpTool>,
     pub fallback: Option<FileFallback>,
+    pub dsp: Option<FileDsp>,
+}
+
+/// `[agent.dsp]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileDsp {
+    pub enabled: Option<bool>,
+    pub echo_cancellation: Option<bool>,
+    pub noise_suppression: Option<String>,
+    pub vad: Option<bool>,
+    pub vad_threshold: Option<f32>,
+    pub min_speech_ms: Option<u64>,
+    pub barge_in: Option<String>,
 }
 
 /// `[agent.realtime]`

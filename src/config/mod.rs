@@ -14,6 +14,7 @@
 //! commented example.
 
 mod cidr;
+mod dsp;
 mod error;
 mod file;
 mod profile;
@@ -395,6 +396,30 @@ pub struct AgentSection {
     pub http_tools: Vec<HttpToolSection>,
     /// `[agent.fallback]`: what happens when the backend cannot be reached.
     pub fallback: FallbackSection,
+    /// `[agent.dsp]`: the voice chain on the agent's calls (realtime agents).
+    pub dsp: DspSection,
+}
+
+/// `[agent.dsp]`: the voice chain between the caller and a realtime agent (docs/dsp.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DspSection {
+    /// The stages: `enabled`, `echo_cancellation`, `noise_suppression`, `vad`,
+    /// `vad_threshold`, `min_speech_ms`, and the end-of-turn silence (`vad_silence_ms` of
+    /// `[agent.realtime]` with `turn_detection = "local"`). All off with `enabled = false`.
+    pub chain: crate::dsp::chain::ChainConfig,
+    /// `barge_in`: who decides that the caller interrupts the agent.
+    pub barge_in: crate::call::BargeIn,
+}
+
+impl Eq for DspSection {}
+
+impl Default for DspSection {
+    fn default() -> Self {
+        DspSection {
+            chain: crate::dsp::chain::ChainConfig::default(),
+            barge_in: crate::call::BargeIn::Local,
+        }
+    }
 }
 
 /// `[agent.realtime]`: how a realtime agent reaches its backend.
@@ -449,6 +474,11 @@ pub enum TurnDetectionSetting {
     SemanticVad {
         /// `vad_eagerness`: `low`, `medium`, `high` or `auto`.
         eagerness: Option<String>,
+    },
+    /// `"local"`: voxline's own VAD ends the caller's turn (the server's is off).
+    Local {
+        /// `vad_silence_ms`: silence that ends a turn (default 500).
+        silence_ms: Option<u32>,
     },
 }
 

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::file::{
-    FileAgent, FileConfig, FileFallback, FileHttp, FileHttpTool, FileLimits, FileMedia,
+    FileAgent, FileConfig, FileDsp, FileFallback, FileHttp, FileHttpTool, FileLimits, FileMedia,
     FileRealtime, FileSip, FileTools, FileTrunk,
 };
 use super::profile::{DEFAULT_PROFILE, MIN_REGISTER_EXPIRES_S, Profile, secs_or_off};
 use super::{
     AgentKind, AgentSection, AtLimit, BUILTIN_ASSISTANT_AGENT, BUILTIN_ECHO_AGENT,
     BUILTIN_HOLD_AGENT, Cidr, Codec, Config, DEFAULT_API_KEY_ENV, DEFAULT_GREETING,
-    DEFAULT_INSTRUCTIONS, FallbackSection, HttpSection, HttpToolSection, LimitsSection,
+    DEFAULT_INSTRUCTIONS, DspSection, FallbackSection, HttpSection, HttpToolSection, LimitsSection,
     MediaSection, NoiseReductionSetting, PlaySource, RealtimeSection, Route, RoutePattern,
     RtpPortRange, Secret, SipSection, ToolsSection, Trunk, TrunkTransport, TurnDetectionSetting,
 };
@@ -131,13 +131,13 @@ pub(crate) fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     origin: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Resolver<'_> {
-    fn err(&self, key: impl Into<String>, kind: ConfigErrorKind) -> ConfigError {
+    pub(super) fn err(&self, key: impl Into<String>, kind: ConfigErrorKind) -> ConfigError {
         ConfigError::at(self.origin, key, kind)
     }
 
@@ -511,6 +511,7 @@ impl Resolver<'_> {
                     tools: a.tools,
                     http_tools: a.http_tools,
                     fallback: a.fallback,
+                    dsp: a.dsp,
                 },
                 rebase,
             )?;
@@ -523,6 +524,7 @@ impl Resolver<'_> {
                 tools: ai.tools,
                 http_tools: ai.http_tools,
                 fallback: ai.fallback,
+                dsp: ai.dsp,
                 greeting: a.greeting,
                 answer_after: std::time::Duration::from_millis(a.answer_after_ms.unwrap_or(0)),
                 hangup_after: a.hangup_after_ms.map(std::time::Duration::from_millis),
@@ -555,6 +557,7 @@ impl Resolver<'_> {
                     tools: ToolsSection::default(),
                     http_tools: Vec::new(),
                     fallback: FallbackSection::default(),
+                    dsp: DspSection::default(),
                 });
             }
         }
@@ -564,7 +567,13 @@ impl Resolver<'_> {
         {
             let realtime =
                 self.realtime_section("agent[assistant].realtime", FileRealtime::default())?;
+            let dsp = self.dsp_section(
+                "agent[assistant].dsp",
+                FileDsp::default(),
+                &realtime.turn_detection,
+            )?;
             agents.push(AgentSection {
+                dsp,
                 name: BUILTIN_ASSISTANT_AGENT.to_owned(),
                 kind: AgentKind::Realtime,
                 greeting: Some(DEFAULT_GREETING.to_owned()),
@@ -911,6 +920,7 @@ struct AiRaw {
     tools: Option<FileTools>,
     http_tools: Vec<FileHttpTool>,
     fallback: Option<FileFallback>,
+    dsp: Option<FileDsp>,
 }
 
 /// The AI settings of one agent, resolved.
@@ -921,6 +931,7 @@ struct AiSettings {
     tools: ToolsSection,
     http_tools: Vec<HttpToolSection>,
     fallback: FallbackSection,
+    dsp: DspSection,
 }
 
 impl Resolver<'_> {
@@ -940,6 +951,7 @@ impl Resolver<'_> {
                 ("tools", raw.tools.is_some()),
                 ("http_tool", !raw.http_tools.is_empty()),
                 ("fallback", raw.fallback.is_some()),
+                ("dsp", raw.dsp.is_some()),
             ];
             if let Some((k, _)) = set.iter().find(|(_, on)| *on) {
                 return Err(self.err(
@@ -956,6 +968,7 @@ impl Resolver<'_> {
                 tools: ToolsSection::default(),
                 http_tools: Vec::new(),
                 fallback: FallbackSection::default(),
+                dsp: DspSection::default(),
             });
         }
         let mut allow_from = Vec::new();
@@ -972,6 +985,11 @@ impl Resolver<'_> {
             allow_from.push(cidr);
         }
         let realtime = self.realtime_section(&key("realtime"), raw.realtime.unwrap_or_default())?;
+        let dsp = self.dsp_section(
+            &key("dsp"),
+            raw.dsp.unwrap_or_default(),
+            &realtime.turn_detection,
+        )?;
         let t = raw.tools.unwrap_or_default();
         let mut transfer_targets = Vec::new();
         for (j, target) in t.transfer_targets.into_iter().enumerate() {
@@ -1127,6 +1145,7 @@ impl Resolver<'_> {
                 prompt,
                 transfer_to,
             },
+            dsp,
         })
     }
 
@@ -1158,12 +1177,15 @@ impl Resolver<'_> {
             "semantic_vad" => TurnDetectionSetting::SemanticVad {
                 eagerness: r.vad_eagerness,
             },
+            "local" => TurnDetectionSetting::Local {
+                silence_ms: r.vad_silence_ms,
+            },
             "none" => TurnDetectionSetting::None,
             other => {
                 return Err(self.err(
                     k("turn_detection"),
                     ConfigErrorKind::AgentSetting(format!(
-                        "\"{other}\" is not one of server_vad, semantic_vad, none"
+                        "\"{other}\" is not one of server_vad, semantic_vad, local, none"
                     )),
                 ));
             }

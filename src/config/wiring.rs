@@ -12,6 +12,7 @@ use crate::call::tools::{AgentTools, HttpTool, TransferPolicy, TransferTarget};
 use crate::call::{
     AgentKind, AgentSpec, DtmfSendMethod, MediaPolicy, Routes, TrunkPolicy, TrunkSpec,
 };
+use crate::call::{BargeIn, Voice};
 use crate::runtime::{KeepaliveSpec, Options, RegistrationSpec};
 use crate::sdp::{Codec as SdpCodec, CodecPrefs};
 use crate::sip::auth::Credentials;
@@ -263,6 +264,9 @@ pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
 /// validation guarantees for kind = "realtime").
 fn realtime_agent(a: &super::AgentSection) -> Option<RealtimeAgent> {
     let r = a.realtime.as_ref()?;
+    // With local barge-in only, the server must not cancel a response on its own when its
+    // VAD hears the caller (a short "uh-huh" that voxline lets pass).
+    let interrupt_response = (a.dsp.barge_in == BargeIn::Local).then_some(false);
     let backend = RealtimeConfig {
         url: r.url.clone(),
         model: r.model.clone(),
@@ -272,7 +276,8 @@ fn realtime_agent(a: &super::AgentSection) -> Option<RealtimeAgent> {
         instructions: a.instructions.clone().unwrap_or_default(),
         temperature: r.temperature,
         turn_detection: match &r.turn_detection {
-            TurnDetectionSetting::None => None,
+            // voxline ends the turns: the server's turn detection is off.
+            TurnDetectionSetting::None | TurnDetectionSetting::Local { .. } => None,
             TurnDetectionSetting::ServerVad {
                 threshold,
                 prefix_padding_ms,
@@ -282,12 +287,12 @@ fn realtime_agent(a: &super::AgentSection) -> Option<RealtimeAgent> {
                 prefix_padding_ms: *prefix_padding_ms,
                 silence_duration_ms: *silence_ms,
                 create_response: None,
-                interrupt_response: None,
+                interrupt_response,
             }),
             TurnDetectionSetting::SemanticVad { eagerness } => Some(TurnDetection::SemanticVad {
                 eagerness: eagerness.clone(),
                 create_response: None,
-                interrupt_response: None,
+                interrupt_response,
             }),
         },
         input_transcription: r.transcription_model.clone(),
@@ -361,6 +366,11 @@ fn realtime_agent(a: &super::AgentSection) -> Option<RealtimeAgent> {
         backend,
         tools,
         fallback,
+        voice: Voice {
+            chain: a.dsp.chain,
+            barge_in: a.dsp.barge_in,
+            local_turns: matches!(r.turn_detection, TurnDetectionSetting::Local { .. }),
+        },
     })
 }
 

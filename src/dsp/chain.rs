@@ -181,10 +181,19 @@ impl Chain {
             event: None,
         };
         if let Some((vad, detector)) = &mut self.vad {
-            match vad.process(capture) {
+            let level = super::speech::level_dbfs(capture);
+            // Frames too quiet to be speech skip the RNN (most of a call: the caller's
+            // silence, and echo residue while the agent talks); its state copes with the
+            // gaps as with WebRTC's periodic resets.
+            let prob = if level < super::speech::MIN_LEVEL_DBFS {
+                Ok(0.0)
+            } else {
+                vad.process(capture)
+            };
+            match prob {
                 Ok(p) => {
                     out.speech_prob = Some(p);
-                    out.event = detector.handle_frame(now, self.frame, p);
+                    out.event = detector.handle_frame(now, self.frame, p, level);
                     if matches!(out.event, Some(SpeechEvent::Started { .. })) {
                         self.stats.speech_starts += 1;
                     }

@@ -1,6 +1,13 @@
-//! Speech turns from a VAD's probabilities: when the caller started talking (for barge-in:
-//! only after a minimum of voiced time, so a cough or an "uh-huh" passes) and when they
-//! stopped (for local turn-taking: after a stretch of silence).
+//! Speech turns from a VAD's probabilities and the frames' levels: when the caller started
+//! talking (for barge-in: only after a minimum speech time, so a cough or a short "mm" passes)
+//! and when they stopped (for local turn-taking: after a stretch of silence).
+//!
+//! The RNN VAD is sure of speech only 40–160 ms after it starts (it needs a few pitch
+//! periods), so the onset is taken from the level instead: speech is timed from the frame
+//! where the level rose above the noise floor, and confirmed by the VAD (voiced for at
+//! least a quarter of the minimum). A barge-in is thus decided at
+//! the minimum speech time after the onset, not after the VAD's latency plus the minimum;
+//! a sound the VAD never calls speech (noise, a door) never starts speech however loud.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +20,12 @@ pub const DEFAULT_END_SILENCE: Duration = Duration::from_millis(500);
 /// An unvoiced stretch this long or shorter inside an onset (between syllables) does not
 /// restart it; a longer one does.
 pub const ONSET_GAP: Duration = Duration::from_millis(100);
+/// A frame this far above the noise floor is sound (a possible onset).
+pub const ONSET_MARGIN_DB: f32 = 9.0;
+/// Frames quieter than this are never sound (dBFS).
+pub const MIN_LEVEL_DBFS: f32 = -55.0;
+/// How fast the noise floor estimate rises towards a louder steady level (it falls at once).
+pub const FLOOR_RISE_DB_PER_S: f32 = 3.0;
 
 /// How speech turns are decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,6 +81,8 @@ enum State {
 pub struct SpeechDetector {
     cfg: SpeechConfig,
     state: State,
+    /// Noise floor estimate, dBFS (`None` before the first frame, which sets it).
+    floor: Option<f32>,
 }
 
 impl SpeechDetector {
@@ -76,6 +91,7 @@ impl SpeechDetector {
         SpeechDetector {
             cfg,
             state: State::Quiet,
+            floor: None,
         }
     }
 
@@ -84,32 +100,53 @@ impl SpeechDetector {
         matches!(self.state, State::Speaking { .. })
     }
 
-    /// One frame of `len` that ended at `now`, with speech probability `prob`.
-    pub fn handle_frame(&mut self, now: Instant, len: Duration, prob: f32) -> Option<SpeechEvent> {
+    /// One frame of `len` that ended at `now`, with speech probability `prob` and level
+    /// `level_dbfs` (its RMS; see [`level_dbfs`]).
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        len: Duration,
+        prob: f32,
+        level_dbfs: f32,
+    ) -> Option<SpeechEvent> {
         let voiced = prob >= self.cfg.threshold;
+        let floor = self.floor.unwrap_or(level_dbfs);
+        let sound = level_dbfs > floor + ONSET_MARGIN_DB && level_dbfs > MIN_LEVEL_DBFS;
+        self.floor = Some(if level_dbfs < floor {
+            level_dbfs
+        } else {
+            floor + FLOOR_RISE_DB_PER_S * len.as_secs_f32()
+        });
+        let v = if voiced { len } else { Duration::ZERO };
         match self.state {
-            State::Quiet if voiced => {
-                let start = now.checked_sub(len).unwrap_or(now);
+            State::Quiet if voiced || sound => {
                 self.state = State::Onset {
-                    start,
-                    voiced: len,
+                    start: now.checked_sub(len).unwrap_or(now),
+                    voiced: v,
                     last_voiced: now,
                 };
-                self.confirm()
+                self.confirm(now)
             }
             State::Quiet => None,
             State::Onset {
                 start,
-                voiced: v,
+                voiced: total,
                 last_voiced,
             } => {
-                if voiced {
+                if voiced || sound {
+                    // A steady sound the VAD never calls speech: time a new onset from here.
+                    let stale = total.is_zero()
+                        && now.saturating_duration_since(start) > self.cfg.min_speech * 3;
                     self.state = State::Onset {
-                        start,
-                        voiced: v + len,
+                        start: if stale {
+                            now.checked_sub(len).unwrap_or(now)
+                        } else {
+                            start
+                        },
+                        voiced: total + v,
                         last_voiced: now,
                     };
-                    self.confirm()
+                    self.confirm(now)
                 } else {
                     if now.saturating_duration_since(last_voiced) > ONSET_GAP {
                         self.state = State::Quiet;
@@ -131,20 +168,30 @@ impl SpeechDetector {
         }
     }
 
-    /// From an onset: speech starts once it has been voiced for the minimum.
-    fn confirm(&mut self) -> Option<SpeechEvent> {
-        if let State::Onset {
-            start,
-            voiced,
-            last_voiced,
-        } = self.state
-            && voiced >= self.cfg.min_speech
+    /// From an onset, in a frame with sound: speech starts once the minimum speech time has
+    /// passed since the onset and the VAD called at least a quarter of it voiced.
+    fn confirm(&mut self, now: Instant) -> Option<SpeechEvent> {
+        if let State::Onset { start, voiced, .. } = self.state
+            && now.saturating_duration_since(start) >= self.cfg.min_speech
+            && voiced >= self.cfg.min_speech / 4
         {
-            self.state = State::Speaking { last_voiced };
+            self.state = State::Speaking { last_voiced: now };
             return Some(SpeechEvent::Started { onset: start });
         }
         None
     }
+}
+
+/// The RMS level of `frame` in dBFS (-120 for digital silence).
+pub fn level_dbfs(frame: &[i16]) -> f32 {
+    if frame.is_empty() {
+        return -120.0;
+    }
+    let e: f64 = frame.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / frame.len() as f64;
+    if e <= 0.0 {
+        return -120.0;
+    }
+    (10.0 * (e / (32768.0f64 * 32768.0)).log10()) as f32
 }
 
 #[cfg(test)]
@@ -160,7 +207,9 @@ mod tests {
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
-                d.handle_frame(t0 + F * (i as u32 + 1), F, *p)
+                // Voiced frames are loud, the rest quiet.
+                let level = if *p >= 0.5 { -20.0 } else { -70.0 };
+                d.handle_frame(t0 + F * (i as u32 + 1), F, *p, level)
                     .map(|e| (i, e))
             })
             .collect()
@@ -210,5 +259,45 @@ mod tests {
         }
         let ev = run(SpeechConfig::default(), t0, &syl);
         assert!(matches!(ev[..], [(_, SpeechEvent::Started { onset })] if onset == t0));
+    }
+
+    #[test]
+    fn the_onset_is_timed_from_the_level_and_confirmed_by_the_vad() {
+        let t0 = Instant::now();
+        let mut d = SpeechDetector::new(SpeechConfig::default());
+        let at = |i: u32| t0 + F * (i + 1);
+        // Quiet line, then sound from frame 10 that the VAD calls speech only from frame 14.
+        for i in 0..10 {
+            assert_eq!(d.handle_frame(at(i), F, 0.0, -70.0), None);
+        }
+        let mut started = None;
+        for i in 10..40 {
+            let p = if i >= 14 { 0.9 } else { 0.1 };
+            if let Some(e) = d.handle_frame(at(i), F, p, -25.0) {
+                started = Some((i, e));
+                break;
+            }
+        }
+        // 200 ms after the onset at frame 10's start: the frame ending at 300 ms (frame 19).
+        assert_eq!(
+            started,
+            Some((
+                19,
+                SpeechEvent::Started {
+                    onset: t0 + Duration::from_millis(200)
+                }
+            ))
+        );
+    }
+
+    #[test]
+    fn loud_sound_the_vad_never_calls_speech_never_starts_speech() {
+        let t0 = Instant::now();
+        let mut d = SpeechDetector::new(SpeechConfig::default());
+        for i in 0..500u32 {
+            assert_eq!(d.handle_frame(t0 + F * (i + 1), F, 0.2, -10.0), None);
+        }
+        assert_eq!(level_dbfs(&[0; 160]), -120.0);
+        assert!((level_dbfs(&[16384; 160]) + 6.02).abs() < 0.01);
     }
 }

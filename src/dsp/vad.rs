@@ -91,7 +91,7 @@ mod tests {
         let f = std::time::Duration::from_millis(20);
         for (i, p) in probs.iter().enumerate() {
             assert_eq!(
-                detector.handle_frame(t0 + f * i as u32, f, *p),
+                detector.handle_frame(t0 + f * i as u32, f, *p, -30.0),
                 None,
                 "{probs:?}"
             );

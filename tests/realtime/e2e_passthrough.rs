@@ -3,7 +3,8 @@
 //! the wire, no decode, no resample). Each frame carries μ-law `0x7F` ("negative zero"),
 //! which a decode/encode round trip would turn into `0xFF`, and its own index, so the bytes
 //! can only match if they travelled unchanged and in order. The API key appears nowhere in
-//! voxline's (DEBUG) log.
+//! voxline's (DEBUG) log. This is the path with the voice chain off (`[agent.dsp] enabled =
+//! false`); with it on, the backend gets the processed audio re-encoded.
 
 use crate::realtime_e2e_support;
 
@@ -14,7 +15,12 @@ use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn caller_pcmu_reaches_the_backend_byte_for_byte() {
-    let h = RealtimeE2e::start(MockConfig::default(), "", "", "");
+    let h = RealtimeE2e::start(
+        MockConfig::default(),
+        "",
+        "",
+        "[agent.dsp]\nenabled = false\n",
+    );
     let (mut sip, mut rtp, to) = h.call("1000");
     let frames: Vec<Vec<u8>> = (0..60)
         .map(|k| {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use media_stream_support::*;
 use tokio::sync::mpsc;
 use voxline::agent::backend::{AudioChunk, AudioFormat, BackendEvent};
-use voxline::call::bridge::Bridge;
+use voxline::call::bridge::{Bridge, Voice};
 use voxline::media::rtp::RtpPacket;
 use voxline::media::stream::{MediaOutput, MediaStream};
 use voxline::sdp::Codec;
@@ -46,7 +46,16 @@ fn a_stalled_worker_catches_up_with_the_agents_audio_not_silence() {
     let (control_tx, _control_rx) = mpsc::channel(64);
     let (events_tx, events_rx) = mpsc::channel(64);
     let (notices_tx, _notices_rx) = mpsc::channel(64);
-    let mut bridge = Bridge::new(control_tx, events_rx, AudioFormat::Pcmu8k, notices_tx, t0);
+    let mut bridge = Bridge::new(
+        control_tx,
+        events_rx,
+        AudioFormat::Pcmu8k,
+        notices_tx,
+        t0,
+        &Voice::default(),
+        8000,
+        160,
+    );
     // Two seconds of reply audio, all there at once; no code is μ-law silence (0xFF).
     let audio: Vec<u8> = (0..16_000).map(|i| (i % 200) as u8 + 1).collect();
     events_tx

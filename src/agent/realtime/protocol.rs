@@ -35,6 +35,10 @@ pub enum ClientEvent {
         /// Base64 of the audio bytes.
         audio: String,
     },
+    /// `input_audio_buffer.commit`: the caller's turn ended (turns decided by the client,
+    /// with the server's turn detection off).
+    #[serde(rename = "input_audio_buffer.commit")]
+    InputAudioBufferCommit,
     /// `response.create`: ask the model to respond.
     #[serde(rename = "response.create")]
     ResponseCreate {

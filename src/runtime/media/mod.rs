@@ -54,6 +54,32 @@ const GRID: Duration = Duration::from_millis(20);
 /// see [`MediaStream::send_ahead`]) and a barge-in is handled as quickly.
 pub const PUMP_INTERVAL: Duration = Duration::from_millis(5);
 
+/// One tick's frames, as [`MediaCall::on_frame`] gets them.
+pub struct TickFrame<'a> {
+    /// The tick.
+    pub now: Instant,
+    /// What the caller said (after the jitter buffer and decoding).
+    pub caller: &'a [i16],
+    /// What went out in the same tick, as the far end decodes it.
+    pub sent: &'a [i16],
+    /// The caller's G.711 bytes, when [`Prepared::caller_encoded`].
+    pub encoded: Option<&'a [u8]>,
+    /// False on hold.
+    pub sending: bool,
+    /// The clock to time work on the frame with (the voice chain's stages).
+    pub clock: &'a dyn crate::dsp::StageClock,
+}
+
+/// The machine's monotonic clock, for timing work on the media workers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Monotonic;
+
+impl crate::dsp::StageClock for Monotonic {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
 /// The call layer's part of one call's media, as a media worker serves it. Every method runs
 /// on the worker, synchronously, with the worker's clock reading: it must not block.
 ///
@@ -88,10 +114,9 @@ pub trait MediaCall: Send + 'static {
         let _ = (stream, now);
     }
 
-    /// One tick's frames ([`MediaEvent::Frame`]): what the caller said, and its G.711 bytes
-    /// when [`Prepared::caller_encoded`]. `sending` is false on hold.
-    fn on_frame(&mut self, now: Instant, caller: &[i16], encoded: Option<&[u8]>, sending: bool) {
-        let _ = (now, caller, encoded, sending);
+    /// One tick's frames ([`MediaEvent::Frame`]).
+    fn on_frame(&mut self, frame: TickFrame<'_>) {
+        let _ = frame;
     }
 
     /// Any other event of the stream.

@@ -372,8 +372,14 @@ fn drain<G: MediaCall>(c: &mut Slot<G>, now: Instant, tx: &mut Outgoing) {
                     let _ = r.try_send_frame(&caller, &sent);
                 }
                 let sending = c.stream.is_sending();
-                c.part
-                    .on_frame(now, &caller, caller_encoded.as_deref(), sending);
+                c.part.on_frame(super::TickFrame {
+                    now,
+                    caller: &caller,
+                    sent: &sent,
+                    encoded: caller_encoded.as_deref(),
+                    sending,
+                    clock: &super::Monotonic,
+                });
                 tx.spare_pcm(caller);
                 tx.spare_pcm(sent);
                 if let Some(bytes) = caller_encoded {

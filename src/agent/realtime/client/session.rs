@@ -473,6 +473,12 @@ impl Client {
                 }
                 self.tool_output(ws, call_id, output, respond).await
             }
+            BackendControl::CommitTurn => {
+                match send(ws, &ClientEvent::InputAudioBufferCommit).await {
+                    Ok(()) => self.request_response(ws, None).await,
+                    Err(e) => Err(e),
+                }
+            }
             BackendControl::Say { instructions } => {
                 self.request_response(
                     ws,
