@@ -15,6 +15,8 @@ mod media_stream_support;
 mod realtime_e2e_support;
 #[path = "../realtime_support/mod.rs"]
 mod realtime_support;
+#[path = "../../tools/dsp_bench/signals.rs"]
+mod signals;
 
 mod agent_builtin;
 mod agent_http_tools;
@@ -24,9 +26,12 @@ mod connect_errors;
 mod e2e_allow_from;
 mod e2e_audio_out;
 mod e2e_barge_in;
+mod e2e_echo_line;
 mod e2e_fallback;
 mod e2e_hang_up;
 mod e2e_http_tool;
+mod e2e_local_barge_in;
+mod e2e_local_turns;
 mod e2e_outbound;
 mod e2e_passthrough;
 mod e2e_reconnect;

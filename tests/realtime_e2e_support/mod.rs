@@ -304,3 +304,57 @@ pub fn raw_invite(
     let resp = udp.final_response(vox, timeout);
     (udp, resp)
 }
+
+/// Speech for the echo tests: `text` in `voice` from espeak-ng (8 kHz, telephone band).
+pub fn speech(voice: &str, text: &str) -> Vec<i16> {
+    crate::signals::speak(voice, text)
+        .expect("espeak-ng and sox (apt-get install -y espeak-ng sox)")
+}
+
+/// The agent's reply for the echo tests: about `seconds` of speech at the mock's 24 kHz.
+pub fn spoken_reply(seconds: f32) -> Vec<i16> {
+    let s = crate::signals::talk("en-us", 0, seconds, 300).expect("espeak-ng and sox");
+    voxline::dsp::resample::resample_all(&s, 8000, voxline_mock_realtime::PCM_RATE)
+        .expect("resample")
+}
+
+/// A caller on a line that echoes: every frame it sends carries the agent audio it received
+/// `delay_frames` packets earlier, `erl_db` quieter (decoded, scaled, re-encoded: G.711 both
+/// ways), plus what `own(k, got)` says (PCM, empty for nothing). Runs `frames` frames; returns
+/// what it received.
+pub fn echoing_caller(
+    rtp: &mut RtpPeer,
+    to: std::net::SocketAddr,
+    frames: usize,
+    delay_frames: usize,
+    erl_db: f32,
+    mut own: impl FnMut(usize, &[Rtp]) -> Vec<i16>,
+) -> Vec<Rtp> {
+    let gain = 10f32.powf(-erl_db / 20.0);
+    converse(rtp, to, frames, |k, got| {
+        let echo: Vec<f32> = match got.len().checked_sub(1 + delay_frames).map(|i| &got[i]) {
+            Some(p) if p.pt == 0 && p.payload.len() == FRAME => p
+                .payload
+                .iter()
+                .map(|b| f32::from(voxline::media::codec::g711::ulaw_decode(*b)) * gain)
+                .collect(),
+            _ => vec![0.0; FRAME],
+        };
+        let mine = own(k, got);
+        let pcm: Vec<i16> = (0..FRAME)
+            .map(|i| {
+                let s = echo[i] + mine.get(i).map_or(0.0, |v| f32::from(*v));
+                s.clamp(-32768.0, 32767.0) as i16
+            })
+            .collect();
+        pcmu_encode(&pcm)
+    })
+}
+
+/// Frame `k` (of `FRAME` samples) of `pcm` starting at frame `from`; empty outside it.
+pub fn frame_of(pcm: &[i16], k: usize, from: usize) -> Vec<i16> {
+    k.checked_sub(from)
+        .and_then(|j| pcm.get(j * FRAME..(j + 1) * FRAME))
+        .map(<[i16]>::to_vec)
+        .unwrap_or_default()
+}

@@ -224,6 +224,12 @@ impl MockServer {
         self.shared.rec().items_created.clone()
     }
 
+    /// How often the server VAD heard the caller start talking
+    /// (`input_audio_buffer.speech_started` sent).
+    pub fn speech_starts(&self) -> u64 {
+        self.shared.rec().speech_starts
+    }
+
     /// WebSocket upgrades accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.rec().connections
@@ -379,6 +385,7 @@ struct Recorded {
     tool_outputs: Vec<(String, String)>,
     items_created: Vec<Value>,
     connections: u64,
+    speech_starts: u64,
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -1054,6 +1061,7 @@ impl Conn {
                         self.vad.start_ms = self.vad.first_loud_ms.saturating_sub(turns.prefix_ms);
                         self.vad.item_id = self.shared.id("item");
                         let (start, item) = (self.vad.start_ms, self.vad.item_id.clone());
+                        self.shared.rec().speech_starts += 1;
                         self.send(json!({"type": "input_audio_buffer.speech_started",
                             "audio_start_ms": start, "item_id": item}))
                             .await?;
