@@ -105,7 +105,7 @@ fn each_mistake_names_the_key_and_the_reason() {
         ),
         (
             "[agent.realtime]\nturn_detection = \"loud\"\n",
-            "agent[0].realtime.turn_detection: \"loud\" is not one of server_vad, semantic_vad, none",
+            "agent[0].realtime.turn_detection: \"loud\" is not one of server_vad, semantic_vad, local, none",
         ),
         (
             "[agent.realtime]\nvad_threshold = 1.5\n",
@@ -144,6 +144,43 @@ fn each_mistake_names_the_key_and_the_reason() {
             "agent[0].tools.transfer_target[0].uri: invalid SIP URI",
         ),
         (
+            "[agent.dsp]\nbarge_in = \"maybe\"\n",
+            "agent[0].dsp.barge_in: \"maybe\" is not one of local, server, both",
+        ),
+        (
+            "[agent.dsp]\nnoise_suppression = \"max\"\n",
+            "agent[0].dsp.noise_suppression: \"max\" is not one of off, low, moderate, high, very_high",
+        ),
+        (
+            "[agent.dsp]\nmin_speech_ms = 5000\n",
+            "agent[0].dsp.min_speech_ms",
+        ),
+        (
+            "[agent.dsp]\nvad_threshold = 2.0\n",
+            "agent[0].dsp.vad_threshold: must be between 0.0 and 1.0",
+        ),
+        (
+            "[agent.dsp]\nvad = false\n",
+            "agent[0].dsp.barge_in: \"local\" needs voxline's VAD, which vad = false turns off",
+        ),
+        (
+            "[agent.dsp]\nenabled = false\necho_cancellation = true\n",
+            "agent[0].dsp.echo_cancellation: has no effect with enabled = false",
+        ),
+        (
+            "[agent.dsp]\nenabled = false\nbarge_in = \"both\"\n",
+            "agent[0].dsp.barge_in: \"both\" needs voxline's VAD, which enabled = false turns off",
+        ),
+        (
+            "[agent.realtime]\nturn_detection = \"local\"\n[agent.dsp]\nbarge_in = \"server\"\n",
+            "agent[0].dsp.barge_in: \"server\" needs the server's turn detection",
+        ),
+        (
+            "[agent.realtime]\nturn_detection = \"local\"\n[agent.dsp]\nvad = false\nbarge_in = \"server\"\n",
+            "agent[0].dsp.barge_in: \"server\" needs the server's turn detection",
+        ),
+        ("[agent.dsp]\nstrength = 3\n", "unknown field `strength`"),
+        (
             "[agent.realtime]\nvoice = 3\n",
             "agent[0].realtime.voice: invalid type: integer `3`, expected a string",
         ),
@@ -161,6 +198,48 @@ fn each_mistake_names_the_key_and_the_reason() {
         e.contains("agent[0].instructions: instructions only goes with kind = \"realtime\""),
         "{e}"
     );
+    let e =
+        load("[[agent]]\nname = \"e\"\nkind = \"echo\"\n[agent.dsp]\nvad = false\n").unwrap_err();
+    assert!(
+        e.contains("agent[0].dsp: dsp only goes with kind = \"realtime\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn dsp_settings_reach_the_agent() {
+    use std::time::Duration;
+    use voxline::call::BargeIn;
+    use voxline::dsp::ns::NsLevel;
+    let base = "[[route]]\nnumber = \"*\"\nagent = \"ai\"\n[[agent]]\nname = \"ai\"\nkind = \"realtime\"\n";
+    // Defaults: echo cancellation and VAD on, noise suppression off, local barge-in.
+    let cfg = load(base).unwrap();
+    let d = &cfg.agent("ai").unwrap().dsp;
+    assert!(d.chain.echo_cancellation);
+    assert_eq!(d.chain.noise_suppression, None);
+    let speech = d.chain.speech.expect("vad on");
+    assert_eq!(speech.min_speech, Duration::from_millis(200));
+    assert_eq!(d.barge_in, BargeIn::Local);
+    // Everything set.
+    let cfg = load(&format!(
+        "{base}[agent.realtime]\nturn_detection = \"local\"\nvad_silence_ms = 700\n\
+         [agent.dsp]\nnoise_suppression = \"high\"\nmin_speech_ms = 300\nvad_threshold = 0.7\n\
+         barge_in = \"both\"\necho_cancellation = false\n"
+    ))
+    .unwrap();
+    let d = &cfg.agent("ai").unwrap().dsp;
+    assert!(!d.chain.echo_cancellation);
+    assert_eq!(d.chain.noise_suppression, Some(NsLevel::High));
+    let speech = d.chain.speech.expect("vad on");
+    assert_eq!(speech.min_speech, Duration::from_millis(300));
+    assert_eq!(speech.end_silence, Duration::from_millis(700));
+    assert!((speech.threshold - 0.7).abs() < 1e-6);
+    assert_eq!(d.barge_in, BargeIn::Both);
+    // Off: nothing runs, the server decides.
+    let cfg = load(&format!("{base}[agent.dsp]\nenabled = false\n")).unwrap();
+    let d = &cfg.agent("ai").unwrap().dsp;
+    assert!(!d.chain.any());
+    assert_eq!(d.barge_in, BargeIn::Server);
 }
 
 #[test]
