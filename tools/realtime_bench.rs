@@ -122,6 +122,9 @@ struct Args {
     /// Keep the temporary directory (config, data, voxline's log).
     #[arg(long)]
     keep: bool,
+    /// Turn the agent's voice chain off (`[agent.dsp] enabled = false`): G.711 passthrough.
+    #[arg(long)]
+    no_dsp: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -850,10 +853,15 @@ api_key_env = "{KEY_ENV}"
 vad_silence_ms = {silence}
 transcription_model = ""
 noise_reduction = "none"
-"#,
+{dsp}"#,
             data = data.display(),
             max_calls = args.calls + 10,
             silence = args.silence_ms,
+            dsp = if args.no_dsp {
+                "\n[agent.dsp]\nenabled = false\n"
+            } else {
+                ""
+            },
         );
         let config_path = dir.join("voxline.toml");
         std::fs::write(&config_path, config)?;

@@ -394,6 +394,28 @@ fn main() -> Result<()> {
     }
     println!("\nFalse barge-ins in all: {false_total}\n");
 
+    // ---- 5b. Echo-only with the path changing every 30 s. ----
+    let mut paths = Vec::new();
+    let mut at = 0;
+    while at < long {
+        let d = DELAYS[rng.below(DELAYS.len())];
+        let erl = ERLS[rng.below(ERLS.len())];
+        paths.push((at, EchoPath::new(&mut rng, d, erl)));
+        at += RATE * 30;
+    }
+    let agent = looped(&pool, rng.below(pool.len()), long);
+    let call = Call::new(&agent, &paths, &[], &line_noise(&mut rng, long));
+    let r = run(&full, &call)?;
+    let starts = r
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, SpeechEvent::Started { .. }))
+        .count();
+    println!(
+        "Echo-only with the echo path changing every 30 s ({} changes, random delay and ERL): {starts} false barge-ins\n",
+        paths.len() - 1
+    );
+
     // ---- 6. VAD on noise and music on hold. ----
     println!(
         "## VAD false triggers on noise-only input (default chain, no agent audio, 2 min each)\n"
@@ -488,6 +510,19 @@ fn main() -> Result<()> {
     ] {
         println!("| {name} | {us:.1} | {:.2} % |", us / 20_000.0 * 100.0);
     }
+    // The VAD runs only on frames loud enough to be speech: its cost while the caller talks.
+    let talking = Call::new(&silent[..slen], &[], &near, &[]);
+    let r = run(&full, &talking)?;
+    let f = r.stats.frames as f64;
+    let (a, v) = (
+        r.stats.time.aec.as_secs_f64() * 1e6 / f,
+        r.stats.time.vad.as_secs_f64() * 1e6 / f,
+    );
+    println!(
+        "| chain while the caller talks (20 s of speech, pauses included) | {:.1} (AEC {a:.1}, VAD {v:.1}) | {:.2} % |",
+        a + v,
+        (a + v) / 20_000.0 * 100.0
+    );
     // What the backend gets: re-encoded G.711 or 24 kHz PCM.
     let mut enc = [0u8; FRAME];
     let frame: Vec<i16> = pool.iter().take(FRAME * 500).map(|s| *s as i16).collect();
