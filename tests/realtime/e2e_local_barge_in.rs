@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use media_peer::PTIME;
 use realtime_e2e_support::{
-    RealtimeE2e, echoing_caller, frame_of, is_agent_audio, speech, spoken_reply,
+    RealtimeE2e, echoing_caller, first_reply_frames, frame_of, is_agent_audio, speech, spoken_reply,
 };
 use voxline_mock_realtime::MockConfig;
 
@@ -49,22 +49,8 @@ fn the_caller_talking_over_the_reply_is_one_barge_in_truncated_to_what_was_heard
     let t = h.mock.truncations()[0].clone();
     assert_eq!(h.mock.truncations().len(), 1);
     // What the caller heard of the first reply: its agent packets up to the first gap.
-    let first = packets
-        .iter()
-        .position(is_agent_audio)
-        .expect("agent audio");
-    let (mut heard, mut quiet) = (0u64, 0u32);
-    for p in &packets[first..] {
-        if is_agent_audio(p) {
-            if quiet >= 10 {
-                break;
-            }
-            heard += 1;
-            quiet = 0;
-        } else {
-            quiet += 1;
-        }
-    }
+    let (heard, _) = first_reply_frames(&packets);
+    assert!(heard > 0, "no agent audio");
     let heard_ms = heard * PTIME.as_millis() as u64;
     assert!(
         heard_ms <= t.audio_end_ms + PTIME.as_millis() as u64,

@@ -358,3 +358,25 @@ pub fn frame_of(pcm: &[i16], k: usize, from: usize) -> Vec<i16> {
         .map(<[i16]>::to_vec)
         .unwrap_or_default()
 }
+
+/// The first reply's agent audio the caller got, in frames: from its first agent packet up to
+/// the first gap of 10 packets (a later reply is not counted), and whether that gap came (the
+/// reply stopped).
+pub fn first_reply_frames(packets: &[Rtp]) -> (u64, bool) {
+    let Some(first) = packets.iter().position(is_agent_audio) else {
+        return (0, false);
+    };
+    let (mut heard, mut quiet) = (0u64, 0u32);
+    for p in &packets[first..] {
+        if is_agent_audio(p) {
+            if quiet >= 10 {
+                break;
+            }
+            heard += 1;
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    (heard, quiet >= 10)
+}
