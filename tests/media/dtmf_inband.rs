@@ -5,8 +5,6 @@
 //! The tones are generated here; the speech comes from espeak-ng, resampled by sox. Both
 //! programs are required: without them the talk-off tests fail with an install hint.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use voxline::media::dtmf::inband::{DBM0_PEAK_AMPLITUDE, InbandConfig, InbandDetector};
@@ -444,65 +442,9 @@ fn works_at_16_khz() {
 /// Speaks `text` with espeak-ng in `voice`, as 8 kHz 16-bit telephone-band audio normalised
 /// to -1 dBFS peaks (as loud as a line gets).
 fn speak(voice: &str, text: &str) -> Vec<i16> {
-    let espeak = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", "160", "--stdout", text])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "espeak-ng is needed for the talk-off test ({e}): apt-get install -y espeak-ng sox"
-            )
-        });
-    assert!(
-        espeak.status.success() && !espeak.stdout.is_empty(),
-        "espeak-ng -v {voice} failed: {}",
-        String::from_utf8_lossy(&espeak.stderr)
-    );
-    let mut sox = Command::new("sox")
-        .args([
-            "-t",
-            "wav",
-            "-",
-            "-t",
-            "raw",
-            "-r",
-            "8000",
-            "-e",
-            "signed-integer",
-            "-b",
-            "16",
-            "-c",
-            "1",
-            "-L",
-            "-",
-            "sinc",
-            "300-3400",
-            "gain",
-            "-n",
-            "-1",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("sox is needed for the talk-off test ({e}): apt-get install -y espeak-ng sox")
-        });
-    let mut stdin = sox.stdin.take().expect("sox stdin");
-    let wav = espeak.stdout;
-    let writer = std::thread::spawn(move || stdin.write_all(&wav));
-    let out = sox.wait_with_output().expect("sox output");
-    writer.join().expect("writer thread").expect("write to sox");
-    assert!(
-        out.status.success(),
-        "sox failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
+    crate::signals::speak_at(voice, text, 160, -1).unwrap_or_else(|e| {
+        panic!("speech for the talk-off test: {e} (apt-get install -y espeak-ng sox)")
+    })
 }
 
 const ENGLISH: &[&str] = &[

@@ -11,6 +11,8 @@ mod common;
 mod media_peer;
 #[path = "../media_stream_support/mod.rs"]
 mod media_stream_support;
+#[path = "../../tools/dsp_bench/signals.rs"]
+mod signals;
 
 mod codec_g711;
 mod codec_roundtrip;

@@ -64,8 +64,20 @@ impl Rng {
 /// Speaks `text` in `voice` as 8 kHz 16-bit telephone-band audio (300–3400 Hz) with peaks
 /// at -6 dBFS: espeak-ng, resampled and filtered by sox.
 pub fn speak(voice: &str, text: &str) -> Result<Vec<i16>, String> {
+    speak_at(voice, text, 165, -6)
+}
+
+/// [`speak`] at `words_per_minute`, with peaks at `peak_db` dBFS.
+pub fn speak_at(
+    voice: &str,
+    text: &str,
+    words_per_minute: u32,
+    peak_db: i32,
+) -> Result<Vec<i16>, String> {
+    let wpm = words_per_minute.to_string();
+    let peak = peak_db.to_string();
     let espeak = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", "165", "--stdout", text])
+        .args(["-v", voice, "-s", &wpm, "--stdout", text])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -97,7 +109,7 @@ pub fn speak(voice: &str, text: &str) -> Result<Vec<i16>, String> {
             "300-3400",
             "gain",
             "-n",
-            "-6",
+            &peak,
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
