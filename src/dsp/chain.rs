@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::aec::{AecMetrics, EchoCanceller};
+use super::leak::LeakGuard;
 use super::ns::{NoiseSuppressor, NsLevel};
 use super::speech::{SpeechConfig, SpeechDetector, SpeechEvent};
 use super::vad::Vad;
@@ -96,6 +97,8 @@ pub struct ChainStats {
     pub aec: AecMetrics,
     /// Speech starts detected.
     pub speech_starts: u64,
+    /// Frames taken for echo leaking through the canceller (not the caller).
+    pub echo_frames: u64,
 }
 
 /// What one frame gave.
@@ -112,10 +115,12 @@ pub struct FrameOutcome {
 pub struct Chain {
     aec: Option<EchoCanceller>,
     ns: Option<NoiseSuppressor>,
-    vad: Option<(Vad, SpeechDetector)>,
+    vad: Option<(Vad, SpeechDetector, LeakGuard)>,
     frame: Duration,
     frame_samples: usize,
     stats: ChainStats,
+    /// The caller's frame as it came in, before the canceller.
+    raw: Vec<i16>,
 }
 
 impl Chain {
@@ -133,7 +138,11 @@ impl Chain {
             None => None,
         };
         let vad = match cfg.speech {
-            Some(s) => Some((Vad::new(rate, frame_samples)?, SpeechDetector::new(s))),
+            Some(s) => Some((
+                Vad::new(rate, frame_samples)?,
+                SpeechDetector::new(s),
+                LeakGuard::new(rate, frame_samples)?,
+            )),
             None => None,
         };
         Ok(Chain {
@@ -143,6 +152,7 @@ impl Chain {
             frame: Duration::from_micros(frame_samples as u64 * 1_000_000 / u64::from(rate)),
             frame_samples,
             stats: ChainStats::default(),
+            raw: Vec::with_capacity(frame_samples),
         })
     }
 
@@ -164,6 +174,8 @@ impl Chain {
         self.stats.frames += 1;
         let mut failed = false;
         let mut t = clock.now();
+        self.raw.clear();
+        self.raw.extend_from_slice(capture);
         if let Some(aec) = &mut self.aec {
             failed |= aec.process(reference, capture).is_err();
             let t2 = clock.now();
@@ -180,8 +192,25 @@ impl Chain {
             speech_prob: None,
             event: None,
         };
-        if let Some((vad, detector)) = &mut self.vad {
+        if let Some((vad, detector, guard)) = &mut self.vad {
             let level = super::speech::level_dbfs(capture);
+            guard.push(reference, super::speech::level_dbfs(reference), &self.raw);
+            // A loud output the canceller took little off, that follows the reference: echo
+            // leaking through (the path changed), not the caller.
+            if level >= super::speech::MIN_LEVEL_DBFS
+                && level > super::speech::level_dbfs(&self.raw) - super::leak::CANCELLED_DB
+                && guard.is_echo()
+            {
+                // Echo leaking through (the path changed): not the caller.
+                self.stats.echo_frames += 1;
+                out.speech_prob = Some(0.0);
+                out.event = detector.handle_masked(now, self.frame);
+                self.stats.time.vad += clock.now().saturating_duration_since(t);
+                if failed {
+                    self.stats.errors += 1;
+                }
+                return out;
+            }
             // Frames too quiet to be speech skip the RNN (most of a call: the caller's
             // silence, and echo residue while the agent talks); its state copes with the
             // gaps as with WebRTC's periodic resets.
@@ -210,7 +239,7 @@ impl Chain {
 
     /// Whether the caller is talking, per the VAD.
     pub fn is_speaking(&self) -> bool {
-        self.vad.as_ref().is_some_and(|(_, d)| d.is_speaking())
+        self.vad.as_ref().is_some_and(|(_, d, _)| d.is_speaking())
     }
 
     /// The counters, with the echo canceller's current estimates.
@@ -258,6 +287,35 @@ pub(crate) mod testsig {
                 if on { (y * pitch * 12_000.0) as i16 } else { 0 }
             })
             .collect()
+    }
+
+    /// Voiced syllables: 100–250 ms of harmonics of a pitch between 100 and 200 Hz, each
+    /// harmonic weighted by a formant-like bump that moves from syllable to syllable, with
+    /// 50–150 ms pauses. Spectrally like speech, unlike [`speechlike`].
+    pub(crate) fn syllables(rng: &mut Lcg, len: usize) -> Vec<i16> {
+        let mut v = Vec::with_capacity(len);
+        while v.len() < len {
+            let n = 800 + ((rng.next() + 1.0) * 600.0) as usize;
+            let f0 = 150.0 + rng.next() * 50.0;
+            let formant = 1200.0 + rng.next() * 900.0;
+            let harmonics = (3400.0 / f0) as usize;
+            for i in 0..n {
+                let t = i as f32 / 8000.0;
+                let env = (std::f32::consts::PI * i as f32 / n as f32).sin();
+                let s: f32 = (1..=harmonics)
+                    .map(|h| {
+                        let f = f0 * h as f32;
+                        let w = (-((f - formant) / 600.0).powi(2)).exp() + 0.2;
+                        w * (2.0 * std::f32::consts::PI * f * t).sin()
+                    })
+                    .sum();
+                v.push((s * env * 2500.0) as i16);
+            }
+            let gap = 400 + ((rng.next() + 1.0) * 400.0) as usize;
+            v.extend(std::iter::repeat_n(0i16, gap));
+        }
+        v.truncate(len);
+        v
     }
 
     /// Sum of squares.

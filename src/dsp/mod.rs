@@ -1,6 +1,7 @@
 //! DSP building blocks: WAV files, resampling, and the caller's voice chain ([`chain`]):
 //! echo cancellation against voxline's own output ([`aec`]), noise suppression ([`ns`]),
-//! voice activity detection ([`vad`]) and the speech turns taken from it ([`speech`]).
+//! voice activity detection ([`vad`]) and the speech turns taken from it ([`speech`]), with
+//! echo leaking through the canceller told from the caller ([`leak`]).
 //!
 //! Like `sip`, `sdp` and `media`, this module touches no socket and reads no clock: every
 //! entry point takes `now`, and the CPU time of each stage is measured with a
@@ -8,6 +9,7 @@
 
 pub mod aec;
 pub mod chain;
+pub mod leak;
 pub mod ns;
 pub mod resample;
 pub mod speech;

@@ -168,6 +168,16 @@ impl SpeechDetector {
         }
     }
 
+    /// One frame of `len` that ended at `now` that is known not to be the caller (echo
+    /// leaking through the canceller): neither voiced nor sound, and the noise floor keeps
+    /// its estimate.
+    pub fn handle_masked(&mut self, now: Instant, len: Duration) -> Option<SpeechEvent> {
+        let floor = self.floor;
+        let ev = self.handle_frame(now, len, 0.0, MIN_LEVEL_DBFS - 1.0);
+        self.floor = floor;
+        ev
+    }
+
     /// From an onset, in a frame with sound: speech starts once the minimum speech time has
     /// passed since the onset and the VAD called at least a quarter of it voiced.
     fn confirm(&mut self, now: Instant) -> Option<SpeechEvent> {

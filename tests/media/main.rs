@@ -16,6 +16,7 @@ mod signals;
 
 mod codec_g711;
 mod codec_roundtrip;
+mod dsp_echo_path;
 mod dtmf_inband;
 mod dtmf_info;
 mod dtmf_rfc4733;

@@ -41,6 +41,17 @@ pub const SENTENCES: &[&str] = &[
     "Your order number is four seven two nine, and it will arrive on Friday morning.",
 ];
 
+/// What callers say over the agent (never what the agent says: an echo is the agent's own
+/// words, a caller's are others).
+pub const CALLER_SENTENCES: &[&str] = &[
+    "Wait, wait, that is not what I asked for.",
+    "No, I said my name is Jonathan Miller, with two L's.",
+    "Hold on, can you repeat the last part?",
+    "Actually I would rather speak to somebody in billing.",
+    "Sorry, I did not catch that, what was the amount?",
+    "Yes, yes, that's right, go ahead.",
+];
+
 /// A small deterministic generator (64-bit LCG).
 #[derive(Debug, Clone)]
 pub struct Rng(pub u64);
