@@ -8,8 +8,9 @@
 //! filter leaves. It re-finds the delay and re-adapts when the path changes mid-call (a
 //! transfer, a handset switched to speaker).
 //!
-//! At 8 kHz the module runs on the call's rate directly (no resampling to 16 kHz is needed:
-//! sonora's AEC3 handles the 8 kHz band, measured in docs/dsp.md).
+//! AEC3 works at 16 kHz and more: for an 8 kHz call the module resamples the reference and
+//! the capture to 16 kHz and back itself (its own resampler), so the chain hands it the
+//! call's frames as they are.
 
 use sonora::config::EchoCanceller as Aec3;
 use sonora::{AudioProcessing, Config, StreamConfig};

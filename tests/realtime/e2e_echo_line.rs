@@ -17,8 +17,9 @@ use voxline_mock_realtime::MockConfig;
 const FRAMES: usize = 650;
 const REPLY_S: f32 = 8.0;
 
-/// Runs the echoing call; returns the mock and how many agent packets the caller got.
-fn echo_call(tables: &str) -> (RealtimeE2e, usize) {
+/// Runs the echoing call; returns the mock, how many agent packets the caller got, and the
+/// call's `dsp` figures just before the hang-up.
+fn echo_call(tables: &str) -> (RealtimeE2e, usize, serde_json::Value) {
     let mock = MockConfig {
         reply_pcm24k: spoken_reply(REPLY_S),
         ..MockConfig::default()
@@ -29,14 +30,15 @@ fn echo_call(tables: &str) -> (RealtimeE2e, usize) {
     let got = echoing_caller(&mut rtp, to, FRAMES, 10, 6.0, |k, _| {
         frame_of(&question, k, 10)
     });
+    let dsp = call_dsp(&h);
     assert_eq!(sip.bye(), 200);
     let played = got.iter().filter(|p| is_agent_audio(p)).count();
-    (h, played)
+    (h, played, dsp)
 }
 
 #[test]
 fn the_agents_echo_never_interrupts_its_reply() {
-    let (h, played) = echo_call("");
+    let (h, played, dsp) = echo_call("");
     assert!(
         h.wait(Duration::from_secs(2), |m| m.speech_starts() >= 1),
         "the caller's question was never heard"
@@ -58,11 +60,46 @@ fn the_agents_echo_never_interrupts_its_reply() {
         !log.lines().any(|l| l.contains("barge-in")),
         "a barge-in: {log}"
     );
+    // The chain's figures on the call and in the metrics.
+    assert!(dsp["frames"].as_u64().unwrap() >= 500, "{dsp}");
+    assert!(
+        dsp["stage_us"]["echo_cancellation"].as_u64().unwrap() > 0,
+        "{dsp}"
+    );
+    assert!(dsp["stage_us"]["vad"].as_u64().unwrap() > 0, "{dsp}");
+    assert_eq!(dsp["stage_us"]["noise_suppression"], 0, "{dsp}");
+    assert_eq!(dsp["local_barge_ins"], 0, "{dsp}");
+    assert_eq!(dsp["errors"], 0, "{dsp}");
+    let (_, metrics) =
+        crate::common::http_get(h.vox.http_addr(), "/metrics", Duration::from_secs(5))
+            .expect("metrics");
+    let aec = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("voxline_dsp_stage_seconds_total{stage=\"echo_cancellation\"} ")
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(aec > 0.0, "{metrics}");
+}
+
+/// The `dsp` object of the (only) live call in `GET /calls` (updated every second).
+pub(crate) fn call_dsp(h: &RealtimeE2e) -> serde_json::Value {
+    let (code, calls) = crate::common::http_json(
+        h.vox.http_addr(),
+        "GET",
+        "/calls",
+        None,
+        Duration::from_secs(5),
+    );
+    assert_eq!(code, 200);
+    calls[0]["dsp"].clone()
 }
 
 #[test]
 fn without_the_chain_the_same_echo_reaches_the_servers_vad() {
-    let (h, _) = echo_call("[agent.dsp]\nenabled = false\n");
+    let (h, _, dsp) = echo_call("[agent.dsp]\nenabled = false\n");
+    assert!(dsp.is_null(), "the chain ran: {dsp}");
     assert!(
         h.wait(Duration::from_secs(2), |m| m.speech_starts() >= 2),
         "the server's VAD did not hear the echo: the echo test above proves nothing \

@@ -36,6 +36,8 @@ fn the_caller_talking_over_the_reply_is_one_barge_in_truncated_to_what_was_heard
         barge_at.map_or(Vec::new(), |b| frame_of(&interruption, k, b))
     });
     assert!(barge_at.is_some(), "the reply never played for 5 s");
+    let dsp = crate::e2e_echo_line::call_dsp(&h);
+    assert_eq!(dsp["local_barge_ins"], 1, "{dsp}");
     assert_eq!(sip.bye(), 200);
     assert!(
         h.wait(Duration::from_secs(2), |m| !m.truncations().is_empty()),
