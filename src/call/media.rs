@@ -11,12 +11,13 @@ use tokio::sync::mpsc;
 use super::agent::{AgentTaskSpec, CallParties, Fallback, NOTICE_QUEUE};
 use super::bridge::{Bridge, BridgeAction};
 use super::control::{CallMediaLink, MediaControl};
-use super::table::DspInfo;
+use super::table::dsp_info;
 use super::{AgentKind, CallCommand, CallTable};
 use crate::agent::backend::{AudioFormat, BackendHandle};
 use crate::agent::{AgentAction, Echo, FrameFormat, LocalAgent, Play};
 use crate::dsp::chain::ChainStats;
 use crate::media::stream::{MediaEvent, MediaStats, MediaStream};
+use crate::records::DspInfo;
 use crate::runtime::Commands;
 use crate::runtime::media::{
     MediaCall, MediaHandle, MediaPool, MediaStart, Prepared, StartError, StreamInfo, TickFrame,
@@ -334,7 +335,7 @@ impl CallMedia {
         let now = b.chain_stats()?;
         super::metrics::Metrics::global().dsp(&self.dsp_reported, &now);
         self.dsp_reported = now;
-        Some(DspInfo::new(&now, &b.stats()))
+        Some(dsp_info(&now, &b.stats()))
     }
 
     /// The local agent said it is done: hang up, or transfer where a realtime call's fallback

@@ -29,7 +29,7 @@ pub use manager::CallManager;
 pub use route::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkPolicy};
 pub use service::{CallService, DialError, DialRequest, TrunkSpec};
 pub use service::{TRANSFER_TIMEOUT, TransferRequestError};
-pub use table::{CallInfo, CallTable, DspInfo, DspStageUs};
+pub use table::{CallInfo, CallTable};
 pub use transfer::{TransferError, TransferOutcome, TransferTarget};
 
 /// The content type of SDP bodies (RFC 4566 §8.1).

@@ -57,69 +57,36 @@ pub struct CallInfo {
     /// Tools the AI agent called.
     pub tool_calls: Vec<crate::records::ToolCallRecord>,
     /// The voice chain's figures (AI agents with the chain on; updated every second).
-    pub dsp: Option<DspInfo>,
+    pub dsp: Option<crate::records::DspInfo>,
     /// The last blind transfer: `"TARGET -> STATUS"` (`"sip:200@pbx -> 200"`), `-> pending`
     /// while waiting, `-> call ended` if the call ended first.
     pub transfer: Option<String>,
 }
 
-/// A call's voice chain (echo cancellation, noise suppression, VAD), as the API shows it.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct DspInfo {
-    /// Caller frames processed.
-    pub frames: u64,
-    /// CPU time per stage, µs in all: `echo_cancellation`, `noise_suppression`, `vad`.
-    pub stage_us: DspStageUs,
-    /// Mean CPU time of the whole chain per frame, µs.
-    pub us_per_frame: f64,
-    /// The echo canceller's ERLE estimate, dB.
-    pub erle_db: Option<f64>,
-    /// The echo path's delay the canceller found, ms.
-    pub echo_delay_ms: Option<i32>,
-    /// Caller speech starts the VAD found.
-    pub speech_starts: u64,
-    /// Barge-ins decided by the local VAD.
-    pub local_barge_ins: u64,
-    /// Turns ended by the local VAD.
-    pub local_turns: u64,
-    /// Frames a stage failed on (passed on unprocessed).
-    pub errors: u64,
-}
-
-/// CPU time per stage, µs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DspStageUs {
-    /// Echo cancellation.
-    pub echo_cancellation: u64,
-    /// Noise suppression.
-    pub noise_suppression: u64,
-    /// VAD.
-    pub vad: u64,
-}
-
-impl DspInfo {
-    /// From a chain's counters and its bridge's.
-    pub fn new(c: &crate::dsp::chain::ChainStats, b: &super::bridge::BridgeStats) -> DspInfo {
-        let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        DspInfo {
-            frames: c.frames,
-            stage_us: DspStageUs {
-                echo_cancellation: us(c.time.aec),
-                noise_suppression: us(c.time.ns),
-                vad: us(c.time.vad),
-            },
-            us_per_frame: if c.frames == 0 {
-                0.0
-            } else {
-                c.time.total().as_secs_f64() * 1e6 / c.frames as f64
-            },
-            erle_db: c.aec.erle_db.map(|e| (e * 10.0).round() / 10.0),
-            echo_delay_ms: c.aec.delay_ms,
-            speech_starts: c.speech_starts,
-            local_barge_ins: b.local_barge_ins,
-            local_turns: b.local_turns,
-            errors: c.errors,
-        }
+/// A call's voice chain figures from its chain's counters and its bridge's.
+pub(crate) fn dsp_info(
+    c: &crate::dsp::chain::ChainStats,
+    b: &super::bridge::BridgeStats,
+) -> crate::records::DspInfo {
+    let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    crate::records::DspInfo {
+        frames: c.frames,
+        stage_us: crate::records::DspStageUs {
+            echo_cancellation: us(c.time.aec),
+            noise_suppression: us(c.time.ns),
+            vad: us(c.time.vad),
+        },
+        us_per_frame: if c.frames == 0 {
+            0.0
+        } else {
+            c.time.total().as_secs_f64() * 1e6 / c.frames as f64
+        },
+        erle_db: c.aec.erle_db.map(|e| (e * 10.0).round() / 10.0),
+        echo_delay_ms: c.aec.delay_ms,
+        speech_starts: c.speech_starts,
+        local_barge_ins: b.local_barge_ins,
+        local_turns: b.local_turns,
+        errors: c.errors,
     }
 }
 
@@ -280,6 +247,7 @@ impl CallManager {
         r.turn_latencies = info.turns.clone();
         r.tool_calls = info.tool_calls.clone();
         r.transfer = info.transfer.clone();
+        r.dsp = info.dsp.clone();
         self.record(RecordOp::Finished(Box::new(r)));
     }
 

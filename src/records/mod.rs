@@ -214,6 +214,44 @@ pub struct CallRecord {
     /// it. Schema version 2; `None` in rows written before.
     #[serde(default)]
     pub transfer: Option<String>,
+    /// The voice chain's figures (AI calls with the chain on). Schema version 3; `None` in
+    /// rows written before.
+    #[serde(default)]
+    pub dsp: Option<DspInfo>,
+}
+
+/// A call's voice chain (echo cancellation, noise suppression, VAD), as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DspInfo {
+    /// Caller frames processed.
+    pub frames: u64,
+    /// CPU time per stage, µs in all: `echo_cancellation`, `noise_suppression`, `vad`.
+    pub stage_us: DspStageUs,
+    /// Mean CPU time of the whole chain per frame, µs.
+    pub us_per_frame: f64,
+    /// The echo canceller's ERLE estimate, dB.
+    pub erle_db: Option<f64>,
+    /// The echo path's delay the canceller found, ms.
+    pub echo_delay_ms: Option<i32>,
+    /// Caller speech starts the VAD found.
+    pub speech_starts: u64,
+    /// Barge-ins decided by the local VAD.
+    pub local_barge_ins: u64,
+    /// Turns ended by the local VAD.
+    pub local_turns: u64,
+    /// Frames a stage failed on (passed on unprocessed).
+    pub errors: u64,
+}
+
+/// CPU time per stage, µs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DspStageUs {
+    /// Echo cancellation.
+    pub echo_cancellation: u64,
+    /// Noise suppression.
+    pub noise_suppression: u64,
+    /// VAD.
+    pub vad: u64,
 }
 
 impl CallRecord {
@@ -251,6 +289,7 @@ impl CallRecord {
             recording_path: None,
             unfinished: false,
             transfer: None,
+            dsp: None,
         }
     }
 }

@@ -467,14 +467,17 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE calls ADD COLUMN transfer TEXT;
 ",
+    "
+    ALTER TABLE calls ADD COLUMN dsp TEXT;
+",
 ];
 
 /// The `calls` columns in [`record_params`] order.
 const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
-    turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer";
+    turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23";
 
 /// Every column but `id` replaced by the new row's value.
 const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_uri, \
@@ -485,7 +488,7 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     loss_percent = excluded.loss_percent, jitter_ms = excluded.jitter_ms, mos = excluded.mos, \
     turn_latencies = excluded.turn_latencies, tool_calls = excluded.tool_calls, \
     transcript_path = excluded.transcript_path, recording_path = excluded.recording_path, \
-    unfinished = excluded.unfinished, transfer = excluded.transfer";
+    unfinished = excluded.unfinished, transfer = excluded.transfer, dsp = excluded.dsp";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -544,6 +547,7 @@ impl RecordStore {
 struct EncodedJson {
     turn_latencies: String,
     tool_calls: String,
+    dsp: Option<String>,
 }
 
 impl EncodedJson {
@@ -559,12 +563,18 @@ impl EncodedJson {
             turn_latencies: serde_json::to_string(&r.turn_latencies)
                 .map_err(|e| enc("turn_latencies", e))?,
             tool_calls: serde_json::to_string(&r.tool_calls).map_err(|e| enc("tool_calls", e))?,
+            dsp: r
+                .dsp
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| enc("dsp", e))?,
         })
     }
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 22] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 23] {
     [
         &r.id,
         &r.call_id,
@@ -588,6 +598,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &r.recording_path,
         &r.unfinished,
         &r.transfer,
+        &json.dsp,
     ]
 }
 
@@ -627,6 +638,7 @@ struct RawRow {
     recording_path: Option<String>,
     unfinished: bool,
     transfer: Option<String>,
+    dsp: Option<String>,
 }
 
 impl RawRow {
@@ -655,6 +667,7 @@ impl RawRow {
             recording_path: row.get(19)?,
             unfinished: row.get(20)?,
             transfer: row.get(21)?,
+            dsp: row.get(22)?,
         })
     }
 
@@ -676,6 +689,12 @@ impl RawRow {
             .map_err(|e| corrupt("turn_latencies", e.to_string()))?;
         let tool_calls: Vec<ToolCallRecord> = serde_json::from_str(&self.tool_calls)
             .map_err(|e| corrupt("tool_calls", e.to_string()))?;
+        let dsp = self
+            .dsp
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt("dsp", e.to_string()))?;
         Ok(CallRecord {
             id: self.id,
             call_id: self.call_id,
@@ -699,6 +718,7 @@ impl RawRow {
             recording_path: self.recording_path,
             unfinished: self.unfinished,
             transfer: self.transfer,
+            dsp,
         })
     }
 }

@@ -74,6 +74,21 @@ fn full(id: &str) -> CallRecord {
         recording_path: Some("/var/lib/voxline/recordings/x.wav".into()),
         unfinished: false,
         transfer: Some("sip:200@pbx.example -> 200".into()),
+        dsp: Some(voxline::records::DspInfo {
+            frames: 3000,
+            stage_us: voxline::records::DspStageUs {
+                echo_cancellation: 405_000,
+                noise_suppression: 0,
+                vad: 7_200,
+            },
+            us_per_frame: 137.4,
+            erle_db: Some(48.5),
+            echo_delay_ms: Some(196),
+            speech_starts: 4,
+            local_barge_ins: 1,
+            local_turns: 3,
+            errors: 0,
+        }),
     }
 }
 
@@ -236,7 +251,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -250,7 +265,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ),
@@ -258,8 +273,8 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
     );
 }
 
-/// A database written by a voxline from before the `transfer` column (schema version 1):
-/// opening it adds the column, its rows read with no transfer, and new rows store one.
+/// A database written by a voxline from before the `transfer` and `dsp` columns (schema
+/// version 1): opening it adds them, its rows read with neither, and new rows store both.
 #[test]
 fn version_1_database_is_migrated_and_keeps_its_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,7 +284,8 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     // Back to version 1, as a voxline of that version left it, with one finished call.
     conn.execute_batch(
         "ALTER TABLE calls DROP COLUMN transfer;
-         DELETE FROM schema_version WHERE version = 2;
+         ALTER TABLE calls DROP COLUMN dsp;
+         DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
          VALUES ('old-1', 'c1@host', 'sip:a@x', 'sip:b@y', 'inbound', 'echo', 1000, 2000, 'RemoteBye');",
     )
@@ -279,6 +295,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let mut store = RecordStore::open(dir.path()).unwrap();
     let old = store.get("old-1").unwrap().expect("old row");
     assert_eq!(old.transfer, None);
+    assert_eq!(old.dsp, None);
     assert_eq!(old.end_reason.as_deref(), Some("RemoteBye"));
     let new = full("new-1");
     store.finish(&new).unwrap();
@@ -288,7 +305,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 2);
+    assert_eq!(max, 3);
 }
 
 #[test]

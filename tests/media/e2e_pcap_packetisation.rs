@@ -163,18 +163,24 @@ fn echo_of_packets(ptime_ms: usize) {
     };
     let (caller, echo) = (rec.channel(0), rec.channel(1));
     for (name, channel) in [("caller", &caller), ("agent (echo)", &echo)] {
-        // Where the far end's first second of audio starts in this channel.
-        let probe = &heard[800..1600];
-        let start = channel
-            .windows(probe.len())
-            .position(|w| w == probe)
+        // Where the far end's audio starts in this channel: found by a 100 ms probe from
+        // 100 ms in; on a loaded machine a jitter-buffer correction can fall inside that
+        // probe, so two later probes are tried too (each gives the start as of its place).
+        let start = [800usize, 2400, 4000]
+            .iter()
+            .find_map(|&from| {
+                let probe = &heard[from..from + 800];
+                channel
+                    .windows(probe.len())
+                    .position(|w| w == probe)
+                    .and_then(|p| p.checked_sub(from))
+            })
             .unwrap_or_else(|| {
                 panic!(
                     "{name} channel: the caller's audio is not there\n{}",
                     report()
                 )
-            })
-            - 800;
+            });
         // Every 20 ms window of what was sent is in the channel, exactly and in order. The
         // first 100 ms are left out (the buffer may correct its delay once while it learns
         // the stream), and a jitter-buffer correction later (one frame compressed or

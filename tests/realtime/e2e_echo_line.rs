@@ -18,7 +18,7 @@ const FRAMES: usize = 650;
 const REPLY_S: f32 = 8.0;
 
 /// Runs the echoing call; returns the mock, how many agent packets the caller got, and the
-/// call's `dsp` figures just before the hang-up.
+/// call (`GET /calls`) just before the hang-up.
 fn echo_call(tables: &str) -> (RealtimeE2e, usize, serde_json::Value) {
     let mock = MockConfig {
         reply_pcm24k: spoken_reply(REPLY_S),
@@ -30,15 +30,16 @@ fn echo_call(tables: &str) -> (RealtimeE2e, usize, serde_json::Value) {
     let got = echoing_caller(&mut rtp, to, FRAMES, 10, 6.0, |k, _| {
         frame_of(&question, k, 10)
     });
-    let dsp = call_dsp(&h);
+    let call = live_call(&h);
     assert_eq!(sip.bye(), 200);
     let played = got.iter().filter(|p| is_agent_audio(p)).count();
-    (h, played, dsp)
+    (h, played, call)
 }
 
 #[test]
 fn the_agents_echo_never_interrupts_its_reply() {
-    let (h, played, dsp) = echo_call("");
+    let (h, played, call) = echo_call("");
+    let dsp = &call["dsp"];
     assert!(
         h.wait(Duration::from_secs(2), |m| m.speech_starts() >= 1),
         "the caller's question was never heard"
@@ -81,10 +82,34 @@ fn the_agents_echo_never_interrupts_its_reply() {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(aec > 0.0, "{metrics}");
+    // The call's record keeps the final figures.
+    let path = format!("/calls/{}", call["record_id"].as_str().expect("record id"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let record = loop {
+        let (code, r) = crate::common::http_json(
+            h.vox.http_addr(),
+            "GET",
+            &path,
+            None,
+            Duration::from_secs(5),
+        );
+        if code == 200 && !r["dsp"].is_null() && !r["ended_at"].is_null() {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path}: {code} {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let frames = record["dsp"]["frames"].as_u64().unwrap();
+    assert!(frames >= dsp["frames"].as_u64().unwrap(), "{record}");
 }
 
 /// The `dsp` object of the (only) live call in `GET /calls` (updated every second).
 pub(crate) fn call_dsp(h: &RealtimeE2e) -> serde_json::Value {
+    live_call(h)["dsp"].clone()
+}
+
+/// The (only) live call in `GET /calls`.
+fn live_call(h: &RealtimeE2e) -> serde_json::Value {
     let (code, calls) = crate::common::http_json(
         h.vox.http_addr(),
         "GET",
@@ -93,12 +118,13 @@ pub(crate) fn call_dsp(h: &RealtimeE2e) -> serde_json::Value {
         Duration::from_secs(5),
     );
     assert_eq!(code, 200);
-    calls[0]["dsp"].clone()
+    calls[0].clone()
 }
 
 #[test]
 fn without_the_chain_the_same_echo_reaches_the_servers_vad() {
-    let (h, _, dsp) = echo_call("[agent.dsp]\nenabled = false\n");
+    let (h, _, call) = echo_call("[agent.dsp]\nenabled = false\n");
+    let dsp = &call["dsp"];
     assert!(dsp.is_null(), "the chain ran: {dsp}");
     assert!(
         h.wait(Duration::from_secs(2), |m| m.speech_starts() >= 2),
