@@ -17,6 +17,17 @@ use sonora::{AudioProcessing, Config, StreamConfig};
 
 use super::{DspError, blocks};
 
+/// A reference block quieter than this (dBFS) is silence (the agent is not talking).
+pub const SILENT_REFERENCE_DBFS: f32 = -60.0;
+/// After this long of silent reference there is no echo left to cancel (the longest delay
+/// AEC3 covers, about 500 ms, plus the echo tail, with a margin: 800 ms measured slightly
+/// worse on barge-in timing, docs/dsp.md), and the canceller rests: blocks go
+/// through untouched and AEC3 is not called, until the reference has sound again. AEC3
+/// sees the rest as no time at all: the render and capture it is given stay paired, and its
+/// render history at the restart is the silence that led into the rest, as it would have
+/// been. This is most of the canceller's cost on a call where the caller talks half the time.
+pub const REST_AFTER_MS: u32 = 1200;
+
 /// What the echo canceller reports about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct AecMetrics {
@@ -24,6 +35,8 @@ pub struct AecMetrics {
     pub erle_db: Option<f64>,
     /// The echo path's bulk delay AEC3 found, in ms (`None` before it found one).
     pub delay_ms: Option<i32>,
+    /// Blocks the canceller rested through (the agent silent for [`REST_AFTER_MS`]).
+    pub rested_blocks: u64,
 }
 
 /// One call's echo canceller.
@@ -34,6 +47,12 @@ pub struct EchoCanceller {
     render_out: Vec<i16>,
     /// The capture block's input (the API reads and writes different buffers).
     capture_in: Vec<i16>,
+    /// Samples of silent reference in a row.
+    quiet: usize,
+    /// [`REST_AFTER_MS`] in samples.
+    rest_after: usize,
+    /// Blocks that were not processed (resting).
+    rested: u64,
 }
 
 impl std::fmt::Debug for EchoCanceller {
@@ -62,6 +81,9 @@ impl EchoCanceller {
             block,
             render_out: vec![0; block],
             capture_in: vec![0; block],
+            quiet: 0,
+            rest_after: (rate / 1000 * REST_AFTER_MS) as usize,
+            rested: 0,
         })
     }
 
@@ -78,6 +100,15 @@ impl EchoCanceller {
             .chunks_exact(self.block)
             .zip(capture.chunks_exact_mut(self.block))
         {
+            if super::speech::level_dbfs(r) < SILENT_REFERENCE_DBFS {
+                self.quiet = self.quiet.saturating_add(r.len());
+            } else {
+                self.quiet = 0;
+            }
+            if self.quiet > self.rest_after {
+                self.rested += 1;
+                continue;
+            }
             self.apm
                 .process_render_i16(r, &mut self.render_out)
                 .map_err(|e| DspError::Processing(format!("{e:?}")))?;
@@ -95,6 +126,7 @@ impl EchoCanceller {
         AecMetrics {
             erle_db: s.echo_return_loss_enhancement,
             delay_ms: s.delay_ms,
+            rested_blocks: self.rested,
         }
     }
 }
@@ -143,6 +175,45 @@ mod tests {
             let erle = 10.0 * (energy(&echo) / energy(&out[from..]).max(1.0)).log10();
             assert!(erle >= 25.0, "delay {delay_ms} ms: ERLE {erle:.1} dB");
         }
+    }
+
+    #[test]
+    fn resting_through_a_long_silence_keeps_the_echo_cancelled_after_it() {
+        let mut rng = Lcg(8);
+        // 6 s of agent audio, 4 s of silence, 4 s of agent audio again.
+        let mut far = speechlike(&mut rng, 8000 * 6);
+        far.extend(std::iter::repeat_n(0i16, 8000 * 4));
+        far.extend(speechlike(&mut rng, 8000 * 4));
+        let silence = vec![0i16; far.len()];
+        let delay = 200 * 8;
+        let mut aec = EchoCanceller::new(8000, 160).expect("aec");
+        let mut out = Vec::new();
+        for (k, f) in far.chunks_exact(160).enumerate() {
+            let mut cap: Vec<i16> = (0..160)
+                .map(|i| {
+                    let n = k * 160 + i;
+                    n.checked_sub(delay)
+                        .map_or(0, |j| (f32::from(far[j]) * 0.3) as i16)
+                        + silence[n]
+                })
+                .collect();
+            aec.process(f, &mut cap).expect("process");
+            out.extend_from_slice(&cap);
+        }
+        // It rested through most of the silence: 4 s (and the last pause of the speech
+        // before it, up to 250 ms) less the 1.2 s before resting.
+        let rested = aec.metrics().rested_blocks;
+        assert!(
+            (270..=310).contains(&rested),
+            "rested {rested} blocks of 10 ms"
+        );
+        // The echo after the rest is cancelled from its first second on.
+        let from = 8000 * 10;
+        let echo: Vec<i16> = (from..far.len())
+            .map(|n| (f32::from(far[n - delay]) * 0.3) as i16)
+            .collect();
+        let erle = 10.0 * (energy(&echo) / energy(&out[from..]).max(1.0)).log10();
+        assert!(erle >= 25.0, "ERLE after the rest {erle:.1} dB");
     }
 
     #[test]

@@ -40,6 +40,8 @@ const REFERENCE_ENTRIES: usize = 2 * (WINDOW - 1) + 1 + 2 * MAX_LAG;
 /// A canceller that takes at least this much (dB) off the capture is working: what it lets
 /// through is the caller, not a leak.
 pub const CANCELLED_DB: f32 = 10.0;
+/// Points compared: every band of every frame of the window.
+const POINTS: usize = WINDOW * BANDS;
 /// Band energies below this (dB re full scale) count as this.
 const FLOOR_DB: f32 = -80.0;
 /// A reference frame this quiet (dBFS) is silence: windows of mostly silent reference are
@@ -150,7 +152,9 @@ impl LeakGuard {
         if self.capture.len() < WINDOW {
             return false;
         }
-        let out_centred = centred(self.capture.iter());
+        let mut out_centred = [0f32; POINTS];
+        centred(self.capture.iter(), &mut out_centred);
+        let mut ref_centred = [0f32; POINTS];
         let n = self.reference.len();
         // At delay `h` half frames, output frame j (of WINDOW, oldest first) pairs with the
         // reference entry 2·(WINDOW-1-j) + h entries before the newest.
@@ -161,7 +165,7 @@ impl LeakGuard {
             if entries.clone().filter(|(_, loud)| *loud).count() < WINDOW / 2 {
                 continue;
             }
-            let ref_centred = centred(entries.map(|(e, _)| e));
+            centred(entries.map(|(e, _)| e), &mut ref_centred);
             if correlation(&ref_centred, &out_centred) >= LEAK_CORRELATION {
                 return true;
             }
@@ -195,7 +199,7 @@ impl LeakGuard {
 /// The window's band energies with each band's mean over the window removed (the average
 /// spectral shape, which any two telephone signals share) and each frame's mean over the
 /// bands, flattened.
-fn centred<'a>(frames: impl Iterator<Item = &'a [f32; BANDS]> + Clone) -> Vec<f32> {
+fn centred<'a>(frames: impl Iterator<Item = &'a [f32; BANDS]> + Clone, out: &mut [f32; POINTS]) {
     let mut mean = [0f32; BANDS];
     let mut count = 0f32;
     for f in frames.clone() {
@@ -208,13 +212,13 @@ fn centred<'a>(frames: impl Iterator<Item = &'a [f32; BANDS]> + Clone) -> Vec<f3
     // Then each frame's mean over the bands (its level): what is compared is how the
     // spectrum's shape moves, which a caller's voice shares with the agent's far less than
     // the rise and fall of syllables.
-    frames
-        .flat_map(|f| {
-            let row: Vec<f32> = f.iter().zip(mean).map(|(v, m)| v - m).collect();
-            let level = row.iter().sum::<f32>() / BANDS as f32;
-            row.into_iter().map(move |v| v - level)
-        })
-        .collect()
+    for (row, f) in out.chunks_exact_mut(BANDS).zip(frames) {
+        for ((d, v), m) in row.iter_mut().zip(f).zip(mean) {
+            *d = v - m;
+        }
+        let level = row.iter().sum::<f32>() / BANDS as f32;
+        row.iter_mut().for_each(|d| *d -= level);
+    }
 }
 
 /// Pearson correlation of two centred vectors (0 when either is flat).
