@@ -15,15 +15,15 @@ use crate::dsp::speech::{DEFAULT_END_SILENCE, SpeechConfig};
 const MAX_MIN_SPEECH_MS: u64 = 2000;
 
 impl Resolver<'_> {
-    /// Resolves `[agent.dsp]` at `key`, given the agent's turn detection (`local` needs the
-    /// VAD).
+    /// Resolves the `[agent.dsp]` of the agent at `agent` (`agent[3]`), given its turn
+    /// detection (`local` needs the VAD).
     pub(super) fn dsp_section(
         &self,
-        key: &str,
+        agent: &str,
         f: FileDsp,
         turns: &TurnDetectionSetting,
     ) -> Result<DspSection, ConfigError> {
-        let k = |name: &str| format!("{key}.{name}");
+        let k = |name: &str| format!("{agent}.dsp.{name}");
         let bad = |name: &str, why: String| self.err(k(name), ConfigErrorKind::AgentSetting(why));
         let enabled = f.enabled.unwrap_or(true);
         if !enabled {
@@ -105,7 +105,7 @@ impl Resolver<'_> {
         }
         if !vad && local_turns {
             return Err(self.err(
-                format!("{}.turn_detection", key.replace(".dsp", ".realtime")),
+                format!("{agent}.realtime.turn_detection"),
                 ConfigErrorKind::AgentSetting(
                     "\"local\" needs voxline's VAD, which [agent.dsp] turns off".into(),
                 ),

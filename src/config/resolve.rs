@@ -568,7 +568,7 @@ impl Resolver<'_> {
             let realtime =
                 self.realtime_section("agent[assistant].realtime", FileRealtime::default())?;
             let dsp = self.dsp_section(
-                "agent[assistant].dsp",
+                "agent[assistant]",
                 FileDsp::default(),
                 &realtime.turn_detection,
             )?;
@@ -986,7 +986,7 @@ impl Resolver<'_> {
         }
         let realtime = self.realtime_section(&key("realtime"), raw.realtime.unwrap_or_default())?;
         let dsp = self.dsp_section(
-            &key("dsp"),
+            &format!("agent[{i}]"),
             raw.dsp.unwrap_or_default(),
             &realtime.turn_detection,
         )?;

@@ -13,7 +13,7 @@
 //! call's frames as they are.
 
 use sonora::config::EchoCanceller as Aec3;
-use sonora::{AudioProcessing, Config, StreamConfig};
+use sonora::{AudioProcessing, Config};
 
 use super::{DspError, blocks};
 
@@ -71,11 +71,7 @@ impl EchoCanceller {
             echo_canceller: Some(Aec3::default()),
             ..Config::default()
         };
-        let apm = AudioProcessing::builder()
-            .config(config)
-            .capture_config(StreamConfig::new(rate, 1))
-            .render_config(StreamConfig::new(rate, 1))
-            .build();
+        let apm = super::audio_processing(rate, config);
         Ok(EchoCanceller {
             apm,
             block,
@@ -112,10 +108,7 @@ impl EchoCanceller {
             self.apm
                 .process_render_i16(r, &mut self.render_out)
                 .map_err(|e| DspError::Processing(format!("{e:?}")))?;
-            self.capture_in.copy_from_slice(c);
-            self.apm
-                .process_capture_i16(&self.capture_in, c)
-                .map_err(|e| DspError::Processing(format!("{e:?}")))?;
+            super::capture_block(&mut self.apm, &mut self.capture_in, c)?;
         }
         Ok(())
     }
@@ -137,8 +130,8 @@ mod tests {
     use crate::dsp::chain::testsig::{Lcg, energy, speechlike};
 
     /// Runs `far` through an echo path of `delay` samples and `gain`, plus `near`, and
-    /// returns the canceller's output.
-    fn run(far: &[i16], near: &[i16], delay: usize, gain: f32) -> Vec<i16> {
+    /// returns the canceller's output and the canceller.
+    fn run(far: &[i16], near: &[i16], delay: usize, gain: f32) -> (Vec<i16>, EchoCanceller) {
         let mut aec = EchoCanceller::new(8000, 160).expect("aec");
         let mut out = Vec::new();
         for (k, f) in far.chunks_exact(160).enumerate() {
@@ -156,7 +149,16 @@ mod tests {
             aec.process(f, &mut cap).expect("process");
             out.extend_from_slice(&cap);
         }
-        out
+        (out, aec)
+    }
+
+    /// The ERLE (dB) of `out` from sample `from` on, against the echo of `far` through
+    /// `delay` and `gain`.
+    fn erle_from(far: &[i16], out: &[i16], delay: usize, gain: f32, from: usize) -> f64 {
+        let echo: Vec<i16> = (from..far.len())
+            .map(|n| (f32::from(far[n - delay]) * gain) as i16)
+            .collect();
+        10.0 * (energy(&echo) / energy(&out[from..]).max(1.0)).log10()
     }
 
     #[test]
@@ -166,13 +168,9 @@ mod tests {
         let silence = vec![0i16; far.len()];
         for delay_ms in [50, 200, 400] {
             let delay = delay_ms * 8;
-            let out = run(&far, &silence, delay, 0.3);
+            let (out, _) = run(&far, &silence, delay, 0.3);
             // Echo energy and residue from 2 s on.
-            let from = 2 * 8000;
-            let echo: Vec<i16> = (from..far.len())
-                .map(|n| (far[n - delay] as f32 * 0.3) as i16)
-                .collect();
-            let erle = 10.0 * (energy(&echo) / energy(&out[from..]).max(1.0)).log10();
+            let erle = erle_from(&far, &out, delay, 0.3, 2 * 8000);
             assert!(erle >= 25.0, "delay {delay_ms} ms: ERLE {erle:.1} dB");
         }
     }
@@ -186,20 +184,7 @@ mod tests {
         far.extend(speechlike(&mut rng, 8000 * 4));
         let silence = vec![0i16; far.len()];
         let delay = 200 * 8;
-        let mut aec = EchoCanceller::new(8000, 160).expect("aec");
-        let mut out = Vec::new();
-        for (k, f) in far.chunks_exact(160).enumerate() {
-            let mut cap: Vec<i16> = (0..160)
-                .map(|i| {
-                    let n = k * 160 + i;
-                    n.checked_sub(delay)
-                        .map_or(0, |j| (f32::from(far[j]) * 0.3) as i16)
-                        + silence[n]
-                })
-                .collect();
-            aec.process(f, &mut cap).expect("process");
-            out.extend_from_slice(&cap);
-        }
+        let (out, aec) = run(&far, &silence, delay, 0.3);
         // It rested through most of the silence: 4 s (and the last pause of the speech
         // before it, up to 250 ms) less the 1.2 s before resting.
         let rested = aec.metrics().rested_blocks;
@@ -208,11 +193,7 @@ mod tests {
             "rested {rested} blocks of 10 ms"
         );
         // The echo after the rest is cancelled from its first second on.
-        let from = 8000 * 10;
-        let echo: Vec<i16> = (from..far.len())
-            .map(|n| (f32::from(far[n - delay]) * 0.3) as i16)
-            .collect();
-        let erle = 10.0 * (energy(&echo) / energy(&out[from..]).max(1.0)).log10();
+        let erle = erle_from(&far, &out, delay, 0.3, 8000 * 10);
         assert!(erle >= 25.0, "ERLE after the rest {erle:.1} dB");
     }
 

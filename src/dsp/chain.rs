@@ -117,7 +117,6 @@ pub struct Chain {
     ns: Option<NoiseSuppressor>,
     vad: Option<(Vad, SpeechDetector, LeakGuard)>,
     frame: Duration,
-    frame_samples: usize,
     stats: ChainStats,
     /// The caller's frame as it came in, before the canceller.
     raw: Vec<i16>,
@@ -150,15 +149,9 @@ impl Chain {
             ns,
             vad,
             frame: Duration::from_micros(frame_samples as u64 * 1_000_000 / u64::from(rate)),
-            frame_samples,
             stats: ChainStats::default(),
             raw: Vec::with_capacity(frame_samples),
         })
-    }
-
-    /// The frame length the chain takes.
-    pub fn frame_samples(&self) -> usize {
-        self.frame_samples
     }
 
     /// Processes the caller's frame `capture` in place, given `reference`, the audio sent in
@@ -197,49 +190,43 @@ impl Chain {
             guard.push(reference, super::speech::level_dbfs(reference), &self.raw);
             // A loud output the canceller took little off, that follows the reference: echo
             // leaking through (the path changed), not the caller.
-            if level >= super::speech::MIN_LEVEL_DBFS
+            let event = if level >= super::speech::MIN_LEVEL_DBFS
                 && level > super::speech::level_dbfs(&self.raw) - super::leak::CANCELLED_DB
                 && guard.is_echo()
             {
-                // Echo leaking through (the path changed): not the caller.
                 self.stats.echo_frames += 1;
                 out.speech_prob = Some(0.0);
-                out.event = detector.handle_masked(now, self.frame);
-                self.stats.time.vad += clock.now().saturating_duration_since(t);
-                if failed {
-                    self.stats.errors += 1;
-                }
-                return out;
-            }
-            // Frames too quiet to be speech skip the RNN (most of a call: the caller's
-            // silence, and echo residue while the agent talks); its state copes with the
-            // gaps as with WebRTC's periodic resets.
-            let prob = if level < super::speech::MIN_LEVEL_DBFS {
-                Ok(0.0)
+                detector.handle_masked(now, self.frame)
             } else {
-                vad.process(capture)
-            };
-            match prob {
-                Ok(p) => {
-                    out.speech_prob = Some(p);
-                    out.event = detector.handle_frame(now, self.frame, p, level);
-                    if matches!(out.event, Some(SpeechEvent::Started { .. })) {
-                        self.stats.speech_starts += 1;
+                // Frames too quiet to be speech skip the RNN (most of a call: the caller's
+                // silence, and echo residue while the agent talks); its state copes with
+                // the gaps as with WebRTC's periodic resets.
+                let prob = if level < super::speech::MIN_LEVEL_DBFS {
+                    Ok(0.0)
+                } else {
+                    vad.process(capture)
+                };
+                match prob {
+                    Ok(p) => {
+                        out.speech_prob = Some(p);
+                        detector.handle_frame(now, self.frame, p, level)
+                    }
+                    Err(_) => {
+                        failed = true;
+                        None
                     }
                 }
-                Err(_) => failed = true,
+            };
+            if matches!(event, Some(SpeechEvent::Started { .. })) {
+                self.stats.speech_starts += 1;
             }
+            out.event = event;
             self.stats.time.vad += clock.now().saturating_duration_since(t);
         }
         if failed {
             self.stats.errors += 1;
         }
         out
-    }
-
-    /// Whether the caller is talking, per the VAD.
-    pub fn is_speaking(&self) -> bool {
-        self.vad.as_ref().is_some_and(|(_, d, _)| d.is_speaking())
     }
 
     /// The counters, with the echo canceller's current estimates.

@@ -75,3 +75,25 @@ pub fn blocks(rate: u32, frame_samples: usize) -> Result<(usize, usize), DspErro
     }
     Ok((block, frame_samples / block))
 }
+
+/// WebRTC's audio processing module (sonora) for mono audio at `rate`, with `config`: the
+/// echo canceller and the noise suppressor are each one of these.
+fn audio_processing(rate: u32, config: sonora::Config) -> sonora::AudioProcessing {
+    sonora::AudioProcessing::builder()
+        .config(config)
+        .capture_config(sonora::StreamConfig::new(rate, 1))
+        .render_config(sonora::StreamConfig::new(rate, 1))
+        .build()
+}
+
+/// Runs one capture `block` through `apm`, in place (`input` is the copy the API reads from:
+/// it takes separate input and output buffers).
+fn capture_block(
+    apm: &mut sonora::AudioProcessing,
+    input: &mut [i16],
+    block: &mut [i16],
+) -> Result<(), DspError> {
+    input.copy_from_slice(block);
+    apm.process_capture_i16(input, block)
+        .map_err(|e| DspError::Processing(format!("{e:?}")))
+}

@@ -2,7 +2,7 @@
 //! `sonora`. RNNoise (`nnnoiseless`) was measured against it; see docs/dsp.md.
 
 use sonora::config::{NoiseSuppression, NoiseSuppressionLevel};
-use sonora::{AudioProcessing, Config, StreamConfig};
+use sonora::{AudioProcessing, Config};
 
 use super::{DspError, blocks};
 
@@ -78,11 +78,7 @@ impl NoiseSuppressor {
             }),
             ..Config::default()
         };
-        let apm = AudioProcessing::builder()
-            .config(config)
-            .capture_config(StreamConfig::new(rate, 1))
-            .render_config(StreamConfig::new(rate, 1))
-            .build();
+        let apm = super::audio_processing(rate, config);
         Ok(NoiseSuppressor {
             apm,
             block,
@@ -99,10 +95,7 @@ impl NoiseSuppressor {
             });
         }
         for c in frame.chunks_exact_mut(self.block) {
-            self.input.copy_from_slice(c);
-            self.apm
-                .process_capture_i16(&self.input, c)
-                .map_err(|e| DspError::Processing(format!("{e:?}")))?;
+            super::capture_block(&mut self.apm, &mut self.input, c)?;
         }
         Ok(())
     }

@@ -95,11 +95,6 @@ impl SpeechDetector {
         }
     }
 
-    /// Whether the caller is talking (started and not yet ended).
-    pub fn is_speaking(&self) -> bool {
-        matches!(self.state, State::Speaking { .. })
-    }
-
     /// One frame of `len` that ended at `now`, with speech probability `prob` and level
     /// `level_dbfs` (its RMS; see [`level_dbfs`]).
     pub fn handle_frame(

@@ -391,11 +391,7 @@ fn main() -> Result<()> {
             let path = EchoPath::new(&mut rng, d, erl);
             let call = Call::new(&agent, &[(0, path)], &[], &line_noise(&mut rng, long));
             let r = run(&full, &call)?;
-            let starts = r
-                .events
-                .iter()
-                .filter(|(_, e)| matches!(e, SpeechEvent::Started { .. }))
-                .count();
+            let starts = r.stats.speech_starts;
             false_total += starts;
             let voiced = r.probs.iter().filter(|p| **p >= speech.threshold).count();
             let f = r.stats.frames as f64;
@@ -424,11 +420,7 @@ fn main() -> Result<()> {
     let agent = looped(&pool, rng.below(pool.len()), long);
     let call = Call::new(&agent, &paths, &[], &line_noise(&mut rng, long));
     let r = run(&full, &call)?;
-    let starts = r
-        .events
-        .iter()
-        .filter(|(_, e)| matches!(e, SpeechEvent::Started { .. }))
-        .count();
+    let starts = r.stats.speech_starts;
     println!(
         "Echo-only with the echo path changing every 30 s ({} changes, random delay and ERL): {starts} false barge-ins ({} frames taken for leaking echo)\n",
         paths.len() - 1,
@@ -451,11 +443,7 @@ fn main() -> Result<()> {
     for (name, level, noise) in &inputs {
         let call = Call::new(&silent, &[], &[], noise);
         let r = run(&full, &call)?;
-        let starts = r
-            .events
-            .iter()
-            .filter(|(_, e)| matches!(e, SpeechEvent::Started { .. }))
-            .count();
+        let starts = r.stats.speech_starts;
         let voiced = r.probs.iter().filter(|p| **p >= speech.threshold).count();
         println!(
             "| {name} | {level} | {starts} | {voiced} of {} |",
