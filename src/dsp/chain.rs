@@ -198,7 +198,7 @@ impl Chain {
                 out.speech_prob = Some(0.0);
                 detector.handle_masked(now, self.frame)
             } else {
-                // Frames too quiet to be speech skip the RNN (most of a call: the caller's
+                // Frames too quiet to be speech skip the VAD (most of a call: the caller's
                 // silence, and echo residue while the agent talks); its state copes with
                 // the gaps as with WebRTC's periodic resets.
                 let prob = if level < super::speech::MIN_LEVEL_DBFS {

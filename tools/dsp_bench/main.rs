@@ -7,6 +7,7 @@
 //! cargo run --release --bin voxline-dsp-bench -- --seed 1 --minutes 1 # shorter echo-only runs
 //! ```
 
+mod measure;
 mod signals;
 
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use voxline::dsp::chain::{Chain, ChainConfig, ChainStats};
 use voxline::dsp::ns::NsLevel;
 use voxline::dsp::speech::{SpeechConfig, SpeechEvent};
 
+use measure::{agent_pool, erle_windows, looped, median, settles, snr_of, to_f32};
 use signals::{Call, EchoPath, FRAME, RATE, Rng, active_frames, db, energy};
 
 #[derive(Debug, Parser)]
@@ -95,67 +97,6 @@ fn aec_only() -> ChainConfig {
         noise_suppression: None,
         speech: None,
     }
-}
-
-fn to_f32(x: &[i16]) -> Vec<f32> {
-    x.iter().map(|s| f32::from(*s)).collect()
-}
-
-/// The agent's side: every sentence in every voice, 300 ms apart, as a pool to loop.
-fn agent_pool() -> Result<Vec<f32>> {
-    let mut v = Vec::new();
-    for (i, voice) in signals::VOICES.iter().enumerate() {
-        for k in 0..signals::SENTENCES.len() {
-            let s = signals::speak(
-                voice,
-                signals::SENTENCES[(k + i) % signals::SENTENCES.len()],
-            )
-            .map_err(anyhow::Error::msg)?;
-            v.extend(s.iter().map(|x| f32::from(*x)));
-            v.extend(std::iter::repeat_n(0.0, RATE * 3 / 10));
-        }
-    }
-    Ok(v)
-}
-
-fn looped(pool: &[f32], from: usize, len: usize) -> Vec<f32> {
-    (0..len).map(|n| pool[(from + n) % pool.len()]).collect()
-}
-
-/// ERLE per 500 ms window where the echo is active: (window start in s, dB).
-fn erle_windows(call: &Call, out: &[i16]) -> Vec<(f32, f64)> {
-    let w = RATE / 2;
-    let cap = to_f32(&call.capture);
-    let o = to_f32(out);
-    (0..call.capture.len() / w)
-        .filter_map(|i| {
-            let r = i * w..(i + 1) * w;
-            let e_echo = energy(&call.echo[r.clone()]);
-            // Windows where the echo is at least 30 dB above the line's noise floor and
-            // -60 dBFS.
-            let floor =
-                (w as f64 * (32768.0f64 * 1e-3).powi(2)).max(1e3 * energy(&call.noise[r.clone()]));
-            (e_echo > floor).then(|| (i as f32 * 0.5, db(energy(&cap[r.clone()]), energy(&o[r]))))
-        })
-        .collect()
-}
-
-/// When ERLE reaches `goal` and stays there (seconds), if it does.
-fn settles(w: &[(f32, f64)], from: f32, goal: f64) -> Option<f32> {
-    let w: Vec<_> = w.iter().filter(|(t, _)| *t >= from).collect();
-    let last_bad = w.iter().rposition(|(_, e)| *e < goal);
-    match last_bad {
-        None => w.first().map(|(t, _)| *t),
-        Some(i) => w.get(i + 1).map(|(t, _)| *t + 0.5),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> Result<()> {
@@ -439,6 +380,8 @@ fn main() -> Result<()> {
         ("white", -40.0, signals::white(&mut rng, nlen, -40.0)),
         ("pink", -35.0, signals::pink(&mut rng, nlen, -35.0)),
         ("music on hold", -20.0, signals::music(nlen, -20.0)),
+        ("white", -30.0, signals::white(&mut rng, nlen, -30.0)),
+        ("pink", -25.0, signals::pink(&mut rng, nlen, -25.0)),
     ];
     for (name, level, noise) in &inputs {
         let call = Call::new(&silent, &[], &[], noise);
@@ -554,22 +497,4 @@ fn main() -> Result<()> {
         "\nTo the backend: G.711 re-encoding {g711_us:.2} µs per frame; 8 → 24 kHz resampling {rs_us:.2} µs per frame (and 3× the bytes)."
     );
     Ok(())
-}
-
-/// SNR (dB) by segmentation: noise power from the frames where the caller is silent, speech
-/// power from the frames where they talk, less that noise.
-fn snr_of(x: &[f32], on: &[bool]) -> f64 {
-    let (mut s, mut ns, mut n, mut nn) = (0.0, 0usize, 0.0, 0usize);
-    for (k, f) in x.chunks(FRAME).enumerate().skip(50) {
-        if on.get(k).copied().unwrap_or(false) {
-            s += energy(f);
-            ns += 1;
-        } else {
-            n += energy(f);
-            nn += 1;
-        }
-    }
-    let pn = n / nn.max(1) as f64;
-    let ps = (s / ns.max(1) as f64 - pn).max(1e-3);
-    db(ps, pn)
 }
