@@ -19,7 +19,9 @@ use voxline::dsp::chain::{Chain, ChainConfig, ChainStats};
 use voxline::dsp::ns::NsLevel;
 use voxline::dsp::speech::{SpeechConfig, SpeechEvent};
 
-use measure::{agent_pool, erle_windows, looped, median, settles, snr_of, to_f32};
+use measure::{
+    agent_pool, caller_trial, erle_windows, looped, median, onset_block, settles, snr_of, to_f32,
+};
 use signals::{Call, EchoPath, FRAME, RATE, Rng, active_frames, db, energy};
 
 #[derive(Debug, Parser)]
@@ -251,23 +253,11 @@ fn main() -> Result<()> {
         let len = RATE * 12;
         let agent = looped(&pool, rng.below(pool.len()), len);
         let at = RATE * 5 + rng.below(RATE);
-        let mut near = vec![0f32; at];
-        let mut n = to_f32(
-            &signals::speak(
-                voice,
-                signals::CALLER_SENTENCES[t % signals::CALLER_SENTENCES.len()],
-            )
-            .map_err(anyhow::Error::msg)?,
-        );
-        signals::set_level(&mut n, -20.0);
-        near.extend(n);
+        let near = caller_trial(t, at)?;
         let path = EchoPath::new(&mut rng, 200, 10.0);
         let call = Call::new(&agent, &[(0, path)], &near, &line_noise(&mut rng, len));
         let r = run(&full, &call)?;
-        // The onset: the first 10 ms block of the caller's speech within 30 dB of its peak.
-        let blocks: Vec<f64> = call.near.chunks(RATE / 100).map(energy).collect();
-        let peak = blocks.iter().copied().fold(0.0, f64::max);
-        let onset_block = blocks.iter().position(|e| *e > peak * 1e-3).unwrap_or(0);
+        let onset_block = onset_block(&call.near);
         let onset = r.t0 + Duration::from_millis(onset_block as u64 * 10);
         let vad_frame = r
             .probs

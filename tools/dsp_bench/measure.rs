@@ -89,3 +89,27 @@ pub fn snr_of(x: &[f32], on: &[bool]) -> f64 {
     let ps = (s / ns.max(1) as f64 - pn).max(1e-3);
     db(ps, pn)
 }
+
+/// Barge-in trial `t`'s caller: `lead` samples of silence, then one of the callers'
+/// sentences in one of the voices (both chosen by `t`) at -20 dBFS.
+pub fn caller_trial(t: usize, lead: usize) -> Result<Vec<f32>> {
+    let voice = signals::VOICES[t % signals::VOICES.len()];
+    let mut near = vec![0f32; lead];
+    let mut n = to_f32(
+        &signals::speak(
+            voice,
+            signals::CALLER_SENTENCES[t % signals::CALLER_SENTENCES.len()],
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    signals::set_level(&mut n, -20.0);
+    near.extend(n);
+    Ok(near)
+}
+
+/// The caller's onset in `near`: the first 10 ms block within 30 dB of its loudest.
+pub fn onset_block(near: &[f32]) -> usize {
+    let blocks: Vec<f64> = near.chunks(RATE / 100).map(energy).collect();
+    let peak = blocks.iter().copied().fold(0.0, f64::max);
+    blocks.iter().position(|e| *e > peak * 1e-3).unwrap_or(0)
+}

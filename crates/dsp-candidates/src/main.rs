@@ -32,7 +32,9 @@ use voxline::dsp::resample::Resampler;
 use voxline::dsp::speech::{MIN_LEVEL_DBFS, level_dbfs};
 use voxline::dsp::vad::Vad;
 
-use measure::{agent_pool, erle_windows, looped, median, settles, snr_of, to_f32};
+use measure::{
+    agent_pool, caller_trial, erle_windows, looped, median, onset_block, settles, snr_of, to_f32,
+};
 use signals::{Call, EchoPath, FRAME, RATE, Rng, active_frames, energy};
 
 #[derive(Debug, Parser)]
@@ -512,17 +514,7 @@ fn main() -> Result<()> {
     // Callers' speech over a quiet line, 12 trials.
     let mut trials = Vec::new();
     for t in 0..12 {
-        let voice = signals::VOICES[t % signals::VOICES.len()];
-        let mut x = vec![0f32; RATE];
-        let mut n = to_f32(
-            &signals::speak(
-                voice,
-                signals::CALLER_SENTENCES[t % signals::CALLER_SENTENCES.len()],
-            )
-            .map_err(anyhow::Error::msg)?,
-        );
-        signals::set_level(&mut n, -20.0);
-        x.extend(n);
+        let mut x = caller_trial(t, RATE)?;
         x.extend(vec![0f32; RATE]);
         let noise = signals::white(&mut rng, x.len(), -70.0);
         trials.push(Call::new(&vec![0f32; x.len()], &[], &x, &noise));
@@ -556,9 +548,7 @@ fn main() -> Result<()> {
             let (p, t) = probs(name, &call.capture)?;
             cpu += t;
             frames += p.len();
-            let blocks: Vec<f64> = call.near.chunks(RATE / 100).map(energy).collect();
-            let peak = blocks.iter().copied().fold(0.0, f64::max);
-            let onset = blocks.iter().position(|e| *e > peak * 1e-3).unwrap_or(0);
+            let onset = onset_block(&call.near);
             if let Some(k) = p
                 .iter()
                 .enumerate()
