@@ -97,6 +97,20 @@ enum State {
     },
 }
 
+impl State {
+    /// A new onset from `start`, whose first sound frame of `len` ended at `now` (`voiced`
+    /// of it voiced).
+    fn onset(start: Instant, now: Instant, len: Duration, voiced: Duration) -> State {
+        State::Onset {
+            start,
+            voiced,
+            sound: len,
+            masked: Duration::ZERO,
+            last_sound: now,
+        }
+    }
+}
+
 /// Turns per-frame speech probabilities into [`SpeechEvent`]s.
 #[derive(Debug, Clone)]
 pub struct SpeechDetector {
@@ -105,7 +119,7 @@ pub struct SpeechDetector {
     /// Noise floor estimate, dBFS (`None` before the first frame, which sets it).
     floor: Option<f32>,
     /// The start and end of the run of masked frames up to the last frame, if it was masked.
-    masked: Option<(Instant, Instant)>,
+    masked_run: Option<(Instant, Instant)>,
 }
 
 impl SpeechDetector {
@@ -115,7 +129,7 @@ impl SpeechDetector {
             cfg,
             state: State::Quiet,
             floor: None,
-            masked: None,
+            masked_run: None,
         }
     }
 
@@ -139,11 +153,11 @@ impl SpeechDetector {
         // Voiced time counts towards an onset only in frames with sound: a steady noise the
         // VAD takes for speech (pink noise, a fan) never rises above the floor.
         let v = if voiced && sound { len } else { Duration::ZERO };
-        let masked = self.masked.take();
+        let masked_run = self.masked_run.take();
         match self.state {
             State::Quiet if sound => {
                 let begin = now.checked_sub(len).unwrap_or(now);
-                let start = match masked {
+                let start = match masked_run {
                     Some((from, to))
                         if to == begin && begin.saturating_duration_since(from) <= MASKED_ONSET =>
                     {
@@ -151,13 +165,7 @@ impl SpeechDetector {
                     }
                     _ => begin,
                 };
-                self.state = State::Onset {
-                    start,
-                    voiced: v,
-                    sound: len,
-                    masked: Duration::ZERO,
-                    last_sound: now,
-                };
+                self.state = State::onset(start, now, len, v);
                 self.confirm(now)
             }
             State::Quiet => None,
@@ -173,13 +181,7 @@ impl SpeechDetector {
                     let stale = total.is_zero()
                         && now.saturating_duration_since(start) > self.cfg.min_speech * 3;
                     self.state = if stale {
-                        State::Onset {
-                            start: now.checked_sub(len).unwrap_or(now),
-                            voiced: v,
-                            sound: len,
-                            masked: Duration::ZERO,
-                            last_sound: now,
-                        }
+                        State::onset(now.checked_sub(len).unwrap_or(now), now, len, v)
                     } else {
                         State::Onset {
                             start,
@@ -235,13 +237,13 @@ impl SpeechDetector {
                 self.state = State::Quiet;
             }
         }
-        let run = match self.masked {
+        let run = match self.masked_run {
             Some((from, to)) if Some(to) == now.checked_sub(len) => (from, now),
             _ => (now.checked_sub(len).unwrap_or(now), now),
         };
         let ev = self.handle_frame(now, len, 0.0, MIN_LEVEL_DBFS - 1.0);
         self.floor = floor;
-        self.masked = Some(run);
+        self.masked_run = Some(run);
         ev
     }
 
