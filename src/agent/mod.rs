@@ -12,9 +12,12 @@
 //! channels); [`realtime`] is the OpenAI Realtime API client.
 
 pub mod backend;
+pub mod cascaded;
 pub(crate) mod echo;
 pub(crate) mod play;
 pub mod realtime;
+pub mod text;
+pub mod ws;
 
 pub use echo::Echo;
 pub use play::{Play, PlayError, PlaySource, PlaySpec};

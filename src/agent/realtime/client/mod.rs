@@ -19,23 +19,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, trace, warn};
 
 use super::protocol::{
@@ -210,7 +203,7 @@ pub async fn connect(cfg: RealtimeConfig, ctx: CallContext) -> Result<BackendHan
     let now = SystemTime::now();
     let instructions = render_instructions(&cfg.instructions, &ctx, now);
     let session_json = session_update(&cfg, &ctx, &instructions).to_json();
-    let target = Target::new(&cfg)?;
+    let target = target(&cfg)?;
     let setup = Arc::new(Setup {
         target,
         api_key,

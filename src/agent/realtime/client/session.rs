@@ -590,24 +590,6 @@ impl Client {
     }
 }
 
-pub(super) async fn close(ws: &mut Ws) {
-    let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
-}
+pub(super) use crate::agent::ws::close;
 
-/// The first `share` (0..=1) of `text`, cut back to a word boundary.
-pub(super) fn cut_text(text: &str, share: f64) -> String {
-    if share >= 1.0 {
-        return text.to_owned();
-    }
-    let chars = text.chars().count();
-    let keep = ((chars as f64) * share.max(0.0)).floor() as usize;
-    let cut: String = text.chars().take(keep).collect();
-    if keep < chars && !text.chars().nth(keep).is_some_and(char::is_whitespace) {
-        match cut.rfind(char::is_whitespace) {
-            Some(p) => cut[..p].trim_end().to_owned(),
-            None => String::new(),
-        }
-    } else {
-        cut.trim_end().to_owned()
-    }
-}
+pub(super) use crate::agent::text::cut_text;

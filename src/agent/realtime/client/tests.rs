@@ -1,6 +1,7 @@
 //! Unit tests of the realtime client.
 
 use super::*;
+use crate::agent::ws::UpgradeResponse;
 use std::collections::BTreeMap;
 
 fn ctx() -> CallContext {
@@ -46,12 +47,12 @@ fn api_key_is_redacted() {
 
 #[test]
 fn target_url() {
-    let t = Target::new(&RealtimeConfig::default()).unwrap();
+    let t = target(&RealtimeConfig::default()).unwrap();
     assert_eq!(t.host, "api.openai.com:443");
     assert_eq!(t.host_header, "api.openai.com");
     assert_eq!(t.path_and_query, "/v1/realtime?model=gpt-realtime");
     assert!(t.tls);
-    let t = Target::new(&RealtimeConfig {
+    let t = target(&RealtimeConfig {
         url: "ws://[::1]:8765/v1/realtime".into(),
         model: "m x".into(),
         ..RealtimeConfig::default()
@@ -60,7 +61,7 @@ fn target_url() {
     assert_eq!((t.connect_host.as_str(), t.port), ("::1", 8765));
     assert_eq!(t.host_header, "[::1]:8765");
     assert_eq!(t.path_and_query, "/v1/realtime?model=m+x");
-    let t = Target::new(&RealtimeConfig {
+    let t = target(&RealtimeConfig {
         url:
             "wss://x.openai.azure.com/openai/realtime?api-version=2025-04-01-preview&deployment=rt"
                 .into(),
@@ -71,7 +72,7 @@ fn target_url() {
     assert!(!t.path_and_query.contains("model="));
     assert_eq!(t.host, "x.openai.azure.com:443");
     assert!(matches!(
-        Target::new(&RealtimeConfig {
+        target(&RealtimeConfig {
             url: "https://api.openai.com/v1/realtime".into(),
             ..RealtimeConfig::default()
         }),
@@ -89,15 +90,6 @@ fn upgrade_response() {
     assert_eq!(r.header("retry-after"), Some("12"));
     assert_eq!(r.header("x"), Some("a:b"));
     assert!(UpgradeResponse::parse("SSH-2.0-OpenSSH\r\n\r\n").is_err());
-}
-
-#[test]
-fn text_cut() {
-    assert_eq!(cut_text("hello there world", 1.0), "hello there world");
-    assert_eq!(cut_text("hello there world", 0.5), "hello");
-    assert_eq!(cut_text("hello there world", 0.7), "hello there");
-    assert_eq!(cut_text("hello", 0.5), "");
-    assert_eq!(cut_text("hello", 0.0), "");
 }
 
 #[test]

@@ -1,0 +1,709 @@
+//! One call's cascaded conversation, run by one tokio task.
+//!
+//! * **Turns.** Final transcripts gather into the caller's utterance. The turn ends as
+//!   [`TurnEnd`] says: with voxline's VAD, at its `CommitTurn` once the STT has a final
+//!   transcript (if the STT has not endpointed yet, the session sends `Finalize` and ends the
+//!   turn at the answer); the STT's utterance end alone also ends it.
+//! * **Replies.** The utterance joins the history and one LLM round starts. Its text is cut
+//!   into clauses ([`Chunker`]); each clause goes to the TTS as soon as it is complete, so the
+//!   first audio plays while the LLM still writes, and audio goes to the call as it arrives.
+//!   A round that calls tools reports them; when every result is back and one asks for a
+//!   reply, the next round starts.
+//! * **Barge-in.** [`BackendControl::Interrupt`] cancels the LLM stream and the TTS request
+//!   in flight, and trims the assistant's message in the history to what the caller heard:
+//!   `heard_ms` of audio is walked through the clauses in order, each clause's text counting
+//!   in proportion to its audio.
+//! * **Failures.** A provider that fails for good (the STT cannot reconnect, the LLM or TTS
+//!   answers an error or times out) ends the session with a fatal
+//!   [`BackendEvent::Error`]; the call layer then falls back.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::chat::{self, ChatMessage, LlmEvent, ToolCall};
+use super::stt::{SttEvent, SttHandle, SttInput};
+use super::tts::{Speaker, TtsEvent};
+use super::{CascadedConfig, TurnEnd};
+use crate::agent::backend::{
+    AudioFormat, BackendControl, BackendEvent, CallContext, Role, ToolSpec,
+};
+use crate::agent::realtime::render_instructions;
+use crate::agent::text::{Chunker, cut_text};
+
+/// Queue of one round's LLM events.
+const LLM_QUEUE: usize = 256;
+/// Queue of one reply's TTS events.
+const TTS_QUEUE: usize = 256;
+
+/// The state of one call's conversation.
+pub struct Session {
+    cfg: CascadedConfig,
+    format: AudioFormat,
+    tools: Vec<ToolSpec>,
+    client: reqwest::Client,
+    events: mpsc::Sender<BackendEvent>,
+    system: String,
+    greeting: Option<String>,
+    history: Vec<ChatMessage>,
+    /// Final transcripts of the caller's turn so far.
+    caller_text: String,
+    /// The STT endpointed after the last words (`speech_final`).
+    endpointed: bool,
+    /// voxline's VAD ended the turn; waiting for the STT's final words.
+    vad_ended: bool,
+    /// A turn ended while a reply was running: answer it next.
+    turn_waiting: bool,
+    /// Tool calls whose results are due, and whether one of them asked for a reply.
+    tools_pending: HashSet<String>,
+    tools_want_reply: bool,
+    /// A `Say` that waits for the running reply.
+    say_waiting: Option<String>,
+    reply: Option<Reply>,
+    caller_items: u64,
+    agent_items: u64,
+    /// The caller's audio sent to the STT so far, in ms.
+    input_ms: u64,
+}
+
+/// One LLM round (or a scripted text) being spoken.
+struct Reply {
+    item: String,
+    llm: Option<(JoinHandle<()>, mpsc::Receiver<LlmEvent>)>,
+    chunker: Chunker,
+    speaker: Speaker,
+    tts: mpsc::Receiver<TtsEvent>,
+    pieces: Vec<Piece>,
+    /// The LLM has finished (or there is none); its message is in the history at `history_at`.
+    llm_done: bool,
+    history_at: Option<usize>,
+    started: Instant,
+    first_token: Option<Instant>,
+    first_audio: Option<Instant>,
+}
+
+struct Piece {
+    text: String,
+    bytes: u64,
+    done: bool,
+}
+
+enum Step {
+    Continue,
+    Stop,
+    Fail(String),
+}
+
+impl Session {
+    /// A session for the call in `ctx`; `now` renders `{{time}}` in the templates.
+    pub fn new(
+        cfg: CascadedConfig,
+        ctx: CallContext,
+        client: reqwest::Client,
+        events: mpsc::Sender<BackendEvent>,
+        now: SystemTime,
+    ) -> Session {
+        let system = render_instructions(&cfg.instructions, &ctx, now);
+        let greeting = cfg
+            .greeting
+            .as_ref()
+            .map(|g| render_instructions(g, &ctx, now));
+        Session {
+            format: ctx.call_format,
+            tools: ctx.tools,
+            cfg,
+            client,
+            events,
+            system,
+            greeting,
+            history: Vec::new(),
+            caller_text: String::new(),
+            endpointed: false,
+            vad_ended: false,
+            turn_waiting: false,
+            tools_pending: HashSet::new(),
+            tools_want_reply: false,
+            say_waiting: None,
+            reply: None,
+            caller_items: 0,
+            agent_items: 0,
+            input_ms: 0,
+        }
+    }
+
+    /// Runs until the call layer closes the session or a provider fails for good.
+    pub async fn run(mut self, mut control: mpsc::Receiver<BackendControl>, mut stt: SttHandle) {
+        if let Some(g) = self.greeting.take() {
+            self.speak_scripted(g);
+        }
+        loop {
+            let step = tokio::select! {
+                c = control.recv() => match c {
+                    None | Some(BackendControl::Close) => Step::Stop,
+                    Some(c) => self.on_control(c, &stt.input).await,
+                },
+                ev = stt.events.recv() => match ev {
+                    None => Step::Fail("the STT client stopped".into()),
+                    Some(ev) => self.on_stt(ev, &stt.input).await,
+                },
+                ev = next_reply_event(&mut self.reply) => match ev {
+                    ReplyEvent::Llm(ev) => self.on_llm(ev).await,
+                    ReplyEvent::Tts(ev) => self.on_tts(ev).await,
+                },
+            };
+            match step {
+                Step::Continue => {}
+                Step::Stop => {
+                    self.cancel_reply();
+                    let _ = self.events.send(BackendEvent::Closed).await;
+                    debug!("cascaded session closed");
+                    return;
+                }
+                Step::Fail(message) => {
+                    warn!(%message, "cascaded backend gives up");
+                    self.cancel_reply();
+                    let _ = self
+                        .events
+                        .send(BackendEvent::Error {
+                            message,
+                            fatal: true,
+                        })
+                        .await;
+                    let _ = self.events.send(BackendEvent::Closed).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn emit(&self, ev: BackendEvent) -> Step {
+        if self.events.send(ev).await.is_err() {
+            Step::Stop
+        } else {
+            Step::Continue
+        }
+    }
+
+    async fn on_control(&mut self, c: BackendControl, stt: &mpsc::Sender<SttInput>) -> Step {
+        match c {
+            BackendControl::Audio(chunk) => {
+                if chunk.format != self.format {
+                    return Step::Continue;
+                }
+                self.input_ms += self.format.duration_ms(chunk.data.len() as u64);
+                if stt.try_send(SttInput::Audio(chunk.data)).is_err() {
+                    debug!("cascaded: the STT queue is full; caller audio dropped");
+                }
+                Step::Continue
+            }
+            BackendControl::CommitTurn => {
+                if self.caller_text.trim().is_empty() {
+                    // Nothing final yet: ask the STT to finish what it heard.
+                    self.vad_ended = true;
+                    let _ = stt.try_send(SttInput::Finalize);
+                    Step::Continue
+                } else if self.endpointed {
+                    self.end_turn().await
+                } else {
+                    self.vad_ended = true;
+                    let _ = stt.try_send(SttInput::Finalize);
+                    Step::Continue
+                }
+            }
+            BackendControl::Interrupt { heard_ms } => self.interrupt(heard_ms).await,
+            BackendControl::ToolResult { call_id, output } => {
+                self.tool_result(call_id, output, true).await
+            }
+            BackendControl::ToolResultNoReply { call_id, output } => {
+                self.tool_result(call_id, output, false).await
+            }
+            BackendControl::Say { instructions } => {
+                if self.reply.is_some() {
+                    self.say_waiting = Some(instructions);
+                    Step::Continue
+                } else {
+                    self.start_round(Some(instructions)).await
+                }
+            }
+            BackendControl::Close => Step::Stop,
+        }
+    }
+
+    async fn on_stt(&mut self, ev: SttEvent, stt: &mpsc::Sender<SttInput>) -> Step {
+        let _ = stt;
+        match ev {
+            SttEvent::Interim(text) => {
+                self.endpointed = false;
+                self.emit(BackendEvent::TranscriptDelta {
+                    role: Role::Caller,
+                    text,
+                })
+                .await
+            }
+            SttEvent::Final {
+                text,
+                speech_final,
+                from_finalize,
+            } => {
+                let text = text.trim();
+                if !text.is_empty() {
+                    if !self.caller_text.is_empty() {
+                        self.caller_text.push(' ');
+                    }
+                    self.caller_text.push_str(text);
+                }
+                self.endpointed = speech_final || (self.endpointed && text.is_empty());
+                let ends = match self.cfg.turn_end {
+                    TurnEnd::VadAndStt => self.vad_ended && (speech_final || from_finalize),
+                    TurnEnd::Stt => speech_final,
+                };
+                if ends && !self.caller_text.trim().is_empty() {
+                    self.end_turn().await
+                } else {
+                    Step::Continue
+                }
+            }
+            SttEvent::UtteranceEnd => {
+                if self.caller_text.trim().is_empty() {
+                    Step::Continue
+                } else {
+                    self.end_turn().await
+                }
+            }
+            SttEvent::Reconnected => self.emit(BackendEvent::Reconnected).await,
+            SttEvent::Failed(message) => Step::Fail(message),
+        }
+    }
+
+    /// The caller's turn is over: it joins the history and gets a reply.
+    async fn end_turn(&mut self) -> Step {
+        let text = std::mem::take(&mut self.caller_text);
+        self.endpointed = false;
+        self.vad_ended = false;
+        self.caller_items += 1;
+        let item_id = format!("caller-{}", self.caller_items);
+        info!(chars = text.len(), "cascaded: caller turn ended");
+        if self.cfg.turn_end == TurnEnd::Stt
+            && let Step::Stop = self
+                .emit(BackendEvent::SpeechStopped {
+                    audio_end_ms: self.input_ms,
+                })
+                .await
+        {
+            return Step::Stop;
+        }
+        if let Step::Stop = self
+            .emit(BackendEvent::TranscriptFinal {
+                role: Role::Caller,
+                text: text.clone(),
+                item_id,
+            })
+            .await
+        {
+            return Step::Stop;
+        }
+        self.history.push(ChatMessage::User(text));
+        if self.reply.is_some() || !self.tools_pending.is_empty() {
+            self.turn_waiting = true;
+            return Step::Continue;
+        }
+        self.start_round(None).await
+    }
+
+    fn new_reply(&mut self) -> (Reply, String) {
+        self.agent_items += 1;
+        let item = format!("agent-{}", self.agent_items);
+        let (tx, rx) = mpsc::channel(TTS_QUEUE);
+        let speaker = Speaker::start(self.client.clone(), self.cfg.tts.clone(), self.format, tx);
+        (
+            Reply {
+                item: item.clone(),
+                llm: None,
+                chunker: Chunker::new(),
+                speaker,
+                tts: rx,
+                pieces: Vec::new(),
+                llm_done: false,
+                history_at: None,
+                started: Instant::now(),
+                first_token: None,
+                first_audio: None,
+            },
+            item,
+        )
+    }
+
+    /// Speaks `text` as written (the greeting).
+    fn speak_scripted(&mut self, text: String) {
+        let (mut reply, _) = self.new_reply();
+        let mut pieces = Vec::new();
+        reply.chunker.push(&text, &mut pieces);
+        pieces.extend(reply.chunker.finish());
+        for p in pieces {
+            say(&mut reply, p);
+        }
+        reply.llm_done = true;
+        self.history.push(ChatMessage::Assistant {
+            content: Some(text),
+            tool_calls: Vec::new(),
+        });
+        reply.history_at = Some(self.history.len() - 1);
+        self.reply = Some(reply);
+        // ResponseStarted goes out before any audio: the events channel is in order, and the
+        // speaker's first audio can only arrive after this returns to the loop.
+        let _ = self.events.try_send(BackendEvent::ResponseStarted);
+    }
+
+    /// Starts an LLM round over the history (`extra`: one-off instructions, such as a
+    /// goodbye).
+    async fn start_round(&mut self, extra: Option<String>) -> Step {
+        let mut messages = Vec::with_capacity(self.history.len() + 2);
+        if !self.system.is_empty() {
+            messages.push(ChatMessage::System(self.system.clone()));
+        }
+        messages.extend(self.history.iter().cloned());
+        if let Some(x) = extra {
+            messages.push(ChatMessage::System(x));
+        }
+        let body = chat::request_body(&self.cfg.llm, &messages, &self.tools);
+        let (tx, rx) = mpsc::channel(LLM_QUEUE);
+        let task = tokio::spawn(chat::stream(
+            self.client.clone(),
+            self.cfg.llm.clone(),
+            body,
+            tx,
+        ));
+        let (mut reply, _) = self.new_reply();
+        reply.llm = Some((task, rx));
+        self.reply = Some(reply);
+        self.emit(BackendEvent::ResponseStarted).await
+    }
+
+    async fn on_llm(&mut self, ev: Option<LlmEvent>) -> Step {
+        let Some(reply) = self.reply.as_mut() else {
+            return Step::Continue;
+        };
+        let Some(ev) = ev else {
+            reply.llm = None;
+            return Step::Fail("the LLM request stopped without an answer".into());
+        };
+        match ev {
+            LlmEvent::FirstToken => {
+                reply.first_token = Some(Instant::now());
+                debug!(
+                    ttft_ms = reply.started.elapsed().as_millis() as u64,
+                    "cascaded: LLM first token"
+                );
+                Step::Continue
+            }
+            LlmEvent::Text(t) => {
+                let mut pieces = Vec::new();
+                reply.chunker.push(&t, &mut pieces);
+                for p in pieces {
+                    say(reply, p);
+                }
+                Step::Continue
+            }
+            LlmEvent::Done {
+                tool_calls,
+                finish_reason,
+            } => {
+                reply.llm = None;
+                if let Some(p) = reply.chunker.finish() {
+                    say(reply, p);
+                }
+                reply.llm_done = true;
+                let text = spoken_text(&reply.pieces);
+                debug!(
+                    ?finish_reason,
+                    tools = tool_calls.len(),
+                    "cascaded: LLM done"
+                );
+                self.history.push(ChatMessage::Assistant {
+                    content: (!text.is_empty()).then_some(text),
+                    tool_calls: tool_calls.clone(),
+                });
+                reply.history_at = Some(self.history.len() - 1);
+                for call in tool_calls {
+                    if let Step::Stop = self.tool_call(call).await {
+                        return Step::Stop;
+                    }
+                }
+                self.maybe_finish().await
+            }
+            LlmEvent::Failed(e) => {
+                reply.llm = None;
+                Step::Fail(e.to_string())
+            }
+        }
+    }
+
+    async fn tool_call(&mut self, call: ToolCall) -> Step {
+        let arguments = match serde_json::from_str::<serde_json::Value>(&call.arguments) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(tool = %call.name, error = %e, "cascaded: tool arguments are not JSON");
+                // The model gets the error as the result, as the realtime client does.
+                self.history.push(ChatMessage::Tool {
+                    call_id: call.id,
+                    content: serde_json::json!({
+                        "error": format!("arguments are not valid JSON: {e}")
+                    })
+                    .to_string(),
+                });
+                self.tools_want_reply = true;
+                return Step::Continue;
+            }
+        };
+        self.tools_pending.insert(call.id.clone());
+        self.emit(BackendEvent::ToolCall {
+            call_id: call.id,
+            name: call.name,
+            arguments,
+        })
+        .await
+    }
+
+    async fn tool_result(&mut self, call_id: String, output: String, reply: bool) -> Step {
+        if !self.tools_pending.remove(&call_id) {
+            return self
+                .emit(BackendEvent::Error {
+                    message: format!("no pending tool call {call_id}"),
+                    fatal: false,
+                })
+                .await;
+        }
+        self.history.push(ChatMessage::Tool {
+            call_id,
+            content: output,
+        });
+        self.tools_want_reply |= reply;
+        self.next_round().await
+    }
+
+    async fn on_tts(&mut self, ev: Option<TtsEvent>) -> Step {
+        let Some(reply) = self.reply.as_mut() else {
+            return Step::Continue;
+        };
+        let Some(ev) = ev else {
+            return Step::Fail("the TTS stopped".into());
+        };
+        match ev {
+            TtsEvent::Audio { seq, chunk } => {
+                if let Some(p) = reply.pieces.get_mut(seq) {
+                    p.bytes += chunk.data.len() as u64;
+                }
+                if reply.first_audio.is_none() {
+                    reply.first_audio = Some(Instant::now());
+                    debug!(
+                        since_start_ms = reply.started.elapsed().as_millis() as u64,
+                        "cascaded: first TTS audio"
+                    );
+                }
+                self.emit(BackendEvent::Audio(chunk)).await
+            }
+            TtsEvent::PieceDone { seq } => {
+                if let Some(p) = reply.pieces.get_mut(seq) {
+                    p.done = true;
+                }
+                self.maybe_finish().await
+            }
+            TtsEvent::Failed { message, .. } => Step::Fail(message),
+        }
+    }
+
+    /// Ends the reply once the LLM is done and every piece has been spoken.
+    async fn maybe_finish(&mut self) -> Step {
+        let done = self
+            .reply
+            .as_ref()
+            .is_some_and(|r| r.llm_done && r.pieces.iter().all(|p| p.done));
+        if !done {
+            return Step::Continue;
+        }
+        let Some(reply) = self.reply.take() else {
+            return Step::Continue;
+        };
+        let text = spoken_text(&reply.pieces);
+        if !text.is_empty()
+            && let Step::Stop = self
+                .emit(BackendEvent::TranscriptFinal {
+                    role: Role::Agent,
+                    text,
+                    item_id: reply.item,
+                })
+                .await
+        {
+            return Step::Stop;
+        }
+        if let Step::Stop = self.emit(BackendEvent::ResponseDone).await {
+            return Step::Stop;
+        }
+        self.next_round().await
+    }
+
+    /// After a reply or a tool result: answer what waits (tool results, a caller turn, a
+    /// `Say`), one round at a time.
+    async fn next_round(&mut self) -> Step {
+        if self.reply.is_some() || !self.tools_pending.is_empty() {
+            return Step::Continue;
+        }
+        if std::mem::take(&mut self.tools_want_reply) || std::mem::take(&mut self.turn_waiting) {
+            self.turn_waiting = false;
+            return self.start_round(None).await;
+        }
+        if let Some(x) = self.say_waiting.take() {
+            return self.start_round(Some(x)).await;
+        }
+        Step::Continue
+    }
+
+    /// Barge-in: stop the reply and keep in the history only what the caller heard.
+    async fn interrupt(&mut self, heard_ms: u64) -> Step {
+        let Some(mut reply) = self.reply.take() else {
+            return Step::Continue;
+        };
+        if let Some((task, _)) = reply.llm.take() {
+            task.abort();
+        }
+        let heard = heard_text(&reply.pieces, self.format, heard_ms);
+        debug!(heard_ms, heard_chars = heard.len(), "cascaded: barge-in");
+        match reply.history_at {
+            Some(i) => {
+                if let Some(ChatMessage::Assistant { content, .. }) = self.history.get_mut(i) {
+                    *content = (!heard.is_empty()).then(|| heard.clone());
+                }
+            }
+            None if !heard.is_empty() => self.history.push(ChatMessage::Assistant {
+                content: Some(heard.clone()),
+                tool_calls: Vec::new(),
+            }),
+            None => {}
+        }
+        drop(reply.speaker);
+        if !heard.is_empty()
+            && let Step::Stop = self
+                .emit(BackendEvent::TranscriptFinal {
+                    role: Role::Agent,
+                    text: heard,
+                    item_id: reply.item,
+                })
+                .await
+        {
+            return Step::Stop;
+        }
+        self.emit(BackendEvent::ResponseDone).await
+    }
+
+    fn cancel_reply(&mut self) {
+        if let Some(mut r) = self.reply.take()
+            && let Some((task, _)) = r.llm.take()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn say(reply: &mut Reply, text: String) {
+    if reply.speaker.say(text.clone()).is_some() {
+        reply.pieces.push(Piece {
+            text,
+            bytes: 0,
+            done: false,
+        });
+    } else {
+        warn!("cascaded: the TTS queue is full; a piece of the reply is not spoken");
+    }
+}
+
+/// The text of the pieces, joined.
+fn spoken_text(pieces: &[Piece]) -> String {
+    pieces
+        .iter()
+        .map(|p| p.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What the caller heard of `pieces` after `heard_ms` of their audio: whole pieces, then the
+/// share of the next one in proportion to its audio received so far.
+fn heard_text(pieces: &[Piece], format: AudioFormat, heard_ms: u64) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut left = heard_ms;
+    for p in pieces {
+        let ms = format.duration_ms(p.bytes);
+        if ms == 0 {
+            break;
+        }
+        if left >= ms && p.done {
+            out.push(p.text.clone());
+            left -= ms;
+            continue;
+        }
+        let cut = cut_text(&p.text, left as f64 / ms as f64);
+        if !cut.is_empty() {
+            out.push(cut);
+        }
+        break;
+    }
+    out.join(" ")
+}
+
+enum ReplyEvent {
+    Llm(Option<LlmEvent>),
+    Tts(Option<TtsEvent>),
+}
+
+/// The next event of the running reply (its LLM round or its speaker); pending without one.
+async fn next_reply_event(reply: &mut Option<Reply>) -> ReplyEvent {
+    let Some(r) = reply.as_mut() else {
+        return std::future::pending().await;
+    };
+    match r.llm.as_mut() {
+        Some((_, llm)) => tokio::select! {
+            ev = llm.recv() => ReplyEvent::Llm(ev),
+            ev = r.tts.recv() => ReplyEvent::Tts(ev),
+        },
+        None => ReplyEvent::Tts(r.tts.recv().await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heard_text_follows_the_audio() {
+        let pieces = vec![
+            Piece {
+                text: "Your balance is forty two dollars.".into(),
+                bytes: 8000, // 1 s of μ-law
+                done: true,
+            },
+            Piece {
+                text: "Anything else I can help with today?".into(),
+                bytes: 16000,
+                done: true,
+            },
+        ];
+        let f = AudioFormat::Pcmu8k;
+        assert_eq!(heard_text(&pieces, f, 0), "");
+        assert_eq!(heard_text(&pieces, f, 500), "Your balance is");
+        assert_eq!(
+            heard_text(&pieces, f, 1000),
+            "Your balance is forty two dollars."
+        );
+        assert_eq!(
+            heard_text(&pieces, f, 2000),
+            "Your balance is forty two dollars. Anything else I"
+        );
+        assert_eq!(
+            heard_text(&pieces, f, 9000),
+            "Your balance is forty two dollars. Anything else I can help with today?"
+        );
+    }
+}

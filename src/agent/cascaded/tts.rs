@@ -1,0 +1,367 @@
+//! Streaming text-to-speech over HTTP: one request per piece of a reply (a sentence or
+//! clause), its audio streamed back as it arrives and handed on in the call's format.
+//!
+//! * **OpenAI** (`POST {url}/audio/speech`, `response_format: "pcm"`): 24 kHz PCM16, resampled
+//!   to the call's rate (and G.711-encoded for a G.711 call).
+//! * **Deepgram Aura, REST** (`POST {url}/v1/speak?model=…&encoding=…&sample_rate=…&container=none`):
+//!   asked for the call's own format (μ-law or A-law at 8 kHz, or PCM16 at the call's rate), so
+//!   nothing is resampled.
+//!
+//! [`Speaker`] runs the pieces of one reply in order, one request at a time; dropping it (a
+//! barge-in) cancels the request in flight.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::ApiKey;
+use crate::agent::backend::{AudioChunk, AudioFormat};
+use crate::dsp::resample::Resampler;
+use crate::media::codec::g711::{alaw_encode, ulaw_encode};
+
+/// OpenAI's speech output rate for `pcm`.
+pub const OPENAI_PCM_RATE: u32 = 24_000;
+/// OpenAI's base URL.
+pub const DEFAULT_OPENAI_TTS_URL: &str = "https://api.openai.com/v1";
+/// OpenAI's default speech model.
+pub const DEFAULT_OPENAI_TTS_MODEL: &str = "gpt-4o-mini-tts";
+/// OpenAI's default voice.
+pub const DEFAULT_OPENAI_VOICE: &str = "alloy";
+/// Deepgram's base URL.
+pub const DEFAULT_DEEPGRAM_TTS_URL: &str = "https://api.deepgram.com";
+/// Deepgram's default voice (the model names the voice).
+pub const DEFAULT_DEEPGRAM_VOICE: &str = "aura-2-thalia-en";
+/// The default limit for the response headers, and between two chunks of audio.
+pub const DEFAULT_TTS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pieces queued for one reply at most.
+pub const PIECE_QUEUE: usize = 64;
+
+/// Which TTS protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtsProvider {
+    /// OpenAI's `/audio/speech`.
+    OpenAi,
+    /// Deepgram Aura over REST.
+    DeepgramRest,
+}
+
+impl TtsProvider {
+    /// Parses the config spelling (`openai`, `deepgram`).
+    pub fn parse(s: &str) -> Option<TtsProvider> {
+        Some(match s {
+            "openai" => TtsProvider::OpenAi,
+            "deepgram" => TtsProvider::DeepgramRest,
+            _ => return None,
+        })
+    }
+}
+
+/// How to reach the TTS provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TtsConfig {
+    /// The protocol.
+    pub provider: TtsProvider,
+    /// Base URL.
+    pub url: String,
+    /// Model (OpenAI; Deepgram's model is the voice).
+    pub model: String,
+    /// Voice.
+    pub voice: String,
+    /// The key (`Authorization: Bearer` for OpenAI, `Token` for Deepgram).
+    pub api_key: Option<ApiKey>,
+    /// Limit for the response headers, and between chunks.
+    pub timeout: Duration,
+}
+
+/// What a [`Speaker`] reports, per piece (`seq` counts the pieces of the reply from 0).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TtsEvent {
+    /// Audio of piece `seq`, in the call's format.
+    Audio {
+        /// The piece.
+        seq: usize,
+        /// The audio.
+        chunk: AudioChunk,
+    },
+    /// Piece `seq` is complete.
+    PieceDone {
+        /// The piece.
+        seq: usize,
+    },
+    /// Piece `seq` failed; the speaker stops.
+    Failed {
+        /// The piece.
+        seq: usize,
+        /// What happened.
+        message: String,
+        /// HTTP 429 or 5xx, a timeout or a broken connection (another backend may do better);
+        /// false for a refusal of this request (a 4xx).
+        retryable: bool,
+    },
+}
+
+/// Speaks the pieces of one reply in order.
+#[derive(Debug)]
+pub struct Speaker {
+    pieces: mpsc::Sender<(usize, String)>,
+    task: JoinHandle<()>,
+    next: usize,
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Speaker {
+    /// Starts a speaker; its events go to `events`.
+    pub fn start(
+        client: reqwest::Client,
+        cfg: TtsConfig,
+        format: AudioFormat,
+        events: mpsc::Sender<TtsEvent>,
+    ) -> Speaker {
+        let (tx, mut rx) = mpsc::channel::<(usize, String)>(PIECE_QUEUE);
+        let task = tokio::spawn(async move {
+            while let Some((seq, text)) = rx.recv().await {
+                let result = speak(&client, &cfg, format, seq, &text, &events).await;
+                let ev = match result {
+                    Ok(()) => TtsEvent::PieceDone { seq },
+                    Err((message, retryable)) => TtsEvent::Failed {
+                        seq,
+                        message,
+                        retryable,
+                    },
+                };
+                let failed = matches!(ev, TtsEvent::Failed { .. });
+                if events.send(ev).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Speaker {
+            pieces: tx,
+            task,
+            next: 0,
+        }
+    }
+
+    /// Queues a piece; its number. `None` if the queue is full or the speaker stopped.
+    pub fn say(&mut self, text: String) -> Option<usize> {
+        let seq = self.next;
+        self.pieces.try_send((seq, text)).ok()?;
+        self.next += 1;
+        Some(seq)
+    }
+}
+
+/// Converts a provider's audio to the call's format, across chunk boundaries.
+struct Converter {
+    from: AudioFormat,
+    to: AudioFormat,
+    resampler: Option<Resampler>,
+    odd: Option<u8>,
+    samples: Vec<i16>,
+    out: Vec<i16>,
+}
+
+impl Converter {
+    fn new(from: AudioFormat, to: AudioFormat) -> Result<Converter, String> {
+        let resampler = if from.sample_rate() != to.sample_rate() {
+            Some(Resampler::new(from.sample_rate(), to.sample_rate()).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        Ok(Converter {
+            from,
+            to,
+            resampler,
+            odd: None,
+            samples: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Converts `bytes` (`flush`: the last of the piece).
+    fn convert(&mut self, bytes: &[u8], flush: bool) -> Result<Bytes, String> {
+        if self.from == self.to {
+            return Ok(Bytes::copy_from_slice(bytes));
+        }
+        // Only PCM16 sources reach here (G.711 is asked for only when the call is G.711).
+        self.samples.clear();
+        let mut it = bytes.iter().copied();
+        if let Some(lo) = self.odd.take() {
+            match it.next() {
+                Some(hi) => self.samples.push(i16::from_le_bytes([lo, hi])),
+                None => self.odd = Some(lo),
+            }
+        }
+        while let Some(lo) = it.next() {
+            match it.next() {
+                Some(hi) => self.samples.push(i16::from_le_bytes([lo, hi])),
+                None => self.odd = Some(lo),
+            }
+        }
+        self.out.clear();
+        match &mut self.resampler {
+            Some(r) => {
+                r.process(&self.samples, &mut self.out)
+                    .map_err(|e| e.to_string())?;
+                if flush {
+                    r.flush(&mut self.out).map_err(|e| e.to_string())?;
+                }
+            }
+            None => self.out.extend_from_slice(&self.samples),
+        }
+        Ok(Bytes::from(match self.to {
+            AudioFormat::Pcmu8k => self
+                .out
+                .iter()
+                .map(|s| ulaw_encode(*s))
+                .collect::<Vec<u8>>(),
+            AudioFormat::Pcma8k => self.out.iter().map(|s| alaw_encode(*s)).collect(),
+            AudioFormat::Pcm16 { .. } => {
+                let mut v = Vec::with_capacity(self.out.len() * 2);
+                for s in &self.out {
+                    v.extend_from_slice(&s.to_le_bytes());
+                }
+                v
+            }
+        }))
+    }
+}
+
+/// The request for one piece, and the format its audio comes in.
+fn request(
+    client: &reqwest::Client,
+    cfg: &TtsConfig,
+    format: AudioFormat,
+    text: &str,
+) -> (reqwest::RequestBuilder, AudioFormat) {
+    let base = cfg.url.trim_end_matches('/');
+    match cfg.provider {
+        TtsProvider::OpenAi => {
+            let mut req = client.post(format!("{base}/audio/speech")).json(&json!({
+                "model": cfg.model,
+                "input": text,
+                "voice": cfg.voice,
+                "response_format": "pcm",
+            }));
+            if let Some(k) = &cfg.api_key {
+                req = req.bearer_auth(k.expose());
+            }
+            (
+                req,
+                AudioFormat::Pcm16 {
+                    rate: OPENAI_PCM_RATE,
+                },
+            )
+        }
+        TtsProvider::DeepgramRest => {
+            let (encoding, rate) = super::stt::deepgram_encoding(format);
+            let mut req = client
+                .post(format!("{base}/v1/speak"))
+                .query(&[
+                    ("model", cfg.voice.as_str()),
+                    ("encoding", encoding),
+                    ("sample_rate", &rate.to_string()),
+                    ("container", "none"),
+                ])
+                .json(&json!({ "text": text }));
+            if let Some(k) = &cfg.api_key {
+                req = req.header("Authorization", format!("Token {}", k.expose()));
+            }
+            (req, format)
+        }
+    }
+}
+
+async fn speak(
+    client: &reqwest::Client,
+    cfg: &TtsConfig,
+    format: AudioFormat,
+    seq: usize,
+    text: &str,
+    events: &mpsc::Sender<TtsEvent>,
+) -> Result<(), (String, bool)> {
+    let timeout_ms = cfg.timeout.as_millis();
+    let (req, source) = request(client, cfg, format, text);
+    let mut conv = Converter::new(source, format).map_err(|e| (e, false))?;
+    let mut resp = match tokio::time::timeout(cfg.timeout, req.send()).await {
+        Err(_) => return Err((format!("TTS timed out after {timeout_ms} ms"), true)),
+        Ok(Err(e)) => return Err((format!("TTS connection failed: {}", redact(&e)), true)),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let body = tokio::time::timeout(cfg.timeout, resp.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let message = super::chat::error_message(&body);
+        let retryable = status == 429 || status >= 500;
+        return Err((format!("TTS answered HTTP {status}: {message}"), retryable));
+    }
+    loop {
+        let chunk = match tokio::time::timeout(cfg.timeout, resp.chunk()).await {
+            Err(_) => return Err((format!("TTS stalled for {timeout_ms} ms"), true)),
+            Ok(Err(e)) => return Err((format!("TTS stream broke: {}", redact(&e)), true)),
+            Ok(Ok(c)) => c,
+        };
+        let last = chunk.is_none();
+        let data = conv
+            .convert(chunk.as_deref().unwrap_or_default(), last)
+            .map_err(|e| (e, false))?;
+        if !data.is_empty() {
+            let ev = TtsEvent::Audio {
+                seq,
+                chunk: AudioChunk { format, data },
+            };
+            if events.send(ev).await.is_err() {
+                return Ok(());
+            }
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+fn redact(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(u.as_str(), "(url)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converter_keeps_odd_bytes_and_rate() {
+        let mut c =
+            Converter::new(AudioFormat::Pcm16 { rate: 24000 }, AudioFormat::Pcmu8k).unwrap();
+        // One second of 24 kHz audio in chunks of odd sizes.
+        let pcm: Vec<u8> = (0..24000i32)
+            .flat_map(|i| (((i % 48) * 300) as i16).to_le_bytes())
+            .collect();
+        let mut total = 0;
+        for piece in pcm.chunks(777) {
+            total += c.convert(piece, false).unwrap().len();
+        }
+        total += c.convert(&[], true).unwrap().len();
+        assert!((7900..=8100).contains(&total), "{total} samples at 8 kHz");
+        let mut same = Converter::new(AudioFormat::Pcmu8k, AudioFormat::Pcmu8k).unwrap();
+        assert_eq!(
+            same.convert(&[1, 2, 3], false).unwrap().as_ref(),
+            &[1, 2, 3]
+        );
+    }
+}
