@@ -173,12 +173,12 @@ async fn run(
     for a in cfg
         .agents
         .iter()
-        .filter(|a| a.kind == config::AgentKind::Realtime)
+        .filter(|a| matches!(a.kind, config::AgentKind::Realtime | config::AgentKind::Cascaded))
     {
         tracing::info!(
             agent = %a.name,
             allowed = %cfg.allow_list(&a.name).describe(),
-            "realtime agent: only these sources may call it (others get 403); set allow_from on the agent or a trunk to change that"
+            "AI agent: only these sources may call it (others get 403); set allow_from on the agent or a trunk to change that"
         );
     }
     let mut opts = cfg.runtime_options();

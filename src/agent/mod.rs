@@ -24,6 +24,25 @@ pub use play::{Play, PlayError, PlaySource, PlaySpec};
 
 use std::time::Duration;
 
+use backend::{BackendError, BackendHandle, CallContext};
+
+/// Which AI backend an agent uses, and how to reach it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendConfig {
+    /// A speech-to-speech model over the OpenAI Realtime protocol.
+    Realtime(realtime::RealtimeConfig),
+    /// Streaming STT, an LLM and streaming TTS.
+    Cascaded(cascaded::CascadedConfig),
+}
+
+/// Starts a backend session for one call.
+pub async fn connect(cfg: &BackendConfig, ctx: CallContext) -> Result<BackendHandle, BackendError> {
+    match cfg {
+        BackendConfig::Realtime(r) => realtime::connect(r.clone(), ctx).await,
+        BackendConfig::Cascaded(c) => cascaded::connect(c.clone(), ctx).await,
+    }
+}
+
 /// What the agent wants after a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentAction {

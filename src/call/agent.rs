@@ -22,7 +22,7 @@ use super::tools::{self, AgentTools, ToolCallContext, ToolRequest};
 use super::{CallCommand, CallTable};
 use crate::agent::PlaySpec;
 use crate::agent::backend::{AudioFormat, BackendControl, CallContext};
-use crate::agent::realtime::RealtimeConfig;
+use crate::agent::BackendConfig;
 use crate::records::{Role as RecRole, ToolCallRecord, TranscriptEntry, TranscriptWriter, UnixMs};
 use crate::runtime::Commands;
 use crate::sdp::{Codec, NegotiatedMedia};
@@ -31,11 +31,11 @@ use crate::sip::CallHandle;
 /// Capacity of the bridge → agent task queue.
 pub const NOTICE_QUEUE: usize = 1024;
 
-/// A realtime (speech-to-speech) agent.
+/// An AI agent: a realtime (speech-to-speech) or cascaded backend.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RealtimeAgent {
-    /// How to reach and configure the backend (API key resolved).
-    pub backend: RealtimeConfig,
+pub struct AiAgent {
+    /// How to reach and configure the backend (API keys resolved).
+    pub backend: BackendConfig,
     /// The tools it may call.
     pub tools: AgentTools,
     /// What happens when the backend cannot be reached, or drops for good mid-call.
@@ -150,7 +150,7 @@ pub struct CallParties {
 
 /// Connects the backend for one call (before it is answered).
 pub async fn connect(
-    agent: &RealtimeAgent,
+    agent: &AiAgent,
     parties: &CallParties,
     format: AudioFormat,
 ) -> Result<crate::agent::backend::BackendHandle, crate::agent::backend::BackendError> {
@@ -162,7 +162,7 @@ pub async fn connect(
         call_format: format,
         tools: agent.tools.specs(),
     };
-    crate::agent::realtime::connect(agent.backend.clone(), ctx).await
+    crate::agent::connect(&agent.backend, ctx).await
 }
 
 /// What the per-call agent task needs.
@@ -170,7 +170,7 @@ pub struct AgentTaskSpec {
     /// The call.
     pub call: CallHandle,
     /// The agent.
-    pub agent: Arc<RealtimeAgent>,
+    pub agent: Arc<AiAgent>,
     /// Who is on the call.
     pub parties: CallParties,
     /// Tool results go here.
@@ -275,7 +275,7 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
 
 struct ToolJob {
     call: CallHandle,
-    agent: Arc<RealtimeAgent>,
+    agent: Arc<AiAgent>,
     ctx: ToolCallContext,
     control: mpsc::Sender<BackendControl>,
     media: CallMediaLink,

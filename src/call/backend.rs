@@ -36,7 +36,7 @@ impl CallManager {
         let Some(c) = self.calls.get_mut(&call) else {
             return false;
         };
-        let (AgentKind::Realtime(ra), Some(m)) = (&c.agent.kind, &c.media) else {
+        let (AgentKind::Ai(ra), Some(m)) = (&c.agent.kind, &c.media) else {
             return false;
         };
         let format = match agent::call_format(m) {
@@ -82,7 +82,7 @@ impl CallManager {
             return;
         };
         let fallback = match &c.agent.kind {
-            AgentKind::Realtime(ra) => ra.fallback.clone(),
+            AgentKind::Ai(ra) => ra.fallback.clone(),
             _ => return,
         };
         match result {

@@ -426,7 +426,7 @@ impl CallManager {
         // known yet, and the connection waits for the ACK.
         let connecting =
             self.calls.get(&inc.call).is_some_and(|c| {
-                c.media.is_some() && matches!(c.agent.kind, AgentKind::Realtime(_))
+                c.media.is_some() && matches!(c.agent.kind, AgentKind::Ai(_))
             }) && self.connect_backend(inc.call);
         if answer_at.is_none() && !connecting {
             self.answer(now, stack, inc.call, Some(answer_body));
@@ -516,7 +516,7 @@ impl CallManager {
         if self.calls.get(&call).is_some_and(|c| {
             c.answered
                 && c.media.is_some()
-                && matches!(c.agent.kind, AgentKind::Realtime(_))
+                && matches!(c.agent.kind, AgentKind::Ai(_))
                 && matches!(c.backend, BackendState::Idle)
         }) {
             self.connect_backend(call);
@@ -534,7 +534,7 @@ impl CallManager {
         let Some(sockets) = c.sockets.take() else {
             return;
         };
-        let backend = if matches!(c.agent.kind, AgentKind::Realtime(_)) {
+        let backend = if matches!(c.agent.kind, AgentKind::Ai(_)) {
             match std::mem::replace(&mut c.backend, BackendState::Taken) {
                 BackendState::Ready(setup) => Some(setup),
                 BackendState::Failed => None,

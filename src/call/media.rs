@@ -85,7 +85,7 @@ async fn prepare(
     link: CallMediaLink,
 ) -> Prepared<CallMedia> {
     let realtime = match &agent {
-        AgentKind::Realtime(r) => Some(r.clone()),
+        AgentKind::Ai(r) => Some(r.clone()),
         _ => None,
     };
     let (agent, fallback_play) = match build_agent(agent, info.sample_rate, info.frame).await {
@@ -463,7 +463,7 @@ async fn build_agent(
         AgentKind::Hold => Ok((Box::new(Silent), None)),
         AgentKind::Echo { delay } => Ok((Box::new(Echo::new(format, delay)), None)),
         AgentKind::Play(spec) => Ok((load(spec).await?, None)),
-        AgentKind::Realtime(ra) => {
+        AgentKind::Ai(ra) => {
             let prompt = match &ra.fallback {
                 Fallback::Prompt {
                     prompt: Some(prompt),

@@ -23,7 +23,7 @@ pub enum AgentKind {
     /// Plays a file or a tone, then hangs up (or loops).
     Play(crate::agent::PlaySpec),
     /// A realtime AI backend (OpenAI Realtime or compatible).
-    Realtime(Arc<agent::RealtimeAgent>),
+    Ai(Arc<agent::AiAgent>),
 }
 
 /// An agent as the call layer uses it: how it answers and what it does with the audio.

@@ -150,6 +150,50 @@ pub(crate) struct FileAgent {
     pub http_tools: Vec<FileHttpTool>,
     pub fallback: Option<FileFallback>,
     pub dsp: Option<FileDsp>,
+    pub turn_silence_ms: Option<u64>,
+    pub stt: Option<FileStt>,
+    pub llm: Option<FileLlm>,
+    pub tts: Option<FileTts>,
+}
+
+/// `[agent.stt]` (cascaded agents)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileStt {
+    pub provider: Option<String>,
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub language: Option<String>,
+    pub api_key_env: Option<String>,
+    pub endpointing_ms: Option<u32>,
+    pub utterance_end_ms: Option<u32>,
+    pub connect_timeout_ms: Option<u64>,
+    pub reconnect_budget_ms: Option<u64>,
+}
+
+/// `[agent.llm]` (cascaded agents)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLlm {
+    pub provider: Option<String>,
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub api_key_env: Option<String>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// `[agent.tts]` (cascaded agents)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTts {
+    pub provider: Option<String>,
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub voice: Option<String>,
+    pub api_key_env: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[agent.dsp]`

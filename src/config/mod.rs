@@ -13,6 +13,7 @@
 //! The reference of every key is `docs/configuration.md`; `voxline.example.toml` is a
 //! commented example.
 
+mod cascaded;
 mod cidr;
 mod dsp;
 mod error;
@@ -398,7 +399,25 @@ pub struct AgentSection {
     pub fallback: FallbackSection,
     /// `[agent.dsp]`: the voice chain on the agent's calls (realtime agents).
     pub dsp: DspSection,
+    /// `[agent.stt]`, `[agent.llm]`, `[agent.tts]` and `turn_silence_ms` (cascaded agents).
+    pub cascaded: Option<CascadedSection>,
 }
+
+/// A cascaded agent's providers, resolved (keys read from the environment).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CascadedSection {
+    /// `[agent.stt]`.
+    pub stt: crate::agent::cascaded::stt::SttConfig,
+    /// `[agent.llm]`.
+    pub llm: crate::agent::cascaded::chat::ChatConfig,
+    /// `[agent.tts]`.
+    pub tts: crate::agent::cascaded::tts::TtsConfig,
+    /// Who ends the caller's turn: voxline's VAD (after `turn_silence_ms`, default 500)
+    /// with the STT, or the STT alone when `[agent.dsp]` turns the VAD off.
+    pub turn_end: crate::agent::cascaded::TurnEnd,
+}
+
+impl Eq for CascadedSection {}
 
 /// `[agent.dsp]`: the voice chain between the caller and a realtime agent (docs/dsp.md).
 #[derive(Debug, Clone, PartialEq)]
@@ -566,6 +585,8 @@ pub enum AgentKind {
     Play,
     /// `"realtime"`: a speech-to-speech AI backend (OpenAI Realtime or compatible).
     Realtime,
+    /// `"cascaded"`: streaming speech-to-text, an LLM and text-to-speech.
+    Cascaded,
 }
 
 /// A secret string (password, API token) whose `Debug` output is redacted.

@@ -133,7 +133,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 pub(super) struct Resolver<'a> {
     origin: &'a str,
-    env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Resolver<'_> {
@@ -512,6 +512,13 @@ impl Resolver<'_> {
                     http_tools: a.http_tools,
                     fallback: a.fallback,
                     dsp: a.dsp,
+                    cascaded: super::cascaded::CascadedRaw {
+                        stt: a.stt,
+                        llm: a.llm,
+                        tts: a.tts,
+                        turn_silence_ms: a.turn_silence_ms,
+                        dsp: None,
+                    },
                 },
                 rebase,
             )?;
@@ -525,6 +532,7 @@ impl Resolver<'_> {
                 http_tools: ai.http_tools,
                 fallback: ai.fallback,
                 dsp: ai.dsp,
+                cascaded: ai.cascaded,
                 greeting: a.greeting,
                 answer_after: std::time::Duration::from_millis(a.answer_after_ms.unwrap_or(0)),
                 hangup_after: a.hangup_after_ms.map(std::time::Duration::from_millis),
@@ -558,6 +566,7 @@ impl Resolver<'_> {
                     http_tools: Vec::new(),
                     fallback: FallbackSection::default(),
                     dsp: DspSection::default(),
+                    cascaded: None,
                 });
             }
         }
@@ -598,6 +607,7 @@ impl Resolver<'_> {
                     prompt: None,
                     transfer_to: None,
                 },
+                cascaded: None,
             });
         }
         Ok(agents)
@@ -921,6 +931,7 @@ struct AiRaw {
     http_tools: Vec<FileHttpTool>,
     fallback: Option<FileFallback>,
     dsp: Option<FileDsp>,
+    cascaded: super::cascaded::CascadedRaw,
 }
 
 /// The AI settings of one agent, resolved.
@@ -932,6 +943,7 @@ struct AiSettings {
     http_tools: Vec<HttpToolSection>,
     fallback: FallbackSection,
     dsp: DspSection,
+    cascaded: Option<super::CascadedSection>,
 }
 
 impl Resolver<'_> {
@@ -943,7 +955,30 @@ impl Resolver<'_> {
         rebase: &dyn Fn(PathBuf) -> PathBuf,
     ) -> Result<AiSettings, ConfigError> {
         let key = |k: &str| format!("agent[{i}].{k}");
-        if kind != AgentKind::Realtime {
+        let c = &raw.cascaded;
+        let cascaded_set = [
+            ("stt", c.stt.is_some()),
+            ("llm", c.llm.is_some()),
+            ("tts", c.tts.is_some()),
+            ("turn_silence_ms", c.turn_silence_ms.is_some()),
+        ];
+        if kind != AgentKind::Cascaded
+            && let Some((k, _)) = cascaded_set.iter().find(|(_, on)| *on)
+        {
+            return Err(self.err(
+                key(k),
+                ConfigErrorKind::AgentSetting(format!("{k} only goes with kind = \"cascaded\"")),
+            ));
+        }
+        if kind == AgentKind::Cascaded && raw.realtime.is_some() {
+            return Err(self.err(
+                key("realtime"),
+                ConfigErrorKind::AgentSetting(
+                    "[agent.realtime] only goes with kind = \"realtime\"".into(),
+                ),
+            ));
+        }
+        if !matches!(kind, AgentKind::Realtime | AgentKind::Cascaded) {
             let set = [
                 ("instructions", raw.instructions.is_some()),
                 ("allow_from", raw.allow_from.is_some()),
@@ -957,7 +992,7 @@ impl Resolver<'_> {
                 return Err(self.err(
                     key(k),
                     ConfigErrorKind::AgentSetting(format!(
-                        "{k} only goes with kind = \"realtime\""
+                        "{k} only goes with kind = \"realtime\" or \"cascaded\""
                     )),
                 ));
             }
@@ -969,6 +1004,7 @@ impl Resolver<'_> {
                 http_tools: Vec::new(),
                 fallback: FallbackSection::default(),
                 dsp: DspSection::default(),
+                cascaded: None,
             });
         }
         let mut allow_from = Vec::new();
@@ -984,12 +1020,25 @@ impl Resolver<'_> {
             })?;
             allow_from.push(cidr);
         }
-        let realtime = self.realtime_section(&key("realtime"), raw.realtime.unwrap_or_default())?;
-        let dsp = self.dsp_section(
-            &format!("agent[{i}]"),
-            raw.dsp.unwrap_or_default(),
-            &realtime.turn_detection,
-        )?;
+        let (realtime, cascaded, dsp) = if kind == AgentKind::Cascaded {
+            let (c, dsp) = self.cascaded_section(
+                &format!("agent[{i}]"),
+                super::cascaded::CascadedRaw {
+                    dsp: raw.dsp,
+                    ..raw.cascaded
+                },
+            )?;
+            (None, Some(c), dsp)
+        } else {
+            let realtime =
+                self.realtime_section(&key("realtime"), raw.realtime.unwrap_or_default())?;
+            let dsp = self.dsp_section(
+                &format!("agent[{i}]"),
+                raw.dsp.unwrap_or_default(),
+                &realtime.turn_detection,
+            )?;
+            (Some(realtime), None, dsp)
+        };
         let t = raw.tools.unwrap_or_default();
         let mut transfer_targets = Vec::new();
         for (j, target) in t.transfer_targets.into_iter().enumerate() {
@@ -1135,9 +1184,10 @@ impl Resolver<'_> {
             None => None,
         };
         Ok(AiSettings {
+            cascaded,
             instructions: raw.instructions,
             allow_from,
-            realtime: Some(realtime),
+            realtime,
             tools,
             http_tools,
             fallback: FallbackSection {

@@ -7,7 +7,9 @@ use super::{
 use crate::agent::realtime::TurnDetection;
 use crate::agent::realtime::client::{ApiKey, NoiseReduction, RealtimeConfig};
 use crate::agent::{PlaySource as AgentPlaySource, PlaySpec};
-use crate::call::agent::{AllowList, Fallback, RealtimeAgent};
+use crate::agent::BackendConfig;
+use crate::agent::cascaded::{CascadedConfig, TurnEnd};
+use crate::call::agent::{AiAgent, AllowList, Fallback};
 use crate::call::tools::{AgentTools, HttpTool, TransferPolicy, TransferTarget};
 use crate::call::{
     AgentKind, AgentSpec, DtmfSendMethod, MediaPolicy, Routes, TrunkPolicy, TrunkSpec,
@@ -234,13 +236,13 @@ pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
             },
             repeat: a.repeat,
         }),
-        (super::AgentKind::Realtime, _) => match realtime_agent(a) {
-            Some(r) => AgentKind::Realtime(std::sync::Arc::new(r)),
+        (super::AgentKind::Realtime | super::AgentKind::Cascaded, _) => match ai_agent(a) {
+            Some(r) => AgentKind::Ai(std::sync::Arc::new(r)),
             None => AgentKind::Hold,
         },
         _ => AgentKind::Hold,
     };
-    let gated = matches!(kind, AgentKind::Realtime(_));
+    let gated = matches!(kind, AgentKind::Ai(_));
     AgentSpec {
         name: a.name.clone(),
         answer_after: a.answer_after,
@@ -260,52 +262,26 @@ pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
     }
 }
 
-/// A realtime agent's call-layer description (`None` without a `[agent.realtime]`, which
-/// validation guarantees for kind = "realtime").
-fn realtime_agent(a: &super::AgentSection) -> Option<RealtimeAgent> {
-    let r = a.realtime.as_ref()?;
-    // With local barge-in only, the server must not cancel a response on its own when its
-    // VAD hears the caller (a short "uh-huh" that voxline lets pass).
-    let interrupt_response = (a.dsp.barge_in == BargeIn::Local).then_some(false);
-    let backend = RealtimeConfig {
-        url: r.url.clone(),
-        model: r.model.clone(),
-        api_key_env: r.api_key_env.clone(),
-        api_key: Some(ApiKey::new(r.api_key.expose())),
-        voice: r.voice.clone(),
-        instructions: a.instructions.clone().unwrap_or_default(),
-        temperature: r.temperature,
-        turn_detection: match &r.turn_detection {
-            // voxline ends the turns: the server's turn detection is off.
-            TurnDetectionSetting::None | TurnDetectionSetting::Local { .. } => None,
-            TurnDetectionSetting::ServerVad {
-                threshold,
-                prefix_padding_ms,
-                silence_ms,
-            } => Some(TurnDetection::ServerVad {
-                threshold: *threshold,
-                prefix_padding_ms: *prefix_padding_ms,
-                silence_duration_ms: *silence_ms,
-                create_response: None,
-                interrupt_response,
+/// An AI agent's call-layer description (`None` without its backend sections, which
+/// validation guarantees for kind = "realtime" and "cascaded").
+fn ai_agent(a: &super::AgentSection) -> Option<AiAgent> {
+    let (backend, local_turns) = match (&a.realtime, &a.cascaded) {
+        (Some(r), _) => (
+            BackendConfig::Realtime(realtime_config(a, r)),
+            matches!(r.turn_detection, TurnDetectionSetting::Local { .. }),
+        ),
+        (None, Some(c)) => (
+            BackendConfig::Cascaded(CascadedConfig {
+                stt: c.stt.clone(),
+                llm: c.llm.clone(),
+                tts: c.tts.clone(),
+                instructions: a.instructions.clone().unwrap_or_default(),
+                greeting: a.greeting.clone(),
+                turn_end: c.turn_end,
             }),
-            TurnDetectionSetting::SemanticVad { eagerness } => Some(TurnDetection::SemanticVad {
-                eagerness: eagerness.clone(),
-                create_response: None,
-                interrupt_response,
-            }),
-        },
-        input_transcription: r.transcription_model.clone(),
-        noise_reduction: match r.noise_reduction {
-            NoiseReductionSetting::None => NoiseReduction::None,
-            NoiseReductionSetting::NearField => NoiseReduction::NearField,
-            NoiseReductionSetting::FarField => NoiseReduction::FarField,
-        },
-        greeting: a.greeting.clone(),
-        azure: r.azure,
-        reconnect: r.reconnect,
-        connect_timeout: r.connect_timeout,
-        ..RealtimeConfig::default()
+            c.turn_end == TurnEnd::VadAndStt,
+        ),
+        (None, None) => return None,
     };
     let transfer = (!a.tools.transfer_targets.is_empty()).then(|| TransferPolicy {
         targets: a
@@ -362,16 +338,63 @@ fn realtime_agent(a: &super::AgentSection) -> Option<RealtimeAgent> {
             transfer_to: transfer_to.clone(),
         },
     };
-    Some(RealtimeAgent {
+    Some(AiAgent {
         backend,
         tools,
         fallback,
         voice: Voice {
             chain: a.dsp.chain,
             barge_in: a.dsp.barge_in,
-            local_turns: matches!(r.turn_detection, TurnDetectionSetting::Local { .. }),
+            local_turns,
         },
     })
+}
+
+/// The realtime client's configuration for a realtime agent.
+fn realtime_config(a: &super::AgentSection, r: &super::RealtimeSection) -> RealtimeConfig {
+    // With local barge-in only, the server must not cancel a response on its own when its
+    // VAD hears the caller (a short "uh-huh" that voxline lets pass).
+    let interrupt_response = (a.dsp.barge_in == BargeIn::Local).then_some(false);
+    RealtimeConfig {
+        url: r.url.clone(),
+        model: r.model.clone(),
+        api_key_env: r.api_key_env.clone(),
+        api_key: Some(ApiKey::new(r.api_key.expose())),
+        voice: r.voice.clone(),
+        instructions: a.instructions.clone().unwrap_or_default(),
+        temperature: r.temperature,
+        turn_detection: match &r.turn_detection {
+            // voxline ends the turns: the server's turn detection is off.
+            TurnDetectionSetting::None | TurnDetectionSetting::Local { .. } => None,
+            TurnDetectionSetting::ServerVad {
+                threshold,
+                prefix_padding_ms,
+                silence_ms,
+            } => Some(TurnDetection::ServerVad {
+                threshold: *threshold,
+                prefix_padding_ms: *prefix_padding_ms,
+                silence_duration_ms: *silence_ms,
+                create_response: None,
+                interrupt_response,
+            }),
+            TurnDetectionSetting::SemanticVad { eagerness } => Some(TurnDetection::SemanticVad {
+                eagerness: eagerness.clone(),
+                create_response: None,
+                interrupt_response,
+            }),
+        },
+        input_transcription: r.transcription_model.clone(),
+        noise_reduction: match r.noise_reduction {
+            NoiseReductionSetting::None => NoiseReduction::None,
+            NoiseReductionSetting::NearField => NoiseReduction::NearField,
+            NoiseReductionSetting::FarField => NoiseReduction::FarField,
+        },
+        greeting: a.greeting.clone(),
+        azure: r.azure,
+        reconnect: r.reconnect,
+        connect_timeout: r.connect_timeout,
+        ..RealtimeConfig::default()
+    }
 }
 
 fn transport(t: TrunkTransport) -> Transport {

@@ -55,7 +55,7 @@ fn the_documented_example_loads_and_maps_to_a_realtime_agent() {
     assert_eq!(a.tools.transfer_targets.len(), 2);
 
     let spec = agent_spec(a);
-    let CallAgentKind::Realtime(rt) = &spec.kind else {
+    let CallAgentKind::Ai(rt) = &spec.kind else {
         panic!("not a realtime agent: {:?}", spec.kind);
     };
     assert!(rt.backend.instructions.contains("{{caller}}"));
