@@ -170,11 +170,12 @@ async fn run(
     if let Some(why) = cfg.describe_default_route() {
         tracing::info!("{why}");
     }
-    for a in cfg
-        .agents
-        .iter()
-        .filter(|a| matches!(a.kind, config::AgentKind::Realtime | config::AgentKind::Cascaded))
-    {
+    for a in cfg.agents.iter().filter(|a| {
+        matches!(
+            a.kind,
+            config::AgentKind::Realtime | config::AgentKind::Cascaded
+        )
+    }) {
         tracing::info!(
             agent = %a.name,
             allowed = %cfg.allow_list(&a.name).describe(),

@@ -424,10 +424,11 @@ impl CallManager {
         // A realtime agent connects its backend first, so an unreachable backend can still be
         // refused (the caller hears ringing meanwhile); with a late offer the format is not
         // known yet, and the connection waits for the ACK.
-        let connecting =
-            self.calls.get(&inc.call).is_some_and(|c| {
-                c.media.is_some() && matches!(c.agent.kind, AgentKind::Ai(_))
-            }) && self.connect_backend(inc.call);
+        let connecting = self
+            .calls
+            .get(&inc.call)
+            .is_some_and(|c| c.media.is_some() && matches!(c.agent.kind, AgentKind::Ai(_)))
+            && self.connect_backend(inc.call);
         if answer_at.is_none() && !connecting {
             self.answer(now, stack, inc.call, Some(answer_body));
         } else if let Some(c) = self.calls.get_mut(&inc.call) {

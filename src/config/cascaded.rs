@@ -211,9 +211,11 @@ impl Resolver<'_> {
         })?;
         let (url, env, voice) = match provider {
             TtsProvider::OpenAi => (DEFAULT_OPENAI_TTS_URL, OPENAI_KEY_ENV, DEFAULT_OPENAI_VOICE),
-            TtsProvider::DeepgramRest => {
-                (DEFAULT_DEEPGRAM_TTS_URL, DEEPGRAM_KEY_ENV, DEFAULT_DEEPGRAM_VOICE)
-            }
+            TtsProvider::DeepgramRest => (
+                DEFAULT_DEEPGRAM_TTS_URL,
+                DEEPGRAM_KEY_ENV,
+                DEFAULT_DEEPGRAM_VOICE,
+            ),
         };
         if provider == TtsProvider::DeepgramRest && f.model.is_some() {
             return Err(self.err(

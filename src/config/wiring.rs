@@ -4,11 +4,11 @@ use super::{
     AtLimit, Config, DtmfMode, NoiseReductionSetting, PrackMode, TrunkTransport,
     TurnDetectionSetting,
 };
+use crate::agent::BackendConfig;
+use crate::agent::cascaded::{CascadedConfig, TurnEnd};
 use crate::agent::realtime::TurnDetection;
 use crate::agent::realtime::client::{ApiKey, NoiseReduction, RealtimeConfig};
 use crate::agent::{PlaySource as AgentPlaySource, PlaySpec};
-use crate::agent::BackendConfig;
-use crate::agent::cascaded::{CascadedConfig, TurnEnd};
 use crate::call::agent::{AiAgent, AllowList, Fallback};
 use crate::call::tools::{AgentTools, HttpTool, TransferPolicy, TransferTarget};
 use crate::call::{

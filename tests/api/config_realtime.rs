@@ -58,9 +58,12 @@ fn the_documented_example_loads_and_maps_to_a_realtime_agent() {
     let CallAgentKind::Ai(rt) = &spec.kind else {
         panic!("not a realtime agent: {:?}", spec.kind);
     };
-    assert!(rt.backend.instructions.contains("{{caller}}"));
+    let voxline::agent::BackendConfig::Realtime(backend) = &rt.backend else {
+        panic!("not a realtime backend: {:?}", rt.backend);
+    };
+    assert!(backend.instructions.contains("{{caller}}"));
     assert_eq!(
-        rt.backend.greeting.as_deref(),
+        backend.greeting.as_deref(),
         Some("Greet the caller and ask how you can help.")
     );
     let names: Vec<String> = rt.tools.specs().into_iter().map(|t| t.name).collect();

@@ -5,6 +5,8 @@
 // Test code fails by panicking: helpers unwrap and expect like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../cascaded_support/mod.rs"]
+mod cascaded_support;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../media_peer/mod.rs"]
@@ -22,6 +24,7 @@ mod agent_builtin;
 mod agent_http_tools;
 mod audio_out;
 mod barge_in;
+mod cascaded_turn;
 mod connect_errors;
 mod e2e_allow_from;
 mod e2e_audio_out;

@@ -1,0 +1,125 @@
+//! End-to-end harness for cascaded agents: the provider mocks (Deepgram STT, chat
+//! completions, TTS) on a runtime in this process, a real `voxline run` process whose agent
+//! points at them, and the hand-made SIP + RTP peer of tests/media_peer as the caller.
+#![allow(dead_code)] // each test uses a different part of this module
+
+use std::time::Duration;
+
+use voxline_mock_cascaded::{MockProviders, ProvidersConfig};
+
+use crate::common::VoxlineProcess;
+use crate::media_peer::{FRAME, Rtp, RtpPeer, SipPeer};
+use crate::realtime_e2e_support::{call, converse, frame_of, is_agent_audio, speech};
+
+/// The environment variable the test agent reads every provider key from.
+pub const KEY_ENV: &str = "VOXLINE_E2E_PROVIDER_KEY";
+/// The key the mocks expect.
+pub const KEY: &str = "dg-and-sk-e2e-mock";
+
+/// The mocks (on their own runtime) and a voxline process using them.
+pub struct CascadedE2e {
+    /// The runtime the mocks run on.
+    pub rt: tokio::runtime::Runtime,
+    /// The mocks.
+    pub mock: MockProviders,
+    /// voxline.
+    pub vox: VoxlineProcess,
+}
+
+impl CascadedE2e {
+    /// Starts the mocks (their key set to [`KEY`]) and voxline with one cascaded agent `bot`
+    /// routed from every number, its TTS `tts` (`openai` or `deepgram`). `agent_extra` is
+    /// TOML inside the `[[agent]]` table, `tables_extra` after its sub-tables.
+    pub fn start(
+        cfg: ProvidersConfig,
+        tts: &str,
+        agent_extra: &str,
+        tables_extra: &str,
+    ) -> CascadedE2e {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mock = rt
+            .block_on(MockProviders::start(ProvidersConfig {
+                api_key: KEY.to_owned(),
+                ..cfg
+            }))
+            .expect("mock providers");
+        let tts_url = match tts {
+            "openai" => mock.openai_url(),
+            _ => mock.deepgram_url(),
+        };
+        let toml = format!(
+            r#"
+[[route]]
+number = "*"
+agent = "bot"
+
+[[agent]]
+name = "bot"
+kind = "cascaded"
+instructions = "You are a test agent. The caller is {{{{caller}}}}."
+allow_from = ["127.0.0.0/8"]
+{agent_extra}
+
+[agent.stt]
+url = "{stt}"
+api_key_env = "{KEY_ENV}"
+
+[agent.llm]
+url = "{llm}"
+model = "mock-model"
+api_key_env = "{KEY_ENV}"
+
+[agent.tts]
+provider = "{tts}"
+url = "{tts_url}"
+api_key_env = "{KEY_ENV}"
+
+{tables_extra}
+"#,
+            stt = mock.stt_url(),
+            llm = mock.openai_url(),
+        );
+        let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
+        CascadedE2e { rt, mock, vox }
+    }
+
+    /// Waits up to `limit` for `cond` on the mocks.
+    pub fn wait(&self, limit: Duration, cond: impl Fn(&MockProviders) -> bool) -> bool {
+        self.rt.block_on(self.mock.wait_until(limit, cond))
+    }
+
+    /// Calls voxline with PCMU.
+    pub fn call(&self, number: &str) -> (SipPeer, RtpPeer, std::net::SocketAddr) {
+        call(self.vox.sip_addr(), number)
+    }
+}
+
+/// The caller says `pcm` (8 kHz) starting at frame `from`, then stays silent, for `frames`
+/// frames in all. Returns what it received.
+pub fn say_and_listen(
+    rtp: &mut RtpPeer,
+    to: std::net::SocketAddr,
+    pcm: &[i16],
+    from: usize,
+    frames: usize,
+) -> Vec<Rtp> {
+    converse(rtp, to, frames, |k, _| {
+        let mut f = frame_of(pcm, k, from);
+        f.resize(FRAME, 0);
+        crate::media_peer::pcmu_encode(&f)
+    })
+}
+
+/// Frames of agent audio among `packets`.
+pub fn agent_frames(packets: &[Rtp]) -> usize {
+    packets.iter().filter(|p| is_agent_audio(p)).count()
+}
+
+/// A question in espeak-ng's voice (8 kHz).
+pub fn question(text: &str) -> Vec<i16> {
+    speech("en-us", text)
+}
