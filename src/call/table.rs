@@ -84,6 +84,7 @@ pub(crate) fn dsp_info(
         erle_db: c.aec.erle_db.map(|e| (e * 10.0).round() / 10.0),
         echo_delay_ms: c.aec.delay_ms,
         speech_starts: c.speech_starts,
+        echo_frames: c.echo_frames,
         local_barge_ins: b.local_barge_ins,
         local_turns: b.local_turns,
         errors: c.errors,

@@ -235,6 +235,9 @@ pub struct DspInfo {
     pub echo_delay_ms: Option<i32>,
     /// Caller speech starts the VAD found.
     pub speech_starts: u64,
+    /// Frames the leak guard kept from the VAD as echo leaking through the canceller.
+    #[serde(default)]
+    pub echo_frames: u64,
     /// Barge-ins decided by the local VAD.
     pub local_barge_ins: u64,
     /// Turns ended by the local VAD.

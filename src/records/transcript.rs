@@ -183,6 +183,11 @@ pub struct SkippedLine {
 /// by a crash while it was being written, or such a line left in the middle when the file was
 /// appended to again) is skipped, logged with `tracing::warn!` and listed in
 /// [`Transcript::skipped`]; only I/O errors fail.
+///
+/// A later line with the same role and item id as an earlier one corrects it: a reply the
+/// caller cut short after it had been generated is written again as heard. The entry keeps
+/// its place and time and takes the later text (an empty text removes it); the file keeps
+/// both lines.
 pub fn read_transcript(path: impl AsRef<Path>) -> Result<Transcript, RecordsError> {
     let path = path.as_ref();
     let data = std::fs::read(path).map_err(|source| RecordsError::TranscriptIo {
@@ -200,7 +205,24 @@ pub fn read_transcript(path: impl AsRef<Path>) -> Result<Transcript, RecordsErro
         }
         let line_no = index + 1;
         match serde_json::from_slice::<TranscriptEntry>(line) {
-            Ok(entry) => out.entries.push(entry),
+            Ok(entry) => {
+                let earlier = entry.item_id.as_ref().and_then(|id| {
+                    out.entries
+                        .iter()
+                        .position(|e| e.role == entry.role && e.item_id.as_ref() == Some(id))
+                });
+                match earlier {
+                    Some(i) if entry.text.is_empty() => {
+                        out.entries.remove(i);
+                    }
+                    Some(i) => {
+                        if let Some(e) = out.entries.get_mut(i) {
+                            e.text = entry.text;
+                        }
+                    }
+                    None => out.entries.push(entry),
+                }
+            }
             Err(e) => {
                 let skipped = SkippedLine {
                     line: line_no,

@@ -14,7 +14,7 @@ use realtime_e2e_support::{RealtimeE2e, talk};
 use voxline_mock_realtime::{MockConfig, ToolScript};
 
 /// A one-shot HTTP server: answers every request with `body`, keeps the requests' bodies.
-fn serve(body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn serve(body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!(
         "http://{}/tools/lookup",

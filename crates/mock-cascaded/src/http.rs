@@ -556,10 +556,33 @@ async fn deepgram_speak(
     audio_response(&shared, bytes, per_20ms, "application/octet-stream")
 }
 
-/// The "speech" for `text`: a 440 Hz tone, [`TtsMockConfig::ms_per_char`] per character.
+/// The "speech" for `text`, [`TtsMockConfig::ms_per_char`] per character: syllables of
+/// 200 ms (a harmonic tone whose pitch glides from 120 to 220 Hz, rising and falling in
+/// level) with a short pause between them, so that it has speech's rhythm and spectrum
+/// rather than a steady tone's.
 fn speech_tone(shared: &Shared, text: &str, rate: u32) -> Vec<i16> {
     let ms = shared.tts_cfg.ms_per_char * text.chars().count() as u64;
-    voxline_mock_realtime::tone(440.0, 8000.0, ms, rate)
+    let n = (u64::from(rate) * ms / 1000) as usize;
+    let syllable = rate as usize / 5;
+    let mut phase = 0f64;
+    (0..n)
+        .map(|i| {
+            let k = i % syllable;
+            let x = k as f64 / syllable as f64;
+            let pitch = 120.0 + 100.0 * x;
+            phase += 2.0 * std::f64::consts::PI * pitch / f64::from(rate);
+            // 160 ms voiced, 40 ms pause.
+            let env = if x < 0.8 {
+                (std::f64::consts::PI * x / 0.8).sin()
+            } else {
+                0.0
+            };
+            let v: f64 = (1..=8)
+                .map(|h| (phase * f64::from(h)).sin() / f64::from(h))
+                .sum();
+            (v * env * 1500.0).round().clamp(-32768.0, 32767.0) as i16
+        })
+        .collect()
 }
 
 fn audio_response(shared: &Shared, bytes: Vec<u8>, chunk: usize, mime: &'static str) -> Response {

@@ -64,6 +64,9 @@ pub struct Session {
     /// A `Say` that waits for the running reply.
     say_waiting: Option<String>,
     reply: Option<Reply>,
+    /// The last reply whose audio was all delivered: it may still be playing, so a barge-in
+    /// can still trim it.
+    last: Option<Spoken>,
     caller_items: u64,
     agent_items: u64,
     /// The caller's audio sent to the STT so far, in ms.
@@ -90,6 +93,13 @@ struct Piece {
     text: String,
     bytes: u64,
     done: bool,
+}
+
+/// A reply delivered to the call, maybe still playing.
+struct Spoken {
+    item: String,
+    pieces: Vec<Piece>,
+    history_at: Option<usize>,
 }
 
 enum Step {
@@ -129,6 +139,7 @@ impl Session {
             tools_want_reply: false,
             say_waiting: None,
             reply: None,
+            last: None,
             caller_items: 0,
             agent_items: 0,
             input_ms: 0,
@@ -534,12 +545,17 @@ impl Session {
                 .emit(BackendEvent::TranscriptFinal {
                     role: Role::Agent,
                     text,
-                    item_id: reply.item,
+                    item_id: reply.item.clone(),
                 })
                 .await
         {
             return Step::Stop;
         }
+        self.last = Some(Spoken {
+            item: reply.item,
+            pieces: reply.pieces,
+            history_at: reply.history_at,
+        });
         if let Step::Stop = self.emit(BackendEvent::ResponseDone).await {
             return Step::Stop;
         }
@@ -562,17 +578,43 @@ impl Session {
         Step::Continue
     }
 
-    /// Barge-in: stop the reply and keep in the history only what the caller heard.
+    /// Barge-in: stop the reply (the one being generated, or the last one, still playing)
+    /// and keep in the history only what the caller heard.
     async fn interrupt(&mut self, heard_ms: u64) -> Step {
-        let Some(mut reply) = self.reply.take() else {
-            return Step::Continue;
+        let (spoken, active) = match self.reply.take() {
+            Some(mut reply) => {
+                if let Some((task, _)) = reply.llm.take() {
+                    task.abort();
+                }
+                // Dropping the speaker cancels the TTS request in flight.
+                let Reply {
+                    item,
+                    pieces,
+                    history_at,
+                    ..
+                } = reply;
+                (
+                    Spoken {
+                        item,
+                        pieces,
+                        history_at,
+                    },
+                    true,
+                )
+            }
+            None => match self.last.take() {
+                Some(last) => (last, false),
+                None => return Step::Continue,
+            },
         };
-        if let Some((task, _)) = reply.llm.take() {
-            task.abort();
-        }
-        let heard = heard_text(&reply.pieces, self.format, heard_ms);
-        debug!(heard_ms, heard_chars = heard.len(), "cascaded: barge-in");
-        match reply.history_at {
+        let heard = heard_text(&spoken.pieces, self.format, heard_ms);
+        debug!(
+            heard_ms,
+            heard_chars = heard.len(),
+            active,
+            "cascaded: barge-in"
+        );
+        match spoken.history_at {
             Some(i) => {
                 if let Some(ChatMessage::Assistant { content, .. }) = self.history.get_mut(i) {
                     *content = (!heard.is_empty()).then(|| heard.clone());
@@ -584,19 +626,24 @@ impl Session {
             }),
             None => {}
         }
-        drop(reply.speaker);
-        if !heard.is_empty()
+        // An active reply has no transcript line yet; a delivered one has its whole text, which
+        // this line (same item id) corrects to what was heard (`read_transcript`).
+        if (!active || !heard.is_empty())
             && let Step::Stop = self
                 .emit(BackendEvent::TranscriptFinal {
                     role: Role::Agent,
                     text: heard,
-                    item_id: reply.item,
+                    item_id: spoken.item,
                 })
                 .await
         {
             return Step::Stop;
         }
-        self.emit(BackendEvent::ResponseDone).await
+        if active {
+            self.emit(BackendEvent::ResponseDone).await
+        } else {
+            Step::Continue
+        }
     }
 
     fn cancel_reply(&mut self) {
