@@ -85,6 +85,7 @@ fn full(id: &str) -> CallRecord {
             erle_db: Some(48.5),
             echo_delay_ms: Some(196),
             speech_starts: 4,
+            echo_frames: 4,
             local_barge_ins: 1,
             local_turns: 3,
             errors: 0,
