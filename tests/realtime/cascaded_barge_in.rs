@@ -102,7 +102,7 @@ fn barge_in_trims_the_history_to_what_was_heard() {
     let last = msgs.last().unwrap()["content"].as_str().unwrap();
     assert!(last.starts_with("stop, just the main office"), "{last}");
 
-    let reader = RecordReader::open(&h.vox.work_dir().join("data")).expect("records");
+    let reader = RecordReader::open(h.vox.work_dir().join("data")).expect("records");
     let mut record = None;
     for _ in 0..50 {
         record = reader
