@@ -462,6 +462,7 @@ async fn backend_probe(
         variables: Default::default(),
         call_format: AudioFormat::Pcmu8k,
         tools: Vec::new(),
+        history: Vec::new(),
     };
     let mut h = connect(cfg, ctx).await?;
     let speech = speech_frames();

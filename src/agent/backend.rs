@@ -148,6 +148,16 @@ pub enum BackendEvent {
     /// The connection to the backend dropped and was re-established; the conversation so
     /// far was replayed to the new session.
     Reconnected,
+    /// The backend in use failed for good and the next one of the agent's chain took over
+    /// with the conversation so far (its audio positions count from zero again).
+    Switched {
+        /// The failed backend (`realtime`, `cascaded`).
+        from: String,
+        /// The one now in use.
+        to: String,
+        /// Why the first one failed.
+        reason: String,
+    },
     /// Something went wrong. After a `fatal` error the backend sends [`BackendEvent::Closed`]
     /// and stops.
     Error {
@@ -236,6 +246,18 @@ pub struct CallContext {
     pub call_format: AudioFormat,
     /// Tools the agent may call.
     pub tools: Vec<ToolSpec>,
+    /// The conversation so far, oldest first: empty for a new call; after a switch between
+    /// backends, what was said before it (the backend goes on from there).
+    pub history: Vec<HistoryItem>,
+}
+
+/// One utterance of the conversation so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryItem {
+    /// Who said it.
+    pub role: Role,
+    /// What was said (an agent's reply as far as the caller heard it).
+    pub text: String,
 }
 
 /// Why a backend could not start.

@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod cascaded;
+pub mod chain;
 pub(crate) mod echo;
 pub(crate) mod play;
 pub mod realtime;
@@ -35,8 +36,33 @@ pub enum BackendConfig {
     Cascaded(cascaded::CascadedConfig),
 }
 
-/// Starts a backend session for one call.
-pub async fn connect(cfg: &BackendConfig, ctx: CallContext) -> Result<BackendHandle, BackendError> {
+impl BackendConfig {
+    /// `realtime` or `cascaded` (for logs, the transcript and the record).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Realtime(_) => "realtime",
+            BackendConfig::Cascaded(_) => "cascaded",
+        }
+    }
+}
+
+/// Starts a backend session for one call: the first of `backends` that connects, and with
+/// more than one, the fallback chain between them ([`chain`]).
+pub async fn connect(
+    backends: &[BackendConfig],
+    ctx: CallContext,
+) -> Result<BackendHandle, BackendError> {
+    match backends {
+        [one] => connect_one(one, ctx).await,
+        many => chain::connect(many.to_vec(), ctx).await,
+    }
+}
+
+/// Starts one backend.
+pub(crate) async fn connect_one(
+    cfg: &BackendConfig,
+    ctx: CallContext,
+) -> Result<BackendHandle, BackendError> {
     match cfg {
         BackendConfig::Realtime(r) => realtime::connect(r.clone(), ctx).await,
         BackendConfig::Cascaded(c) => cascaded::connect(c.clone(), ctx).await,

@@ -34,8 +34,9 @@ pub const NOTICE_QUEUE: usize = 1024;
 /// An AI agent: a realtime (speech-to-speech) or cascaded backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AiAgent {
-    /// How to reach and configure the backend (API keys resolved).
-    pub backend: BackendConfig,
+    /// The backends, in the order they are tried (API keys resolved): the first that
+    /// connects answers the call, and when it fails mid-call the next takes over.
+    pub backends: Vec<BackendConfig>,
     /// The tools it may call.
     pub tools: AgentTools,
     /// What happens when the backend cannot be reached, or drops for good mid-call.
@@ -161,8 +162,9 @@ pub async fn connect(
         variables: parties.variables.clone(),
         call_format: format,
         tools: agent.tools.specs(),
+        history: Vec::new(),
     };
-    crate::agent::connect(&agent.backend, ctx).await
+    crate::agent::connect(&agent.backends, ctx).await
 }
 
 /// What the per-call agent task needs.
@@ -235,6 +237,17 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
                 append(&mut writer, since(now), role, text, item_id);
             }
             Notice::System(text) => append(&mut writer, since(now), RecRole::System, text, None),
+            Notice::Switched(s) => {
+                tracing::warn!(%call, from = %s.from, to = %s.to, reason = %s.reason, "switched to the next backend");
+                append(
+                    &mut writer,
+                    since(now),
+                    RecRole::System,
+                    format!("backend switched from {} to {}: {}", s.from, s.to, s.reason),
+                    None,
+                );
+                table.update(call, |i| i.backend_switches.push(s));
+            }
             Notice::Turn(t) => {
                 super::metrics::Metrics::global().turn(&t);
                 table.update(call, |i| i.turns.push(t));

@@ -45,7 +45,7 @@ use crate::dsp::chain::{Chain, ChainConfig, ChainStats};
 use crate::dsp::speech::SpeechEvent;
 use crate::media::codec::g711::{alaw_encode, ulaw_encode};
 use crate::media::stream::MediaStream;
-use crate::records::TurnLatency;
+use crate::records::{BackendSwitch, TurnLatency};
 
 /// Agent audio kept in the stream's outbound queue ahead of the wire. Enough that a late tick
 /// never starves playout, small enough that a barge-in drops little.
@@ -151,6 +151,8 @@ pub enum Notice {
     },
     /// A finished turn's latency figures.
     Turn(TurnLatency),
+    /// The agent's next backend took over.
+    Switched(BackendSwitch),
     /// Something worth a line in the transcript (barge-in, reconnection, backend errors).
     System(String),
 }
@@ -562,6 +564,20 @@ impl Bridge {
                 name,
                 arguments,
             }),
+            BackendEvent::Switched { from, to, reason } => {
+                // The new backend counts its input audio from zero.
+                self.input_ms = 0;
+                self.input_marks.clear();
+                self.responding = false;
+                super::metrics::Metrics::inc(&super::metrics::Metrics::global().backend_switches);
+                let at_ms = now.saturating_duration_since(self.origin).as_millis() as u64;
+                self.notice(Notice::Switched(BackendSwitch {
+                    at_ms,
+                    from,
+                    to,
+                    reason,
+                }));
+            }
             BackendEvent::Reconnected => {
                 // The new session counts its input audio from zero.
                 self.input_ms = 0;

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub calls_forbidden: AtomicU64,
     /// AI backend connections that failed before or during a call.
     pub backend_failures: AtomicU64,
+    /// Mid-call switches to the next backend of an agent's chain.
+    pub backend_switches: AtomicU64,
     /// Barge-ins handled (agent audio flushed, response truncated).
     pub barge_ins: AtomicU64,
     /// Of those, decided by voxline's own VAD.
@@ -139,7 +141,7 @@ impl Metrics {
     /// The Prometheus text exposition, with `active_calls` as a gauge.
     pub fn render(&self, active_calls: u64) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "voxline_calls_started_total",
                 "Calls started.",
@@ -164,6 +166,11 @@ impl Metrics {
                 "voxline_backend_failures_total",
                 "AI backend connections that failed before or during a call.",
                 &self.backend_failures,
+            ),
+            (
+                "voxline_backend_switches_total",
+                "Mid-call switches to the next backend of an agent's chain.",
+                &self.backend_switches,
             ),
             (
                 "voxline_barge_ins_total",

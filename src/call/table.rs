@@ -56,6 +56,8 @@ pub struct CallInfo {
     pub turns: Vec<crate::records::TurnLatency>,
     /// Tools the AI agent called.
     pub tool_calls: Vec<crate::records::ToolCallRecord>,
+    /// Switches between the agent's backends.
+    pub backend_switches: Vec<crate::records::BackendSwitch>,
     /// The voice chain's figures (AI agents with the chain on; updated every second).
     pub dsp: Option<crate::records::DspInfo>,
     /// The last blind transfer: `"TARGET -> STATUS"` (`"sip:200@pbx -> 200"`), `-> pending`
@@ -247,6 +249,7 @@ impl CallManager {
         r.transcript_path = info.transcript.clone();
         r.turn_latencies = info.turns.clone();
         r.tool_calls = info.tool_calls.clone();
+        r.backend_switches = info.backend_switches.clone();
         r.transfer = info.transfer.clone();
         r.dsp = info.dsp.clone();
         self.record(RecordOp::Finished(Box::new(r)));
@@ -284,6 +287,7 @@ impl CallManager {
             transcript: None,
             turns: Vec::new(),
             tool_calls: Vec::new(),
+            backend_switches: Vec::new(),
             dsp: None,
             transfer: None,
         };

@@ -48,7 +48,21 @@ impl Resolver<'_> {
         raw: CascadedRaw,
     ) -> Result<(CascadedSection, DspSection), ConfigError> {
         let bad = |key: String, why: String| self.err(key, ConfigErrorKind::AgentSetting(why));
-        let dsp_raw = raw.dsp.unwrap_or_default();
+        let CascadedRaw {
+            stt,
+            llm,
+            tts,
+            turn_silence_ms,
+            dsp,
+        } = raw;
+        let raw_providers = CascadedRaw {
+            stt,
+            llm,
+            tts,
+            turn_silence_ms,
+            dsp: None,
+        };
+        let dsp_raw = dsp.unwrap_or_default();
         if let Some(b) = dsp_raw.barge_in.as_deref()
             && BargeIn::parse(b).is_some_and(|b| b != BargeIn::Local)
         {
@@ -58,9 +72,7 @@ impl Resolver<'_> {
             ));
         }
         let vad = dsp_raw.enabled != Some(false) && dsp_raw.vad != Some(false);
-        let silence_ms = raw
-            .turn_silence_ms
-            .unwrap_or(DEFAULT_END_SILENCE.as_millis() as u64);
+        let silence_ms = turn_silence_ms.unwrap_or(DEFAULT_END_SILENCE.as_millis() as u64);
         if !(TURN_SILENCE_MS.0..=TURN_SILENCE_MS.1).contains(&silence_ms) {
             return Err(self.err(
                 format!("{agent}.turn_silence_ms"),
@@ -71,7 +83,7 @@ impl Resolver<'_> {
                 },
             ));
         }
-        if !vad && raw.turn_silence_ms.is_some() {
+        if !vad && turn_silence_ms.is_some() {
             return Err(bad(
                 format!("{agent}.turn_silence_ms"),
                 "has no effect without voxline's VAD ([agent.dsp] turns it off): the STT's endpointing ends turns".into(),
@@ -90,18 +102,27 @@ impl Resolver<'_> {
         } else {
             TurnEnd::Stt
         };
+        let section = self.cascaded_providers(agent, raw_providers, turn_end)?;
+        Ok((section, dsp))
+    }
+
+    /// A cascaded backend's providers (`agent`: `agent[3]`), its turns ended as `turn_end`
+    /// says (a cascaded backend in a realtime agent's fallback chain).
+    pub(super) fn cascaded_providers(
+        &self,
+        agent: &str,
+        raw: CascadedRaw,
+        turn_end: TurnEnd,
+    ) -> Result<CascadedSection, ConfigError> {
         let stt = self.stt(&format!("{agent}.stt"), raw.stt.unwrap_or_default())?;
         let llm = self.llm(&format!("{agent}.llm"), raw.llm.unwrap_or_default())?;
         let tts = self.tts(&format!("{agent}.tts"), raw.tts.unwrap_or_default())?;
-        Ok((
-            CascadedSection {
-                stt,
-                llm,
-                tts,
-                turn_end,
-            },
-            dsp,
-        ))
+        Ok(CascadedSection {
+            stt,
+            llm,
+            tts,
+            turn_end,
+        })
     }
 
     fn stt(&self, key: &str, f: FileStt) -> Result<SttConfig, ConfigError> {

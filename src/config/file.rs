@@ -268,6 +268,7 @@ pub(crate) struct FileHttpTool {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileFallback {
+    pub backends: Option<Vec<String>>,
     pub sip_code: Option<u16>,
     pub play_file: Option<PathBuf>,
     pub tone_hz: Option<f32>,

@@ -553,6 +553,10 @@ pub struct FallbackSection {
     pub prompt: Option<PlaySource>,
     /// `transfer_to`: then transfer here (else hang up).
     pub transfer_to: Option<String>,
+    /// `backends`: the backends that take over, in order, when the agent's own (its `kind`)
+    /// fails mid-call or cannot be reached; the prompt, transfer or status above come after
+    /// the last of them.
+    pub backends: Vec<AgentKind>,
 }
 
 /// What a `play` agent plays.

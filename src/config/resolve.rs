@@ -606,6 +606,7 @@ impl Resolver<'_> {
                     sip_code: DEFAULT_FALLBACK_CODE,
                     prompt: None,
                     transfer_to: None,
+                    backends: Vec::new(),
                 },
                 cascaded: None,
             });
@@ -955,6 +956,8 @@ impl Resolver<'_> {
         rebase: &dyn Fn(PathBuf) -> PathBuf,
     ) -> Result<AiSettings, ConfigError> {
         let key = |k: &str| format!("agent[{i}].{k}");
+        let chain = self.backend_chain(&key("fallback.backends"), kind, &raw.fallback)?;
+        let wants = |k: AgentKind| kind == k || chain.contains(&k);
         let c = &raw.cascaded;
         let cascaded_set = [
             ("stt", c.stt.is_some()),
@@ -962,19 +965,29 @@ impl Resolver<'_> {
             ("tts", c.tts.is_some()),
             ("turn_silence_ms", c.turn_silence_ms.is_some()),
         ];
-        if kind != AgentKind::Cascaded
+        if !wants(AgentKind::Cascaded)
             && let Some((k, _)) = cascaded_set.iter().find(|(_, on)| *on)
         {
             return Err(self.err(
                 key(k),
-                ConfigErrorKind::AgentSetting(format!("{k} only goes with kind = \"cascaded\"")),
+                ConfigErrorKind::AgentSetting(format!(
+                    "{k} only goes with kind = \"cascaded\" or \"cascaded\" in fallback.backends"
+                )),
             ));
         }
-        if kind == AgentKind::Cascaded && raw.realtime.is_some() {
+        if kind != AgentKind::Cascaded && c.turn_silence_ms.is_some() {
+            return Err(self.err(
+                key("turn_silence_ms"),
+                ConfigErrorKind::AgentSetting(
+                    "only a cascaded agent's own setting; a realtime agent's turns follow [agent.realtime]".into(),
+                ),
+            ));
+        }
+        if !wants(AgentKind::Realtime) && raw.realtime.is_some() {
             return Err(self.err(
                 key("realtime"),
                 ConfigErrorKind::AgentSetting(
-                    "[agent.realtime] only goes with kind = \"realtime\"".into(),
+                    "[agent.realtime] only goes with kind = \"realtime\" or \"realtime\" in fallback.backends".into(),
                 ),
             ));
         }
@@ -1020,24 +1033,47 @@ impl Resolver<'_> {
             })?;
             allow_from.push(cidr);
         }
-        let (realtime, cascaded, dsp) = if kind == AgentKind::Cascaded {
-            let (c, dsp) = self.cascaded_section(
-                &format!("agent[{i}]"),
-                super::cascaded::CascadedRaw {
-                    dsp: raw.dsp,
-                    ..raw.cascaded
-                },
-            )?;
-            (None, Some(c), dsp)
+        let realtime = if wants(AgentKind::Realtime) {
+            Some(self.realtime_section(&key("realtime"), raw.realtime.unwrap_or_default())?)
         } else {
-            let realtime =
-                self.realtime_section(&key("realtime"), raw.realtime.unwrap_or_default())?;
-            let dsp = self.dsp_section(
-                &format!("agent[{i}]"),
-                raw.dsp.unwrap_or_default(),
-                &realtime.turn_detection,
-            )?;
-            (Some(realtime), None, dsp)
+            None
+        };
+        let (cascaded, dsp) = match (kind, &realtime) {
+            (AgentKind::Cascaded, _) => {
+                let (c, dsp) = self.cascaded_section(
+                    &format!("agent[{i}]"),
+                    super::cascaded::CascadedRaw {
+                        dsp: raw.dsp,
+                        ..raw.cascaded
+                    },
+                )?;
+                (Some(c), dsp)
+            }
+            (_, Some(r)) => {
+                let dsp = self.dsp_section(
+                    &format!("agent[{i}]"),
+                    raw.dsp.unwrap_or_default(),
+                    &r.turn_detection,
+                )?;
+                // A cascaded fallback gets CommitTurn from voxline's VAD only when the
+                // realtime agent has local turns; otherwise the STT ends its turns.
+                let local = matches!(r.turn_detection, super::TurnDetectionSetting::Local { .. });
+                let cascaded = if wants(AgentKind::Cascaded) {
+                    Some(self.cascaded_providers(
+                        &format!("agent[{i}]"),
+                        raw.cascaded,
+                        if local && dsp.chain.speech.is_some() {
+                            crate::agent::cascaded::TurnEnd::VadAndStt
+                        } else {
+                            crate::agent::cascaded::TurnEnd::Stt
+                        },
+                    )?)
+                } else {
+                    None
+                };
+                (cascaded, dsp)
+            }
+            _ => (None, DspSection::default()),
         };
         let t = raw.tools.unwrap_or_default();
         let mut transfer_targets = Vec::new();
@@ -1194,9 +1230,48 @@ impl Resolver<'_> {
                 sip_code,
                 prompt,
                 transfer_to,
+                backends: chain,
             },
             dsp,
         })
+    }
+
+    /// `fallback.backends`: `realtime` or `cascaded`, each once, not the agent's own kind.
+    fn backend_chain(
+        &self,
+        key: &str,
+        kind: AgentKind,
+        f: &Option<FileFallback>,
+    ) -> Result<Vec<AgentKind>, ConfigError> {
+        let mut chain = Vec::new();
+        let names = f
+            .as_ref()
+            .and_then(|f| f.backends.clone())
+            .unwrap_or_default();
+        for (j, name) in names.iter().enumerate() {
+            let k = match name.as_str() {
+                "realtime" => AgentKind::Realtime,
+                "cascaded" => AgentKind::Cascaded,
+                other => {
+                    return Err(self.err(
+                        format!("{key}[{j}]"),
+                        ConfigErrorKind::AgentSetting(format!(
+                            "\"{other}\" is not one of realtime, cascaded"
+                        )),
+                    ));
+                }
+            };
+            if k == kind || chain.contains(&k) {
+                return Err(self.err(
+                    format!("{key}[{j}]"),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "\"{name}\" is already in the chain (the agent's kind comes first)"
+                    )),
+                ));
+            }
+            chain.push(k);
+        }
+        Ok(chain)
     }
 
     fn realtime_section(&self, key: &str, r: FileRealtime) -> Result<RealtimeSection, ConfigError> {

@@ -265,23 +265,36 @@ pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
 /// An AI agent's call-layer description (`None` without its backend sections, which
 /// validation guarantees for kind = "realtime" and "cascaded").
 fn ai_agent(a: &super::AgentSection) -> Option<AiAgent> {
-    let (backend, local_turns) = match (&a.realtime, &a.cascaded) {
-        (Some(r), _) => (
-            BackendConfig::Realtime(realtime_config(a, r)),
-            matches!(r.turn_detection, TurnDetectionSetting::Local { .. }),
-        ),
-        (None, Some(c)) => (
-            BackendConfig::Cascaded(CascadedConfig {
-                stt: c.stt.clone(),
-                llm: c.llm.clone(),
-                tts: c.tts.clone(),
-                instructions: a.instructions.clone().unwrap_or_default(),
-                greeting: a.greeting.clone(),
-                turn_end: c.turn_end,
-            }),
-            c.turn_end == TurnEnd::VadAndStt,
-        ),
-        (None, None) => return None,
+    let build = |kind: super::AgentKind| -> Option<BackendConfig> {
+        match kind {
+            super::AgentKind::Realtime => Some(BackendConfig::Realtime(realtime_config(
+                a,
+                a.realtime.as_ref()?,
+            ))),
+            super::AgentKind::Cascaded => {
+                let c = a.cascaded.as_ref()?;
+                Some(BackendConfig::Cascaded(CascadedConfig {
+                    stt: c.stt.clone(),
+                    llm: c.llm.clone(),
+                    tts: c.tts.clone(),
+                    instructions: a.instructions.clone().unwrap_or_default(),
+                    greeting: a.greeting.clone(),
+                    turn_end: c.turn_end,
+                }))
+            }
+            _ => None,
+        }
+    };
+    let mut backends = vec![build(a.kind)?];
+    for k in &a.fallback.backends {
+        backends.push(build(*k)?);
+    }
+    let local_turns = match (a.kind, &a.realtime, &a.cascaded) {
+        (super::AgentKind::Realtime, Some(r), _) => {
+            matches!(r.turn_detection, TurnDetectionSetting::Local { .. })
+        }
+        (_, _, Some(c)) => c.turn_end == TurnEnd::VadAndStt,
+        _ => false,
     };
     let transfer = (!a.tools.transfer_targets.is_empty()).then(|| TransferPolicy {
         targets: a
@@ -339,7 +352,7 @@ fn ai_agent(a: &super::AgentSection) -> Option<AiAgent> {
         },
     };
     Some(AiAgent {
-        backend,
+        backends,
         tools,
         fallback,
         voice: Voice {

@@ -202,6 +202,9 @@ pub struct CallRecord {
     pub turn_latencies: Vec<TurnLatency>,
     /// Tool calls, in call order (stored as a JSON array).
     pub tool_calls: Vec<ToolCallRecord>,
+    /// Switches between the agent's backends during the call.
+    #[serde(default)]
+    pub backend_switches: Vec<BackendSwitch>,
     /// Path of the JSONL transcript, if one is kept.
     pub transcript_path: Option<String>,
     /// Path of the recording, if one is kept.
@@ -218,6 +221,19 @@ pub struct CallRecord {
     /// rows written before.
     #[serde(default)]
     pub dsp: Option<DspInfo>,
+}
+
+/// A mid-call switch to the next backend of the agent's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSwitch {
+    /// When, in ms from the answer.
+    pub at_ms: u64,
+    /// The backend that failed (`realtime`, `cascaded`).
+    pub from: String,
+    /// The one that took over.
+    pub to: String,
+    /// Why the first one failed.
+    pub reason: String,
 }
 
 /// A call's voice chain (echo cancellation, noise suppression, VAD), as the API shows it.
@@ -288,6 +304,7 @@ impl CallRecord {
             mos: None,
             turn_latencies: Vec::new(),
             tool_calls: Vec::new(),
+            backend_switches: Vec::new(),
             transcript_path: None,
             recording_path: None,
             unfinished: false,

@@ -470,14 +470,18 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE calls ADD COLUMN dsp TEXT;
 ",
+    "
+    ALTER TABLE calls ADD COLUMN backend_switches TEXT NOT NULL DEFAULT '[]';
+",
 ];
 
 /// The `calls` columns in [`record_params`] order.
 const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
-    turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp";
+    turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp, \
+    backend_switches";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24";
 
 /// Every column but `id` replaced by the new row's value.
 const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_uri, \
@@ -488,7 +492,8 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     loss_percent = excluded.loss_percent, jitter_ms = excluded.jitter_ms, mos = excluded.mos, \
     turn_latencies = excluded.turn_latencies, tool_calls = excluded.tool_calls, \
     transcript_path = excluded.transcript_path, recording_path = excluded.recording_path, \
-    unfinished = excluded.unfinished, transfer = excluded.transfer, dsp = excluded.dsp";
+    unfinished = excluded.unfinished, transfer = excluded.transfer, dsp = excluded.dsp, \
+    backend_switches = excluded.backend_switches";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -548,6 +553,7 @@ struct EncodedJson {
     turn_latencies: String,
     tool_calls: String,
     dsp: Option<String>,
+    backend_switches: String,
 }
 
 impl EncodedJson {
@@ -563,6 +569,8 @@ impl EncodedJson {
             turn_latencies: serde_json::to_string(&r.turn_latencies)
                 .map_err(|e| enc("turn_latencies", e))?,
             tool_calls: serde_json::to_string(&r.tool_calls).map_err(|e| enc("tool_calls", e))?,
+            backend_switches: serde_json::to_string(&r.backend_switches)
+                .map_err(|e| enc("backend_switches", e))?,
             dsp: r
                 .dsp
                 .as_ref()
@@ -574,7 +582,7 @@ impl EncodedJson {
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 23] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 24] {
     [
         &r.id,
         &r.call_id,
@@ -599,6 +607,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &r.unfinished,
         &r.transfer,
         &json.dsp,
+        &json.backend_switches,
     ]
 }
 
@@ -639,6 +648,7 @@ struct RawRow {
     unfinished: bool,
     transfer: Option<String>,
     dsp: Option<String>,
+    backend_switches: String,
 }
 
 impl RawRow {
@@ -668,6 +678,7 @@ impl RawRow {
             unfinished: row.get(20)?,
             transfer: row.get(21)?,
             dsp: row.get(22)?,
+            backend_switches: row.get(23)?,
         })
     }
 
@@ -695,6 +706,8 @@ impl RawRow {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| corrupt("dsp", e.to_string()))?;
+        let backend_switches = serde_json::from_str(&self.backend_switches)
+            .map_err(|e| corrupt("backend_switches", e.to_string()))?;
         Ok(CallRecord {
             id: self.id,
             call_id: self.call_id,
@@ -719,6 +732,7 @@ impl RawRow {
             unfinished: self.unfinished,
             transfer: self.transfer,
             dsp,
+            backend_switches,
         })
     }
 }

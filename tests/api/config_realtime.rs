@@ -58,8 +58,8 @@ fn the_documented_example_loads_and_maps_to_a_realtime_agent() {
     let CallAgentKind::Ai(rt) = &spec.kind else {
         panic!("not a realtime agent: {:?}", spec.kind);
     };
-    let voxline::agent::BackendConfig::Realtime(backend) = &rt.backend else {
-        panic!("not a realtime backend: {:?}", rt.backend);
+    let voxline::agent::BackendConfig::Realtime(backend) = &rt.backends[0] else {
+        panic!("not a realtime backend: {:?}", rt.backends);
     };
     assert!(backend.instructions.contains("{{caller}}"));
     assert_eq!(

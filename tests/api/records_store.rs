@@ -70,6 +70,12 @@ fn full(id: &str) -> CallRecord {
                 duration_ms: 12,
             },
         ],
+        backend_switches: vec![voxline::records::BackendSwitch {
+            at_ms: 41_000,
+            from: "realtime".into(),
+            to: "cascaded".into(),
+            reason: "realtime connection lost".into(),
+        }],
         transcript_path: Some("/var/lib/voxline/transcripts/x.jsonl".into()),
         recording_path: Some("/var/lib/voxline/recordings/x.wav".into()),
         unfinished: false,

@@ -25,6 +25,7 @@ mod agent_http_tools;
 mod audio_out;
 mod barge_in;
 mod cascaded_barge_in;
+mod cascaded_failover;
 mod cascaded_streaming;
 mod cascaded_stt_reconnect;
 mod cascaded_tools;

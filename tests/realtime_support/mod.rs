@@ -26,6 +26,7 @@ pub fn ctx(format: AudioFormat) -> CallContext {
         variables: BTreeMap::from([("name".to_owned(), "Ada".to_owned())]),
         call_format: format,
         tools: vec![],
+        history: Vec::new(),
     }
 }
 

@@ -273,7 +273,11 @@ impl Conn {
     async fn on_message(&mut self, m: Message) -> Result<bool, String> {
         match m {
             Message::Binary(b) => {
-                self.shared.rec().stt_audio_bytes += b.len() as u64;
+                {
+                    let mut rec = self.shared.rec();
+                    rec.stt_audio_bytes += b.len() as u64;
+                    rec.stt_audio.extend_from_slice(&b);
+                }
                 self.on_audio(&b).await?;
                 Ok(true)
             }

@@ -45,6 +45,7 @@ pub(crate) struct Recorder {
     pub stt_connections: u64,
     pub stt_queries: Vec<String>,
     pub stt_audio_bytes: u64,
+    pub stt_audio: Vec<u8>,
     pub stt_controls: Vec<String>,
     pub stt_sent: Vec<Value>,
     pub stt_utterances: u64,
@@ -146,6 +147,11 @@ impl MockProviders {
     /// Audio bytes the STT mock received.
     pub fn stt_audio_bytes(&self) -> u64 {
         self.shared.rec().stt_audio_bytes
+    }
+
+    /// The audio the STT mock received, in arrival order (every connection's).
+    pub fn stt_audio(&self) -> Vec<u8> {
+        self.shared.rec().stt_audio.clone()
     }
 
     /// The `type`s of the STT control messages received, in order.

@@ -122,6 +122,19 @@ impl Session {
             .greeting
             .as_ref()
             .map(|g| render_instructions(g, &ctx, now));
+        // Another backend had the call: go on from its conversation, without a greeting.
+        let history: Vec<ChatMessage> = ctx
+            .history
+            .iter()
+            .map(|h| match h.role {
+                Role::Caller => ChatMessage::User(h.text.clone()),
+                Role::Agent => ChatMessage::Assistant {
+                    content: Some(h.text.clone()),
+                    tool_calls: Vec::new(),
+                },
+            })
+            .collect();
+        let greeting = greeting.filter(|_| history.is_empty());
         Session {
             format: ctx.call_format,
             tools: ctx.tools,
@@ -130,7 +143,7 @@ impl Session {
             events,
             system,
             greeting,
-            history: Vec::new(),
+            history,
             caller_text: String::new(),
             endpointed: false,
             vad_ended: false,

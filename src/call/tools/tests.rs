@@ -445,6 +445,7 @@ fn tool_call_context_from_call() {
         variables: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
         call_format: crate::agent::backend::AudioFormat::Pcmu8k,
         tools: vec![],
+        history: Vec::new(),
     };
     let ctx = ToolCallContext::from_call("c1", &call);
     assert_eq!(

@@ -217,21 +217,44 @@ pub async fn connect(cfg: RealtimeConfig, ctx: CallContext) -> Result<BackendHan
     let mut ws = open_session(&setup, cfg.connect_timeout).await?;
     info!(host = %setup.target.host, model = %cfg.model, "realtime session ready");
 
-    if let Some(greeting) = &cfg.greeting {
-        let text = render_instructions(greeting, &ctx, now);
-        let ev = ClientEvent::ResponseCreate {
-            response: Some(ResponseParams {
-                instructions: Some(greeting_instructions(&text)),
-            }),
-        };
-        send(&mut ws, &ev)
-            .await
-            .map_err(|e| BackendError::Protocol(format!("cannot request the greeting: {e}")))?;
-    }
-
     let (control_tx, control_rx) = mpsc::channel(CONTROL_CHANNEL_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    let client = Client::new(setup, ctx.call_format, wire, event_tx)?;
+    let mut client = Client::new(setup, ctx.call_format, wire, event_tx)?;
+    if ctx.history.is_empty() {
+        if let Some(greeting) = &cfg.greeting {
+            let text = render_instructions(greeting, &ctx, now);
+            let ev = ClientEvent::ResponseCreate {
+                response: Some(ResponseParams {
+                    instructions: Some(greeting_instructions(&text)),
+                }),
+            };
+            send(&mut ws, &ev)
+                .await
+                .map_err(|e| BackendError::Protocol(format!("cannot request the greeting: {e}")))?;
+        }
+    } else {
+        // Another backend had the call: go on from its conversation (no greeting).
+        client.history = ctx
+            .history
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HistoryEntry {
+                item_id: format!("earlier-{i}"),
+                role: h.role,
+                text: Some(h.text.clone()),
+                heard: None,
+            })
+            .collect();
+        for ev in client.replay_events() {
+            send(&mut ws, &ev).await.map_err(|e| {
+                BackendError::Protocol(format!("cannot send the conversation so far: {e}"))
+            })?;
+        }
+        debug!(
+            items = client.history.len(),
+            "realtime: conversation so far sent"
+        );
+    }
     tokio::spawn(client.run(ws, control_rx));
     Ok(BackendHandle {
         control: control_tx,

@@ -12,6 +12,7 @@ fn ctx() -> CallContext {
         variables: BTreeMap::from([("lang".to_owned(), "fr".to_owned())]),
         call_format: AudioFormat::Pcmu8k,
         tools: vec![],
+        history: Vec::new(),
     }
 }
 
