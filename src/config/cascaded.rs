@@ -62,7 +62,7 @@ impl Resolver<'_> {
             turn_silence_ms,
             dsp: None,
         };
-        let dsp_raw = dsp.unwrap_or_default();
+        let mut dsp_raw = dsp.unwrap_or_default();
         if let Some(b) = dsp_raw.barge_in.as_deref()
             && BargeIn::parse(b).is_some_and(|b| b != BargeIn::Local)
         {
@@ -96,6 +96,10 @@ impl Resolver<'_> {
         } else {
             TurnDetectionSetting::None
         };
+        if !vad {
+            // No VAD, no barge-in: a cascaded backend reports no speech of its own.
+            dsp_raw.barge_in = Some("server".into());
+        }
         let dsp = self.dsp_section(agent, dsp_raw, &turns)?;
         let turn_end = if dsp.chain.speech.is_some() {
             TurnEnd::VadAndStt

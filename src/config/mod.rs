@@ -50,6 +50,11 @@ Speak naturally and keep your answers short: one or two sentences. The caller's 
 When the caller says goodbye or wants to end the call, say goodbye and call the hang_up tool.";
 /// The built-in assistant's greeting.
 pub const DEFAULT_GREETING: &str = "Greet the caller briefly and ask how you can help.";
+/// The built-in cascaded assistant's greeting (spoken as written).
+pub const DEFAULT_CASCADED_GREETING: &str = "Hello! How can I help you today?";
+/// With this key set too (besides `OPENAI_API_KEY`), the built-in assistant is cascaded:
+/// Deepgram speech to text and speech, OpenAI's LLM.
+pub const DEEPGRAM_API_KEY_ENV: &str = "DEEPGRAM_API_KEY";
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -631,7 +636,7 @@ impl Config {
             Ok(c) => c,
             // invariant: the empty document has no trunks and only built-in defaults, which
             // validate with or without the key (tests `embedded_default_*`); the only env
-            // lookup is the optional OPENAI_API_KEY.
+            // lookups are the optional OPENAI_API_KEY and DEEPGRAM_API_KEY.
             Err(_) => Config::from_toml_str_with_env("", "(embedded default)", |_| None)
                 .expect("built-in defaults are valid"),
         }
@@ -646,6 +651,12 @@ impl Config {
                 "no [[route]] configured and {DEFAULT_API_KEY_ENV} is set: calls go to the built-in realtime agent `{}`. \
                  It answers loopback callers only; to open it, add an [[agent]] with kind = \"realtime\" and allow_from, \
                  or trunks with allow_from (see docs/agents.md)",
+                a.name
+            ),
+            (true, AgentKind::Cascaded) => format!(
+                "no [[route]] configured and {DEFAULT_API_KEY_ENV} and {DEEPGRAM_API_KEY_ENV} are set: calls go to the built-in cascaded agent `{}` \
+                 (Deepgram speech to text and speech, OpenAI's LLM). It answers loopback callers only; to open it, add an [[agent]] \
+                 with allow_from, or trunks with allow_from (see docs/agents.md)",
                 a.name
             ),
             (true, AgentKind::Echo) => format!(

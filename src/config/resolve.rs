@@ -570,22 +570,52 @@ impl Resolver<'_> {
                 });
             }
         }
-        // With an API key in the environment, the built-in realtime assistant exists too.
-        if !agents.iter().any(|a| a.name == BUILTIN_ASSISTANT_AGENT)
-            && (self.env)(DEFAULT_API_KEY_ENV).is_some_and(|k| !k.is_empty())
-        {
-            let realtime =
-                self.realtime_section("agent[assistant].realtime", FileRealtime::default())?;
-            let dsp = self.dsp_section(
-                "agent[assistant]",
-                FileDsp::default(),
-                &realtime.turn_detection,
-            )?;
+        // With an API key in the environment, the built-in assistant exists too: realtime
+        // with OPENAI_API_KEY, cascaded (Deepgram and OpenAI) with DEEPGRAM_API_KEY as well.
+        let set = |var: &str| (self.env)(var).is_some_and(|k| !k.is_empty());
+        if !agents.iter().any(|a| a.name == BUILTIN_ASSISTANT_AGENT) && set(DEFAULT_API_KEY_ENV) {
+            let (kind, realtime, cascaded, dsp, greeting) = if set(super::DEEPGRAM_API_KEY_ENV) {
+                let (c, dsp) = self.cascaded_section(
+                    "agent[assistant]",
+                    super::cascaded::CascadedRaw {
+                        stt: None,
+                        llm: None,
+                        tts: Some(super::file::FileTts {
+                            provider: Some("deepgram".into()),
+                            ..Default::default()
+                        }),
+                        turn_silence_ms: None,
+                        dsp: None,
+                    },
+                )?;
+                (
+                    AgentKind::Cascaded,
+                    None,
+                    Some(c),
+                    dsp,
+                    super::DEFAULT_CASCADED_GREETING,
+                )
+            } else {
+                let realtime =
+                    self.realtime_section("agent[assistant].realtime", FileRealtime::default())?;
+                let dsp = self.dsp_section(
+                    "agent[assistant]",
+                    FileDsp::default(),
+                    &realtime.turn_detection,
+                )?;
+                (
+                    AgentKind::Realtime,
+                    Some(realtime),
+                    None,
+                    dsp,
+                    DEFAULT_GREETING,
+                )
+            };
             agents.push(AgentSection {
                 dsp,
                 name: BUILTIN_ASSISTANT_AGENT.to_owned(),
-                kind: AgentKind::Realtime,
-                greeting: Some(DEFAULT_GREETING.to_owned()),
+                kind,
+                greeting: Some(greeting.to_owned()),
                 answer_after: Duration::ZERO,
                 hangup_after: None,
                 record: true,
@@ -595,7 +625,7 @@ impl Resolver<'_> {
                 builtin: true,
                 instructions: Some(DEFAULT_INSTRUCTIONS.to_owned()),
                 allow_from: Vec::new(),
-                realtime: Some(realtime),
+                realtime,
                 tools: ToolsSection {
                     hang_up: true,
                     send_dtmf: false,
@@ -608,7 +638,7 @@ impl Resolver<'_> {
                     transfer_to: None,
                     backends: Vec::new(),
                 },
-                cascaded: None,
+                cascaded,
             });
         }
         Ok(agents)

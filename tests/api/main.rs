@@ -11,6 +11,7 @@ mod call_failover;
 mod call_transfer;
 mod call_trunk_settings;
 mod call_variables;
+mod config_cascaded;
 mod config_cli;
 mod config_errors;
 mod config_profiles;
