@@ -132,6 +132,17 @@ pub enum BackendEvent {
         /// The backend's id of the conversation item.
         item_id: String,
     },
+    /// A final transcript already reported was cut short: the caller heard only `text` of it
+    /// (empty: nothing). Same role and item id as the [`BackendEvent::TranscriptFinal`] it
+    /// corrects.
+    TranscriptCorrected {
+        /// Who spoke.
+        role: Role,
+        /// What was heard.
+        text: String,
+        /// The item's id.
+        item_id: String,
+    },
     /// The agent wants a tool run; answer with [`BackendControl::ToolResult`].
     ToolCall {
         /// Echo this in the result.

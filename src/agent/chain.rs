@@ -188,8 +188,13 @@ impl Chain {
                 role,
                 text,
                 item_id,
+            }
+            | BackendEvent::TranscriptCorrected {
+                role,
+                text,
+                item_id,
             } => {
-                // A later line for the same item corrects it (the reply as heard).
+                // A correction replaces the item's text (the reply as heard).
                 match self
                     .history
                     .iter()

@@ -228,15 +228,18 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
                 role,
                 text,
                 item_id,
+                corrects,
             } => {
                 let role = match role {
                     crate::agent::backend::Role::Caller => RecRole::Caller,
                     crate::agent::backend::Role::Agent => RecRole::Agent,
                 };
-                tracing::debug!(%call, ?role, %text, "transcript");
-                append(&mut writer, since(now), role, text, item_id);
+                tracing::debug!(%call, ?role, %text, corrects, "transcript");
+                append(&mut writer, since(now), role, text, item_id, corrects);
             }
-            Notice::System(text) => append(&mut writer, since(now), RecRole::System, text, None),
+            Notice::System(text) => {
+                append(&mut writer, since(now), RecRole::System, text, None, false)
+            }
             Notice::Switched(s) => {
                 tracing::warn!(%call, from = %s.from, to = %s.to, reason = %s.reason, "switched to the next backend");
                 append(
@@ -245,6 +248,7 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
                     RecRole::System,
                     format!("backend switched from {} to {}: {}", s.from, s.to, s.reason),
                     None,
+                    false,
                 );
                 table.update(call, |i| i.backend_switches.push(s));
             }
@@ -263,6 +267,7 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
                     RecRole::System,
                     format!("tool call {name} {arguments}"),
                     None,
+                    false,
                 );
                 let job = ToolJob {
                     call,
@@ -445,6 +450,7 @@ fn append(
     role: RecRole,
     text: String,
     item_id: Option<String>,
+    corrects: bool,
 ) {
     let Some(w) = writer.as_mut() else {
         return;
@@ -456,6 +462,7 @@ fn append(
         text,
         is_final: true,
         item_id,
+        corrects,
     };
     if let Err(e) = w.append(&entry) {
         tracing::warn!(error = %e, "transcript line not written");

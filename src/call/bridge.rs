@@ -139,6 +139,8 @@ pub enum Notice {
         text: String,
         /// The backend's item id.
         item_id: Option<String>,
+        /// It corrects the earlier utterance with this item id (a reply cut short).
+        corrects: bool,
     },
     /// The agent wants a tool run.
     ToolCall {
@@ -554,6 +556,17 @@ impl Bridge {
                 role,
                 text,
                 item_id: Some(item_id),
+                corrects: false,
+            }),
+            BackendEvent::TranscriptCorrected {
+                role,
+                text,
+                item_id,
+            } => self.notice(Notice::Transcript {
+                role,
+                text,
+                item_id: Some(item_id),
+                corrects: true,
             }),
             BackendEvent::ToolCall {
                 call_id,

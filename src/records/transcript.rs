@@ -57,6 +57,10 @@ pub struct TranscriptEntry {
     /// The backend's id for the utterance, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_id: Option<String>,
+    /// This line corrects the earlier line with the same role and item id: a reply the
+    /// caller cut short after it had been written, now as heard (empty: none of it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub corrects: bool,
 }
 
 /// Appends entries to a JSONL transcript file, one line at a time.
@@ -184,10 +188,10 @@ pub struct SkippedLine {
 /// appended to again) is skipped, logged with `tracing::warn!` and listed in
 /// [`Transcript::skipped`]; only I/O errors fail.
 ///
-/// A later line with the same role and item id as an earlier one corrects it: a reply the
-/// caller cut short after it had been generated is written again as heard. The entry keeps
-/// its place and time and takes the later text (an empty text removes it); the file keeps
-/// both lines.
+/// A line marked `corrects` replaces the text of the earlier line with the same role and item
+/// id (a reply the caller cut short after it had been written, now as heard): the entry keeps
+/// its place and time and takes the new text, or goes when the new text is empty. The file
+/// keeps both lines.
 pub fn read_transcript(path: impl AsRef<Path>) -> Result<Transcript, RecordsError> {
     let path = path.as_ref();
     let data = std::fs::read(path).map_err(|source| RecordsError::TranscriptIo {
@@ -206,11 +210,15 @@ pub fn read_transcript(path: impl AsRef<Path>) -> Result<Transcript, RecordsErro
         let line_no = index + 1;
         match serde_json::from_slice::<TranscriptEntry>(line) {
             Ok(entry) => {
-                let earlier = entry.item_id.as_ref().and_then(|id| {
-                    out.entries
-                        .iter()
-                        .position(|e| e.role == entry.role && e.item_id.as_ref() == Some(id))
-                });
+                let earlier = entry
+                    .item_id
+                    .as_ref()
+                    .filter(|_| entry.corrects)
+                    .and_then(|id| {
+                        out.entries
+                            .iter()
+                            .rposition(|e| e.role == entry.role && e.item_id.as_ref() == Some(id))
+                    });
                 match earlier {
                     Some(i) if entry.text.is_empty() => {
                         out.entries.remove(i);
@@ -220,6 +228,7 @@ pub fn read_transcript(path: impl AsRef<Path>) -> Result<Transcript, RecordsErro
                             e.text = entry.text;
                         }
                     }
+                    None if entry.corrects && entry.text.is_empty() => {}
                     None => out.entries.push(entry),
                 }
             }

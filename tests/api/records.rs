@@ -112,6 +112,7 @@ fn entry(t_ms: u64, role: Role, text: &str) -> TranscriptEntry {
         text: text.into(),
         is_final: true,
         item_id: None,
+        corrects: false,
     }
 }
 

@@ -258,7 +258,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -272,7 +272,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 3,
+                supported: 4,
                 ..
             }
         ),
@@ -280,8 +280,9 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
     );
 }
 
-/// A database written by a voxline from before the `transfer` and `dsp` columns (schema
-/// version 1): opening it adds them, its rows read with neither, and new rows store both.
+/// A database written by a voxline from before the `transfer`, `dsp` and
+/// `backend_switches` columns (schema version 1): opening it adds them, its rows read with
+/// none, and new rows store them.
 #[test]
 fn version_1_database_is_migrated_and_keeps_its_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,6 +293,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     conn.execute_batch(
         "ALTER TABLE calls DROP COLUMN transfer;
          ALTER TABLE calls DROP COLUMN dsp;
+         ALTER TABLE calls DROP COLUMN backend_switches;
          DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
          VALUES ('old-1', 'c1@host', 'sip:a@x', 'sip:b@y', 'inbound', 'echo', 1000, 2000, 'RemoteBye');",
@@ -303,6 +305,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let old = store.get("old-1").unwrap().expect("old row");
     assert_eq!(old.transfer, None);
     assert_eq!(old.dsp, None);
+    assert!(old.backend_switches.is_empty());
     assert_eq!(old.end_reason.as_deref(), Some("RemoteBye"));
     let new = full("new-1");
     store.finish(&new).unwrap();
@@ -312,7 +315,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 3);
+    assert_eq!(max, 4);
 }
 
 #[test]

@@ -20,6 +20,7 @@ fn entry(
         text: text.into(),
         is_final,
         item_id: item_id.map(Into::into),
+        corrects: false,
     }
 }
 
@@ -240,4 +241,68 @@ fn missing_file_is_an_error_naming_path_and_operation() {
     assert!(matches!(&err, RecordsError::TranscriptIo { op: "read", path: p, .. } if *p == path));
     let msg = err.to_string();
     assert!(msg.contains("nope.jsonl") && msg.contains("read"), "{msg}");
+}
+
+#[test]
+fn a_correction_replaces_the_earlier_line_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let mut w = TranscriptWriter::create(&path).unwrap();
+    w.append(&entry(
+        0,
+        Role::Caller,
+        "hours please",
+        true,
+        Some("caller-1"),
+    ))
+    .unwrap();
+    w.append(&entry(
+        900,
+        Role::Agent,
+        "We open at eight and close at six.",
+        true,
+        Some("agent-1"),
+    ))
+    .unwrap();
+    w.append(&entry(2_000, Role::System, "barge-in", true, None))
+        .unwrap();
+    w.append(&TranscriptEntry {
+        corrects: true,
+        ..entry(
+            2_010,
+            Role::Agent,
+            "We open at eight",
+            true,
+            Some("agent-1"),
+        )
+    })
+    .unwrap();
+    // A correction to nothing heard removes the line; one for an unknown item is kept.
+    w.append(&entry(3_000, Role::Agent, "Sorry,", true, Some("agent-2")))
+        .unwrap();
+    w.append(&TranscriptEntry {
+        corrects: true,
+        ..entry(3_100, Role::Agent, "", true, Some("agent-2"))
+    })
+    .unwrap();
+    w.close().unwrap();
+    let raw = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(raw.lines().count(), 6, "the file keeps every line");
+    assert!(raw.contains(r#""corrects":true"#));
+    let t = read_transcript(&path).unwrap();
+    let got: Vec<(u64, &str)> = t
+        .entries
+        .iter()
+        .map(|e| (e.t_ms, e.text.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "hours please"),
+            (900, "We open at eight"),
+            (2_000, "barge-in")
+        ]
+    );
+    // Plain lines with a repeated item id are not corrections.
+    assert!(!raw.lines().next().unwrap().contains("corrects"));
 }

@@ -640,15 +640,22 @@ impl Session {
             None => {}
         }
         // An active reply has no transcript line yet; a delivered one has its whole text, which
-        // this line (same item id) corrects to what was heard (`read_transcript`).
-        if (!active || !heard.is_empty())
-            && let Step::Stop = self
-                .emit(BackendEvent::TranscriptFinal {
-                    role: Role::Agent,
-                    text: heard,
-                    item_id: spoken.item,
-                })
-                .await
+        // is corrected to what was heard.
+        let ev = if active {
+            (!heard.is_empty()).then(|| BackendEvent::TranscriptFinal {
+                role: Role::Agent,
+                text: heard,
+                item_id: spoken.item,
+            })
+        } else {
+            Some(BackendEvent::TranscriptCorrected {
+                role: Role::Agent,
+                text: heard,
+                item_id: spoken.item,
+            })
+        };
+        if let Some(ev) = ev
+            && let Step::Stop = self.emit(ev).await
         {
             return Step::Stop;
         }
