@@ -152,6 +152,16 @@ pub enum BackendEvent {
         /// The arguments, parsed JSON.
         arguments: serde_json::Value,
     },
+    /// How long the stages of a cascaded backend took for the reply to the caller's last
+    /// turn (sent once per turn, with the reply's first audio).
+    StageLatency {
+        /// Last audio of the utterance sent to the STT → its final transcript, ms.
+        stt_final_ms: Option<u64>,
+        /// LLM request → first token, ms.
+        llm_first_token_ms: Option<u64>,
+        /// First TTS request → first audio, ms.
+        tts_first_byte_ms: Option<u64>,
+    },
     /// The agent started a response (`heard_ms` counts from here).
     ResponseStarted,
     /// The agent's response is complete (or was cancelled).

@@ -226,6 +226,8 @@ struct Turn {
     first_audio: Option<Instant>,
     /// The sent-counter value the reply's first audio starts at.
     audio_mark: u64,
+    /// A cascaded backend's stage figures: STT, LLM first token, TTS first byte (ms).
+    stages: [Option<u64>; 3],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -443,6 +445,7 @@ impl Bridge {
                             speech_end: last_voiced,
                             first_audio: None,
                             audio_mark: 0,
+                            stages: [None; 3],
                         });
                     }
                 }
@@ -545,9 +548,19 @@ impl Bridge {
                     speech_end,
                     first_audio: None,
                     audio_mark: 0,
+                    stages: [None; 3],
                 });
             }
             BackendEvent::TranscriptDelta { .. } => {}
+            BackendEvent::StageLatency {
+                stt_final_ms,
+                llm_first_token_ms,
+                tts_first_byte_ms,
+            } => {
+                if let Some(t) = &mut self.turn {
+                    t.stages = [stt_final_ms, llm_first_token_ms, tts_first_byte_ms];
+                }
+            }
             BackendEvent::TranscriptFinal {
                 role,
                 text,
@@ -764,6 +777,9 @@ impl Bridge {
             caller_speech_end_ms: ms(t.speech_end),
             first_backend_audio_ms: t.first_audio.map(ms),
             first_rtp_out_ms: first_rtp.map(ms),
+            stt_final_ms: t.stages[0],
+            llm_first_token_ms: t.stages[1],
+            tts_first_byte_ms: t.stages[2],
         };
         if let Some(r) = turn.response_latency_ms() {
             tracing::debug!(

@@ -93,6 +93,12 @@ pub struct Metrics {
     pub turn_response: Histogram,
     /// Caller speech end → first audio of the reply from the backend.
     pub turn_backend: Histogram,
+    /// Cascaded: last audio to the STT → its final transcript.
+    pub turn_stt: Histogram,
+    /// Cascaded: LLM request → first token.
+    pub turn_llm: Histogram,
+    /// Cascaded: first TTS request → first audio.
+    pub turn_tts: Histogram,
     /// Turns that ended without a reply (the caller spoke again, hang-up, error).
     pub turns_unanswered: AtomicU64,
 }
@@ -126,6 +132,15 @@ impl Metrics {
 
     /// Records a finished turn.
     pub fn turn(&self, t: &crate::records::TurnLatency) {
+        for (h, v) in [
+            (&self.turn_stt, t.stt_final_ms),
+            (&self.turn_llm, t.llm_first_token_ms),
+            (&self.turn_tts, t.tts_first_byte_ms),
+        ] {
+            if let Some(ms) = v {
+                h.observe(ms);
+            }
+        }
         match (t.response_latency_ms(), t.backend_latency_ms()) {
             (Some(r), b) => {
                 self.turn_response.observe(r);
@@ -240,6 +255,21 @@ impl Metrics {
             "voxline_turn_backend_latency_seconds",
             "Caller speech end to the first audio of the reply from the AI backend.",
         );
+        self.turn_stt.render(
+            &mut out,
+            "voxline_turn_stt_final_seconds",
+            "Cascaded agents: the utterance's last audio sent to the STT to its final transcript.",
+        );
+        self.turn_llm.render(
+            &mut out,
+            "voxline_turn_llm_first_token_seconds",
+            "Cascaded agents: the LLM request to its first token.",
+        );
+        self.turn_tts.render(
+            &mut out,
+            "voxline_turn_tts_first_byte_seconds",
+            "Cascaded agents: the reply's first TTS request to its first audio.",
+        );
         out
     }
 }
@@ -279,11 +309,17 @@ mod tests {
             caller_speech_end_ms: 100,
             first_backend_audio_ms: None,
             first_rtp_out_ms: None,
+            stt_final_ms: None,
+            llm_first_token_ms: None,
+            tts_first_byte_ms: None,
         });
         m.turn(&crate::records::TurnLatency {
             caller_speech_end_ms: 100,
             first_backend_audio_ms: Some(400),
             first_rtp_out_ms: Some(420),
+            stt_final_ms: None,
+            llm_first_token_ms: None,
+            tts_first_byte_ms: None,
         });
         assert_eq!(m.turns_unanswered.load(Ordering::Relaxed), 1);
         assert_eq!(m.turn_response.count(), 1);

@@ -124,6 +124,16 @@ pub struct TurnLatency {
     pub first_backend_audio_ms: Option<u64>,
     /// First RTP packet of the reply sent.
     pub first_rtp_out_ms: Option<u64>,
+    /// Cascaded backends: from sending the utterance's last audio to the STT to its final
+    /// transcript, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stt_final_ms: Option<u64>,
+    /// Cascaded backends: from the LLM request to its first token, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_first_token_ms: Option<u64>,
+    /// Cascaded backends: from the first TTS request of the reply to its first audio, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tts_first_byte_ms: Option<u64>,
 }
 
 impl TurnLatency {
@@ -479,6 +489,9 @@ mod tests {
             caller_speech_end_ms: 1_000,
             first_backend_audio_ms: Some(900),
             first_rtp_out_ms: Some(1_250),
+            stt_final_ms: None,
+            llm_first_token_ms: None,
+            tts_first_byte_ms: None,
         };
         assert_eq!(t.backend_latency_ms(), Some(0));
         assert_eq!(t.response_latency_ms(), Some(250));

@@ -47,6 +47,9 @@ fn finished(id: &str) -> CallRecord {
         caller_speech_end_ms: 1_000,
         first_backend_audio_ms: Some(1_400),
         first_rtp_out_ms: Some(1_430),
+        stt_final_ms: None,
+        llm_first_token_ms: None,
+        tts_first_byte_ms: None,
     }];
     r.tool_calls = vec![ToolCallRecord {
         name: "book".into(),

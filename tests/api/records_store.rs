@@ -45,11 +45,17 @@ fn full(id: &str) -> CallRecord {
                 caller_speech_end_ms: 2_000,
                 first_backend_audio_ms: Some(2_480),
                 first_rtp_out_ms: Some(2_520),
+                stt_final_ms: Some(120),
+                llm_first_token_ms: Some(310),
+                tts_first_byte_ms: Some(95),
             },
             TurnLatency {
                 caller_speech_end_ms: 9_000,
                 first_backend_audio_ms: None,
                 first_rtp_out_ms: None,
+                stt_final_ms: None,
+                llm_first_token_ms: None,
+                tts_first_byte_ms: None,
             },
         ],
         tool_calls: vec![

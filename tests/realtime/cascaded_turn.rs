@@ -2,7 +2,8 @@
 //! the call's own μ-law, voxline's VAD and the STT's final transcript end the turn, the
 //! transcript reaches the LLM as the user's message, the reply is cut into sentences that the
 //! TTS speaks in the call's format, and the audio reaches the caller as RTP. The call leaves a
-//! record with the turn's latency and a transcript with both sides.
+//! record with the turn's latency (each stage's part too: STT final, LLM first token, TTS
+//! first byte, also in `/metrics`) and a transcript with both sides.
 
 use crate::cascaded_support::{CascadedE2e, agent_frames, question, say_and_listen};
 
@@ -90,7 +91,22 @@ fn a_turn_goes_through_stt_llm_and_tts_and_is_recorded() {
     let r = record.unwrap_or_else(|| panic!("no finished record:\n{out}"));
     assert_eq!(r.agent, "bot");
     assert_eq!(r.turn_latencies.len(), 1, "turns: {:?}", r.turn_latencies);
-    assert!(r.turn_latencies[0].response_latency_ms().is_some());
+    let t = r.turn_latencies[0];
+    assert!(t.response_latency_ms().is_some());
+    // The stages' figures: each provider's part of the turn.
+    assert!(
+        t.stt_final_ms.is_some() && t.llm_first_token_ms.is_some() && t.tts_first_byte_ms.is_some(),
+        "{t:?}"
+    );
+    let (_, metrics) =
+        crate::common::http_get(h.vox.http_addr(), "/metrics", Duration::from_secs(5)).unwrap();
+    for name in [
+        "voxline_turn_stt_final_seconds_count 1\n",
+        "voxline_turn_llm_first_token_seconds_count 1\n",
+        "voxline_turn_tts_first_byte_seconds_count 1\n",
+    ] {
+        assert!(metrics.contains(name), "{name}: {metrics}");
+    }
     let path = r.transcript_path.clone().expect("a transcript path");
     let transcript = read_transcript(h.vox.work_dir().join(&path)).expect("transcript");
     let lines: Vec<(String, String)> = transcript

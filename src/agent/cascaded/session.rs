@@ -71,7 +71,16 @@ pub struct Session {
     agent_items: u64,
     /// The caller's audio sent to the STT so far, in ms.
     input_ms: u64,
+    /// When audio positions were sent to the STT: (position in ms, instant), newest last.
+    input_marks: std::collections::VecDeque<(u64, Instant)>,
+    /// The STT latency of the current caller turn's last final transcript.
+    stt_final_ms: Option<u64>,
+    /// The stage figures wait for the reply to this turn.
+    timings_due: bool,
 }
+
+/// Input positions remembered to time the STT (ten seconds of 20 ms frames).
+const INPUT_MARKS: usize = 512;
 
 /// One LLM round (or a scripted text) being spoken.
 struct Reply {
@@ -86,6 +95,8 @@ struct Reply {
     history_at: Option<usize>,
     started: Instant,
     first_token: Option<Instant>,
+    /// When the first piece went to the TTS.
+    first_said: Option<Instant>,
     first_audio: Option<Instant>,
 }
 
@@ -156,6 +167,9 @@ impl Session {
             caller_items: 0,
             agent_items: 0,
             input_ms: 0,
+            input_marks: std::collections::VecDeque::with_capacity(INPUT_MARKS),
+            stt_final_ms: None,
+            timings_due: false,
         }
     }
 
@@ -219,6 +233,10 @@ impl Session {
                     return Step::Continue;
                 }
                 self.input_ms += self.format.duration_ms(chunk.data.len() as u64);
+                if self.input_marks.len() == INPUT_MARKS {
+                    self.input_marks.pop_front();
+                }
+                self.input_marks.push_back((self.input_ms, Instant::now()));
                 if stt.try_send(SttInput::Audio(chunk.data)).is_err() {
                     debug!("cascaded: the STT queue is full; caller audio dropped");
                 }
@@ -272,9 +290,16 @@ impl Session {
                 text,
                 speech_final,
                 from_finalize,
+                end_ms,
             } => {
                 let text = text.trim();
                 if !text.is_empty() {
+                    // When the audio ending where this transcript ends was sent.
+                    let i = self.input_marks.partition_point(|(p, _)| *p < end_ms);
+                    if let Some((_, at)) = self.input_marks.get(i) {
+                        self.stt_final_ms =
+                            Some(at.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
+                    }
                     if !self.caller_text.is_empty() {
                         self.caller_text.push(' ');
                     }
@@ -331,6 +356,7 @@ impl Session {
             return Step::Stop;
         }
         self.history.push(ChatMessage::User(text));
+        self.timings_due = true;
         if self.reply.is_some() || !self.tools_pending.is_empty() {
             self.turn_waiting = true;
             return Step::Continue;
@@ -355,6 +381,7 @@ impl Session {
                 history_at: None,
                 started: Instant::now(),
                 first_token: None,
+                first_said: None,
                 first_audio: None,
             },
             item,
@@ -521,12 +548,28 @@ impl Session {
                 if let Some(p) = reply.pieces.get_mut(seq) {
                     p.bytes += chunk.data.len() as u64;
                 }
+                let mut timings = None;
                 if reply.first_audio.is_none() {
-                    reply.first_audio = Some(Instant::now());
-                    debug!(
-                        since_start_ms = reply.started.elapsed().as_millis() as u64,
-                        "cascaded: first TTS audio"
-                    );
+                    let now = Instant::now();
+                    reply.first_audio = Some(now);
+                    let ms = |a: Instant, b: Instant| {
+                        u64::try_from(b.saturating_duration_since(a).as_millis()).ok()
+                    };
+                    let llm = reply.first_token.and_then(|t| ms(reply.started, t));
+                    let tts = reply.first_said.and_then(|t| ms(t, now));
+                    debug!(?llm, ?tts, stt = ?self.stt_final_ms, "cascaded: first TTS audio");
+                    if std::mem::take(&mut self.timings_due) {
+                        timings = Some(BackendEvent::StageLatency {
+                            stt_final_ms: self.stt_final_ms.take(),
+                            llm_first_token_ms: llm,
+                            tts_first_byte_ms: tts,
+                        });
+                    }
+                }
+                if let Some(t) = timings
+                    && let Step::Stop = self.emit(t).await
+                {
+                    return Step::Stop;
                 }
                 self.emit(BackendEvent::Audio(chunk)).await
             }
@@ -677,6 +720,7 @@ impl Session {
 
 fn say(reply: &mut Reply, text: String) {
     if reply.speaker.say(text.clone()).is_some() {
+        reply.first_said.get_or_insert_with(Instant::now);
         reply.pieces.push(Piece {
             text,
             bytes: 0,

@@ -83,6 +83,8 @@ pub enum SttEvent {
         speech_final: bool,
         /// The answer to a `Finalize`.
         from_finalize: bool,
+        /// Where the transcribed audio ends in the call's audio sent so far, in ms.
+        end_ms: u64,
     },
     /// Deepgram found a gap of `utterance_end_ms` after the last word.
     UtteranceEnd,
@@ -324,6 +326,7 @@ impl Client {
                             .get("from_finalize")
                             .and_then(Value::as_bool)
                             .unwrap_or(false),
+                        end_ms: end,
                     }
                 } else if text.is_empty() {
                     return Flow::Continue;
