@@ -182,6 +182,7 @@ async fn run(
             "AI agent: only these sources may call it (others get 403); set allow_from on the agent or a trunk to change that"
         );
     }
+    check_local_tts(&cfg)?;
     let mut opts = cfg.runtime_options();
     if let Some(addr) = sip_listen {
         opts.udp_listen = vec![addr];
@@ -417,5 +418,40 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// An agent that speaks with espeak-ng needs libespeak-ng: refuse to start without it (the
+/// agent could not say a word); a switch prompt without it is only skipped, with a warning.
+fn check_local_tts(cfg: &config::Config) -> anyhow::Result<()> {
+    let speaks = cfg.agents.iter().find(|a| {
+        a.cascaded
+            .as_ref()
+            .is_some_and(|c| c.tts.provider == voxline::agent::cascaded::tts::TtsProvider::Espeak)
+    });
+    let prompts = cfg
+        .agents
+        .iter()
+        .find(|a| a.fallback.switch_prompt.is_some());
+    if speaks.is_none() && prompts.is_none() {
+        return Ok(());
+    }
+    match voxline_espeak::available() {
+        Ok(rate) => {
+            tracing::debug!(rate, "espeak-ng loaded for the local TTS");
+            Ok(())
+        }
+        Err(e) => match speaks {
+            Some(a) => anyhow::bail!(
+                "agent {}: [agent.tts] provider = \"espeak\" needs espeak-ng: {e}",
+                a.name
+            ),
+            None => {
+                if let Some(a) = prompts {
+                    tracing::warn!(agent = %a.name, error = %e, "the backend switch prompt cannot be spoken; switches will be silent");
+                }
+                Ok(())
+            }
+        },
     }
 }

@@ -11,10 +11,12 @@
 //! 1. ends the response that was playing (the call layer stops waiting for it) and forgets
 //!    the failed backend's tool calls (their results would name calls the next backend never
 //!    made);
-//! 2. connects the next backend with [`CallContext::history`] holding the conversation, so it
+//! 2. says the agent's switch prompt ("One moment, please.", espeak-ng on this machine), the
+//!    one thing the caller hears while
+//! 3. it connects the next backend with [`CallContext::history`] holding the conversation, so it
 //!    goes on where the last one stopped (a realtime backend gets it as conversation items, a
 //!    cascaded one as chat history);
-//! 3. reports [`BackendEvent::Switched`], which the call layer writes into the transcript,
+//! 4. reports [`BackendEvent::Switched`], which the call layer writes into the transcript,
 //!    the call record and the metrics.
 //!
 //! When the last backend fails too, the chain reports the fatal error and closes: the
@@ -36,6 +38,7 @@ use super::backend::{
 /// error when none connects, or [`BackendError::Config`] for an empty chain.
 pub async fn connect(
     chain: Vec<BackendConfig>,
+    switch_prompt: Option<(String, String)>,
     ctx: CallContext,
 ) -> Result<BackendHandle, BackendError> {
     let mut last = BackendError::Config("no backend configured".into());
@@ -52,6 +55,7 @@ pub async fn connect(
                 let (event_tx, event_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
                 let task = Chain {
                     chain,
+                    switch_prompt,
                     at: i,
                     ctx,
                     events: event_tx,
@@ -76,6 +80,8 @@ pub async fn connect(
 
 struct Chain {
     chain: Vec<BackendConfig>,
+    /// Said (text, espeak-ng voice) while the next backend connects.
+    switch_prompt: Option<(String, String)>,
     /// The backend in use.
     at: usize,
     ctx: CallContext,
@@ -223,6 +229,29 @@ impl Chain {
         }
     }
 
+    /// The short local prompt while switching (a reply of its own: it can be interrupted).
+    async fn say_switch_prompt(&mut self) {
+        let Some((text, voice)) = self.switch_prompt.clone() else {
+            return;
+        };
+        match super::cascaded::tts::speak_local(&voice, &text, self.ctx.call_format).await {
+            Ok(data) => {
+                let chunk = super::backend::AudioChunk {
+                    format: self.ctx.call_format,
+                    data,
+                };
+                for ev in [
+                    BackendEvent::ResponseStarted,
+                    BackendEvent::Audio(chunk),
+                    BackendEvent::ResponseDone,
+                ] {
+                    let _ = self.events.send(ev).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "the switch prompt cannot be spoken"),
+        }
+    }
+
     /// Connects the next backend that answers, with the conversation so far.
     async fn switch(&mut self, reason: &str) -> Option<BackendHandle> {
         if self.responding {
@@ -240,6 +269,9 @@ impl Chain {
                 text: text.clone(),
             })
             .collect();
+        if self.at + 1 < self.chain.len() {
+            self.say_switch_prompt().await;
+        }
         while self.at + 1 < self.chain.len() {
             self.at += 1;
             let cfg = &self.chain[self.at];

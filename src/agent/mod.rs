@@ -47,14 +47,16 @@ impl BackendConfig {
 }
 
 /// Starts a backend session for one call: the first of `backends` that connects, and with
-/// more than one, the fallback chain between them ([`chain`]).
+/// more than one, the fallback chain between them ([`chain`]), which says `switch_prompt`
+/// (text, espeak-ng voice) while it switches.
 pub async fn connect(
     backends: &[BackendConfig],
+    switch_prompt: Option<(String, String)>,
     ctx: CallContext,
 ) -> Result<BackendHandle, BackendError> {
     match backends {
         [one] => connect_one(one, ctx).await,
-        many => chain::connect(many.to_vec(), ctx).await,
+        many => chain::connect(many.to_vec(), switch_prompt, ctx).await,
     }
 }
 

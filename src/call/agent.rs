@@ -37,6 +37,8 @@ pub struct AiAgent {
     /// The backends, in the order they are tried (API keys resolved): the first that
     /// connects answers the call, and when it fails mid-call the next takes over.
     pub backends: Vec<BackendConfig>,
+    /// What the caller hears (text and espeak-ng voice) while the next backend connects.
+    pub switch_prompt: Option<(String, String)>,
     /// The tools it may call.
     pub tools: AgentTools,
     /// What happens when the backend cannot be reached, or drops for good mid-call.
@@ -164,7 +166,7 @@ pub async fn connect(
         tools: agent.tools.specs(),
         history: Vec::new(),
     };
-    crate::agent::connect(&agent.backends, ctx).await
+    crate::agent::connect(&agent.backends, agent.switch_prompt.clone(), ctx).await
 }
 
 /// What the per-call agent task needs.

@@ -15,8 +15,9 @@ use crate::agent::cascaded::stt::{
     DEFAULT_UTTERANCE_END_MS, SttConfig,
 };
 use crate::agent::cascaded::tts::{
-    DEFAULT_DEEPGRAM_TTS_URL, DEFAULT_DEEPGRAM_VOICE, DEFAULT_OPENAI_TTS_MODEL,
-    DEFAULT_OPENAI_TTS_URL, DEFAULT_OPENAI_VOICE, DEFAULT_TTS_TIMEOUT, TtsConfig, TtsProvider,
+    DEFAULT_DEEPGRAM_TTS_URL, DEFAULT_DEEPGRAM_VOICE, DEFAULT_ESPEAK_VOICE,
+    DEFAULT_OPENAI_TTS_MODEL, DEFAULT_OPENAI_TTS_URL, DEFAULT_OPENAI_VOICE, DEFAULT_TTS_TIMEOUT,
+    TtsConfig, TtsProvider,
 };
 use crate::agent::cascaded::{ApiKey, TurnEnd};
 use crate::call::BargeIn;
@@ -231,7 +232,9 @@ impl Resolver<'_> {
         let provider = TtsProvider::parse(text).ok_or_else(|| {
             self.err(
                 k("provider"),
-                ConfigErrorKind::AgentSetting(format!("\"{text}\" is not one of openai, deepgram")),
+                ConfigErrorKind::AgentSetting(format!(
+                    "\"{text}\" is not one of openai, deepgram, espeak"
+                )),
             )
         })?;
         let (url, env, voice) = match provider {
@@ -241,6 +244,30 @@ impl Resolver<'_> {
                 DEEPGRAM_KEY_ENV,
                 DEFAULT_DEEPGRAM_VOICE,
             ),
+            TtsProvider::Espeak => {
+                let set = [
+                    ("url", f.url.is_some()),
+                    ("model", f.model.is_some()),
+                    ("api_key_env", f.api_key_env.is_some()),
+                    ("timeout_ms", f.timeout_ms.is_some()),
+                ];
+                if let Some((name, _)) = set.iter().find(|(_, on)| *on) {
+                    return Err(self.err(
+                        k(name),
+                        ConfigErrorKind::AgentSetting(
+                            "espeak speaks on this machine: only voice applies".into(),
+                        ),
+                    ));
+                }
+                return Ok(TtsConfig {
+                    provider,
+                    url: String::new(),
+                    model: String::new(),
+                    voice: f.voice.unwrap_or_else(|| DEFAULT_ESPEAK_VOICE.to_owned()),
+                    api_key: None,
+                    timeout: DEFAULT_TTS_TIMEOUT,
+                });
+            }
         };
         if provider == TtsProvider::DeepgramRest && f.model.is_some() {
             return Err(self.err(

@@ -269,6 +269,8 @@ pub(crate) struct FileHttpTool {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileFallback {
     pub backends: Option<Vec<String>>,
+    pub switch_prompt: Option<String>,
+    pub switch_voice: Option<String>,
     pub sip_code: Option<u16>,
     pub play_file: Option<PathBuf>,
     pub tone_hz: Option<f32>,

@@ -562,7 +562,14 @@ pub struct FallbackSection {
     /// fails mid-call or cannot be reached; the prompt, transfer or status above come after
     /// the last of them.
     pub backends: Vec<AgentKind>,
+    /// `switch_prompt` and `switch_voice`: what espeak-ng says while the next backend
+    /// connects (default "One moment, please." in `en-us` when there are `backends`; `""`:
+    /// nothing).
+    pub switch_prompt: Option<(String, String)>,
 }
+
+/// What the caller hears while the next backend of the chain connects.
+pub const DEFAULT_SWITCH_PROMPT: &str = "One moment, please.";
 
 /// What a `play` agent plays.
 #[derive(Debug, Clone, PartialEq)]

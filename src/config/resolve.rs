@@ -637,6 +637,7 @@ impl Resolver<'_> {
                     prompt: None,
                     transfer_to: None,
                     backends: Vec::new(),
+                    switch_prompt: None,
                 },
                 cascaded,
             });
@@ -1260,6 +1261,24 @@ impl Resolver<'_> {
                 sip_code,
                 prompt,
                 transfer_to,
+                switch_prompt: if chain.is_empty() {
+                    if f.switch_prompt.is_some() || f.switch_voice.is_some() {
+                        return Err(self.err(
+                            key("fallback.switch_prompt"),
+                            ConfigErrorKind::AgentSetting(
+                                "has no effect without fallback.backends (nothing to switch to)"
+                                    .into(),
+                            ),
+                        ));
+                    }
+                    None
+                } else {
+                    let text = f
+                        .switch_prompt
+                        .unwrap_or_else(|| super::DEFAULT_SWITCH_PROMPT.to_owned());
+                    (!text.trim().is_empty())
+                        .then(|| (text, f.switch_voice.unwrap_or_else(|| "en-us".to_owned())))
+                },
                 backends: chain,
             },
             dsp,

@@ -353,6 +353,7 @@ fn ai_agent(a: &super::AgentSection) -> Option<AiAgent> {
     };
     Some(AiAgent {
         backends,
+        switch_prompt: a.fallback.switch_prompt.clone(),
         tools,
         fallback,
         voice: Voice {

@@ -76,6 +76,14 @@ fn the_documented_chain_example_loads() {
         b.iter().map(BackendConfig::kind).collect::<Vec<_>>(),
         ["realtime", "cascaded"]
     );
+    let spec = agent_spec(cfg.agent("support").unwrap());
+    let CallAgentKind::Ai(ai) = &spec.kind else {
+        panic!()
+    };
+    assert_eq!(
+        ai.switch_prompt,
+        Some(("One moment, please.".to_owned(), "en-us".to_owned()))
+    );
     // The realtime agent has the server's turns: the cascaded fallback ends turns on the STT.
     let BackendConfig::Cascaded(c) = &b[1] else {
         panic!()
@@ -143,6 +151,14 @@ fn each_mistake_names_the_key_and_the_reason() {
             "agent[0].tts.model: Deepgram's model is the voice",
         ),
         ("[agent.tts]\nunknown = 1\n", "unknown field `unknown`"),
+        (
+            "[agent.tts]\nprovider = \"espeak\"\nurl = \"http://x\"\n",
+            "agent[0].tts.url: espeak speaks on this machine: only voice applies",
+        ),
+        (
+            "[agent.fallback]\nswitch_prompt = \"Hold on\"\n",
+            "agent[0].fallback.switch_prompt: has no effect without fallback.backends",
+        ),
         (
             "turn_silence_ms = 50\n",
             "agent[0].turn_silence_ms: must be between 100 and 5000 (got 50)",

@@ -36,6 +36,22 @@ impl CascadedE2e {
         agent_extra: &str,
         tables_extra: &str,
     ) -> CascadedE2e {
+        CascadedE2e::start_inner(cfg, Some(tts), "", agent_extra, tables_extra)
+    }
+
+    /// Like [`CascadedE2e::start`], with `tts_table` (a whole `[agent.tts]` table) instead of
+    /// one pointing at the mocks.
+    pub fn start_with_tts(cfg: ProvidersConfig, tts_table: &str, agent_extra: &str) -> CascadedE2e {
+        CascadedE2e::start_inner(cfg, None, tts_table, agent_extra, "")
+    }
+
+    fn start_inner(
+        cfg: ProvidersConfig,
+        tts: Option<&str>,
+        tts_table: &str,
+        agent_extra: &str,
+        tables_extra: &str,
+    ) -> CascadedE2e {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -47,9 +63,17 @@ impl CascadedE2e {
                 ..cfg
             }))
             .expect("mock providers");
-        let tts_url = match tts {
-            "openai" => mock.openai_url(),
-            _ => mock.deepgram_url(),
+        let tts_section = match tts {
+            Some(provider) => {
+                let url = match provider {
+                    "openai" => mock.openai_url(),
+                    _ => mock.deepgram_url(),
+                };
+                format!(
+                    "[agent.tts]\nprovider = \"{provider}\"\nurl = \"{url}\"\napi_key_env = \"{KEY_ENV}\"\n"
+                )
+            }
+            None => tts_table.to_owned(),
         };
         let toml = format!(
             r#"
@@ -73,11 +97,7 @@ url = "{llm}"
 model = "mock-model"
 api_key_env = "{KEY_ENV}"
 
-[agent.tts]
-provider = "{tts}"
-url = "{tts_url}"
-api_key_env = "{KEY_ENV}"
-
+{tts_section}
 {tables_extra}
 "#,
             stt = mock.stt_url(),

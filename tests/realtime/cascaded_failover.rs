@@ -3,7 +3,8 @@
 //! refused). Without dropping the call, voxline switches to the agent's cascaded backend,
 //! which goes on with the conversation so far: its first LLM request holds the first turn
 //! (the caller's transcribed words and the realtime agent's reply) before the caller's next
-//! words. The switch is in the transcript, the call record and the metrics.
+//! words. Meanwhile the caller hears the switch prompt, spoken locally. The switch is in the
+//! transcript, the call record and the metrics.
 
 use crate::cascaded_support::{KEY, KEY_ENV, agent_frames, question, say_and_listen};
 use crate::common::{VoxlineProcess, http_get};
@@ -98,8 +99,15 @@ api_key_env = "{KEY_ENV}"
     // The realtime backend fails for good.
     realtime.set_accepting(false);
     realtime.drop_connections();
-    // The phone keeps sending (silence) while voxline switches.
-    crate::realtime_e2e_support::converse(&mut rtp, to, 100, |_, _| vec![0xFF; 160]);
+    // The phone keeps sending (silence) while voxline switches, and hears the switch prompt
+    // ("One moment, please.", espeak-ng on voxline's machine).
+    let during = crate::realtime_e2e_support::converse(&mut rtp, to, 150, |_, _| vec![0xFF; 160]);
+    assert!(
+        agent_frames(&during) >= 20,
+        "no switch prompt: {} frames\n{}",
+        agent_frames(&during),
+        vox.output()
+    );
     assert!(
         rt.block_on(providers.wait_until(Duration::from_secs(5), |p| p.stt_connections() == 1)),
         "no switch to the cascaded backend\n{}",

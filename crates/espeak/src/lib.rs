@@ -124,11 +124,15 @@ fn load() -> Result<Engine, EspeakError> {
         let set_callback: SetCallbackFn =
             *lib.get(b"espeak_SetSynthCallback\0").map_err(load_err)?;
         let set_voice: SetVoiceFn = *lib.get(b"espeak_SetVoiceByName\0").map_err(load_err)?;
-        let set_parameter: SetParameterFn =
-            *lib.get(b"espeak_SetParameter\0").map_err(load_err)?;
+        let set_parameter: SetParameterFn = *lib.get(b"espeak_SetParameter\0").map_err(load_err)?;
         let synth: SynthFn = *lib.get(b"espeak_Synth\0").map_err(load_err)?;
         // 0x8000: do not exit the process when the data is missing (return -1 instead).
-        let rate = initialize(AUDIO_OUTPUT_SYNCHRONOUS, BUFFER_MS, std::ptr::null(), 0x8000);
+        let rate = initialize(
+            AUDIO_OUTPUT_SYNCHRONOUS,
+            BUFFER_MS,
+            std::ptr::null(),
+            0x8000,
+        );
         let sample_rate = u32::try_from(rate)
             .ok()
             .filter(|r| *r > 0)

@@ -7,6 +7,9 @@
 //!   asked for the call's own format (μ-law or A-law at 8 kHz, or PCM16 at the call's rate), so
 //!   nothing is resampled.
 //!
+//! * **espeak-ng** (`voxline_espeak`, no network): spoken on this machine, resampled from
+//!   22 050 Hz to the call.
+//!
 //! [`Speaker`] runs the pieces of one reply in order, one request at a time; dropping it (a
 //! barge-in) cancels the request in flight.
 
@@ -34,6 +37,8 @@ pub const DEFAULT_OPENAI_VOICE: &str = "alloy";
 pub const DEFAULT_DEEPGRAM_TTS_URL: &str = "https://api.deepgram.com";
 /// Deepgram's default voice (the model names the voice).
 pub const DEFAULT_DEEPGRAM_VOICE: &str = "aura-2-thalia-en";
+/// espeak-ng's default voice.
+pub const DEFAULT_ESPEAK_VOICE: &str = "en-us";
 /// The default limit for the response headers, and between two chunks of audio.
 pub const DEFAULT_TTS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pieces queued for one reply at most.
@@ -46,6 +51,8 @@ pub enum TtsProvider {
     OpenAi,
     /// Deepgram Aura over REST.
     DeepgramRest,
+    /// espeak-ng on this machine (no network): robotic, but always there.
+    Espeak,
 }
 
 impl TtsProvider {
@@ -54,6 +61,7 @@ impl TtsProvider {
         Some(match s {
             "openai" => TtsProvider::OpenAi,
             "deepgram" => TtsProvider::DeepgramRest,
+            "espeak" => TtsProvider::Espeak,
             _ => return None,
         })
     }
@@ -261,7 +269,8 @@ fn request(
                 },
             )
         }
-        TtsProvider::DeepgramRest => {
+        // espeak-ng is local: `speak` never asks for its request.
+        TtsProvider::DeepgramRest | TtsProvider::Espeak => {
             let (encoding, rate) = super::stt::deepgram_encoding(format);
             let mut req = client
                 .post(format!("{base}/v1/speak"))
@@ -280,6 +289,28 @@ fn request(
     }
 }
 
+/// Speaks `text` with espeak-ng (off the runtime) in the call's format.
+pub async fn speak_local(voice: &str, text: &str, format: AudioFormat) -> Result<Bytes, String> {
+    let (voice, text) = (voice.to_owned(), text.to_owned());
+    let speech =
+        tokio::task::spawn_blocking(move || voxline_espeak::synthesize(&voice, None, &text))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    let mut conv = Converter::new(
+        AudioFormat::Pcm16 {
+            rate: speech.sample_rate,
+        },
+        format,
+    )?;
+    let bytes: Vec<u8> = speech
+        .samples
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    conv.convert(&bytes, true)
+}
+
 async fn speak(
     client: &reqwest::Client,
     cfg: &TtsConfig,
@@ -288,6 +319,20 @@ async fn speak(
     text: &str,
     events: &mpsc::Sender<TtsEvent>,
 ) -> Result<(), (String, bool)> {
+    if cfg.provider == TtsProvider::Espeak {
+        let data = speak_local(&cfg.voice, text, format)
+            .await
+            .map_err(|e| (format!("local TTS: {e}"), false))?;
+        if !data.is_empty() {
+            let _ = events
+                .send(TtsEvent::Audio {
+                    seq,
+                    chunk: AudioChunk { format, data },
+                })
+                .await;
+        }
+        return Ok(());
+    }
     let timeout_ms = cfg.timeout.as_millis();
     let (req, source) = request(client, cfg, format, text);
     let mut conv = Converter::new(source, format).map_err(|e| (e, false))?;
