@@ -108,7 +108,9 @@ impl MockProviders {
         let tasks = vec![
             tokio::spawn(deepgram_stt::run(stt, shared.clone())),
             tokio::spawn(async move {
-                let _ = axum::serve(http, router).await;
+                // Like a real server: small chunks go out at once (without it, Nagle holds
+                // each stream's second chunk until the client's delayed ACK, 40 ms).
+                let _ = axum::serve(http, router).tcp_nodelay(true).await;
             }),
         ];
         Ok(MockProviders {
