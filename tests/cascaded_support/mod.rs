@@ -143,3 +143,21 @@ pub fn agent_frames(packets: &[Rtp]) -> usize {
 pub fn question(text: &str) -> Vec<i16> {
     speech("en-us", text)
 }
+
+/// The first finished call record in voxline's `data` directory under `work_dir`, waited for
+/// up to 5 s (the record is written when the call's end has been processed).
+pub fn finished_record(work_dir: &std::path::Path) -> Option<voxline::records::CallRecord> {
+    let reader = voxline::records::RecordReader::open(work_dir.join("data")).expect("records");
+    for _ in 0..50 {
+        let found = reader
+            .list(10, 0)
+            .expect("list")
+            .into_iter()
+            .find(|r| r.ended_at.is_some());
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}

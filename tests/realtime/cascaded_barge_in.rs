@@ -9,7 +9,7 @@ use crate::realtime_e2e_support::{converse, frame_of, is_agent_audio};
 
 use std::time::Duration;
 
-use voxline::records::{RecordReader, read_transcript};
+use voxline::records::read_transcript;
 use voxline_mock_cascaded::{ChatMockConfig, ChatReply, ProvidersConfig, SttMockConfig};
 
 const REPLY: &str = "Let me read you the whole list of our opening hours for every branch. \
@@ -102,19 +102,7 @@ fn barge_in_trims_the_history_to_what_was_heard() {
     let last = msgs.last().unwrap()["content"].as_str().unwrap();
     assert!(last.starts_with("stop, just the main office"), "{last}");
 
-    let reader = RecordReader::open(h.vox.work_dir().join("data")).expect("records");
-    let mut record = None;
-    for _ in 0..50 {
-        record = reader
-            .list(10, 0)
-            .expect("list")
-            .into_iter()
-            .find(|r| r.ended_at.is_some());
-        if record.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let record = crate::cascaded_support::finished_record(h.vox.work_dir());
     let r = record.expect("a record");
     let t = read_transcript(h.vox.work_dir().join(r.transcript_path.unwrap())).unwrap();
     assert!(

@@ -12,7 +12,7 @@ use crate::realtime_e2e_support::{call, talk};
 
 use std::time::Duration;
 
-use voxline::records::{RecordReader, read_transcript};
+use voxline::records::read_transcript;
 use voxline_mock_cascaded::{MockProviders, ProvidersConfig, SttMockConfig};
 use voxline_mock_realtime::{MockConfig, MockServer};
 
@@ -144,19 +144,7 @@ api_key_env = "{KEY_ENV}"
     assert_eq!(msgs[2]["content"], "Hello, this is the realtime agent");
     assert_eq!(msgs[3]["content"], "are you still there");
 
-    let reader = RecordReader::open(vox.work_dir().join("data")).expect("records");
-    let mut record = None;
-    for _ in 0..50 {
-        record = reader
-            .list(10, 0)
-            .expect("list")
-            .into_iter()
-            .find(|r| r.ended_at.is_some());
-        if record.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let record = crate::cascaded_support::finished_record(vox.work_dir());
     let r = record.unwrap_or_else(|| panic!("no record\n{out}"));
     assert_eq!(r.backend_switches.len(), 1, "{:?}", r.backend_switches);
     assert_eq!(

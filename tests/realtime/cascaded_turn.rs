@@ -9,7 +9,7 @@ use crate::cascaded_support::{CascadedE2e, agent_frames, question, say_and_liste
 
 use std::time::Duration;
 
-use voxline::records::{RecordReader, read_transcript};
+use voxline::records::read_transcript;
 use voxline_mock_cascaded::{ProvidersConfig, SttMockConfig};
 
 #[test]
@@ -74,20 +74,7 @@ fn a_turn_goes_through_stt_llm_and_tts_and_is_recorded() {
         "only {frames} frames of the reply played\n{out}"
     );
 
-    let data = h.vox.work_dir().join("data");
-    let reader = RecordReader::open(&data).expect("records");
-    let mut record = None;
-    for _ in 0..50 {
-        record = reader
-            .list(10, 0)
-            .expect("list")
-            .into_iter()
-            .find(|r| r.ended_at.is_some());
-        if record.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let record = crate::cascaded_support::finished_record(h.vox.work_dir());
     let r = record.unwrap_or_else(|| panic!("no finished record:\n{out}"));
     assert_eq!(r.agent, "bot");
     assert_eq!(r.turn_latencies.len(), 1, "turns: {:?}", r.turn_latencies);

@@ -497,7 +497,7 @@ async fn run(
 }
 
 /// A reqwest error without its URL (which could carry a key in a query string).
-fn without_url(e: &reqwest::Error) -> String {
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(u) = e.url() {
         s = s.replace(u.as_str(), "(url)");

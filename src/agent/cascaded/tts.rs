@@ -338,7 +338,12 @@ async fn speak(
     let mut conv = Converter::new(source, format).map_err(|e| (e, false))?;
     let mut resp = match tokio::time::timeout(cfg.timeout, req.send()).await {
         Err(_) => return Err((format!("TTS timed out after {timeout_ms} ms"), true)),
-        Ok(Err(e)) => return Err((format!("TTS connection failed: {}", redact(&e)), true)),
+        Ok(Err(e)) => {
+            return Err((
+                format!("TTS connection failed: {}", super::chat::without_url(&e)),
+                true,
+            ));
+        }
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();
@@ -355,7 +360,12 @@ async fn speak(
     loop {
         let chunk = match tokio::time::timeout(cfg.timeout, resp.chunk()).await {
             Err(_) => return Err((format!("TTS stalled for {timeout_ms} ms"), true)),
-            Ok(Err(e)) => return Err((format!("TTS stream broke: {}", redact(&e)), true)),
+            Ok(Err(e)) => {
+                return Err((
+                    format!("TTS stream broke: {}", super::chat::without_url(&e)),
+                    true,
+                ));
+            }
             Ok(Ok(c)) => c,
         };
         let last = chunk.is_none();
@@ -375,14 +385,6 @@ async fn speak(
             return Ok(());
         }
     }
-}
-
-fn redact(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "(url)");
-    }
-    s
 }
 
 #[cfg(test)]
