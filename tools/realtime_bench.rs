@@ -22,6 +22,10 @@
 //!   in real time in 20 ms deltas. Samples voxline's CPU (utime + stime from /proc/PID/stat)
 //!   over `--seconds` and its RSS.
 //!
+//! * `--backend cascaded` (cpu mode): the agent is a cascaded one against the local mocks of
+//!   `voxline_mock_cascaded` (Deepgram STT, chat completions, Deepgram TTS with its audio paced
+//!   in real time): the same callers, one reply of about 2 s a turn.
+//!
 //! Bounded: 127.0.0.1 only, at most [`MAX_CALLS`] calls, [`MAX_TURNS`] turns a call,
 //! [`MAX_SECONDS`] of sampling and [`RUN_LIMIT`] in all (a watchdog then kills the voxline it
 //! started and exits). The only process it starts is that voxline, stopped through its
@@ -82,6 +86,14 @@ const CPU_REPLY_MS: u64 = 2000;
 const GROUPS: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// The realtime agent against the Realtime mock.
+    Realtime,
+    /// A cascaded agent against the STT, LLM and TTS mocks (cpu mode only).
+    Cascaded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// Per-turn overhead against the mock (calls one after another).
     Latency,
@@ -98,6 +110,9 @@ struct Args {
     /// What to measure.
     #[arg(long, value_enum, default_value = "latency")]
     mode: Mode,
+    /// Which AI backend the agent uses.
+    #[arg(long, value_enum, default_value = "realtime")]
+    backend: Backend,
     /// Calls: one after another (latency) or concurrent (cpu); at most 300.
     #[arg(long, default_value_t = 10)]
     calls: usize,
@@ -170,12 +185,62 @@ fn main() -> anyhow::Result<()> {
         pace,
         ..MockConfig::default()
     };
+    if args.backend == Backend::Cascaded && args.mode != Mode::Cpu {
+        bail!("--backend cascaded goes with --mode cpu (its latency is voxline-cascaded-bench's)");
+    }
     let mock = rt.block_on(MockServer::start(mock_cfg))?;
+    let providers = rt.block_on(voxline_mock_cascaded::MockProviders::start(
+        voxline_mock_cascaded::ProvidersConfig {
+            api_key: KEY.to_owned(),
+            tts: voxline_mock_cascaded::TtsMockConfig {
+                // "You said: utterance N. What else can I do?": about 2 s, paced in real time.
+                ms_per_char: 45,
+                chunk_delay: PTIME,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    ))?;
     let bin = match &args.voxline {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("voxline"),
     };
-    let vox = Voxline::start(&bin, &args, &mock.url(), child)?;
+    let agent = match args.backend {
+        Backend::Realtime => format!(
+            r#"kind = "realtime"
+
+[agent.realtime]
+url = "{}"
+api_key_env = "{KEY_ENV}"
+vad_silence_ms = {}
+transcription_model = ""
+noise_reduction = "none"
+"#,
+            mock.url(),
+            args.silence_ms
+        ),
+        Backend::Cascaded => format!(
+            r#"kind = "cascaded"
+
+[agent.stt]
+url = "{}"
+api_key_env = "{KEY_ENV}"
+
+[agent.llm]
+url = "{}"
+api_key_env = "{KEY_ENV}"
+
+[agent.tts]
+provider = "deepgram"
+url = "{}"
+api_key_env = "{KEY_ENV}"
+"#,
+            providers.stt_url(),
+            providers.openai_url(),
+            providers.deepgram_url()
+        ),
+    };
+    let vox = Voxline::start(&bin, &args, &agent, child)?;
     let result = match args.mode {
         Mode::Latency => latency(&args, &vox, &rt, &mock),
         Mode::Cpu => cpu(&args, &vox),
@@ -192,6 +257,7 @@ fn main() -> anyhow::Result<()> {
     }
     vox.stop(args.keep);
     drop(mock);
+    drop(providers);
     result
 }
 
@@ -694,7 +760,8 @@ fn cpu(args: &Args, vox: &Voxline) -> anyhow::Result<()> {
     let agent_share = (a2 - a1) as f64 / (r2 - r1).max(1) as f64;
     println!();
     println!(
-        "realtime CPU: {} concurrent PCMU calls (set up in {:.1} s), sampled over {:.1} s; caller loop 1 s speech + 3 s silence, mock reply {} ms paced in 20 ms deltas, VAD window {} ms",
+        "{:?} CPU: {} concurrent PCMU calls (set up in {:.1} s), sampled over {:.1} s; caller loop 1 s speech + 3 s silence, mock reply {} ms paced in 20 ms deltas, VAD window {} ms",
+        args.backend,
         args.calls,
         setup.as_secs_f64(),
         wall,
@@ -810,7 +877,7 @@ impl Voxline {
     fn start(
         bin: &Path,
         args: &Args,
-        mock_url: &str,
+        agent: &str,
         slot: Arc<Mutex<Option<Child>>>,
     ) -> anyhow::Result<Voxline> {
         if !bin.is_file() {
@@ -843,21 +910,13 @@ agent = "ai"
 
 [[agent]]
 name = "ai"
-kind = "realtime"
 instructions = "benchmark"
 allow_from = ["127.0.0.0/8"]
 record = false
-
-[agent.realtime]
-url = "{mock_url}"
-api_key_env = "{KEY_ENV}"
-vad_silence_ms = {silence}
-transcription_model = ""
-noise_reduction = "none"
+{agent}
 {dsp}"#,
             data = data.display(),
             max_calls = args.calls + 10,
-            silence = args.silence_ms,
             dsp = if args.no_dsp {
                 "\n[agent.dsp]\nenabled = false\n"
             } else {
