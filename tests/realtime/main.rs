@@ -30,6 +30,7 @@ mod cascaded_local_tts;
 mod cascaded_streaming;
 mod cascaded_stt_reconnect;
 mod cascaded_tools;
+mod cascaded_transfer;
 mod cascaded_turn;
 mod connect_errors;
 mod e2e_allow_from;
