@@ -186,7 +186,7 @@ impl Session {
                 },
                 ev = stt.events.recv() => match ev {
                     None => Step::Fail("the STT client stopped".into()),
-                    Some(ev) => self.on_stt(ev, &stt.input).await,
+                    Some(ev) => self.on_stt(ev).await,
                 },
                 ev = next_reply_event(&mut self.reply) => match ev {
                     ReplyEvent::Llm(ev) => self.on_llm(ev).await,
@@ -243,14 +243,11 @@ impl Session {
                 Step::Continue
             }
             BackendControl::CommitTurn => {
-                if self.caller_text.trim().is_empty() {
-                    // Nothing final yet: ask the STT to finish what it heard.
-                    self.vad_ended = true;
-                    let _ = stt.try_send(SttInput::Finalize);
-                    Step::Continue
-                } else if self.endpointed {
+                if self.endpointed && !self.caller_text.trim().is_empty() {
                     self.end_turn().await
                 } else {
+                    // The STT has not finished the words yet: ask it to, and end the turn at
+                    // its answer.
                     self.vad_ended = true;
                     let _ = stt.try_send(SttInput::Finalize);
                     Step::Continue
@@ -275,8 +272,7 @@ impl Session {
         }
     }
 
-    async fn on_stt(&mut self, ev: SttEvent, stt: &mpsc::Sender<SttInput>) -> Step {
-        let _ = stt;
+    async fn on_stt(&mut self, ev: SttEvent) -> Step {
         match ev {
             SttEvent::Interim(text) => {
                 self.endpointed = false;
