@@ -16,6 +16,8 @@
 //! 3. it connects the next backend with [`CallContext::history`] holding the conversation, so it
 //!    goes on where the last one stopped (a realtime backend gets it as conversation items, a
 //!    cascaded one as chat history);
+//!    If the caller spoke last (the failed backend never answered), the new one is asked to
+//!    answer now ([`ANSWER_LAST`]).
 //! 4. reports [`BackendEvent::Switched`], which the call layer writes into the transcript,
 //!    the call record and the metrics.
 //!
@@ -77,6 +79,10 @@ pub async fn connect(
     }
     Err(last)
 }
+
+/// What a backend that takes over is asked when the caller's last words got no answer.
+pub const ANSWER_LAST: &str =
+    "Continue the conversation: answer the caller's last message now, briefly.";
 
 struct Chain {
     chain: Vec<BackendConfig>,
@@ -279,6 +285,16 @@ impl Chain {
             warn!(from, to, %reason, "backend failed mid-call: switching");
             match super::connect_one(cfg, ctx.clone()).await {
                 Ok(h) => {
+                    // The caller spoke last and the failed backend never answered: the next
+                    // one answers now rather than wait for the caller to speak again.
+                    if ctx.history.last().is_some_and(|h| h.role == Role::Caller) {
+                        let say = BackendControl::Say {
+                            instructions: ANSWER_LAST.to_owned(),
+                        };
+                        if h.control.send(say).await.is_err() {
+                            warn!(backend = to, "the next backend closed at once");
+                        }
+                    }
                     let ev = BackendEvent::Switched {
                         from: from.to_owned(),
                         to: to.to_owned(),

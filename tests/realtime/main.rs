@@ -26,6 +26,7 @@ mod audio_out;
 mod barge_in;
 mod cascaded_barge_in;
 mod cascaded_failover;
+mod cascaded_llm_failure;
 mod cascaded_local_tts;
 mod cascaded_streaming;
 mod cascaded_stt_reconnect;
