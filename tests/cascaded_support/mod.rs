@@ -161,3 +161,93 @@ pub fn finished_record(work_dir: &std::path::Path) -> Option<voxline::records::C
     }
     None
 }
+
+/// A voxline whose agent `bot` has a realtime and a cascaded backend, one the fallback of
+/// the other, with both mocks (their keys set to [`KEY`]) on a runtime in this process.
+pub struct ChainE2e {
+    /// The runtime the mocks run on.
+    pub rt: tokio::runtime::Runtime,
+    /// The Realtime mock.
+    pub realtime: voxline_mock_realtime::MockServer,
+    /// The cascaded providers' mocks.
+    pub providers: MockProviders,
+    /// voxline.
+    pub vox: VoxlineProcess,
+}
+
+impl ChainE2e {
+    /// Starts the mocks and voxline: the agent's `kind` (`realtime` or `cascaded`),
+    /// `realtime_extra` inside `[agent.realtime]`, `fallback` inside `[agent.fallback]`.
+    pub fn start(
+        realtime_cfg: voxline_mock_realtime::MockConfig,
+        providers_cfg: ProvidersConfig,
+        kind: &str,
+        realtime_extra: &str,
+        fallback: &str,
+    ) -> ChainE2e {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let realtime = rt
+            .block_on(voxline_mock_realtime::MockServer::start(
+                voxline_mock_realtime::MockConfig {
+                    api_key: KEY.into(),
+                    ..realtime_cfg
+                },
+            ))
+            .expect("realtime mock");
+        let providers = rt
+            .block_on(MockProviders::start(ProvidersConfig {
+                api_key: KEY.into(),
+                ..providers_cfg
+            }))
+            .expect("provider mocks");
+        let toml = format!(
+            r#"
+[[route]]
+number = "*"
+agent = "bot"
+
+[[agent]]
+name = "bot"
+kind = "{kind}"
+instructions = "You are a test agent."
+allow_from = ["127.0.0.0/8"]
+
+[agent.realtime]
+url = "{rt_url}"
+api_key_env = "{KEY_ENV}"
+noise_reduction = "none"
+{realtime_extra}
+[agent.stt]
+url = "{stt}"
+api_key_env = "{KEY_ENV}"
+
+[agent.llm]
+url = "{llm}"
+api_key_env = "{KEY_ENV}"
+
+[agent.tts]
+provider = "deepgram"
+url = "{tts}"
+api_key_env = "{KEY_ENV}"
+
+[agent.fallback]
+{fallback}
+"#,
+            rt_url = realtime.url(),
+            stt = providers.stt_url(),
+            llm = providers.openai_url(),
+            tts = providers.deepgram_url(),
+        );
+        let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
+        ChainE2e {
+            rt,
+            realtime,
+            providers,
+            vox,
+        }
+    }
+}

@@ -6,81 +6,35 @@
 //! words. Meanwhile the caller hears the switch prompt, spoken locally. The switch is in the
 //! transcript, the call record and the metrics.
 
-use crate::cascaded_support::{KEY, KEY_ENV, agent_frames, question, say_and_listen};
-use crate::common::{VoxlineProcess, http_get};
+use crate::cascaded_support::{ChainE2e, agent_frames, question, say_and_listen};
+use crate::common::http_get;
 use crate::realtime_e2e_support::{call, talk};
 
 use std::time::Duration;
 
 use voxline::records::read_transcript;
-use voxline_mock_cascaded::{MockProviders, ProvidersConfig, SttMockConfig};
-use voxline_mock_realtime::{MockConfig, MockServer};
+use voxline_mock_cascaded::{ProvidersConfig, SttMockConfig};
+use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn a_failing_realtime_backend_hands_the_call_to_the_cascaded_one() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let realtime = rt
-        .block_on(MockServer::start(MockConfig {
-            api_key: KEY.into(),
+    let h = ChainE2e::start(
+        MockConfig {
             reply_text: "Hello, this is the realtime agent".into(),
             ..MockConfig::default()
-        }))
-        .unwrap();
-    let providers = rt
-        .block_on(MockProviders::start(ProvidersConfig {
-            api_key: KEY.into(),
+        },
+        ProvidersConfig {
             stt: SttMockConfig {
                 utterances: vec!["are you still there".into()],
                 ..SttMockConfig::default()
             },
             ..ProvidersConfig::default()
-        }))
-        .unwrap();
-    let toml = format!(
-        r#"
-[[route]]
-number = "*"
-agent = "bot"
-
-[[agent]]
-name = "bot"
-kind = "realtime"
-instructions = "You are a test agent."
-allow_from = ["127.0.0.0/8"]
-
-[agent.realtime]
-url = "{rt_url}"
-api_key_env = "{KEY_ENV}"
-vad_silence_ms = 300
-transcription_model = "whisper-1"
-noise_reduction = "none"
-
-[agent.fallback]
-backends = ["cascaded"]
-
-[agent.stt]
-url = "{stt}"
-api_key_env = "{KEY_ENV}"
-
-[agent.llm]
-url = "{llm}"
-api_key_env = "{KEY_ENV}"
-
-[agent.tts]
-provider = "deepgram"
-url = "{tts}"
-api_key_env = "{KEY_ENV}"
-"#,
-        rt_url = realtime.url(),
-        stt = providers.stt_url(),
-        llm = providers.openai_url(),
-        tts = providers.deepgram_url(),
+        },
+        "realtime",
+        "vad_silence_ms = 300\ntranscription_model = \"whisper-1\"\n",
+        "backends = [\"cascaded\"]\n",
     );
-    let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
+    let (rt, realtime, providers, vox) = (&h.rt, &h.realtime, &h.providers, &h.vox);
     let (mut sip, mut rtp, to) = call(vox.sip_addr(), "1000");
     // Turn 1 with the realtime backend.
     let first = talk(&mut rtp, to, 30, 100);

@@ -3,32 +3,18 @@
 //! unanswered words as a conversation item and is asked to answer them at once; its reply
 //! plays in the same call, and the record names the switch and the LLM's error.
 
-use crate::cascaded_support::{KEY, KEY_ENV, agent_frames, question, say_and_listen};
-use crate::common::VoxlineProcess;
+use crate::cascaded_support::{ChainE2e, agent_frames, question, say_and_listen};
 use crate::realtime_e2e_support::call;
 
 use voxline::agent::chain::ANSWER_LAST;
-use voxline_mock_cascaded::{
-    ChatMockConfig, ChatReply, MockProviders, ProvidersConfig, SttMockConfig,
-};
-use voxline_mock_realtime::{MockConfig, MockServer};
+use voxline_mock_cascaded::{ChatMockConfig, ChatReply, ProvidersConfig, SttMockConfig};
+use voxline_mock_realtime::MockConfig;
 
 #[test]
 fn an_llm_error_hands_the_turn_to_the_realtime_fallback() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let realtime = rt
-        .block_on(MockServer::start(MockConfig {
-            api_key: KEY.into(),
-            ..MockConfig::default()
-        }))
-        .unwrap();
-    let providers = rt
-        .block_on(MockProviders::start(ProvidersConfig {
-            api_key: KEY.into(),
+    let h = ChainE2e::start(
+        MockConfig::default(),
+        ProvidersConfig {
             stt: SttMockConfig {
                 utterances: vec!["what are your opening hours".into()],
                 ..SttMockConfig::default()
@@ -38,49 +24,12 @@ fn an_llm_error_hands_the_turn_to_the_realtime_fallback() {
                 ..ChatMockConfig::default()
             },
             ..ProvidersConfig::default()
-        }))
-        .unwrap();
-    let toml = format!(
-        r#"
-[[route]]
-number = "*"
-agent = "bot"
-
-[[agent]]
-name = "bot"
-kind = "cascaded"
-instructions = "You are a test agent."
-allow_from = ["127.0.0.0/8"]
-
-[agent.stt]
-url = "{stt}"
-api_key_env = "{KEY_ENV}"
-
-[agent.llm]
-url = "{llm}"
-api_key_env = "{KEY_ENV}"
-
-[agent.tts]
-provider = "deepgram"
-url = "{tts}"
-api_key_env = "{KEY_ENV}"
-
-[agent.realtime]
-url = "{rt_url}"
-api_key_env = "{KEY_ENV}"
-transcription_model = ""
-noise_reduction = "none"
-
-[agent.fallback]
-backends = ["realtime"]
-switch_prompt = ""
-"#,
-        rt_url = realtime.url(),
-        stt = providers.stt_url(),
-        llm = providers.openai_url(),
-        tts = providers.deepgram_url(),
+        },
+        "cascaded",
+        "transcription_model = \"\"\n",
+        "backends = [\"realtime\"]\nswitch_prompt = \"\"\n",
     );
-    let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
+    let (realtime, providers, vox) = (&h.realtime, &h.providers, &h.vox);
     let (mut sip, mut rtp, to) = call(vox.sip_addr(), "1000");
     let q = question("What are your opening hours");
     let got = say_and_listen(&mut rtp, to, &q, 10, 10 + q.len() / 160 + 250);
