@@ -9,11 +9,15 @@
 //!
 //! ## Barge-in contract
 //!
-//! When the backend reports [`BackendEvent::SpeechStarted`], the call layer stops playing the
-//! agent's audio, drops what it has buffered, and sends [`BackendControl::Interrupt`] with
-//! `heard_ms`: how many milliseconds of the current response's audio (the audio received
-//! since the last [`BackendEvent::ResponseStarted`]) the caller actually heard. The backend
-//! then cancels the response and trims its own memory of what it said to what was heard.
+//! When the caller interrupts (the backend's [`BackendEvent::SpeechStarted`], or voxline's
+//! own VAD), the call layer stops playing the agent's audio, drops what it has buffered, and
+//! sends [`BackendControl::Interrupt`] with `played_ms`: how far the caller got through all
+//! the agent audio this backend delivered ([`BackendEvent::Audio`] since it started or since
+//! [`BackendEvent::Switched`], in milliseconds of the call's format). The backend maps that
+//! position onto its replies itself: the reply being heard is cut to what was heard, and
+//! replies queued behind it (the backend may have started answering a new turn while an
+//! earlier reply still played) are forgotten as never heard. It cancels the response in
+//! progress.
 //!
 //! ## Tools
 //!
@@ -162,7 +166,7 @@ pub enum BackendEvent {
         /// First TTS request → first audio, ms.
         tts_first_byte_ms: Option<u64>,
     },
-    /// The agent started a response (`heard_ms` counts from here).
+    /// The agent started a response.
     ResponseStarted,
     /// The agent's response is complete (or was cancelled).
     ResponseDone,
@@ -196,10 +200,11 @@ pub enum BackendEvent {
 pub enum BackendControl {
     /// The caller's audio, in [`CallContext::call_format`].
     Audio(AudioChunk),
-    /// Barge-in: stop the current response; the caller heard `heard_ms` of its audio.
+    /// Barge-in: stop the current response and forget what the caller did not hear (see the
+    /// module's barge-in contract).
     Interrupt {
-        /// Milliseconds of the current response's audio that were played to the caller.
-        heard_ms: u64,
+        /// Milliseconds of this backend's delivered audio played out to the caller.
+        played_ms: u64,
     },
     /// The result of a [`BackendEvent::ToolCall`].
     ToolResult {

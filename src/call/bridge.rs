@@ -19,9 +19,11 @@
 //! * **Barge-in.** On the caller's speech (the server's [`BackendEvent::SpeechStarted`], or
 //!   the local VAD's, per [`BargeIn`]) while the agent talks (a response in
 //!   progress, or its audio still queued), the bridge flushes the stream and the pending
-//!   buffer in the same tick and sends [`BackendControl::Interrupt`] with `heard_ms`: the
-//!   agent audio of the current response that actually went out as RTP, from the media core's
-//!   counter ([`MediaStream::agent_ms_sent`]), not from what the WebSocket delivered.
+//!   buffer in the same tick and sends [`BackendControl::Interrupt`] with `played_ms`: how
+//!   far the caller got through all the audio the backend delivered (what it delivered,
+//!   less what was still pending or queued when the stream was flushed), so the backend can
+//!   tell which of its replies was playing and how much of it was heard, even when it had
+//!   started answering a new turn while an earlier reply still played.
 //! * **Turn latency.** For each caller turn: when the caller's speech ended (the backend's
 //!   `audio_end_ms` mapped back to the instant the frame holding it was handed to the
 //!   backend), when the reply's first audio arrived from the backend, and when its first RTP
@@ -61,6 +63,8 @@ pub const GOODBYE_INSTRUCTIONS: &str = "Say a short, polite goodbye to the calle
 /// Input positions remembered to map the backend's `audio_end_ms` back to an instant (about
 /// ten seconds of 20 ms frames).
 const INPUT_MARKS: usize = 512;
+/// Replies whose start is remembered for barge-in.
+const REPLY_STARTS: usize = 16;
 
 /// Who decides that the caller interrupts the agent (`[agent.dsp] barge_in`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,8 +203,14 @@ pub struct Bridge {
     /// The instant turn figures count from (the call's answer, near enough: media start).
     origin: Instant,
     pending: VecDeque<u8>,
-    /// Set at `ResponseStarted`: the sent-counter value where this response's audio starts.
-    response_base: u64,
+    /// Where the last responses' audio started in `delivered` (newest last), to tell how
+    /// much of the reply being heard was heard.
+    reply_starts: VecDeque<u64>,
+    /// Agent audio the backend delivered (bytes of the call's format), counted since the
+    /// backend started; `delivered_origin` is where the backend in use (after a switch)
+    /// started.
+    delivered: u64,
+    delivered_origin: u64,
     responding: bool,
     response_had_audio: bool,
     input_ms: u64,
@@ -289,7 +299,9 @@ impl Bridge {
             notices,
             origin,
             pending: VecDeque::new(),
-            response_base: 0,
+            reply_starts: VecDeque::new(),
+            delivered: 0,
+            delivered_origin: 0,
             responding: false,
             response_had_audio: false,
             input_ms: 0,
@@ -520,7 +532,6 @@ impl Bridge {
             BackendEvent::ResponseStarted => {
                 self.responding = true;
                 self.response_had_audio = false;
-                self.response_base = self.position(stream);
                 if let Goodbye::Asked { deadline, .. } = self.goodbye {
                     self.goodbye = Goodbye::Asked {
                         deadline,
@@ -595,6 +606,8 @@ impl Bridge {
                 self.input_ms = 0;
                 self.input_marks.clear();
                 self.responding = false;
+                // So does its output audio.
+                self.delivered_origin = self.delivered;
                 super::metrics::Metrics::inc(&super::metrics::Metrics::global().backend_switches);
                 let at_ms = now.saturating_duration_since(self.origin).as_millis() as u64;
                 self.notice(Notice::Switched(BackendSwitch {
@@ -634,6 +647,11 @@ impl Bridge {
             self.stats.bytes_dropped += chunk.data.len() as u64;
             return;
         }
+
+        // Audio dropped below counts as delivered (and skipped at once): the positions stay
+        // those of the backend.
+        let at = self.delivered;
+        self.delivered += chunk.data.len() as u64;
         let max = usize::try_from(
             u64::from(self.format.sample_rate())
                 * u64::from(self.format.bytes_per_sample())
@@ -650,6 +668,12 @@ impl Bridge {
         {
             t.first_audio = Some(now);
             t.audio_mark = mark;
+        }
+        if !self.response_had_audio {
+            if self.reply_starts.len() == REPLY_STARTS {
+                self.reply_starts.pop_front();
+            }
+            self.reply_starts.push_back(at);
         }
         self.response_had_audio = true;
         self.pending.extend(chunk.data.iter().copied());
@@ -668,9 +692,23 @@ impl Bridge {
         if !barge_in || !(self.responding || queued) {
             return;
         }
+        let unplayed = stream.queued_audio().as_millis() as u64 + self.pending_ms();
+        let played = self
+            .format
+            .duration_ms(self.delivered)
+            .saturating_sub(unplayed);
+        let origin = self.format.duration_ms(self.delivered_origin);
+        let played_ms = played.saturating_sub(origin);
+        // The reply being heard: the last one whose audio started before the caller's position.
+        let start = self
+            .reply_starts
+            .iter()
+            .map(|b| self.format.duration_ms(*b))
+            .rfind(|b| *b <= played)
+            .unwrap_or(origin);
+        let heard_ms = played.saturating_sub(start);
         stream.flush();
         self.pending.clear();
-        let heard_ms = stream.agent_ms_sent().saturating_sub(self.response_base);
         self.stats.barge_ins += 1;
         let m = super::metrics::Metrics::global();
         super::metrics::Metrics::inc(&m.barge_ins);
@@ -678,10 +716,10 @@ impl Bridge {
             self.stats.local_barge_ins += 1;
             super::metrics::Metrics::inc(&m.local_barge_ins);
         }
-        tracing::debug!(heard_ms, local, "barge-in");
+        tracing::debug!(heard_ms, played_ms, local, "barge-in");
         if self
             .control
-            .try_send(BackendControl::Interrupt { heard_ms })
+            .try_send(BackendControl::Interrupt { played_ms })
             .is_err()
         {
             tracing::warn!("barge-in: the backend's queue is full, interrupt not sent");

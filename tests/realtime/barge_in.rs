@@ -1,7 +1,8 @@
 //! Barge-in: the mock detects the caller's speech while the agent talks and sends
-//! `speech_started`; the call layer answers `Interrupt { heard_ms }`; the client cancels the
-//! response (if still in progress) and truncates the assistant item to exactly `heard_ms`,
-//! which the mock accepts only because it is within the audio sent for that item.
+//! `speech_started`; the call layer answers `Interrupt { played_ms }`; the client cancels the
+//! response (if still in progress) and truncates the assistant item being heard to exactly
+//! what was heard of it, which the mock accepts only because it is within the audio sent for
+//! that item. A reply queued behind the one being heard is deleted.
 
 use crate::realtime_support;
 
@@ -46,7 +47,7 @@ fn cfg(mock: &MockServer, interrupt_response: Option<bool>) -> RealtimeConfig {
 }
 
 #[tokio::test]
-async fn interrupt_cancels_and_truncates_to_heard_ms() {
+async fn interrupt_cancels_and_truncates_to_what_was_heard() {
     let mock = talking_mock().await;
     // The server leaves the response running on speech: the client must cancel it.
     let mut h = connect(cfg(&mock, Some(false)), ctx(AudioFormat::Pcmu8k))
@@ -61,7 +62,7 @@ async fn interrupt_cancels_and_truncates_to_heard_ms() {
     // The caller sent nothing before the speech and the prefix padding is 0.
     assert_eq!(started, BackendEvent::SpeechStarted { audio_start_ms: 0 });
     h.control
-        .send(BackendControl::Interrupt { heard_ms: 250 })
+        .send(BackendControl::Interrupt { played_ms: 250 })
         .await
         .unwrap();
     let (_, between) = wait_for(&mut h, "ResponseDone", |e| *e == BackendEvent::ResponseDone).await;
@@ -108,7 +109,7 @@ async fn server_cancelled_response_is_only_truncated() {
     .await;
     wait_for(&mut h, "ResponseDone", |e| *e == BackendEvent::ResponseDone).await;
     h.control
-        .send(BackendControl::Interrupt { heard_ms: 180 })
+        .send(BackendControl::Interrupt { played_ms: 180 })
         .await
         .unwrap();
     assert!(
@@ -122,14 +123,14 @@ async fn server_cancelled_response_is_only_truncated() {
 }
 
 #[tokio::test]
-async fn heard_ms_beyond_the_received_audio_is_clamped() {
+async fn played_ms_beyond_the_received_audio_is_clamped() {
     let mock = talking_mock().await;
     let mut h = connect(cfg(&mock, Some(false)), ctx(AudioFormat::Pcmu8k))
         .await
         .unwrap();
     let events = listen_for(&mut h, 300).await;
     h.control
-        .send(BackendControl::Interrupt { heard_ms: 60_000 })
+        .send(BackendControl::Interrupt { played_ms: 60_000 })
         .await
         .unwrap();
     assert!(
@@ -155,7 +156,7 @@ async fn interrupt_with_nothing_playing_sends_nothing() {
         .await
         .unwrap();
     h.control
-        .send(BackendControl::Interrupt { heard_ms: 100 })
+        .send(BackendControl::Interrupt { played_ms: 100 })
         .await
         .unwrap();
     // A marker after it: once it arrives, the interrupt was handled.
@@ -169,4 +170,87 @@ async fn interrupt_with_nothing_playing_sends_nothing() {
         mock.received_of_type("conversation.item.truncate")
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn a_reply_queued_behind_the_one_heard_is_deleted() {
+    // Replies of 1 s, sent at once: the second is all delivered while the first still plays.
+    let mock = MockServer::start(mock_config()).await.unwrap();
+    let cfg = RealtimeConfig {
+        greeting: Some("Hello".into()),
+        ..config(&mock)
+    };
+    let mut h = connect(cfg, ctx(AudioFormat::Pcmu8k)).await.unwrap();
+    let (_, first) = wait_for(&mut h, "first reply done", |e| {
+        *e == BackendEvent::ResponseDone
+    })
+    .await;
+    h.control
+        .send(BackendControl::Say {
+            instructions: "Go on.".into(),
+        })
+        .await
+        .unwrap();
+    let (_, second) = wait_for(&mut h, "second reply done", |e| {
+        *e == BackendEvent::ResponseDone
+    })
+    .await;
+    let first_ms = audio_of(&first).len() as u64 / 8;
+    assert!(
+        first_ms >= 900 && !audio_of(&second).is_empty(),
+        "{first_ms}"
+    );
+    // The caller is 400 ms into the first reply.
+    h.control
+        .send(BackendControl::Interrupt { played_ms: 400 })
+        .await
+        .unwrap();
+    assert!(
+        mock.wait_until(EVENT_WAIT, |m| !m.deletions().is_empty())
+            .await
+    );
+    let t = mock.truncations();
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].audio_end_ms, 400);
+    let deleted = mock.deletions();
+    assert_eq!(deleted.len(), 1);
+    assert_ne!(deleted[0], t[0].item_id);
+    assert!(mock.errors_sent().is_empty(), "{:?}", mock.errors_sent());
+
+    // Into the second reply instead: the first was heard in full and stays as it is.
+    let mock2 = MockServer::start(mock_config()).await.unwrap();
+    let cfg = RealtimeConfig {
+        greeting: Some("Hello".into()),
+        ..config(&mock2)
+    };
+    let mut h = connect(cfg, ctx(AudioFormat::Pcmu8k)).await.unwrap();
+    wait_for(&mut h, "first reply done", |e| {
+        *e == BackendEvent::ResponseDone
+    })
+    .await;
+    h.control
+        .send(BackendControl::Say {
+            instructions: "Go on.".into(),
+        })
+        .await
+        .unwrap();
+    wait_for(&mut h, "second reply done", |e| {
+        *e == BackendEvent::ResponseDone
+    })
+    .await;
+    h.control
+        .send(BackendControl::Interrupt {
+            played_ms: first_ms + 300,
+        })
+        .await
+        .unwrap();
+    assert!(
+        mock2
+            .wait_until(EVENT_WAIT, |m| !m.truncations().is_empty())
+            .await
+    );
+    let t = mock2.truncations();
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].audio_end_ms, 300);
+    assert!(mock2.deletions().is_empty());
 }

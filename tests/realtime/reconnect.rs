@@ -110,7 +110,7 @@ async fn interrupted_agent_text_is_replayed_as_heard() {
     .await;
     // The caller heard 40% of the 1 s greeting.
     h.control
-        .send(voxline::agent::backend::BackendControl::Interrupt { heard_ms: 400 })
+        .send(voxline::agent::backend::BackendControl::Interrupt { played_ms: 400 })
         .await
         .unwrap();
     assert!(

@@ -14,7 +14,8 @@
 //! in [`MockConfig::chunk_ms`] deltas, paced in real time if [`MockConfig::pace`]; it can
 //! answer a scripted turn with a function call and then waits for its
 //! `function_call_output` and `response.create`; it rejects a `conversation.item.truncate`
-//! beyond the audio it has sent for that item and records the ones it accepts.
+//! beyond the audio it has sent for that item and records the ones it accepts, and it
+//! deletes items on `conversation.item.delete` (an unknown item is an error).
 //!
 //! It deliberately does not reuse `voxline::agent::realtime::protocol`: it reads the client's JSON with its
 //! own rules, and has its own G.711 codec, so a mistake on the client side is not mirrored.
@@ -209,6 +210,11 @@ impl MockServer {
         self.shared.rec().truncations.clone()
     }
 
+    /// The items deleted with `conversation.item.delete`.
+    pub fn deletions(&self) -> Vec<String> {
+        self.shared.rec().deletions.clone()
+    }
+
     /// The `error` objects the mock sent.
     pub fn errors_sent(&self) -> Vec<Value> {
         self.shared.rec().errors.clone()
@@ -381,6 +387,7 @@ struct Recorded {
     audio_in: Vec<u8>,
     audio_out: Vec<u8>,
     truncations: Vec<Truncation>,
+    deletions: Vec<String>,
     errors: Vec<Value>,
     tool_outputs: Vec<(String, String)>,
     items_created: Vec<Value>,
@@ -977,6 +984,29 @@ impl Conn {
                     "content_index": 0, "audio_end_ms": audio_end_ms}),
                 )
                 .await?;
+            }
+            "conversation.item.delete" => {
+                allow_keys(obj, "", &["type", "event_id", "item_id"])?;
+                let item_id = obj
+                    .get("item_id")
+                    .ok_or_else(|| missing("item_id"))?
+                    .as_str()
+                    .ok_or_else(|| invalid_type("item_id", "a string"))?
+                    .to_owned();
+                if self.items.remove(&item_id).is_none() {
+                    return Err(Reject::new(
+                        "invalid_value",
+                        format!("Item with item_id not found: {item_id}"),
+                        Some("item_id"),
+                    )
+                    .into());
+                }
+                if self.last_item.as_deref() == Some(item_id.as_str()) {
+                    self.last_item = None;
+                }
+                self.shared.rec().deletions.push(item_id.clone());
+                self.send(json!({"type": "conversation.item.deleted", "item_id": item_id}))
+                    .await?;
             }
             "output_audio_buffer.clear" => {
                 return Err(Reject::new(

@@ -334,7 +334,14 @@ pub enum LlmError {
 pub fn request_body(cfg: &ChatConfig, messages: &[ChatMessage], tools: &[ToolSpec]) -> Value {
     let mut body = json!({
         "model": cfg.model,
-        "messages": messages.iter().map(ChatMessage::to_json).collect::<Vec<_>>(),
+        // A reply the caller never heard is kept as an empty message (its place in the
+        // history stays stable) but not sent: the API refuses an assistant message with
+        // neither content nor tool calls.
+        "messages": messages
+            .iter()
+            .filter(|m| !matches!(m, ChatMessage::Assistant { content: None, tool_calls } if tool_calls.is_empty()))
+            .map(ChatMessage::to_json)
+            .collect::<Vec<_>>(),
         "stream": true,
     });
     if !tools.is_empty() {

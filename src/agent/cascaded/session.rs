@@ -10,9 +10,12 @@
 //!   A round that calls tools reports them; when every result is back and one asks for a
 //!   reply, the next round starts.
 //! * **Barge-in.** [`BackendControl::Interrupt`] cancels the LLM stream and the TTS request
-//!   in flight, and trims the assistant's message in the history to what the caller heard:
-//!   `heard_ms` of audio is walked through the clauses in order, each clause's text counting
-//!   in proportion to its audio.
+//!   in flight, and trims the assistant's messages in the history to what the caller heard.
+//!   `played_ms` tells how far the caller got through all the audio delivered; replies
+//!   delivered earlier may still be playing, so each reply remembers where its audio starts.
+//!   The reply being heard keeps what was heard (its audio walked through its clauses in
+//!   order, each clause's text counting in proportion to its audio); replies behind it keep
+//!   nothing.
 //! * **Failures.** A provider that fails for good (the STT cannot reconnect, the LLM or TTS
 //!   answers an error or times out) ends the session with a fatal
 //!   [`BackendEvent::Error`]; the call layer then falls back.
@@ -64,9 +67,11 @@ pub struct Session {
     /// A `Say` that waits for the running reply.
     say_waiting: Option<String>,
     reply: Option<Reply>,
-    /// The last reply whose audio was all delivered: it may still be playing, so a barge-in
-    /// can still trim it.
-    last: Option<Spoken>,
+    /// The last replies whose audio was all delivered (oldest first): they may still be
+    /// playing, so a barge-in can still trim them.
+    delivered_replies: std::collections::VecDeque<Spoken>,
+    /// Audio delivered to the call so far, bytes of the call's format.
+    delivered: u64,
     caller_items: u64,
     agent_items: u64,
     /// The caller's audio sent to the STT so far, in ms.
@@ -93,6 +98,8 @@ struct Reply {
     /// The LLM has finished (or there is none); its message is in the history at `history_at`.
     llm_done: bool,
     history_at: Option<usize>,
+    /// Where its audio starts in the audio delivered ([`Session::delivered`]).
+    start: u64,
     started: Instant,
     first_token: Option<Instant>,
     /// When the first piece went to the TTS.
@@ -111,7 +118,11 @@ struct Spoken {
     item: String,
     pieces: Vec<Piece>,
     history_at: Option<usize>,
+    start: u64,
 }
+
+/// Delivered replies remembered for barge-in.
+const DELIVERED_REPLIES: usize = 8;
 
 enum Step {
     Continue,
@@ -163,7 +174,8 @@ impl Session {
             tools_want_reply: false,
             say_waiting: None,
             reply: None,
-            last: None,
+            delivered_replies: std::collections::VecDeque::new(),
+            delivered: 0,
             caller_items: 0,
             agent_items: 0,
             input_ms: 0,
@@ -253,7 +265,7 @@ impl Session {
                     Step::Continue
                 }
             }
-            BackendControl::Interrupt { heard_ms } => self.interrupt(heard_ms).await,
+            BackendControl::Interrupt { played_ms } => self.interrupt(played_ms).await,
             BackendControl::ToolResult { call_id, output } => {
                 self.tool_result(call_id, output, true).await
             }
@@ -375,6 +387,7 @@ impl Session {
                 pieces: Vec::new(),
                 llm_done: false,
                 history_at: None,
+                start: self.delivered,
                 started: Instant::now(),
                 first_token: None,
                 first_said: None,
@@ -544,6 +557,7 @@ impl Session {
                 if let Some(p) = reply.pieces.get_mut(seq) {
                     p.bytes += chunk.data.len() as u64;
                 }
+                self.delivered += chunk.data.len() as u64;
                 let mut timings = None;
                 if reply.first_audio.is_none() {
                     let now = Instant::now();
@@ -603,10 +617,14 @@ impl Session {
         {
             return Step::Stop;
         }
-        self.last = Some(Spoken {
+        if self.delivered_replies.len() == DELIVERED_REPLIES {
+            self.delivered_replies.pop_front();
+        }
+        self.delivered_replies.push_back(Spoken {
             item: reply.item,
             pieces: reply.pieces,
             history_at: reply.history_at,
+            start: reply.start,
         });
         if let Step::Stop = self.emit(BackendEvent::ResponseDone).await {
             return Step::Stop;
@@ -630,42 +648,63 @@ impl Session {
         Step::Continue
     }
 
-    /// Barge-in: stop the reply (the one being generated, or the last one, still playing)
-    /// and keep in the history only what the caller heard.
-    async fn interrupt(&mut self, heard_ms: u64) -> Step {
-        let (spoken, active) = match self.reply.take() {
-            Some(mut reply) => {
-                if let Some((task, _)) = reply.llm.take() {
-                    task.abort();
-                }
-                // Dropping the speaker cancels the TTS request in flight.
-                let Reply {
-                    item,
-                    pieces,
-                    history_at,
-                    ..
-                } = reply;
-                (
-                    Spoken {
-                        item,
-                        pieces,
-                        history_at,
-                    },
-                    true,
-                )
+    /// Barge-in: stop the reply being generated, and keep in the history only what the
+    /// caller heard of it and of the delivered replies still playing.
+    async fn interrupt(&mut self, played_ms: u64) -> Step {
+        let played = self.format.duration_ms(self.delivered).min(played_ms);
+        let mut replies: Vec<(Spoken, bool)> = self
+            .delivered_replies
+            .drain(..)
+            .map(|r| (r, false))
+            .collect();
+        if let Some(mut reply) = self.reply.take() {
+            if let Some((task, _)) = reply.llm.take() {
+                task.abort();
             }
-            None => match self.last.take() {
-                Some(last) => (last, false),
-                None => return Step::Continue,
-            },
-        };
-        let heard = heard_text(&spoken.pieces, self.format, heard_ms);
-        debug!(
-            heard_ms,
-            heard_chars = heard.len(),
-            active,
-            "cascaded: barge-in"
-        );
+            // Dropping the speaker cancels the TTS request in flight.
+            let Reply {
+                item,
+                pieces,
+                history_at,
+                start,
+                ..
+            } = reply;
+            let spoken = Spoken {
+                item,
+                pieces,
+                history_at,
+                start,
+            };
+            replies.push((spoken, true));
+        }
+        for (spoken, active) in replies {
+            let start = self.format.duration_ms(spoken.start);
+            let total: u64 = spoken.pieces.iter().map(|p| p.bytes).sum();
+            let end = self.format.duration_ms(spoken.start + total);
+            if !active && played >= end {
+                // Heard to the end.
+                continue;
+            }
+            let heard_ms = played.saturating_sub(start);
+            let heard = heard_text(&spoken.pieces, self.format, heard_ms);
+            debug!(
+                played_ms,
+                heard_ms,
+                heard_chars = heard.len(),
+                active,
+                "cascaded: barge-in"
+            );
+            if let Step::Stop = self.keep_heard(spoken, heard, active).await {
+                return Step::Stop;
+            }
+        }
+        Step::Continue
+    }
+
+    /// Trims a reply's message in the history to `heard` and reports it: an active reply has
+    /// no transcript line yet (it gets one, and its response ends); a delivered one has its
+    /// whole text, which is corrected.
+    async fn keep_heard(&mut self, spoken: Spoken, heard: String, active: bool) -> Step {
         match spoken.history_at {
             Some(i) => {
                 if let Some(ChatMessage::Assistant { content, .. }) = self.history.get_mut(i) {
@@ -678,8 +717,6 @@ impl Session {
             }),
             None => {}
         }
-        // An active reply has no transcript line yet; a delivered one has its whole text, which
-        // is corrected to what was heard.
         let ev = if active {
             (!heard.is_empty()).then(|| BackendEvent::TranscriptFinal {
                 role: Role::Agent,

@@ -69,6 +69,13 @@ pub enum ClientEvent {
         /// Audio kept, in milliseconds; the server rejects more than the item has.
         audio_end_ms: u64,
     },
+    /// `conversation.item.delete`: remove an item (an assistant reply the caller never
+    /// heard).
+    #[serde(rename = "conversation.item.delete")]
+    ConversationItemDelete {
+        /// The item.
+        item_id: String,
+    },
 }
 
 /// The `session` object of `session.update` (GA shape).
@@ -411,6 +418,12 @@ pub enum ServerEvent {
         item_id: String,
         /// Audio kept, ms.
         audio_end_ms: u64,
+    },
+    /// `conversation.item.deleted`.
+    #[serde(rename = "conversation.item.deleted")]
+    ItemDeleted {
+        /// The item.
+        item_id: String,
     },
     /// `rate_limits.updated`.
     #[serde(rename = "rate_limits.updated")]

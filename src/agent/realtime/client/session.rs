@@ -27,13 +27,22 @@ pub(super) struct HistoryEntry {
     pub(super) heard: Option<f64>,
 }
 
-/// The assistant audio item being played.
+/// An assistant audio item delivered to the call, maybe still playing.
 #[derive(Debug)]
 pub(super) struct AudioItem {
     pub(super) item_id: String,
     /// Wire bytes received for it.
     pub(super) bytes: u64,
+    /// Where its audio starts in the call-format audio delivered ([`Client::delivered`]).
+    pub(super) start: u64,
+    /// Call-format bytes delivered for it.
+    pub(super) delivered: u64,
 }
+
+/// Assistant items remembered for barge-in: a reply and the ones queued behind it.
+const PLAYING_ITEMS: usize = 16;
+/// Items whose late audio is dropped after a barge-in.
+const SILENCED_ITEMS: usize = 16;
 
 pub(super) struct Client {
     pub(super) setup: Arc<Setup>,
@@ -43,7 +52,13 @@ pub(super) struct Client {
     pub(super) active_response: Option<String>,
     /// `response.create`s waiting for the active response to finish.
     pub(super) deferred: VecDeque<Option<ResponseParams>>,
-    pub(super) audio_item: Option<AudioItem>,
+    /// The assistant audio items delivered since the last barge-in, oldest first.
+    pub(super) playing: VecDeque<AudioItem>,
+    /// Call-format audio bytes delivered to the call since the backend started (the
+    /// position [`BackendControl::Interrupt`]'s `played_ms` counts on; never reset).
+    pub(super) delivered: u64,
+    /// Items cut by a barge-in: audio still arriving for them is dropped.
+    pub(super) silenced: VecDeque<String>,
     /// call_id → function name, from `response.output_item.added`.
     pub(super) functions: HashMap<String, String>,
     pub(super) history: Vec<HistoryEntry>,
@@ -63,7 +78,9 @@ impl Client {
             audio: AudioPath::new(call_format)?,
             active_response: None,
             deferred: VecDeque::new(),
-            audio_item: None,
+            playing: VecDeque::new(),
+            delivered: 0,
+            silenced: VecDeque::new(),
             functions: HashMap::new(),
             history: Vec::new(),
         })
@@ -180,7 +197,8 @@ impl Client {
     pub(super) fn reset_session_state(&mut self) {
         self.active_response = None;
         self.deferred.clear();
-        self.audio_item = None;
+        self.playing.clear();
+        self.silenced.clear();
         self.functions.clear();
         self.audio.reset();
     }
@@ -319,10 +337,7 @@ impl Client {
                 match item.kind.as_str() {
                     "message" => {
                         self.history_entry(&item.id, Role::Agent);
-                        self.audio_item = Some(AudioItem {
-                            item_id: item.id,
-                            bytes: 0,
-                        });
+                        self.playing_item(&item.id);
                     }
                     "function_call" => {
                         if let (Some(call_id), Some(name)) = (item.call_id, item.name) {
@@ -341,24 +356,25 @@ impl Client {
                         return Flow::Continue;
                     }
                 };
-                match &mut self.audio_item {
-                    Some(a) if a.item_id == item_id => a.bytes += bytes.len() as u64,
-                    _ => {
-                        self.audio_item = Some(AudioItem {
-                            item_id,
-                            bytes: bytes.len() as u64,
-                        });
-                    }
+                if self.silenced.contains(&item_id) {
+                    trace!(item = %item_id, "realtime: audio of an interrupted item dropped");
+                    return Flow::Continue;
                 }
+                self.playing_item(&item_id).bytes += bytes.len() as u64;
                 match self.audio.call_chunk(bytes, false) {
-                    Some(chunk) => BackendEvent::Audio(chunk),
+                    Some(chunk) => self.deliver(&item_id, chunk),
                     None => return Flow::Continue,
                 }
             }
-            ServerEvent::OutputAudioDone { .. } => match self.audio.call_chunk(Vec::new(), true) {
-                Some(chunk) => BackendEvent::Audio(chunk),
-                None => return Flow::Continue,
-            },
+            ServerEvent::OutputAudioDone { item_id, .. } => {
+                if self.silenced.contains(&item_id) {
+                    return Flow::Continue;
+                }
+                match self.audio.call_chunk(Vec::new(), true) {
+                    Some(chunk) => self.deliver(&item_id, chunk),
+                    None => return Flow::Continue,
+                }
+            }
             ServerEvent::OutputAudioTranscriptDelta { delta, .. } => {
                 BackendEvent::TranscriptDelta {
                     role: Role::Agent,
@@ -415,6 +431,10 @@ impl Client {
                 debug!(item = %item_id, audio_end_ms, "realtime item truncated");
                 return Flow::Continue;
             }
+            ServerEvent::ItemDeleted { item_id } => {
+                debug!(item = %item_id, "realtime item deleted");
+                return Flow::Continue;
+            }
             ServerEvent::RateLimitsUpdated { rate_limits } => {
                 for l in &rate_limits {
                     debug!(name = ?l.name, limit = ?l.limit, remaining = ?l.remaining,
@@ -454,7 +474,7 @@ impl Client {
                 };
                 send(ws, &ev).await
             }
-            BackendControl::Interrupt { heard_ms } => self.interrupt(ws, heard_ms).await,
+            BackendControl::Interrupt { played_ms } => self.interrupt(ws, played_ms).await,
             BackendControl::ToolResult { call_id, output }
             | BackendControl::ToolResultNoReply { call_id, output } => {
                 if !self.functions.contains_key(&call_id) {
@@ -496,12 +516,41 @@ impl Client {
         }
     }
 
-    /// Barge-in: cancel the response in progress and truncate the audio item being played
-    /// to what the caller heard (never beyond what was received).
+    /// The entry of `item_id` among the items playing (added at its end if new).
+    fn playing_item(&mut self, item_id: &str) -> &mut AudioItem {
+        let i = match self.playing.iter().position(|a| a.item_id == item_id) {
+            Some(i) => i,
+            None => {
+                if self.playing.len() == PLAYING_ITEMS {
+                    self.playing.pop_front();
+                }
+                self.playing.push_back(AudioItem {
+                    item_id: item_id.to_owned(),
+                    bytes: 0,
+                    start: self.delivered,
+                    delivered: 0,
+                });
+                self.playing.len() - 1
+            }
+        };
+        &mut self.playing[i]
+    }
+
+    /// Counts `chunk` as `item_id`'s audio delivered to the call.
+    fn deliver(&mut self, item_id: &str, chunk: crate::agent::backend::AudioChunk) -> BackendEvent {
+        let n = chunk.data.len() as u64;
+        self.playing_item(item_id).delivered += n;
+        self.delivered += n;
+        BackendEvent::Audio(chunk)
+    }
+
+    /// Barge-in: cancel the response in progress; the item the caller was hearing when
+    /// `played_ms` of the delivered audio had played is truncated to what was heard (never
+    /// beyond what was received), and the replies queued behind it, never heard, are deleted.
     pub(super) async fn interrupt(
         &mut self,
         ws: &mut Ws,
-        heard_ms: u64,
+        played_ms: u64,
     ) -> Result<(), tungstenite::Error> {
         if let Some(id) = &self.active_response {
             send(
@@ -513,28 +562,51 @@ impl Client {
             .await?;
         }
         self.audio.reset_down();
-        let Some(item) = self.audio_item.take() else {
-            return Ok(());
-        };
-        let received_ms = self.wire.duration_ms(item.bytes);
-        let audio_end_ms = heard_ms.min(received_ms);
-        debug!(item = %item.item_id, heard_ms, received_ms, "realtime: truncating");
-        if let Some(h) = self.history.iter_mut().find(|h| h.item_id == item.item_id) {
-            h.heard = Some(if received_ms == 0 {
-                0.0
-            } else {
-                audio_end_ms as f64 / received_ms as f64
-            });
+        let call = self.audio.call_format();
+        let played = call.duration_ms(self.delivered).min(played_ms);
+        for item in std::mem::take(&mut self.playing) {
+            let start_ms = call.duration_ms(item.start);
+            let end_ms = call.duration_ms(item.start + item.delivered);
+            let received_ms = self.wire.duration_ms(item.bytes);
+            if played >= end_ms && item.delivered > 0 && self.active_response.is_none() {
+                // Heard to the end, and no more audio is coming for it.
+                continue;
+            }
+            if self.silenced.len() == SILENCED_ITEMS {
+                self.silenced.pop_front();
+            }
+            self.silenced.push_back(item.item_id.clone());
+            let heard_ms = played.saturating_sub(start_ms).min(received_ms);
+            if let Some(h) = self.history.iter_mut().find(|h| h.item_id == item.item_id) {
+                h.heard = Some(if received_ms == 0 {
+                    0.0
+                } else {
+                    heard_ms as f64 / received_ms as f64
+                });
+            }
+            if played <= start_ms {
+                debug!(item = %item.item_id, received_ms, "realtime: deleting a reply never heard");
+                send(
+                    ws,
+                    &ClientEvent::ConversationItemDelete {
+                        item_id: item.item_id,
+                    },
+                )
+                .await?;
+                continue;
+            }
+            debug!(item = %item.item_id, heard_ms, received_ms, "realtime: truncating");
+            send(
+                ws,
+                &ClientEvent::ConversationItemTruncate {
+                    item_id: item.item_id,
+                    content_index: 0,
+                    audio_end_ms: heard_ms,
+                },
+            )
+            .await?;
         }
-        send(
-            ws,
-            &ClientEvent::ConversationItemTruncate {
-                item_id: item.item_id,
-                content_index: 0,
-                audio_end_ms,
-            },
-        )
-        .await
+        Ok(())
     }
 
     pub(super) async fn tool_output(
