@@ -15,7 +15,8 @@ use crate::agent::cascaded::stt::{
     DEFAULT_UTTERANCE_END_MS, SttConfig,
 };
 use crate::agent::cascaded::tts::{
-    DEFAULT_DEEPGRAM_TTS_URL, DEFAULT_DEEPGRAM_VOICE, DEFAULT_ESPEAK_VOICE,
+    DEFAULT_DEEPGRAM_TTS_URL, DEFAULT_DEEPGRAM_VOICE, DEFAULT_ELEVENLABS_MODEL,
+    DEFAULT_ELEVENLABS_TTS_URL, DEFAULT_ELEVENLABS_VOICE, DEFAULT_ESPEAK_VOICE,
     DEFAULT_OPENAI_TTS_MODEL, DEFAULT_OPENAI_TTS_URL, DEFAULT_OPENAI_VOICE, DEFAULT_TTS_TIMEOUT,
     TtsConfig, TtsProvider,
 };
@@ -27,6 +28,8 @@ use crate::dsp::speech::DEFAULT_END_SILENCE;
 pub const DEEPGRAM_KEY_ENV: &str = "DEEPGRAM_API_KEY";
 /// Where OpenAI keys are read from by default.
 pub const OPENAI_KEY_ENV: &str = "OPENAI_API_KEY";
+/// Where ElevenLabs keys are read from by default.
+pub const ELEVENLABS_KEY_ENV: &str = "ELEVENLABS_API_KEY";
 /// Shortest and longest `turn_silence_ms`.
 const TURN_SILENCE_MS: (u64, u64) = (100, 5000);
 /// Deepgram's smallest `utterance_end_ms`.
@@ -233,16 +236,21 @@ impl Resolver<'_> {
             self.err(
                 k("provider"),
                 ConfigErrorKind::AgentSetting(format!(
-                    "\"{text}\" is not one of openai, deepgram, espeak"
+                    "\"{text}\" is not one of openai, deepgram, elevenlabs, espeak"
                 )),
             )
         })?;
         let (url, env, voice) = match provider {
             TtsProvider::OpenAi => (DEFAULT_OPENAI_TTS_URL, OPENAI_KEY_ENV, DEFAULT_OPENAI_VOICE),
-            TtsProvider::DeepgramRest => (
+            TtsProvider::DeepgramRest | TtsProvider::DeepgramWs => (
                 DEFAULT_DEEPGRAM_TTS_URL,
                 DEEPGRAM_KEY_ENV,
                 DEFAULT_DEEPGRAM_VOICE,
+            ),
+            TtsProvider::ElevenLabs => (
+                DEFAULT_ELEVENLABS_TTS_URL,
+                ELEVENLABS_KEY_ENV,
+                DEFAULT_ELEVENLABS_VOICE,
             ),
             TtsProvider::Espeak => {
                 let set = [
@@ -269,7 +277,23 @@ impl Resolver<'_> {
                 });
             }
         };
-        if provider == TtsProvider::DeepgramRest && f.model.is_some() {
+        // Deepgram speaks over its WebSocket (`ws://`, `wss://`, the default) or REST
+        // (`http://`, `https://`): the URL's scheme says which.
+        let schemes: &[&str] = match provider {
+            TtsProvider::OpenAi => &["http", "https"],
+            TtsProvider::ElevenLabs => &["ws", "wss"],
+            _ => &["ws", "wss", "http", "https"],
+        };
+        let url = self.provider_url(&k("url"), f.url, url, schemes)?;
+        let provider = match provider {
+            TtsProvider::DeepgramRest if url.starts_with("ws") => TtsProvider::DeepgramWs,
+            p => p,
+        };
+        if matches!(
+            provider,
+            TtsProvider::DeepgramRest | TtsProvider::DeepgramWs
+        ) && f.model.is_some()
+        {
             return Err(self.err(
                 k("model"),
                 ConfigErrorKind::AgentSetting(
@@ -277,12 +301,14 @@ impl Resolver<'_> {
                 ),
             ));
         }
+        let default_model = match provider {
+            TtsProvider::ElevenLabs => DEFAULT_ELEVENLABS_MODEL,
+            _ => DEFAULT_OPENAI_TTS_MODEL,
+        };
         Ok(TtsConfig {
             provider,
-            url: self.provider_url(&k("url"), f.url, url, &["http", "https"])?,
-            model: f
-                .model
-                .unwrap_or_else(|| DEFAULT_OPENAI_TTS_MODEL.to_owned()),
+            url,
+            model: f.model.unwrap_or_else(|| default_model.to_owned()),
             voice: f.voice.unwrap_or_else(|| voice.to_owned()),
             api_key: self.provider_key(&k("api_key_env"), f.api_key_env, env)?,
             timeout: self.ms(

@@ -55,7 +55,9 @@ fn the_documented_cascaded_example_loads() {
     assert_eq!(c.llm.model, "gpt-4o-mini");
     assert_eq!(c.llm.temperature, Some(0.6));
     assert_eq!(c.llm.api_key.as_ref().unwrap().expose(), "sk-test-key");
-    assert_eq!(c.tts.provider, TtsProvider::DeepgramRest);
+    // Deepgram's default URL is its WebSocket.
+    assert_eq!(c.tts.provider, TtsProvider::DeepgramWs);
+    assert_eq!(c.tts.url, "wss://api.deepgram.com");
     assert_eq!(c.tts.voice, "aura-2-thalia-en");
     assert_eq!(c.turn_end, TurnEnd::VadAndStt);
     assert_eq!(
@@ -108,6 +110,45 @@ fn a_local_llm_needs_no_key_and_without_vad_the_stt_ends_turns() {
     };
     assert!(c.llm.api_key.is_none());
     assert_eq!(c.turn_end, TurnEnd::Stt);
+}
+
+#[test]
+fn the_tts_url_picks_deepgrams_socket_or_rest_and_elevenlabs_has_its_defaults() {
+    let agent = |tts: &str| {
+        let cfg = load(&format!(
+            "[[agent]]\nname = \"a\"\nkind = \"cascaded\"\n[agent.tts]\n{tts}"
+        ))?;
+        let b = backends(&cfg, "a");
+        let [BackendConfig::Cascaded(c)] = b.as_slice() else {
+            panic!("{b:?}");
+        };
+        Ok::<_, String>(c.tts.clone())
+    };
+    let t = agent("provider = \"deepgram\"\nurl = \"https://dg.example.com\"\n").unwrap();
+    assert_eq!(t.provider, TtsProvider::DeepgramRest);
+    let t = agent("provider = \"deepgram\"\nurl = \"ws://127.0.0.1:9000\"\n").unwrap();
+    assert_eq!(t.provider, TtsProvider::DeepgramWs);
+    let e = agent("provider = \"elevenlabs\"\n").unwrap_err();
+    assert!(
+        e.contains("agent[0].tts.api_key_env: environment variable ELEVENLABS_API_KEY is not set"),
+        "{e}"
+    );
+    let t = agent("provider = \"elevenlabs\"\napi_key_env = \"OPENAI_API_KEY\"\nvoice = \"abc\"\n")
+        .unwrap();
+    assert_eq!(t.provider, TtsProvider::ElevenLabs);
+    assert_eq!(t.url, "wss://api.elevenlabs.io");
+    assert_eq!(t.model, "eleven_flash_v2_5");
+    assert_eq!(t.voice, "abc");
+    let e = agent(
+        "provider = \"elevenlabs\"\napi_key_env = \"OPENAI_API_KEY\"\nurl = \"https://api.elevenlabs.io\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("agent[0].tts.url") && e.contains("ws:// or wss://"),
+        "{e}"
+    );
+    let e = agent("provider = \"deepgram\"\nmodel = \"x\"\n").unwrap_err();
+    assert!(e.contains("agent[0].tts.model"), "{e}");
 }
 
 #[test]
@@ -203,7 +244,7 @@ fn with_both_keys_the_embedded_assistant_is_cascaded() {
     let [BackendConfig::Cascaded(c)] = b.as_slice() else {
         panic!("{b:?}");
     };
-    assert_eq!(c.tts.provider, TtsProvider::DeepgramRest);
+    assert_eq!(c.tts.provider, TtsProvider::DeepgramWs);
     assert!(cfg.describe_default_route().unwrap().contains("cascaded"));
     // OpenAI's key alone: the realtime assistant.
     let only_openai = |v: &str| (v == "OPENAI_API_KEY").then(|| "sk".to_owned());

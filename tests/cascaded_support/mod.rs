@@ -5,6 +5,10 @@
 
 use std::time::Duration;
 
+use voxline::agent::cascaded::chat::ChatConfig;
+use voxline::agent::cascaded::stt::SttConfig;
+use voxline::agent::cascaded::tts::TtsConfig;
+use voxline::agent::cascaded::{ApiKey, CascadedConfig, TurnEnd};
 use voxline_mock_cascaded::{MockProviders, ProvidersConfig};
 
 use crate::common::VoxlineProcess;
@@ -249,5 +253,40 @@ api_key_env = "{KEY_ENV}"
             providers,
             vox,
         }
+    }
+}
+
+/// A cascaded backend's configuration for tests that drive the backend directly: the STT and
+/// the LLM on `mock` (its key `key`), the given `tts`, a scripted `greeting`, turns ended by
+/// the STT alone.
+pub fn backend_config(
+    mock: &MockProviders,
+    key: &str,
+    tts: TtsConfig,
+    greeting: &str,
+) -> CascadedConfig {
+    CascadedConfig {
+        stt: SttConfig {
+            url: mock.stt_url(),
+            model: "nova-3".into(),
+            language: None,
+            api_key: ApiKey::new(key),
+            endpointing_ms: 300,
+            utterance_end_ms: 1000,
+            connect_timeout: Duration::from_secs(5),
+            reconnect_budget: Duration::from_secs(2),
+        },
+        llm: ChatConfig {
+            url: mock.openai_url(),
+            model: "gpt-4o-mini".into(),
+            api_key: Some(ApiKey::new(key)),
+            temperature: None,
+            max_tokens: None,
+            timeout: Duration::from_secs(5),
+        },
+        tts,
+        instructions: "You are a billing assistant.".into(),
+        greeting: Some(greeting.into()),
+        turn_end: TurnEnd::Stt,
     }
 }

@@ -5,15 +5,14 @@
 //! the next LLM request carries neither its text nor an empty assistant message (which the
 //! API would refuse).
 
+use crate::cascaded_support::backend_config;
 use crate::realtime_support::{audio_of, ctx, wait_for};
 
 use std::time::Duration;
 
 use voxline::agent::backend::{AudioFormat, BackendControl, BackendEvent, Role};
-use voxline::agent::cascaded::chat::ChatConfig;
-use voxline::agent::cascaded::stt::SttConfig;
 use voxline::agent::cascaded::tts::{TtsConfig, TtsProvider};
-use voxline::agent::cascaded::{ApiKey, CascadedConfig, TurnEnd, connect};
+use voxline::agent::cascaded::{ApiKey, CascadedConfig, connect};
 use voxline_mock_cascaded::{ChatMockConfig, ChatReply, MockProviders, ProvidersConfig};
 
 const KEY: &str = "queued-replies-key";
@@ -21,37 +20,15 @@ const GREETING: &str = "Hello, you are through to the billing line of the test c
 const SECOND: &str = "I can also read your last three invoices to you if you like.";
 
 fn config(mock: &MockProviders) -> CascadedConfig {
-    CascadedConfig {
-        stt: SttConfig {
-            url: mock.stt_url(),
-            model: "nova-3".into(),
-            language: None,
-            api_key: ApiKey::new(KEY),
-            endpointing_ms: 300,
-            utterance_end_ms: 1000,
-            connect_timeout: Duration::from_secs(5),
-            reconnect_budget: Duration::from_secs(2),
-        },
-        llm: ChatConfig {
-            url: mock.openai_url(),
-            model: "gpt-4o-mini".into(),
-            api_key: Some(ApiKey::new(KEY)),
-            temperature: None,
-            max_tokens: None,
-            timeout: Duration::from_secs(5),
-        },
-        tts: TtsConfig {
-            provider: TtsProvider::DeepgramRest,
-            url: mock.deepgram_url(),
-            model: "aura-2-thalia-en".into(),
-            voice: "aura-2-thalia-en".into(),
-            api_key: Some(ApiKey::new(KEY)),
-            timeout: Duration::from_secs(5),
-        },
-        instructions: "You are a billing assistant.".into(),
-        greeting: Some(GREETING.into()),
-        turn_end: TurnEnd::Stt,
-    }
+    let tts = TtsConfig {
+        provider: TtsProvider::DeepgramRest,
+        url: mock.deepgram_url(),
+        model: String::new(),
+        voice: "aura-2-thalia-en".into(),
+        api_key: Some(ApiKey::new(KEY)),
+        timeout: Duration::from_secs(5),
+    };
+    backend_config(mock, KEY, tts, GREETING)
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ mod cascaded_streaming;
 mod cascaded_stt_reconnect;
 mod cascaded_tools;
 mod cascaded_transfer;
+mod cascaded_tts_sockets;
 mod cascaded_turn;
 mod connect_errors;
 mod e2e_allow_from;

@@ -90,7 +90,7 @@ pub struct ChatRequest {
 /// A TTS request as received.
 #[derive(Debug, Clone)]
 pub struct TtsRequest {
-    /// `openai` or `deepgram`.
+    /// `openai`, `deepgram`, `deepgram-ws` or `elevenlabs`.
     pub provider: &'static str,
     /// The text.
     pub text: String,
@@ -560,7 +560,7 @@ async fn deepgram_speak(
 /// 200 ms (a harmonic tone whose pitch glides from 120 to 220 Hz, rising and falling in
 /// level) with a short pause between them, so that it has speech's rhythm and spectrum
 /// rather than a steady tone's.
-fn speech_tone(shared: &Shared, text: &str, rate: u32) -> Vec<i16> {
+pub(crate) fn speech_tone(shared: &Shared, text: &str, rate: u32) -> Vec<i16> {
     let ms = shared.tts_cfg.ms_per_char * text.chars().count() as u64;
     let n = (u64::from(rate) * ms / 1000) as usize;
     let syllable = rate as usize / 5;

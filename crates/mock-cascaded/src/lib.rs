@@ -11,6 +11,7 @@
 
 pub mod deepgram_stt;
 pub mod http;
+pub mod tts_ws;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +52,8 @@ pub(crate) struct Recorder {
     pub stt_utterances: u64,
     pub chat: Vec<ChatRequest>,
     pub tts: Vec<TtsRequest>,
+    pub tts_socket_connections: u64,
+    pub tts_socket_messages: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -76,6 +79,7 @@ pub struct MockProviders {
     shared: Arc<Shared>,
     stt_addr: SocketAddr,
     http_addr: SocketAddr,
+    tts_ws_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -92,6 +96,7 @@ impl MockProviders {
     pub async fn start(cfg: ProvidersConfig) -> std::io::Result<MockProviders> {
         let stt = TcpListener::bind(("127.0.0.1", 0)).await?;
         let http = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let tts_ws = TcpListener::bind(("127.0.0.1", 0)).await?;
         let (drop_tx, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             key: cfg.api_key,
@@ -104,9 +109,11 @@ impl MockProviders {
         });
         let stt_addr = stt.local_addr()?;
         let http_addr = http.local_addr()?;
+        let tts_ws_addr = tts_ws.local_addr()?;
         let router = http::router(shared.clone());
         let tasks = vec![
             tokio::spawn(deepgram_stt::run(stt, shared.clone())),
+            tokio::spawn(tts_ws::run(tts_ws, shared.clone())),
             tokio::spawn(async move {
                 // Like a real server: small chunks go out at once (without it, Nagle holds
                 // each stream's second chunk until the client's delayed ACK, 40 ms).
@@ -117,6 +124,7 @@ impl MockProviders {
             shared,
             stt_addr,
             http_addr,
+            tts_ws_addr,
             tasks,
         })
     }
@@ -134,6 +142,22 @@ impl MockProviders {
     /// Deepgram's REST base URL (`http://…`; the client adds `/v1/speak`).
     pub fn deepgram_url(&self) -> String {
         format!("http://{}", self.http_addr)
+    }
+
+    /// The streaming TTS sockets' base URL (`ws://…`): Deepgram's `/v1/speak` and
+    /// ElevenLabs' stream-input are both served there.
+    pub fn tts_socket_url(&self) -> String {
+        format!("ws://{}", self.tts_ws_addr)
+    }
+
+    /// TTS sockets accepted so far.
+    pub fn tts_socket_connections(&self) -> u64 {
+        self.shared.rec().tts_socket_connections
+    }
+
+    /// The TTS sockets' client messages: Deepgram's `type`s, ElevenLabs' whole JSON text.
+    pub fn tts_socket_messages(&self) -> Vec<String> {
+        self.shared.rec().tts_socket_messages.clone()
     }
 
     /// STT connections accepted so far.

@@ -17,6 +17,7 @@ pub mod chat;
 pub mod session;
 pub mod stt;
 pub mod tts;
+pub mod tts_socket;
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -30,7 +30,8 @@ use tracing::{debug, info, warn};
 
 use super::chat::{self, ChatMessage, LlmEvent, ToolCall};
 use super::stt::{SttEvent, SttHandle, SttInput};
-use super::tts::{Speaker, TtsEvent};
+use super::tts::{Speaker, TtsEvent, TtsProvider};
+use super::tts_socket::DeepgramSocket;
 use super::{CascadedConfig, TurnEnd};
 use crate::agent::backend::{
     AudioFormat, BackendControl, BackendEvent, CallContext, Role, ToolSpec,
@@ -72,6 +73,8 @@ pub struct Session {
     delivered_replies: std::collections::VecDeque<Spoken>,
     /// Audio delivered to the call so far, bytes of the call's format.
     delivered: u64,
+    /// The call's Deepgram TTS socket (`None` for other providers).
+    tts_socket: Option<DeepgramSocket>,
     caller_items: u64,
     agent_items: u64,
     /// The caller's audio sent to the STT so far, in ms.
@@ -111,6 +114,8 @@ struct Piece {
     text: String,
     bytes: u64,
     done: bool,
+    /// Word starts from the provider's alignment: (byte of the audio, characters before).
+    marks: Vec<(u64, usize)>,
 }
 
 /// A reply delivered to the call, maybe still playing.
@@ -157,6 +162,9 @@ impl Session {
             })
             .collect();
         let greeting = greeting.filter(|_| history.is_empty());
+        // Deepgram's socket is dialled now, so the greeting finds it open.
+        let tts_socket = (cfg.tts.provider == TtsProvider::DeepgramWs)
+            .then(|| DeepgramSocket::start(cfg.tts.clone(), ctx.call_format));
         Session {
             format: ctx.call_format,
             tools: ctx.tools,
@@ -176,6 +184,7 @@ impl Session {
             reply: None,
             delivered_replies: std::collections::VecDeque::new(),
             delivered: 0,
+            tts_socket,
             caller_items: 0,
             agent_items: 0,
             input_ms: 0,
@@ -376,7 +385,13 @@ impl Session {
         self.agent_items += 1;
         let item = format!("agent-{}", self.agent_items);
         let (tx, rx) = mpsc::channel(TTS_QUEUE);
-        let speaker = Speaker::start(self.client.clone(), self.cfg.tts.clone(), self.format, tx);
+        let speaker = Speaker::start(
+            self.client.clone(),
+            self.cfg.tts.clone(),
+            self.format,
+            tx,
+            self.tts_socket.as_mut(),
+        );
         (
             Reply {
                 item: item.clone(),
@@ -406,6 +421,7 @@ impl Session {
         for p in pieces {
             say(&mut reply, p);
         }
+        reply.speaker.finish();
         reply.llm_done = true;
         self.history.push(ChatMessage::Assistant {
             content: Some(text),
@@ -476,6 +492,7 @@ impl Session {
                 if let Some(p) = reply.chunker.finish() {
                     say(reply, p);
                 }
+                reply.speaker.finish();
                 reply.llm_done = true;
                 let text = spoken_text(&reply.pieces);
                 debug!(
@@ -582,6 +599,12 @@ impl Session {
                     return Step::Stop;
                 }
                 self.emit(BackendEvent::Audio(chunk)).await
+            }
+            TtsEvent::Mark { seq, at, chars } => {
+                if let Some(p) = reply.pieces.get_mut(seq) {
+                    p.marks.push((at, chars));
+                }
+                Step::Continue
             }
             TtsEvent::PieceDone { seq } => {
                 if let Some(p) = reply.pieces.get_mut(seq) {
@@ -752,15 +775,25 @@ impl Session {
 }
 
 fn say(reply: &mut Reply, text: String) {
-    if reply.speaker.say(text.clone()).is_some() {
-        reply.first_said.get_or_insert_with(Instant::now);
-        reply.pieces.push(Piece {
-            text,
-            bytes: 0,
-            done: false,
-        });
-    } else {
-        warn!("cascaded: the TTS queue is full; a piece of the reply is not spoken");
+    match reply.speaker.say(text.clone()) {
+        Some(seq) => {
+            reply.first_said.get_or_insert_with(Instant::now);
+            match reply.pieces.get_mut(seq) {
+                // A streaming socket speaks it with the piece before (as the provider sees
+                // the text: joined by a space).
+                Some(p) => {
+                    p.text.push(' ');
+                    p.text.push_str(&text);
+                }
+                None => reply.pieces.push(Piece {
+                    text,
+                    bytes: 0,
+                    done: false,
+                    marks: Vec::new(),
+                }),
+            }
+        }
+        None => warn!("cascaded: the TTS queue is full; a piece of the reply is not spoken"),
     }
 }
 
@@ -773,8 +806,9 @@ fn spoken_text(pieces: &[Piece]) -> String {
         .join(" ")
 }
 
-/// What the caller heard of `pieces` after `heard_ms` of their audio: whole pieces, then the
-/// share of the next one in proportion to its audio received so far.
+/// What the caller heard of `pieces` after `heard_ms` of their audio: whole pieces, then of
+/// the next one the words that started before that point (from the provider's alignment),
+/// or without alignment its share in proportion to its audio received so far.
 fn heard_text(pieces: &[Piece], format: AudioFormat, heard_ms: u64) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut left = heard_ms;
@@ -788,7 +822,25 @@ fn heard_text(pieces: &[Piece], format: AudioFormat, heard_ms: u64) -> String {
             left -= ms;
             continue;
         }
-        let cut = cut_text(&p.text, left as f64 / ms as f64);
+        let cut = if p.marks.is_empty() {
+            cut_text(&p.text, left as f64 / ms as f64)
+        } else {
+            // The word being spoken at that point is left out, as `cut_text` does.
+            let at = left * u64::from(format.sample_rate()) * u64::from(format.bytes_per_sample())
+                / 1000;
+            let chars = p
+                .marks
+                .iter()
+                .take_while(|(b, _)| *b <= at)
+                .last()
+                .map_or(0, |(_, c)| *c);
+            p.text
+                .chars()
+                .take(chars)
+                .collect::<String>()
+                .trim_end()
+                .to_owned()
+        };
         if !cut.is_empty() {
             out.push(cut);
         }
@@ -821,17 +873,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn heard_text_follows_the_alignment_marks() {
+        // 1 s of μ-law for "Your balance is forty two dollars." with word starts.
+        let text = "Your balance is forty two dollars.";
+        let starts = [0usize, 5, 13, 16, 22, 26];
+        let marks = starts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u64 * 1300, *c))
+            .collect();
+        let pieces = vec![Piece {
+            text: text.into(),
+            bytes: 8000,
+            done: true,
+            marks,
+        }];
+        let f = AudioFormat::Pcmu8k;
+        assert_eq!(heard_text(&pieces, f, 0), "");
+        // 300 ms = 2400 bytes: "balance" (from byte 1300) is being spoken.
+        assert_eq!(heard_text(&pieces, f, 300), "Your");
+        // 500 ms = 4000 bytes: "forty" started at 3900.
+        assert_eq!(heard_text(&pieces, f, 500), "Your balance is");
+        assert_eq!(heard_text(&pieces, f, 1000), text);
+    }
+
+    #[test]
     fn heard_text_follows_the_audio() {
         let pieces = vec![
             Piece {
                 text: "Your balance is forty two dollars.".into(),
                 bytes: 8000, // 1 s of μ-law
                 done: true,
+                marks: Vec::new(),
             },
             Piece {
                 text: "Anything else I can help with today?".into(),
                 bytes: 16000,
                 done: true,
+                marks: Vec::new(),
             },
         ];
         let f = AudioFormat::Pcmu8k;

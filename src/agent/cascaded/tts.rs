@@ -9,9 +9,12 @@
 //!
 //! * **espeak-ng** (`voxline_espeak`, no network): spoken on this machine, resampled from
 //!   22 050 Hz to the call.
+//! * **Deepgram Aura over WebSocket** and **ElevenLabs' stream-input**: see
+//!   [`super::tts_socket`].
 //!
-//! [`Speaker`] runs the pieces of one reply in order, one request at a time; dropping it (a
-//! barge-in) cancels the request in flight.
+//! [`Speaker`] speaks the pieces of one reply in order (over HTTP, one request at a time);
+//! dropping it (a barge-in) cancels the request in flight, clears Deepgram's socket, or drops
+//! ElevenLabs' one.
 
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::ApiKey;
+use super::tts_socket::{DeepgramReply, DeepgramSocket, ElevenCmd, elevenlabs_reply};
 use crate::agent::backend::{AudioChunk, AudioFormat};
 use crate::dsp::resample::Resampler;
 use crate::media::codec::g711::{alaw_encode, ulaw_encode};
@@ -33,8 +37,14 @@ pub const DEFAULT_OPENAI_TTS_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_OPENAI_TTS_MODEL: &str = "gpt-4o-mini-tts";
 /// OpenAI's default voice.
 pub const DEFAULT_OPENAI_VOICE: &str = "alloy";
-/// Deepgram's base URL.
-pub const DEFAULT_DEEPGRAM_TTS_URL: &str = "https://api.deepgram.com";
+/// Deepgram's base URL (WebSocket; an `https://` URL selects the REST endpoint).
+pub const DEFAULT_DEEPGRAM_TTS_URL: &str = "wss://api.deepgram.com";
+/// ElevenLabs' base URL.
+pub const DEFAULT_ELEVENLABS_TTS_URL: &str = "wss://api.elevenlabs.io";
+/// ElevenLabs' default model (its lowest-latency one).
+pub const DEFAULT_ELEVENLABS_MODEL: &str = "eleven_flash_v2_5";
+/// ElevenLabs' default voice (a voice id: "Rachel").
+pub const DEFAULT_ELEVENLABS_VOICE: &str = "21m00Tcm4TlvDq8ikWAM";
 /// Deepgram's default voice (the model names the voice).
 pub const DEFAULT_DEEPGRAM_VOICE: &str = "aura-2-thalia-en";
 /// espeak-ng's default voice.
@@ -51,6 +61,10 @@ pub enum TtsProvider {
     OpenAi,
     /// Deepgram Aura over REST.
     DeepgramRest,
+    /// Deepgram Aura over WebSocket (`Speak`, `Flush`, `Clear`), one socket per call.
+    DeepgramWs,
+    /// ElevenLabs' stream-input WebSocket, with character alignment.
+    ElevenLabs,
     /// espeak-ng on this machine (no network): robotic, but always there.
     Espeak,
 }
@@ -61,6 +75,7 @@ impl TtsProvider {
         Some(match s {
             "openai" => TtsProvider::OpenAi,
             "deepgram" => TtsProvider::DeepgramRest,
+            "elevenlabs" => TtsProvider::ElevenLabs,
             "espeak" => TtsProvider::Espeak,
             _ => return None,
         })
@@ -94,6 +109,16 @@ pub enum TtsEvent {
         /// The audio.
         chunk: AudioChunk,
     },
+    /// Piece `seq`'s word starting at character `chars` of its text starts at byte `at` of
+    /// its audio (from a provider that aligns text and audio).
+    Mark {
+        /// The piece.
+        seq: usize,
+        /// Byte offset in the piece's audio (the call's format).
+        at: u64,
+        /// Characters of the piece's text before the word.
+        chars: usize,
+    },
     /// Piece `seq` is complete.
     PieceDone {
         /// The piece.
@@ -112,63 +137,138 @@ pub enum TtsEvent {
 }
 
 /// Speaks the pieces of one reply in order.
+///
+/// A piece's number (its `seq` in [`TtsEvent`]s) comes from [`Speaker::say`]: over HTTP each
+/// piece is its own; a streaming socket may speak several pieces as one (Deepgram between two
+/// flushes, ElevenLabs a whole reply), and then `say` returns the same number again.
 #[derive(Debug)]
 pub struct Speaker {
-    pieces: mpsc::Sender<(usize, String)>,
-    task: JoinHandle<()>,
+    inner: Inner,
     next: usize,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Http {
+        pieces: mpsc::Sender<(usize, String)>,
+        task: JoinHandle<()>,
+    },
+    Deepgram {
+        reply: DeepgramReply,
+        /// The socket, when the speaker had to open its own.
+        _own: Option<DeepgramSocket>,
+    },
+    Eleven {
+        cmds: mpsc::Sender<ElevenCmd>,
+        task: JoinHandle<()>,
+    },
 }
 
 impl Drop for Speaker {
     fn drop(&mut self) {
-        self.task.abort();
+        match &self.inner {
+            Inner::Http { task, .. } | Inner::Eleven { task, .. } => task.abort(),
+            // Dropping the reply clears the socket if the reply was not all spoken.
+            Inner::Deepgram { .. } => {}
+        }
     }
 }
 
 impl Speaker {
-    /// Starts a speaker; its events go to `events`.
+    /// Starts a speaker; its events go to `events`. A Deepgram WebSocket speaker uses the
+    /// call's `socket`.
     pub fn start(
         client: reqwest::Client,
         cfg: TtsConfig,
         format: AudioFormat,
         events: mpsc::Sender<TtsEvent>,
+        socket: Option<&mut DeepgramSocket>,
     ) -> Speaker {
-        let (tx, mut rx) = mpsc::channel::<(usize, String)>(PIECE_QUEUE);
-        let task = tokio::spawn(async move {
-            while let Some((seq, text)) = rx.recv().await {
-                let result = speak(&client, &cfg, format, seq, &text, &events).await;
-                let ev = match result {
-                    Ok(()) => TtsEvent::PieceDone { seq },
-                    Err((message, retryable)) => TtsEvent::Failed {
-                        seq,
-                        message,
-                        retryable,
-                    },
-                };
-                let failed = matches!(ev, TtsEvent::Failed { .. });
-                if events.send(ev).await.is_err() || failed {
-                    return;
+        let inner = match cfg.provider {
+            TtsProvider::DeepgramWs => match socket {
+                Some(s) => Inner::Deepgram {
+                    reply: s.reply(events),
+                    _own: None,
+                },
+                None => {
+                    let mut own = DeepgramSocket::start(cfg, format);
+                    Inner::Deepgram {
+                        reply: own.reply(events),
+                        _own: Some(own),
+                    }
                 }
+            },
+            TtsProvider::ElevenLabs => {
+                let (tx, rx) = mpsc::channel(PIECE_QUEUE);
+                let task = tokio::spawn(elevenlabs_reply(cfg, format, rx, events));
+                Inner::Eleven { cmds: tx, task }
             }
-        });
-        Speaker {
-            pieces: tx,
-            task,
-            next: 0,
+            _ => {
+                let (tx, rx) = mpsc::channel::<(usize, String)>(PIECE_QUEUE);
+                let task = tokio::spawn(speak_pieces(client, cfg, format, rx, events));
+                Inner::Http { pieces: tx, task }
+            }
+        };
+        Speaker { inner, next: 0 }
+    }
+
+    /// Queues a piece; the number its audio comes under. `None` if the queue is full or the
+    /// speaker stopped.
+    pub fn say(&mut self, text: String) -> Option<usize> {
+        match &mut self.inner {
+            Inner::Http { pieces, .. } => {
+                let seq = self.next;
+                pieces.try_send((seq, text)).ok()?;
+                self.next += 1;
+                Some(seq)
+            }
+            Inner::Deepgram { reply, .. } => reply.say(text),
+            Inner::Eleven { cmds, .. } => {
+                cmds.try_send(ElevenCmd::Say(text)).ok()?;
+                Some(0)
+            }
         }
     }
 
-    /// Queues a piece; its number. `None` if the queue is full or the speaker stopped.
-    pub fn say(&mut self, text: String) -> Option<usize> {
-        let seq = self.next;
-        self.pieces.try_send((seq, text)).ok()?;
-        self.next += 1;
-        Some(seq)
+    /// The reply's text is complete (a streaming socket then speaks what it still holds).
+    pub fn finish(&mut self) {
+        match &mut self.inner {
+            Inner::Http { .. } => {}
+            Inner::Deepgram { reply, .. } => reply.finish(),
+            Inner::Eleven { cmds, .. } => {
+                let _ = cmds.try_send(ElevenCmd::Finish);
+            }
+        }
+    }
+}
+
+/// Speaks pieces one HTTP request (or espeak-ng run) at a time.
+async fn speak_pieces(
+    client: reqwest::Client,
+    cfg: TtsConfig,
+    format: AudioFormat,
+    mut rx: mpsc::Receiver<(usize, String)>,
+    events: mpsc::Sender<TtsEvent>,
+) {
+    while let Some((seq, text)) = rx.recv().await {
+        let result = speak(&client, &cfg, format, seq, &text, &events).await;
+        let ev = match result {
+            Ok(()) => TtsEvent::PieceDone { seq },
+            Err((message, retryable)) => TtsEvent::Failed {
+                seq,
+                message,
+                retryable,
+            },
+        };
+        let failed = matches!(ev, TtsEvent::Failed { .. });
+        if events.send(ev).await.is_err() || failed {
+            return;
+        }
     }
 }
 
 /// Converts a provider's audio to the call's format, across chunk boundaries.
-struct Converter {
+pub(super) struct Converter {
     from: AudioFormat,
     to: AudioFormat,
     resampler: Option<Resampler>,
@@ -178,7 +278,7 @@ struct Converter {
 }
 
 impl Converter {
-    fn new(from: AudioFormat, to: AudioFormat) -> Result<Converter, String> {
+    pub(super) fn new(from: AudioFormat, to: AudioFormat) -> Result<Converter, String> {
         let resampler = if from.sample_rate() != to.sample_rate() {
             Some(Resampler::new(from.sample_rate(), to.sample_rate()).map_err(|e| e.to_string())?)
         } else {
@@ -195,7 +295,7 @@ impl Converter {
     }
 
     /// Converts `bytes` (`flush`: the last of the piece).
-    fn convert(&mut self, bytes: &[u8], flush: bool) -> Result<Bytes, String> {
+    pub(super) fn convert(&mut self, bytes: &[u8], flush: bool) -> Result<Bytes, String> {
         if self.from == self.to {
             return Ok(Bytes::copy_from_slice(bytes));
         }
@@ -269,8 +369,12 @@ fn request(
                 },
             )
         }
-        // espeak-ng is local: `speak` never asks for its request.
-        TtsProvider::DeepgramRest | TtsProvider::Espeak => {
+        // espeak-ng is local and the sockets are not HTTP: `speak` never asks for their
+        // request.
+        TtsProvider::DeepgramRest
+        | TtsProvider::DeepgramWs
+        | TtsProvider::ElevenLabs
+        | TtsProvider::Espeak => {
             let (encoding, rate) = super::stt::deepgram_encoding(format);
             let mut req = client
                 .post(format!("{base}/v1/speak"))
