@@ -67,6 +67,7 @@ async fn run(turns: usize) -> anyhow::Result<()> {
     let key = || Some(ApiKey::new(KEY));
     let cfg = CascadedConfig {
         stt: SttConfig {
+            provider: voxline::agent::cascaded::stt::SttProvider::Deepgram,
             url: mock.stt_url(),
             model: "nova-3".into(),
             language: None,

@@ -12,8 +12,9 @@ use crate::agent::cascaded::chat::{
 };
 use crate::agent::cascaded::stt::{
     DEFAULT_DEEPGRAM_STT_MODEL, DEFAULT_DEEPGRAM_STT_URL, DEFAULT_ENDPOINTING_MS,
-    DEFAULT_UTTERANCE_END_MS, SttConfig,
+    DEFAULT_UTTERANCE_END_MS, SttConfig, SttProvider,
 };
+use crate::agent::cascaded::stt_openai::{DEFAULT_OPENAI_STT_MODEL, DEFAULT_OPENAI_STT_URL};
 use crate::agent::cascaded::tts::{
     DEFAULT_DEEPGRAM_TTS_URL, DEFAULT_DEEPGRAM_VOICE, DEFAULT_ELEVENLABS_MODEL,
     DEFAULT_ELEVENLABS_TTS_URL, DEFAULT_ELEVENLABS_VOICE, DEFAULT_ESPEAK_VOICE,
@@ -135,21 +136,42 @@ impl Resolver<'_> {
 
     fn stt(&self, key: &str, f: FileStt) -> Result<SttConfig, ConfigError> {
         let k = |name: &str| format!("{key}.{name}");
-        match f.provider.as_deref().unwrap_or("deepgram") {
-            "deepgram" => {}
+        let (provider, url, model, env) = match f.provider.as_deref().unwrap_or("deepgram") {
+            "deepgram" => (
+                SttProvider::Deepgram,
+                DEFAULT_DEEPGRAM_STT_URL,
+                DEFAULT_DEEPGRAM_STT_MODEL,
+                DEEPGRAM_KEY_ENV,
+            ),
+            "openai" => (
+                SttProvider::OpenAi,
+                DEFAULT_OPENAI_STT_URL,
+                DEFAULT_OPENAI_STT_MODEL,
+                OPENAI_KEY_ENV,
+            ),
             other => {
                 return Err(self.err(
                     k("provider"),
-                    ConfigErrorKind::AgentSetting(format!("\"{other}\" is not one of deepgram")),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "\"{other}\" is not one of deepgram, openai"
+                    )),
                 ));
             }
+        };
+        if provider == SttProvider::OpenAi && f.utterance_end_ms.is_some() {
+            return Err(self.err(
+                k("utterance_end_ms"),
+                ConfigErrorKind::AgentSetting(
+                    "Deepgram only: OpenAI's server VAD ends utterances (endpointing_ms)".into(),
+                ),
+            ));
         }
-        let url = self.provider_url(&k("url"), f.url, DEFAULT_DEEPGRAM_STT_URL, &["ws", "wss"])?;
-        let api_key = self.provider_key(&k("api_key_env"), f.api_key_env, DEEPGRAM_KEY_ENV)?;
+        let url = self.provider_url(&k("url"), f.url, url, &["ws", "wss"])?;
+        let api_key = self.provider_key(&k("api_key_env"), f.api_key_env, env)?;
         let api_key = api_key.ok_or_else(|| {
             self.err(
                 k("api_key_env"),
-                ConfigErrorKind::AgentSetting("Deepgram needs a key".into()),
+                ConfigErrorKind::AgentSetting("the STT needs a key".into()),
             )
         })?;
         let utterance_end_ms = f.utterance_end_ms.unwrap_or(DEFAULT_UTTERANCE_END_MS);
@@ -175,10 +197,9 @@ impl Resolver<'_> {
             ));
         }
         Ok(SttConfig {
+            provider,
             url,
-            model: f
-                .model
-                .unwrap_or_else(|| DEFAULT_DEEPGRAM_STT_MODEL.to_owned()),
+            model: f.model.unwrap_or_else(|| model.to_owned()),
             language: f.language.filter(|l| !l.is_empty()),
             api_key,
             endpointing_ms,

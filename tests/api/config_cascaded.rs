@@ -5,6 +5,7 @@
 
 use voxline::agent::BackendConfig;
 use voxline::agent::cascaded::TurnEnd;
+use voxline::agent::cascaded::stt::SttProvider;
 use voxline::agent::cascaded::tts::TtsProvider;
 use voxline::call::AgentKind as CallAgentKind;
 use voxline::config::{AgentKind, BUILTIN_ASSISTANT_AGENT, Config, agent_spec};
@@ -152,6 +153,35 @@ fn the_tts_url_picks_deepgrams_socket_or_rest_and_elevenlabs_has_its_defaults() 
 }
 
 #[test]
+fn the_openai_stt_has_its_defaults_and_no_utterance_end() {
+    let agent = |stt: &str| {
+        let cfg = load(&format!(
+            "[[agent]]\nname = \"a\"\nkind = \"cascaded\"\n[agent.stt]\n{stt}"
+        ))?;
+        let b = backends(&cfg, "a");
+        let [BackendConfig::Cascaded(c)] = b.as_slice() else {
+            panic!("{b:?}");
+        };
+        Ok::<_, String>(c.stt.clone())
+    };
+    let s = agent("provider = \"openai\"\nlanguage = \"en\"\n").unwrap();
+    assert_eq!(s.provider, SttProvider::OpenAi);
+    assert_eq!(
+        s.url,
+        "wss://api.openai.com/v1/realtime?intent=transcription"
+    );
+    assert_eq!(s.model, "gpt-4o-transcribe");
+    assert_eq!(s.api_key.expose(), "sk-test-key");
+    let e = agent("provider = \"openai\"\nutterance_end_ms = 1000\n").unwrap_err();
+    assert!(
+        e.contains("agent[0].stt.utterance_end_ms: Deepgram only"),
+        "{e}"
+    );
+    let e = agent("provider = \"whisper\"\n").unwrap_err();
+    assert!(e.contains("is not one of deepgram, openai"), "{e}");
+}
+
+#[test]
 fn each_mistake_names_the_key_and_the_reason() {
     let base = "[[agent]]\nname = \"ai\"\nkind = \"cascaded\"\n";
     let cases: &[(&str, &str)] = &[
@@ -161,7 +191,7 @@ fn each_mistake_names_the_key_and_the_reason() {
         ),
         (
             "[agent.stt]\nprovider = \"whisper\"\n",
-            "agent[0].stt.provider: \"whisper\" is not one of deepgram",
+            "agent[0].stt.provider: \"whisper\" is not one of deepgram, openai",
         ),
         (
             "[agent.stt]\nurl = \"https://api.deepgram.com/v1/listen\"\n",

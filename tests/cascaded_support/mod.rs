@@ -32,25 +32,32 @@ pub struct CascadedE2e {
 
 impl CascadedE2e {
     /// Starts the mocks (their key set to [`KEY`]) and voxline with one cascaded agent `bot`
-    /// routed from every number, its TTS `tts` (`openai` or `deepgram`). `agent_extra` is
-    /// TOML inside the `[[agent]]` table, `tables_extra` after its sub-tables.
+    /// routed from every number, its STT Deepgram's and its TTS `tts` (`openai`, `deepgram`
+    /// over REST, `deepgram-ws` over its socket, or `elevenlabs`). `agent_extra` is TOML
+    /// inside the `[[agent]]` table, `tables_extra` after its sub-tables.
     pub fn start(
         cfg: ProvidersConfig,
         tts: &str,
         agent_extra: &str,
         tables_extra: &str,
     ) -> CascadedE2e {
-        CascadedE2e::start_inner(cfg, Some(tts), "", agent_extra, tables_extra)
+        CascadedE2e::start_inner(cfg, "deepgram", Some(tts), "", agent_extra, tables_extra)
+    }
+
+    /// Like [`CascadedE2e::start`] with the STT `stt` (`deepgram` or `openai`).
+    pub fn start_with_stt(cfg: ProvidersConfig, stt: &str, tts: &str) -> CascadedE2e {
+        CascadedE2e::start_inner(cfg, stt, Some(tts), "", "", "")
     }
 
     /// Like [`CascadedE2e::start`], with `tts_table` (a whole `[agent.tts]` table) instead of
     /// one pointing at the mocks.
     pub fn start_with_tts(cfg: ProvidersConfig, tts_table: &str, agent_extra: &str) -> CascadedE2e {
-        CascadedE2e::start_inner(cfg, None, tts_table, agent_extra, "")
+        CascadedE2e::start_inner(cfg, "deepgram", None, tts_table, agent_extra, "")
     }
 
     fn start_inner(
         cfg: ProvidersConfig,
+        stt: &str,
         tts: Option<&str>,
         tts_table: &str,
         agent_extra: &str,
@@ -69,9 +76,11 @@ impl CascadedE2e {
             .expect("mock providers");
         let tts_section = match tts {
             Some(provider) => {
-                let url = match provider {
-                    "openai" => mock.openai_url(),
-                    _ => mock.deepgram_url(),
+                let (provider, url) = match provider {
+                    "openai" => ("openai", mock.openai_url()),
+                    "deepgram-ws" => ("deepgram", mock.tts_socket_url()),
+                    "elevenlabs" => ("elevenlabs", mock.tts_socket_url()),
+                    _ => ("deepgram", mock.deepgram_url()),
                 };
                 format!(
                     "[agent.tts]\nprovider = \"{provider}\"\nurl = \"{url}\"\napi_key_env = \"{KEY_ENV}\"\n"
@@ -93,7 +102,8 @@ allow_from = ["127.0.0.0/8"]
 {agent_extra}
 
 [agent.stt]
-url = "{stt}"
+provider = "{stt}"
+url = "{stt_url}"
 api_key_env = "{KEY_ENV}"
 
 [agent.llm]
@@ -104,7 +114,10 @@ api_key_env = "{KEY_ENV}"
 {tts_section}
 {tables_extra}
 "#,
-            stt = mock.stt_url(),
+            stt_url = match stt {
+                "openai" => mock.openai_stt_url(),
+                _ => mock.stt_url(),
+            },
             llm = mock.openai_url(),
         );
         let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
@@ -267,6 +280,7 @@ pub fn backend_config(
 ) -> CascadedConfig {
     CascadedConfig {
         stt: SttConfig {
+            provider: voxline::agent::cascaded::stt::SttProvider::Deepgram,
             url: mock.stt_url(),
             model: "nova-3".into(),
             language: None,

@@ -464,7 +464,7 @@ impl Shared {
         self.stt_accepting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn next_utterance(&self) -> String {
+    pub(crate) fn next_utterance(&self) -> String {
         let mut rec = self.rec();
         let n = rec.stt_utterances;
         rec.stt_utterances += 1;

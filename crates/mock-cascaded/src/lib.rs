@@ -11,6 +11,7 @@
 
 pub mod deepgram_stt;
 pub mod http;
+pub mod openai_stt;
 pub mod tts_ws;
 
 use std::net::SocketAddr;
@@ -148,6 +149,12 @@ impl MockProviders {
     /// ElevenLabs' stream-input are both served there.
     pub fn tts_socket_url(&self) -> String {
         format!("ws://{}", self.tts_ws_addr)
+    }
+
+    /// OpenAI's transcription session URL (`ws://…/v1/realtime?intent=transcription`), on the
+    /// same listener.
+    pub fn openai_stt_url(&self) -> String {
+        format!("ws://{}/v1/realtime?intent=transcription", self.tts_ws_addr)
     }
 
     /// TTS sockets accepted so far.

@@ -1,4 +1,5 @@
-//! Mocks of the streaming TTS sockets, on one listener:
+//! Mocks of the streaming TTS sockets, on one listener (which also serves OpenAI's
+//! transcription session, [`crate::openai_stt`]):
 //!
 //! * **Deepgram Aura** (`GET /v1/speak`, WebSocket). The key as `Authorization: Token KEY`;
 //!   `encoding` one of linear16, mulaw, alaw with a `sample_rate` valid for it (G.711 at
@@ -81,8 +82,16 @@ enum Out {
 }
 
 enum Kind {
-    Deepgram { out: Out, rate: u32 },
-    Eleven { out: Out, rate: u32 },
+    Deepgram {
+        out: Out,
+        rate: u32,
+    },
+    Eleven {
+        out: Out,
+        rate: u32,
+    },
+    /// OpenAI's transcription session ([`crate::openai_stt`]).
+    OpenAiStt,
 }
 
 fn error_response(status: u16, body: Value) -> ErrorResponse {
@@ -148,6 +157,30 @@ fn check(key: &str, req: &Request) -> Result<Kind, ErrorResponse> {
             return Err(dg(400, &format!("sample_rate {rate} is not valid here")));
         }
         return Ok(Kind::Deepgram { out, rate });
+    }
+    if path == "/v1/realtime" {
+        let oa = |status: u16, msg: &str| {
+            error_response(
+                status,
+                json!({"error": {"message": msg, "type": "invalid_request_error", "code": null, "param": null}}),
+            )
+        };
+        if header("authorization").strip_prefix("Bearer ") != Some(key) {
+            return Err(oa(401, "Incorrect API key provided."));
+        }
+        if get("intent") != Some("transcription") {
+            return Err(oa(
+                400,
+                "this mock serves transcription sessions: intent=transcription",
+            ));
+        }
+        if let Some((k, _)) = q.iter().find(|(k, _)| k != "intent") {
+            return Err(oa(
+                400,
+                &format!("unexpected query parameter {k} for a transcription session"),
+            ));
+        }
+        return Ok(Kind::OpenAiStt);
     }
     let voice = path
         .strip_prefix("/v1/text-to-speech/")
@@ -225,13 +258,17 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> Result<(), String> {
             return Err(e.to_string());
         }
     };
+    if let Some(Kind::OpenAiStt) = kind {
+        crate::openai_stt::serve(ws, shared, query).await;
+        return Ok(());
+    }
     shared.rec().tts_socket_connections += 1;
     match kind {
         Some(Kind::Deepgram { out, rate }) => {
             Pacer::new(ws, shared, out, rate, query).deepgram().await
         }
         Some(Kind::Eleven { out, rate }) => Pacer::new(ws, shared, out, rate, query).eleven().await,
-        None => Err("no endpoint".into()),
+        Some(Kind::OpenAiStt) | None => Err("no endpoint".into()),
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod chat;
 pub mod session;
 pub mod stt;
+pub mod stt_openai;
 pub mod tts;
 pub mod tts_socket;
 

@@ -1,4 +1,6 @@
-//! Streaming speech-to-text: Deepgram's live protocol (`/v1/listen` over WebSocket).
+//! Streaming speech-to-text: Deepgram's live protocol (`/v1/listen` over WebSocket), and
+//! OpenAI's Realtime transcription session ([`super::stt_openai`]) through the same client:
+//! reconnection, replay and the events are shared; the wire messages are the provider's.
 //!
 //! The call's audio goes up as it is wherever Deepgram takes the call's format: μ-law and
 //! A-law at 8 kHz (`encoding=mulaw|alaw&sample_rate=8000`), PCM16 at the call's rate
@@ -27,6 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use super::ApiKey;
+use super::stt_openai::{OpenAiStt, session_update};
 use crate::agent::backend::{AudioFormat, BackendError};
 use crate::agent::ws::{self, ConnectionLost, Target, Ws};
 
@@ -49,20 +52,31 @@ pub const STT_QUEUE: usize = 512;
 /// Delays before each reconnection attempt, in milliseconds.
 pub const RECONNECT_BACKOFF_MS: [u64; 3] = [0, 250, 500];
 
+/// Which STT protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SttProvider {
+    /// Deepgram's live transcription.
+    Deepgram,
+    /// OpenAI's Realtime API in a transcription session.
+    OpenAi,
+}
+
 /// How to reach the STT provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SttConfig {
+    /// The protocol.
+    pub provider: SttProvider,
     /// WebSocket URL ([`DEFAULT_DEEPGRAM_STT_URL`]).
     pub url: String,
     /// Model ([`DEFAULT_DEEPGRAM_STT_MODEL`]).
     pub model: String,
     /// Language (`language=`), `None`: the model's default.
     pub language: Option<String>,
-    /// The key, sent as `Authorization: Token KEY`.
+    /// The key, sent as `Authorization: Token KEY` (Deepgram) or `Bearer KEY` (OpenAI).
     pub api_key: ApiKey,
-    /// `endpointing` in ms.
+    /// `endpointing` in ms (OpenAI: the server VAD's `silence_duration_ms`).
     pub endpointing_ms: u32,
-    /// `utterance_end_ms`.
+    /// `utterance_end_ms` (Deepgram only).
     pub utterance_end_ms: u32,
     /// Limit for connecting.
     pub connect_timeout: Duration,
@@ -143,11 +157,16 @@ pub fn listen_url(cfg: &SttConfig, format: AudioFormat) -> Result<url::Url, Back
     Ok(url)
 }
 
-/// Connects to Deepgram for one call and starts the client task.
+/// Connects to the STT provider for one call and starts the client task.
 pub async fn connect(cfg: SttConfig, format: AudioFormat) -> Result<SttHandle, BackendError> {
-    let url = listen_url(&cfg, format)?;
+    let url = match cfg.provider {
+        SttProvider::Deepgram => listen_url(&cfg, format)?,
+        SttProvider::OpenAi => url::Url::parse(&cfg.url)
+            .map_err(|e| BackendError::Config(format!("bad STT URL: {e}")))?,
+    };
     let target = Target::new(&url, "STT")?;
-    let ws = open(&target, &cfg.api_key, cfg.connect_timeout).await?;
+    let mut ws = open(&target, &cfg, cfg.connect_timeout).await?;
+    let openai = setup(&mut ws, &cfg, format).await?;
     info!(host = %target.host, model = %cfg.model, "STT stream open");
     let (input_tx, input_rx) = mpsc::channel(STT_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(STT_QUEUE);
@@ -161,6 +180,7 @@ pub async fn connect(cfg: SttConfig, format: AudioFormat) -> Result<SttHandle, B
         conn_base_ms: 0,
         finalized_ms: 0,
         last_audio: Instant::now(),
+        openai,
     };
     tokio::spawn(client.run(ws, input_rx));
     Ok(SttHandle {
@@ -169,14 +189,36 @@ pub async fn connect(cfg: SttConfig, format: AudioFormat) -> Result<SttHandle, B
     })
 }
 
-async fn open(target: &Target, key: &ApiKey, limit: Duration) -> Result<Ws, BackendError> {
-    let auth = format!("Token {}", key.expose());
+async fn open(target: &Target, cfg: &SttConfig, limit: Duration) -> Result<Ws, BackendError> {
+    let auth = match cfg.provider {
+        SttProvider::Deepgram => format!("Token {}", cfg.api_key.expose()),
+        SttProvider::OpenAi => format!("Bearer {}", cfg.api_key.expose()),
+    };
     match tokio::time::timeout(limit, ws::dial(target, &[("Authorization", &auth)])).await {
         Err(_) => Err(BackendError::Timeout {
             stage: "STT connect",
             after_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
         }),
         Ok(r) => r,
+    }
+}
+
+/// Sets a new connection up: nothing for Deepgram (the URL says it all), the transcription
+/// session for OpenAI (whose state per connection it returns).
+async fn setup(
+    ws: &mut Ws,
+    cfg: &SttConfig,
+    format: AudioFormat,
+) -> Result<Option<OpenAiStt>, BackendError> {
+    match cfg.provider {
+        SttProvider::Deepgram => Ok(None),
+        SttProvider::OpenAi => {
+            let update = session_update(cfg, format);
+            ws.send(Message::text(update))
+                .await
+                .map_err(|e| BackendError::Protocol(format!("STT session setup failed: {e}")))?;
+            Ok(Some(OpenAiStt::new(format)?))
+        }
     }
 }
 
@@ -194,6 +236,8 @@ struct Client {
     /// The call's audio Deepgram has finalized, in ms.
     finalized_ms: u64,
     last_audio: Instant,
+    /// OpenAI's per-connection state (`None` for Deepgram).
+    openai: Option<OpenAiStt>,
 }
 
 enum Flow {
@@ -214,7 +258,12 @@ impl Client {
                 },
                 _ = tokio::time::sleep_until(keepalive) => {
                     self.last_audio = Instant::now();
-                    send_text(&mut ws, r#"{"type":"KeepAlive"}"#).await
+                    // OpenAI's sessions do not time out on silence.
+                    if self.openai.is_some() {
+                        Flow::Continue
+                    } else {
+                        send_text(&mut ws, r#"{"type":"KeepAlive"}"#).await
+                    }
                 }
             };
             match flow {
@@ -222,7 +271,9 @@ impl Client {
                 Flow::Stop => {
                     // Deepgram answers CloseStream with the last results and closes; nobody
                     // waits for them any more.
-                    let _ = send_text(&mut ws, r#"{"type":"CloseStream"}"#).await;
+                    if self.openai.is_none() {
+                        let _ = send_text(&mut ws, r#"{"type":"CloseStream"}"#).await;
+                    }
                     ws::close(&mut ws).await;
                     debug!("STT stream closed");
                     return;
@@ -257,12 +308,21 @@ impl Client {
             SttInput::Audio(bytes) => {
                 self.remember(bytes.clone());
                 self.last_audio = Instant::now();
-                match ws.send(Message::Binary(bytes)).await {
+                let Some(msg) = audio_message(&mut self.openai, bytes) else {
+                    return Flow::Continue;
+                };
+                match ws.send(msg).await {
                     Ok(()) => Flow::Continue,
                     Err(e) => Flow::Lost(e.into()),
                 }
             }
-            SttInput::Finalize => send_text(ws, r#"{"type":"Finalize"}"#).await,
+            SttInput::Finalize => match &mut self.openai {
+                Some(o) => match ws.send(Message::text(o.commit())).await {
+                    Ok(()) => Flow::Continue,
+                    Err(e) => Flow::Lost(e.into()),
+                },
+                None => send_text(ws, r#"{"type":"Finalize"}"#).await,
+            },
         }
     }
 
@@ -303,6 +363,19 @@ impl Client {
                 return Flow::Continue;
             }
         };
+        if let Some(o) = &mut self.openai {
+            let Some((ev, finalized)) = o.on_message(&v, self.conn_base_ms, self.sent_ms) else {
+                return Flow::Continue;
+            };
+            if let Some(end) = finalized {
+                self.finalized(end);
+            }
+            return if self.events.send(ev).await.is_err() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            };
+        }
         let ev = match v.get("type").and_then(Value::as_str) {
             Some("Results") => {
                 let text = v
@@ -399,8 +472,15 @@ impl Client {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let limit = left.min(self.cfg.connect_timeout);
-            match open(&self.target, &self.cfg.api_key, limit).await {
-                Ok(mut ws) => {
+            let opened = match open(&self.target, &self.cfg, limit).await {
+                Ok(mut ws) => setup(&mut ws, &self.cfg, self.format)
+                    .await
+                    .map(|o| (ws, o)),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok((mut ws, openai)) => {
+                    self.openai = openai;
                     // Audio that arrived during the attempt.
                     while let Ok(SttInput::Audio(b)) = input.try_recv() {
                         self.remember(b);
@@ -412,8 +492,12 @@ impl Client {
                         elapsed_ms = start.elapsed().as_millis() as u64,
                         "STT reconnected; replaying unfinalized audio"
                     );
-                    for (_, b) in &self.replay {
-                        ws.send(Message::Binary(b.clone()))
+                    let replay: Vec<Bytes> = self.replay.iter().map(|(_, b)| b.clone()).collect();
+                    for b in replay {
+                        let Some(msg) = audio_message(&mut self.openai, b) else {
+                            continue;
+                        };
+                        ws.send(msg)
                             .await
                             .map_err(|e| BackendError::Protocol(format!("replay failed: {e}")))?;
                     }
@@ -427,6 +511,15 @@ impl Client {
             }
         }
         Err(last)
+    }
+}
+
+/// The message carrying `bytes` of the call's audio: binary for Deepgram, an append for
+/// OpenAI (`None` when the resampler has nothing to give yet).
+fn audio_message(openai: &mut Option<OpenAiStt>, bytes: Bytes) -> Option<Message> {
+    match openai {
+        None => Some(Message::Binary(bytes)),
+        Some(o) => o.append(&bytes).map(Message::text),
     }
 }
 
@@ -444,6 +537,7 @@ mod tests {
     #[test]
     fn listen_url_asks_for_the_calls_own_format() {
         let cfg = SttConfig {
+            provider: SttProvider::Deepgram,
             url: DEFAULT_DEEPGRAM_STT_URL.into(),
             model: "nova-3".into(),
             language: Some("en-US".into()),
