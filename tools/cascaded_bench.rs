@@ -5,7 +5,12 @@
 //!
 //! ```sh
 //! cargo run --release -p voxline-mock-cascaded --bin voxline-cascaded-bench -- --turns 200
+//! cargo run --release -p voxline-mock-cascaded --bin voxline-cascaded-bench -- --turns 200 \
+//!     --stt openai --tts deepgram-ws
 //! ```
+//!
+//! `--stt` picks Deepgram's live protocol or OpenAI's transcription session; `--tts` Deepgram
+//! over REST (`deepgram`) or its WebSocket (`deepgram-ws`), or ElevenLabs' stream-input.
 //!
 //! Each turn: 1 s of speech (a loud μ-law tone) and then exactly the STT's endpointing window
 //! of silence go to the backend at once; the mock STT, working in audio time, finalizes the
@@ -24,7 +29,7 @@ use bytes::Bytes;
 use clap::Parser;
 use voxline::agent::backend::{AudioChunk, AudioFormat, BackendControl, BackendEvent, CallContext};
 use voxline::agent::cascaded::chat::ChatConfig;
-use voxline::agent::cascaded::stt::SttConfig;
+use voxline::agent::cascaded::stt::{SttConfig, SttProvider};
 use voxline::agent::cascaded::tts::{TtsConfig, TtsProvider};
 use voxline::agent::cascaded::{ApiKey, CascadedConfig, TurnEnd, connect};
 use voxline_mock_cascaded::{MockProviders, ProvidersConfig};
@@ -44,6 +49,12 @@ struct Args {
     /// Turns to measure.
     #[arg(long, default_value_t = 200)]
     turns: usize,
+    /// The STT: `deepgram` or `openai`.
+    #[arg(long, default_value = "deepgram")]
+    stt: String,
+    /// The TTS: `deepgram` (REST), `deepgram-ws` or `elevenlabs`.
+    #[arg(long, default_value = "deepgram")]
+    tts: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,10 +66,11 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(args.turns))
+    rt.block_on(run(args))
 }
 
-async fn run(turns: usize) -> anyhow::Result<()> {
+async fn run(args: Args) -> anyhow::Result<()> {
+    let turns = args.turns;
     let mock = MockProviders::start(ProvidersConfig {
         api_key: KEY.into(),
         ..ProvidersConfig::default()
@@ -67,9 +79,19 @@ async fn run(turns: usize) -> anyhow::Result<()> {
     let key = || Some(ApiKey::new(KEY));
     let cfg = CascadedConfig {
         stt: SttConfig {
-            provider: voxline::agent::cascaded::stt::SttProvider::Deepgram,
-            url: mock.stt_url(),
-            model: "nova-3".into(),
+            provider: match args.stt.as_str() {
+                "deepgram" => SttProvider::Deepgram,
+                "openai" => SttProvider::OpenAi,
+                other => bail!("--stt {other}: deepgram or openai"),
+            },
+            url: match args.stt.as_str() {
+                "openai" => mock.openai_stt_url(),
+                _ => mock.stt_url(),
+            },
+            model: match args.stt.as_str() {
+                "openai" => "gpt-4o-transcribe".into(),
+                _ => "nova-3".into(),
+            },
             language: None,
             api_key: ApiKey::new(KEY),
             endpointing_ms: ENDPOINTING_MS,
@@ -86,9 +108,20 @@ async fn run(turns: usize) -> anyhow::Result<()> {
             timeout: Duration::from_secs(10),
         },
         tts: TtsConfig {
-            provider: TtsProvider::DeepgramRest,
-            url: mock.deepgram_url(),
-            model: String::new(),
+            provider: match args.tts.as_str() {
+                "deepgram" => TtsProvider::DeepgramRest,
+                "deepgram-ws" => TtsProvider::DeepgramWs,
+                "elevenlabs" => TtsProvider::ElevenLabs,
+                other => bail!("--tts {other}: deepgram, deepgram-ws or elevenlabs"),
+            },
+            url: match args.tts.as_str() {
+                "deepgram" => mock.deepgram_url(),
+                _ => mock.tts_socket_url(),
+            },
+            model: match args.tts.as_str() {
+                "elevenlabs" => "eleven_flash_v2_5".into(),
+                _ => String::new(),
+            },
             voice: "aura-2-thalia-en".into(),
             api_key: key(),
             timeout: Duration::from_secs(10),

@@ -24,7 +24,8 @@
 //!
 //! * `--backend cascaded` (cpu mode): the agent is a cascaded one against the local mocks of
 //!   `voxline_mock_cascaded` (Deepgram STT, chat completions, Deepgram TTS with its audio paced
-//!   in real time): the same callers, one reply of about 2 s a turn.
+//!   in real time; `--cascaded-tts deepgram-ws` for its WebSocket): the same callers, one
+//!   reply of about 2 s a turn.
 //!
 //! Bounded: 127.0.0.1 only, at most [`MAX_CALLS`] calls, [`MAX_TURNS`] turns a call,
 //! [`MAX_SECONDS`] of sampling and [`RUN_LIMIT`] in all (a watchdog then kills the voxline it
@@ -128,6 +129,10 @@ struct Args {
     /// `[media] jitter_min_ms` for voxline (default: voxline's own default, 20).
     #[arg(long)]
     jitter_min_ms: Option<u32>,
+    /// The cascaded agent's TTS: `deepgram` (REST) or `deepgram-ws` (its WebSocket, one
+    /// socket per call).
+    #[arg(long, default_value = "deepgram")]
+    cascaded_tts: String,
     /// The voxline binary (default: `voxline` next to this tool).
     #[arg(long)]
     voxline: Option<PathBuf>,
@@ -237,7 +242,11 @@ api_key_env = "{KEY_ENV}"
 "#,
             providers.stt_url(),
             providers.openai_url(),
-            providers.deepgram_url()
+            match args.cascaded_tts.as_str() {
+                "deepgram" => providers.deepgram_url(),
+                "deepgram-ws" => providers.tts_socket_url(),
+                other => bail!("--cascaded-tts {other}: deepgram or deepgram-ws"),
+            }
         ),
     };
     let vox = Voxline::start(&bin, &args, &agent, child)?;

@@ -221,3 +221,39 @@ async fn elevenlabs_alignment_trims_the_history_to_the_words_heard() {
     assert_eq!(mock.tts_socket_connections(), 1);
     assert!(mock.errors().is_empty(), "{:?}", mock.errors());
 }
+
+#[tokio::test]
+async fn deepgram_replies_beyond_the_flush_budget_move_to_a_fresh_socket() {
+    // Replies back to back, far more than Deepgram's 20 flushes a minute allow on one socket:
+    // none waits for the minute to pass and none is refused (the mock warns and records an
+    // error for a flush over the limit).
+    let mock = MockProviders::start(ProvidersConfig {
+        api_key: KEY.into(),
+        ..ProvidersConfig::default()
+    })
+    .await
+    .unwrap();
+    let cfg = backend_config(
+        &mock,
+        KEY,
+        tts(TtsProvider::DeepgramWs, &mock, "aura-2-thalia-en", ""),
+        GREETING,
+    );
+    let mut h = connect(cfg, ctx(AudioFormat::Pcmu8k)).await.unwrap();
+    wait_for(&mut h, "greeting done", |e| {
+        *e == BackendEvent::ResponseDone
+    })
+    .await;
+    for i in 0..16 {
+        h.control
+            .send(BackendControl::Say {
+                instructions: format!("Reply {i}."),
+            })
+            .await
+            .unwrap();
+        let (_, reply) = wait_for(&mut h, "reply done", |e| *e == BackendEvent::ResponseDone).await;
+        assert!(!audio_of(&reply).is_empty(), "reply {i} was silent");
+    }
+    assert!(mock.tts_socket_connections() >= 2);
+    assert!(mock.errors().is_empty(), "{:?}", mock.errors());
+}

@@ -6,7 +6,9 @@
 //!   speak what it holds: after a piece while the flush budget allows (Deepgram takes 20
 //!   flushes a minute; [`FLUSH_RESERVE`] of them are kept for the ends of replies), and always
 //!   at the end of the reply. Pieces between two flushes form one group, whose audio is told
-//!   apart by `Flushed`. Audio comes back as binary frames in the call's own format (μ-law,
+//!   apart by `Flushed`. When a reply must end but the minute's flushes are spent (more than
+//!   about ten replies a minute), voxline does not wait: once the socket has no audio due it
+//!   opens a fresh one (its own budget), speaks the group's text again there and flushes. Audio comes back as binary frames in the call's own format (μ-law,
 //!   A-law or PCM16 at the call's rate: nothing is resampled). A barge-in sends `Clear`; what
 //!   arrives until `Cleared` is dropped.
 //! * **ElevenLabs** stream-input
@@ -91,6 +93,11 @@ impl FlushBudget {
         } else {
             false
         }
+    }
+
+    /// Forgets the flushes sent (a new socket has its own budget).
+    fn reset(&self) {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Takes a flush that must go (the end of a reply): `None` if it can go now, else when.
@@ -263,8 +270,11 @@ struct ActiveReply {
     /// The group with text sent but not flushed.
     open: Option<usize>,
     finished: bool,
-    /// The end-of-reply flush waits for the budget until then.
+    /// The end-of-reply flush of this group waits: for the budget, or for the socket to have
+    /// no audio due so that a fresh one can take it.
     flush_at: Option<(Instant, usize)>,
+    /// The text of the open group, spoken again on a fresh socket.
+    open_text: Vec<String>,
     /// Last audio or message for this reply (the stall timer).
     active: Instant,
 }
@@ -412,6 +422,7 @@ impl DeepgramTask {
                     open: None,
                     finished: false,
                     flush_at: None,
+                    open_text: Vec::new(),
                     active: Instant::now(),
                 });
                 if let Err(e) = self.ensure_open().await {
@@ -438,10 +449,12 @@ impl DeepgramTask {
                 }
                 if let Some(r) = self.reply.as_mut() {
                     r.open = Some(seq);
+                    r.open_text.push(text);
                 }
                 if flush {
                     if let Some(r) = self.reply.as_mut() {
                         r.open = None;
+                        r.open_text.clear();
                     }
                     self.flush(seq).await;
                 }
@@ -453,15 +466,8 @@ impl DeepgramTask {
                 r.finished = true;
                 if let Some(seq) = open {
                     r.open = None;
-                    match self.budget.take_or_wait(Instant::now()) {
-                        None => self.flush(seq).await,
-                        Some(at) => {
-                            warn!("TTS: Deepgram's flush limit reached; the reply waits for it");
-                            if let Some(r) = self.reply.as_mut() {
-                                r.flush_at = Some((at, seq));
-                            }
-                        }
-                    }
+                    r.flush_at = Some((Instant::now(), seq));
+                    self.final_flush().await;
                 }
                 if self.reply.as_ref().is_some_and(ActiveReply::done) {
                     self.reply = None;
@@ -474,6 +480,57 @@ impl DeepgramTask {
                 }
             }
         }
+    }
+
+    /// Sends the waiting end-of-reply flush if the budget allows; else, once no audio is due
+    /// on this socket, moves to a fresh socket (its own budget) with the group's text; else
+    /// waits (for a `Flushed`, or the budget's window).
+    async fn final_flush(&mut self) {
+        let now = Instant::now();
+        let Some((_, seq)) = self.reply.as_ref().and_then(|r| r.flush_at) else {
+            return;
+        };
+        let Some(at) = self.budget.take_or_wait(now) else {
+            if let Some(r) = self.reply.as_mut() {
+                r.flush_at = None;
+                r.open_text.clear();
+            }
+            self.flush(seq).await;
+            return;
+        };
+        let idle = self.reply.as_ref().is_some_and(|r| r.flushed.is_empty());
+        if !idle {
+            if let Some(r) = self.reply.as_mut() {
+                r.flush_at = Some((at, seq));
+            }
+            return;
+        }
+        info!("TTS: Deepgram's flushes for this minute are spent; a fresh socket takes the reply");
+        if let Some(mut ws) = self.ws.take() {
+            ws::close(&mut ws).await;
+        }
+        self.budget.reset();
+        if let Err(e) = self.ensure_open().await {
+            self.fail(format!("TTS: {e}"), true).await;
+            return;
+        }
+        let texts = self
+            .reply
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.open_text))
+            .unwrap_or_default();
+        for t in texts {
+            for part in split_chars(&t, SPEAK_MAX_CHARS) {
+                if !self.send(json!({"type": "Speak", "text": part})).await {
+                    return;
+                }
+            }
+        }
+        if let Some(r) = self.reply.as_mut() {
+            r.flush_at = None;
+        }
+        let _ = self.budget.take_or_wait(Instant::now());
+        self.flush(seq).await;
     }
 
     /// Barge-in: Deepgram drops its text and audio; what it already sent is dropped here.
@@ -489,22 +546,10 @@ impl DeepgramTask {
         let Some(r) = self.reply.as_mut() else {
             return;
         };
-        if let Some((at, seq)) = r.flush_at
+        if let Some((at, _)) = r.flush_at
             && at <= now
         {
-            match self.budget.take_or_wait(now) {
-                None => {
-                    if let Some(r) = self.reply.as_mut() {
-                        r.flush_at = None;
-                    }
-                    self.flush(seq).await;
-                }
-                Some(later) => {
-                    if let Some(r) = self.reply.as_mut() {
-                        r.flush_at = Some((later, seq));
-                    }
-                }
-            }
+            self.final_flush().await;
             return;
         }
         if !r.flushed.is_empty() && now >= r.active + self.cfg.timeout {
@@ -586,7 +631,10 @@ impl DeepgramTask {
                 if let Some(seq) = r.flushed.pop_front() {
                     let _ = r.events.send(TtsEvent::PieceDone { seq }).await;
                 }
-                if r.done() {
+                if r.flushed.is_empty() && r.flush_at.is_some() {
+                    self.final_flush().await;
+                }
+                if self.reply.as_ref().is_some_and(ActiveReply::done) {
                     self.reply = None;
                 }
             }
