@@ -30,6 +30,7 @@ mod cascaded_llm_failure;
 mod cascaded_local_tts;
 mod cascaded_openai_stt;
 mod cascaded_queued_replies;
+mod cascaded_sipp_failover;
 mod cascaded_sipp_turn;
 mod cascaded_streaming;
 mod cascaded_stt_reconnect;
