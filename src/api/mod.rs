@@ -351,6 +351,11 @@ fn render_sip_metrics(
             load(runtime.map(|r| &r.tcp_timed_out)),
         ),
         (
+            "voxline_sip_tls_failed_total",
+            "TLS handshakes that failed or timed out (certificate refused, not TLS, too slow).",
+            load(runtime.map(|r| &r.tls_failed)),
+        ),
+        (
             "voxline_sip_transactions_started_total",
             "SIP server and client transactions created.",
             stack.transactions_started,

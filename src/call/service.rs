@@ -151,6 +151,7 @@ impl CallService {
                 transport: match c.transport {
                     TargetTransport::Udp => Transport::Udp,
                     TargetTransport::Tcp => Transport::Tcp,
+                    TargetTransport::Tls => Transport::Tls,
                 },
                 addr: c.addr,
             })

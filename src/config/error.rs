@@ -67,6 +67,9 @@ pub enum ConfigErrorKind {
     /// An agent's settings do not fit its kind.
     #[error("{0}")]
     AgentSetting(String),
+    /// A TLS file or setting is unusable: the reason, with the file.
+    #[error("{0}")]
+    Tls(String),
     /// `media.ptime_ms` is not one of the supported packet times.
     #[error("must be 10, 20 or 30 (got {0})")]
     Ptime(u32),
@@ -97,7 +100,7 @@ pub enum ConfigErrorKind {
         /// `min_se_s`.
         min_se: u32,
     },
-    /// Both `sip.udp_listen` and `sip.tcp_listen` are empty.
+    /// `sip.udp_listen`, `sip.tcp_listen` and `sip.tls_listen` are all empty.
     #[error("udp_listen and tcp_listen are both empty; at least one listener is needed")]
     NoListener,
     /// A trunk uses UDP but `sip.udp_listen` is empty.

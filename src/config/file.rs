@@ -39,6 +39,10 @@ pub(crate) struct FileConfig {
 pub(crate) struct FileSip {
     pub udp_listen: Option<Vec<SocketAddr>>,
     pub tcp_listen: Option<Vec<SocketAddr>>,
+    pub tls_listen: Option<Vec<SocketAddr>>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
     pub external_ip: Option<IpAddr>,
     pub user_agent: Option<String>,
     pub domain: Option<String>,

@@ -88,6 +88,17 @@ pub struct SipSection {
     pub udp_listen: Vec<SocketAddr>,
     /// `tcp_listen`: TCP sockets to listen on; empty means no TCP.
     pub tcp_listen: Vec<SocketAddr>,
+    /// `tls_listen`: TLS sockets to listen on (default `0.0.0.0:5061` when a certificate is
+    /// set, else none).
+    pub tls_listen: Vec<SocketAddr>,
+    /// `tls_cert_file`, `tls_key_file`: the TLS listener's certificate chain and key (PEM),
+    /// checked at load.
+    pub tls_cert_file: Option<PathBuf>,
+    /// See `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// `tls_ca_file`: the CA certificates outbound TLS connections verify servers against,
+    /// instead of Mozilla's roots.
+    pub tls_ca_file: Option<PathBuf>,
     /// `external_ip`: address advertised in Contact/Via/SDP when behind NAT.
     pub external_ip: Option<IpAddr>,
     /// `user_agent`: the User-Agent / Server header value.
@@ -299,6 +310,9 @@ pub enum TrunkTransport {
     Udp,
     /// `"tcp"`
     Tcp,
+    /// `"tls"`: TLS over TCP (needs nothing of `[sip]`: outbound connections verify the
+    /// server against Mozilla's roots or `sip.tls_ca_file`).
+    Tls,
 }
 
 /// How DTMF digits travel.

@@ -22,6 +22,8 @@ use super::{
 
 /// Default SIP port (RFC 3261 §19.1.2).
 const SIP_PORT: u16 = 5060;
+/// The default TLS listener port (RFC 3261 §19.1.2).
+const SIPS_PORT: u16 = 5061;
 /// RFC 3261 §17.1.1.2 default T1, ms.
 const DEFAULT_T1_MS: u32 = 500;
 /// RFC 3261 §17.1.2.2 default T2, ms.
@@ -237,11 +239,63 @@ impl Resolver<'_> {
         })
     }
 
+    /// `tls_listen`, `tls_cert_file` and `tls_key_file`, the files loaded once to check them.
+    #[allow(clippy::type_complexity)]
+    fn tls_listener(
+        &self,
+        f: &FileSip,
+    ) -> Result<(Vec<SocketAddr>, Option<PathBuf>, Option<PathBuf>), ConfigError> {
+        let (cert, key) = match (&f.tls_cert_file, &f.tls_key_file) {
+            (None, None) => {
+                if f.tls_listen.as_ref().is_some_and(|l| !l.is_empty()) {
+                    return Err(self.err(
+                        "sip.tls_listen",
+                        ConfigErrorKind::Tls(
+                            "a TLS listener needs tls_cert_file and tls_key_file".into(),
+                        ),
+                    ));
+                }
+                return Ok((Vec::new(), None, None));
+            }
+            (Some(_), None) => {
+                return Err(self.err(
+                    "sip.tls_key_file",
+                    ConfigErrorKind::Tls("tls_cert_file is set: its key is needed too".into()),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    "sip.tls_cert_file",
+                    ConfigErrorKind::Tls(
+                        "tls_key_file is set: its certificate is needed too".into(),
+                    ),
+                ));
+            }
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+        };
+        if let Err(e) = crate::runtime::tls::server_config(&cert, &key) {
+            let key_name = if e.to_string().starts_with(&key.display().to_string()) {
+                "sip.tls_key_file"
+            } else {
+                "sip.tls_cert_file"
+            };
+            return Err(self.err(key_name, ConfigErrorKind::Tls(e.to_string())));
+        }
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIPS_PORT);
+        let listen = f.tls_listen.clone().unwrap_or_else(|| vec![any]);
+        Ok((listen, Some(cert), Some(key)))
+    }
+
     fn sip(&self, f: FileSip) -> Result<SipSection, ConfigError> {
+        let (tls_listen, tls_cert_file, tls_key_file) = self.tls_listener(&f)?;
+        if let Some(ca) = &f.tls_ca_file {
+            crate::runtime::tls::client_config(Some(ca))
+                .map_err(|e| self.err("sip.tls_ca_file", ConfigErrorKind::Tls(e.to_string())))?;
+        }
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT);
         let udp_listen = f.udp_listen.unwrap_or_else(|| vec![any]);
         let tcp_listen = f.tcp_listen.unwrap_or_else(|| vec![any]);
-        if udp_listen.is_empty() && tcp_listen.is_empty() {
+        if udp_listen.is_empty() && tcp_listen.is_empty() && tls_listen.is_empty() {
             return Err(self.err("sip", ConfigErrorKind::NoListener));
         }
         let user_agent = f
@@ -304,6 +358,10 @@ impl Resolver<'_> {
         Ok(SipSection {
             udp_listen,
             tcp_listen,
+            tls_listen,
+            tls_cert_file,
+            tls_key_file,
+            tls_ca_file: f.tls_ca_file.clone(),
             external_ip: f.external_ip,
             user_agent,
             domain,
@@ -719,9 +777,16 @@ impl Resolver<'_> {
             }
         };
         let host = self.host(&key("host"), &t.host)?;
-        let port = t.port.unwrap_or(profile.port);
-        self.at_least(&key("port"), u32::from(port), 1)?;
         let transport = t.transport.unwrap_or(profile.transport);
+        // A trunk switched to TLS on a plain profile listens on the TLS port, 5061.
+        let port = t
+            .port
+            .unwrap_or(if transport == TrunkTransport::Tls && profile.transport != transport {
+                SIPS_PORT
+            } else {
+                profile.port
+            });
+        self.at_least(&key("port"), u32::from(port), 1)?;
         if transport == TrunkTransport::Udp && sip.udp_listen.is_empty() {
             return Err(self.err(key("transport"), ConfigErrorKind::NoUdpListener));
         }

@@ -96,6 +96,10 @@ impl Config {
             stack,
             udp_listen: self.sip.udp_listen.clone(),
             tcp_listen: self.sip.tcp_listen.clone(),
+            tls_listen: self.sip.tls_listen.clone(),
+            tls_cert_file: self.sip.tls_cert_file.clone(),
+            tls_key_file: self.sip.tls_key_file.clone(),
+            tls_ca_file: self.sip.tls_ca_file.clone(),
             tcp_keepalive: self.sip.tcp_keepalive,
             tcp_limits: self.sip.tcp_limits,
             registrations,
@@ -415,6 +419,7 @@ fn transport(t: TrunkTransport) -> Transport {
     match t {
         TrunkTransport::Udp => Transport::Udp,
         TrunkTransport::Tcp => Transport::Tcp,
+        TrunkTransport::Tls => Transport::Tls,
     }
 }
 

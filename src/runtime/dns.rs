@@ -184,7 +184,16 @@ impl Resolver {
 ///
 /// Prefer keeping a [`Resolver`] around so that answers are cached.
 pub async fn resolve(target: &SipTarget) -> Result<TargetList, ResolveError> {
-    Resolver::from_system_conf().resolve(target).await
+    let list = Resolver::from_system_conf().resolve(target).await?;
+    // A TLS server proves the domain of the URI, not the SRV target (RFC 5922 §4.1).
+    if target.ip().is_none() {
+        for c in list.as_slice() {
+            if c.transport == TargetTransport::Tls {
+                super::tls::remember_name(c.addr, &target.host);
+            }
+        }
+    }
+    Ok(list)
 }
 
 // ---------------------------------------------------------------------------------------------

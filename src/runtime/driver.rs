@@ -34,6 +34,8 @@ pub(super) struct Driver<H: CallHandler> {
     keepalive: Option<Duration>,
     /// Limits and timeouts of TCP connections (those we open take their timeouts).
     tcp_gate: net::TcpGate,
+    /// How TLS connections we open verify the server.
+    tls_client: Arc<tokio_rustls::rustls::ClientConfig>,
     registrations: Vec<RegistrationId>,
     /// OPTIONS keepalives: where, Request-URI, interval, next due time.
     keepalives: Vec<(Peer, String, Duration, Instant)>,
@@ -41,6 +43,7 @@ pub(super) struct Driver<H: CallHandler> {
 }
 
 impl<H: CallHandler> Driver<H> {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         cfg: StackConfig,
         calls: H,
@@ -49,6 +52,7 @@ impl<H: CallHandler> Driver<H> {
         counters: Arc<RuntimeCounters>,
         keepalive: Option<Duration>,
         tcp_gate: net::TcpGate,
+        tls_client: Arc<tokio_rustls::rustls::ClientConfig>,
     ) -> Self {
         let now = Instant::now();
         let seed = std::time::SystemTime::now()
@@ -65,6 +69,7 @@ impl<H: CallHandler> Driver<H> {
             counters,
             keepalive,
             tcp_gate,
+            tls_client,
             registrations: Vec::new(),
             keepalives: Vec::new(),
             epoch: (now, tokio::time::Instant::now()),
@@ -214,6 +219,7 @@ impl<H: CallHandler> Driver<H> {
             transport: Some(match r.transport {
                 Transport::Udp => TargetTransport::Udp,
                 Transport::Tcp => TargetTransport::Tcp,
+                Transport::Tls => TargetTransport::Tls,
             }),
         };
         let proxy_target = r
@@ -275,6 +281,7 @@ impl<H: CallHandler> Driver<H> {
             transport: Some(match t.transport {
                 Transport::Udp => TargetTransport::Udp,
                 Transport::Tcp => TargetTransport::Tcp,
+                Transport::Tls => TargetTransport::Tls,
             }),
         };
         match super::dns::resolve(&target).await {
@@ -335,7 +342,7 @@ impl<H: CallHandler> Driver<H> {
                     tracing::trace!(%peer, error = %e, "udp send failed");
                 }
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 if let Some(tx) = self.tcp.get(&peer.addr) {
                     if tx.try_send(payload).is_err() {
                         bump(&self.counters.send_errors);
@@ -348,12 +355,19 @@ impl<H: CallHandler> Driver<H> {
                 let limits = self.stack.config().limits;
                 let conn = net::Conn {
                     addr: peer.addr,
+                    transport: peer.transport,
                     limits,
                     keepalive: self.keepalive,
                     timeouts: self.tcp_gate.limits(),
                     counters: self.counters.clone(),
                 };
-                tokio::spawn(net::connect(conn, self.in_tx.clone(), wtx, wrx));
+                let tls = (peer.transport == Transport::Tls).then(|| {
+                    (
+                        self.tls_client.clone(),
+                        super::tls::server_name_for(peer.addr),
+                    )
+                });
+                tokio::spawn(net::connect(conn, tls, self.in_tx.clone(), wtx, wrx));
             }
         }
     }

@@ -16,6 +16,7 @@ mod net;
 pub use net::{TcpGate, TcpSlot};
 pub mod recorder;
 pub mod rtp;
+pub mod tls;
 
 pub use driver::with_lr;
 
@@ -221,6 +222,14 @@ pub struct Options {
     pub udp_listen: Vec<SocketAddr>,
     /// TCP listen addresses.
     pub tcp_listen: Vec<SocketAddr>,
+    /// TLS listen addresses (need `tls_cert_file` and `tls_key_file`).
+    pub tls_listen: Vec<SocketAddr>,
+    /// The TLS listener's certificate chain (PEM), reloaded on SIGHUP.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// CA certificates for outbound TLS, instead of Mozilla's roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// CRLF keepalive interval on TCP connections we opened (RFC 5626 §3.5.1).
     pub tcp_keepalive: Option<Duration>,
     /// Limits on SIP over TCP.
@@ -267,6 +276,8 @@ pub struct RuntimeCounters {
     pub tcp_refused: AtomicU64,
     /// TCP connections closed for idleness or a message that did not complete in time.
     pub tcp_timed_out: AtomicU64,
+    /// TLS handshakes that failed or timed out (in and out).
+    pub tls_failed: AtomicU64,
 }
 
 /// The process's open-file limit, as found and as left by [`raise_descriptor_limit`].
@@ -321,6 +332,12 @@ pub enum RuntimeError {
     /// The command queue is full.
     #[error("the SIP driver is busy")]
     Busy,
+    /// A TLS certificate, key or CA file is unusable.
+    #[error("SIP over TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// TLS listen addresses without a certificate and key.
+    #[error("sip.tls_listen needs tls_cert_file and tls_key_file")]
+    TlsWithoutCertificate,
 }
 
 /// A running SIP runtime.
@@ -340,9 +357,15 @@ pub async fn start<H: CallHandler>(
     opts: Options,
     mut handler: H,
 ) -> Result<Running<H::Command>, RuntimeError> {
-    if opts.udp_listen.is_empty() && opts.tcp_listen.is_empty() {
+    if opts.udp_listen.is_empty() && opts.tcp_listen.is_empty() && opts.tls_listen.is_empty() {
         return Err(RuntimeError::NoListener);
     }
+    let server_tls = match (&opts.tls_cert_file, &opts.tls_key_file) {
+        (Some(c), Some(k)) => Some(tls::ServerTls::load(c, k)?),
+        _ if !opts.tls_listen.is_empty() => return Err(RuntimeError::TlsWithoutCertificate),
+        _ => None,
+    };
+    let tls_client = tls::client_config(opts.tls_ca_file.as_deref())?;
     let counters = Arc::new(RuntimeCounters::default());
     let mut tcp_limits = opts.tcp_limits;
     match raise_descriptor_limit() {
@@ -398,7 +421,28 @@ pub async fn start<H: CallHandler>(
             opts.stack.limits,
             gate.clone(),
             counters.clone(),
+            None,
         ));
+    }
+    if let Some(server) = &server_tls {
+        for addr in &opts.tls_listen {
+            let err = |source| RuntimeError::Bind {
+                transport: Transport::Tls,
+                addr: *addr,
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+            bound.push((Transport::Tls, listener.local_addr().map_err(err)?));
+            tokio::spawn(net::accept_loop(
+                listener,
+                in_tx.clone(),
+                opts.stack.limits,
+                gate.clone(),
+                counters.clone(),
+                Some(server.clone()),
+            ));
+        }
+        tokio::spawn(tls::reload_on_sighup(server.clone()));
     }
     for sock in &udp_sockets {
         tokio::spawn(net::udp_recv_loop(
@@ -424,6 +468,7 @@ pub async fn start<H: CallHandler>(
         counters.clone(),
         opts.tcp_keepalive,
         gate,
+        tls_client,
     );
     let inner = tokio::spawn(driver.run(
         in_rx,

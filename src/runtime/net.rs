@@ -1,14 +1,18 @@
-//! Socket tasks: UDP receive loops, the TCP accept loop and per-connection framing.
+//! Socket tasks: UDP receive loops, the TCP and TLS accept loops and per-connection framing
+//! (the same for TCP and TLS: a TLS connection is a TCP one with the handshake first).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::tls::ServerTls;
 use super::{RuntimeCounters, TCP_WRITE_QUEUE, TcpLimits, bump, out_of_descriptors};
 use crate::sip::message::{Frame, Limits, StreamFramer};
 use crate::sip::{Peer, Transport};
@@ -148,44 +152,58 @@ impl Drop for TcpSlot {
     }
 }
 
-/// Accepts TCP connections, within the gate's limits.
+/// Accepts TCP connections (with `tls`, TLS ones: the handshake within the message
+/// timeout), within the gate's limits, which TCP and TLS share.
 pub async fn accept_loop(
     listener: TcpListener,
     tx: mpsc::Sender<Inbound>,
     limits: Limits,
     gate: TcpGate,
     counters: Arc<RuntimeCounters>,
+    tls: Option<ServerTls>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
                 let Some(slot) = gate.admit(addr.ip()) else {
                     // Closed at once (dropped): the peer sees the connection end.
                     bump(&counters.tcp_refused);
                     tracing::debug!(%addr, "tcp connection refused: connection limit");
                     continue;
                 };
-                let (wtx, wrx) = mpsc::channel(TCP_WRITE_QUEUE);
-                if tx
-                    .send(Inbound::TcpOpened {
-                        addr,
-                        tx: wtx.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
                 let conn = Conn {
                     addr,
+                    transport: if tls.is_some() {
+                        Transport::Tls
+                    } else {
+                        Transport::Tcp
+                    },
                     limits,
                     keepalive: None,
                     timeouts: gate.limits(),
                     counters: counters.clone(),
                 };
                 let tx = tx.clone();
+                let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.config()));
                 tokio::spawn(async move {
-                    connection(stream, conn, tx, wtx, wrx).await;
+                    let Some(acceptor) = acceptor else {
+                        opened(stream, conn, tx).await;
+                        drop(slot);
+                        return;
+                    };
+                    let limit = conn.timeouts.message_timeout;
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => opened(s, conn, tx).await,
+                        Ok(Err(e)) => {
+                            bump(&conn.counters.tls_failed);
+                            tracing::info!(%addr, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            bump(&conn.counters.tls_failed);
+                            tracing::info!(%addr, "TLS handshake not done in time");
+                        }
+                    }
                     drop(slot);
                 });
             }
@@ -205,11 +223,29 @@ pub async fn accept_loop(
     }
 }
 
+/// An accepted connection is up (after its handshake): tell the driver, then serve it.
+async fn opened<S>(stream: S, conn: Conn, tx: mpsc::Sender<Inbound>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (wtx, wrx) = mpsc::channel(TCP_WRITE_QUEUE);
+    let open = Inbound::TcpOpened {
+        addr: conn.addr,
+        tx: wtx.clone(),
+    };
+    if tx.send(open).await.is_err() {
+        return;
+    }
+    connection(stream, conn, tx, wtx, wrx).await;
+}
+
 /// One connection's settings.
 #[derive(Debug, Clone)]
 pub struct Conn {
     /// The peer.
     pub addr: SocketAddr,
+    /// TCP or TLS.
+    pub transport: Transport,
     /// Message limits.
     pub limits: Limits,
     /// CRLF keepalive interval (connections we opened).
@@ -220,16 +256,42 @@ pub struct Conn {
     pub counters: Arc<RuntimeCounters>,
 }
 
-/// Opens an outbound TCP connection whose write queue already exists.
+/// Opens an outbound TCP connection whose write queue already exists; with `tls` (the
+/// client configuration and the name to verify), a TLS one.
 pub async fn connect(
     conn: Conn,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     tx: mpsc::Sender<Inbound>,
     wtx: mpsc::Sender<Vec<u8>>,
     wrx: mpsc::Receiver<Vec<u8>>,
 ) {
     let addr = conn.addr;
     match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => connection(stream, conn, tx, wtx, wrx).await,
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => connection(stream, conn, tx, wtx, wrx).await,
+                Some((cfg, name)) => {
+                    let handshake = TlsConnector::from(cfg).connect(name.clone(), stream);
+                    match tokio::time::timeout(conn.timeouts.message_timeout, handshake).await {
+                        Ok(Ok(s)) => connection(s, conn, tx, wtx, wrx).await,
+                        Ok(Err(e)) => {
+                            bump(&conn.counters.tls_failed);
+                            tracing::warn!(%addr, server = ?name, error = %e, "TLS connection refused: the server's certificate or handshake failed");
+                            let _ = tx.send(Inbound::TcpClosed { addr }).await;
+                        }
+                        Err(_) => {
+                            bump(&conn.counters.tls_failed);
+                            tracing::warn!(%addr, "TLS handshake timed out");
+                            let _ = tx.send(Inbound::TcpClosed { addr }).await;
+                        }
+                    }
+                }
+            }
+        }
         Ok(Err(e)) => {
             tracing::warn!(%addr, error = %e, "tcp connect failed");
             let _ = tx.send(Inbound::TcpClosed { addr }).await;
@@ -241,22 +303,24 @@ pub async fn connect(
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     conn: Conn,
     tx: mpsc::Sender<Inbound>,
     wtx: mpsc::Sender<Vec<u8>>,
     mut wrx: mpsc::Receiver<Vec<u8>>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let Conn {
         addr,
+        transport,
         limits,
         keepalive,
         timeouts,
         counters,
     } = conn;
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let writer = tokio::spawn(async move {
         let mut ticker =
             keepalive.map(|d| tokio::time::interval_at(tokio::time::Instant::now() + d, d));
@@ -301,10 +365,7 @@ async fn connection(
             match frame {
                 Frame::Message(bytes) => {
                     let msg = Inbound::Message {
-                        peer: Peer {
-                            transport: Transport::Tcp,
-                            addr,
-                        },
+                        peer: Peer { transport, addr },
                         bytes,
                     };
                     if tx.send(msg).await.is_err() {

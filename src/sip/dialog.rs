@@ -84,10 +84,17 @@ impl Dialog {
             .first()
             .map(|r| message::uri_of(r))
             .unwrap_or(&self.remote_target);
-        let transport = message::uri_param(uri, "transport")
-            .and_then(Transport::parse)
-            .unwrap_or(self.peer.transport);
-        if transport == Transport::Tcp && self.peer.transport == Transport::Tcp {
+        let sips = uri
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("sips:"));
+        let transport = if sips {
+            Transport::Tls
+        } else {
+            message::uri_param(uri, "transport")
+                .and_then(Transport::parse)
+                .unwrap_or(self.peer.transport)
+        };
+        if transport.is_reliable() && transport == self.peer.transport {
             return self.peer; // reuse the connection
         }
         let Some((host, port)) = message::uri_host_port(uri) else {
@@ -101,7 +108,14 @@ impl Dialog {
         }
         Peer {
             transport,
-            addr: SocketAddr::new(ip, port.unwrap_or(DEFAULT_SIP_PORT)),
+            addr: SocketAddr::new(
+                ip,
+                port.unwrap_or(if transport == Transport::Tls {
+                    crate::sip::resolve::DEFAULT_SIPS_PORT
+                } else {
+                    DEFAULT_SIP_PORT
+                }),
+            ),
         }
     }
 

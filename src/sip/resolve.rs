@@ -5,8 +5,9 @@
 //!
 //! * the target (host, or `maddr`) is an IP literal → use it directly, no DNS;
 //! * an explicit port → A/AAAA lookup of the host only;
-//! * otherwise → SRV `_sip._udp.<host>` (`_sip._tcp` with `transport=tcp`); if that yields no
-//!   records, A/AAAA of the host on port 5060.
+//! * otherwise → SRV `_sip._udp.<host>` (`_sip._tcp` with `transport=tcp`, `_sips._tcp` for
+//!   a `sips:` URI or `transport=tls`); if that yields no records, A/AAAA of the host on port
+//!   5060 (5061 for TLS).
 //!
 //! The SRV records found are ordered with [`order_srv`] (RFC 2782), resolved to addresses, and
 //! collected in a [`TargetList`] through which the caller fails over on a transaction timeout,
@@ -14,8 +15,8 @@
 //! `crate::runtime::dns`.
 //!
 //! Not covered: NAPTR (RFC 3263 §4.1 step 1; the transport comes from the URI's `transport`
-//! parameter or defaults to UDP, and only that transport's SRV name is queried), `sips:` and
-//! TLS/SCTP/WebSocket transports ([`ResolveError::Unsupported`]), and the server-side
+//! parameter or the `sips:` scheme, or defaults to UDP, and only that transport's SRV name is
+//! queried), SCTP/WebSocket transports ([`ResolveError::Unsupported`]), and the server-side
 //! procedures of RFC 3263 §5 (locating where to send responses).
 
 use std::fmt;
@@ -25,6 +26,8 @@ use rand::Rng;
 
 /// Default port for `sip:` over UDP and TCP (RFC 3261 §19.1.2, RFC 3263 §4.2).
 pub const DEFAULT_SIP_PORT: u16 = 5060;
+/// Default port for `sips:` and TLS (RFC 3261 §19.1.2).
+pub const DEFAULT_SIPS_PORT: u16 = 5061;
 
 /// Errors from parsing a URI for server location or from resolving it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,23 +70,35 @@ pub enum TargetTransport {
     Udp,
     /// TCP.
     Tcp,
+    /// TLS over TCP (`sips:` URIs, `transport=tls`).
+    Tls,
 }
 
 impl TargetTransport {
-    /// The `transport` URI parameter value (`udp`, `tcp`).
+    /// The `transport` URI parameter value (`udp`, `tcp`, `tls`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
+            Self::Tls => "tls",
         }
     }
 
-    /// The SRV service-and-protocol prefix for `sip:` (RFC 3263 §4.2): `_sip._udp` or
-    /// `_sip._tcp`.
+    /// The SRV service-and-protocol prefix (RFC 3263 §4.2): `_sip._udp`, `_sip._tcp`, or
+    /// `_sips._tcp` for TLS.
     pub fn srv_prefix(self) -> &'static str {
         match self {
             Self::Udp => "_sip._udp",
             Self::Tcp => "_sip._tcp",
+            Self::Tls => "_sips._tcp",
+        }
+    }
+
+    /// The port when neither the URI nor SRV gives one.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Tls => DEFAULT_SIPS_PORT,
+            _ => DEFAULT_SIP_PORT,
         }
     }
 }
@@ -232,7 +247,8 @@ impl SipTarget {
     /// Parses a `sip:` URI: `sip:user@host:port;transport=tcp;maddr=...`, `sip:host`,
     /// `sip:[::1]:5060`. Headers (`?...`) and other parameters are ignored.
     ///
-    /// `sips:` and transports other than UDP/TCP are [`ResolveError::Unsupported`].
+    /// A `sips:` URI means TLS (RFC 3261 §26.2.2); transports other than UDP, TCP and TLS are
+    /// [`ResolveError::Unsupported`].
     pub fn from_uri(uri: &str) -> Result<SipTarget, ResolveError> {
         let invalid = |reason| ResolveError::InvalidUri {
             uri: uri.to_owned(),
@@ -242,13 +258,9 @@ impl SipTarget {
         let (scheme, rest) = trimmed
             .split_once(':')
             .ok_or_else(|| invalid("no scheme"))?;
-        if scheme.eq_ignore_ascii_case("sips") {
-            return Err(ResolveError::Unsupported(
-                "sips: URIs (TLS is not implemented)".into(),
-            ));
-        }
-        if !scheme.eq_ignore_ascii_case("sip") {
-            return Err(invalid("scheme is not sip"));
+        let sips = scheme.eq_ignore_ascii_case("sips");
+        if !sips && !scheme.eq_ignore_ascii_case("sip") {
+            return Err(invalid("scheme is not sip or sips"));
         }
         // userinfo cannot contain an unescaped '@', and neither can params or headers
         // (RFC 3261 §25.1), so the first '@' ends the userinfo.
@@ -269,6 +281,7 @@ impl SipTarget {
                 transport = Some(match value.to_ascii_lowercase().as_str() {
                     "udp" => TargetTransport::Udp,
                     "tcp" => TargetTransport::Tcp,
+                    "tls" => TargetTransport::Tls,
                     "" => return Err(invalid("empty transport parameter")),
                     other => {
                         return Err(ResolveError::Unsupported(format!("transport={other}")));
@@ -278,10 +291,18 @@ impl SipTarget {
                 maddr = Some(parse_host(value).map_err(invalid)?);
             }
         }
+        if sips && matches!(transport, Some(TargetTransport::Udp)) {
+            return Err(invalid("a sips: URI cannot ask for UDP"));
+        }
         Ok(SipTarget {
             host: maddr.unwrap_or(host),
             port,
-            transport,
+            // sips: is TLS over TCP whatever `transport=tcp` says (RFC 5630 §3.1.3).
+            transport: if sips {
+                Some(TargetTransport::Tls)
+            } else {
+                transport
+            },
         })
     }
 
@@ -299,7 +320,7 @@ impl SipTarget {
     pub fn plan(&self) -> Lookup {
         let transport = self.effective_transport();
         if let Some(ip) = self.ip() {
-            let port = self.port.unwrap_or(DEFAULT_SIP_PORT);
+            let port = self.port.unwrap_or(transport.default_port());
             return Lookup::Direct(vec![Candidate {
                 addr: SocketAddr::new(ip, port),
                 transport,
@@ -314,7 +335,7 @@ impl SipTarget {
             None => Lookup::Srv {
                 name: format!("{}.{}", transport.srv_prefix(), self.host),
                 then_host: self.host.clone(),
-                default_port: DEFAULT_SIP_PORT,
+                default_port: transport.default_port(),
                 transport,
             },
         }
@@ -533,14 +554,27 @@ mod tests {
         ] {
             assert!(invalid(uri), "{uri}: {:?}", SipTarget::from_uri(uri));
         }
-        assert!(matches!(
-            SipTarget::from_uri("sips:alice@example.com"),
-            Err(ResolveError::Unsupported(_))
-        ));
-        assert!(matches!(
-            SipTarget::from_uri("sip:example.com;transport=tls"),
-            Err(ResolveError::Unsupported(_))
-        ));
+        // TLS: sips: and transport=tls; sips: never goes over UDP.
+        let t = SipTarget::from_uri("sips:alice@example.com").unwrap();
+        assert_eq!(t.transport, Some(TargetTransport::Tls));
+        assert_eq!(
+            t.plan(),
+            Lookup::Srv {
+                name: "_sips._tcp.example.com".into(),
+                then_host: "example.com".into(),
+                default_port: 5061,
+                transport: TargetTransport::Tls,
+            }
+        );
+        let t = SipTarget::from_uri("sip:192.0.2.7;transport=tls").unwrap();
+        assert_eq!(
+            t.plan(),
+            Lookup::Direct(vec![Candidate {
+                addr: "192.0.2.7:5061".parse().unwrap(),
+                transport: TargetTransport::Tls,
+            }])
+        );
+        assert!(SipTarget::from_uri("sips:example.com;transport=udp").is_err());
         assert!(matches!(
             SipTarget::from_uri("sip:example.com;transport=sctp"),
             Err(ResolveError::Unsupported(_))

@@ -2,7 +2,7 @@
 //!
 //! The sans-IO stack never touches a socket. It names a [`Transport`] and a remote address in
 //! each [`Transmit`]; the runtime owns the UDP sockets and the TCP connections (one per remote
-//! address). TLS and WebSocket slot in here later as further variants.
+//! address, TLS ones over TCP). WebSocket slots in here later as a further variant.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ pub enum Transport {
     Udp,
     /// A reliable stream, framed by Content-Length (RFC 3261 §18.3).
     Tcp,
+    /// TCP with TLS (RFC 3261 §26.2, RFC 5630): framed like TCP.
+    Tls,
 }
 
 impl Transport {
@@ -22,6 +24,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
@@ -30,12 +33,13 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
 
     /// Whether the transport is reliable (timers A, E, G are not used; D, I, J, K are zero).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
     /// Parses a Via or URI transport token, case-insensitively.
@@ -44,6 +48,8 @@ impl Transport {
             Some(Transport::Udp)
         } else if token.eq_ignore_ascii_case("tcp") {
             Some(Transport::Tcp)
+        } else if token.eq_ignore_ascii_case("tls") {
+            Some(Transport::Tls)
         } else {
             None
         }

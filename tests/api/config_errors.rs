@@ -97,10 +97,10 @@ fn wrong_type_names_key_and_position() {
 
 #[test]
 fn unknown_enum_value() {
-    let msg = err(&format!("{TRUNK}transport = \"tls\"\n")).to_string();
+    let msg = err(&format!("{TRUNK}transport = \"sctp\"\n")).to_string();
     assert_eq!(
         msg,
-        "voxline.toml:4:13: trunk[0].transport: unknown variant `tls`, expected `udp` or `tcp`"
+        "voxline.toml:4:13: trunk[0].transport: unknown variant `sctp`, expected one of `udp`, `tcp`, `tls`"
     );
 }
 

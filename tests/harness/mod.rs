@@ -691,6 +691,7 @@ impl Phone {
         match self.peer.transport {
             Transport::Udp => format!("<{}>", self.uri()),
             Transport::Tcp => format!("<{};transport=tcp>", self.uri()),
+            Transport::Tls => format!("<{};transport=tls>", self.uri()),
         }
     }
 

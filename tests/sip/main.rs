@@ -44,5 +44,6 @@ mod sipp_outbound_auth;
 mod sipp_register;
 mod sipp_transfer;
 mod tcp_limits;
+mod tls;
 mod tx_retransmit_schedule;
 mod tx_server_invite;

@@ -755,6 +755,9 @@ fn contact_for(addr: SocketAddr, transport: Transport) -> String {
     match transport {
         Transport::Udp => format!("<sip:voxline@{}>", fmt_host_port(addr)),
         Transport::Tcp => format!("<sip:voxline@{};transport=tcp>", fmt_host_port(addr)),
+        // `transport=tls` rather than a sips: URI: what trunks (Twilio, Telnyx, Asterisk)
+        // expect on a sip: dialog over TLS; RFC 5630 keeps it valid, if deprecated.
+        Transport::Tls => format!("<sip:voxline@{};transport=tls>", fmt_host_port(addr)),
     }
 }
 

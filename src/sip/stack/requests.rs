@@ -598,7 +598,7 @@ impl SipStack {
         call.pending_2xx = None;
         call.initial_ack_seen = true;
         call.dialog.refresh_target(&msg);
-        if peer.transport == Transport::Tcp {
+        if peer.transport.is_reliable() {
             call.dialog.peer = peer;
         }
         let body_bytes = std::mem::take(match &mut msg.inner {
