@@ -779,13 +779,13 @@ impl Resolver<'_> {
         let host = self.host(&key("host"), &t.host)?;
         let transport = t.transport.unwrap_or(profile.transport);
         // A trunk switched to TLS on a plain profile listens on the TLS port, 5061.
-        let port = t
-            .port
-            .unwrap_or(if transport == TrunkTransport::Tls && profile.transport != transport {
+        let port = t.port.unwrap_or(
+            if transport == TrunkTransport::Tls && profile.transport != transport {
                 SIPS_PORT
             } else {
                 profile.port
-            });
+            },
+        );
         self.at_least(&key("port"), u32::from(port), 1)?;
         if transport == TrunkTransport::Udp && sip.udp_listen.is_empty() {
             return Err(self.err(key("transport"), ConfigErrorKind::NoUdpListener));

@@ -208,6 +208,12 @@ impl<H: CallHandler> Driver<H> {
                 // followed by garbage in the same read) go out before its sender is dropped.
                 self.drain();
                 self.tcp.remove(&addr);
+                // What waited on this connection for a first answer fails over now.
+                let now = Instant::now();
+                for transport in [Transport::Tcp, Transport::Tls] {
+                    self.stack
+                        .handle_transport_error(now, Peer { transport, addr });
+                }
             }
         }
     }

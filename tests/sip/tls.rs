@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::media_peer::{CallSpy, wait_ended};
-use common::{VoxlineProcess, free_sip_port, free_tcp_port, http_get};
+use common::{VoxlineProcess, free_sip_port, free_tcp_port, http_get, voxline_call};
 
 /// A CA and a server certificate it signed, as PEM files in a temporary directory.
 pub struct TestCerts {
@@ -256,4 +256,118 @@ fn unusable_certificate_files_are_refused_with_the_file_and_the_reason() {
         certs.key.display()
     ));
     assert!(err.contains("missing.pem"), "{err}");
+}
+
+/// baresip answering calls over TLS with `certs`' server certificate; the process, its TLS
+/// port and its log path.
+fn baresip_callee(certs: &TestCerts) -> (std::process::Child, u16, PathBuf) {
+    let conf = certs.dir.path().join("callee");
+    std::fs::create_dir_all(&conf).expect("config dir");
+    let both = conf.join("cert+key.pem");
+    std::fs::write(
+        &both,
+        std::fs::read_to_string(&certs.cert).unwrap()
+            + &std::fs::read_to_string(&certs.key).unwrap(),
+    )
+    .expect("write cert+key");
+    let port = free_sip_port();
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method\t\tpoll\n\
+             sip_listen\t\t127.0.0.1:{port}\n\
+             sip_certificate\t\t{both}\n\
+             net_interface\t\t127.0.0.1\n\
+             audio_source\t\taubridge,nothing\n\
+             audio_player\t\taubridge,nothing\n\
+             audio_alert\t\taubridge,nothing\n\
+             module_path\t\t{BARESIP_MODULES}\n\
+             module\t\t\tg711.so\n\
+             module\t\t\taubridge.so\n\
+             module_app\t\taccount.so\n\
+             module_app\t\tmenu.so\n",
+            both = both.display(),
+        ),
+    )
+    .expect("baresip config");
+    std::fs::write(
+        conf.join("accounts"),
+        "<sip:callee@127.0.0.1>;answermode=auto;regint=0\n",
+    )
+    .expect("baresip accounts");
+    let log = conf.join("baresip.log");
+    let child = Command::new("baresip")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-t")
+        .arg("12")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("baresip (apt-get install baresip)");
+    // baresip (libre) takes TLS on the port after its SIP port; wait until it listens.
+    let tls_port = port + 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "baresip does not listen for TLS"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, tls_port, log)
+}
+
+#[test]
+fn voxline_calls_out_over_tls_and_verifies_the_servers_certificate() {
+    // The callee's certificate holds 127.0.0.1, and voxline trusts the test CA.
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let (mut callee, port, log) = baresip_callee(&certs);
+    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", certs.ca.display());
+    let call = voxline_call(
+        &format!("sip:callee@127.0.0.1:{port};transport=tls"),
+        &config,
+        &["--hangup-after-ms", "500"],
+        Duration::from_secs(15),
+    );
+    let _ = callee.kill();
+    let _ = callee.wait();
+    let baresip = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        call.status.success(),
+        "voxline call exited with {}\n{}\n---- baresip ----\n{baresip}",
+        call.status,
+        call.output()
+    );
+
+    // Another CA: the same callee is refused, and voxline says why.
+    let other = TestCerts::new(&["127.0.0.1"]);
+    let (mut callee, port, _) = baresip_callee(&certs);
+    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", other.ca.display());
+    let call = voxline_call(
+        &format!("sip:callee@127.0.0.1:{port};transport=tls"),
+        &config,
+        &["--hangup-after-ms", "500"],
+        Duration::from_secs(20),
+    );
+    let _ = callee.kill();
+    let _ = callee.wait();
+    assert!(
+        !call.status.success(),
+        "the call went through\n{}",
+        call.output()
+    );
+    assert!(
+        call.output().contains("TLS connection refused")
+            && call.output().contains("invalid peer certificate"),
+        "{}",
+        call.output()
+    );
+    // The transport error ends the INVITE as a 503 (RFC 3261 §8.1.3.1), not a timeout.
+    assert!(
+        call.output().contains("end=Failed(503)"),
+        "{}",
+        call.output()
+    );
 }

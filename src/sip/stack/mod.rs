@@ -618,6 +618,29 @@ impl SipStack {
         }
     }
 
+    /// The connection to `peer` failed (a refused connect, a TLS certificate that does not
+    /// verify) or closed: client transactions sent there that have heard nothing end now as
+    /// if their timer had fired (RFC 3261 §8.1.3.1), so a call fails over at once instead of
+    /// after 64·T1.
+    pub fn handle_transport_error(&mut self, now: Instant, peer: Peer) {
+        self.now = now;
+        let ids: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| e.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if self
+                .clients
+                .get_mut(&id)
+                .is_some_and(|e| e.tx.transport_error(now))
+            {
+                self.client_timeout(now, id);
+            }
+        }
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;

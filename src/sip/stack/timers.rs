@@ -30,6 +30,8 @@ impl SipStack {
         };
         let acts = e.tx.handle_timeout(now);
         let (p, purpose) = (e.peer, e.purpose);
+        // A transport error counts as a 503 (RFC 3261 §8.1.3.1), a timer as a 408.
+        let code = if e.tx.transport_failed() { 503 } else { 408 };
         let mut terminated = false;
         for a in acts {
             match a {
@@ -41,7 +43,7 @@ impl SipStack {
                             .get(&h)
                             .is_some_and(|c| c.state == CallState::Early)
                         {
-                            self.fail_call(now, h, 408);
+                            self.fail_call(now, h, code);
                         }
                     }
                     Purpose::ReInvite(h) => {

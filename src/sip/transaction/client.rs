@@ -36,6 +36,8 @@ pub struct ClientTransaction {
     timeout: Option<Instant>,
     /// Timer D, K or M.
     linger: Option<Instant>,
+    /// It ended on a transport error rather than a timer.
+    transport_failed: bool,
 }
 
 impl ClientTransaction {
@@ -61,6 +63,7 @@ impl ClientTransaction {
             retransmit,
             timeout: Some(now + timers.t1x64()),
             linger: None,
+            transport_failed: false,
         }
     }
 
@@ -111,6 +114,25 @@ impl ClientTransaction {
         {
             self.timeout = Some(now + self.timers.t1x64());
         }
+    }
+
+    /// The connection the request went on failed or closed before any response: the
+    /// transaction times out at once (RFC 3261 §8.1.3.1: a transport error is treated like a
+    /// 503, and the caller fails over as it does after Timer B or F). True if it will; a
+    /// transaction that already heard a response waits for its timers as usual.
+    pub fn transport_error(&mut self, now: Instant) -> bool {
+        if matches!(self.state, ClientState::Calling | ClientState::Trying) {
+            self.timeout = Some(now);
+            self.transport_failed = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether it ended on a transport error (its `TimedOut` then stands for a 503).
+    pub fn transport_failed(&self) -> bool {
+        self.transport_failed
     }
 
     /// Fires due timers.
