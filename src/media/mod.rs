@@ -10,6 +10,7 @@ pub(crate) mod quality;
 pub mod rtcp;
 pub mod rtp;
 mod spares;
+pub mod srtp;
 pub mod stream;
 
 /// Whole ticks of a `rate` Hz clock in `d`, rounded down: `d × rate / 1 s`, exactly, in u64
