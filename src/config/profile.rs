@@ -27,6 +27,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("twilio", include_str!("../../sip-profiles/twilio.toml")),
     ("telnyx", include_str!("../../sip-profiles/telnyx.toml")),
     ("generic", include_str!("../../sip-profiles/generic.toml")),
+    (
+        "generic-tls",
+        include_str!("../../sip-profiles/generic-tls.toml"),
+    ),
 ];
 
 /// Default `port` of a profile file that sets none.

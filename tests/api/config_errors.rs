@@ -221,7 +221,7 @@ fn unknown_profile() {
     let e = assert_msg(
         &format!("{TRUNK}profile = \"asterix\"\n"),
         "voxline.toml: trunk[0].profile: unknown profile \"asterix\" (looked in built-in profiles: \
-         asterisk, freeswitch, jambonz, kamailio, twilio, telnyx, generic)",
+         asterisk, freeswitch, jambonz, kamailio, twilio, telnyx, generic, generic-tls)",
     );
     assert!(matches!(*e.kind, ConfigErrorKind::UnknownProfile { .. }));
 }

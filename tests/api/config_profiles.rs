@@ -9,7 +9,7 @@ use voxline::config::{
     TrunkTransport,
 };
 
-const SHIPPED: [&str; 7] = [
+const SHIPPED: [&str; 8] = [
     "asterisk",
     "freeswitch",
     "jambonz",
@@ -17,6 +17,7 @@ const SHIPPED: [&str; 7] = [
     "twilio",
     "telnyx",
     "generic",
+    "generic-tls",
 ];
 
 fn no_env(_: &str) -> Option<String> {
@@ -91,7 +92,7 @@ fn shipped_profile_choices_are_as_documented() {
     for name in ["asterisk", "freeswitch", "telnyx"] {
         assert!(p(name).register, "{name} registers");
     }
-    for name in ["jambonz", "kamailio", "twilio", "generic"] {
+    for name in ["jambonz", "kamailio", "twilio", "generic", "generic-tls"] {
         assert!(!p(name).register, "{name} does not register");
     }
     assert_eq!(p("twilio").codecs, Some(vec![Codec::Pcmu, Codec::Pcma]));
@@ -102,8 +103,12 @@ fn shipped_profile_choices_are_as_documented() {
     assert_eq!(p("kamailio").codecs, None);
     for name in SHIPPED {
         let prof = p(name);
-        assert_eq!(prof.port, 5060, "{name}");
-        assert_eq!(prof.transport, TrunkTransport::Udp, "{name}");
+        let (port, transport) = match name {
+            "generic-tls" => (5061, TrunkTransport::Tls),
+            _ => (5060, TrunkTransport::Udp),
+        };
+        assert_eq!(prof.port, port, "{name}");
+        assert_eq!(prof.transport, transport, "{name}");
         assert_eq!(prof.dtmf, DtmfMode::Rfc4733, "{name}");
     }
 }
@@ -190,6 +195,26 @@ fn profile_defaults_fill_what_the_trunk_leaves_out() {
     assert_eq!(t.username, None);
     assert_eq!(t.password, None);
     assert!(t.session_timers);
+}
+
+#[test]
+fn the_generic_tls_profile_dials_tls_on_5061() {
+    let cfg = Config::from_toml_str_with_env(
+        "[[trunk]]\nname = \"pbx\"\nprofile = \"generic-tls\"\nhost = \"pbx.example.com\"\n",
+        "voxline.toml",
+        no_env,
+    )
+    .unwrap();
+    assert_eq!(cfg.trunks[0].transport, TrunkTransport::Tls);
+    assert_eq!(cfg.trunks[0].port, 5061);
+    // A plain profile switched to TLS takes TLS's port too.
+    let cfg = Config::from_toml_str_with_env(
+        "[[trunk]]\nname = \"pbx\"\nhost = \"pbx.example.com\"\ntransport = \"tls\"\n",
+        "voxline.toml",
+        no_env,
+    )
+    .unwrap();
+    assert_eq!(cfg.trunks[0].port, 5061);
 }
 
 #[test]
