@@ -407,41 +407,34 @@ pub async fn start<H: CallHandler>(
         bound.push((Transport::Udp, local));
         udp_sockets.push(Arc::new(sock));
     }
-    for addr in &opts.tcp_listen {
+    // TCP and TLS listeners: the same accept loop, TLS with the handshake first.
+    let streams = opts
+        .tcp_listen
+        .iter()
+        .map(|a| (Transport::Tcp, *a, None))
+        .chain(server_tls.iter().flat_map(|t| {
+            opts.tls_listen
+                .iter()
+                .map(|a| (Transport::Tls, *a, Some(t.clone())))
+        }));
+    for (transport, addr, tls) in streams {
         let err = |source| RuntimeError::Bind {
-            transport: Transport::Tcp,
-            addr: *addr,
+            transport,
+            addr,
             source,
         };
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
-        bound.push((Transport::Tcp, listener.local_addr().map_err(err)?));
+        bound.push((transport, listener.local_addr().map_err(err)?));
         tokio::spawn(net::accept_loop(
             listener,
             in_tx.clone(),
             opts.stack.limits,
             gate.clone(),
             counters.clone(),
-            None,
+            tls,
         ));
     }
     if let Some(server) = &server_tls {
-        for addr in &opts.tls_listen {
-            let err = |source| RuntimeError::Bind {
-                transport: Transport::Tls,
-                addr: *addr,
-                source,
-            };
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
-            bound.push((Transport::Tls, listener.local_addr().map_err(err)?));
-            tokio::spawn(net::accept_loop(
-                listener,
-                in_tx.clone(),
-                opts.stack.limits,
-                gate.clone(),
-                counters.clone(),
-                Some(server.clone()),
-            ));
-        }
         tokio::spawn(tls::reload_on_sighup(server.clone()));
     }
     for sock in &udp_sockets {

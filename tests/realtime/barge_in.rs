@@ -172,13 +172,12 @@ async fn interrupt_with_nothing_playing_sends_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_reply_queued_behind_the_one_heard_is_deleted() {
-    // Replies of 1 s, sent at once: the second is all delivered while the first still plays.
-    let mock = MockServer::start(mock_config()).await.unwrap();
+/// A session on `mock` that has delivered two replies of 1 s (the greeting, then one asked
+/// for), both sent at once; the first reply's length in ms.
+async fn two_replies(mock: &MockServer) -> (BackendHandle, u64) {
     let cfg = RealtimeConfig {
         greeting: Some("Hello".into()),
-        ..config(&mock)
+        ..config(mock)
     };
     let mut h = connect(cfg, ctx(AudioFormat::Pcmu8k)).await.unwrap();
     let (_, first) = wait_for(&mut h, "first reply done", |e| {
@@ -200,7 +199,15 @@ async fn a_reply_queued_behind_the_one_heard_is_deleted() {
         first_ms >= 900 && !audio_of(&second).is_empty(),
         "{first_ms}"
     );
-    // The caller is 400 ms into the first reply.
+    (h, first_ms)
+}
+
+#[tokio::test]
+async fn a_reply_queued_behind_the_one_heard_is_deleted() {
+    // The second reply is all delivered while the first still plays; the caller is 400 ms
+    // into the first.
+    let mock = MockServer::start(mock_config()).await.unwrap();
+    let (h, _) = two_replies(&mock).await;
     h.control
         .send(BackendControl::Interrupt { played_ms: 400 })
         .await
@@ -218,26 +225,8 @@ async fn a_reply_queued_behind_the_one_heard_is_deleted() {
     assert!(mock.errors_sent().is_empty(), "{:?}", mock.errors_sent());
 
     // Into the second reply instead: the first was heard in full and stays as it is.
-    let mock2 = MockServer::start(mock_config()).await.unwrap();
-    let cfg = RealtimeConfig {
-        greeting: Some("Hello".into()),
-        ..config(&mock2)
-    };
-    let mut h = connect(cfg, ctx(AudioFormat::Pcmu8k)).await.unwrap();
-    wait_for(&mut h, "first reply done", |e| {
-        *e == BackendEvent::ResponseDone
-    })
-    .await;
-    h.control
-        .send(BackendControl::Say {
-            instructions: "Go on.".into(),
-        })
-        .await
-        .unwrap();
-    wait_for(&mut h, "second reply done", |e| {
-        *e == BackendEvent::ResponseDone
-    })
-    .await;
+    let mock = MockServer::start(mock_config()).await.unwrap();
+    let (h, first_ms) = two_replies(&mock).await;
     h.control
         .send(BackendControl::Interrupt {
             played_ms: first_ms + 300,
@@ -245,12 +234,11 @@ async fn a_reply_queued_behind_the_one_heard_is_deleted() {
         .await
         .unwrap();
     assert!(
-        mock2
-            .wait_until(EVENT_WAIT, |m| !m.truncations().is_empty())
+        mock.wait_until(EVENT_WAIT, |m| !m.truncations().is_empty())
             .await
     );
-    let t = mock2.truncations();
+    let t = mock.truncations();
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!(t[0].audio_end_ms, 300);
-    assert!(mock2.deletions().is_empty());
+    assert!(mock.deletions().is_empty());
 }

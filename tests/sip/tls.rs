@@ -78,6 +78,31 @@ fn path(p: &Path) -> &str {
 /// baresip's loadable modules (Debian/Ubuntu layout).
 const BARESIP_MODULES: &str = "/usr/lib/baresip/modules";
 
+/// Writes a baresip configuration into `conf`: loopback only, SIP on `port` (TLS on the
+/// port after it), G.711, no sound card, `extra` config lines and the `account` line.
+fn baresip_config(conf: &Path, port: u16, extra: &str, account: &str) {
+    std::fs::create_dir_all(conf).expect("config dir");
+    std::fs::write(
+        conf.join("config"),
+        format!(
+            "poll_method\t\tpoll\n\
+             sip_listen\t\t127.0.0.1:{port}\n\
+             {extra}\
+             net_interface\t\t127.0.0.1\n\
+             audio_source\t\taubridge,nothing\n\
+             audio_player\t\taubridge,nothing\n\
+             audio_alert\t\taubridge,nothing\n\
+             module_path\t\t{BARESIP_MODULES}\n\
+             module\t\t\tg711.so\n\
+             module\t\t\taubridge.so\n\
+             module_app\t\taccount.so\n\
+             module_app\t\tmenu.so\n",
+        ),
+    )
+    .expect("baresip config");
+    std::fs::write(conf.join("accounts"), format!("{account}\n")).expect("baresip accounts");
+}
+
 #[test]
 fn baresip_calls_the_echo_agent_over_tls_verifying_voxlines_certificate() {
     // Debian's SIPp is built without OpenSSL (`-t l1` refuses to start), so the TLS peer
@@ -88,32 +113,13 @@ fn baresip_calls_the_echo_agent_over_tls_verifying_voxlines_certificate() {
     let mut vox = VoxlineProcess::spawn(&certs.sip_table(port));
     let spy = CallSpy::start(vox.http_addr());
     let conf = certs.dir.path().join("baresip");
-    std::fs::create_dir(&conf).expect("config dir");
     let bport = free_sip_port();
-    std::fs::write(
-        conf.join("config"),
-        format!(
-            "poll_method\t\tpoll\n\
-             sip_listen\t\t127.0.0.1:{bport}\n\
-             sip_cafile\t\t{ca}\n\
-             net_interface\t\t127.0.0.1\n\
-             audio_source\t\taubridge,nothing\n\
-             audio_player\t\taubridge,nothing\n\
-             audio_alert\t\taubridge,nothing\n\
-             module_path\t\t{BARESIP_MODULES}\n\
-             module\t\t\tg711.so\n\
-             module\t\t\taubridge.so\n\
-             module_app\t\taccount.so\n\
-             module_app\t\tmenu.so\n",
-            ca = certs.ca.display(),
-        ),
-    )
-    .expect("baresip config");
-    std::fs::write(
-        conf.join("accounts"),
-        "<sip:tester@127.0.0.1;transport=tls>;regint=0\n",
-    )
-    .expect("baresip accounts");
+    baresip_config(
+        &conf,
+        bport,
+        &format!("sip_cafile\t\t{}\n", certs.ca.display()),
+        "<sip:tester@127.0.0.1;transport=tls>;regint=0",
+    );
     let log = certs.dir.path().join("baresip.log");
     let mut child = Command::new("baresip")
         .arg("-f")
@@ -271,30 +277,12 @@ fn baresip_callee(certs: &TestCerts) -> (std::process::Child, u16, PathBuf) {
     )
     .expect("write cert+key");
     let port = free_sip_port();
-    std::fs::write(
-        conf.join("config"),
-        format!(
-            "poll_method\t\tpoll\n\
-             sip_listen\t\t127.0.0.1:{port}\n\
-             sip_certificate\t\t{both}\n\
-             net_interface\t\t127.0.0.1\n\
-             audio_source\t\taubridge,nothing\n\
-             audio_player\t\taubridge,nothing\n\
-             audio_alert\t\taubridge,nothing\n\
-             module_path\t\t{BARESIP_MODULES}\n\
-             module\t\t\tg711.so\n\
-             module\t\t\taubridge.so\n\
-             module_app\t\taccount.so\n\
-             module_app\t\tmenu.so\n",
-            both = both.display(),
-        ),
-    )
-    .expect("baresip config");
-    std::fs::write(
-        conf.join("accounts"),
-        "<sip:callee@127.0.0.1>;answermode=auto;regint=0\n",
-    )
-    .expect("baresip accounts");
+    baresip_config(
+        &conf,
+        port,
+        &format!("sip_certificate\t\t{}\n", both.display()),
+        "<sip:callee@127.0.0.1>;answermode=auto;regint=0",
+    );
     let log = conf.join("baresip.log");
     let child = Command::new("baresip")
         .arg("-f")
