@@ -13,6 +13,7 @@
 //! The reference of every key is `docs/configuration.md`; `voxline.example.toml` is a
 //! commented example.
 
+mod ai;
 mod cascaded;
 mod cidr;
 mod dsp;
