@@ -1,13 +1,17 @@
-//! SIP over TLS: SIPp (`-t l1`) against voxline's TLS listener, and the certificate checks.
+//! SIP over TLS against a real peer, baresip (Debian's SIPp is built without OpenSSL: its
+//! `-t l1` cannot run), and the certificate checks.
 //!
 //! * baresip calls the echo agent over TLS, verifying voxline's certificate against the
 //!   test CA; the call is answered and ends normally.
 //! * A client that does not speak TLS to the TLS port gets nothing, is closed, and is counted
 //!   (`voxline_sip_tls_failed_total`); voxline keeps serving.
+//! * voxline calling out over TLS refuses a certificate from another CA, an expired one and
+//!   one for another host, each with a warning naming the reason, and the call ends 503.
 //! * A certificate file that is not one, and a key that does not go with its certificate, stop
 //!   voxline at start with the key, the file and the reason.
 //!
-//! The certificates are made here (rcgen): a CA and a server certificate for `localhost`.
+//! The certificates are made here (rcgen): a CA and a server certificate for the names each
+//! test needs.
 
 use crate::common;
 
@@ -35,6 +39,12 @@ pub struct TestCerts {
 impl TestCerts {
     /// A CA and a certificate for `names` (DNS names or IPs).
     pub fn new(names: &[&str]) -> TestCerts {
+        TestCerts::with_expiry(names, false)
+    }
+
+    /// Like [`TestCerts::new`]; with `expired`, the server certificate's validity ended in
+    /// 2020.
+    pub fn with_expiry(names: &[&str], expired: bool) -> TestCerts {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
@@ -44,9 +54,13 @@ impl TestCerts {
             .push(rcgen::DnType::CommonName, "voxline test CA");
         let ca = ca_params.self_signed(&ca_key).expect("CA cert");
         let key = rcgen::KeyPair::generate().expect("key");
-        let params =
+        let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("params");
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
         let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
         let write = |name: &str, text: String| {
             let p = dir.path().join(name);
@@ -357,5 +371,47 @@ fn voxline_calls_out_over_tls_and_verifies_the_servers_certificate() {
         call.output().contains("end=Failed(503)"),
         "{}",
         call.output()
+    );
+}
+
+#[test]
+fn an_expired_or_wrong_host_certificate_is_refused_with_the_reason() {
+    // Expired: signed by the CA voxline trusts, for the right address, but out of date.
+    let certs = TestCerts::with_expiry(&["127.0.0.1"], true);
+    let (mut callee, port, _) = baresip_callee(&certs);
+    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", certs.ca.display());
+    let call = voxline_call(
+        &format!("sip:callee@127.0.0.1:{port};transport=tls"),
+        &config,
+        &["--hangup-after-ms", "500"],
+        Duration::from_secs(20),
+    );
+    let _ = callee.kill();
+    let _ = callee.wait();
+    let out = call.output();
+    assert!(!call.status.success(), "the call went through\n{out}");
+    assert!(
+        out.contains("TLS connection refused") && out.contains("certificate expired"),
+        "{out}"
+    );
+    assert!(out.contains("end=Failed(503)"), "{out}");
+
+    // Wrong host: valid and trusted, but for localhost only, while voxline dials 127.0.0.1.
+    let certs = TestCerts::new(&["localhost"]);
+    let (mut callee, port, _) = baresip_callee(&certs);
+    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", certs.ca.display());
+    let call = voxline_call(
+        &format!("sip:callee@127.0.0.1:{port};transport=tls"),
+        &config,
+        &["--hangup-after-ms", "500"],
+        Duration::from_secs(20),
+    );
+    let _ = callee.kill();
+    let _ = callee.wait();
+    let out = call.output();
+    assert!(!call.status.success(), "the call went through\n{out}");
+    assert!(
+        out.contains("TLS connection refused") && out.contains("not valid for name"),
+        "{out}"
     );
 }
