@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use aes::Aes128;
-use aes::cipher::{KeyIvInit, StreamCipher};
+use aes::cipher::{InnerIvInit, KeyInit, KeyIvInit, StreamCipher};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
@@ -161,25 +161,43 @@ fn derive(master: &MasterKey, label: u8, out: &mut [u8]) {
     c.apply_keystream(out);
 }
 
-/// One direction's session keys for RTP or RTCP.
+/// One direction's session keys for RTP or RTCP, with the AES key schedule and the keyed
+/// HMAC prepared once: a packet clones them instead of expanding the keys again.
 #[derive(Clone)]
 struct SessionKeys {
-    enc: [u8; 16],
     salt: [u8; MASTER_SALT_LEN],
+    #[cfg(test)]
+    enc: [u8; 16],
+    #[cfg(test)]
     auth: [u8; AUTH_KEY_LEN],
+    aes: Aes128,
+    hmac: HmacSha1,
 }
 
 impl SessionKeys {
-    fn derive(master: &MasterKey, labels: [u8; 3]) -> SessionKeys {
-        let mut k = SessionKeys {
-            enc: [0; 16],
-            salt: [0; MASTER_SALT_LEN],
-            auth: [0; AUTH_KEY_LEN],
+    fn new(enc: [u8; 16], salt: [u8; MASTER_SALT_LEN], auth: [u8; AUTH_KEY_LEN]) -> SessionKeys {
+        // HMAC takes keys of any length: this cannot fail.
+        let hmac = match <HmacSha1 as Mac>::new_from_slice(&auth) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts any key length"),
         };
-        derive(master, labels[0], &mut k.enc);
-        derive(master, labels[1], &mut k.auth);
-        derive(master, labels[2], &mut k.salt);
-        k
+        SessionKeys {
+            salt,
+            #[cfg(test)]
+            enc,
+            #[cfg(test)]
+            auth,
+            aes: Aes128::new(&enc.into()),
+            hmac,
+        }
+    }
+
+    fn derive(master: &MasterKey, labels: [u8; 3]) -> SessionKeys {
+        let (mut enc, mut salt, mut auth) = ([0; 16], [0; MASTER_SALT_LEN], [0; AUTH_KEY_LEN]);
+        derive(master, labels[0], &mut enc);
+        derive(master, labels[1], &mut auth);
+        derive(master, labels[2], &mut salt);
+        SessionKeys::new(enc, salt, auth)
     }
 
     /// XORs the AES-CM keystream for (`ssrc`, `index`) into `data` (RFC 3711 §4.1.1).
@@ -192,16 +210,16 @@ impl SessionKeys {
         for (i, b) in index.to_be_bytes()[2..].iter().enumerate() {
             iv[8 + i] ^= b;
         }
-        let mut c = Aes128Ctr::new(&self.enc.into(), &iv.into());
+        let core = ctr::CtrCore::<Aes128, ctr::flavors::Ctr128BE>::inner_iv_init(
+            self.aes.clone(),
+            &iv.into(),
+        );
+        let mut c = Aes128Ctr::from_core(core);
         c.apply_keystream(data);
     }
 
     fn mac(&self, parts: &[&[u8]]) -> HmacSha1 {
-        // HMAC takes keys of any length: this cannot fail.
-        let mut m = match <HmacSha1 as Mac>::new_from_slice(&self.auth) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC accepts any key length"),
-        };
+        let mut m = self.hmac.clone();
         for p in parts {
             m.update(p);
         }
@@ -468,11 +486,11 @@ mod tests {
     #[test]
     fn aes_cm_keystream_matches_rfc3711_b2() {
         // RFC 3711 Appendix B.2: session key, salt F0F1...FD, SSRC 0, index 0.
-        let keys = SessionKeys {
-            enc: hex("2B7E151628AED2A6ABF7158809CF4F3C").try_into().unwrap(),
-            salt: hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD").try_into().unwrap(),
-            auth: [0; AUTH_KEY_LEN],
-        };
+        let keys = SessionKeys::new(
+            hex("2B7E151628AED2A6ABF7158809CF4F3C").try_into().unwrap(),
+            hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD").try_into().unwrap(),
+            [0; AUTH_KEY_LEN],
+        );
         let mut ks = vec![0u8; 16 * 0xff02];
         keys.crypt(0, 0, &mut ks);
         assert_eq!(ks[..16], hex("E03EAD0935C95E80E166B16DD92B4EB4")[..]);
