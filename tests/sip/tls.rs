@@ -321,97 +321,59 @@ fn baresip_callee(certs: &TestCerts) -> (std::process::Child, u16, PathBuf) {
     (child, tls_port, log)
 }
 
-#[test]
-fn voxline_calls_out_over_tls_and_verifies_the_servers_certificate() {
-    // The callee's certificate holds 127.0.0.1, and voxline trusts the test CA.
-    let certs = TestCerts::new(&["127.0.0.1"]);
-    let (mut callee, port, log) = baresip_callee(&certs);
-    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", certs.ca.display());
+/// `voxline call` to a baresip callee holding `callee`'s certificate, over TLS, with voxline
+/// trusting `trusted_ca`; the call and baresip's log.
+fn call_tls_callee(callee: &TestCerts, trusted_ca: &Path) -> (common::VoxlineCall, String) {
+    let (mut child, port, log) = baresip_callee(callee);
+    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", trusted_ca.display());
     let call = voxline_call(
         &format!("sip:callee@127.0.0.1:{port};transport=tls"),
         &config,
         &["--hangup-after-ms", "500"],
-        Duration::from_secs(15),
+        Duration::from_secs(20),
     );
-    let _ = callee.kill();
-    let _ = callee.wait();
-    let baresip = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    (call, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// Asserts that the call was refused for its certificate, with `reason` in the warning, and
+/// ended 503 (RFC 3261 §8.1.3.1: a transport error, not a timeout).
+fn assert_refused(call: &common::VoxlineCall, reason: &str) {
+    let out = call.output();
+    assert!(!call.status.success(), "the call went through\n{out}");
+    assert!(
+        out.contains("TLS connection refused") && out.contains(reason),
+        "{out}"
+    );
+    assert!(out.contains("end=Failed(503)"), "{out}");
+}
+
+#[test]
+fn voxline_calls_out_over_tls_and_verifies_the_servers_certificate() {
+    // The callee's certificate holds 127.0.0.1, and voxline trusts the test CA.
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let (call, baresip) = call_tls_callee(&certs, &certs.ca);
     assert!(
         call.status.success(),
         "voxline call exited with {}\n{}\n---- baresip ----\n{baresip}",
         call.status,
         call.output()
     );
-
     // Another CA: the same callee is refused, and voxline says why.
     let other = TestCerts::new(&["127.0.0.1"]);
-    let (mut callee, port, _) = baresip_callee(&certs);
-    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", other.ca.display());
-    let call = voxline_call(
-        &format!("sip:callee@127.0.0.1:{port};transport=tls"),
-        &config,
-        &["--hangup-after-ms", "500"],
-        Duration::from_secs(20),
-    );
-    let _ = callee.kill();
-    let _ = callee.wait();
-    assert!(
-        !call.status.success(),
-        "the call went through\n{}",
-        call.output()
-    );
-    assert!(
-        call.output().contains("TLS connection refused")
-            && call.output().contains("invalid peer certificate"),
-        "{}",
-        call.output()
-    );
-    // The transport error ends the INVITE as a 503 (RFC 3261 §8.1.3.1), not a timeout.
-    assert!(
-        call.output().contains("end=Failed(503)"),
-        "{}",
-        call.output()
-    );
+    let (call, _) = call_tls_callee(&certs, &other.ca);
+    assert_refused(&call, "invalid peer certificate");
 }
 
 #[test]
 fn an_expired_or_wrong_host_certificate_is_refused_with_the_reason() {
     // Expired: signed by the CA voxline trusts, for the right address, but out of date.
     let certs = TestCerts::with_expiry(&["127.0.0.1"], true);
-    let (mut callee, port, _) = baresip_callee(&certs);
-    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", certs.ca.display());
-    let call = voxline_call(
-        &format!("sip:callee@127.0.0.1:{port};transport=tls"),
-        &config,
-        &["--hangup-after-ms", "500"],
-        Duration::from_secs(20),
-    );
-    let _ = callee.kill();
-    let _ = callee.wait();
-    let out = call.output();
-    assert!(!call.status.success(), "the call went through\n{out}");
-    assert!(
-        out.contains("TLS connection refused") && out.contains("certificate expired"),
-        "{out}"
-    );
-    assert!(out.contains("end=Failed(503)"), "{out}");
-
+    let (call, _) = call_tls_callee(&certs, &certs.ca);
+    assert_refused(&call, "certificate expired");
     // Wrong host: valid and trusted, but for localhost only, while voxline dials 127.0.0.1.
     let certs = TestCerts::new(&["localhost"]);
-    let (mut callee, port, _) = baresip_callee(&certs);
-    let config = format!("[sip]\ntls_ca_file = \"{}\"\n", certs.ca.display());
-    let call = voxline_call(
-        &format!("sip:callee@127.0.0.1:{port};transport=tls"),
-        &config,
-        &["--hangup-after-ms", "500"],
-        Duration::from_secs(20),
-    );
-    let _ = callee.kill();
-    let _ = callee.wait();
-    let out = call.output();
-    assert!(!call.status.success(), "the call went through\n{out}");
-    assert!(
-        out.contains("TLS connection refused") && out.contains("not valid for name"),
-        "{out}"
-    );
+    let (call, _) = call_tls_callee(&certs, &certs.ca);
+    assert_refused(&call, "not valid for name");
 }
