@@ -3,7 +3,9 @@
 //! drain the outputs. Virtual time; a steady stream from the peer.
 //!
 //! Variants: PCMU with telephone-event (no in-band detector), PCMU without it (the in-band
-//! DTMF detector runs on every frame), G.722, and Opus at 16 kHz; and `pcmu_echo_1000_calls`:
+//! DTMF detector runs on every frame), PCMU over SDES-SRTP (the peer's packet protected, so
+//! the figure includes unprotecting it and protecting ours), G.722, and Opus at 16 kHz; and
+//! `pcmu_echo_1000_calls`:
 //! one tick of one of 1000 PCMU calls in turn, each answered by the echo agent with the
 //! buffers handed back as the media worker does, so that every call's state is as cold in the
 //! caches as it is under load (the per-call figure of a load run, without the system calls).
@@ -20,9 +22,13 @@ use voxline::agent::{Echo, FrameFormat, LocalAgent};
 use voxline::media::codec::encoder_for;
 use voxline::media::rtcp::{NtpClock, NtpTime};
 use voxline::media::rtp::{RtpHeader, RtpTimestamp, SeqNo, Ssrc};
+use voxline::media::srtp::SrtpContext;
 use voxline::media::stream::MediaEvent;
 use voxline::media::stream::{MediaConfig, MediaOutput, MediaStream};
-use voxline::sdp::{Codec, Direction, NegotiatedCodec, NegotiatedMedia, PayloadType};
+use voxline::sdp::{
+    Codec, Direction, MasterKey, NegotiatedCodec, NegotiatedMedia, NegotiatedSrtp, PayloadType,
+    SrtpSuite,
+};
 
 const FRAME: Duration = Duration::from_millis(20);
 
@@ -36,10 +42,21 @@ struct Call {
     t0: Instant,
     k: u64,
     packet: Vec<u8>,
+    /// With SRTP: the peer's context, protecting what it sends.
+    peer_srtp: Option<SrtpContext>,
 }
 
 impl Call {
     fn new(codec: Codec, fmtp: Option<&str>, te: bool) -> Self {
+        Self::with_srtp(codec, fmtp, te, false)
+    }
+
+    fn with_srtp(codec: Codec, fmtp: Option<&str>, te: bool, srtp: bool) -> Self {
+        let suite = SrtpSuite::AesCm128HmacSha1_80;
+        let (ours, theirs) = (
+            MasterKey::new([1; 16], [2; 14]),
+            MasterKey::new([3; 16], [4; 14]),
+        );
         let t0 = Instant::now();
         let peer: SocketAddr = "192.0.2.1:4000".parse().expect("addr");
         let pt = PayloadType::new(match codec {
@@ -63,6 +80,11 @@ impl Call {
             direction: Direction::SendRecv,
             rtcp_mux: false,
             remote_hold: false,
+            srtp: srtp.then(|| NegotiatedSrtp {
+                suite,
+                local: ours,
+                remote: theirs.clone(),
+            }),
         };
         // The peer's packets: 50 frames of a tone from the same codec.
         let mut enc = encoder_for(&negotiated.codec, 20).expect("encoder");
@@ -99,6 +121,7 @@ impl Call {
             t0,
             k: 0,
             packet: Vec::with_capacity(1500),
+            peer_srtp: srtp.then(|| SrtpContext::new(suite, &theirs)),
         }
     }
 
@@ -119,6 +142,9 @@ impl Call {
         header
             .write_packet(payload, &mut self.packet)
             .expect("packet");
+        if let Some(ctx) = self.peer_srtp.as_mut() {
+            ctx.protect_rtp(&mut self.packet).expect("protect");
+        }
         self.stream
             .handle_rtp(now - Duration::from_millis(3), self.peer, &self.packet);
         now
@@ -182,19 +208,27 @@ impl Call {
 }
 
 fn bench(c: &mut Criterion) {
-    let variants: [(&str, Codec, Option<&str>, bool); 4] = [
-        ("stream_tick/pcmu", Codec::Pcmu, None, true),
-        ("stream_tick/pcmu_inband_dtmf", Codec::Pcmu, None, false),
-        ("stream_tick/g722", Codec::G722, None, true),
+    let variants: [(&str, Codec, Option<&str>, bool, bool); 5] = [
+        ("stream_tick/pcmu", Codec::Pcmu, None, true, false),
+        ("stream_tick/pcmu_srtp", Codec::Pcmu, None, true, true),
+        (
+            "stream_tick/pcmu_inband_dtmf",
+            Codec::Pcmu,
+            None,
+            false,
+            false,
+        ),
+        ("stream_tick/g722", Codec::G722, None, true, false),
         (
             "stream_tick/opus16k",
             Codec::Opus,
             Some("maxplaybackrate=16000"),
             true,
+            false,
         ),
     ];
-    for (name, codec, fmtp, te) in variants {
-        let mut call = Call::new(codec, fmtp, te);
+    for (name, codec, fmtp, te, srtp) in variants {
+        let mut call = Call::with_srtp(codec, fmtp, te, srtp);
         // Warm the jitter buffer and codecs past the start-up.
         for _ in 0..100 {
             call.step();

@@ -5,6 +5,8 @@
 # of the per-call difference B - A.
 #
 #   bash tools/media-ab.sh /tmp/voxline-a /tmp/voxline-b [PAIRS]     # CALLS=200 SAMPLE=10
+#   SRTP_B=yes bash tools/media-ab.sh target/release/voxline target/release/voxline
+#       # one build, B's calls SDES-SRTP (tools/media-bench.sh SRTP=yes): what SRTP costs
 #
 # The two sides swap places (ports) every other pair. 127.0.0.1 only; bounded like
 # tools/media-bench.sh, whose processes stop by PID.
@@ -15,16 +17,16 @@ A=$1; B=$2; PAIRS=${3:-6}
 CALLS=${CALLS:-200}
 SAMPLE=${SAMPLE:-10}
 diffs=()
-one() { # bin port http rtp_base out
-  VOXLINE_BIN=$1 PORT=$2 HTTP=$3 RTP_BASE=$4 CALLS=$CALLS SAMPLE=$SAMPLE bash tools/media-bench.sh >"$5" 2>&1
+one() { # bin port http rtp_base out srtp
+  VOXLINE_BIN=$1 PORT=$2 HTTP=$3 RTP_BASE=$4 CALLS=$CALLS SAMPLE=$SAMPLE SRTP=$6 bash tools/media-bench.sh >"$5" 2>&1
 }
 fig() { sed -nE 's/.*-> ([0-9.]+)% of one core per call/\1/p' "$1" | head -1; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 for i in $(seq "$PAIRS"); do
   if [ $((i % 2)) -eq 1 ]; then pa=(5590 8590 61000); pb=(5690 8690 62000); else pa=(5690 8690 62000); pb=(5590 8590 61000); fi
-  one "$A" "${pa[@]}" "$T/a" & ja=$!
-  one "$B" "${pb[@]}" "$T/b" & jb=$!
+  one "$A" "${pa[@]}" "$T/a" "${SRTP_A:-no}" & ja=$!
+  one "$B" "${pb[@]}" "$T/b" "${SRTP_B:-no}" & jb=$!
   wait "$ja" "$jb" || true
   a=$(fig "$T/a"); b=$(fig "$T/b")
   if [ -z "$a" ] || [ -z "$b" ]; then echo "pair $i: a run failed"; cat "$T/a" "$T/b"; continue; fi

@@ -14,6 +14,7 @@
 #   PERF=1 ...                                   # also records a 3 s profile to /tmp/perf.data
 #   VOXLINE_BIN=/path/to/voxline ...             # another build (A/B: see tools/media-ab.sh)
 #   WARM=6 (default)                             # seconds after the calls are up before sampling
+#   SRTP=yes ...                                 # SDES-SRTP calls (RTP/SAVP; voxline srtp = "optional")
 #
 # LOADGEN=rtpload (default) is tools/rtp_load.rs: minimal SIP over UDP, 20 ms RTP over
 # ordinary UDP sockets. LOADGEN=sipp plays /usr/share/sip-tester/g711a.pcap with SIPp's
@@ -55,6 +56,8 @@ SAMPLE=${SAMPLE:-10}
 CODEC=${CODEC:-pcma}
 # RFC 4733 offered (as SIPp's uac_pcap does); TE=no makes voxline run its in-band DTMF detector.
 TE=${TE:-yes}
+SRTP=${SRTP:-no}
+case "$SRTP" in yes) MEDIA_SRTP=optional ;; no) MEDIA_SRTP=off ;; *) echo "SRTP=yes|no" >&2; exit 1 ;; esac
 PORT=${PORT:-5590}
 HTTP=${HTTP:-8590}
 # The load generator's and the reflector's ports: above the ephemeral range and away from
@@ -81,6 +84,7 @@ max_calls = 100000
 [media]
 rtp_port_min = 20000
 rtp_port_max = 60000
+srtp = "$MEDIA_SRTP"
 [[route]]
 number = "*"
 agent = "bench"
@@ -140,7 +144,7 @@ if [ "$LOADGEN" = sipp ]; then
 else
   EXTRA=0; [ -n "${PERF:-}" ] && EXTRA=$(( ${PERF_S:-3} + 1 ))
   if [ "$TARGET" = voxline ]; then dest=(--target 127.0.0.1:$PORT); else dest=(--rtp-only 127.0.0.1:$REFL_BASE); fi
-  "$LOAD" "${dest[@]}" --calls "$CALLS" --rate "$RATE" --codec "$CODEC" --telephone-event "$TE" --rtp-base "$RTP_BASE" \
+  "$LOAD" "${dest[@]}" --calls "$CALLS" --rate "$RATE" --codec "$CODEC" --telephone-event "$TE" --srtp "$SRTP" --rtp-base "$RTP_BASE" \
       --seconds $(( SAMPLE + WARM + 1 + EXTRA )) >"$WORK/gen.out" 2>&1 &
   GEN=$!
   for _ in $(seq $(( SETTLE * 20 + 200 ))); do grep -q '^UP' "$WORK/gen.out" && break; sleep 0.05; done

@@ -13,6 +13,9 @@
 //! ```text
 //! voxline-rtp-load --target 127.0.0.1:5060 --calls 300 --rate 100 --seconds 20 [--codec pcmu]
 //!     [--telephone-event no]   # offer no RFC 4733 events: voxline then runs its in-band detector
+//!     [--srtp yes]             # offer RTP/SAVP with an SDES key and send SRTP (voxline needs
+//!                              # [media] srtp = "optional" or "mandatory"); what comes back is
+//!                              # counted, not authenticated
 //! voxline-rtp-load --rtp-only 127.0.0.1:63100 --calls 300 --rate 100 --seconds 20
 //! ```
 //!
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use voxline::media::codec::g711::{alaw_encode, ulaw_encode};
+use voxline::media::srtp::{MasterKey, SrtpContext, SrtpSuite};
 
 /// Most calls one run may place.
 const MAX_CALLS: usize = 1000;
@@ -91,6 +95,8 @@ struct Call {
     sent: u64,
     received: u64,
     received_at_up: u64,
+    /// With `--srtp yes`: the call's key and the context that protects what it sends.
+    srtp: Option<(MasterKey, SrtpContext)>,
 }
 
 struct Options {
@@ -102,6 +108,7 @@ struct Options {
     codec: Codec,
     rtp_base: u16,
     telephone_event: bool,
+    srtp: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -134,10 +141,17 @@ fn main() -> anyhow::Result<()> {
             sent: 0,
             received: 0,
             received_at_up: 0,
+            srtp: o.srtp.then(|| {
+                // A load tool's keys: distinct per call, not secret.
+                let key = MasterKey::new([i as u8; 16], [(i >> 8) as u8; 14]);
+                let ctx = SrtpContext::new(SrtpSuite::AesCm128HmacSha1_80, &key);
+                (key, ctx)
+            }),
         });
     }
     let tone = tone(o.codec);
     let mut packet = [0u8; RTP_HEADER + SAMPLES];
+    let mut srtp_packet: Vec<u8> = Vec::with_capacity(RTP_HEADER + SAMPLES + 16);
     let mut rx = Rx::new();
     let mut sip_buf = vec![0u8; 65535];
     let start = Instant::now();
@@ -209,7 +223,16 @@ fn main() -> anyhow::Result<()> {
                 packet[4..8].copy_from_slice(&c.ts.to_be_bytes());
                 packet[8..12].copy_from_slice(&c.ssrc.to_be_bytes());
                 packet[RTP_HEADER..].copy_from_slice(&tone[k..k + SAMPLES]);
-                if c.rtp.send_to(&packet, to).is_ok() {
+                let wire: &[u8] = match c.srtp.as_mut() {
+                    Some((_, ctx)) => {
+                        srtp_packet.clear();
+                        srtp_packet.extend_from_slice(&packet);
+                        ctx.protect_rtp(&mut srtp_packet).context("SRTP protect")?;
+                        &srtp_packet
+                    }
+                    None => &packet,
+                };
+                if c.rtp.send_to(wire, to).is_ok() {
                     c.sent += 1;
                 }
                 c.seq = c.seq.wrapping_add(1);
@@ -315,6 +338,7 @@ fn options() -> anyhow::Result<Options> {
         codec: Codec::Pcma,
         rtp_base: 61000,
         telephone_event: true,
+        srtp: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -331,6 +355,13 @@ fn options() -> anyhow::Result<Options> {
                     "yes" => true,
                     "no" => false,
                     _ => bail!("--telephone-event yes|no"),
+                }
+            }
+            "--srtp" => {
+                o.srtp = match v.as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => bail!("--srtp yes|no"),
                 }
             }
             "--codec" => {
@@ -373,8 +404,18 @@ fn send_invite(
     telephone_event: bool,
 ) -> anyhow::Result<()> {
     let port = c.rtp.local_addr()?.port();
+    let (proto, crypto) = match &c.srtp {
+        Some((key, _)) => (
+            "RTP/SAVP",
+            format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+                key.to_base64()
+            ),
+        ),
+        None => ("RTP/AVP", String::new()),
+    };
     let body = format!(
-        "v=0\r\no=- {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {pt}{te_pt}\r\na=rtpmap:{pt} {name}/8000\r\n{te}a=ptime:20\r\na=sendrecv\r\n",
+        "v=0\r\no=- {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {proto} {pt}{te_pt}\r\na=rtpmap:{pt} {name}/8000\r\n{te}a=ptime:20\r\na=sendrecv\r\n{crypto}",
         pt = codec.payload_type(),
         name = codec.name(),
         te_pt = if telephone_event { " 101" } else { "" },
@@ -443,7 +484,13 @@ fn on_sip(
                 sip.send_to(ack.as_bytes(), target)?;
                 if matches!(c.state, State::Inviting { .. }) {
                     c.remote = sdp_audio(&text);
-                    c.state = if c.remote.is_some() {
+                    // SRTP offered: the answer must take it (tag 1, the only line offered).
+                    let keyed = c.srtp.is_none()
+                        || text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:");
+                    if !keyed {
+                        eprintln!("rtp-load: call {i} answered without SRTP keys");
+                    }
+                    c.state = if c.remote.is_some() && keyed {
                         State::Up
                     } else {
                         State::Failed

@@ -135,14 +135,14 @@ impl CallManager {
             SipEvent::Progress { call, status, body } => {
                 tracing::debug!(%call, status, "call progress");
                 if let Some(b) = body {
-                    self.accept_answer(stack, call, &b);
+                    self.accept_answer(now, stack, call, &b);
                 }
             }
             SipEvent::Answered { call, body } => self.on_answered(now, stack, call, body),
             SipEvent::Modify { call, body } => self.on_modify(now, stack, call, body),
             SipEvent::ModifyResult { call, status, body } => {
                 if let (true, Some(b)) = ((200..300).contains(&status), body) {
-                    self.accept_answer(stack, call, &b);
+                    self.accept_answer(now, stack, call, &b);
                 }
             }
             SipEvent::Info { call, body } => {
@@ -465,7 +465,7 @@ impl CallManager {
         body: Option<Body>,
     ) {
         if let Some(b) = body {
-            self.accept_answer(stack, call, &b);
+            self.accept_answer(now, stack, call, &b);
         }
         self.start_media(call);
         let Some(c) = self.calls.get_mut(&call) else {
@@ -484,7 +484,7 @@ impl CallManager {
         body: Option<Body>,
     ) {
         match body {
-            Some(b) => self.accept_answer(stack, call, &b),
+            Some(b) => self.accept_answer(now, stack, call, &b),
             None => tracing::warn!(%call, "2xx without an answer"),
         }
         tracing::info!(%call, "outbound call answered");

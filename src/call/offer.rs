@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::sdp::{Direction, LocalMedia};
+use crate::sdp::{
+    Direction, LocalMedia, LocalSrtp, MASTER_KEY_LEN, MASTER_SALT_LEN, MasterKey, SrtpMode,
+};
 use crate::sip::{Body, CallHandle, SipStack};
 
 use super::control;
@@ -49,7 +51,17 @@ impl CallManager {
         }
     }
 
-    pub(super) fn accept_answer(&mut self, _stack: &mut SipStack, call: CallHandle, body: &Body) {
+    /// The peer's answer to our offer. An unusable answer to the call's first offer (no
+    /// common codec, or no keys when SRTP is mandatory) ends the call: CANCEL while early, BYE
+    /// once answered (RFC 3261 §13.2.1 lets the UAC do no better). An unusable answer to a
+    /// re-offer leaves the session as it was.
+    pub(super) fn accept_answer(
+        &mut self,
+        now: Instant,
+        stack: &mut SipStack,
+        call: CallHandle,
+        body: &Body,
+    ) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -60,7 +72,11 @@ impl CallManager {
                 self.update_info(call, |i| i.codec = Some(codec));
                 self.media_changed(call);
             }
-            Err(e) => tracing::warn!(%call, error = %e, "unusable SDP answer"),
+            Err(e) if c.media.is_none() => {
+                tracing::warn!(%call, error = %e, "unusable SDP answer; ending the call");
+                let _ = stack.hangup(now, call);
+            }
+            Err(e) => tracing::warn!(%call, error = %e, "unusable SDP answer to a re-offer"),
         }
     }
 
@@ -78,7 +94,8 @@ impl CallManager {
         }
     }
 
-    /// Our media for a call: its trunk's codecs and DTMF mode, else the media policy's.
+    /// Our media for a call: its trunk's codecs, DTMF and SRTP modes, else the media
+    /// policy's; with SRTP, a fresh key for the call.
     pub(super) fn local_media(
         &self,
         address: IpAddr,
@@ -94,12 +111,31 @@ impl CallManager {
             telephone_event: self.media.telephone_event
                 && trunk.is_none_or(|t| t.dtmf == DtmfSendMethod::Rfc4733),
             direction: Direction::SendRecv,
+            srtp: match trunk.map_or(self.media.srtp, |t| t.srtp) {
+                SrtpMode::Off => None,
+                mode => Some(LocalSrtp {
+                    mode,
+                    key: fresh_key(),
+                }),
+            },
         }
     }
 }
 
 pub(super) fn is_sdp(b: &Body) -> bool {
     crate::sip::message::media_type_is(&b.content_type, SDP_CONTENT_TYPE)
+}
+
+/// A new SRTP master key and salt from the operating system's random source (through rand's
+/// thread-local CSPRNG, which it seeds).
+fn fresh_key() -> MasterKey {
+    use rand::RngCore as _;
+    let mut key = [0u8; MASTER_KEY_LEN];
+    let mut salt = [0u8; MASTER_SALT_LEN];
+    let mut rng = rand::thread_rng();
+    rng.fill_bytes(&mut key);
+    rng.fill_bytes(&mut salt);
+    MasterKey::new(key, salt)
 }
 
 /// An SDP session id (`o=` line) from the time in Unix seconds and our RTP port.

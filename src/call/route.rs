@@ -126,6 +126,8 @@ pub struct MediaPolicy {
     pub recordings_dir: Option<std::path::PathBuf>,
     /// Where AI agents' transcripts go (`data_dir/transcripts`); `None`: no transcripts.
     pub transcripts_dir: Option<std::path::PathBuf>,
+    /// SRTP for calls that match no trunk.
+    pub srtp: crate::sdp::SrtpMode,
 }
 
 impl Default for MediaPolicy {
@@ -141,6 +143,7 @@ impl Default for MediaPolicy {
             jitter: (Duration::from_millis(20), Duration::from_millis(200)),
             recordings_dir: None,
             transcripts_dir: None,
+            srtp: crate::sdp::SrtpMode::Off,
         }
     }
 }
@@ -161,6 +164,8 @@ pub struct TrunkPolicy {
     pub dtmf: DtmfSendMethod,
     /// The SIP extensions (session timers, 100rel) its calls use.
     pub sip: crate::sip::CallOptions,
+    /// SRTP on its calls.
+    pub srtp: crate::sdp::SrtpMode,
 }
 
 impl CallManager {

@@ -78,6 +78,7 @@ mod tests {
             direction: Direction::SendRecv,
             rtcp_mux: true,
             remote_hold: false,
+            srtp: None,
         };
         let ntp = NtpClock::new(t0, NtpTime::from_unix(Duration::from_secs(1_700_000_000)));
         let cfg = MediaConfig::new(negotiated, Ssrc(0xb), "echo@test", ntp, 9);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{AgentKind, AtLimit, DtmfMode, PrackMode, TrunkTransport};
+use super::{AgentKind, AtLimit, DtmfMode, PrackMode, SrtpMode, TrunkTransport};
 
 /// The whole `voxline.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +95,7 @@ pub(crate) struct FileMedia {
     pub rtp_timeout_s: Option<u64>,
     pub jitter_min_ms: Option<u32>,
     pub jitter_max_ms: Option<u32>,
+    pub srtp: Option<SrtpMode>,
 }
 
 /// One `[[trunk]]`.
@@ -120,6 +121,7 @@ pub(crate) struct FileTrunk {
     pub session_timers: Option<bool>,
     pub prack: Option<PrackMode>,
     pub options_keepalive_s: Option<u32>,
+    pub srtp: Option<SrtpMode>,
 }
 
 /// One `[[route]]`.
@@ -292,6 +294,7 @@ pub(crate) struct FileProfile {
     pub register: Option<bool>,
     pub register_expires_s: Option<u32>,
     pub dtmf: Option<DtmfMode>,
+    pub srtp: Option<SrtpMode>,
     pub codecs: Option<Vec<String>>,
     pub session_timers: Option<bool>,
     pub prack: Option<PrackMode>,

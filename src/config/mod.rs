@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::sdp::SrtpMode;
 use serde::Deserialize;
 
 pub use cidr::{Cidr, CidrError};
@@ -188,6 +189,8 @@ pub struct MediaSection {
     pub jitter_min: Duration,
     /// See `jitter_min`.
     pub jitter_max: Duration,
+    /// `srtp`: SRTP for calls that match no trunk: off (default), optional or mandatory.
+    pub srtp: SrtpMode,
 }
 
 /// The RTP port range: `min` is even and `min < max`.
@@ -294,6 +297,8 @@ pub struct Trunk {
     pub codecs: Vec<Codec>,
     /// `dtmf` (trunk, else profile).
     pub dtmf: DtmfMode,
+    /// `srtp` (trunk, else profile): off, optional or mandatory.
+    pub srtp: SrtpMode,
     /// `session_timers` (trunk, else profile) — and only if `sip.session_expires_s` is
     /// not 0.
     pub session_timers: bool,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::error::{ConfigError, ConfigErrorKind};
 use super::file::FileProfile;
 use super::resolve::{at_least, parse_codecs, valid_name};
-use super::{Codec, DtmfMode, PrackMode, TrunkTransport};
+use super::{Codec, DtmfMode, PrackMode, SrtpMode, TrunkTransport};
 
 /// Profile used by a trunk that names none.
 pub const DEFAULT_PROFILE: &str = "generic";
@@ -26,6 +26,14 @@ const BUILTIN: &[(&str, &str)] = &[
     ("kamailio", include_str!("../../sip-profiles/kamailio.toml")),
     ("twilio", include_str!("../../sip-profiles/twilio.toml")),
     ("telnyx", include_str!("../../sip-profiles/telnyx.toml")),
+    (
+        "twilio-secure",
+        include_str!("../../sip-profiles/twilio-secure.toml"),
+    ),
+    (
+        "telnyx-secure",
+        include_str!("../../sip-profiles/telnyx-secure.toml"),
+    ),
     ("generic", include_str!("../../sip-profiles/generic.toml")),
     (
         "generic-tls",
@@ -58,6 +66,8 @@ pub struct Profile {
     pub register_expires: Duration,
     /// `dtmf` (default rfc4733).
     pub dtmf: DtmfMode,
+    /// `srtp` (default off).
+    pub srtp: SrtpMode,
     /// `codecs`; `None` means "use `media.codecs`".
     pub codecs: Option<Vec<Codec>>,
     /// `session_timers` (default true).
@@ -118,6 +128,7 @@ impl Profile {
             register: file.register.unwrap_or(false),
             register_expires: Duration::from_secs(u64::from(register_expires_s)),
             dtmf: file.dtmf.unwrap_or(DtmfMode::Rfc4733),
+            srtp: file.srtp.unwrap_or_default(),
             codecs,
             session_timers: file.session_timers.unwrap_or(true),
             prack: file.prack.unwrap_or(PrackMode::Supported),

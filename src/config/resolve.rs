@@ -495,6 +495,7 @@ impl Resolver<'_> {
             },
             jitter_min: ms(jitter_min),
             jitter_max: ms(jitter_max),
+            srtp: f.srtp.unwrap_or_default(),
         })
     }
 
@@ -903,6 +904,7 @@ impl Resolver<'_> {
             allow_from,
             codecs,
             dtmf: t.dtmf.unwrap_or(profile.dtmf),
+            srtp: t.srtp.unwrap_or(profile.srtp),
             session_timers,
             prack: t.prack.unwrap_or(profile.prack),
             options_keepalive: match t.options_keepalive_s {

@@ -137,6 +137,7 @@ impl Config {
             jitter: (self.media.jitter_min, self.media.jitter_max),
             recordings_dir: Some(self.data_dir.join("recordings")),
             transcripts_dir: Some(self.data_dir.join("transcripts")),
+            srtp: self.media.srtp,
         };
         let trunks = self
             .trunks
@@ -165,6 +166,7 @@ impl Config {
                     DtmfMode::Info => DtmfSendMethod::Info,
                     DtmfMode::Inband => DtmfSendMethod::InBand,
                 },
+                srtp: t.srtp,
                 sip: CallOptions {
                     session_timers: t.session_timers,
                     rel100: match t.prack {

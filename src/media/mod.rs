@@ -9,7 +9,6 @@ pub mod jitter;
 pub(crate) mod quality;
 pub mod rtcp;
 pub mod rtp;
-pub mod sdes;
 mod spares;
 pub mod srtp;
 pub mod stream;

@@ -20,18 +20,14 @@ use std::collections::HashMap;
 
 use aes::Aes128;
 use aes::cipher::{InnerIvInit, KeyInit, KeyIvInit, StreamCipher};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+
+pub use crate::sdp::{MASTER_KEY_LEN, MASTER_SALT_LEN, MasterKey, SrtpSuite};
 
 type Aes128Ctr = ctr::Ctr128BE<Aes128>;
 type HmacSha1 = Hmac<Sha1>;
 
-/// Master key length for AES-128 suites, bytes (RFC 4568 §6.2.1).
-pub const MASTER_KEY_LEN: usize = 16;
-/// Master salt length, bytes (RFC 3711 §8.2: 112 bits).
-pub const MASTER_SALT_LEN: usize = 14;
 /// HMAC-SHA1 authentication key length, bytes (RFC 3711 §8.2: 160 bits).
 const AUTH_KEY_LEN: usize = 20;
 /// The replay window, packets (RFC 3711 §3.3.2 asks for at least 64).
@@ -48,90 +44,6 @@ const LABEL_RTCP_ENCRYPTION: u8 = 0x03;
 const LABEL_RTCP_AUTH: u8 = 0x04;
 const LABEL_RTCP_SALT: u8 = 0x05;
 
-/// An SDES crypto suite (RFC 4568 §6.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SrtpSuite {
-    /// AES-CM 128, HMAC-SHA1 80-bit tag.
-    AesCm128HmacSha1_80,
-    /// AES-CM 128, HMAC-SHA1 32-bit tag on SRTP (80 on SRTCP).
-    AesCm128HmacSha1_32,
-}
-
-impl SrtpSuite {
-    /// Parses an `a=crypto` suite name.
-    pub fn parse(name: &str) -> Option<SrtpSuite> {
-        match name {
-            "AES_CM_128_HMAC_SHA1_80" => Some(SrtpSuite::AesCm128HmacSha1_80),
-            "AES_CM_128_HMAC_SHA1_32" => Some(SrtpSuite::AesCm128HmacSha1_32),
-            _ => None,
-        }
-    }
-
-    /// Its `a=crypto` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SrtpSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
-            SrtpSuite::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
-        }
-    }
-
-    /// The SRTP authentication tag length, bytes.
-    pub fn rtp_tag_len(self) -> usize {
-        match self {
-            SrtpSuite::AesCm128HmacSha1_80 => 10,
-            SrtpSuite::AesCm128HmacSha1_32 => 4,
-        }
-    }
-
-    /// The SRTCP authentication tag length, bytes (80 bits for both suites, RFC 4568 §6.2.2).
-    pub fn rtcp_tag_len(self) -> usize {
-        10
-    }
-}
-
-/// A master key and salt (the `inline:` key of `a=crypto`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct MasterKey {
-    key: [u8; MASTER_KEY_LEN],
-    salt: [u8; MASTER_SALT_LEN],
-}
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey(..)")
-    }
-}
-
-impl MasterKey {
-    /// A key from its parts.
-    pub fn new(key: [u8; MASTER_KEY_LEN], salt: [u8; MASTER_SALT_LEN]) -> MasterKey {
-        MasterKey { key, salt }
-    }
-
-    /// Parses the base64 of key || salt (30 bytes), as `inline:` carries it.
-    pub fn from_base64(text: &str) -> Result<MasterKey, SrtpError> {
-        let raw = BASE64
-            .decode(text.as_bytes())
-            .map_err(|_| SrtpError::BadKey("not base64"))?;
-        if raw.len() != MASTER_KEY_LEN + MASTER_SALT_LEN {
-            return Err(SrtpError::BadKey("not 30 bytes of key and salt"));
-        }
-        let mut key = [0u8; MASTER_KEY_LEN];
-        let mut salt = [0u8; MASTER_SALT_LEN];
-        key.copy_from_slice(&raw[..MASTER_KEY_LEN]);
-        salt.copy_from_slice(&raw[MASTER_KEY_LEN..]);
-        Ok(MasterKey { key, salt })
-    }
-
-    /// The base64 of key || salt.
-    pub fn to_base64(&self) -> String {
-        let mut raw = Vec::with_capacity(MASTER_KEY_LEN + MASTER_SALT_LEN);
-        raw.extend_from_slice(&self.key);
-        raw.extend_from_slice(&self.salt);
-        BASE64.encode(raw)
-    }
-}
-
 /// Why a packet or key was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -145,19 +57,16 @@ pub enum SrtpError {
     /// Already received, or older than the replay window.
     #[error("replayed packet")]
     Replayed,
-    /// A key that is not one.
-    #[error("bad SRTP key: {0}")]
-    BadKey(&'static str),
 }
 
 /// The AES-CM PRF of RFC 3711 §4.3.3 for `label` (key derivation rate 0), `out.len()` bytes.
 fn derive(master: &MasterKey, label: u8, out: &mut [u8]) {
     // x = (label || r) XOR master_salt, r = 0, then used as IV << 16.
     let mut iv = [0u8; 16];
-    iv[..MASTER_SALT_LEN].copy_from_slice(&master.salt);
+    iv[..MASTER_SALT_LEN].copy_from_slice(master.salt());
     iv[7] ^= label;
     out.fill(0);
-    let mut c = Aes128Ctr::new(&master.key.into(), &iv.into());
+    let mut c = Aes128Ctr::new(&(*master.key()).into(), &iv.into());
     c.apply_keystream(out);
 }
 

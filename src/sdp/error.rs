@@ -46,6 +46,16 @@ pub enum SdpError {
         /// The `c=` line's value.
         address: String,
     },
+    /// SRTP is mandatory and the offer or answer has no keys (plain `RTP/AVP`).
+    #[error("SRTP is mandatory and the peer offered plain RTP")]
+    SrtpRequired,
+    /// The peer asked for SRTP (`RTP/SAVP`) and SRTP is off here.
+    #[error("the peer asked for SRTP (RTP/SAVP) and srtp is off")]
+    SrtpOff,
+    /// The peer's keys cannot be used: the first `a=crypto` line's reason (a suite not
+    /// implemented, an MKI, ...), or an answer whose tag or suite is not one we offered.
+    #[error("no usable a=crypto line: {0}")]
+    Crypto(#[from] super::crypto::CryptoError),
     /// [`SdpSession::accept_answer`](super::SdpSession::accept_answer) was called without a
     /// preceding [`SdpSession::create_offer`](super::SdpSession::create_offer).
     #[error("no SDP offer is pending")]
@@ -61,7 +71,10 @@ impl SdpError {
             SdpError::NoAudio
             | SdpError::NoCommonCodec { .. }
             | SdpError::UnsupportedTransport { .. }
-            | SdpError::UnsupportedAddress { .. } => STATUS_NOT_ACCEPTABLE_HERE,
+            | SdpError::UnsupportedAddress { .. }
+            | SdpError::SrtpRequired
+            | SdpError::SrtpOff
+            | SdpError::Crypto(_) => STATUS_NOT_ACCEPTABLE_HERE,
             SdpError::NoPendingOffer => STATUS_SERVER_INTERNAL_ERROR,
         }
     }
@@ -79,6 +92,9 @@ impl SdpError {
             SdpError::UnsupportedAddress { .. } => {
                 "Not Acceptable Here - unsupported connection address"
             }
+            SdpError::SrtpRequired => "Not Acceptable Here - SRTP required",
+            SdpError::SrtpOff => "Not Acceptable Here - SRTP not enabled",
+            SdpError::Crypto(_) => "Not Acceptable Here - no usable crypto",
             SdpError::NoPendingOffer => "Server Internal Error - no SDP offer pending",
         }
     }

@@ -9,7 +9,7 @@
 //! * Incoming call or re-INVITE: [`SdpSession::answer`]; on error, reject the request with
 //!   [`SdpError::status_code`] and [`SdpError::reason_phrase`].
 //!
-//! voxline negotiates exactly one RTP/AVP audio stream; see `docs/sdp.md` for the rules
+//! voxline negotiates exactly one RTP/AVP or RTP/SAVP (SDES-keyed SRTP) audio stream; see `docs/sdp.md` for the rules
 //! followed and what is not covered.
 //!
 //! ```
@@ -25,6 +25,7 @@
 //! ```
 
 mod codec;
+mod crypto;
 mod direction;
 mod error;
 mod negotiate;
@@ -35,6 +36,10 @@ pub use codec::{
     MAX_PAYLOAD_TYPE, OPUS_FMTP, OPUS_OFFER_PAYLOAD_TYPE, PayloadType, TELEPHONE_EVENT_FMTP,
     TELEPHONE_EVENT_OFFER_PAYLOAD_TYPE, UnknownCodec,
 };
+pub use crypto::{
+    CRYPTO_ATTRIBUTE, CryptoAttribute, CryptoError, LocalSrtp, MASTER_KEY_LEN, MASTER_SALT_LEN,
+    MasterKey, NegotiatedSrtp, OFFERED_SUITES, SrtpMode, SrtpSuite, first_usable,
+};
 pub use direction::{Direction, UnknownDirection};
 pub use error::{
     STATUS_BAD_REQUEST, STATUS_NOT_ACCEPTABLE_HERE, STATUS_SERVER_INTERNAL_ERROR, SdpError,
@@ -43,4 +48,4 @@ pub use negotiate::{
     DEFAULT_PTIME_MS, LocalMedia, NegotiatedCodec, NegotiatedMedia, ORIGIN_USERNAME, SESSION_NAME,
     SdpSession,
 };
-pub use remote::{ACCEPTED_PTIMES_MS, AUDIO, RTP_AVP};
+pub use remote::{ACCEPTED_PTIMES_MS, AUDIO, RTP_AVP, RTP_SAVP};

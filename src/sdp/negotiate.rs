@@ -6,9 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
 
 use super::codec::{Codec, CodecPrefs, OPUS_FMTP, PayloadType, TELEPHONE_EVENT_FMTP};
+use super::crypto::{
+    CRYPTO_ATTRIBUTE, CryptoAttribute, CryptoError, LocalSrtp, NegotiatedSrtp, OFFERED_SUITES,
+    SrtpMode, first_usable,
+};
 use super::direction::Direction;
 use super::error::SdpError;
-use super::remote::{self, RTP_AVP, RemoteStream};
+use super::remote::{self, RTP_AVP, RTP_SAVP, RemoteStream};
 
 /// Default packetisation interval in milliseconds (RFC 3551 §4.2: 20 ms for frame-less audio).
 pub const DEFAULT_PTIME_MS: u32 = 20;
@@ -36,11 +40,13 @@ pub struct LocalMedia {
     pub telephone_event: bool,
     /// What we want to do: normally sendrecv; sendonly to put the peer on hold.
     pub direction: Direction,
+    /// SRTP: the mode and our key; `None` is [`SrtpMode::Off`].
+    pub srtp: Option<LocalSrtp>,
 }
 
 impl LocalMedia {
     /// Defaults for `address` and `rtp_port`: 20 ms, rtcp-mux offered, default codecs,
-    /// telephone-event on, sendrecv.
+    /// telephone-event on, sendrecv, no SRTP.
     pub fn new(address: IpAddr, rtp_port: u16) -> Self {
         Self {
             address,
@@ -50,7 +56,13 @@ impl LocalMedia {
             codecs: CodecPrefs::default(),
             telephone_event: true,
             direction: Direction::SendRecv,
+            srtp: None,
         }
+    }
+
+    /// The SRTP mode: off without keys.
+    fn srtp_mode(&self) -> SrtpMode {
+        self.srtp.as_ref().map_or(SrtpMode::Off, |s| s.mode)
     }
 }
 
@@ -94,6 +106,8 @@ pub struct NegotiatedMedia {
     /// Whether the peer has put us on hold: its SDP says it will not receive (sendonly,
     /// inactive, or the RFC 2543 `c=0.0.0.0`).
     pub remote_hold: bool,
+    /// SRTP's suite and keys when the media is encrypted; `None` for plain RTP.
+    pub srtp: Option<NegotiatedSrtp>,
 }
 
 /// The SDP side of one SIP session (dialog): our `o=` line and the state of our own offer.
@@ -140,7 +154,10 @@ impl SdpSession {
 
     /// An offer (RFC 3264 §5) with one RTP/AVP audio stream listing `local.codecs` in order
     /// (static payload types for G.711/G.722, 111 for Opus) and, if enabled, telephone-event on
-    /// 101; with `a=ptime`, the direction, and `a=rtcp-mux` if enabled.
+    /// 101; with `a=ptime`, the direction, and `a=rtcp-mux` if enabled. With SRTP
+    /// (`local.srtp`), one `a=crypto` line per suite of [`OFFERED_SUITES`] (tags 1, 2, ...) with
+    /// our key, on `RTP/SAVP` when mandatory and on `RTP/AVP` when optional (best effort: a
+    /// peer without SRTP ignores the lines and answers plain).
     ///
     /// Use it for the initial INVITE and for re-INVITEs (hold: `local.direction = SendOnly`;
     /// resume: `SendRecv`). The offer stays pending for [`SdpSession::accept_answer`] until the
@@ -155,12 +172,28 @@ impl SdpSession {
             let te = Codec::TelephoneEvent;
             formats.push((te, te.offer_payload_type()));
         }
+        let srtp = local.srtp.clone().filter(|s| s.mode != SrtpMode::Off);
+        let crypto: Vec<CryptoAttribute> = srtp
+            .iter()
+            .flat_map(|s| {
+                (1u32..)
+                    .zip(OFFERED_SUITES)
+                    .map(|(tag, suite)| CryptoAttribute {
+                        tag,
+                        suite,
+                        key: s.key.clone(),
+                    })
+            })
+            .collect();
+        let savp = local.srtp_mode() == SrtpMode::Mandatory;
         let media = audio_media(
             local.rtp_port,
             &formats,
             local.ptime_ms,
             local.direction,
             local.rtcp_mux,
+            savp,
+            &crypto,
         );
         self.pending_offer = Some(OfferState {
             codecs: local.codecs.clone(),
@@ -168,6 +201,7 @@ impl SdpSession {
             ptime_ms: local.ptime_ms,
             rtcp_mux: local.rtcp_mux,
             direction: local.direction,
+            srtp,
         });
         self.emit(local.address, vec![media])
     }
@@ -182,9 +216,15 @@ impl SdpSession {
     /// recvonly, and so on); `c=0.0.0.0` counts as the peer not receiving. The offerer's ptime
     /// is used if it is 10, 20 or 30 ms; rtcp-mux only if offered and enabled locally.
     ///
+    /// SRTP, by `local.srtp`'s mode: off refuses `RTP/SAVP` and ignores `a=crypto` on
+    /// `RTP/AVP`; optional and mandatory take the offer's first usable `a=crypto` line and
+    /// answer it with the same tag and suite and our key, on the offer's transport; mandatory
+    /// refuses an offer without keys; optional answers plain RTP to a plain offer, and to an
+    /// `RTP/AVP` offer whose lines it cannot use.
+    ///
     /// Errors: a missing or unparseable body (status 400); no enabled audio stream, or none
-    /// with a common codec, a supported transport and a usable address (488). On error no SDP
-    /// is produced and the session version is unchanged.
+    /// with a common codec, a supported transport, acceptable keys and a usable address (488).
+    /// On error no SDP is produced and the session version is unchanged.
     pub fn answer(
         &mut self,
         offer: &[u8],
@@ -231,6 +271,10 @@ impl SdpSession {
     /// Errors as for [`SdpSession::answer`] (the stream rejected with port 0 is
     /// [`SdpError::NoAudio`]), and [`SdpError::NoPendingOffer`] without an offer. The same
     /// answer may be accepted again (e.g. in a 183 and then the 200).
+    ///
+    /// With SRTP offered, the answer's `a=crypto` must name a tag we offered with its suite
+    /// ([`SdpError::Crypto`] if not); an answer without keys is plain RTP when we offered
+    /// SRTP as optional and [`SdpError::SrtpRequired`] when mandatory.
     pub fn accept_answer(&mut self, answer: &[u8]) -> Result<NegotiatedMedia, SdpError> {
         let offer = self
             .pending_offer
@@ -258,6 +302,7 @@ impl SdpSession {
             .then(|| stream.find(Codec::TelephoneEvent).map(|f| f.pt))
             .flatten();
         let rtcp_mux = offer.rtcp_mux && stream.rtcp_mux;
+        let srtp = answered_srtp(&stream, offer.srtp.as_ref())?;
         Ok(negotiated(
             &stream,
             chosen,
@@ -266,6 +311,7 @@ impl SdpSession {
             offer.direction.negotiate(stream.direction),
             rtcp_mux,
             offer.direction.sends() && !stream.direction.receives(),
+            srtp,
         ))
     }
 
@@ -304,6 +350,7 @@ struct OfferState {
     ptime_ms: u32,
     rtcp_mux: bool,
     direction: Direction,
+    srtp: Option<LocalSrtp>,
 }
 
 /// Negotiates one offered audio stream: our answer `m=` section and the outcome.
@@ -327,12 +374,29 @@ fn answer_stream(
     let ptime_ms = stream.ptime_or(local.ptime_ms);
     let direction = local.direction.negotiate(stream.direction);
     let rtcp_mux = local.rtcp_mux && stream.rtcp_mux;
+    let srtp = offered_srtp(&stream, local.srtp.as_ref())?;
 
     let mut formats = vec![(chosen.codec, chosen.payload_type)];
     if let Some(pt) = telephone_event {
         formats.push((Codec::TelephoneEvent, pt));
     }
-    let our_media = audio_media(local.rtp_port, &formats, ptime_ms, direction, rtcp_mux);
+    let our_crypto: Vec<CryptoAttribute> = srtp
+        .iter()
+        .map(|(theirs, ours)| CryptoAttribute {
+            tag: theirs.tag,
+            suite: theirs.suite,
+            key: ours.key.clone(),
+        })
+        .collect();
+    let our_media = audio_media(
+        local.rtp_port,
+        &formats,
+        ptime_ms,
+        direction,
+        rtcp_mux,
+        stream.savp,
+        &our_crypto,
+    );
     let outcome = negotiated(
         &stream,
         chosen,
@@ -341,11 +405,78 @@ fn answer_stream(
         direction,
         rtcp_mux,
         !stream.direction.receives(),
+        srtp.map(|(theirs, ours)| NegotiatedSrtp {
+            suite: theirs.suite,
+            local: ours.key.clone(),
+            remote: theirs.key,
+        }),
     );
     Ok((our_media, outcome))
 }
 
+/// SRTP for an offered stream, by our mode (see [`SdpSession::answer`]): the peer's line we
+/// take and our side, or `None` for plain RTP.
+fn offered_srtp<'a>(
+    stream: &RemoteStream,
+    local: Option<&'a LocalSrtp>,
+) -> Result<Option<(CryptoAttribute, &'a LocalSrtp)>, SdpError> {
+    let Some(ours) = local.filter(|s| s.mode != SrtpMode::Off) else {
+        return if stream.savp {
+            Err(SdpError::SrtpOff)
+        } else {
+            Ok(None)
+        };
+    };
+    if stream.crypto.is_empty() {
+        return match (stream.savp, ours.mode) {
+            (true, _) => Err(CryptoError::Malformed("RTP/SAVP without a=crypto").into()),
+            (false, SrtpMode::Mandatory) => Err(SdpError::SrtpRequired),
+            (false, _) => Ok(None),
+        };
+    }
+    match first_usable(stream.crypto.iter().map(String::as_str)) {
+        Ok(theirs) => Ok(Some((theirs, ours))),
+        // Best effort: keys we cannot use on a plain offer leave it plain.
+        Err(_) if !stream.savp && ours.mode == SrtpMode::Optional => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// SRTP from an answer to our offer (see [`SdpSession::accept_answer`]).
+fn answered_srtp(
+    stream: &RemoteStream,
+    offered: Option<&LocalSrtp>,
+) -> Result<Option<NegotiatedSrtp>, SdpError> {
+    let Some(ours) = offered else {
+        return if stream.savp || !stream.crypto.is_empty() {
+            Err(CryptoError::Malformed("keys in the answer to an offer without SRTP").into())
+        } else {
+            Ok(None)
+        };
+    };
+    let Some(line) = stream.crypto.first() else {
+        return match ours.mode {
+            SrtpMode::Mandatory => Err(SdpError::SrtpRequired),
+            _ => Ok(None),
+        };
+    };
+    let theirs = CryptoAttribute::parse(line)?;
+    let offered_suite = usize::try_from(theirs.tag)
+        .ok()
+        .and_then(|t| t.checked_sub(1))
+        .and_then(|i| OFFERED_SUITES.get(i));
+    if offered_suite != Some(&theirs.suite) {
+        return Err(CryptoError::Malformed("the answer's tag and suite were not offered").into());
+    }
+    Ok(Some(NegotiatedSrtp {
+        suite: theirs.suite,
+        local: ours.key.clone(),
+        remote: theirs.key,
+    }))
+}
+
 /// Builds the [`NegotiatedMedia`] for `stream` with the chosen format.
+#[allow(clippy::too_many_arguments)]
 fn negotiated(
     stream: &RemoteStream,
     codec: NegotiatedCodec,
@@ -354,6 +485,7 @@ fn negotiated(
     direction: Direction,
     rtcp_mux: bool,
     remote_hold: bool,
+    srtp: Option<NegotiatedSrtp>,
 ) -> NegotiatedMedia {
     let remote_rtcp = if rtcp_mux {
         None
@@ -375,6 +507,7 @@ fn negotiated(
         direction,
         rtcp_mux,
         remote_hold,
+        srtp,
     }
 }
 
@@ -390,13 +523,15 @@ fn negotiated_codec(codec: Codec, format: &remote::RemoteFormat) -> NegotiatedCo
 }
 
 /// Our audio `m=` section: formats with rtpmap (and fmtp for Opus and telephone-event),
-/// ptime, direction and optionally rtcp-mux.
+/// ptime, direction, optionally rtcp-mux, and the `a=crypto` lines, on `RTP/SAVP` if `savp`.
 fn audio_media(
     port: u16,
     formats: &[(Codec, PayloadType)],
     ptime_ms: u32,
     direction: Direction,
     rtcp_mux: bool,
+    savp: bool,
+    crypto: &[CryptoAttribute],
 ) -> Media {
     let fmt = formats
         .iter()
@@ -407,7 +542,7 @@ fn audio_media(
         media: remote::AUDIO.to_owned(),
         port,
         num_ports: None,
-        proto: RTP_AVP.to_owned(),
+        proto: if savp { RTP_SAVP } else { RTP_AVP }.to_owned(),
         fmt,
         media_title: None,
         connections: Vec::new(),
@@ -434,6 +569,9 @@ fn audio_media(
     media.add_attribute(Attribute::new(direction.as_str()));
     if rtcp_mux {
         media.add_attribute(Attribute::new("rtcp-mux"));
+    }
+    for c in crypto {
+        media.add_attribute(Attribute::with_value(CRYPTO_ATTRIBUTE, c.value()));
     }
     media
 }
@@ -469,7 +607,7 @@ mod tests {
             (Codec::Opus, PayloadType::new(96).expect("pt")),
             (Codec::TelephoneEvent, PayloadType::new(98).expect("pt")),
         ];
-        let m = audio_media(5000, &formats, 30, Direction::RecvOnly, false);
+        let m = audio_media(5000, &formats, 30, Direction::RecvOnly, false, false, &[]);
         assert_eq!(m.fmt, "96 98");
         let attrs: Vec<String> = m
             .attributes

@@ -7,11 +7,15 @@ use std::net::IpAddr;
 use sdp_types::{AddrType, Connection, Media, NetType, Rtcp, RtpMap, Session};
 
 use super::codec::{Codec, PayloadType};
+use super::crypto::CRYPTO_ATTRIBUTE;
 use super::direction::Direction;
 use super::error::SdpError;
 
-/// The only media transport voxline speaks: plain RTP over UDP (RFC 3551 §3).
+/// Plain RTP over UDP (RFC 3551 §3).
 pub const RTP_AVP: &str = "RTP/AVP";
+
+/// SRTP over UDP (RFC 3711 §12), keyed by `a=crypto` (RFC 4568).
+pub const RTP_SAVP: &str = "RTP/SAVP";
 
 /// The `m=` media type voxline negotiates (RFC 4566 §5.14).
 pub const AUDIO: &str = "audio";
@@ -60,6 +64,10 @@ pub struct RemoteStream {
     pub rtcp: Option<(u16, Option<IpAddr>)>,
     /// Whether the peer's stream carries `a=rtcp-mux` (RFC 5761 §5.1.1).
     pub rtcp_mux: bool,
+    /// Whether the transport is `RTP/SAVP` (SRTP required) rather than `RTP/AVP`.
+    pub savp: bool,
+    /// The `a=crypto` values, in the peer's order of preference.
+    pub crypto: Vec<String>,
 }
 
 impl RemoteStream {
@@ -68,7 +76,8 @@ impl RemoteStream {
     /// Checks the transport first ([`SdpError::UnsupportedTransport`]), then the format list
     /// ([`SdpError::Malformed`]), then the connection address.
     pub fn read(session: &Session, media: &Media) -> Result<Self, SdpError> {
-        if !media.proto.eq_ignore_ascii_case(RTP_AVP) {
+        let savp = media.proto.eq_ignore_ascii_case(RTP_SAVP);
+        if !savp && !media.proto.eq_ignore_ascii_case(RTP_AVP) {
             return Err(SdpError::UnsupportedTransport {
                 proto: media.proto.clone(),
             });
@@ -102,6 +111,12 @@ impl RemoteStream {
             ptime_ms,
             rtcp,
             rtcp_mux: media.has_attribute("rtcp-mux"),
+            savp,
+            crypto: media
+                .get_attribute_values(CRYPTO_ATTRIBUTE)
+                .flatten()
+                .map(|v| v.trim().to_owned())
+                .collect(),
         })
     }
 

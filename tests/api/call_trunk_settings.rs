@@ -7,6 +7,9 @@
 //!   caller without 100rel); `disabled` advertises no 100rel, sends no PRACK and refuses
 //!   `Require: 100rel` with 420.
 //! * `session_timers = false`: no `Session-Expires` asked for or granted, no `timer` tag.
+//! * `srtp`: `mandatory` refuses a plain offer from the trunk with 488, offers RTP/SAVP with
+//!   keys and ends a call whose answer has none; `optional` offers keys on RTP/AVP and takes
+//!   a plain answer.
 //! * `dtmf`: only `rfc4733` offers telephone-event; a key press without a method goes the
 //!   trunk's way (INFO for `info`); an explicit RFC 4733 request without telephone-event is
 //!   refused, the default falls back to tones.
@@ -25,7 +28,7 @@ use voxline::call::{
 use voxline::media::dtmf::Digit;
 use voxline::runtime::CallHandler;
 use voxline::runtime::rtp::RtpPorts;
-use voxline::sdp::{Codec, CodecPrefs};
+use voxline::sdp::{Codec, CodecPrefs, SrtpMode};
 use voxline::sip::{
     CallHandle, CallOptions, OutgoingCall, Output, Peer, Rel100, SipStack, StackConfig, Transport,
 };
@@ -46,6 +49,7 @@ fn carrier() -> TrunkPolicy {
         codecs: CodecPrefs::new([Codec::G722, Codec::Pcma]).expect("codecs"),
         dtmf: DtmfSendMethod::Rfc4733,
         sip: CallOptions::default(),
+        srtp: SrtpMode::Off,
     }
 }
 
@@ -439,4 +443,81 @@ async fn dtmf_goes_the_trunks_way() {
     let (reply, sent) = dtmf_on_answered(carrier(), false, None, 47_840);
     assert_eq!(reply, Err(DtmfError::NoMedia));
     assert!(!sent.iter().any(|m| m.starts_with("INFO ")), "{sent:?}");
+}
+
+fn srtp_trunk(mode: SrtpMode) -> TrunkPolicy {
+    TrunkPolicy {
+        srtp: mode,
+        ..carrier()
+    }
+}
+
+#[tokio::test]
+async fn srtp_follows_the_trunk() {
+    // Mandatory: a plain offer from the trunk is refused with 488 and the reason.
+    let sent = answer_to(
+        srtp_trunk(SrtpMode::Mandatory),
+        "192.0.2.5:5060",
+        "m1",
+        "",
+        47_900,
+    );
+    let refused = starting(&sent, "SIP/2.0 488");
+    assert!(refused.starts_with("SIP/2.0 488 Not Acceptable Here - SRTP required"));
+    // The same offer from elsewhere follows `[media] srtp` (off): answered plain.
+    let sent = answer_to(
+        srtp_trunk(SrtpMode::Mandatory),
+        "198.51.100.5:5060",
+        "m2",
+        "",
+        47_910,
+    );
+    let ok = starting(&sent, "SIP/2.0 200");
+    assert!(!ok.contains("a=crypto"), "{ok}");
+    // Optional: plain is fine.
+    let sent = answer_to(
+        srtp_trunk(SrtpMode::Optional),
+        "192.0.2.5:5060",
+        "o1",
+        "",
+        47_920,
+    );
+    starting(&sent, "SIP/2.0 200");
+
+    // Outbound: mandatory offers RTP/SAVP with keys, optional RTP/AVP with keys.
+    let (_, _, _, invite) = dial_through(srtp_trunk(SrtpMode::Mandatory), 47_930);
+    assert!(invite.contains(" RTP/SAVP 9 8 101\r\n"), "{invite}");
+    assert!(
+        invite.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{invite}"
+    );
+    let (_, _, _, optional) = dial_through(srtp_trunk(SrtpMode::Optional), 47_940);
+    assert!(optional.contains(" RTP/AVP 9 8 101\r\n"), "{optional}");
+    assert!(optional.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"));
+    // Each call gets its own key.
+    let key = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"))
+            .map(str::to_owned)
+    };
+    assert_ne!(key(&invite), key(&optional));
+}
+
+#[tokio::test]
+async fn a_plain_answer_to_a_mandatory_srtp_offer_ends_the_call() {
+    let (mut stack, mut calls, _, invite) = dial_through(srtp_trunk(SrtpMode::Mandatory), 47_950);
+    let now = Instant::now();
+    let ok = response(&invite, "200 OK", "", Some(&far_answer(false)));
+    stack.handle_message(now, peer("192.0.2.7:5060"), ok.as_bytes());
+    let sent = drain(&mut stack, &mut calls, now);
+    assert!(sent.iter().any(|m| m.starts_with("ACK ")), "{sent:?}");
+    assert!(sent.iter().any(|m| m.starts_with("BYE ")), "{sent:?}");
+
+    // Optional: the same answer is a plain call, not ended.
+    let (mut stack, mut calls, _, invite) = dial_through(srtp_trunk(SrtpMode::Optional), 47_960);
+    let ok = response(&invite, "200 OK", "", Some(&far_answer(false)));
+    stack.handle_message(now, peer("192.0.2.7:5060"), ok.as_bytes());
+    let sent = drain(&mut stack, &mut calls, now);
+    assert!(sent.iter().any(|m| m.starts_with("ACK ")), "{sent:?}");
+    assert!(!sent.iter().any(|m| m.starts_with("BYE ")), "{sent:?}");
 }

@@ -105,6 +105,38 @@ fn unknown_enum_value() {
 }
 
 #[test]
+fn unknown_srtp_mode() {
+    let msg = err(&format!("{TRUNK}srtp = \"required\"\n")).to_string();
+    assert_eq!(
+        msg,
+        "voxline.toml:4:8: trunk[0].srtp: unknown variant `required`, expected one of `off`, `optional`, `mandatory`"
+    );
+    let msg = err("[media]\nsrtp = true\n").to_string();
+    assert_eq!(msg, "voxline.toml:2:8: media.srtp: wanted string or table");
+}
+
+#[test]
+fn srtp_comes_from_the_trunk_then_its_profile_then_off() {
+    let c = voxline::config::Config::from_toml_str(
+        &format!(
+            "[media]\nsrtp = \"optional\"\n{TRUNK}profile = \"twilio-secure\"\n\
+             [[trunk]]\nname = \"b\"\nhost = \"192.0.2.2\"\nsrtp = \"optional\"\n\
+             [[trunk]]\nname = \"c\"\nhost = \"192.0.2.3\"\n"
+        ),
+        "voxline.toml",
+    )
+    .expect("valid");
+    use voxline::config::SrtpMode;
+    assert_eq!(c.media.srtp, SrtpMode::Optional);
+    let modes: Vec<SrtpMode> = c.trunks.iter().map(|t| t.srtp).collect();
+    assert_eq!(
+        modes,
+        [SrtpMode::Mandatory, SrtpMode::Optional, SrtpMode::Off]
+    );
+    assert_eq!(c.trunks[0].port, 5061, "twilio-secure is TLS on 5061");
+}
+
+#[test]
 fn bad_socket_address() {
     let msg = err("[http]\nlisten = \"localhost\"\n").to_string();
     assert!(
@@ -221,7 +253,8 @@ fn unknown_profile() {
     let e = assert_msg(
         &format!("{TRUNK}profile = \"asterix\"\n"),
         "voxline.toml: trunk[0].profile: unknown profile \"asterix\" (looked in built-in profiles: \
-         asterisk, freeswitch, jambonz, kamailio, twilio, telnyx, generic, generic-tls)",
+         asterisk, freeswitch, jambonz, kamailio, twilio, telnyx, twilio-secure, telnyx-secure, \
+         generic, generic-tls)",
     );
     assert!(matches!(*e.kind, ConfigErrorKind::UnknownProfile { .. }));
 }

@@ -5,17 +5,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use voxline::config::{
-    AgentKind, AtLimit, Cidr, Codec, Config, DtmfMode, PrackMode, Profile, RoutePattern,
+    AgentKind, AtLimit, Cidr, Codec, Config, DtmfMode, PrackMode, Profile, RoutePattern, SrtpMode,
     TrunkTransport,
 };
 
-const SHIPPED: [&str; 8] = [
+const SHIPPED: [&str; 10] = [
     "asterisk",
     "freeswitch",
     "jambonz",
     "kamailio",
     "twilio",
     "telnyx",
+    "twilio-secure",
+    "telnyx-secure",
     "generic",
     "generic-tls",
 ];
@@ -89,10 +91,17 @@ fn every_shipped_profile_parses_and_merges_into_a_trunk() {
 fn shipped_profile_choices_are_as_documented() {
     let p = |n: &str| Profile::builtin(n).unwrap().unwrap();
     // Registering profiles: the PBXs (as an extension) and Telnyx credential auth.
-    for name in ["asterisk", "freeswitch", "telnyx"] {
+    for name in ["asterisk", "freeswitch", "telnyx", "telnyx-secure"] {
         assert!(p(name).register, "{name} registers");
     }
-    for name in ["jambonz", "kamailio", "twilio", "generic", "generic-tls"] {
+    for name in [
+        "jambonz",
+        "kamailio",
+        "twilio",
+        "twilio-secure",
+        "generic",
+        "generic-tls",
+    ] {
         assert!(!p(name).register, "{name} does not register");
     }
     assert_eq!(p("twilio").codecs, Some(vec![Codec::Pcmu, Codec::Pcma]));
@@ -103,12 +112,14 @@ fn shipped_profile_choices_are_as_documented() {
     assert_eq!(p("kamailio").codecs, None);
     for name in SHIPPED {
         let prof = p(name);
-        let (port, transport) = match name {
-            "generic-tls" => (5061, TrunkTransport::Tls),
-            _ => (5060, TrunkTransport::Udp),
+        let (port, transport, srtp) = match name {
+            "generic-tls" => (5061, TrunkTransport::Tls, SrtpMode::Off),
+            "twilio-secure" | "telnyx-secure" => (5061, TrunkTransport::Tls, SrtpMode::Mandatory),
+            _ => (5060, TrunkTransport::Udp, SrtpMode::Off),
         };
         assert_eq!(prof.port, port, "{name}");
         assert_eq!(prof.transport, transport, "{name}");
+        assert_eq!(prof.srtp, srtp, "{name}");
         assert_eq!(prof.dtmf, DtmfMode::Rfc4733, "{name}");
     }
 }

@@ -22,6 +22,7 @@ fn local() -> LocalMedia {
         codecs: CodecPrefs::default(),
         telephone_event: true,
         direction: Direction::SendRecv,
+        srtp: None,
     }
 }
 
@@ -207,16 +208,25 @@ fn only_disabled_audio_is_488_no_audio() {
 }
 
 #[test]
-fn srtp_only_is_488_unsupported_transport() {
+fn srtp_only_with_srtp_off_is_488() {
     let offer = offer_with_media(
         "m=audio 7000 RTP/SAVP 0
         a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
     );
     let e = answer_err(offer.as_bytes());
+    assert_eq!(e, SdpError::SrtpOff);
+    assert_eq!(e.status_code(), 488);
+    assert_eq!(e.reason_phrase(), "Not Acceptable Here - SRTP not enabled");
+}
+
+#[test]
+fn an_unknown_transport_is_488_unsupported_transport() {
+    let offer = offer_with_media("m=audio 7000 UDP/TLS/RTP/SAVPF 0");
+    let e = answer_err(offer.as_bytes());
     assert_eq!(
         e,
         SdpError::UnsupportedTransport {
-            proto: "RTP/SAVP".to_owned()
+            proto: "UDP/TLS/RTP/SAVPF".to_owned()
         }
     );
     assert_eq!(e.status_code(), 488);

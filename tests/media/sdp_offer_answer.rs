@@ -33,6 +33,7 @@ fn local() -> LocalMedia {
         codecs: CodecPrefs::default(),
         telephone_event: true,
         direction: Direction::SendRecv,
+        srtp: None,
     }
 }
 

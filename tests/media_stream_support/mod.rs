@@ -71,6 +71,7 @@ pub fn session_fmtp(
         direction: Direction::SendRecv,
         rtcp_mux: mux,
         remote_hold: false,
+        srtp: None,
     }
 }
 

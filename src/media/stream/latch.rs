@@ -173,6 +173,7 @@ mod tests {
             direction: Direction::SendRecv,
             rtcp_mux: mux,
             remote_hold: false,
+            srtp: None,
         }
     }
 

@@ -68,6 +68,18 @@
 //! address with rtcp-mux, else the address RTCP comes from (from the RTP peer's host), else
 //! the latched RTP port + 1.
 //!
+//! # SRTP
+//!
+//! When the negotiation gave SRTP keys ([`NegotiatedMedia::srtp`]), every RTP and RTCP
+//! datagram we send is protected as [`MediaStream::poll_output`] hands it out (with our key),
+//! and every datagram received is authenticated and decrypted (with the peer's key) after the
+//! anti-hijack address check and before anything else looks at it, latching included: a
+//! forged packet can neither latch nor reach the jitter buffer. A packet that fails
+//! authentication or is a replay is dropped and counted ([`MediaStats::srtp_auth_failed`],
+//! [`MediaStats::srtp_replayed`]). A re-INVITE that changes a key or the suite starts a new
+//! context for that direction (rekeying); an unchanged key keeps its context, rollover
+//! counters and replay windows.
+//!
 //! # RTCP
 //!
 //! An SR (if we sent RTP since the last report) or RR with one report block about the peer,
@@ -114,6 +126,7 @@ use crate::media::rtcp::{
     write_bye,
 };
 use crate::media::rtp::{RtpPacket, SeqNo, Ssrc};
+use crate::media::srtp::{SrtpContext, SrtpError};
 use crate::sdp::{Codec, NegotiatedMedia};
 
 use self::clock::{Layout, TickClock};
@@ -409,6 +422,13 @@ pub struct MediaStats {
     pub remote_packets_lost: Option<i64>,
     /// Jitter the peer reported on our stream, in milliseconds.
     pub remote_jitter_ms: Option<f64>,
+    /// Whether the media is SRTP.
+    pub srtp: bool,
+    /// SRTP and SRTCP packets dropped as their authentication tag did not verify (tampered,
+    /// another key, or too short to carry a tag).
+    pub srtp_auth_failed: u64,
+    /// SRTP and SRTCP packets dropped as replays (seen already, or older than the window).
+    pub srtp_replayed: u64,
 }
 
 /// One call's media, sans-IO (see the module documentation).
@@ -441,6 +461,28 @@ pub struct MediaStream {
     pending: Option<PendingTick>,
     /// Whether frame events carry `caller_encoded` (see [`MediaStream::set_caller_encoded`]).
     caller_encoded: bool,
+    /// SRTP's contexts when the media is encrypted.
+    srtp: Option<Srtp>,
+    /// Where an incoming SRTP datagram is decrypted (reused).
+    srtp_buf: Vec<u8>,
+    srtp_auth_failed: u64,
+    srtp_replayed: u64,
+}
+
+/// The SRTP contexts of a stream: ours protects what we send, the peer's unprotects what
+/// arrives.
+struct Srtp {
+    tx: SrtpContext,
+    rx: SrtpContext,
+}
+
+impl Srtp {
+    fn new(keys: &crate::sdp::NegotiatedSrtp) -> Srtp {
+        Srtp {
+            tx: SrtpContext::new(keys.suite, &keys.local),
+            rx: SrtpContext::new(keys.suite, &keys.remote),
+        }
+    }
 }
 
 /// A frame tick between [`MediaStream::start_tick`] and [`MediaStream::finish_tick`].
@@ -499,6 +541,10 @@ impl MediaStream {
             ahead: None,
             pending: None,
             caller_encoded: true,
+            srtp: neg.srtp.as_ref().map(Srtp::new),
+            srtp_buf: Vec::new(),
+            srtp_auth_failed: 0,
+            srtp_replayed: 0,
             negotiated: neg,
             cname: cfg.cname,
             jitter_min: cfg.jitter_min,
@@ -548,6 +594,20 @@ impl MediaStream {
                 self.clock.reanchor(layout);
             }
         }
+        match (&old.srtp, &negotiated.srtp, self.srtp.as_mut()) {
+            // The same keys: the contexts carry on.
+            (Some(a), Some(b), Some(_)) if a == b => {}
+            // Rekeying: only the direction whose key (or the suite) changed starts over.
+            (Some(a), Some(b), Some(ctx)) => {
+                if a.suite != b.suite || a.local != b.local {
+                    ctx.tx = SrtpContext::new(b.suite, &b.local);
+                }
+                if a.suite != b.suite || a.remote != b.remote {
+                    ctx.rx = SrtpContext::new(b.suite, &b.remote);
+                }
+            }
+            (_, new, _) => self.srtp = new.as_ref().map(Srtp::new),
+        }
         self.negotiated = negotiated;
         // A packet sent ahead belongs to the old schedule; its tick sends nothing new.
         if codec_changed {
@@ -570,12 +630,29 @@ impl MediaStream {
             self.rtcp_in(now, source, datagram, true);
             return;
         }
-        match self.latch.admit_rtp(now, source, &self.negotiated) {
+        let admit = self.latch.admit_rtp(now, source, &self.negotiated);
+        if admit == Admit::Foreign {
+            self.dropped_foreign += 1;
+            return;
+        }
+        if self.srtp.is_none() {
+            self.rtp_in(now, source, datagram, admit);
+            return;
+        }
+        let mut plain = std::mem::take(&mut self.srtp_buf);
+        plain.clear();
+        plain.extend_from_slice(datagram);
+        if self.unprotect(&mut plain, false) {
+            self.rtp_in(now, source, &plain, admit);
+        }
+        self.srtp_buf = plain;
+    }
+
+    /// An admitted RTP datagram, in the clear.
+    fn rtp_in(&mut self, now: Instant, source: SocketAddr, datagram: &[u8], admit: Admit) {
+        match admit {
             Admit::Pass => {}
-            Admit::Foreign => {
-                self.dropped_foreign += 1;
-                return;
-            }
+            Admit::Foreign => return,
             Admit::Candidate => {
                 let valid = RtpPacket::parse(datagram)
                     .ok()
@@ -833,11 +910,25 @@ impl MediaStream {
         self.clock.next_time()
     }
 
-    /// The next output: transmissions and events first, then the next deadline.
+    /// The next output: transmissions and events first, then the next deadline. With SRTP a
+    /// transmission is protected here; one the context refuses is dropped (it cannot be, for
+    /// keys voxline accepts, before 2^48 packets).
     pub fn poll_output(&mut self) -> MediaOutput {
-        match self.out.pop_front() {
-            Some(o) => o,
-            None => MediaOutput::Timeout(self.next_deadline()),
+        loop {
+            match self.out.pop_front() {
+                Some(MediaOutput::Transmit {
+                    to,
+                    mut payload,
+                    rtcp,
+                }) if self.srtp.is_some() => {
+                    if self.protect(&mut payload, rtcp) {
+                        return MediaOutput::Transmit { to, payload, rtcp };
+                    }
+                    self.send.recycle_packet(payload);
+                }
+                Some(o) => return o,
+                None => return MediaOutput::Timeout(self.next_deadline()),
+            }
         }
     }
 
@@ -990,6 +1081,9 @@ impl MediaStream {
             remote_fraction_lost: remote.map(|b| f64::from(b.fraction_lost) / 256.0),
             remote_packets_lost: remote.map(|b| i64::from(b.cumulative_lost)),
             remote_jitter_ms: remote.map(|b| f64::from(b.jitter) * 1000.0 / te_rate),
+            srtp: self.srtp.is_some(),
+            srtp_auth_failed: self.srtp_auth_failed,
+            srtp_replayed: self.srtp_replayed,
         }
     }
 }
@@ -1069,6 +1163,44 @@ impl MediaStream {
         self.clock.tick_time(n).unwrap_or(now)
     }
 
+    /// Protects an outgoing datagram in place; `false` (counted nowhere: it does not happen
+    /// with the keys we accept) if the context refuses.
+    fn protect(&mut self, packet: &mut Vec<u8>, rtcp: bool) -> bool {
+        let Some(ctx) = self.srtp.as_mut() else {
+            return true;
+        };
+        let result = if rtcp {
+            ctx.tx.protect_rtcp(packet)
+        } else {
+            ctx.tx.protect_rtp(packet)
+        };
+        result.is_ok()
+    }
+
+    /// Authenticates and decrypts an incoming datagram in place; `false`, counted, if it is
+    /// to be dropped.
+    fn unprotect(&mut self, packet: &mut Vec<u8>, rtcp: bool) -> bool {
+        let Some(ctx) = self.srtp.as_mut() else {
+            return true;
+        };
+        let result = if rtcp {
+            ctx.rx.unprotect_rtcp(packet)
+        } else {
+            ctx.rx.unprotect_rtp(packet)
+        };
+        match result {
+            Ok(()) => true,
+            Err(SrtpError::Replayed) => {
+                self.srtp_replayed += 1;
+                false
+            }
+            Err(_) => {
+                self.srtp_auth_failed += 1;
+                false
+            }
+        }
+    }
+
     fn rtcp_in(&mut self, now: Instant, source: SocketAddr, datagram: &[u8], via_rtp: bool) {
         if !self
             .latch
@@ -1077,6 +1209,21 @@ impl MediaStream {
             self.rtcp_stats.foreign += 1;
             return;
         }
+        if self.srtp.is_none() {
+            self.rtcp_parse(now, datagram);
+            return;
+        }
+        let mut plain = std::mem::take(&mut self.srtp_buf);
+        plain.clear();
+        plain.extend_from_slice(datagram);
+        if self.unprotect(&mut plain, true) {
+            self.rtcp_parse(now, &plain);
+        }
+        self.srtp_buf = plain;
+    }
+
+    /// An admitted RTCP compound packet, in the clear.
+    fn rtcp_parse(&mut self, now: Instant, datagram: &[u8]) {
         let packets = match parse_compound(datagram) {
             Ok(p) => p,
             Err(_) => {
@@ -1215,6 +1362,7 @@ mod tests {
             direction: Direction::SendRecv,
             rtcp_mux: false,
             remote_hold: false,
+            srtp: None,
         }
     }
 
