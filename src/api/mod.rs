@@ -356,6 +356,11 @@ fn render_sip_metrics(
             load(runtime.map(|r| &r.tls_failed)),
         ),
         (
+            "voxline_sip_ws_failed_total",
+            "WebSocket handshakes refused (no 'sip' subprotocol, not WebSocket) or too slow.",
+            load(runtime.map(|r| &r.ws_failed)),
+        ),
+        (
             "voxline_sip_transactions_started_total",
             "SIP server and client transactions created.",
             stack.transactions_started,

@@ -100,8 +100,11 @@ pub enum ConfigErrorKind {
         /// `min_se_s`.
         min_se: u32,
     },
-    /// `sip.udp_listen`, `sip.tcp_listen` and `sip.tls_listen` are all empty.
-    #[error("udp_listen and tcp_listen are both empty; at least one listener is needed")]
+    /// `sip.udp_listen`, `tcp_listen`, `tls_listen`, `ws_listen` and `wss_listen` are all empty.
+    #[error(
+        "udp_listen, tcp_listen, tls_listen, ws_listen and wss_listen are all empty; at least \
+         one listener is needed"
+    )]
     NoListener,
     /// A trunk uses UDP but `sip.udp_listen` is empty.
     #[error("is \"udp\" but sip.udp_listen is empty")]

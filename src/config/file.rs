@@ -40,6 +40,8 @@ pub(crate) struct FileSip {
     pub udp_listen: Option<Vec<SocketAddr>>,
     pub tcp_listen: Option<Vec<SocketAddr>>,
     pub tls_listen: Option<Vec<SocketAddr>>,
+    pub ws_listen: Option<Vec<SocketAddr>>,
+    pub wss_listen: Option<Vec<SocketAddr>>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub tls_ca_file: Option<PathBuf>,

@@ -93,6 +93,12 @@ pub struct SipSection {
     /// `tls_listen`: TLS sockets to listen on (default `0.0.0.0:5061` when a certificate is
     /// set, else none).
     pub tls_listen: Vec<SocketAddr>,
+    /// `ws_listen`: SIP over WebSocket (RFC 7118) sockets to listen on, for browsers' SIP
+    /// stacks (default none).
+    pub ws_listen: Vec<SocketAddr>,
+    /// `wss_listen`: SIP over secure WebSocket sockets (default none; needs the certificate
+    /// and key of `tls_cert_file` and `tls_key_file`).
+    pub wss_listen: Vec<SocketAddr>,
     /// `tls_cert_file`, `tls_key_file`: the TLS listener's certificate chain and key (PEM),
     /// checked at load.
     pub tls_cert_file: Option<PathBuf>,

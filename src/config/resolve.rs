@@ -253,13 +253,18 @@ impl Resolver<'_> {
     ) -> Result<(Vec<SocketAddr>, Option<PathBuf>, Option<PathBuf>), ConfigError> {
         let (cert, key) = match (&f.tls_cert_file, &f.tls_key_file) {
             (None, None) => {
-                if f.tls_listen.as_ref().is_some_and(|l| !l.is_empty()) {
-                    return Err(self.err(
-                        "sip.tls_listen",
-                        ConfigErrorKind::Tls(
-                            "a TLS listener needs tls_cert_file and tls_key_file".into(),
-                        ),
-                    ));
+                for (key, list) in [
+                    ("sip.tls_listen", &f.tls_listen),
+                    ("sip.wss_listen", &f.wss_listen),
+                ] {
+                    if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                        return Err(self.err(
+                            key,
+                            ConfigErrorKind::Tls(
+                                "a TLS or WSS listener needs tls_cert_file and tls_key_file".into(),
+                            ),
+                        ));
+                    }
                 }
                 return Ok((Vec::new(), None, None));
             }
@@ -301,7 +306,14 @@ impl Resolver<'_> {
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT);
         let udp_listen = f.udp_listen.unwrap_or_else(|| vec![any]);
         let tcp_listen = f.tcp_listen.unwrap_or_else(|| vec![any]);
-        if udp_listen.is_empty() && tcp_listen.is_empty() && tls_listen.is_empty() {
+        let ws_listen = f.ws_listen.clone().unwrap_or_default();
+        let wss_listen = f.wss_listen.clone().unwrap_or_default();
+        if udp_listen.is_empty()
+            && tcp_listen.is_empty()
+            && tls_listen.is_empty()
+            && ws_listen.is_empty()
+            && wss_listen.is_empty()
+        {
             return Err(self.err("sip", ConfigErrorKind::NoListener));
         }
         let user_agent = f
@@ -365,6 +377,8 @@ impl Resolver<'_> {
             udp_listen,
             tcp_listen,
             tls_listen,
+            ws_listen,
+            wss_listen,
             tls_cert_file,
             tls_key_file,
             tls_ca_file: f.tls_ca_file.clone(),

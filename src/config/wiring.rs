@@ -97,6 +97,8 @@ impl Config {
             udp_listen: self.sip.udp_listen.clone(),
             tcp_listen: self.sip.tcp_listen.clone(),
             tls_listen: self.sip.tls_listen.clone(),
+            ws_listen: self.sip.ws_listen.clone(),
+            wss_listen: self.sip.wss_listen.clone(),
             tls_cert_file: self.sip.tls_cert_file.clone(),
             tls_key_file: self.sip.tls_key_file.clone(),
             tls_ca_file: self.sip.tls_ca_file.clone(),

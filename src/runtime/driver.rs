@@ -210,7 +210,12 @@ impl<H: CallHandler> Driver<H> {
                 self.tcp.remove(&addr);
                 // What waited on this connection for a first answer fails over now.
                 let now = Instant::now();
-                for transport in [Transport::Tcp, Transport::Tls] {
+                for transport in [
+                    Transport::Tcp,
+                    Transport::Tls,
+                    Transport::Ws,
+                    Transport::Wss,
+                ] {
                     self.stack
                         .handle_transport_error(now, Peer { transport, addr });
                 }
@@ -222,11 +227,7 @@ impl<H: CallHandler> Driver<H> {
         let target = SipTarget {
             host: r.host.clone(),
             port: r.port,
-            transport: Some(match r.transport {
-                Transport::Udp => TargetTransport::Udp,
-                Transport::Tcp => TargetTransport::Tcp,
-                Transport::Tls => TargetTransport::Tls,
-            }),
+            transport: Some(target_transport(r.transport)),
         };
         let proxy_target = r
             .outbound_proxy
@@ -284,11 +285,7 @@ impl<H: CallHandler> Driver<H> {
         let target = SipTarget {
             host: t.host.clone(),
             port: t.port,
-            transport: Some(match t.transport {
-                Transport::Udp => TargetTransport::Udp,
-                Transport::Tcp => TargetTransport::Tcp,
-                Transport::Tls => TargetTransport::Tls,
-            }),
+            transport: Some(target_transport(t.transport)),
         };
         match super::dns::resolve(&target).await {
             Ok(list) => {
@@ -348,11 +345,19 @@ impl<H: CallHandler> Driver<H> {
                     tracing::trace!(%peer, error = %e, "udp send failed");
                 }
             }
-            Transport::Tcp | Transport::Tls => {
+            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
                 if let Some(tx) = self.tcp.get(&peer.addr) {
                     if tx.try_send(payload).is_err() {
                         bump(&self.counters.send_errors);
                     }
+                    return;
+                }
+                if peer.transport.is_websocket() {
+                    // A WebSocket client is reached only over the connection it opened,
+                    // and that has closed: what waited for an answer fails now.
+                    bump(&self.counters.send_errors);
+                    tracing::debug!(%peer, "no WebSocket connection to send on");
+                    self.stack.handle_transport_error(Instant::now(), peer);
                     return;
                 }
                 let (wtx, wrx) = mpsc::channel(TCP_WRITE_QUEUE);
@@ -397,6 +402,16 @@ impl<H: CallHandler> Driver<H> {
             Some(d) => self.epoch.1 + d,
             None => self.epoch.1,
         }
+    }
+}
+
+/// How a trunk's transport is looked up (RFC 3263). Trunks are UDP, TCP or TLS (the
+/// configuration has no other); a WebSocket transport would be its underlying stream.
+fn target_transport(t: Transport) -> TargetTransport {
+    match t {
+        Transport::Udp => TargetTransport::Udp,
+        Transport::Tcp | Transport::Ws => TargetTransport::Tcp,
+        Transport::Tls | Transport::Wss => TargetTransport::Tls,
     }
 }
 

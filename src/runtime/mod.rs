@@ -17,6 +17,7 @@ pub use net::{TcpGate, TcpSlot};
 pub mod recorder;
 pub mod rtp;
 pub mod tls;
+pub mod ws;
 
 pub use driver::with_lr;
 
@@ -224,6 +225,10 @@ pub struct Options {
     pub tcp_listen: Vec<SocketAddr>,
     /// TLS listen addresses (need `tls_cert_file` and `tls_key_file`).
     pub tls_listen: Vec<SocketAddr>,
+    /// SIP over WebSocket listen addresses (RFC 7118).
+    pub ws_listen: Vec<SocketAddr>,
+    /// SIP over secure WebSocket listen addresses (need the TLS certificate and key).
+    pub wss_listen: Vec<SocketAddr>,
     /// The TLS listener's certificate chain (PEM), reloaded on SIGHUP.
     pub tls_cert_file: Option<std::path::PathBuf>,
     /// Its private key (PEM).
@@ -278,6 +283,8 @@ pub struct RuntimeCounters {
     pub tcp_timed_out: AtomicU64,
     /// TLS handshakes that failed or timed out (in and out).
     pub tls_failed: AtomicU64,
+    /// WebSocket handshakes refused (no `sip` subprotocol, not WebSocket) or timed out.
+    pub ws_failed: AtomicU64,
 }
 
 /// The process's open-file limit, as found and as left by [`raise_descriptor_limit`].
@@ -357,12 +364,19 @@ pub async fn start<H: CallHandler>(
     opts: Options,
     mut handler: H,
 ) -> Result<Running<H::Command>, RuntimeError> {
-    if opts.udp_listen.is_empty() && opts.tcp_listen.is_empty() && opts.tls_listen.is_empty() {
+    if opts.udp_listen.is_empty()
+        && opts.tcp_listen.is_empty()
+        && opts.tls_listen.is_empty()
+        && opts.ws_listen.is_empty()
+        && opts.wss_listen.is_empty()
+    {
         return Err(RuntimeError::NoListener);
     }
     let server_tls = match (&opts.tls_cert_file, &opts.tls_key_file) {
         (Some(c), Some(k)) => Some(tls::ServerTls::load(c, k)?),
-        _ if !opts.tls_listen.is_empty() => return Err(RuntimeError::TlsWithoutCertificate),
+        _ if !opts.tls_listen.is_empty() || !opts.wss_listen.is_empty() => {
+            return Err(RuntimeError::TlsWithoutCertificate);
+        }
         _ => None,
     };
     let tls_client = tls::client_config(opts.tls_ca_file.as_deref())?;
@@ -407,17 +421,24 @@ pub async fn start<H: CallHandler>(
         bound.push((Transport::Udp, local));
         udp_sockets.push(Arc::new(sock));
     }
-    // TCP and TLS listeners: the same accept loop, TLS with the handshake first.
-    let streams = opts
-        .tcp_listen
-        .iter()
-        .map(|a| (Transport::Tcp, *a, None))
-        .chain(server_tls.iter().flat_map(|t| {
-            opts.tls_listen
-                .iter()
-                .map(|a| (Transport::Tls, *a, Some(t.clone())))
-        }));
-    for (transport, addr, tls) in streams {
+    // TCP and TLS listeners: the same accept loop, TLS with the handshake first; WS and
+    // WSS the same again with the WebSocket handshake after it.
+    let secure = |list: &[SocketAddr], transport| -> Vec<_> {
+        server_tls
+            .iter()
+            .flat_map(|t| list.iter().map(move |a| (transport, *a, Some(t.clone()))))
+            .collect()
+    };
+    let plain = |list: &[SocketAddr], transport| -> Vec<_> {
+        list.iter().map(|a| (transport, *a, None)).collect()
+    };
+    let streams = [
+        plain(&opts.tcp_listen, Transport::Tcp),
+        secure(&opts.tls_listen, Transport::Tls),
+        plain(&opts.ws_listen, Transport::Ws),
+        secure(&opts.wss_listen, Transport::Wss),
+    ];
+    for (transport, addr, tls) in streams.into_iter().flatten() {
         let err = |source| RuntimeError::Bind {
             transport,
             addr,
@@ -425,14 +446,17 @@ pub async fn start<H: CallHandler>(
         };
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
         bound.push((transport, listener.local_addr().map_err(err)?));
-        tokio::spawn(net::accept_loop(
-            listener,
+        let (tx, limits, gate, counters) = (
             in_tx.clone(),
             opts.stack.limits,
             gate.clone(),
             counters.clone(),
-            tls,
-        ));
+        );
+        if transport.is_websocket() {
+            tokio::spawn(ws::accept_loop(listener, tx, limits, gate, counters, tls));
+        } else {
+            tokio::spawn(net::accept_loop(listener, tx, limits, gate, counters, tls));
+        }
     }
     if let Some(server) = &server_tls {
         tokio::spawn(tls::reload_on_sighup(server.clone()));

@@ -77,8 +77,14 @@ impl Dialog {
     /// Where to send an in-dialog request: the first route (loose routing) or the remote
     /// target. When the target is an IP that differs from the address the dialog's messages
     /// came from, and there is no route set, the peer is taken to be behind NAT and the
-    /// observed address is used (symmetric signalling, like `force_rport`).
+    /// observed address is used (symmetric signalling, like `force_rport`). A dialog with a
+    /// WebSocket client stays on its connection.
     pub fn next_hop(&self) -> Peer {
+        // A WebSocket client is reachable only over the connection it opened (RFC 7118 §5;
+        // its Contact is a `.invalid` host, and JsSIP writes `transport=ws` even over WSS).
+        if self.peer.transport.is_websocket() && self.route_set.is_empty() {
+            return self.peer;
+        }
         let uri = self
             .route_set
             .first()

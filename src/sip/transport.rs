@@ -2,7 +2,7 @@
 //!
 //! The sans-IO stack never touches a socket. It names a [`Transport`] and a remote address in
 //! each [`Transmit`]; the runtime owns the UDP sockets and the TCP connections (one per remote
-//! address, TLS ones over TCP). WebSocket slots in here later as a further variant.
+//! address, TLS ones over TCP, and the WebSocket connections browsers open, RFC 7118).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +16,11 @@ pub enum Transport {
     Tcp,
     /// TCP with TLS (RFC 3261 §26.2, RFC 5630): framed like TCP.
     Tls,
+    /// WebSocket (RFC 7118): one SIP message per WebSocket message. Only accepted
+    /// connections: a WebSocket client (a browser) is reached over the connection it opened.
+    Ws,
+    /// Secure WebSocket (RFC 7118 §3, WebSocket over TLS).
+    Wss,
 }
 
 impl Transport {
@@ -25,6 +30,8 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
         }
     }
 
@@ -34,12 +41,19 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
     }
 
     /// Whether the transport is reliable (timers A, E, G are not used; D, I, J, K are zero).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Tls)
+        !matches!(self, Transport::Udp)
+    }
+
+    /// Whether it is a WebSocket transport: connections are only accepted, never opened.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 
     /// Parses a Via or URI transport token, case-insensitively.
@@ -50,6 +64,10 @@ impl Transport {
             Some(Transport::Tcp)
         } else if token.eq_ignore_ascii_case("tls") {
             Some(Transport::Tls)
+        } else if token.eq_ignore_ascii_case("ws") {
+            Some(Transport::Ws)
+        } else if token.eq_ignore_ascii_case("wss") {
+            Some(Transport::Wss)
         } else {
             None
         }

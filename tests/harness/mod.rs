@@ -692,6 +692,8 @@ impl Phone {
             Transport::Udp => format!("<{}>", self.uri()),
             Transport::Tcp => format!("<{};transport=tcp>", self.uri()),
             Transport::Tls => format!("<{};transport=tls>", self.uri()),
+            Transport::Ws => format!("<{};transport=ws>", self.uri()),
+            Transport::Wss => format!("<{};transport=wss>", self.uri()),
         }
     }
 

@@ -47,3 +47,4 @@ mod tcp_limits;
 mod tls;
 mod tx_retransmit_schedule;
 mod tx_server_invite;
+mod websocket;

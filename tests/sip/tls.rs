@@ -270,6 +270,11 @@ fn unusable_certificate_files_are_refused_with_the_file_and_the_reason() {
     // A listener without a certificate, and a missing file.
     let err = check_fails("[sip]\ntls_listen = [\"127.0.0.1:5061\"]\n");
     assert!(err.contains("sip.tls_listen"), "{err}");
+    let err = check_fails("[sip]\nwss_listen = [\"127.0.0.1:7443\"]\n");
+    assert!(
+        err.contains("sip.wss_listen") && err.contains("needs tls_cert_file and tls_key_file"),
+        "{err}"
+    );
     let err = check_fails(&format!(
         "[sip]\ntls_cert_file = \"{}/missing.pem\"\ntls_key_file = \"{}\"\n",
         certs.dir.path().display(),

@@ -165,6 +165,9 @@ pub enum EndReason {
     SessionExpired,
     /// An in-dialog request timed out or got 481/408 (RFC 5057); we ended the dialog.
     DialogLost(u16),
+    /// The connection of a WebSocket client (a browser tab) closed: no BYE can reach it, so
+    /// the call ended at once (RFC 7118 §5: the client is reachable only over it).
+    ConnectionClosed,
 }
 
 /// A new inbound call.
@@ -621,7 +624,8 @@ impl SipStack {
     /// The connection to `peer` failed (a refused connect, a TLS certificate that does not
     /// verify) or closed: client transactions sent there that have heard nothing end now as
     /// if their timer had fired (RFC 3261 §8.1.3.1), so a call fails over at once instead of
-    /// after 64·T1.
+    /// after 64·T1. The calls of a WebSocket client on that connection end
+    /// ([`EndReason::ConnectionClosed`]).
     pub fn handle_transport_error(&mut self, now: Instant, peer: Peer) {
         self.now = now;
         let ids: Vec<u64> = self
@@ -637,6 +641,17 @@ impl SipStack {
                 .is_some_and(|e| e.tx.transport_error(now))
             {
                 self.client_timeout(now, id);
+            }
+        }
+        if peer.transport.is_websocket() {
+            let calls: Vec<CallHandle> = self
+                .calls
+                .iter()
+                .filter(|(_, c)| c.dialog.peer == peer && c.state != CallState::Ended)
+                .map(|(h, _)| *h)
+                .collect();
+            for h in calls {
+                self.end_call(now, h, EndReason::ConnectionClosed);
             }
         }
     }
@@ -781,6 +796,8 @@ fn contact_for(addr: SocketAddr, transport: Transport) -> String {
         // `transport=tls` rather than a sips: URI: what trunks (Twilio, Telnyx, Asterisk)
         // expect on a sip: dialog over TLS; RFC 5630 keeps it valid, if deprecated.
         Transport::Tls => format!("<sip:voxline@{};transport=tls>", fmt_host_port(addr)),
+        Transport::Ws => format!("<sip:voxline@{};transport=ws>", fmt_host_port(addr)),
+        Transport::Wss => format!("<sip:voxline@{};transport=wss>", fmt_host_port(addr)),
     }
 }
 
