@@ -463,8 +463,8 @@ fn register_expires_floor() {
 fn no_listener_at_all() {
     assert_msg(
         "[sip]\nudp_listen = []\ntcp_listen = []\n",
-        "voxline.toml: sip: udp_listen and tcp_listen are both empty; at least one listener is \
-         needed",
+        "voxline.toml: sip: udp_listen, tcp_listen, tls_listen, ws_listen and wss_listen are all \
+         empty; at least one listener is needed",
     );
 }
 
