@@ -45,6 +45,8 @@ pub(crate) struct FileSip {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub tls_ca_file: Option<PathBuf>,
+    pub tls_client_cert_file: Option<PathBuf>,
+    pub tls_client_key_file: Option<PathBuf>,
     pub external_ip: Option<IpAddr>,
     pub user_agent: Option<String>,
     pub domain: Option<String>,

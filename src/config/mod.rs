@@ -107,6 +107,10 @@ pub struct SipSection {
     /// `tls_ca_file`: the CA certificates outbound TLS connections verify servers against,
     /// instead of Mozilla's roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// `tls_client_cert_file`, `tls_client_key_file`: a certificate chain and key (PEM)
+    /// outbound TLS connections present to a server that asks for one (mutual TLS), checked
+    /// at load.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
     /// `external_ip`: address advertised in Contact/Via/SDP when behind NAT.
     pub external_ip: Option<IpAddr>,
     /// `user_agent`: the User-Agent / Server header value.

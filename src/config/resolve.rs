@@ -300,9 +300,40 @@ impl Resolver<'_> {
     fn sip(&self, f: FileSip) -> Result<SipSection, ConfigError> {
         let (tls_listen, tls_cert_file, tls_key_file) = self.tls_listener(&f)?;
         if let Some(ca) = &f.tls_ca_file {
-            crate::runtime::tls::client_config(Some(ca))
+            crate::runtime::tls::client_config(Some(ca), None)
                 .map_err(|e| self.err("sip.tls_ca_file", ConfigErrorKind::Tls(e.to_string())))?;
         }
+        let tls_client_cert = match (&f.tls_client_cert_file, &f.tls_client_key_file) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.err(
+                    "sip.tls_client_key_file",
+                    ConfigErrorKind::Tls(
+                        "tls_client_cert_file is set: its key is needed too".into(),
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    "sip.tls_client_cert_file",
+                    ConfigErrorKind::Tls(
+                        "tls_client_key_file is set: its certificate is needed too".into(),
+                    ),
+                ));
+            }
+            (Some(cert), Some(key)) => {
+                let client = crate::runtime::tls::ClientCert { cert, key };
+                if let Err(e) = crate::runtime::tls::client_config(None, Some(client)) {
+                    let key_name = if e.to_string().starts_with(&key.display().to_string()) {
+                        "sip.tls_client_key_file"
+                    } else {
+                        "sip.tls_client_cert_file"
+                    };
+                    return Err(self.err(key_name, ConfigErrorKind::Tls(e.to_string())));
+                }
+                Some((cert.clone(), key.clone()))
+            }
+        };
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SIP_PORT);
         let udp_listen = f.udp_listen.unwrap_or_else(|| vec![any]);
         let tcp_listen = f.tcp_listen.unwrap_or_else(|| vec![any]);
@@ -382,6 +413,7 @@ impl Resolver<'_> {
             tls_cert_file,
             tls_key_file,
             tls_ca_file: f.tls_ca_file.clone(),
+            tls_client_cert,
             external_ip: f.external_ip,
             user_agent,
             domain,

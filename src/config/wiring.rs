@@ -102,6 +102,7 @@ impl Config {
             tls_cert_file: self.sip.tls_cert_file.clone(),
             tls_key_file: self.sip.tls_key_file.clone(),
             tls_ca_file: self.sip.tls_ca_file.clone(),
+            tls_client_cert: self.sip.tls_client_cert.clone(),
             tcp_keepalive: self.sip.tcp_keepalive,
             tcp_limits: self.sip.tcp_limits,
             registrations,

@@ -235,6 +235,8 @@ pub struct Options {
     pub tls_key_file: Option<std::path::PathBuf>,
     /// CA certificates for outbound TLS, instead of Mozilla's roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// A client certificate chain and key (PEM) for outbound TLS (mutual TLS).
+    pub tls_client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// CRLF keepalive interval on TCP connections we opened (RFC 5626 §3.5.1).
     pub tcp_keepalive: Option<Duration>,
     /// Limits on SIP over TCP.
@@ -379,7 +381,11 @@ pub async fn start<H: CallHandler>(
         }
         _ => None,
     };
-    let tls_client = tls::client_config(opts.tls_ca_file.as_deref())?;
+    let client_cert = opts
+        .tls_client_cert
+        .as_ref()
+        .map(|(cert, key)| tls::ClientCert { cert, key });
+    let tls_client = tls::client_config(opts.tls_ca_file.as_deref(), client_cert)?;
     let counters = Arc::new(RuntimeCounters::default());
     let mut tcp_limits = opts.tcp_limits;
     match raise_descriptor_limit() {

@@ -58,6 +58,16 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The private key of a PEM file.
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        file_err(
+            path,
+            format!("no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {e}"),
+        )
+    })
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -65,12 +75,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A server configuration from a certificate chain and a key (PEM files).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = certs(cert)?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        file_err(
-            key,
-            format!("no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {e}"),
-        )
-    })?;
+    let key_der = private_key(key)?;
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| file_err(cert, e.to_string()))?
@@ -80,8 +85,22 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(cfg))
 }
 
-/// A client configuration: Mozilla's roots, or only the certificates of `ca` when given.
-pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// A client certificate chain and its key (PEM files), presented to servers that ask for
+/// one (mutual TLS).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCert<'a> {
+    /// The certificate chain.
+    pub cert: &'a Path,
+    /// Its private key.
+    pub key: &'a Path,
+}
+
+/// A client configuration: Mozilla's roots, or only the certificates of `ca` when given; with
+/// `client`, that certificate for servers that ask for one.
+pub fn client_config(
+    ca: Option<&Path>,
+    client: Option<ClientCert<'_>>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -99,8 +118,17 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Tls
             path: PathBuf::new(),
             reason: e.to_string(),
         })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let cfg = match client {
+        None => cfg.with_no_client_auth(),
+        Some(c) => {
+            let chain = certs(c.cert)?;
+            let key = private_key(c.key)?;
+            cfg.with_client_auth_cert(chain, key).map_err(|e| {
+                file_err(c.key, format!("does not go with {}: {e}", c.cert.display()))
+            })?
+        }
+    };
     Ok(Arc::new(cfg))
 }
 

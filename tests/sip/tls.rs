@@ -34,6 +34,10 @@ pub struct TestCerts {
     pub key: PathBuf,
     /// The CA's certificate (what a client verifies the server against).
     pub ca: PathBuf,
+    /// A client certificate the same CA signed (CN `voxline-client`), for mutual TLS.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
 }
 
 impl TestCerts {
@@ -62,6 +66,16 @@ impl TestCerts {
             params.not_after = rcgen::date_time_ymd(2020, 1, 1);
         }
         let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
+        let client_key = rcgen::KeyPair::generate().expect("client key");
+        let mut client_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).expect("client params");
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "voxline-client");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params
+            .signed_by(&client_key, &ca, &ca_key)
+            .expect("client cert");
         let write = |name: &str, text: String| {
             let p = dir.path().join(name);
             std::fs::write(&p, text).expect("write pem");
@@ -71,6 +85,8 @@ impl TestCerts {
             cert: write("cert.pem", cert.pem() + &ca.pem()),
             key: write("key.pem", key.serialize_pem()),
             ca: write("ca.pem", ca.pem()),
+            client_cert: write("client.pem", client.pem()),
+            client_key: write("client-key.pem", client_key.serialize_pem()),
             dir,
         }
     }
@@ -270,6 +286,23 @@ fn unusable_certificate_files_are_refused_with_the_file_and_the_reason() {
     // A listener without a certificate, and a missing file.
     let err = check_fails("[sip]\ntls_listen = [\"127.0.0.1:5061\"]\n");
     assert!(err.contains("sip.tls_listen"), "{err}");
+    let err = check_fails(&format!(
+        "[sip]\ntls_client_cert_file = \"{}\"\n",
+        certs.client_cert.display()
+    ));
+    assert!(
+        err.contains("sip.tls_client_key_file") && err.contains("its key is needed too"),
+        "{err}"
+    );
+    let err = check_fails(&format!(
+        "[sip]\ntls_client_cert_file = \"{}\"\ntls_client_key_file = \"{}\"\n",
+        certs.client_cert.display(),
+        certs.key.display()
+    ));
+    assert!(
+        err.contains("sip.tls_client_key_file") && err.contains("does not go with"),
+        "{err}"
+    );
     let err = check_fails("[sip]\nwss_listen = [\"127.0.0.1:7443\"]\n");
     assert!(
         err.contains("sip.wss_listen") && err.contains("needs tls_cert_file and tls_key_file"),
