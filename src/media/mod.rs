@@ -12,6 +12,7 @@ pub mod rtp;
 mod spares;
 pub mod srtp;
 pub mod stream;
+pub mod webrtc;
 
 /// Whole ticks of a `rate` Hz clock in `d`, rounded down: `d × rate / 1 s`, exactly, in u64
 /// arithmetic. The per-packet paths (arrival times, timestamps) use this rather than

@@ -55,3 +55,4 @@ mod stream_rtcp;
 mod stream_srtp;
 mod stream_ssrc;
 mod stream_timeout;
+mod stream_webrtc;
