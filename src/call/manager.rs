@@ -48,6 +48,8 @@ pub(super) struct CallState {
     pub(super) trunk: Option<String>,
     /// How key presses are sent when no method is asked for (the trunk's `dtmf`).
     pub(super) dtmf: DtmfSendMethod,
+    /// A browser call's WebRTC session, until its media starts (then the worker has it).
+    pub(super) webrtc: Option<Box<crate::media::webrtc::WebRtcPeer>>,
 }
 
 impl CallState {
@@ -234,6 +236,7 @@ impl CallManager {
                 parties: (party(&from_party), party(&to_party)),
                 trunk,
                 dtmf,
+                webrtc: None,
             },
         );
         Ok(handle)
@@ -353,7 +356,36 @@ impl CallManager {
         let local = self.local_media(ip, port, policy.as_ref());
         let mut sdp = SdpSession::new(session_id(self.unix(now).as_secs(), port));
         // Offer in the INVITE → answer now; no offer → our offer goes in the 200 (late offer).
+        let mut webrtc = None;
         let (answer_body, media) = match &inc.body {
+            // A browser's offer: ICE, DTLS-SRTP and the WebRTC SDP are str0m's.
+            Some(b) if is_sdp(b) && crate::media::webrtc::is_webrtc_offer(&b.data) => {
+                let offer = String::from_utf8_lossy(&b.data);
+                let at = std::net::SocketAddr::new(ip, port);
+                match crate::media::webrtc::WebRtcPeer::accept_offer(now, &offer, at, &local.codecs)
+                {
+                    Ok((peer, answer)) => {
+                        let media = peer.negotiated().clone();
+                        webrtc = Some(Box::new(peer));
+                        (
+                            Body::new(SDP_CONTENT_TYPE, answer.into_bytes()),
+                            Some(media),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::info!(call = %inc.call, error = %e, "WebRTC offer rejected");
+                        let _ = stack.respond_with(
+                            now,
+                            inc.call,
+                            crate::sdp::STATUS_NOT_ACCEPTABLE_HERE,
+                            Some("Not Acceptable Here - unusable WebRTC offer"),
+                            Vec::new(),
+                            None,
+                        );
+                        return;
+                    }
+                }
+            }
             Some(b) if is_sdp(b) => match sdp.answer(&b.data, &local) {
                 Ok((answer, media)) => (Body::new(SDP_CONTENT_TYPE, answer), Some(media)),
                 Err(e) => {
@@ -419,6 +451,7 @@ impl CallManager {
                 parties: (party(&inc.from), called.to_owned()),
                 trunk: policy.map(|t| t.name),
                 dtmf,
+                webrtc,
             },
         );
         // A realtime agent connects its backend first, so an unreachable backend can still be
@@ -563,6 +596,7 @@ impl CallManager {
             rtp_timeout,
             jitter,
             recording,
+            webrtc: c.webrtc.take(),
         };
         let part = media::CallPartSpec {
             agent: c.agent.kind.clone(),

@@ -48,4 +48,5 @@ mod tcp_limits;
 mod tls;
 mod tx_retransmit_schedule;
 mod tx_server_invite;
+mod webrtc_call;
 mod websocket;

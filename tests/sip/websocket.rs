@@ -21,13 +21,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The browser's made-up host (JsSIP writes a random `.invalid` name).
-const HOST: &str = "df7jal23ls0d.invalid";
+pub(crate) const HOST: &str = "df7jal23ls0d.invalid";
 
-async fn connect(port: u16, subprotocol: Option<&str>) -> Result<(Ws, Option<String>), String> {
+pub(crate) async fn connect(
+    port: u16,
+    subprotocol: Option<&str>,
+) -> Result<(Ws, Option<String>), String> {
     let mut req = format!("ws://127.0.0.1:{port}")
         .into_client_request()
         .map_err(|e| e.to_string())?;
@@ -46,12 +49,12 @@ async fn connect(port: u16, subprotocol: Option<&str>) -> Result<(Ws, Option<Str
     Ok((ws, chosen))
 }
 
-async fn send(ws: &mut Ws, text: String) {
+pub(crate) async fn send(ws: &mut Ws, text: String) {
     ws.send(Message::text(text)).await.expect("ws send");
 }
 
 /// The next SIP message (text) within `timeout`.
-async fn recv(ws: &mut Ws, timeout: Duration) -> String {
+pub(crate) async fn recv(ws: &mut Ws, timeout: Duration) -> String {
     loop {
         let m = tokio::time::timeout(timeout, ws.next())
             .await
@@ -67,7 +70,7 @@ async fn recv(ws: &mut Ws, timeout: Duration) -> String {
 }
 
 /// Receives until a message starting with `prefix`.
-async fn recv_until(ws: &mut Ws, prefix: &str) -> String {
+pub(crate) async fn recv_until(ws: &mut Ws, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let m = recv(ws, deadline.saturating_duration_since(Instant::now())).await;
@@ -77,7 +80,7 @@ async fn recv_until(ws: &mut Ws, prefix: &str) -> String {
     }
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     msg.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
         n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -116,7 +119,7 @@ fn ack(to: &str) -> String {
 }
 
 /// The 200 OK to a request from voxline.
-fn ok_to(req: &str) -> String {
+pub(crate) fn ok_to(req: &str) -> String {
     let mut out = String::from("SIP/2.0 200 OK\r\n");
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
         for l in req.lines() {
@@ -133,7 +136,7 @@ fn ok_to(req: &str) -> String {
 }
 
 /// The id of the one call in `GET /calls`.
-fn the_call_id(vox: &VoxlineProcess) -> u64 {
+pub(crate) fn the_call_id(vox: &VoxlineProcess) -> u64 {
     let (_, calls) = http_get(vox.http_addr(), "/calls", Duration::from_secs(5)).expect("calls");
     calls
         .split("\"id\":")
@@ -143,7 +146,7 @@ fn the_call_id(vox: &VoxlineProcess) -> u64 {
         .unwrap_or_else(|| panic!("no call in {calls}"))
 }
 
-fn voxline(ws_port: u16) -> VoxlineProcess {
+pub(crate) fn voxline(ws_port: u16) -> VoxlineProcess {
     VoxlineProcess::spawn(&format!("[sip]\nws_listen = [\"127.0.0.1:{ws_port}\"]\n"))
 }
 

@@ -159,6 +159,9 @@ pub struct MediaStart {
     pub jitter: (Duration, Duration),
     /// Where to record, if recording.
     pub recording: Option<PathBuf>,
+    /// A browser call's WebRTC session (ICE, DTLS-SRTP), which carries the stream's RTP on
+    /// the RTP socket; `None` for a SIP phone's plain or SDES-SRTP media.
+    pub webrtc: Option<Box<crate::media::webrtc::WebRtcPeer>>,
 }
 
 /// What the stream is, for the call layer preparing its part.
@@ -273,6 +276,7 @@ impl<G: MediaCall> MediaPool<G> {
             rtp_timeout,
             jitter,
             recording,
+            webrtc,
         } = spec;
         let now = Instant::now();
         let start = pool.grid.at_or_after(now);
@@ -328,7 +332,8 @@ impl<G: MediaCall> MediaPool<G> {
                     }
                 }
             });
-            let slot = Slot::new(call, stream, sockets, part, recorder, grid, Instant::now());
+            let mut slot = Slot::new(call, stream, sockets, part, recorder, grid, Instant::now());
+            slot.set_webrtc(webrtc);
             let _ = worker_tx.send(WorkerMsg::Add(Box::new(slot))).await;
         });
         Ok(MediaHandle { call, tx })

@@ -9,6 +9,7 @@ use super::io::{self, Clock, Link, Outgoing, Received, RxPacket};
 use super::schedule::{self, EarlyRemovals, Grid, WakeQueue};
 use super::{MediaCall, PUMP_INTERVAL, RTCP_POLL, STATS_INTERVAL};
 use crate::media::stream::{MediaEvent, MediaOutput, MediaStream};
+use crate::media::webrtc::{WebRtcOutput, WebRtcPeer};
 use crate::runtime::recorder::{RecorderHandle, RecordingInfo};
 use crate::runtime::rtp::RtpSockets;
 use crate::sip::CallHandle;
@@ -48,6 +49,11 @@ pub(super) struct Slot<G> {
     /// Its service time when it was queued (a wake-up tells service from a pump without
     /// touching the stream).
     service: Instant,
+    /// A browser call's WebRTC session: every datagram of the RTP socket goes through it,
+    /// and the stream's RTP goes out through it.
+    webrtc: Option<Box<WebRtcPeer>>,
+    /// The WebRTC session's next deadline.
+    webrtc_deadline: Instant,
 }
 
 impl<G: MediaCall> Slot<G> {
@@ -76,7 +82,14 @@ impl<G: MediaCall> Slot<G> {
             deadline: start,
             wake: start,
             service: start,
+            webrtc: None,
+            webrtc_deadline: start,
         }
+    }
+
+    /// Makes this a browser call carried by `webrtc` (before it joins its worker).
+    pub(super) fn set_webrtc(&mut self, webrtc: Option<Box<WebRtcPeer>>) {
+        self.webrtc = webrtc;
     }
 
     /// Computes when the call next needs the worker ([`schedule::service_at`],
@@ -93,7 +106,9 @@ impl<G: MediaCall> Slot<G> {
     }
 
     fn relink_due(&self, now: Instant) -> bool {
-        self.link.due(self.stream.rtp_source(now))
+        // A WebRTC session picks its path by ICE: its socket is never connected to the
+        // stream's stand-in peer address.
+        self.webrtc.is_none() && self.link.due(self.stream.rtp_source(now))
     }
 }
 
@@ -325,11 +340,22 @@ fn process<G: MediaCall>(
         let Some(d) = rx.payload(p) else {
             continue;
         };
+        if let Some(w) = c.webrtc.as_mut() {
+            w.handle_datagram(p.arrived, p.src, d);
+            webrtc_drain(c, p.arrived, tx);
+            continue;
+        }
         if p.rtcp {
             c.stream.handle_rtcp(p.arrived, p.src, d);
         } else {
             c.stream.handle_rtp(p.arrived, p.src, d);
         }
+    }
+    if let Some(w) = c.webrtc.as_mut()
+        && now >= c.webrtc_deadline
+    {
+        w.handle_timeout(now);
+        webrtc_drain(c, now, tx);
     }
     c.part.pump(&mut c.stream, now);
     if now >= c.deadline {
@@ -357,10 +383,20 @@ fn process<G: MediaCall>(
 fn drain<G: MediaCall>(c: &mut Slot<G>, now: Instant, tx: &mut Outgoing) {
     loop {
         match c.stream.poll_output() {
-            MediaOutput::Transmit { to, payload, rtcp } => {
-                let (fd, to) = c.link.route(&c.sockets, rtcp, to);
-                tx.push(fd, to, payload);
-            }
+            MediaOutput::Transmit { to, payload, rtcp } => match c.webrtc.as_mut() {
+                // The stream's RTP goes through DTLS-SRTP; its RTCP stays home (the WebRTC
+                // session sends its own reports).
+                Some(w) => {
+                    if !rtcp {
+                        w.send_rtp(now, &payload);
+                    }
+                    c.stream.recycle_packet(payload);
+                }
+                None => {
+                    let (fd, to) = c.link.route(&c.sockets, rtcp, to);
+                    tx.push(fd, to, payload);
+                }
+            },
             MediaOutput::Event(MediaEvent::Frame {
                 caller,
                 sent,
@@ -390,6 +426,42 @@ fn drain<G: MediaCall>(c: &mut Slot<G>, now: Instant, tx: &mut Outgoing) {
             MediaOutput::Event(ev) => c.part.on_event(&mut c.stream, ev, now),
             MediaOutput::Timeout(t) => {
                 c.deadline = t;
+                if c.webrtc.is_some() {
+                    webrtc_drain(c, now, tx);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Moves a browser call's WebRTC output on: datagrams to the batch (from the RTP socket),
+/// decrypted RTP to the stream, the end of the session to the call layer. Folds the
+/// session's deadline into the call's.
+fn webrtc_drain<G: MediaCall>(c: &mut Slot<G>, now: Instant, tx: &mut Outgoing) {
+    let Some(w) = c.webrtc.as_mut() else {
+        return;
+    };
+    loop {
+        match w.poll_output() {
+            WebRtcOutput::Transmit { to, payload } => {
+                tx.push(
+                    std::os::fd::AsRawFd::as_raw_fd(&c.sockets.rtp),
+                    Some(to),
+                    payload,
+                );
+            }
+            WebRtcOutput::Rtp(bytes) => c.stream.handle_rtp(now, w.media_source(), &bytes),
+            WebRtcOutput::Connected => {
+                tracing::info!(call = %c.call, "WebRTC media connected (ICE, DTLS-SRTP)");
+            }
+            WebRtcOutput::Disconnected => {
+                tracing::info!(call = %c.call, "the browser's WebRTC session ended");
+                c.part.failed("the browser's WebRTC session ended");
+            }
+            WebRtcOutput::Timeout(t) => {
+                c.webrtc_deadline = t;
+                c.deadline = c.deadline.min(t);
                 return;
             }
         }
@@ -411,8 +483,12 @@ fn finish<G: MediaCall>(mut c: Slot<G>) {
     let now = Instant::now();
     c.part.close(now);
     c.stream.close(now);
+    if let Some(w) = c.webrtc.as_mut() {
+        w.close();
+    }
     let mut tx = Outgoing::default();
     drain(&mut c, now, &mut tx);
+    webrtc_drain(&mut c, now, &mut tx);
     tx.send_all();
     c.part.stats(c.stream.stats());
     if let Some((handle, join)) = c.recorder.take() {
