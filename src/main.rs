@@ -213,6 +213,10 @@ async fn run(
         agents: Arc::new(agents),
         records: record_reader,
         sip_counters: Some(running.counters.clone()),
+        sip_ws: Some(running.ws_entry.clone()),
+        phone_agents: api::phone::directory(
+            cfg.routes.iter().map(|r| (&r.pattern, r.agent.as_str())),
+        ),
     };
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
     let (bound, _http) = api::serve(http_addr, state, cfg.http.limits)

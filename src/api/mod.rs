@@ -8,6 +8,8 @@
 //! No handler holds the call table's lock, or anything else, across an `.await`; SQLite and
 //! transcript reads run on the blocking pool (`spawn_blocking`).
 
+pub mod phone;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +56,10 @@ pub struct ApiState {
     pub records: Option<RecordReader>,
     /// The SIP runtime's counters (datagrams dropped, TCP limits), for `GET /metrics`.
     pub sip_counters: Option<Arc<crate::runtime::RuntimeCounters>>,
+    /// Where `GET /sip` WebSockets join the SIP runtime; `None`: not served.
+    pub sip_ws: Option<crate::runtime::ws::WsEntry>,
+    /// The agents the browser phone lists (`GET /phone/config.json`).
+    pub phone_agents: Arc<Vec<phone::PhoneAgent>>,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -119,6 +125,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/calls/:id/transfer", post(transfer_call))
         .route("/records", get(list_records))
         .route("/metrics", get(metrics))
+        .route("/phone", get(phone::page))
+        .route("/phone/config.json", get(phone::config))
+        .route("/phone/transcript", get(phone::transcript))
+        .route("/sip", get(phone::sip_websocket))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -180,13 +190,18 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Htt
                     tracing::debug!(%peer, "HTTP connection refused: connection limit");
                     continue;
                 };
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                // The peer address, for the WebSocket upgrade of `/sip`.
+                let service = hyper_util::service::TowerToHyperService::new(
+                    app.clone().layer(axum::Extension(phone::PeerAddr(peer))),
+                );
                 tokio::spawn(async move {
                     let mut http = hyper::server::conn::http1::Builder::new();
                     http.timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(limits.idle_timeout)
                         .keep_alive(true);
-                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let conn = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .with_upgrades();
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "HTTP connection ended");
                     }

@@ -357,6 +357,8 @@ pub struct Running<C> {
     pub sip_addrs: Vec<(Transport, SocketAddr)>,
     /// Counters.
     pub counters: Arc<RuntimeCounters>,
+    /// Where WebSockets upgraded by the HTTP listener (`/sip`) join the SIP runtime.
+    pub ws_entry: ws::WsEntry,
     /// The driver task.
     pub driver: tokio::task::JoinHandle<()>,
 }
@@ -483,6 +485,12 @@ pub async fn start<H: CallHandler>(
         media: media::MediaPool::new(workers),
         wall: WallClock::read(),
     });
+    let ws_entry = ws::WsEntry::new(
+        in_tx.clone(),
+        opts.stack.limits,
+        gate.limits().idle_timeout,
+        counters.clone(),
+    );
     let driver = driver::Driver::new(
         stack_cfg,
         handler,
@@ -505,6 +513,7 @@ pub async fn start<H: CallHandler>(
     Ok(Running {
         commands,
         sip_addrs: bound,
+        ws_entry,
         counters,
         driver: join,
     })

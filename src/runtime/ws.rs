@@ -11,6 +11,8 @@
 //!   protocol layer.
 //! * The TCP gate's limits apply: connections in all and per source, the idle timeout, and
 //!   the largest SIP message as the largest WebSocket message.
+//! * The HTTP listener upgrades `GET /sip` too ([`WsEntry`]): a page served by voxline
+//!   reaches SIP on its own origin (its connections count against the HTTP limits).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -129,14 +132,7 @@ struct Conn {
 // The error type is tungstenite's handshake callback contract, not ours to shrink.
 #[allow(clippy::result_large_err)]
 fn choose_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
-    let offers_sip = req
-        .headers()
-        .get_all(PROTOCOL_HEADER)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case(SIP_SUBPROTOCOL));
-    if !offers_sip {
+    if !offers_sip(req.headers()) {
         let mut refusal = ErrorResponse::new(Some(
             "SIP over WebSocket needs the 'sip' subprotocol (RFC 7118)".to_owned(),
         ));
@@ -146,6 +142,75 @@ fn choose_subprotocol(req: &Request, mut resp: Response) -> Result<Response, Err
     resp.headers_mut()
         .insert(PROTOCOL_HEADER, HeaderValue::from_static(SIP_SUBPROTOCOL));
     Ok(resp)
+}
+
+/// How a WebSocket upgraded elsewhere (the HTTP listener's `/sip`) joins the SIP runtime:
+/// the driver's queue, the message limits and the idle timeout of SIP connections.
+#[derive(Debug, Clone)]
+pub struct WsEntry {
+    tx: mpsc::Sender<Inbound>,
+    limits: Limits,
+    idle: Duration,
+    counters: Arc<RuntimeCounters>,
+}
+
+impl WsEntry {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Inbound>,
+        limits: Limits,
+        idle: Duration,
+        counters: Arc<RuntimeCounters>,
+    ) -> WsEntry {
+        WsEntry {
+            tx,
+            limits,
+            idle,
+            counters,
+        }
+    }
+
+    /// The WebSocket settings for SIP: messages up to the SIP message limit.
+    pub fn config(&self) -> WebSocketConfig {
+        ws_config(&self.limits)
+    }
+
+    /// Counts a refused handshake (`voxline_sip_ws_failed_total`).
+    pub fn refused(&self) {
+        bump(&self.counters.ws_failed);
+    }
+
+    /// Serves a WebSocket whose handshake (with the `sip` subprotocol) is done, from `addr`,
+    /// until it closes.
+    pub async fn serve<S>(&self, ws: WebSocketStream<S>, addr: SocketAddr, transport: Transport)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        run(
+            ws,
+            addr,
+            transport,
+            self.idle,
+            self.counters.clone(),
+            self.tx.clone(),
+        )
+        .await;
+    }
+}
+
+fn ws_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
+}
+
+/// Whether a handshake request offers the `sip` subprotocol (RFC 7118 §4.1).
+pub fn offers_sip(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> bool {
+    headers
+        .get_all(PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case(SIP_SUBPROTOCOL))
 }
 
 /// The WebSocket handshake, then the connection until it closes.
@@ -161,9 +226,7 @@ where
         deadline,
         counters,
     } = conn;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(limits.max_message_bytes))
-        .max_frame_size(Some(limits.max_message_bytes));
+    let config = ws_config(&limits);
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config));
     let ws = match tokio::time::timeout_at(deadline, handshake).await {
@@ -180,6 +243,20 @@ where
             return;
         }
     };
+    run(ws, addr, transport, idle, counters, tx).await;
+}
+
+/// One SIP over WebSocket connection, after its handshake, until it closes.
+async fn run<S>(
+    ws: WebSocketStream<S>,
+    addr: SocketAddr,
+    transport: Transport,
+    idle: Duration,
+    counters: Arc<RuntimeCounters>,
+    tx: mpsc::Sender<Inbound>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(TCP_WRITE_QUEUE);
     if tx
         .send(Inbound::TcpOpened {

@@ -26,6 +26,7 @@ mod malformed;
 mod options_keepalive;
 mod outbound_auth;
 mod overload;
+mod phone_chromium;
 mod prack;
 mod register;
 mod resolve;
