@@ -50,6 +50,8 @@ pub(super) struct CallState {
     pub(super) dtmf: DtmfSendMethod,
     /// A browser call's WebRTC session, until its media starts (then the worker has it).
     pub(super) webrtc: Option<Box<crate::media::webrtc::WebRtcPeer>>,
+    /// Whether the call's media is WebRTC (str0m's session, not this SDP session's).
+    pub(super) is_webrtc: bool,
 }
 
 impl CallState {
@@ -237,6 +239,7 @@ impl CallManager {
                 trunk,
                 dtmf,
                 webrtc: None,
+                is_webrtc: false,
             },
         );
         Ok(handle)
@@ -451,6 +454,7 @@ impl CallManager {
                 parties: (party(&inc.from), called.to_owned()),
                 trunk: policy.map(|t| t.name),
                 dtmf,
+                is_webrtc: webrtc.is_some(),
                 webrtc,
             },
         );

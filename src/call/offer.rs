@@ -24,6 +24,13 @@ impl CallManager {
             let _ = stack.respond_modify(now, call, 481, None);
             return;
         };
+        if c.is_webrtc {
+            // The WebRTC session (ICE, DTLS, its SDP) is str0m's and is not renegotiated: the
+            // session stays as it was (RFC 3261 §14.2).
+            tracing::info!(%call, "re-INVITE or UPDATE of a WebRTC call refused");
+            let _ = stack.respond_modify(now, call, crate::sdp::STATUS_NOT_ACCEPTABLE_HERE, None);
+            return;
+        }
         let result = match &body {
             Some(b) if is_sdp(b) => c.sdp.answer(&b.data, &c.local).map(|(a, m)| (a, Some(m))),
             Some(_) => {

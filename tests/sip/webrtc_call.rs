@@ -195,7 +195,22 @@ async fn a_webrtc_call_over_websocket_hears_its_echo() {
     )
     .expect("call");
     assert!(call.contains("\"codec\":\"PCMU\""), "{call}");
-    send(&mut ws, in_dialog("BYE", 2, &to)).await;
+    // A re-INVITE is refused; the session stays as it was.
+    let reinvite = in_dialog("INVITE", 2, &to);
+    send(&mut ws, reinvite.clone()).await;
+    let refused = recv_until(&mut ws, "SIP/2.0 488").await;
+    assert!(
+        header(&refused, "CSeq").is_some_and(|c| c == "2 INVITE"),
+        "{refused}"
+    );
+    send(
+        &mut ws,
+        reinvite
+            .replacen("INVITE sip:", "ACK sip:", 1)
+            .replace("CSeq: 2 INVITE", "CSeq: 2 ACK"),
+    )
+    .await;
+    send(&mut ws, in_dialog("BYE", 3, &to)).await;
     let bye_ok = recv_until(&mut ws, "SIP/2.0 200").await;
     assert!(
         header(&bye_ok, "CSeq").is_some_and(|c| c.ends_with("BYE")),

@@ -31,9 +31,15 @@ pub(crate) async fn connect(
     port: u16,
     subprotocol: Option<&str>,
 ) -> Result<(Ws, Option<String>), String> {
-    let mut req = format!("ws://127.0.0.1:{port}")
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
+    connect_url(&format!("ws://127.0.0.1:{port}"), subprotocol).await
+}
+
+/// A WebSocket to `url` offering `subprotocol`: the stream and the subprotocol chosen.
+pub(crate) async fn connect_url(
+    url: &str,
+    subprotocol: Option<&str>,
+) -> Result<(Ws, Option<String>), String> {
+    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
     if let Some(p) = subprotocol {
         req.headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
@@ -176,6 +182,26 @@ async fn the_handshake_needs_the_sip_subprotocol() {
         http_get(vox.http_addr(), "/metrics", Duration::from_secs(5)).expect("metrics");
     assert!(
         metrics.contains("voxline_sip_ws_failed_total 2"),
+        "{metrics}"
+    );
+    vox.assert_running();
+}
+
+#[tokio::test]
+async fn the_http_listener_serves_sip_over_websocket_at_slash_sip() {
+    let mut vox = VoxlineProcess::spawn("");
+    let url = format!("ws://{}/sip", vox.http_addr());
+    let (mut ws, chosen) = connect_url(&url, Some("sip")).await.expect("handshake");
+    assert_eq!(chosen.as_deref(), Some("sip"));
+    send(&mut ws, options(7, true)).await;
+    let resp = recv(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(status_code(&resp), Some(200), "{resp}");
+    let refused = connect_url(&url, Some("chat")).await.expect_err("refused");
+    assert!(refused.contains("400"), "{refused}");
+    let (_, metrics) =
+        http_get(vox.http_addr(), "/metrics", Duration::from_secs(5)).expect("metrics");
+    assert!(
+        metrics.contains("voxline_sip_ws_failed_total 1"),
         "{metrics}"
     );
     vox.assert_running();
