@@ -365,8 +365,8 @@ impl CallManager {
             Some(b) if is_sdp(b) && crate::media::webrtc::is_webrtc_offer(&b.data) => {
                 let offer = String::from_utf8_lossy(&b.data);
                 let at = std::net::SocketAddr::new(ip, port);
-                match crate::media::webrtc::WebRtcPeer::accept_offer(now, &offer, at, &local.codecs)
-                {
+                let prefs = browser_prefs(&local.codecs);
+                match crate::media::webrtc::WebRtcPeer::accept_offer(now, &offer, at, &prefs) {
                     Ok((peer, answer)) => {
                         let media = peer.negotiated().clone();
                         webrtc = Some(Box::new(peer));
@@ -770,4 +770,14 @@ fn recording_name(secs: u64, call_id: &str) -> String {
         .take(80)
         .collect();
     format!("{secs}-{safe}.wav")
+}
+
+/// A browser call's codec preference: Opus first when the call allows it at all (every
+/// browser has it, and wideband is what a browser's microphone and the page's listener get
+/// the most from), then the call's order.
+fn browser_prefs(prefs: &crate::sdp::CodecPrefs) -> crate::sdp::CodecPrefs {
+    use crate::sdp::Codec;
+    let opus = prefs.contains(Codec::Opus).then_some(Codec::Opus);
+    let rest = prefs.iter().filter(|c| *c != Codec::Opus);
+    crate::sdp::CodecPrefs::new(opus.into_iter().chain(rest)).unwrap_or_else(|_| prefs.clone())
 }

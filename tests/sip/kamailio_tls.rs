@@ -13,6 +13,7 @@
 use crate::common;
 use crate::tls::TestCerts;
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,7 +93,10 @@ request_route {{
         )
         .expect("kamailio.cfg");
         let log = dir.join("kamailio.log");
+        // Its own process group, killed whole at the end (see Drop): Kamailio's processes
+        // signal their group when one of them ends.
         let child = Command::new("kamailio")
+            .process_group(0)
             .arg("-f")
             .arg(&cfg)
             .args(["-DD", "-E", "-m", "32", "-M", "4", "-Y"])
@@ -123,11 +127,15 @@ request_route {{
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        // Its children are in its process group; -DD keeps the main process in front.
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
+        // SIGKILL to its whole process group (its own, made at spawn): Kamailio's SIGTERM
+        // shutdown, and its children's reaction to a dead main process, signal far more than
+        // Kamailio (the test runner's group, here everything), so none of it may run.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.wait();
     }
 }
