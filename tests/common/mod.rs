@@ -1073,3 +1073,58 @@ fn sha256_hex(s: &str) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Writes `pcm` (mono, `rate` Hz) as a 16-bit WAV file.
+pub fn write_wav(path: &Path, pcm: &[i16], rate: u32) {
+    use voxline::dsp::wav::{Pcm16Spec, canonical_header};
+    let mut wav = canonical_header(
+        Pcm16Spec::new(1, rate).expect("spec"),
+        (pcm.len() * 2) as u32,
+    )
+    .to_vec();
+    for s in pcm {
+        wav.extend_from_slice(&s.to_le_bytes());
+    }
+    fs::write(path, wav).expect("write wav");
+}
+
+/// What the browser phone page reported (tests/browser/phone.mjs): `window.voxlinePhone`
+/// after the call, and the script's output for failure messages.
+pub struct PhonePage {
+    /// The page's state: `state`, `maxRemoteLevel`, `callId`, `lines`, `status`, `error`.
+    pub result: serde_json::Value,
+    /// The script's stdout and stderr (the page's console).
+    pub log: String,
+}
+
+/// Opens `url` (voxline's `/phone?...`) in headless Chromium with a fake microphone playing
+/// `wav` (looped), stays in the call `seconds`, hangs up. Needs Debian's `chromium` and
+/// `npm ci` in tests/browser (`.ci/run` does both); panics with the install command if not.
+pub fn phone_page(url: &str, wav: &Path, seconds: u32) -> PhonePage {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "chromium missing: apt-get install chromium"
+    );
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core")
+            .is_dir(),
+        "playwright-core missing: (cd tests/browser && npm ci)"
+    );
+    let out = Command::new("node")
+        .arg(root.join("tests/browser/phone.mjs"))
+        .arg(url)
+        .arg(wav)
+        .arg(seconds.to_string())
+        .output()
+        .expect("node (apt-get install nodejs npm)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let log = format!("page stdout:\n{stdout}\npage stderr:\n{stderr}");
+    let result = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no result from the page\n{log}"));
+    PhonePage { result, log }
+}

@@ -60,6 +60,7 @@ mod mock_g711;
 mod mock_strictness;
 mod mock_truncate;
 mod passthrough;
+mod phone_chromium_realtime;
 mod reconnect;
 mod secrets;
 mod session_setup;

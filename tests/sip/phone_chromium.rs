@@ -2,10 +2,9 @@
 //! playwright-core from npm, `tests/browser/phone.mjs`) opens voxline's `/phone?agent=echo&
 //! autocall=1` with a fake microphone playing a WAV of a 440 Hz tone. The page dials over SIP
 //! over WebSocket on the HTTP origin (`/sip`), Chromium's WebRTC stack does ICE and DTLS-SRTP
-//! with voxline, and:
+//! with voxline (Opus, the browser calls' first choice), and:
 //!
-//! * the caller's audio reaches the agent: voxline's call shows RTP received, decoded, and the
-//!   recording's caller channel holds the tone;
+//! * the caller's audio reaches the agent: the recording's caller channel holds the tone;
 //! * the agent's audio comes back to the page: the echo's level measured in the page by Web
 //!   Audio on the remote track.
 //!
@@ -14,84 +13,37 @@
 
 use crate::common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{VoxlineProcess, http_get};
-use voxline::dsp::wav::{Pcm16Spec, canonical_header, parse_pcm16};
+use voxline::dsp::wav::parse_pcm16;
 
 /// Seconds the page stays in the call.
 const TALK_SECONDS: u32 = 4;
 
-fn tone_wav(path: &Path) {
-    let rate = 48_000u32;
-    let pcm: Vec<i16> = (0..rate as usize * 3)
-        .map(|i| {
-            (9000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / f64::from(rate)).sin())
-                as i16
-        })
-        .collect();
-    let mut wav = canonical_header(
-        Pcm16Spec::new(1, rate).expect("spec"),
-        (pcm.len() * 2) as u32,
-    )
-    .to_vec();
-    for s in &pcm {
-        wav.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, wav).expect("write wav");
-}
-
-fn browser_ready() -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "chromium missing: apt-get install chromium"
-    );
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core")
-            .is_dir(),
-        "playwright-core missing: (cd tests/browser && npm ci)"
-    );
-    root.join("tests/browser/phone.mjs")
-}
-
 #[test]
 fn chromium_calls_the_echo_agent_from_the_phone_page() {
-    let script = browser_ready();
     let dir = tempfile::tempdir().expect("tempdir");
     let wav = dir.path().join("tone.wav");
-    tone_wav(&wav);
+    // 3 s of a 440 Hz tone (the fake microphone loops it).
+    let pcm: Vec<i16> = (0..48_000 * 3)
+        .map(|i| {
+            (9000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 48_000.0).sin()) as i16
+        })
+        .collect();
+    common::write_wav(&wav, &pcm, 48_000);
     let data = dir.path().join("data");
     let mut vox = VoxlineProcess::spawn(&format!("data_dir = \"{}\"\n", data.display()));
     let url = format!("http://{}/phone?agent=echo&autocall=1", vox.http_addr());
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(&url)
-        .arg(&wav)
-        .arg(TALK_SECONDS.to_string())
-        .output()
-        .expect("node (apt-get install nodejs npm)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report = || {
-        format!(
-            "stdout:\n{stdout}\nstderr:\n{stderr}\nvoxline:\n{}",
-            vox.output()
-        )
-    };
-    let result: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no result from the page\n{}", report()));
+    let page = common::phone_page(&url, &wav, TALK_SECONDS);
+    let report = || format!("{}\nvoxline:\n{}", page.log, vox.output());
+    let result = &page.result;
     assert_eq!(result["state"], "connected", "{}", report());
     // The echo came back to the page (Web Audio RMS of the remote track; silence is ~0).
     let level = result["maxRemoteLevel"].as_f64().unwrap_or(0.0);
     assert!(level > 0.02, "the page heard {level:.4}\n{}", report());
 
-    // The caller's audio reached voxline and the agent: the call's media and recording.
+    // The caller's audio reached voxline and the agent: the call's record and recording.
     let call_id = result["callId"].as_str().expect("callId").to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let call = loop {
@@ -112,6 +64,7 @@ fn chromium_calls_the_echo_agent_from_the_phone_page() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    assert_eq!(call["codec"], "opus", "{call}");
     let path = call["recording_path"]
         .as_str()
         .unwrap_or_else(|| panic!("no recording: {call}\n{}", report()))
