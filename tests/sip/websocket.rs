@@ -8,7 +8,9 @@
 //! * a call to the echo agent: the answer and media (plain RTP here) work, and the BYE voxline
 //!   sends when the call is hung up through the API reaches the browser over its connection,
 //!   although its Contact names a host that does not resolve;
-//! * the call of a client that closes its connection ends.
+//! * the call of a client that closes its connection ends;
+//! * WSS: voxline's certificate verifies against the test CA, SIP flows, and a client
+//!   trusting another CA refuses it.
 
 use crate::common;
 
@@ -329,5 +331,64 @@ async fn a_closed_connection_ends_its_call() {
         assert!(Instant::now() < deadline, "the call did not end: {call}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    vox.assert_running();
+}
+
+#[tokio::test]
+async fn wss_verifies_voxlines_certificate_and_carries_sip() {
+    let certs = crate::tls::TestCerts::new(&["localhost", "127.0.0.1"]);
+    let port = free_tcp_port();
+    let mut vox = VoxlineProcess::spawn(&format!(
+        "[sip]\nwss_listen = [\"127.0.0.1:{port}\"]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        certs.cert.display(),
+        certs.key.display()
+    ));
+    let mut req = format!("wss://localhost:{port}")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    let tls = voxline::runtime::tls::client_config(Some(&certs.ca), None).expect("client tls");
+    let (mut ws, resp) = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await
+    .expect("WSS handshake");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("sip")
+    );
+    send(
+        &mut ws,
+        options(9, true).replace("SIP/2.0/WS ", "SIP/2.0/WSS "),
+    )
+    .await;
+    let resp = recv(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(status_code(&resp), Some(200), "{resp}");
+
+    // A client that trusts another CA refuses voxline's certificate.
+    let other = crate::tls::TestCerts::new(&["localhost"]);
+    let mut req = format!("wss://localhost:{port}")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    let tls = voxline::runtime::tls::client_config(Some(&other.ca), None).expect("client tls");
+    let refused = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a certificate from another CA was accepted"
+    );
     vox.assert_running();
 }
