@@ -208,7 +208,7 @@ impl Call {
 }
 
 fn bench(c: &mut Criterion) {
-    let variants: [(&str, Codec, Option<&str>, bool, bool); 5] = [
+    let variants: [(&str, Codec, Option<&str>, bool, bool); 6] = [
         ("stream_tick/pcmu", Codec::Pcmu, None, true, false),
         ("stream_tick/pcmu_srtp", Codec::Pcmu, None, true, true),
         (
@@ -223,6 +223,13 @@ fn bench(c: &mut Criterion) {
             "stream_tick/opus16k",
             Codec::Opus,
             Some("maxplaybackrate=16000"),
+            true,
+            false,
+        ),
+        (
+            "stream_tick/opus24k",
+            Codec::Opus,
+            Some("maxplaybackrate=24000"),
             true,
             false,
         ),

@@ -13,7 +13,8 @@
 //!   telephone-event when offered, so the browser cannot send another), ICE-lite with one host
 //!   candidate (the call's RTP socket), DTLS passive (`a=setup:passive`).
 //! * The call's media stream is built from [`WebRtcPeer::negotiated`]: the codec with the
-//!   offer's payload types, 20 ms, rtcp-mux, no SDES keys (DTLS-SRTP protects the packets).
+//!   offer's payload types, 20 ms, rtcp-mux, no SDES keys (DTLS-SRTP protects the packets);
+//!   Opus at [`BROWSER_OPUS_RATE`].
 //! * Datagrams from the socket go to [`WebRtcPeer::handle_datagram`]; what str0m decrypts comes
 //!   out of [`WebRtcPeer::poll_output`] as [`WebRtcOutput::Rtp`], plain RTP packets for the
 //!   stream's `handle_rtp` (from [`WebRtcPeer::media_source`], so that latching holds). The
@@ -150,6 +151,10 @@ impl WebRtcPeer {
                 )
             })?;
         let te = offered.iter().find(|f| f.telephone_event).map(|f| f.pt);
+        let fmtp = match codec {
+            Codec::Opus => Some(browser_opus_fmtp(fmtp.as_deref())),
+            _ => fmtp,
+        };
 
         let mut cfg = RtcConfig::new()
             .set_ice_lite(true)
@@ -381,6 +386,39 @@ impl WebRtcPeer {
             self.out.push_back(WebRtcOutput::Disconnected);
         }
     }
+}
+
+/// The Opus rate voxline runs a browser call's stream at (its `maxplaybackrate`): 24 kHz,
+/// the rate AI backends take (OpenAI Realtime's PCM16), so no resampling. A browser offers no
+/// `maxplaybackrate`, which would mean 48 kHz fullband: a band no backend hears, at a higher
+/// encoding cost (docs/PERFORMANCE.md, "WebRTC").
+pub const BROWSER_OPUS_RATE: u32 = 24_000;
+
+/// The browser's Opus parameters with `maxplaybackrate` at most [`BROWSER_OPUS_RATE`].
+fn browser_opus_fmtp(offered: Option<&str>) -> String {
+    let is_rate = |p: &str| {
+        p.split('=')
+            .next()
+            .is_some_and(|n| n.trim().eq_ignore_ascii_case("maxplaybackrate"))
+    };
+    let parts: Vec<&str> = offered
+        .unwrap_or_default()
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let offered_rate = parts.iter().filter(|p| is_rate(p)).find_map(|p| {
+        p.split_once('=')
+            .and_then(|(_, v)| v.trim().parse::<u32>().ok())
+    });
+    let rate = offered_rate.map_or(BROWSER_OPUS_RATE, |r| r.min(BROWSER_OPUS_RATE));
+    let mut out: Vec<String> = parts
+        .into_iter()
+        .filter(|p| !is_rate(p))
+        .map(str::to_owned)
+        .collect();
+    out.push(format!("maxplaybackrate={rate}"));
+    out.join(";")
 }
 
 /// One audio format of a WebRTC offer.
