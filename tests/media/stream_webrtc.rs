@@ -325,7 +325,13 @@ fn the_call_preference_picks_opus_and_an_offer_without_a_common_codec_is_refused
     let call = Call::new(&[Codec::Opus, Codec::Pcmu], true, true);
     assert_eq!(call.peer.negotiated().codec.codec, Codec::Opus);
     // A browser offers no maxplaybackrate (48 kHz); the stream runs at 24 kHz.
-    let fmtp = call.peer.negotiated().codec.fmtp.clone().unwrap_or_default();
+    let fmtp = call
+        .peer
+        .negotiated()
+        .codec
+        .fmtp
+        .clone()
+        .unwrap_or_default();
     assert!(fmtp.contains("maxplaybackrate=24000"), "{fmtp}");
     assert_eq!(call.stream.sample_rate(), 24_000);
 

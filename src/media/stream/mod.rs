@@ -106,6 +106,7 @@ mod clock;
 mod latch;
 mod law;
 mod recv;
+mod secure;
 mod send;
 
 use std::collections::VecDeque;
@@ -126,12 +127,12 @@ use crate::media::rtcp::{
     write_bye,
 };
 use crate::media::rtp::{RtpPacket, SeqNo, Ssrc};
-use crate::media::srtp::{SrtpContext, SrtpError};
 use crate::sdp::{Codec, NegotiatedMedia};
 
 use self::clock::{Layout, TickClock};
 use self::latch::{Admit, Latch};
 use self::recv::Receiver;
+use self::secure::Secure;
 use self::send::Sender;
 
 pub use self::latch::LATCH_PACKETS;
@@ -461,28 +462,8 @@ pub struct MediaStream {
     pending: Option<PendingTick>,
     /// Whether frame events carry `caller_encoded` (see [`MediaStream::set_caller_encoded`]).
     caller_encoded: bool,
-    /// SRTP's contexts when the media is encrypted.
-    srtp: Option<Srtp>,
-    /// Where an incoming SRTP datagram is decrypted (reused).
-    srtp_buf: Vec<u8>,
-    srtp_auth_failed: u64,
-    srtp_replayed: u64,
-}
-
-/// The SRTP contexts of a stream: ours protects what we send, the peer's unprotects what
-/// arrives.
-struct Srtp {
-    tx: SrtpContext,
-    rx: SrtpContext,
-}
-
-impl Srtp {
-    fn new(keys: &crate::sdp::NegotiatedSrtp) -> Srtp {
-        Srtp {
-            tx: SrtpContext::new(keys.suite, &keys.local),
-            rx: SrtpContext::new(keys.suite, &keys.remote),
-        }
-    }
+    /// SDES-SRTP: contexts when the media is encrypted, and the drop counters.
+    srtp: Secure,
 }
 
 /// A frame tick between [`MediaStream::start_tick`] and [`MediaStream::finish_tick`].
@@ -541,10 +522,7 @@ impl MediaStream {
             ahead: None,
             pending: None,
             caller_encoded: true,
-            srtp: neg.srtp.as_ref().map(Srtp::new),
-            srtp_buf: Vec::new(),
-            srtp_auth_failed: 0,
-            srtp_replayed: 0,
+            srtp: Secure::new(neg.srtp.as_ref()),
             negotiated: neg,
             cname: cfg.cname,
             jitter_min: cfg.jitter_min,
@@ -594,20 +572,8 @@ impl MediaStream {
                 self.clock.reanchor(layout);
             }
         }
-        match (&old.srtp, &negotiated.srtp, self.srtp.as_mut()) {
-            // The same keys: the contexts carry on.
-            (Some(a), Some(b), Some(_)) if a == b => {}
-            // Rekeying: only the direction whose key (or the suite) changed starts over.
-            (Some(a), Some(b), Some(ctx)) => {
-                if a.suite != b.suite || a.local != b.local {
-                    ctx.tx = SrtpContext::new(b.suite, &b.local);
-                }
-                if a.suite != b.suite || a.remote != b.remote {
-                    ctx.rx = SrtpContext::new(b.suite, &b.remote);
-                }
-            }
-            (_, new, _) => self.srtp = new.as_ref().map(Srtp::new),
-        }
+        self.srtp
+            .update(old.srtp.as_ref(), negotiated.srtp.as_ref());
         self.negotiated = negotiated;
         // A packet sent ahead belongs to the old schedule; its tick sends nothing new.
         if codec_changed {
@@ -635,17 +601,14 @@ impl MediaStream {
             self.dropped_foreign += 1;
             return;
         }
-        if self.srtp.is_none() {
+        if !self.srtp.is_on() {
             self.rtp_in(now, source, datagram, admit);
             return;
         }
-        let mut plain = std::mem::take(&mut self.srtp_buf);
-        plain.clear();
-        plain.extend_from_slice(datagram);
-        if self.unprotect(&mut plain, false) {
+        if let Some(plain) = self.srtp.unprotect(datagram, false) {
             self.rtp_in(now, source, &plain, admit);
+            self.srtp.put_back(plain);
         }
-        self.srtp_buf = plain;
     }
 
     /// An admitted RTP datagram, in the clear.
@@ -920,8 +883,8 @@ impl MediaStream {
                     to,
                     mut payload,
                     rtcp,
-                }) if self.srtp.is_some() => {
-                    if self.protect(&mut payload, rtcp) {
+                }) if self.srtp.is_on() => {
+                    if self.srtp.protect(&mut payload, rtcp) {
                         return MediaOutput::Transmit { to, payload, rtcp };
                     }
                     self.send.recycle_packet(payload);
@@ -1081,9 +1044,9 @@ impl MediaStream {
             remote_fraction_lost: remote.map(|b| f64::from(b.fraction_lost) / 256.0),
             remote_packets_lost: remote.map(|b| i64::from(b.cumulative_lost)),
             remote_jitter_ms: remote.map(|b| f64::from(b.jitter) * 1000.0 / te_rate),
-            srtp: self.srtp.is_some(),
-            srtp_auth_failed: self.srtp_auth_failed,
-            srtp_replayed: self.srtp_replayed,
+            srtp: self.srtp.is_on(),
+            srtp_auth_failed: self.srtp.auth_failed,
+            srtp_replayed: self.srtp.replayed,
         }
     }
 }
@@ -1163,44 +1126,6 @@ impl MediaStream {
         self.clock.tick_time(n).unwrap_or(now)
     }
 
-    /// Protects an outgoing datagram in place; `false` (counted nowhere: it does not happen
-    /// with the keys we accept) if the context refuses.
-    fn protect(&mut self, packet: &mut Vec<u8>, rtcp: bool) -> bool {
-        let Some(ctx) = self.srtp.as_mut() else {
-            return true;
-        };
-        let result = if rtcp {
-            ctx.tx.protect_rtcp(packet)
-        } else {
-            ctx.tx.protect_rtp(packet)
-        };
-        result.is_ok()
-    }
-
-    /// Authenticates and decrypts an incoming datagram in place; `false`, counted, if it is
-    /// to be dropped.
-    fn unprotect(&mut self, packet: &mut Vec<u8>, rtcp: bool) -> bool {
-        let Some(ctx) = self.srtp.as_mut() else {
-            return true;
-        };
-        let result = if rtcp {
-            ctx.rx.unprotect_rtcp(packet)
-        } else {
-            ctx.rx.unprotect_rtp(packet)
-        };
-        match result {
-            Ok(()) => true,
-            Err(SrtpError::Replayed) => {
-                self.srtp_replayed += 1;
-                false
-            }
-            Err(_) => {
-                self.srtp_auth_failed += 1;
-                false
-            }
-        }
-    }
-
     fn rtcp_in(&mut self, now: Instant, source: SocketAddr, datagram: &[u8], via_rtp: bool) {
         if !self
             .latch
@@ -1209,17 +1134,14 @@ impl MediaStream {
             self.rtcp_stats.foreign += 1;
             return;
         }
-        if self.srtp.is_none() {
+        if !self.srtp.is_on() {
             self.rtcp_parse(now, datagram);
             return;
         }
-        let mut plain = std::mem::take(&mut self.srtp_buf);
-        plain.clear();
-        plain.extend_from_slice(datagram);
-        if self.unprotect(&mut plain, true) {
+        if let Some(plain) = self.srtp.unprotect(datagram, true) {
             self.rtcp_parse(now, &plain);
+            self.srtp.put_back(plain);
         }
-        self.srtp_buf = plain;
     }
 
     /// An admitted RTCP compound packet, in the clear.
