@@ -104,7 +104,8 @@ pub struct WebRtcPeer {
     closed: bool,
     /// Outgoing RTP packets the stream gave before ICE and DTLS were up (dropped, counted).
     dropped_before_connected: u64,
-    /// Incoming RTP packets we could not hand on (unparseable after decryption).
+    /// Datagrams that were not STUN, DTLS or SRTP of this session, and decrypted packets
+    /// that were not RTP we could read.
     dropped_malformed: u64,
 }
 
@@ -240,13 +241,15 @@ impl WebRtcPeer {
     }
 
     /// A datagram arrived on the call's socket from `source`. Anything str0m does not take
-    /// (not STUN, DTLS or SRTP for this session) is dropped.
+    /// (not STUN, DTLS or SRTP for this session) is dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, datagram) else {
+            self.dropped_malformed += 1;
             return;
         };
         let input = Input::Receive(now, receive);
         if !self.rtc.accepts(&input) {
+            self.dropped_malformed += 1;
             return;
         }
         if let Err(e) = self.rtc.handle_input(input) {
@@ -300,20 +303,19 @@ impl WebRtcPeer {
 
     /// The next output: transmissions, packets and state changes first, then the deadline.
     pub fn poll_output(&mut self) -> WebRtcOutput {
-        match self.out.pop_front() {
-            Some(o) => o,
-            None => match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => WebRtcOutput::Timeout(t),
-                // drain() leaves str0m at its timeout; anything else is taken next time.
-                Ok(other) => {
-                    self.take(other);
-                    self.poll_output()
-                }
+        loop {
+            if let Some(o) = self.out.pop_front() {
+                return o;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return WebRtcOutput::Timeout(t),
+                // drain() leaves str0m at its timeout; anything else is taken in turn.
+                Ok(other) => self.take(other),
                 Err(e) => {
                     self.fail(&e.to_string());
-                    self.out.pop_front().unwrap_or(WebRtcOutput::Disconnected)
+                    return self.out.pop_front().unwrap_or(WebRtcOutput::Disconnected);
                 }
-            },
+            }
         }
     }
 
@@ -322,7 +324,8 @@ impl WebRtcPeer {
         self.dropped_before_connected
     }
 
-    /// Decrypted packets that were not RTP we could read.
+    /// Datagrams dropped: not STUN, DTLS or SRTP of this session, or not RTP we could read
+    /// once decrypted.
     pub fn dropped_malformed(&self) -> u64 {
         self.dropped_malformed
     }

@@ -3,7 +3,8 @@
 //! [`WebRtcPeer`]; ICE-lite and DTLS come up, and audio goes both ways through DTLS-SRTP and
 //! the call's [`MediaStream`]: the browser's 440 Hz tone reaches the stream's caller frames,
 //! the stream's 1000 Hz agent audio reaches the browser. The codec follows the call's
-//! preference among the offer's (PCMU or Opus); an offer without a common codec is refused.
+//! preference among the offer's (PCMU or Opus); an offer without a common codec is refused;
+//! garbage datagrams are dropped and counted.
 
 use crate::media_stream_support;
 
@@ -322,8 +323,13 @@ fn opus_flows_both_ways() {
 
 #[test]
 fn the_call_preference_picks_opus_and_an_offer_without_a_common_codec_is_refused() {
-    let call = Call::new(&[Codec::Opus, Codec::Pcmu], true, true);
+    let mut call = Call::new(&[Codec::Opus, Codec::Pcmu], true, true);
     assert_eq!(call.peer.negotiated().codec.codec, Codec::Opus);
+    // Garbage on the socket is dropped and counted, never a panic.
+    let now = call.now;
+    call.peer.handle_datagram(now, addr(BROWSER), &[]);
+    call.peer.handle_datagram(now, addr(BROWSER), &[0xff; 40]);
+    assert_eq!(call.peer.dropped_malformed(), 2);
     // A browser offers no maxplaybackrate (48 kHz); the stream runs at 24 kHz.
     let fmtp = call
         .peer
