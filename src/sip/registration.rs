@@ -255,6 +255,12 @@ impl Registration {
         }
     }
 
+    /// The connection the REGISTER went on failed or closed before an answer (a refused TLS
+    /// handshake, a reset): a 503, as RFC 3261 §8.1.3.1 counts a transport error.
+    pub fn handle_transport_failure(&mut self, now: Instant) -> RegistrationAction {
+        self.fail(now, 503, "the connection to the registrar failed or closed")
+    }
+
     /// The REGISTER timed out (Timer F).
     pub fn handle_timeout_failure(&mut self, now: Instant) -> RegistrationAction {
         self.fail(now, 408, "no response from registrar")

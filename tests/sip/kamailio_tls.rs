@@ -8,7 +8,8 @@
 //!   challenge): Kamailio logs the REGISTER over TLS with a verified client certificate
 //!   (`CN=voxline-client`) and the saved binding, voxline logs "registered".
 //! * Without a client certificate, Kamailio refuses the handshake ("peer did not return a
-//!   certificate"): voxline does not register and logs that the registration failed.
+//!   certificate"): voxline does not register and logs that the registration failed with
+//!   503 because the connection failed (not a 408 "no response").
 
 use crate::common;
 use crate::tls::TestCerts;
@@ -224,6 +225,12 @@ fn without_a_client_certificate_kamailio_refuses_the_connection() {
             .any(|l| l.contains("registration failed"))
     });
     let out = vox.output();
+    assert!(
+        out.lines().any(|l| l.contains("registration failed")
+            && l.contains("status=503")
+            && l.contains("the connection to the registrar failed or closed")),
+        "the failure does not say the connection failed\n{out}"
+    );
     assert!(
         failed,
         "no failed registration\n{out}\n---- kamailio ----\n{}",

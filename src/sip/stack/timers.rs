@@ -66,8 +66,11 @@ impl SipStack {
                     Purpose::Update(h) => self.send_bye(now, h, EndReason::DialogLost(408)),
                     Purpose::Register(rid) => {
                         if let Some(reg) = self.regs.get_mut(&rid)
-                            && let RegistrationAction::Report(state) =
+                            && let RegistrationAction::Report(state) = if code == 503 {
+                                reg.handle_transport_failure(now)
+                            } else {
                                 reg.handle_timeout_failure(now)
+                            }
                         {
                             self.schedule(TimerRef::Reg(rid), reg_deadline(self.regs.get(&rid)));
                             self.event(SipEvent::Registration { id: rid, state });
