@@ -460,11 +460,15 @@ pub async fn start<H: CallHandler>(
             gate.clone(),
             counters.clone(),
         );
-        if transport.is_websocket() {
-            tokio::spawn(ws::accept_loop(listener, tx, limits, gate, counters, tls));
-        } else {
-            tokio::spawn(net::accept_loop(listener, tx, limits, gate, counters, tls));
-        }
+        tokio::spawn(net::accept_loop(
+            listener,
+            tx,
+            limits,
+            gate,
+            counters,
+            tls,
+            transport.is_websocket(),
+        ));
     }
     if let Some(server) = &server_tls {
         tokio::spawn(tls::reload_on_sighup(server.clone()));

@@ -153,7 +153,9 @@ impl Drop for TcpSlot {
 }
 
 /// Accepts TCP connections (with `tls`, TLS ones: the handshake within the message
-/// timeout), within the gate's limits, which TCP and TLS share.
+/// timeout), within the gate's limits, which TCP, TLS, WS and WSS share. With `websocket`, the
+/// connection then does the WebSocket handshake (in the rest of that time) and carries SIP
+/// over WebSocket ([`super::ws`]).
 pub async fn accept_loop(
     listener: TcpListener,
     tx: mpsc::Sender<Inbound>,
@@ -161,7 +163,14 @@ pub async fn accept_loop(
     gate: TcpGate,
     counters: Arc<RuntimeCounters>,
     tls: Option<ServerTls>,
+    websocket: bool,
 ) {
+    let transport = match (tls.is_some(), websocket) {
+        (false, false) => Transport::Tcp,
+        (true, false) => Transport::Tls,
+        (false, true) => Transport::Ws,
+        (true, true) => Transport::Wss,
+    };
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
@@ -174,11 +183,7 @@ pub async fn accept_loop(
                 };
                 let conn = Conn {
                     addr,
-                    transport: if tls.is_some() {
-                        Transport::Tls
-                    } else {
-                        Transport::Tcp
-                    },
+                    transport,
                     limits,
                     keepalive: None,
                     timeouts: gate.limits(),
@@ -187,14 +192,14 @@ pub async fn accept_loop(
                 let tx = tx.clone();
                 let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.config()));
                 tokio::spawn(async move {
+                    let deadline = tokio::time::Instant::now() + conn.timeouts.message_timeout;
                     let Some(acceptor) = acceptor else {
-                        opened(stream, conn, tx).await;
+                        established(stream, conn, tx, deadline).await;
                         drop(slot);
                         return;
                     };
-                    let limit = conn.timeouts.message_timeout;
-                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => opened(s, conn, tx).await,
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => established(s, conn, tx, deadline).await,
                         Ok(Err(e)) => {
                             bump(&conn.counters.tls_failed);
                             tracing::info!(%addr, error = %e, "TLS handshake failed");
@@ -220,6 +225,23 @@ pub async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// An accepted connection is up (after its TLS handshake, if any): a WebSocket one does its
+/// WebSocket handshake by `deadline`; then it is served.
+async fn established<S>(
+    stream: S,
+    conn: Conn,
+    tx: mpsc::Sender<Inbound>,
+    deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if conn.transport.is_websocket() {
+        super::ws::serve(stream, conn, tx, deadline).await;
+    } else {
+        opened(stream, conn, tx).await;
     }
 }
 

@@ -20,18 +20,15 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::net::{Inbound, TcpGate};
-use super::tls::ServerTls;
-use super::{RuntimeCounters, TCP_WRITE_QUEUE, bump, out_of_descriptors};
+use super::net::{Conn, Inbound};
+use super::{RuntimeCounters, TCP_WRITE_QUEUE, bump};
 use crate::sip::message::Limits;
 use crate::sip::{Peer, Transport};
 
@@ -43,90 +40,6 @@ const PROTOCOL_HEADER: &str = "sec-websocket-protocol";
 const PONG: &str = "\r\n";
 /// How long a closing connection may take to write what is still queued.
 const WS_DRAIN: Duration = Duration::from_secs(2);
-
-/// Accepts WebSocket connections (with `tls`, WSS), within the gate's limits, which they share
-/// with TCP and TLS.
-pub async fn accept_loop(
-    listener: TcpListener,
-    tx: mpsc::Sender<Inbound>,
-    limits: Limits,
-    gate: TcpGate,
-    counters: Arc<RuntimeCounters>,
-    tls: Option<ServerTls>,
-) {
-    let transport = if tls.is_some() {
-        Transport::Wss
-    } else {
-        Transport::Ws
-    };
-    loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                let _ = stream.set_nodelay(true);
-                let Some(slot) = gate.admit(addr.ip()) else {
-                    bump(&counters.tcp_refused);
-                    tracing::debug!(%addr, "websocket connection refused: connection limit");
-                    continue;
-                };
-                let tx = tx.clone();
-                let counters = counters.clone();
-                let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.config()));
-                let timeouts = gate.limits();
-                tokio::spawn(async move {
-                    let deadline = tokio::time::Instant::now() + timeouts.message_timeout;
-                    let conn = Conn {
-                        addr,
-                        transport,
-                        limits,
-                        idle: timeouts.idle_timeout,
-                        deadline,
-                        counters,
-                    };
-                    match acceptor {
-                        None => serve(stream, conn, tx).await,
-                        Some(a) => {
-                            match tokio::time::timeout_at(deadline, a.accept(stream)).await {
-                                Ok(Ok(s)) => serve(s, conn, tx).await,
-                                Ok(Err(e)) => {
-                                    bump(&conn.counters.tls_failed);
-                                    tracing::info!(%addr, error = %e, "WSS: TLS handshake failed");
-                                }
-                                Err(_) => {
-                                    bump(&conn.counters.tls_failed);
-                                    tracing::info!(%addr, "WSS: TLS handshake not done in time");
-                                }
-                            }
-                        }
-                    }
-                    drop(slot);
-                });
-            }
-            Err(e) if out_of_descriptors(&e) => {
-                tracing::error!(
-                    error = %e,
-                    "out of file descriptors: a SIP over WebSocket connection could not be \
-                     accepted (see the descriptor limit logged at start)"
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "websocket accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// One accepted connection's settings.
-struct Conn {
-    addr: SocketAddr,
-    transport: Transport,
-    limits: Limits,
-    idle: Duration,
-    /// When the WebSocket handshake must be done.
-    deadline: tokio::time::Instant,
-    counters: Arc<RuntimeCounters>,
-}
 
 /// Checks the handshake's subprotocols and answers with `sip`.
 // The error type is tungstenite's handshake callback contract, not ours to shrink.
@@ -213,19 +126,25 @@ pub fn offers_sip(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> 
         .any(|p| p.trim().eq_ignore_ascii_case(SIP_SUBPROTOCOL))
 }
 
-/// The WebSocket handshake, then the connection until it closes.
-async fn serve<S>(stream: S, conn: Conn, tx: mpsc::Sender<Inbound>)
-where
+/// The WebSocket handshake of an accepted connection (by `deadline`), then the connection
+/// until it closes.
+pub(super) async fn serve<S>(
+    stream: S,
+    conn: Conn,
+    tx: mpsc::Sender<Inbound>,
+    deadline: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Conn {
         addr,
         transport,
         limits,
-        idle,
-        deadline,
+        timeouts,
         counters,
+        ..
     } = conn;
+    let idle = timeouts.idle_timeout;
     let config = ws_config(&limits);
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config));

@@ -334,6 +334,32 @@ async fn a_closed_connection_ends_its_call() {
     vox.assert_running();
 }
 
+/// A WSS connection to `localhost:port` offering `sip`, trusting only the CA in `ca`.
+async fn wss(
+    port: u16,
+    ca: &std::path::Path,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut req = format!("wss://localhost:{port}")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    let tls = voxline::runtime::tls::client_config(Some(ca), None).expect("client tls");
+    tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn wss_verifies_voxlines_certificate_and_carries_sip() {
     let certs = crate::tls::TestCerts::new(&["localhost", "127.0.0.1"]);
@@ -343,20 +369,7 @@ async fn wss_verifies_voxlines_certificate_and_carries_sip() {
         certs.cert.display(),
         certs.key.display()
     ));
-    let mut req = format!("wss://localhost:{port}")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
-    let tls = voxline::runtime::tls::client_config(Some(&certs.ca), None).expect("client tls");
-    let (mut ws, resp) = tokio_tungstenite::connect_async_tls_with_config(
-        req,
-        None,
-        false,
-        Some(tokio_tungstenite::Connector::Rustls(tls)),
-    )
-    .await
-    .expect("WSS handshake");
+    let (mut ws, resp) = wss(port, &certs.ca).await.expect("WSS handshake");
     assert_eq!(
         resp.headers()
             .get("sec-websocket-protocol")
@@ -373,19 +386,7 @@ async fn wss_verifies_voxlines_certificate_and_carries_sip() {
 
     // A client that trusts another CA refuses voxline's certificate.
     let other = crate::tls::TestCerts::new(&["localhost"]);
-    let mut req = format!("wss://localhost:{port}")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
-    let tls = voxline::runtime::tls::client_config(Some(&other.ca), None).expect("client tls");
-    let refused = tokio_tungstenite::connect_async_tls_with_config(
-        req,
-        None,
-        false,
-        Some(tokio_tungstenite::Connector::Rustls(tls)),
-    )
-    .await;
+    let refused = wss(port, &other.ca).await;
     assert!(
         refused.is_err(),
         "a certificate from another CA was accepted"
