@@ -103,16 +103,41 @@ impl Dialog {
         if transport.is_reliable() && transport == self.peer.transport {
             return self.peer; // reuse the connection
         }
+        self.target_over(uri, transport).unwrap_or(self.peer)
+    }
+
+    /// The connection this dialog's messages came over has closed: later requests go to the
+    /// remote target (or the first route) over a new connection (RFC 3261 §18.1.1), when it
+    /// names an IP address on the host that connected (or a route does). A WebSocket
+    /// client's dialog stays: it cannot be reached another way.
+    pub fn connection_closed(&mut self) {
+        if !self.peer.transport.is_reliable() || self.peer.transport.is_websocket() {
+            return;
+        }
+        let uri = self
+            .route_set
+            .first()
+            .map(|r| message::uri_of(r).to_owned())
+            .unwrap_or_else(|| self.remote_target.clone());
+        if let Some(p) = self.target_over(&uri, self.peer.transport) {
+            self.peer = p;
+        }
+    }
+
+    /// Where `uri` points over `transport`: its IP address and port (the transport's default
+    /// port when it has none), unless it is a name, or, without a route set, an address on
+    /// another host than the dialog's peer (a client behind NAT: its Contact is private).
+    fn target_over(&self, uri: &str, transport: Transport) -> Option<Peer> {
         let Some((host, port)) = message::uri_host_port(uri) else {
-            return self.peer;
+            return None;
         };
         let Ok(ip) = host.parse::<IpAddr>() else {
-            return self.peer;
+            return None;
         };
         if self.route_set.is_empty() && ip != self.peer.addr.ip() {
-            return self.peer;
+            return None;
         }
-        Peer {
+        Some(Peer {
             transport,
             addr: SocketAddr::new(
                 ip,
@@ -122,7 +147,7 @@ impl Dialog {
                     DEFAULT_SIP_PORT
                 }),
             ),
-        }
+        })
     }
 
     /// Route header values for an in-dialog request.

@@ -181,6 +181,9 @@ pub struct ViaInfo {
     pub received: Option<IpAddr>,
     /// `rport`: `None` when absent, `Some(None)` when present without a value (RFC 3581).
     pub rport: Option<Option<u16>>,
+    /// `alias`: the sender asks that its connection be reused for requests to its sent-by
+    /// address (RFC 5923 §5).
+    pub alias: bool,
 }
 
 /// A parsed, checked message with its key header fields cached.
@@ -588,6 +591,7 @@ fn parse_via_value(v: &str) -> Option<ViaInfo> {
         branch: param_in(params, "branch").map(str::to_string),
         received: param_in(params, "received").and_then(|v| v.parse().ok()),
         rport,
+        alias: param_in(params, "alias").is_some(),
     })
 }
 

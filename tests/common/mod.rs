@@ -131,18 +131,24 @@ impl VoxlineProcess {
 
     /// [`VoxlineProcess::spawn`] with extra environment variables for the process (API keys).
     pub fn spawn_with_env(config_toml: &str, env: &[(&str, &str)]) -> VoxlineProcess {
+        VoxlineProcess::spawn_inner(config_toml, env, LOOPBACK)
+    }
+
+    /// [`VoxlineProcess::spawn`] with SIP and HTTP on `ip` instead of 127.0.0.1 (a test
+    /// network's address, see [`TestNetns`]).
+    pub fn spawn_at(ip: std::net::IpAddr, config_toml: &str) -> VoxlineProcess {
+        VoxlineProcess::spawn_inner(config_toml, &[], &ip.to_string())
+    }
+
+    fn spawn_inner(config_toml: &str, env: &[(&str, &str)], ip: &str) -> VoxlineProcess {
         let dir = tempfile::Builder::new()
             .prefix("voxline-test-")
             .tempdir()
             .expect("tempdir");
         let config_path = dir.path().join("voxline.toml");
         fs::write(&config_path, config_toml).expect("write config");
-        let sip: SocketAddr = format!("{LOOPBACK}:{}", free_sip_port())
-            .parse()
-            .expect("addr");
-        let http: SocketAddr = format!("{LOOPBACK}:{}", free_tcp_port())
-            .parse()
-            .expect("addr");
+        let sip: SocketAddr = format!("{ip}:{}", free_sip_port()).parse().expect("addr");
+        let http: SocketAddr = format!("{ip}:{}", free_tcp_port()).parse().expect("addr");
         let stdout_path = dir.path().join("voxline.stdout.log");
         let stderr_path = dir.path().join("voxline.stderr.log");
         let child = Command::new(env!("CARGO_BIN_EXE_voxline"))
@@ -1097,6 +1103,121 @@ pub struct PhonePage {
     pub log: String,
 }
 
+/// A network namespace made for one test, joined to this one by a veth pair: `host_ip` on
+/// this side, `ns_ip` inside. For peers that will not use loopback (Firefox gathers no
+/// 127.0.0.1 ICE candidates, whatever its preferences say). Needs root (`ip netns`, from
+/// iproute2); deleted, with its veth pair, on drop.
+pub struct TestNetns {
+    /// The namespace's name (`ip netns exec NAME ...`).
+    pub name: String,
+    /// This side's address.
+    pub host_ip: std::net::IpAddr,
+    /// The namespace's address.
+    pub ns_ip: std::net::IpAddr,
+}
+
+impl TestNetns {
+    /// A namespace with a /30 link to this one; `tag` (a few letters) names it.
+    pub fn new(tag: &str) -> TestNetns {
+        let pid = std::process::id();
+        let name = format!("vx{tag}{pid}");
+        // Interface names have at most 15 characters.
+        let (host_if, ns_if) = (
+            format!("vx{tag}a{}", pid % 100_000),
+            format!("vx{tag}b{}", pid % 100_000),
+        );
+        let subnet = 1 + pid % 250;
+        let host_ip: std::net::IpAddr = format!("10.251.{subnet}.1").parse().expect("ip");
+        let ns_ip: std::net::IpAddr = format!("10.251.{subnet}.2").parse().expect("ip");
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (apt-get install iproute2)");
+            assert!(
+                out.status.success(),
+                "ip {}: {} (a test network namespace needs root)",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // A namespace left by a killed run of this process id would be in the way.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = TestNetns {
+            name: name.clone(),
+            host_ip,
+            ns_ip,
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &ns_if,
+        ]);
+        ip(&["-n", &name, "link", "set", &ns_if, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth end in it, and so the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Opens `url` in headless Firefox (Debian's `firefox-esr`, driven by puppeteer-core over
+/// WebDriver BiDi) inside `ns`, with Firefox's fake microphone (a tone), stays in the call
+/// `seconds`, hangs up. Needs `firefox-esr` and `npm ci` in tests/browser (`.ci/run` does
+/// both); panics with the install command if not.
+pub fn phone_page_firefox(ns: &TestNetns, url: &str, seconds: u32) -> PhonePage {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        Path::new("/usr/bin/firefox-esr").exists(),
+        "firefox-esr missing: apt-get install firefox-esr"
+    );
+    assert!(
+        root.join("tests/browser/node_modules/puppeteer-core")
+            .is_dir(),
+        "puppeteer-core missing: (cd tests/browser && npm ci)"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "node"])
+        .arg(root.join("tests/browser/phone.mjs"))
+        .arg(url)
+        .arg("-")
+        .arg(seconds.to_string())
+        .arg("firefox")
+        .output()
+        .expect("ip netns exec node (apt-get install iproute2 nodejs)");
+    page_result(&out)
+}
+
+fn page_result(out: &std::process::Output) -> PhonePage {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let log = format!("page stdout:\n{stdout}\npage stderr:\n{stderr}");
+    let result = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no result from the page\n{log}"));
+    PhonePage { result, log }
+}
+
 /// Opens `url` (voxline's `/phone?...`) in headless Chromium with a fake microphone playing
 /// `wav` (looped), stays in the call `seconds`, hangs up. Needs Debian's `chromium` and
 /// `npm ci` in tests/browser (`.ci/run` does both); panics with the install command if not.
@@ -1118,13 +1239,5 @@ pub fn phone_page(url: &str, wav: &Path, seconds: u32) -> PhonePage {
         .arg(seconds.to_string())
         .output()
         .expect("node (apt-get install nodejs npm)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let log = format!("page stdout:\n{stdout}\npage stderr:\n{stderr}");
-    let result = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no result from the page\n{log}"));
-    PhonePage { result, log }
+    page_result(&out)
 }

@@ -359,3 +359,28 @@ fn common_offer() -> String {
      m=audio 4000 RTP/AVP 0\r\n"
         .to_owned()
 }
+
+/// Firefox 153's offer, as its `RTCPeerConnection` made it for the /phone page (Opus with
+/// `maxplaybackrate=48000;stereo=1`, G.722, G.711, telephone-event; host candidates on two
+/// families, TCP candidates, `a=rtcp` beside `a=rtcp-mux`, trickle ICE).
+const FIREFOX_OFFER: &str = "v=0\r\no=mozilla...THIS_IS_SDPARTA-99.0 3803520428091351708 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=sendrecv\r\na=fingerprint:sha-256 F3:5D:7F:CF:27:19:B3:76:A7:AD:91:1A:4A:67:39:75:05:BF:1F:56:B7:2A:78:25:80:0E:A9:F2:E2:51:10:9B\r\na=group:BUNDLE 0\r\na=ice-options:trickle\r\na=msid-semantic:WMS *\r\nm=audio 52566 UDP/TLS/RTP/SAVPF 109 9 0 8 101\r\nc=IN IP4 192.0.2.2\r\na=candidate:0 1 UDP 2122187007 192.0.2.2 52566 typ host\r\na=candidate:1 1 UDP 2122252543 fd00::2 39545 typ host\r\na=candidate:2 1 TCP 2105458943 192.0.2.2 9 typ host tcptype active\r\na=candidate:0 2 UDP 2122187006 192.0.2.2 46113 typ host\r\na=sendrecv\r\na=end-of-candidates\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=extmap:2/recvonly urn:ietf:params:rtp-hdrext:csrc-audio-level\r\na=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:7 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=extmap-allow-mixed\r\na=fmtp:109 maxplaybackrate=48000;stereo=1;useinbandfec=1\r\na=fmtp:101 0-15\r\na=ice-pwd:ecc968e909045f11f08ff912317a1051\r\na=ice-ufrag:84d57af3\r\na=mid:0\r\na=msid:{79d8d8c9-062f-4d19-b1f4-29da40aab242} {c83b08c2-0f99-4201-8a91-3397ba0d4109}\r\na=rtcp:46113 IN IP4 192.0.2.2\r\na=rtcp-fb:109 transport-cc\r\na=rtcp-fb:9 transport-cc\r\na=rtcp-fb:0 transport-cc\r\na=rtcp-fb:8 transport-cc\r\na=rtcp-mux\r\na=rtpmap:109 opus/48000/2\r\na=rtpmap:9 G722/8000/1\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=setup:actpass\r\na=ssrc:3561596293 cname:{a9152474-2b21-4886-ae1d-fb14578deed4}\r\n";
+
+#[test]
+fn firefox_offer_is_answered_with_opus_at_the_browser_rate() {
+    assert!(is_webrtc_offer(FIREFOX_OFFER.as_bytes()));
+    let prefs = CodecPrefs::new([Codec::Opus, Codec::Pcmu]).expect("prefs");
+    let (peer, answer) =
+        WebRtcPeer::accept_offer(Instant::now(), FIREFOX_OFFER, addr(VOXLINE), &prefs)
+            .expect("answered");
+    assert_eq!(peer.negotiated().codec.codec, Codec::Opus);
+    assert!(answer.contains("a=rtpmap:109 opus/48000/2"), "{answer}");
+    assert!(
+        answer.contains("a=rtpmap:101 telephone-event/8000"),
+        "{answer}"
+    );
+    let fmtp = answer
+        .lines()
+        .find(|l| l.starts_with("a=fmtp:109 "))
+        .unwrap_or_else(|| panic!("no Opus fmtp in {answer}"));
+    assert!(!fmtp.contains("maxplaybackrate=0"), "{fmtp}");
+}

@@ -12,6 +12,7 @@ mod harness;
 mod media_peer;
 
 mod cancel_race;
+mod connection_reuse;
 mod dialog;
 mod flood_memory;
 mod flood_timers;
@@ -27,6 +28,7 @@ mod options_keepalive;
 mod outbound_auth;
 mod overload;
 mod phone_chromium;
+mod phone_firefox;
 mod prack;
 mod register;
 mod resolve;

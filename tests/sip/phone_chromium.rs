@@ -5,8 +5,8 @@
 //! with voxline (Opus, the browser calls' first choice), and:
 //!
 //! * the caller's audio reaches the agent: the recording's caller channel holds the tone;
-//! * the agent's audio comes back to the page: the echo's level measured in the page by Web
-//!   Audio on the remote track.
+//! * the agent's audio comes back to the page: the echo's level, as the page reads it from
+//!   its receiver's statistics (`inbound-rtp` `audioLevel`).
 //!
 //! Needs `chromium` (apt-get install chromium) and `npm ci` in tests/browser (`.ci/run` does
 //! both); fails with those instructions otherwise.
@@ -39,23 +39,35 @@ fn chromium_calls_the_echo_agent_from_the_phone_page() {
     let report = || format!("{}\nvoxline:\n{}", page.log, vox.output());
     let result = &page.result;
     assert_eq!(result["state"], "connected", "{}", report());
-    // The echo came back to the page (Web Audio RMS of the remote track; silence is ~0).
+    // The echo came back to the page (the receiver's inbound-rtp audioLevel; silence is ~0).
     let level = result["maxRemoteLevel"].as_f64().unwrap_or(0.0);
     assert!(level > 0.02, "the page heard {level:.4}\n{}", report());
 
     // The caller's audio reached voxline and the agent: the call's record and recording.
     let call_id = result["callId"].as_str().expect("callId").to_owned();
+    let call = finished_record(&vox, &call_id, &report);
+    assert_eq!(call["codec"], "opus", "{call}");
+    assert_caller_heard(&call, 2000, &report);
+    vox.assert_running();
+}
+
+/// The record of `call_id` once it has ended.
+pub fn finished_record(
+    vox: &VoxlineProcess,
+    call_id: &str,
+    report: &dyn Fn() -> String,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let call = loop {
+    loop {
         let (_, body) =
             http_get(vox.http_addr(), "/records", Duration::from_secs(5)).expect("records");
         let records: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         let found = records
             .as_array()
             .or_else(|| records["records"].as_array())
-            .and_then(|a| a.iter().find(|r| r["call_id"] == call_id.as_str()).cloned());
+            .and_then(|a| a.iter().find(|r| r["call_id"] == call_id).cloned());
         if let Some(r) = found.filter(|r| !r["ended_at"].is_null()) {
-            break r;
+            return r;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -63,8 +75,12 @@ fn chromium_calls_the_echo_agent_from_the_phone_page() {
             report()
         );
         std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(call["codec"], "opus", "{call}");
+    }
+}
+
+/// The call's recording holds the caller's audio: more than a tenth of its caller channel
+/// is louder than `loud`.
+pub fn assert_caller_heard(call: &serde_json::Value, loud: u16, report: &dyn Fn() -> String) {
     let path = call["recording_path"]
         .as_str()
         .unwrap_or_else(|| panic!("no recording: {call}\n{}", report()))
@@ -81,12 +97,11 @@ fn chromium_calls_the_echo_agent_from_the_phone_page() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let caller = rec.channel(0);
-    let loud = caller.iter().filter(|s| s.unsigned_abs() > 2000).count();
+    let n = caller.iter().filter(|s| s.unsigned_abs() > loud).count();
     assert!(
-        loud > caller.len() / 10,
-        "the caller channel of {path} is mostly silent ({loud} of {} samples loud)\n{}",
+        n > caller.len() / 10,
+        "the caller channel of {path} is mostly silent ({n} of {} samples louder than {loud})\n{}",
         caller.len(),
         report()
     );
-    vox.assert_running();
 }

@@ -53,6 +53,7 @@ impl SipStack {
     // ===== small helpers =====
 
     pub(super) fn send(&mut self, peer: Peer, payload: Vec<u8>) {
+        let peer = self.route_alias(peer);
         self.out
             .push_back(Output::Transmit(Transmit { peer, payload }));
     }

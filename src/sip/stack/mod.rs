@@ -29,6 +29,7 @@ use super::transaction::{
 use super::transport::{Peer, Transmit, Transport};
 use super::{Body, CallHandle, CallId, RegistrationId};
 
+mod alias;
 mod calls;
 mod in_dialog;
 mod requests;
@@ -514,6 +515,9 @@ pub struct SipStack {
     counters: StackCounters,
     /// New requests are being refused (see [`StackConfig::max_transactions`]).
     overloaded: bool,
+    /// RFC 5923 connection aliases: a TLS client's advertised address → the address of the
+    /// connection it opened (see `alias.rs`).
+    aliases: HashMap<SocketAddr, SocketAddr>,
 }
 
 impl SipStack {
@@ -537,6 +541,7 @@ impl SipStack {
             active_calls: 0,
             counters: StackCounters::default(),
             overloaded: false,
+            aliases: HashMap::new(),
         }
     }
 
@@ -628,6 +633,7 @@ impl SipStack {
     /// ([`EndReason::ConnectionClosed`]).
     pub fn handle_transport_error(&mut self, now: Instant, peer: Peer) {
         self.now = now;
+        self.forget_aliases(peer);
         let ids: Vec<u64> = self
             .clients
             .iter()
@@ -641,6 +647,13 @@ impl SipStack {
                 .is_some_and(|e| e.tx.transport_error(now))
             {
                 self.client_timeout(now, id);
+            }
+        }
+        if peer.transport.is_reliable() && !peer.transport.is_websocket() {
+            for c in self.calls.values_mut() {
+                if c.dialog.peer == peer && c.state != CallState::Ended {
+                    c.dialog.connection_closed();
+                }
             }
         }
         if peer.transport.is_websocket() {
@@ -781,9 +794,17 @@ fn replace_flag_param(via: &str, flag: &str, with: &str) -> String {
     out
 }
 
+/// Our Via. Over TLS it carries `alias` (RFC 5923 §5): the server may send its requests
+/// back over the connection voxline opened, which is what reaches voxline behind NAT or
+/// without a TLS listener of its own.
 fn via_value(transport: Transport, addr: SocketAddr, branch: &str) -> String {
+    let alias = if transport == Transport::Tls {
+        ";alias"
+    } else {
+        ""
+    };
     format!(
-        "SIP/2.0/{} {};branch={branch};rport",
+        "SIP/2.0/{} {};branch={branch};rport{alias}",
         transport.via_token(),
         fmt_host_port(addr)
     )

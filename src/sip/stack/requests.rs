@@ -7,6 +7,7 @@ impl SipStack {
 
     pub(super) fn on_request(&mut self, now: Instant, peer: Peer, mut msg: Msg) {
         annotate_via(&mut msg, peer);
+        self.note_alias(peer, &msg.via);
         let Some(method) = msg.request().map(|r| r.method) else {
             return;
         };
