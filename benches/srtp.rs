@@ -1,6 +1,6 @@
 //! SRTP cost per packet: protecting and unprotecting a 20 ms G.711 packet (12-byte header,
-//! 160 bytes of payload) with AES_CM_128_HMAC_SHA1_80, the work SRTP adds to each packet of
-//! a call in each direction. For scale, docs/PERFORMANCE.md sets it against a whole echo
+//! 160 bytes of payload) with AES_CM_128_HMAC_SHA1_80 ("srtp ...") and AEAD_AES_128_GCM
+//! ("srtp gcm ..."), the work SRTP adds to each packet of a call in each direction. For scale, docs/PERFORMANCE.md sets it against a whole echo
 //! call's CPU per packet.
 //!
 //! ```sh
@@ -24,9 +24,17 @@ fn packet(seq: u16) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let key = MasterKey::from_base64("WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz").unwrap();
-    let suite = SrtpSuite::AesCm128HmacSha1_80;
-    c.bench_function("srtp protect 20 ms PCMU packet", |b| {
-        let mut tx = SrtpContext::new(suite, &key);
+    for (suite, name) in [
+        (SrtpSuite::AesCm128HmacSha1_80, "srtp"),
+        (SrtpSuite::AeadAes128Gcm, "srtp gcm"),
+    ] {
+        bench_suite(c, suite, name, &key);
+    }
+}
+
+fn bench_suite(c: &mut Criterion, suite: SrtpSuite, name: &str, key: &MasterKey) {
+    c.bench_function(&format!("{name} protect 20 ms PCMU packet"), |b| {
+        let mut tx = SrtpContext::new(suite, key);
         let mut seq = 0u16;
         let mut buf = Vec::with_capacity(200);
         b.iter(|| {
@@ -37,8 +45,8 @@ fn bench(c: &mut Criterion) {
             black_box(&buf);
         })
     });
-    c.bench_function("srtp unprotect 20 ms PCMU packet", |b| {
-        let mut tx = SrtpContext::new(suite, &key);
+    c.bench_function(&format!("{name} unprotect 20 ms PCMU packet"), |b| {
+        let mut tx = SrtpContext::new(suite, key);
         let protected: Vec<Vec<u8>> = (0..60_000u16)
             .map(|s| {
                 let mut p = packet(s);
@@ -46,13 +54,13 @@ fn bench(c: &mut Criterion) {
                 p
             })
             .collect();
-        let mut rx = SrtpContext::new(suite, &key);
+        let mut rx = SrtpContext::new(suite, key);
         let mut i = 0usize;
         let mut buf = Vec::with_capacity(200);
         b.iter(|| {
             if i == protected.len() {
                 // A fresh receiver: the window would refuse the same indexes again.
-                rx = SrtpContext::new(suite, &key);
+                rx = SrtpContext::new(suite, key);
                 i = 0;
             }
             buf.clear();

@@ -122,6 +122,8 @@ impl CallManager {
                 SrtpMode::Off => None,
                 mode => Some(LocalSrtp {
                     mode,
+                    suites: trunk
+                        .map_or_else(|| self.media.srtp_suites.clone(), |t| t.srtp_suites.clone()),
                     key: fresh_key(),
                 }),
             },

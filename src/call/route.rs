@@ -128,6 +128,8 @@ pub struct MediaPolicy {
     pub transcripts_dir: Option<std::path::PathBuf>,
     /// SRTP for calls that match no trunk.
     pub srtp: crate::sdp::SrtpMode,
+    /// The SRTP suites those calls offer and accept.
+    pub srtp_suites: crate::sdp::SrtpSuites,
 }
 
 impl Default for MediaPolicy {
@@ -144,6 +146,7 @@ impl Default for MediaPolicy {
             recordings_dir: None,
             transcripts_dir: None,
             srtp: crate::sdp::SrtpMode::Off,
+            srtp_suites: crate::sdp::SrtpSuites::default(),
         }
     }
 }
@@ -166,6 +169,8 @@ pub struct TrunkPolicy {
     pub sip: crate::sip::CallOptions,
     /// SRTP on its calls.
     pub srtp: crate::sdp::SrtpMode,
+    /// The SRTP suites its calls offer and accept.
+    pub srtp_suites: crate::sdp::SrtpSuites,
 }
 
 impl CallManager {

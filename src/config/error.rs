@@ -121,6 +121,14 @@ pub enum ConfigErrorKind {
     /// A codec listed twice.
     #[error("codec \"{0}\" is listed twice")]
     DuplicateCodec(String),
+    /// An SRTP suite name voxline does not implement.
+    #[error(
+        "unknown SRTP suite \"{0}\" (known: AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM)"
+    )]
+    UnknownSrtpSuite(String),
+    /// An SRTP suite listed twice.
+    #[error("SRTP suite \"{0}\" is listed twice")]
+    DuplicateSrtpSuite(String),
     /// A trunk or agent name used twice.
     #[error("duplicate name \"{name}\" (already used by {first})")]
     DuplicateName {

@@ -100,6 +100,7 @@ pub(crate) struct FileMedia {
     pub jitter_min_ms: Option<u32>,
     pub jitter_max_ms: Option<u32>,
     pub srtp: Option<SrtpMode>,
+    pub srtp_suites: Option<Vec<String>>,
 }
 
 /// One `[[trunk]]`.
@@ -126,6 +127,7 @@ pub(crate) struct FileTrunk {
     pub prack: Option<PrackMode>,
     pub options_keepalive_s: Option<u32>,
     pub srtp: Option<SrtpMode>,
+    pub srtp_suites: Option<Vec<String>>,
 }
 
 /// One `[[route]]`.

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use crate::sdp::SrtpMode;
+pub use crate::sdp::{SrtpMode, SrtpSuite, SrtpSuites};
 use serde::Deserialize;
 
 pub use cidr::{Cidr, CidrError};
@@ -201,6 +201,8 @@ pub struct MediaSection {
     pub jitter_max: Duration,
     /// `srtp`: SRTP for calls that match no trunk: off (default), optional or mandatory.
     pub srtp: SrtpMode,
+    /// `srtp_suites`: the SRTP suites those calls offer and accept, in order.
+    pub srtp_suites: SrtpSuites,
 }
 
 /// The RTP port range: `min` is even and `min < max`.
@@ -309,6 +311,8 @@ pub struct Trunk {
     pub dtmf: DtmfMode,
     /// `srtp` (trunk, else profile): off, optional or mandatory.
     pub srtp: SrtpMode,
+    /// `srtp_suites`: the SRTP suites its calls offer and accept, in order (default: all).
+    pub srtp_suites: SrtpSuites,
     /// `session_timers` (trunk, else profile) — and only if `sip.session_expires_s` is
     /// not 0.
     pub session_timers: bool,

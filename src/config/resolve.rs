@@ -17,8 +17,8 @@ use super::{
     AgentKind, AgentSection, AtLimit, BUILTIN_ASSISTANT_AGENT, BUILTIN_ECHO_AGENT,
     BUILTIN_HOLD_AGENT, Cidr, Codec, Config, DEFAULT_API_KEY_ENV, DEFAULT_GREETING,
     DEFAULT_INSTRUCTIONS, DspSection, FallbackSection, HttpSection, LimitsSection, MediaSection,
-    PlaySource, Route, RoutePattern, RtpPortRange, Secret, SipSection, ToolsSection, Trunk,
-    TrunkTransport,
+    PlaySource, Route, RoutePattern, RtpPortRange, Secret, SipSection, SrtpSuite, SrtpSuites,
+    ToolsSection, Trunk, TrunkTransport,
 };
 
 /// Default SIP port (RFC 3261 §19.1.2).
@@ -123,6 +123,34 @@ pub(crate) fn parse_codecs(
         out.push(codec);
     }
     Ok(out)
+}
+
+/// Parses an SRTP suite list: known names, no duplicates, not empty. Errors at `key[i]`.
+pub(crate) fn parse_srtp_suites(
+    list: &[String],
+    origin: &str,
+    key: &str,
+) -> Result<SrtpSuites, ConfigError> {
+    let mut out: Vec<SrtpSuite> = Vec::with_capacity(list.len());
+    for (i, name) in list.iter().enumerate() {
+        let item_key = format!("{key}[{i}]");
+        let suite = SrtpSuite::parse(name).ok_or_else(|| {
+            ConfigError::at(
+                origin,
+                item_key.clone(),
+                ConfigErrorKind::UnknownSrtpSuite(name.clone()),
+            )
+        })?;
+        if out.contains(&suite) {
+            return Err(ConfigError::at(
+                origin,
+                item_key,
+                ConfigErrorKind::DuplicateSrtpSuite(name.clone()),
+            ));
+        }
+        out.push(suite);
+    }
+    SrtpSuites::new(out).ok_or_else(|| ConfigError::at(origin, key, ConfigErrorKind::Empty))
 }
 
 /// A trunk, agent or profile name: letters, digits, `-`, `_`, `.`, not starting with `.`.
@@ -542,6 +570,10 @@ impl Resolver<'_> {
             jitter_min: ms(jitter_min),
             jitter_max: ms(jitter_max),
             srtp: f.srtp.unwrap_or_default(),
+            srtp_suites: match &f.srtp_suites {
+                Some(list) => parse_srtp_suites(list, self.origin, "media.srtp_suites")?,
+                None => SrtpSuites::default(),
+            },
         })
     }
 
@@ -951,6 +983,10 @@ impl Resolver<'_> {
             codecs,
             dtmf: t.dtmf.unwrap_or(profile.dtmf),
             srtp: t.srtp.unwrap_or(profile.srtp),
+            srtp_suites: match &t.srtp_suites {
+                Some(list) => parse_srtp_suites(list, self.origin, &key("srtp_suites"))?,
+                None => SrtpSuites::default(),
+            },
             session_timers,
             prack: t.prack.unwrap_or(profile.prack),
             options_keepalive: match t.options_keepalive_s {

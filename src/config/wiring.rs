@@ -141,6 +141,7 @@ impl Config {
             recordings_dir: Some(self.data_dir.join("recordings")),
             transcripts_dir: Some(self.data_dir.join("transcripts")),
             srtp: self.media.srtp,
+            srtp_suites: self.media.srtp_suites.clone(),
         };
         let trunks = self
             .trunks
@@ -170,6 +171,7 @@ impl Config {
                     DtmfMode::Inband => DtmfSendMethod::InBand,
                 },
                 srtp: t.srtp,
+                srtp_suites: t.srtp_suites.clone(),
                 sip: CallOptions {
                     session_timers: t.session_timers,
                     rel100: match t.prack {

@@ -2,9 +2,13 @@
 //! come in, packets are protected and unprotected in place of the caller's buffers.
 //!
 //! * **Suites:** `AES_CM_128_HMAC_SHA1_80` and `AES_CM_128_HMAC_SHA1_32` (RFC 4568 §6.2):
-//!   AES-128 in counter mode, HMAC-SHA1 tags of 80 or 32 bits (SRTCP always 80).
+//!   AES-128 in counter mode, HMAC-SHA1 tags of 80 or 32 bits (SRTCP always 80); and
+//!   `AEAD_AES_128_GCM` (RFC 7714): AES-128-GCM with a 16-byte tag, the RTP header (SRTCP:
+//!   its first 8 bytes, the E flag and index) as associated data.
 //! * **Keys** (RFC 3711 §4.3): the session encryption key, salt and authentication key are
-//!   derived from the master key and salt with the AES-CM PRF, key derivation rate 0.
+//!   derived from the master key and salt with the AES-CM PRF, key derivation rate 0. GCM's
+//!   96-bit master salt is padded with 16 zero bits for it (RFC 7714 §11, erratum 4938) and
+//!   its session salt is 96 bits; it has no authentication key.
 //! * **Packet index** (§3.3.1): the rollover counter is kept per SSRC and the index of an
 //!   incoming packet is estimated from its sequence number against the highest seen.
 //! * **Replay protection** (§3.3.2): a 64-packet window per SSRC, updated only after a
@@ -13,17 +17,22 @@
 //! * **SRTCP** (§3.4): the E flag and a 31-bit index follow the encrypted part; the index
 //!   has its own replay window.
 //!
-//! The crypto is RustCrypto's (aes, ctr, hmac, sha1): pure Rust, constant-time tag
-//! comparison (hmac's `verify_truncated_left`).
+//! The crypto is RustCrypto's (aes, ctr, hmac, sha1, aes-gcm): pure Rust, constant-time tag
+//! comparison (hmac's `verify_truncated_left`, aes-gcm's own check). Checked against the
+//! vectors of RFC 3711 Appendix B and RFC 7714 §16 and §17.
 
 use std::collections::HashMap;
 
 use aes::Aes128;
 use aes::cipher::{InnerIvInit, KeyInit, KeyIvInit, StreamCipher};
+use aes_gcm::Aes128Gcm;
+use aes_gcm::aead::AeadInPlace;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-pub use crate::sdp::{MASTER_KEY_LEN, MASTER_SALT_LEN, MasterKey, SrtpSuite};
+pub use crate::sdp::{
+    GCM_MASTER_SALT_LEN, GCM_TAG_LEN, MASTER_KEY_LEN, MASTER_SALT_LEN, MasterKey, SrtpSuite,
+};
 
 type Aes128Ctr = ctr::Ctr128BE<Aes128>;
 type HmacSha1 = Hmac<Sha1>;
@@ -61,9 +70,11 @@ pub enum SrtpError {
 
 /// The AES-CM PRF of RFC 3711 §4.3.3 for `label` (key derivation rate 0), `out.len()` bytes.
 fn derive(master: &MasterKey, label: u8, out: &mut [u8]) {
-    // x = (label || r) XOR master_salt, r = 0, then used as IV << 16.
+    // x = (label || r) XOR master_salt, r = 0, then used as IV << 16. A 96-bit GCM salt is
+    // the high bits of the 112 (RFC 7714 erratum 4938: multiplied by 2^16).
+    let salt = master.salt();
     let mut iv = [0u8; 16];
-    iv[..MASTER_SALT_LEN].copy_from_slice(master.salt());
+    iv[..salt.len()].copy_from_slice(salt);
     iv[7] ^= label;
     out.fill(0);
     let mut c = Aes128Ctr::new(&(*master.key()).into(), &iv.into());
@@ -133,6 +144,73 @@ impl SessionKeys {
             m.update(p);
         }
         m
+    }
+}
+
+/// One direction's AES-GCM session key and salt for RTP or RTCP (RFC 7714).
+#[derive(Clone)]
+struct GcmKeys {
+    salt: [u8; GCM_MASTER_SALT_LEN],
+    gcm: Aes128Gcm,
+}
+
+impl GcmKeys {
+    /// Keys from the encryption and salt labels.
+    fn derive(master: &MasterKey, labels: [u8; 2]) -> GcmKeys {
+        let (mut enc, mut salt) = ([0u8; 16], [0u8; GCM_MASTER_SALT_LEN]);
+        derive(master, labels[0], &mut enc);
+        derive(master, labels[1], &mut salt);
+        GcmKeys::new(enc, salt)
+    }
+
+    fn new(enc: [u8; 16], salt: [u8; GCM_MASTER_SALT_LEN]) -> GcmKeys {
+        GcmKeys {
+            salt,
+            gcm: Aes128Gcm::new(&enc.into()),
+        }
+    }
+
+    /// The 12-byte IV: `00 00 || SSRC || ROC || SEQ` (RTP, RFC 7714 §8.1) or
+    /// `00 00 || SSRC || 00 00 || 0 || index` (SRTCP, §9.1), XOR the session salt.
+    fn iv(&self, ssrc: u32, tail: [u8; 6]) -> aes_gcm::Nonce<aes_gcm::aead::consts::U12> {
+        let mut iv = [0u8; GCM_MASTER_SALT_LEN];
+        iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
+        iv[6..].copy_from_slice(&tail);
+        for (b, s) in iv.iter_mut().zip(self.salt) {
+            *b ^= s;
+        }
+        iv.into()
+    }
+
+    fn rtp_iv(&self, ssrc: u32, roc: u32, seq: u16) -> aes_gcm::Nonce<aes_gcm::aead::consts::U12> {
+        let mut tail = [0u8; 6];
+        tail[..4].copy_from_slice(&roc.to_be_bytes());
+        tail[4..].copy_from_slice(&seq.to_be_bytes());
+        self.iv(ssrc, tail)
+    }
+
+    fn rtcp_iv(&self, ssrc: u32, index: u32) -> aes_gcm::Nonce<aes_gcm::aead::consts::U12> {
+        let mut tail = [0u8; 6];
+        tail[2..].copy_from_slice(&(index & !SRTCP_E_FLAG).to_be_bytes());
+        self.iv(ssrc, tail)
+    }
+}
+
+/// A direction's transform for RTP or RTCP: AES-CM with HMAC-SHA1, or AES-GCM.
+#[derive(Clone)]
+enum Keys {
+    Cm(SessionKeys),
+    Gcm(GcmKeys),
+}
+
+impl Keys {
+    fn derive(suite: SrtpSuite, master: &MasterKey, labels: [u8; 3]) -> Keys {
+        let master = master.for_suite(suite);
+        if suite.is_aead() {
+            Keys::Gcm(GcmKeys::derive(&master, [labels[0], labels[2]]))
+        } else {
+            Keys::Cm(SessionKeys::derive(&master, labels))
+        }
     }
 }
 
@@ -231,8 +309,8 @@ impl Stream {
 /// One direction of an SRTP session (what we send, or what we receive), for every SSRC in it.
 pub struct SrtpContext {
     suite: SrtpSuite,
-    rtp: SessionKeys,
-    rtcp: SessionKeys,
+    rtp: Keys,
+    rtcp: Keys,
     streams: HashMap<u32, Stream>,
 }
 
@@ -263,11 +341,13 @@ impl SrtpContext {
     pub fn new(suite: SrtpSuite, master: &MasterKey) -> SrtpContext {
         SrtpContext {
             suite,
-            rtp: SessionKeys::derive(
+            rtp: Keys::derive(
+                suite,
                 master,
                 [LABEL_RTP_ENCRYPTION, LABEL_RTP_AUTH, LABEL_RTP_SALT],
             ),
-            rtcp: SessionKeys::derive(
+            rtcp: Keys::derive(
+                suite,
                 master,
                 [LABEL_RTCP_ENCRYPTION, LABEL_RTCP_AUTH, LABEL_RTCP_SALT],
             ),
@@ -300,9 +380,21 @@ impl SrtpContext {
         };
         st.update(seq, roc);
         let index = (u64::from(roc) << 16) | u64::from(seq);
-        self.rtp.crypt(ssrc, index, &mut packet[hdr..]);
-        let tag = self.rtp.mac(&[packet, &roc.to_be_bytes()]).finalize();
-        packet.extend_from_slice(&tag.into_bytes()[..self.suite.rtp_tag_len()]);
+        match &self.rtp {
+            Keys::Cm(k) => {
+                k.crypt(ssrc, index, &mut packet[hdr..]);
+                let tag = k.mac(&[packet, &roc.to_be_bytes()]).finalize();
+                packet.extend_from_slice(&tag.into_bytes()[..self.suite.rtp_tag_len()]);
+            }
+            Keys::Gcm(k) => {
+                let (header, payload) = packet.split_at_mut(hdr);
+                let tag = k
+                    .gcm
+                    .encrypt_in_place_detached(&k.rtp_iv(ssrc, roc, seq), header, payload)
+                    .map_err(|_| SrtpError::TooShort)?;
+                packet.extend_from_slice(&tag);
+            }
+        }
         Ok(())
     }
 
@@ -321,12 +413,28 @@ impl SrtpContext {
         let roc = st.estimate(seq);
         let index = (u64::from(roc) << 16) | u64::from(seq);
         st.window.check(index)?;
-        self.rtp
-            .mac(&[&packet[..body], &roc.to_be_bytes()])
-            .verify_truncated_left(&packet[body..])
-            .map_err(|_| SrtpError::AuthFailed)?;
-        packet.truncate(body);
-        self.rtp.crypt(ssrc, index, &mut packet[hdr..]);
+        match &self.rtp {
+            Keys::Cm(k) => {
+                k.mac(&[&packet[..body], &roc.to_be_bytes()])
+                    .verify_truncated_left(&packet[body..])
+                    .map_err(|_| SrtpError::AuthFailed)?;
+                packet.truncate(body);
+                k.crypt(ssrc, index, &mut packet[hdr..]);
+            }
+            Keys::Gcm(k) => {
+                let (header, rest) = packet.split_at_mut(hdr);
+                let (payload, tag) = rest.split_at_mut(body - hdr);
+                k.gcm
+                    .decrypt_in_place_detached(
+                        &k.rtp_iv(ssrc, roc, seq),
+                        header,
+                        payload,
+                        aes_gcm::Tag::from_slice(tag),
+                    )
+                    .map_err(|_| SrtpError::AuthFailed)?;
+                packet.truncate(body);
+            }
+        }
         let s = self.stream(ssrc);
         s.window.accept(index);
         s.update(seq, roc);
@@ -343,10 +451,29 @@ impl SrtpContext {
         let st = self.stream(ssrc);
         let index = st.rtcp_next & !SRTCP_E_FLAG;
         st.rtcp_next = (index + 1) & !SRTCP_E_FLAG;
-        self.rtcp.crypt(ssrc, u64::from(index), &mut packet[8..]);
-        packet.extend_from_slice(&(index | SRTCP_E_FLAG).to_be_bytes());
-        let tag = self.rtcp.mac(&[packet]).finalize();
-        packet.extend_from_slice(&tag.into_bytes()[..self.suite.rtcp_tag_len()]);
+        let e_index = (index | SRTCP_E_FLAG).to_be_bytes();
+        match &self.rtcp {
+            Keys::Cm(k) => {
+                k.crypt(ssrc, u64::from(index), &mut packet[8..]);
+                packet.extend_from_slice(&e_index);
+                let tag = k.mac(&[packet]).finalize();
+                packet.extend_from_slice(&tag.into_bytes()[..self.suite.rtcp_tag_len()]);
+            }
+            Keys::Gcm(k) => {
+                // RFC 7714 §9.1: header || ciphertext || tag || E+index, the header's first
+                // 8 bytes and E+index as associated data.
+                let (header, payload) = packet.split_at_mut(8);
+                let mut aad = [0u8; 12];
+                aad[..8].copy_from_slice(header);
+                aad[8..].copy_from_slice(&e_index);
+                let tag = k
+                    .gcm
+                    .encrypt_in_place_detached(&k.rtcp_iv(ssrc, index), &aad, payload)
+                    .map_err(|_| SrtpError::TooShort)?;
+                packet.extend_from_slice(&tag);
+                packet.extend_from_slice(&e_index);
+            }
+        }
         Ok(())
     }
 
@@ -355,6 +482,10 @@ impl SrtpContext {
         let tag_len = self.suite.rtcp_tag_len();
         if packet.len() < 8 + 4 + tag_len {
             return Err(SrtpError::TooShort);
+        }
+        if let Keys::Gcm(k) = &self.rtcp {
+            let k = k.clone();
+            return self.unprotect_rtcp_gcm(&k, packet);
         }
         let body = packet.len() - tag_len;
         let e_index = u32::from_be_bytes([
@@ -367,14 +498,54 @@ impl SrtpContext {
         let index = e_index & !SRTCP_E_FLAG;
         let st = *self.stream(ssrc);
         st.rtcp_window.check(u64::from(index))?;
-        self.rtcp
-            .mac(&[&packet[..body]])
+        let Keys::Cm(k) = &self.rtcp else {
+            return Err(SrtpError::AuthFailed);
+        };
+        k.mac(&[&packet[..body]])
             .verify_truncated_left(&packet[body..])
             .map_err(|_| SrtpError::AuthFailed)?;
         packet.truncate(body - 4);
         if e_index & SRTCP_E_FLAG != 0 {
-            self.rtcp.crypt(ssrc, u64::from(index), &mut packet[8..]);
+            k.crypt(ssrc, u64::from(index), &mut packet[8..]);
         }
+        self.stream(ssrc).rtcp_window.accept(u64::from(index));
+        Ok(())
+    }
+
+    /// SRTCP with AES-GCM (RFC 7714 §9): `header || ciphertext || tag || E+index`; with the
+    /// E flag clear the packet is only authenticated (all of it is associated data).
+    fn unprotect_rtcp_gcm(&mut self, k: &GcmKeys, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let len = packet.len();
+        let e_bytes = [
+            packet[len - 4],
+            packet[len - 3],
+            packet[len - 2],
+            packet[len - 1],
+        ];
+        let e_index = u32::from_be_bytes(e_bytes);
+        let index = e_index & !SRTCP_E_FLAG;
+        let ssrc = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        let st = *self.stream(ssrc);
+        st.rtcp_window.check(u64::from(index))?;
+        let body = len - 4 - GCM_TAG_LEN;
+        let tag = *aes_gcm::Tag::from_slice(&packet[body..len - 4]);
+        let iv = k.rtcp_iv(ssrc, index);
+        if e_index & SRTCP_E_FLAG != 0 {
+            let mut aad = [0u8; 12];
+            aad[..8].copy_from_slice(&packet[..8]);
+            aad[8..].copy_from_slice(&e_bytes);
+            let payload = &mut packet[8..body];
+            k.gcm
+                .decrypt_in_place_detached(&iv, &aad, payload, &tag)
+                .map_err(|_| SrtpError::AuthFailed)?;
+        } else {
+            let mut aad = packet[..body].to_vec();
+            aad.extend_from_slice(&e_bytes);
+            k.gcm
+                .decrypt_in_place_detached(&iv, &aad, &mut [], &tag)
+                .map_err(|_| SrtpError::AuthFailed)?;
+        }
+        packet.truncate(body);
         self.stream(ssrc).rtcp_window.accept(u64::from(index));
         Ok(())
     }
@@ -454,6 +625,7 @@ mod tests {
         for suite in [
             SrtpSuite::AesCm128HmacSha1_80,
             SrtpSuite::AesCm128HmacSha1_32,
+            SrtpSuite::AeadAes128Gcm,
         ] {
             let (mut tx, mut rx) = pair(suite);
             for seq in (65_530u16..=65_535).chain(0..5) {
@@ -515,6 +687,90 @@ mod tests {
             let mut again = copy;
             assert_eq!(rx.unprotect_rtcp(&mut again), Err(SrtpError::Replayed));
         }
+    }
+
+    /// A GCM context with RFC 7714's session key and salt for RTP and RTCP alike (its
+    /// vectors start after key derivation).
+    fn rfc7714_context() -> SrtpContext {
+        let keys = GcmKeys::new(
+            hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap(),
+            hex("517569642070726f2071756f").try_into().unwrap(),
+        );
+        SrtpContext {
+            suite: SrtpSuite::AeadAes128Gcm,
+            rtp: Keys::Gcm(keys.clone()),
+            rtcp: Keys::Gcm(keys),
+            streams: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn gcm_rtp_matches_rfc7714_16_1() {
+        let clear = hex(
+            "8040f17b 8041f8d3 5501a0b2 47616c6c 69612065 7374206f 6d6e6973
+             20646976 69736120 696e2070 61727465 73207472 6573",
+        );
+        let protected = hex(
+            "8040f17b 8041f8d3 5501a0b2 f24de3a3 fb34de6c acba861c 9d7e4bca
+             be633bd5 0d294e6f 42a5f47a 51c7d19b 36de3adf 8833899d 7f27beb1
+             6a9152cf 765ee439 0cce",
+        );
+        let keys = GcmKeys::new([0; 16], hex("517569642070726f2071756f").try_into().unwrap());
+        assert_eq!(
+            keys.rtp_iv(0x5501_a0b2, 0, 0xf17b)[..],
+            hex("51753c6580c2726f20718414")[..]
+        );
+        let mut p = clear.clone();
+        rfc7714_context().protect_rtp(&mut p).unwrap();
+        assert_eq!(p, protected);
+        let mut rx = rfc7714_context();
+        let mut bad = protected.clone();
+        bad[20] ^= 1;
+        assert_eq!(rx.unprotect_rtp(&mut bad), Err(SrtpError::AuthFailed));
+        let mut p = protected;
+        rx.unprotect_rtp(&mut p).unwrap();
+        assert_eq!(p, clear);
+    }
+
+    #[test]
+    fn gcm_rtcp_matches_rfc7714_16_2() {
+        let clear = hex(
+            "81c8000d 4d617273 4e545031 4e545032 52545020 0000042a 0000e930 4c756e61
+             deadbeef deadbeef deadbeef deadbeef deadbeef",
+        );
+        let protected = hex(
+            "81c8000d 4d617273 63e94885 dcdab67c a727d766 2f6b7e99 7ff5c0f7 6c06f32d
+             c676a5f1 730d6fda 4ce09b46 86303ded 0bb9275b c84aa458 96cf4d2f c5abf872
+             45d9eade 800005d4",
+        );
+        let keys = GcmKeys::new([0; 16], hex("517569642070726f2071756f").try_into().unwrap());
+        assert_eq!(
+            keys.rtcp_iv(0x4d61_7273, 0x5d4)[..],
+            hex("517524055203726f207170bb")[..]
+        );
+        let mut tx = rfc7714_context();
+        tx.stream(0x4d61_7273).rtcp_next = 0x5d4;
+        let mut p = clear.clone();
+        tx.protect_rtcp(&mut p).unwrap();
+        assert_eq!(p, protected);
+        let mut rx = rfc7714_context();
+        let mut p = protected.clone();
+        rx.unprotect_rtcp(&mut p).unwrap();
+        assert_eq!(p, clear);
+        let mut again = protected;
+        assert_eq!(rx.unprotect_rtcp(&mut again), Err(SrtpError::Replayed));
+    }
+
+    #[test]
+    fn gcm_key_derivation_pads_the_96_bit_salt() {
+        // RFC 7714 erratum 4938: the 96-bit master salt times 2^16 goes into the AES-CM PRF.
+        // The session salt libsrtp derives for this master key and salt.
+        let master = MasterKey::new_gcm(
+            (0..16u8).collect::<Vec<_>>().try_into().unwrap(),
+            (0x40..0x4cu8).collect::<Vec<_>>().try_into().unwrap(),
+        );
+        let k = GcmKeys::derive(&master, [LABEL_RTP_ENCRYPTION, LABEL_RTP_SALT]);
+        assert_eq!(k.salt[..], hex("1fcd5d561e66dc49ec1c3ccb")[..]);
     }
 
     #[test]

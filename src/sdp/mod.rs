@@ -37,8 +37,9 @@ pub use codec::{
     TELEPHONE_EVENT_OFFER_PAYLOAD_TYPE, UnknownCodec,
 };
 pub use crypto::{
-    CRYPTO_ATTRIBUTE, CryptoAttribute, CryptoError, LocalSrtp, MASTER_KEY_LEN, MASTER_SALT_LEN,
-    MasterKey, NegotiatedSrtp, OFFERED_SUITES, SrtpMode, SrtpSuite, first_usable,
+    CRYPTO_ATTRIBUTE, CryptoAttribute, CryptoError, GCM_MASTER_SALT_LEN, GCM_TAG_LEN, LocalSrtp,
+    MASTER_KEY_LEN, MASTER_SALT_LEN, MasterKey, NegotiatedSrtp, OFFERED_SUITES, SrtpMode,
+    SrtpSuite, SrtpSuites, first_usable,
 };
 pub use direction::{Direction, UnknownDirection};
 pub use error::{

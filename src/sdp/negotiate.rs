@@ -7,8 +7,8 @@ use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
 
 use super::codec::{Codec, CodecPrefs, OPUS_FMTP, PayloadType, TELEPHONE_EVENT_FMTP};
 use super::crypto::{
-    CRYPTO_ATTRIBUTE, CryptoAttribute, CryptoError, LocalSrtp, NegotiatedSrtp, OFFERED_SUITES,
-    SrtpMode, first_usable,
+    CRYPTO_ATTRIBUTE, CryptoAttribute, CryptoError, LocalSrtp, NegotiatedSrtp, SrtpMode,
+    first_usable,
 };
 use super::direction::Direction;
 use super::error::SdpError;
@@ -155,7 +155,7 @@ impl SdpSession {
     /// An offer (RFC 3264 §5) with one RTP/AVP audio stream listing `local.codecs` in order
     /// (static payload types for G.711/G.722, 111 for Opus) and, if enabled, telephone-event on
     /// 101; with `a=ptime`, the direction, and `a=rtcp-mux` if enabled. With SRTP
-    /// (`local.srtp`), one `a=crypto` line per suite of [`OFFERED_SUITES`] (tags 1, 2, ...) with
+    /// (`local.srtp`), one `a=crypto` line per suite of its `suites` (tags 1, 2, ...) with
     /// our key, on `RTP/SAVP` when mandatory and on `RTP/AVP` when optional (best effort: a
     /// peer without SRTP ignores the lines and answers plain).
     ///
@@ -177,11 +177,11 @@ impl SdpSession {
             .iter()
             .flat_map(|s| {
                 (1u32..)
-                    .zip(OFFERED_SUITES)
+                    .zip(s.suites.iter())
                     .map(|(tag, suite)| CryptoAttribute {
                         tag,
                         suite,
-                        key: s.key.clone(),
+                        key: s.key.for_suite(suite),
                     })
             })
             .collect();
@@ -385,7 +385,7 @@ fn answer_stream(
         .map(|(theirs, ours)| CryptoAttribute {
             tag: theirs.tag,
             suite: theirs.suite,
-            key: ours.key.clone(),
+            key: ours.key.for_suite(theirs.suite),
         })
         .collect();
     let our_media = audio_media(
@@ -407,7 +407,7 @@ fn answer_stream(
         !stream.direction.receives(),
         srtp.map(|(theirs, ours)| NegotiatedSrtp {
             suite: theirs.suite,
-            local: ours.key.clone(),
+            local: ours.key.for_suite(theirs.suite),
             remote: theirs.key,
         }),
     );
@@ -434,7 +434,7 @@ fn offered_srtp<'a>(
             (false, _) => Ok(None),
         };
     }
-    match first_usable(stream.crypto.iter().map(String::as_str)) {
+    match first_usable(stream.crypto.iter().map(String::as_str), &ours.suites) {
         Ok(theirs) => Ok(Some((theirs, ours))),
         // Best effort: keys we cannot use on a plain offer leave it plain.
         Err(_) if !stream.savp && ours.mode == SrtpMode::Optional => Ok(None),
@@ -461,16 +461,12 @@ fn answered_srtp(
         };
     };
     let theirs = CryptoAttribute::parse(line)?;
-    let offered_suite = usize::try_from(theirs.tag)
-        .ok()
-        .and_then(|t| t.checked_sub(1))
-        .and_then(|i| OFFERED_SUITES.get(i));
-    if offered_suite != Some(&theirs.suite) {
+    if ours.suites.by_tag(theirs.tag) != Some(theirs.suite) {
         return Err(CryptoError::Malformed("the answer's tag and suite were not offered").into());
     }
     Ok(Some(NegotiatedSrtp {
         suite: theirs.suite,
-        local: ours.key.clone(),
+        local: ours.key.for_suite(theirs.suite),
         remote: theirs.key,
     }))
 }

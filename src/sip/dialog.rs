@@ -128,9 +128,7 @@ impl Dialog {
     /// port when it has none), unless it is a name, or, without a route set, an address on
     /// another host than the dialog's peer (a client behind NAT: its Contact is private).
     fn target_over(&self, uri: &str, transport: Transport) -> Option<Peer> {
-        let Some((host, port)) = message::uri_host_port(uri) else {
-            return None;
-        };
+        let (host, port) = message::uri_host_port(uri)?;
         let Ok(ip) = host.parse::<IpAddr>() else {
             return None;
         };

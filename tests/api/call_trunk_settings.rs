@@ -50,6 +50,7 @@ fn carrier() -> TrunkPolicy {
         dtmf: DtmfSendMethod::Rfc4733,
         sip: CallOptions::default(),
         srtp: SrtpMode::Off,
+        srtp_suites: Default::default(),
     }
 }
 

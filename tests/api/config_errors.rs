@@ -201,6 +201,22 @@ fn unknown_codec() {
 }
 
 #[test]
+fn srtp_suites_are_known_names_once() {
+    assert_msg(
+        "[media]\nsrtp_suites = [\"AES_256_CM_HMAC_SHA1_80\"]\n",
+        "voxline.toml: media.srtp_suites[0]: unknown SRTP suite \"AES_256_CM_HMAC_SHA1_80\" (known: AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM)",
+    );
+    assert_msg(
+        &format!("{TRUNK}srtp_suites = [\"AEAD_AES_128_GCM\", \"AEAD_AES_128_GCM\"]\n"),
+        "voxline.toml: trunk[0].srtp_suites[1]: SRTP suite \"AEAD_AES_128_GCM\" is listed twice",
+    );
+    assert_msg(
+        "[media]\nsrtp_suites = []\n",
+        "voxline.toml: media.srtp_suites: must not be empty",
+    );
+}
+
+#[test]
 fn unknown_codec_in_trunk() {
     assert_msg(
         &format!("{TRUNK}codecs = [\"gsm\"]\n"),

@@ -23,8 +23,9 @@ const TONE_HZ: f64 = 700.0;
 const TONE_SECONDS: usize = 3;
 
 /// A baresip set up in `dir`: the tone as its microphone, what it decodes dumped to
-/// `dir/dump`, the `account` line. Returns its configuration directory.
-fn baresip_conf(dir: &Path, account: &str) -> PathBuf {
+/// `dir/dump`, the `account` line. Returns its configuration directory and SIP port.
+fn baresip_conf(dir: &Path, account: &str) -> (PathBuf, u16) {
+    let port = free_sip_port();
     let wav_path = dir.join("tone.wav");
     let pcm = tone(TONE_HZ, 8000.0, 0, RATE as usize * TONE_SECONDS);
     let mut wav = canonical_header(
@@ -66,24 +67,25 @@ fn baresip_conf(dir: &Path, account: &str) -> PathBuf {
              module\t\t\tsndfile.so\n\
              module_app\t\taccount.so\n\
              module_app\t\tmenu.so\n",
-            port = free_sip_port(),
             wav = wav_path.display(),
             dump = dump.display(),
         ),
     )
     .expect("write baresip config");
     fs::write(conf.join("accounts"), format!("{account}\n")).expect("accounts");
-    conf
+    (conf, port)
 }
 
-/// Runs baresip with `conf`, dialling `uri`, for at most `seconds`; returns its output.
-fn run_baresip(conf: &Path, uri: &str, seconds: u32, until: impl Fn() -> bool) -> String {
+/// Runs baresip with `conf`, dialling `uri` (or waiting to be called), for at most `seconds`;
+/// returns its output.
+fn run_baresip(conf: &Path, uri: Option<&str>, seconds: u32, until: impl Fn() -> bool) -> String {
     let log = conf.join("baresip.log");
-    let mut child = Command::new("baresip")
-        .arg("-f")
-        .arg(conf)
-        .arg("-e")
-        .arg(format!("d {uri}"))
+    let mut cmd = Command::new("baresip");
+    cmd.arg("-f").arg(conf);
+    if let Some(uri) = uri {
+        cmd.arg("-e").arg(format!("d {uri}"));
+    }
+    let mut child = cmd
         .arg("-t")
         .arg(seconds.to_string())
         .stdin(Stdio::null())
@@ -105,20 +107,50 @@ fn run_baresip(conf: &Path, uri: &str, seconds: u32, until: impl Fn() -> bool) -
 
 #[test]
 fn baresip_with_mandatory_srtp_hears_its_own_tone_back_from_the_echo_agent() {
+    // baresip's offer has AES_CM_128_HMAC_SHA1_80 (first); voxline takes the first it can use.
+    hears_its_tone_back("", "AES_CM_128_HMAC_SHA1_80", false);
+}
+
+#[test]
+fn voxline_calls_baresip_over_aes_gcm_and_baresip_hears_its_tone_back() {
+    // voxline offers AEAD_AES_128_GCM alone and baresip answers it: RFC 7714 against
+    // libre's implementation (OpenSSL's AES-GCM), both ways, RTP and RTCP.
+    hears_its_tone_back(
+        "srtp_suites = [\"AEAD_AES_128_GCM\"]\n",
+        "AEAD_AES_128_GCM",
+        true,
+    );
+}
+
+/// baresip with `mediaenc=srtp-mand` and the echo agent in a call (baresip calls, or with
+/// `voxline_calls` voxline calls it through `POST /calls`), voxline's `[media]` mandatory
+/// SRTP plus `media_extra`; the call must use `suite` and baresip hear its tone back.
+fn hears_its_tone_back(media_extra: &str, suite: &str, voxline_calls: bool) {
     let dir = tempfile::Builder::new()
         .prefix("voxline-srtp-")
         .tempdir()
         .expect("tempdir");
-    let mut vox = VoxlineProcess::spawn("[media]\nsrtp = \"mandatory\"\n");
+    let mut vox = VoxlineProcess::spawn(&format!("[media]\nsrtp = \"mandatory\"\n{media_extra}"));
     let spy = CallSpy::start(vox.http_addr());
-    let conf = baresip_conf(
+    let (conf, port) = baresip_conf(
         dir.path(),
-        &format!("<sip:tester@{LOOPBACK}>;regint=0;mediaenc=srtp-mand"),
+        &format!("<sip:tester@{LOOPBACK}>;regint=0;mediaenc=srtp-mand;answermode=auto"),
     );
     let http = vox.http_addr();
     let uri = format!("sip:echo@{}", vox.sip_addr());
+    let dial = (!voxline_calls).then_some(uri.as_str());
+    let placed = std::sync::OnceLock::new();
     let started = std::sync::OnceLock::new();
-    let log = run_baresip(&conf, &uri, 8, || {
+    let log = run_baresip(&conf, dial, 8, || {
+        if voxline_calls {
+            // Once baresip listens, voxline calls it with the echo agent.
+            placed.get_or_init(|| {
+                std::thread::sleep(Duration::from_millis(500));
+                let body = format!(r#"{{"target":"sip:tester@{LOOPBACK}:{port}","agent":"echo"}}"#);
+                common::http_request(http, "POST", "/calls", Some(&body), Duration::from_secs(5))
+                    .expect("POST /calls")
+            });
+        }
         // baresip hangs up when its file ends; stop waiting once voxline saw the call end.
         let id = started.get_or_init(|| spy.the_call(Duration::from_secs(8)));
         common::http_get(http, &format!("/calls/{id}"), Duration::from_secs(2))
@@ -136,6 +168,7 @@ fn baresip_with_mandatory_srtp_hears_its_own_tone_back_from_the_echo_agent() {
         report()
     );
     assert_eq!(call["media"]["srtp"], true, "{}", report());
+    assert_eq!(call["media"]["srtp_suite"], suite, "{}", report());
     // baresip opens the RTCP pinhole with one plain RTCP APP "PINGPONG" before its SRTCP:
     // unauthenticated, it is dropped and counted. Nothing else may fail.
     assert!(
@@ -184,9 +217,9 @@ fn baresip_with_mandatory_srtp_hears_its_own_tone_back_from_the_echo_agent() {
 fn a_plain_rtp_offer_to_mandatory_srtp_is_refused_with_488() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vox = VoxlineProcess::spawn("[media]\nsrtp = \"mandatory\"\n");
-    let conf = baresip_conf(dir.path(), &format!("<sip:tester@{LOOPBACK}>;regint=0"));
+    let (conf, _) = baresip_conf(dir.path(), &format!("<sip:tester@{LOOPBACK}>;regint=0"));
     let uri = format!("sip:echo@{}", vox.sip_addr());
-    let log = run_baresip(&conf, &uri, 4, || false);
+    let log = run_baresip(&conf, Some(&uri), 4, || false);
     assert!(
         log.contains("488"),
         "baresip was not refused with 488\n{log}"

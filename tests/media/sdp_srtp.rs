@@ -5,7 +5,7 @@
 
 use voxline::sdp::{
     Codec, CryptoAttribute, CryptoError, LocalMedia, LocalSrtp, MasterKey, NegotiatedMedia,
-    SdpError, SdpSession, SrtpMode, SrtpSuite,
+    SdpError, SdpSession, SrtpMode, SrtpSuite, SrtpSuites,
 };
 
 const THEIR_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
@@ -18,6 +18,7 @@ fn local(mode: SrtpMode) -> LocalMedia {
     let mut l = LocalMedia::new("192.0.2.10".parse().expect("ip"), 40000);
     l.srtp = Some(LocalSrtp {
         mode,
+        suites: SrtpSuites::default(),
         key: our_key(),
     });
     l
@@ -72,6 +73,70 @@ fn an_srtp_trunk_offer_is_answered_with_its_tag_and_suite_and_our_key() {
         assert_eq!(srtp.local, our_key());
         assert_eq!(srtp.remote, MasterKey::from_base64(THEIR_KEY).expect("key"));
     }
+}
+
+#[test]
+fn an_aes_gcm_offer_is_answered_with_a_gcm_key() {
+    // 16 bytes of key and 12 of salt: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==" is 0..28.
+    let theirs = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+    let o = offer(
+        "RTP/SAVP",
+        &[&format!("4 AEAD_AES_128_GCM inline:{theirs}")],
+    );
+    let (sdp, media) = answer(&o, SrtpMode::Mandatory).expect("answered");
+    let ours = our_key().for_suite(SrtpSuite::AeadAes128Gcm);
+    assert_eq!(
+        lines(&sdp, "a=crypto"),
+        [format!(
+            "a=crypto:4 AEAD_AES_128_GCM inline:{}",
+            ours.to_base64()
+        )]
+    );
+    let srtp = media.srtp.expect("SRTP negotiated");
+    assert_eq!(srtp.suite, SrtpSuite::AeadAes128Gcm);
+    assert_eq!(srtp.local, ours);
+    assert_eq!(srtp.local.salt().len(), 12);
+    assert_eq!(
+        srtp.remote,
+        MasterKey::from_base64_for(SrtpSuite::AeadAes128Gcm, theirs).expect("key")
+    );
+    // A 30-byte key on a GCM line is not usable: mandatory refuses the offer.
+    let o = offer(
+        "RTP/SAVP",
+        &[&format!("1 AEAD_AES_128_GCM inline:{THEIR_KEY}")],
+    );
+    assert!(answer(&o, SrtpMode::Mandatory).is_err());
+}
+
+#[test]
+fn a_suite_list_limits_what_is_offered_and_accepted() {
+    let gcm_only = |mode| {
+        let mut l = local(mode);
+        l.srtp.as_mut().expect("srtp").suites =
+            SrtpSuites::new([SrtpSuite::AeadAes128Gcm]).expect("suites");
+        l
+    };
+    // Offered: one line, tag 1.
+    let o = String::from_utf8(SdpSession::new(1).create_offer(&gcm_only(SrtpMode::Mandatory)))
+        .expect("utf-8");
+    let gcm_key = our_key().for_suite(SrtpSuite::AeadAes128Gcm).to_base64();
+    assert_eq!(
+        lines(&o, "a=crypto"),
+        [format!("a=crypto:1 AEAD_AES_128_GCM inline:{gcm_key}")]
+    );
+    // Accepted: an offer of AES-CM only has nothing this side takes.
+    let cm_offer = offer(
+        "RTP/SAVP",
+        &[&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{THEIR_KEY}")],
+    );
+    let refused = SdpSession::new(5).answer(cm_offer.as_bytes(), &gcm_only(SrtpMode::Mandatory));
+    assert!(
+        matches!(
+            refused,
+            Err(SdpError::Crypto(CryptoError::UnsupportedSuite(ref s))) if s == "AES_CM_128_HMAC_SHA1_80"
+        ),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -139,9 +204,12 @@ fn offers_by_mode() {
     );
 
     let key = our_key().to_base64();
+    // GCM's key is the same key with the salt cut to 12 bytes (28 in all).
+    let gcm_key = our_key().for_suite(SrtpSuite::AeadAes128Gcm).to_base64();
     let want = [
         format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}"),
         format!("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{key}"),
+        format!("a=crypto:3 AEAD_AES_128_GCM inline:{gcm_key}"),
     ];
     let optional = offer_of(SrtpMode::Optional);
     assert_eq!(

@@ -118,6 +118,11 @@ fn two_streams_hear_each_other_through_srtp_32_with_rtcp_mux() {
     talk(SrtpSuite::AesCm128HmacSha1_32, true);
 }
 
+#[test]
+fn two_streams_hear_each_other_through_aes_gcm() {
+    talk(SrtpSuite::AeadAes128Gcm, false);
+}
+
 /// A stream that receives with `key(1)` from 192.0.2.1:4000.
 fn receiver(t0: Instant) -> MediaStream {
     let neg = secure(

@@ -425,6 +425,9 @@ pub struct MediaStats {
     pub remote_jitter_ms: Option<f64>,
     /// Whether the media is SRTP.
     pub srtp: bool,
+    /// The SRTP suite (`AES_CM_128_HMAC_SHA1_80`, `AES_CM_128_HMAC_SHA1_32`,
+    /// `AEAD_AES_128_GCM`), when the media is SRTP.
+    pub srtp_suite: Option<&'static str>,
     /// SRTP and SRTCP packets dropped as their authentication tag did not verify (tampered,
     /// another key, or too short to carry a tag).
     pub srtp_auth_failed: u64,
@@ -1045,6 +1048,7 @@ impl MediaStream {
             remote_packets_lost: remote.map(|b| i64::from(b.cumulative_lost)),
             remote_jitter_ms: remote.map(|b| f64::from(b.jitter) * 1000.0 / te_rate),
             srtp: self.srtp.is_on(),
+            srtp_suite: self.srtp.suite().map(crate::sdp::SrtpSuite::name),
             srtp_auth_failed: self.srtp.auth_failed,
             srtp_replayed: self.srtp.replayed,
         }

@@ -39,6 +39,11 @@ impl Secure {
         self.contexts.is_some()
     }
 
+    /// The suite, when the media is SRTP.
+    pub(super) fn suite(&self) -> Option<crate::sdp::SrtpSuite> {
+        self.contexts.as_ref().map(|(tx, _)| tx.suite())
+    }
+
     /// A re-INVITE changed the session from `old` to `new`: the same keys carry on; a
     /// changed key (or suite) starts that direction over (rekeying); keys appearing or going
     /// start or stop SRTP.
