@@ -190,6 +190,10 @@ async fn run(
     }
     prepare_recordings(&cfg);
     let (service, running, records) = start_sip(&cfg, opts, true).await?;
+    let webhooks = match &records {
+        Some(w) => start_webhooks(&cfg, w.path())?,
+        None => None,
+    };
     for (t, a) in running.sip_addrs.iter() {
         tracing::info!(transport = %t, addr = %a, "listening for SIP");
     }
@@ -217,6 +221,7 @@ async fn run(
         phone_agents: api::phone::directory(
             cfg.routes.iter().map(|r| (&r.pattern, r.agent.as_str())),
         ),
+        webhooks,
     };
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
     let (bound, _http) = api::serve(http_addr, state, cfg.http.limits)
@@ -322,6 +327,44 @@ fn prepare_recordings(cfg: &Config) {
     }
 }
 
+/// Starts one delivery task per `[[webhook]]` endpoint on the records database `db`, after
+/// marking the pending rows of endpoints no longer configured dead; the API's handle on the
+/// outbox. `None` without endpoints.
+fn start_webhooks(
+    cfg: &config::Config,
+    db: &std::path::Path,
+) -> anyhow::Result<Option<api::WebhookApi>> {
+    use voxline::webhooks;
+    let outbox = voxline::records::outbox::Outbox::open(db)
+        .with_context(|| format!("opening the webhook outbox in {}", db.display()))?;
+    let names: Vec<String> = cfg.webhooks.iter().map(|w| w.name.clone()).collect();
+    let buried = outbox.bury_orphans(&names)?;
+    if buried > 0 {
+        tracing::warn!(
+            buried,
+            "webhook deliveries of endpoints no longer configured are dead (redeliverable through the API)"
+        );
+    }
+    if cfg.webhooks.is_empty() {
+        return Ok(None);
+    }
+    let outbox = std::sync::Arc::new(std::sync::Mutex::new(outbox));
+    let counters = std::sync::Arc::new(webhooks::WebhookCounters::default());
+    let client = reqwest::Client::builder()
+        .build()
+        .context("building the webhook HTTP client")?;
+    for ep in &cfg.webhooks {
+        tracing::info!(endpoint = %ep.name, url = %ep.url, events = ep.events.len(), "webhook endpoint");
+        tokio::spawn(webhooks::run_endpoint(
+            ep.clone(),
+            outbox.clone(),
+            client.clone(),
+            counters.clone(),
+        ));
+    }
+    Ok(Some(api::WebhookApi { outbox, counters }))
+}
+
 /// Starts the SIP runtime with a call manager built from the configuration.
 async fn start_sip(
     cfg: &Config,
@@ -343,8 +386,13 @@ async fn start_sip(
         .with_trunks(setup.trunk_policies);
     let mut records = None;
     if record_calls {
-        let (writer, _reader) = voxline::records::RecordWriter::spawn(&cfg.data_dir)
-            .with_context(|| format!("opening the call records in {}", cfg.data_dir.display()))?;
+        let subs = cfg.webhooks.iter().map(|w| w.subscription()).collect();
+        let (writer, _reader) = voxline::records::RecordWriter::spawn_with(
+            &cfg.data_dir,
+            voxline::records::RecordWriter::DEFAULT_CAPACITY,
+            subs,
+        )
+        .with_context(|| format!("opening the call records in {}", cfg.data_dir.display()))?;
         let recovered = writer.recovered_unfinished();
         if recovered > 0 {
             tracing::warn!(

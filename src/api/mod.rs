@@ -9,6 +9,9 @@
 //! transcript reads run on the blocking pool (`spawn_blocking`).
 
 pub mod phone;
+mod webhooks;
+
+pub use webhooks::WebhookApi;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +63,8 @@ pub struct ApiState {
     pub sip_ws: Option<crate::runtime::ws::WsEntry>,
     /// The agents the browser phone lists (`GET /phone/config.json`).
     pub phone_agents: Arc<Vec<phone::PhoneAgent>>,
+    /// The webhook outbox; `None` without `[[webhook]]`.
+    pub webhooks: Option<WebhookApi>,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -125,6 +130,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/calls/:id/transfer", post(transfer_call))
         .route("/records", get(list_records))
         .route("/metrics", get(metrics))
+        .route("/webhooks/deliveries", get(webhooks::list))
+        .route("/webhooks/deliveries/:id", get(webhooks::get))
+        .route(
+            "/webhooks/deliveries/:id/redeliver",
+            post(webhooks::redeliver),
+        )
         .route("/phone", get(phone::page))
         .route("/phone/config.json", get(phone::config))
         .route("/phone/transcript", get(phone::transcript))
@@ -288,6 +299,9 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Re
     let mut body = crate::call::metrics::Metrics::global().render(active as u64);
     if let Some(stack) = state.handle.stack_counters().await {
         render_sip_metrics(&mut body, &stack, state.sip_counters.as_deref());
+    }
+    if let Some(w) = &state.webhooks {
+        webhooks::render_metrics(&mut body, w).await;
     }
     Ok((
         [(

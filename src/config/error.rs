@@ -70,6 +70,9 @@ pub enum ConfigErrorKind {
     /// A TLS file or setting is unusable: the reason, with the file.
     #[error("{0}")]
     Tls(String),
+    /// A `[[webhook]]` setting is unusable: the reason.
+    #[error("{0}")]
+    Webhook(String),
     /// `media.ptime_ms` is not one of the supported packet times.
     #[error("must be 10, 20 or 30 (got {0})")]
     Ptime(u32),

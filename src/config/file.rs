@@ -29,6 +29,8 @@ pub(crate) struct FileConfig {
     pub routes: Vec<FileRoute>,
     #[serde(default, rename = "agent")]
     pub agents: Vec<FileAgent>,
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<super::webhooks::FileWebhook>,
     pub profile_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
 }

@@ -21,6 +21,7 @@ mod error;
 mod file;
 mod profile;
 mod resolve;
+mod webhooks;
 mod wiring;
 
 pub use wiring::{CallSetup, agent_spec};
@@ -81,6 +82,8 @@ pub struct Config {
     pub profile_dir: Option<PathBuf>,
     /// `data_dir` (default `./data`).
     pub data_dir: PathBuf,
+    /// `[[webhook]]`: endpoints that receive signed call events (needs call records).
+    pub webhooks: Vec<crate::webhooks::Endpoint>,
 }
 
 /// `[sip]`

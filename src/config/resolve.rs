@@ -176,7 +176,13 @@ impl Resolver<'_> {
         at_least(self.origin, key, u64::from(got), u64::from(min))
     }
 
-    fn in_range(&self, key: &str, got: u32, min: u32, max: u32) -> Result<(), ConfigError> {
+    pub(super) fn in_range(
+        &self,
+        key: &str,
+        got: u32,
+        min: u32,
+        max: u32,
+    ) -> Result<(), ConfigError> {
         if got < min || got > max {
             return Err(self.err(
                 key,
@@ -260,6 +266,7 @@ impl Resolver<'_> {
             }
             trunks.push(trunk);
         }
+        let webhooks = self.webhooks(file.webhooks)?;
         Ok(Config {
             sip,
             limits,
@@ -270,6 +277,7 @@ impl Resolver<'_> {
             agents,
             profile_dir,
             data_dir,
+            webhooks,
         })
     }
 

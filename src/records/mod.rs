@@ -36,6 +36,8 @@ pub(crate) mod store;
 pub(crate) mod transcript;
 
 pub use store::{RecordOp, RecordReader, RecordStore, RecordWriter, WriterStats};
+
+pub mod outbox;
 pub use transcript::{
     Role, SkippedLine, Transcript, TranscriptEntry, TranscriptWriter, read_transcript,
 };
@@ -78,6 +80,32 @@ impl UnixMs {
             Ok(d) => UnixMs(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             Err(e) => UnixMs(-i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX)),
         }
+    }
+
+    /// RFC 3339 in UTC with milliseconds, e.g. `2026-12-04T17:20:02.123Z` (proleptic
+    /// Gregorian; times before 1970 print as 1970).
+    pub fn to_rfc3339(self) -> String {
+        let ms = self.0.max(0);
+        let secs = ms / 1000;
+        let days = secs / 86_400;
+        let rem = secs % 86_400;
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            ms % 1000
+        )
     }
 }
 
@@ -470,6 +498,19 @@ pub enum RecordsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_utc_with_milliseconds() {
+        assert_eq!(UnixMs(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            UnixMs(1_796_402_402_123).to_rfc3339(),
+            "2026-12-04T16:40:02.123Z"
+        );
+        assert_eq!(
+            UnixMs(951_782_400_500).to_rfc3339(),
+            "2000-02-29T00:00:00.500Z"
+        );
+    }
 
     #[test]
     fn direction_text_round_trips_and_rejects_unknown() {

@@ -42,6 +42,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSql, ToSqlOutput};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
+use super::outbox::{self, Subscription};
 use super::{
     CallRecord, DB_FILE_NAME, Direction, RecordsError, ToolCallRecord, TurnLatency,
     UNFINISHED_END_REASON, UnixMs,
@@ -58,6 +59,8 @@ pub struct RecordStore {
     conn: Connection,
     path: PathBuf,
     recovered: usize,
+    /// The webhook endpoints whose events each operation writes to the outbox.
+    subscriptions: Vec<Subscription>,
 }
 
 impl RecordStore {
@@ -86,6 +89,7 @@ impl RecordStore {
             conn,
             path,
             recovered: 0,
+            subscriptions: Vec::new(),
         };
         store.migrate()?;
         store.recovered = store.recover()?;
@@ -161,8 +165,34 @@ impl RecordStore {
         Ok(())
     }
 
-    /// Applies one [`RecordOp`].
+    /// From now on, every [`apply`](Self::apply) also writes the webhook events of `subs`
+    /// to the outbox ([`super::outbox`]), in the same savepoint as the record change.
+    pub fn set_subscriptions(&mut self, subs: Vec<Subscription>) {
+        self.subscriptions = subs;
+    }
+
+    /// Applies one [`RecordOp`], with its webhook events when there are subscriptions: the
+    /// change and its events are one savepoint, so both are written or neither is.
     pub fn apply(&mut self, op: &RecordOp) -> Result<(), RecordsError> {
+        if self.subscriptions.is_empty() {
+            return self.apply_record(op);
+        }
+        const OP: &str = "apply with webhook events";
+        self.conn
+            .execute_batch("SAVEPOINT record_op")
+            .map_err(sql(&self.path, OP))?;
+        let result = self.apply_record(op).and_then(|()| {
+            outbox::enqueue(&self.conn, &self.subscriptions, op).map_err(sql(&self.path, OP))
+        });
+        let end = match result {
+            Ok(()) => "RELEASE record_op",
+            Err(_) => "ROLLBACK TO record_op; RELEASE record_op",
+        };
+        self.conn.execute_batch(end).map_err(sql(&self.path, OP))?;
+        result
+    }
+
+    fn apply_record(&mut self, op: &RecordOp) -> Result<(), RecordsError> {
         match op {
             RecordOp::Started(r) => self.insert_started(r),
             RecordOp::Answered { id, at } => self.update_answered(id, *at),
@@ -283,8 +313,19 @@ impl RecordWriter {
         data_dir: impl AsRef<Path>,
         capacity: usize,
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
+        RecordWriter::spawn_with(data_dir, capacity, Vec::new())
+    }
+
+    /// [`spawn_with_capacity`](Self::spawn_with_capacity), the writer also writing the
+    /// webhook events of `subs` with each operation (see [`RecordStore::set_subscriptions`]).
+    pub fn spawn_with(
+        data_dir: impl AsRef<Path>,
+        capacity: usize,
+        subs: Vec<Subscription>,
+    ) -> Result<(RecordWriter, RecordReader), RecordsError> {
         let capacity = capacity.max(1);
-        let store = RecordStore::open(data_dir.as_ref())?;
+        let mut store = RecordStore::open(data_dir.as_ref())?;
+        store.set_subscriptions(subs);
         let path = store.path.clone();
         let reader = RecordReader::open_file(&path)?;
         let shared = Arc::new(Shared {
@@ -473,6 +514,7 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE calls ADD COLUMN backend_switches TEXT NOT NULL DEFAULT '[]';
 ",
+    outbox::MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.

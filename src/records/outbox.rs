@@ -1,0 +1,475 @@
+//! The webhook outbox: the events a call's record changes cause, kept in the records
+//! database and written **in the same transaction** as the change (each [`RecordOp`] runs in
+//! a savepoint with its events), so a record is never written without its events or the other
+//! way round, whatever crashes when. The delivery side (`crate::webhooks`) reads due rows,
+//! sends them and marks them delivered, failed for a later attempt, or dead.
+//!
+//! One row per (event, endpoint): each endpoint gets its own copy, with its own attempts and
+//! state, and its own id (the Standard Webhooks `webhook-id`, stable across retries).
+//!
+//! Events (the payload's `type`), and what causes them:
+//!
+//! | event | when |
+//! |---|---|
+//! | `call.started` | a call's record is first written (the INVITE came in, or went out) |
+//! | `call.answered` | the call was answered |
+//! | `call.ended` | its final record is written (`data` is the record) |
+//! | `transcript.ready` | with `call.ended`, when the call has a transcript |
+//! | `recording.ready` | with `call.ended`, when the call has a recording |
+//! | `tool.called` | with `call.ended`, one per tool call of the call |
+//! | `backend.failover` | with `call.ended`, one per switch of backend |
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::store::RecordOp;
+use super::{CallRecord, RecordsError, UnixMs};
+
+/// An event type a webhook endpoint can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub enum EventType {
+    /// `call.started`.
+    #[serde(rename = "call.started")]
+    CallStarted,
+    /// `call.answered`.
+    #[serde(rename = "call.answered")]
+    CallAnswered,
+    /// `call.ended`.
+    #[serde(rename = "call.ended")]
+    CallEnded,
+    /// `transcript.ready`.
+    #[serde(rename = "transcript.ready")]
+    TranscriptReady,
+    /// `recording.ready`.
+    #[serde(rename = "recording.ready")]
+    RecordingReady,
+    /// `tool.called`.
+    #[serde(rename = "tool.called")]
+    ToolCalled,
+    /// `backend.failover`.
+    #[serde(rename = "backend.failover")]
+    BackendFailover,
+}
+
+impl EventType {
+    /// Every event type, in the order of the table above.
+    pub const ALL: [EventType; 7] = [
+        EventType::CallStarted,
+        EventType::CallAnswered,
+        EventType::CallEnded,
+        EventType::TranscriptReady,
+        EventType::RecordingReady,
+        EventType::ToolCalled,
+        EventType::BackendFailover,
+    ];
+
+    /// Its name, as in the payload's `type` and in `[[webhook]] events`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::CallStarted => "call.started",
+            EventType::CallAnswered => "call.answered",
+            EventType::CallEnded => "call.ended",
+            EventType::TranscriptReady => "transcript.ready",
+            EventType::RecordingReady => "recording.ready",
+            EventType::ToolCalled => "tool.called",
+            EventType::BackendFailover => "backend.failover",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+/// An endpoint's subscription: its name (the outbox rows carry it) and the events it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The events it takes.
+    pub events: Vec<EventType>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Given up after the retry period; kept for inspection and redelivery.
+    Dead,
+}
+
+impl DeliveryState {
+    /// Its name in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "dead" => Some(DeliveryState::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    /// The message id (`webhook-id`), the same on every attempt.
+    pub id: String,
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The event type's name.
+    pub event: String,
+    /// The call record's id the event is about.
+    pub record_id: String,
+    /// The JSON body sent.
+    pub payload: String,
+    /// When the event was written.
+    pub created_at: UnixMs,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (pending rows).
+    pub next_attempt_at: UnixMs,
+    /// Pending, delivered or dead.
+    pub state: DeliveryState,
+    /// The HTTP status of the last attempt, if it got one.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<UnixMs>,
+}
+
+/// The outbox table (a migration of the records database).
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE outbox (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id              TEXT NOT NULL UNIQUE,
+        endpoint        TEXT NOT NULL,
+        event           TEXT NOT NULL,
+        record_id       TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (state IN ('pending', 'delivered', 'dead')),
+        last_status     INTEGER,
+        last_error      TEXT,
+        delivered_at    INTEGER
+    );
+    CREATE INDEX outbox_due ON outbox (endpoint, next_attempt_at) WHERE state = 'pending';
+";
+
+/// The envelope Standard Webhooks suggests: `type`, `timestamp` (RFC 3339) and `data`.
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: String,
+    data: &'a T,
+}
+
+/// The events `op` causes, each with its `data`.
+fn events_of(op: &RecordOp) -> Vec<(EventType, serde_json::Value)> {
+    match op {
+        RecordOp::Started(r) => vec![(EventType::CallStarted, json(r))],
+        RecordOp::Answered { id, at } => vec![(
+            EventType::CallAnswered,
+            serde_json::json!({ "id": id, "answered_at": at }),
+        )],
+        RecordOp::Finished(r) => ended_events(r),
+    }
+}
+
+fn ended_events(r: &CallRecord) -> Vec<(EventType, serde_json::Value)> {
+    let mut out = vec![(EventType::CallEnded, json(r))];
+    if let Some(path) = &r.transcript_path {
+        out.push((
+            EventType::TranscriptReady,
+            serde_json::json!({ "id": r.id, "call_id": r.call_id, "transcript_path": path }),
+        ));
+    }
+    if let Some(path) = &r.recording_path {
+        out.push((
+            EventType::RecordingReady,
+            serde_json::json!({ "id": r.id, "call_id": r.call_id, "recording_path": path }),
+        ));
+    }
+    for t in &r.tool_calls {
+        out.push((
+            EventType::ToolCalled,
+            serde_json::json!({ "id": r.id, "call_id": r.call_id, "tool_call": t }),
+        ));
+    }
+    for s in &r.backend_switches {
+        out.push((
+            EventType::BackendFailover,
+            serde_json::json!({ "id": r.id, "call_id": r.call_id, "switch": s }),
+        ));
+    }
+    out
+}
+
+/// `v` as JSON. A record always serializes (string keys only; serde_json writes a float
+/// JSON cannot hold as null), so the `Null` fallback is never taken.
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// A new message id: `msg_`, the time in ms and 64 random bits, in hex (sortable by time).
+fn message_id(now: UnixMs) -> String {
+    use rand::RngCore as _;
+    format!("msg_{:012x}{:016x}", now.0, rand::thread_rng().next_u64())
+}
+
+/// Writes the outbox rows `op` causes for `subs`, inside the caller's transaction (or
+/// savepoint).
+pub(super) fn enqueue(
+    tx: &Connection,
+    subs: &[Subscription],
+    op: &RecordOp,
+) -> rusqlite::Result<()> {
+    if subs.is_empty() {
+        return Ok(());
+    }
+    let now = UnixMs::now();
+    let record_id = op.id().to_owned();
+    for (event, data) in events_of(op) {
+        let body = serde_json::to_string(&Envelope {
+            kind: event.name(),
+            timestamp: now.to_rfc3339(),
+            data: &data,
+        })
+        .unwrap_or_default();
+        for sub in subs.iter().filter(|s| s.events.contains(&event)) {
+            tx.execute(
+                "INSERT INTO outbox (id, endpoint, event, record_id, payload, created_at, \
+                 next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
+                    message_id(now),
+                    sub.endpoint,
+                    event.name(),
+                    record_id,
+                    body,
+                    now
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The delivery side's handle on the outbox: its own read-write connection to the records
+/// database (WAL: it waits at most the busy timeout for the record writer's commits).
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const COLUMNS: &str = "id, endpoint, event, record_id, payload, created_at, attempts, \
+    next_attempt_at, state, last_status, last_error, delivered_at";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let state: String = r.get(8)?;
+    Ok(Delivery {
+        id: r.get(0)?,
+        endpoint: r.get(1)?,
+        event: r.get(2)?,
+        record_id: r.get(3)?,
+        payload: r.get(4)?,
+        created_at: UnixMs(r.get(5)?),
+        attempts: r.get(6)?,
+        next_attempt_at: UnixMs(r.get(7)?),
+        state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+        last_status: r.get(9)?,
+        last_error: r.get(10)?,
+        delivered_at: r.get::<_, Option<i64>>(11)?.map(UnixMs),
+    })
+}
+
+impl Outbox {
+    /// Opens the outbox of the records database `path` (created by the record store).
+    pub fn open(path: &Path) -> Result<Outbox, RecordsError> {
+        let err = |op: &'static str| {
+            let path = path.to_path_buf();
+            move |source| RecordsError::Sqlite { path, op, source }
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err("open outbox"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err("set busy_timeout"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err("set synchronous"))?;
+        Ok(Outbox {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordsError + '_ {
+        move |source| RecordsError::Sqlite {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    /// Up to `limit` pending rows of `endpoint` due at `now`, oldest first.
+    pub fn due(
+        &self,
+        endpoint: &str,
+        now: UnixMs,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM outbox WHERE state = 'pending' AND endpoint = ?1 \
+                 AND next_attempt_at <= ?2 ORDER BY next_attempt_at, seq LIMIT ?3"
+            ))
+            .map_err(self.err("outbox due"))?;
+        let rows = st
+            .query_map(params![endpoint, now, limit], row)
+            .map_err(self.err("outbox due"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err("outbox due"))?;
+        Ok(rows)
+    }
+
+    /// When `endpoint`'s next pending row is due, if it has one.
+    pub fn next_due(&self, endpoint: &str) -> Result<Option<UnixMs>, RecordsError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND endpoint = ?1",
+                params![endpoint],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(UnixMs))
+            .map_err(self.err("outbox next due"))
+    }
+
+    /// Marks a row delivered.
+    pub fn delivered(&self, id: &str, status: u16, at: UnixMs) -> Result<(), RecordsError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, \
+                 last_status = ?2, last_error = NULL, delivered_at = ?3 WHERE id = ?1",
+                params![id, status, at],
+            )
+            .map(|_| ())
+            .map_err(self.err("outbox delivered"))
+    }
+
+    /// Records a failed attempt: due again at `next` (pending), or dead when `next` is
+    /// `None`.
+    pub fn failed(
+        &self,
+        id: &str,
+        status: Option<u16>,
+        error: &str,
+        next: Option<UnixMs>,
+    ) -> Result<(), RecordsError> {
+        let (state, next) = match next {
+            Some(t) => (DeliveryState::Pending, t),
+            None => (DeliveryState::Dead, UnixMs::now()),
+        };
+        self.conn
+            .execute(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_status = ?3, \
+                 last_error = ?4, next_attempt_at = ?5 WHERE id = ?1",
+                params![id, state.as_str(), status, error, next],
+            )
+            .map(|_| ())
+            .map_err(self.err("outbox failed"))
+    }
+
+    /// Rows newest first, of one state or all, at most `limit`.
+    pub fn list(
+        &self,
+        state: Option<DeliveryState>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) \
+                 ORDER BY seq DESC LIMIT ?2"
+            ))
+            .map_err(self.err("outbox list"))?;
+        let rows = st
+            .query_map(params![state.map(DeliveryState::as_str), limit], row)
+            .map_err(self.err("outbox list"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err("outbox list"))?;
+        Ok(rows)
+    }
+
+    /// One row.
+    pub fn get(&self, id: &str) -> Result<Option<Delivery>, RecordsError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM outbox WHERE id = ?1"),
+                params![id],
+                row,
+            )
+            .optional()
+            .map_err(self.err("outbox get"))
+    }
+
+    /// Makes a row pending and due now (a dead or delivered one is sent again, with the same
+    /// id). Returns whether the row exists.
+    pub fn redeliver(&self, id: &str) -> Result<bool, RecordsError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?2 WHERE id = ?1",
+                params![id, UnixMs::now()],
+            )
+            .map(|n| n > 0)
+            .map_err(self.err("outbox redeliver"))
+    }
+
+    /// Pending rows of endpoints that are no longer configured become dead, so they are
+    /// visible and can be redelivered once the endpoint is back. Returns how many.
+    pub fn bury_orphans(&self, endpoints: &[String]) -> Result<usize, RecordsError> {
+        let list = serde_json::to_string(endpoints).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "UPDATE outbox SET state = 'dead', last_error = 'the endpoint is no longer configured' \
+                 WHERE state = 'pending' AND endpoint NOT IN (SELECT value FROM json_each(?1))",
+                params![list],
+            )
+            .map_err(self.err("outbox orphans"))
+    }
+
+    /// How many rows are pending, in all.
+    pub fn pending(&self) -> Result<u64, RecordsError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err("outbox pending"))
+    }
+}
