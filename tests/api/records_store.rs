@@ -264,7 +264,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -278,7 +278,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 4,
+                supported: 5,
                 ..
             }
         ),
@@ -300,6 +300,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
         "ALTER TABLE calls DROP COLUMN transfer;
          ALTER TABLE calls DROP COLUMN dsp;
          ALTER TABLE calls DROP COLUMN backend_switches;
+         DROP TABLE outbox;
          DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
          VALUES ('old-1', 'c1@host', 'sip:a@x', 'sip:b@y', 'inbound', 'echo', 1000, 2000, 'RemoteBye');",
@@ -321,7 +322,75 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 4);
+    assert_eq!(max, 5);
+}
+
+/// With webhook subscriptions, each operation writes its events to the outbox in the same
+/// savepoint: one row per subscribed endpoint, and none when the operation fails.
+#[test]
+fn record_changes_and_their_webhook_events_are_written_together() {
+    use voxline::records::outbox::{EventType, Outbox, Subscription};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    store.set_subscriptions(vec![
+        Subscription {
+            endpoint: "all".into(),
+            events: EventType::ALL.to_vec(),
+        },
+        Subscription {
+            endpoint: "ended-only".into(),
+            events: vec![EventType::CallEnded],
+        },
+    ]);
+    let r = full("w-1");
+    let mut started = r.clone();
+    started.ended_at = None;
+    store.insert_started(&started).unwrap();
+    let outbox = Outbox::open(&dir.path().join(DB_FILE_NAME)).unwrap();
+    // insert_started alone (not apply) writes no event.
+    assert_eq!(outbox.pending().unwrap(), 0);
+    // A failing operation (the id exists) writes neither the row nor an event.
+    assert!(
+        store
+            .apply(&RecordOp::Started(Box::new(started.clone())))
+            .is_err()
+    );
+    assert_eq!(outbox.pending().unwrap(), 0);
+    store
+        .apply(&RecordOp::Finished(Box::new(r.clone())))
+        .unwrap();
+    let rows = outbox.list(None, 100).unwrap();
+    let mut got: Vec<(String, String)> = rows
+        .iter()
+        .map(|d| (d.endpoint.clone(), d.event.clone()))
+        .collect();
+    got.sort();
+    // `full` has a transcript, a recording and tool calls: "all" gets those events too.
+    assert!(
+        got.contains(&("ended-only".into(), "call.ended".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("all".into(), "call.ended".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("all".into(), "recording.ready".into())),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.iter().filter(|(e, _)| e == "ended-only").count(),
+        1,
+        "{got:?}"
+    );
+    let ended = rows
+        .iter()
+        .find(|d| d.endpoint == "ended-only")
+        .expect("row");
+    let body: serde_json::Value = serde_json::from_str(&ended.payload).unwrap();
+    assert_eq!(body["type"], "call.ended");
+    assert_eq!(body["data"]["id"], "w-1");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
 }
 
 #[test]
