@@ -194,6 +194,15 @@ async fn run(
         Some(w) => start_webhooks(&cfg, w.path())?,
         None => None,
     };
+    let agents_db = match &records {
+        Some(w) => Some(api::AgentsApi {
+            store: Arc::new(std::sync::Mutex::new(
+                voxline::records::agents::AgentStore::open(w.path())
+                    .context("opening the agents table")?,
+            )),
+        }),
+        None => None,
+    };
     for (t, a) in running.sip_addrs.iter() {
         tracing::info!(transport = %t, addr = %a, "listening for SIP");
     }
@@ -222,6 +231,7 @@ async fn run(
             cfg.routes.iter().map(|r| (&r.pattern, r.agent.as_str())),
         ),
         webhooks,
+        agents_db,
     };
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
     let (bound, _http) = api::serve(http_addr, state, cfg.http.limits)

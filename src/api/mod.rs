@@ -8,9 +8,11 @@
 //! No handler holds the call table's lock, or anything else, across an `.await`; SQLite and
 //! transcript reads run on the blocking pool (`spawn_blocking`).
 
+mod agents;
 pub mod phone;
 mod webhooks;
 
+pub use agents::AgentsApi;
 pub use webhooks::WebhookApi;
 
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub struct ApiState {
     pub phone_agents: Arc<Vec<phone::PhoneAgent>>,
     /// The webhook outbox; `None` without `[[webhook]]`.
     pub webhooks: Option<WebhookApi>,
+    /// Agents kept as data (`/agents`); `None` without call records.
+    pub agents_db: Option<AgentsApi>,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -130,6 +134,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/calls/:id/transfer", post(transfer_call))
         .route("/records", get(list_records))
         .route("/metrics", get(metrics))
+        .route("/agents", get(agents::list).post(agents::create))
+        .route(
+            "/agents/:name",
+            get(agents::get).put(agents::update).delete(agents::delete),
+        )
         .route("/webhooks/deliveries", get(webhooks::list))
         .route("/webhooks/deliveries/:id", get(webhooks::get))
         .route(
@@ -625,7 +634,17 @@ async fn create_call(
     authorize(&state, &headers)?;
     let req = json_body(body)?;
     check_target(&req.target).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let agent = call_agent(&state.agents, req.agent.as_deref(), req.variables)?;
+    // voxline.toml's agents first (their names cannot be taken through the API), then the
+    // newest version of an agent defined through the API.
+    let name = req.agent.as_deref().unwrap_or("hold");
+    let db_agent = match &state.agents_db {
+        Some(db) if !state.agents.iter().any(|a| a.name == name) => db.spec(name).await?,
+        _ => None,
+    };
+    let agent = match db_agent {
+        Some(spec) => call_agent(&[spec], Some(name), req.variables)?,
+        None => call_agent(&state.agents, req.agent.as_deref(), req.variables)?,
+    };
     let (call, _done) = state
         .handle
         .dial(DialRequest {

@@ -215,7 +215,7 @@ impl CallManager {
         let retry_spec = spec.clone();
         let handle = stack.invite(now, spec);
         let call_id = stack.call_id(handle).map(|c| c.0).unwrap_or_default();
-        self.insert_info(now, handle, &call_id, "outbound", from, to, &agent.name);
+        self.insert_info(now, handle, &call_id, "outbound", from, to, &agent);
         self.calls.insert(
             handle,
             CallState {
@@ -426,7 +426,7 @@ impl CallManager {
             "inbound",
             inc.from.clone(),
             inc.to.clone(),
-            &agent.name,
+            &agent,
         );
         let _ = stack.respond(now, inc.call, 180, None);
         let answer_at = (!agent.answer_after.is_zero()).then(|| now + agent.answer_after);

@@ -46,6 +46,8 @@ pub struct AgentSpec {
     pub allow_from: Option<agent::AllowList>,
     /// The jitter buffer's minimum delay on this agent's calls, if not the media default.
     pub jitter_min: Option<Duration>,
+    /// The version of an agent defined through the API (`None` for voxline.toml's).
+    pub version: Option<u32>,
 }
 
 impl AgentSpec {
@@ -60,6 +62,7 @@ impl AgentSpec {
             variables: Default::default(),
             allow_from: None,
             jitter_min: None,
+            version: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct CallInfo {
     pub to: String,
     /// The agent.
     pub agent: String,
+    /// The agent's version, for an agent defined through the API.
+    pub agent_version: Option<u32>,
     /// `ringing`, `answered`, `ended`.
     pub state: &'static str,
     /// The negotiated codec, once known.
@@ -227,6 +229,7 @@ impl CallManager {
             info.agent.clone(),
             ms(info.started_at),
         );
+        r.agent_version = info.agent_version;
         r.answered_at = info.answered_at.map(ms);
         r.ended_at = Some(info.ended_at.map(ms).unwrap_or_else(|| self.unix_ms(now)));
         r.end_reason = Some(format!("{reason:?}"));
@@ -264,7 +267,7 @@ impl CallManager {
         direction: &'static str,
         from: String,
         to: String,
-        agent: &str,
+        agent: &super::AgentSpec,
     ) {
         let info = CallInfo {
             id: call.0,
@@ -273,7 +276,8 @@ impl CallManager {
             direction,
             from,
             to,
-            agent: agent.to_string(),
+            agent: agent.name.clone(),
+            agent_version: agent.version,
             state: "ringing",
             codec: None,
             on_hold: false,
@@ -291,7 +295,7 @@ impl CallManager {
             dsp: None,
             transfer: None,
         };
-        let record = crate::records::CallRecord::started(
+        let mut record = crate::records::CallRecord::started(
             self.record_id(call),
             info.call_id.clone(),
             info.from.clone(),
@@ -301,9 +305,10 @@ impl CallManager {
             } else {
                 crate::records::Direction::Inbound
             },
-            agent,
+            agent.name.clone(),
             self.unix_ms(now),
         );
+        record.agent_version = agent.version;
         self.table.insert(info);
         metrics::Metrics::inc(&metrics::Metrics::global().calls_started);
         self.record(crate::records::RecordOp::Started(Box::new(record)));

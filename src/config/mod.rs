@@ -13,6 +13,7 @@
 //! The reference of every key is `docs/configuration.md`; `voxline.example.toml` is a
 //! commented example.
 
+mod agent_json;
 mod ai;
 mod cascaded;
 mod cidr;
@@ -24,6 +25,7 @@ mod resolve;
 mod webhooks;
 mod wiring;
 
+pub use agent_json::{AGENT_DEFINITION, agent_from_json};
 pub use wiring::{CallSetup, agent_spec};
 
 use std::fmt;

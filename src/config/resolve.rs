@@ -167,7 +167,12 @@ pub(super) struct Resolver<'a> {
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
+    /// A resolver whose errors name `origin` and whose secrets come from `env`.
+    pub(super) fn new(origin: &'a str, env: &'a dyn Fn(&str) -> Option<String>) -> Resolver<'a> {
+        Resolver { origin, env }
+    }
+
     pub(super) fn err(&self, key: impl Into<String>, kind: ConfigErrorKind) -> ConfigError {
         ConfigError::at(self.origin, key, kind)
     }
@@ -585,7 +590,7 @@ impl Resolver<'_> {
         })
     }
 
-    fn agents(
+    pub(super) fn agents(
         &self,
         raw: Vec<FileAgent>,
         rebase: &dyn Fn(PathBuf) -> PathBuf,

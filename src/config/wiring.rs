@@ -261,6 +261,7 @@ pub fn agent_spec(a: &super::AgentSection) -> AgentSpec {
         kind,
         record: a.record,
         variables: Default::default(),
+        version: None,
         jitter_min: a.realtime.as_ref().map(|r| r.jitter_min),
         // Completed with the trunks' lists by `call_setup`.
         allow_from: gated.then(|| {

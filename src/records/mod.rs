@@ -37,6 +37,7 @@ pub(crate) mod transcript;
 
 pub use store::{RecordOp, RecordReader, RecordStore, RecordWriter, WriterStats};
 
+pub mod agents;
 pub mod outbox;
 pub use transcript::{
     Role, SkippedLine, Transcript, TranscriptEntry, TranscriptWriter, read_transcript,
@@ -217,6 +218,10 @@ pub struct CallRecord {
     pub trunk: Option<String>,
     /// Name of the agent that handled the call.
     pub agent: String,
+    /// The version of an agent defined through the API that handled the call; `None` for
+    /// voxline.toml's agents. Schema version 7.
+    #[serde(default)]
+    pub agent_version: Option<u32>,
     /// When the call started (INVITE received or sent).
     pub started_at: UnixMs,
     /// When the call was answered (200 OK sent or received), if it was.
@@ -331,6 +336,7 @@ impl CallRecord {
             direction,
             trunk: None,
             agent: agent.into(),
+            agent_version: None,
             started_at,
             answered_at: None,
             ended_at: None,

@@ -515,15 +515,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN backend_switches TEXT NOT NULL DEFAULT '[]';
 ",
     outbox::MIGRATION,
+    super::agents::MIGRATION,
+    "
+    ALTER TABLE calls ADD COLUMN agent_version INTEGER;
+",
 ];
 
 /// The `calls` columns in [`record_params`] order.
 const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
     turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp, \
-    backend_switches";
+    backend_switches, agent_version";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25";
 
 /// Every column but `id` replaced by the new row's value.
 const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_uri, \
@@ -535,7 +539,7 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     turn_latencies = excluded.turn_latencies, tool_calls = excluded.tool_calls, \
     transcript_path = excluded.transcript_path, recording_path = excluded.recording_path, \
     unfinished = excluded.unfinished, transfer = excluded.transfer, dsp = excluded.dsp, \
-    backend_switches = excluded.backend_switches";
+    backend_switches = excluded.backend_switches, agent_version = excluded.agent_version";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -624,7 +628,7 @@ impl EncodedJson {
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 24] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 25] {
     [
         &r.id,
         &r.call_id,
@@ -650,6 +654,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &r.transfer,
         &json.dsp,
         &json.backend_switches,
+        &r.agent_version,
     ]
 }
 
@@ -691,6 +696,7 @@ struct RawRow {
     transfer: Option<String>,
     dsp: Option<String>,
     backend_switches: String,
+    agent_version: Option<u32>,
 }
 
 impl RawRow {
@@ -721,6 +727,7 @@ impl RawRow {
             transfer: row.get(21)?,
             dsp: row.get(22)?,
             backend_switches: row.get(23)?,
+            agent_version: row.get(24)?,
         })
     }
 
@@ -758,6 +765,7 @@ impl RawRow {
             direction,
             trunk: self.trunk,
             agent: self.agent,
+            agent_version: self.agent_version,
             started_at: UnixMs(self.started_at),
             answered_at: self.answered_at.map(UnixMs),
             ended_at: self.ended_at.map(UnixMs),

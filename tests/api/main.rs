@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agents_api;
 mod call_failover;
 mod call_transfer;
 mod call_trunk_settings;

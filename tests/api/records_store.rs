@@ -31,6 +31,7 @@ fn full(id: &str) -> CallRecord {
         direction: Direction::Outbound,
         trunk: Some("sipgate-1".into()),
         agent: "Ädä – support 🤖".into(),
+        agent_version: Some(7),
         started_at: UnixMs::new(1_718_000_000_123),
         answered_at: Some(UnixMs::new(1_718_000_004_500)),
         ended_at: Some(UnixMs::new(1_718_000_064_999)),
@@ -264,7 +265,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -278,7 +279,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 5,
+                supported: 7,
                 ..
             }
         ),
@@ -301,6 +302,8 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
          ALTER TABLE calls DROP COLUMN dsp;
          ALTER TABLE calls DROP COLUMN backend_switches;
          DROP TABLE outbox;
+         DROP TABLE agents;
+         ALTER TABLE calls DROP COLUMN agent_version;
          DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
          VALUES ('old-1', 'c1@host', 'sip:a@x', 'sip:b@y', 'inbound', 'echo', 1000, 2000, 'RemoteBye');",
@@ -322,7 +325,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 5);
+    assert_eq!(max, 7);
 }
 
 /// With webhook subscriptions, each operation writes its events to the outbox in the same

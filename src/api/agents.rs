@@ -1,0 +1,232 @@
+//! `GET/POST /agents`, `GET/PUT/DELETE /agents/{name}`: agents kept as data, versioned
+//! ([`crate::records::agents`]), beside voxline.toml's (read-only). A definition is the JSON
+//! of a `[[agent]]` table, checked as voxline.toml's agents are; a change applies to the next
+//! call that names the agent.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, authorize};
+use crate::call::AgentSpec;
+use crate::records::agents::{AgentStore, AgentStoreError, AgentVersion};
+
+/// The agents store as the API sees it.
+#[derive(Clone)]
+pub struct AgentsApi {
+    /// The store (a std mutex: one query at a time, on the blocking pool).
+    pub store: Arc<Mutex<AgentStore>>,
+}
+
+impl AgentsApi {
+    /// Runs `f` on the store on tokio's blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&AgentStore) -> Result<T, AgentStoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = Arc::clone(&self.store);
+        let r = tokio::task::spawn_blocking(move || {
+            let guard = store.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&guard)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        r.map_err(|e| match e {
+            AgentStoreError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            AgentStoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            other => ApiError::internal(other.to_string()),
+        })
+    }
+
+    /// The current version of `name` as a call's agent (`version` set), if the store has it.
+    pub(super) async fn spec(&self, name: &str) -> Result<Option<AgentSpec>, ApiError> {
+        let key = name.to_owned();
+        let Some(v) = self.with(move |s| Ok(s.current(&key)?)).await? else {
+            return Ok(None);
+        };
+        let section = crate::config::agent_from_json(&v.definition, &env).map_err(|e| {
+            // Stored definitions were checked when written; an environment variable may have
+            // gone since.
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("agent {name:?} version {}: {e}", v.version),
+            )
+        })?;
+        let mut spec = crate::config::agent_spec(&section);
+        spec.version = Some(v.version);
+        Ok(Some(spec))
+    }
+}
+
+fn env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+fn store(state: &ApiState) -> Result<&AgentsApi, ApiError> {
+    state.agents_db.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "agents through the API need call records (the database)",
+        )
+    })
+}
+
+/// A config agent (voxline.toml or built in): read-only here.
+fn config_agent(state: &ApiState, name: &str) -> Option<Value> {
+    state
+        .agents
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| json!({ "name": a.name, "source": "config", "read_only": true }))
+}
+
+fn read_only(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!("agent {name:?} comes from voxline.toml (or is built in): it is read-only here"),
+    )
+}
+
+fn view(v: &AgentVersion) -> Value {
+    json!({
+        "name": v.name,
+        "source": "api",
+        "read_only": false,
+        "version": v.version,
+        "definition": v.definition,
+        "created_at": v.created_at,
+    })
+}
+
+/// Checks a definition for `name`: the body's `name`, when given, must be it.
+fn checked(name: &str, mut body: Value) -> Result<Value, ApiError> {
+    let Some(obj) = body.as_object_mut() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object with the keys of [[agent]]",
+        ));
+    };
+    match obj.get("name") {
+        None => {
+            obj.insert("name".into(), Value::String(name.to_owned()));
+        }
+        Some(Value::String(n)) if n == name => {}
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("name {other} does not match the agent {name:?} of the path"),
+            ));
+        }
+    }
+    crate::config::agent_from_json(&body, &env)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(body)
+}
+
+/// Every agent: voxline.toml's (read-only) and the API's (current versions).
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let mut out: Vec<Value> = state
+        .agents
+        .iter()
+        .filter_map(|a| config_agent(&state, &a.name))
+        .collect();
+    if let Some(db) = &state.agents_db {
+        out.extend(db.with(|s| Ok(s.list()?)).await?.iter().map(view));
+    }
+    Ok(Json(json!({ "agents": out })))
+}
+
+/// One agent, with every version of an API agent.
+pub(super) async fn get(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    if let Some(a) = config_agent(&state, &name) {
+        return Ok(Json(a));
+    }
+    let db = store(&state)?;
+    let key = name.clone();
+    let versions = db.with(move |s| Ok(s.versions(&key)?)).await?;
+    match versions.last() {
+        Some(cur) if !cur.deleted => {
+            let mut v = view(cur);
+            v["versions"] = json!(versions);
+            Ok(Json(v))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no agent {name:?}"),
+        )),
+    }
+}
+
+/// Creates an agent: `201 {"name", "version": 1}`.
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Some(name) = body.get("name").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the agent needs a \"name\"",
+        ));
+    };
+    if config_agent(&state, &name).is_some() {
+        return Err(read_only(&name));
+    }
+    let db = store(&state)?;
+    let definition = checked(&name, body)?;
+    let v = db.with(move |s| s.create(&name, &definition)).await?;
+    tracing::info!(agent = %v.name, version = v.version, "agent created through the API");
+    Ok((StatusCode::CREATED, Json(view(&v))).into_response())
+}
+
+/// Writes a new version: `200 {"name", "version"}`.
+pub(super) async fn update(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if config_agent(&state, &name).is_some() {
+        return Err(read_only(&name));
+    }
+    let db = store(&state)?;
+    let definition = checked(&name, body)?;
+    let v = db.with(move |s| s.update(&name, &definition)).await?;
+    tracing::info!(agent = %v.name, version = v.version, "agent changed through the API");
+    Ok(Json(view(&v)))
+}
+
+/// Deletes an agent (its versions stay for the records).
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    if config_agent(&state, &name).is_some() {
+        return Err(read_only(&name));
+    }
+    let db = store(&state)?;
+    let v = db.with(move |s| s.delete(&name)).await?;
+    tracing::info!(agent = %v.name, version = v.version, "agent deleted through the API");
+    Ok(Json(
+        json!({ "name": v.name, "version": v.version, "deleted": true }),
+    ))
+}
