@@ -189,7 +189,8 @@ async fn run(
         opts.tcp_listen = vec![addr];
     }
     prepare_recordings(&cfg);
-    let (service, running, records) = start_sip(&cfg, opts, true).await?;
+    let api_routes = voxline::call::DynamicRoutes::default();
+    let (service, running, records) = start_sip(&cfg, opts, true, api_routes.clone()).await?;
     let webhooks = match &records {
         Some(w) => start_webhooks(&cfg, w.path())?,
         None => None,
@@ -200,6 +201,7 @@ async fn run(
                 voxline::records::agents::AgentStore::open(w.path())
                     .context("opening the agents table")?,
             )),
+            routes: api_routes,
         }),
         None => None,
     };
@@ -220,6 +222,11 @@ async fn run(
         },
         None => None,
     };
+    if let Some(db) = &agents_db
+        && let Err(e) = db.rebuild_routes(&agents).await
+    {
+        anyhow::bail!("loading the routes set through the API: {}", e.message());
+    }
     let state = ApiState {
         handle: service.clone(),
         token: cfg.http.token.as_ref().map(|t| Arc::from(t.expose())),
@@ -279,7 +286,8 @@ async fn call(
     opts.tcp_listen = vec![sip_listen];
     opts.registrations.clear();
     opts.keepalives.clear();
-    let (handle, _running, _) = start_sip(&cfg, opts, false).await?;
+    let (handle, _running, _) =
+        start_sip(&cfg, opts, false, voxline::call::DynamicRoutes::default()).await?;
     let mut agent = match &agent_name {
         Some(n) => cfg
             .agent(n)
@@ -380,6 +388,7 @@ async fn start_sip(
     cfg: &Config,
     opts: runtime::Options,
     record_calls: bool,
+    api_routes: voxline::call::DynamicRoutes,
 ) -> anyhow::Result<(
     CallService,
     runtime::Running<voxline::call::CallCommand>,
@@ -393,7 +402,8 @@ async fn start_sip(
         setup.rtp_ports.1,
     );
     let mut manager = CallManager::new(setup.routes, setup.media, ports, table.clone())
-        .with_trunks(setup.trunk_policies);
+        .with_trunks(setup.trunk_policies)
+        .with_dynamic_routes(api_routes);
     let mut records = None;
     if record_calls {
         let subs = cfg.webhooks.iter().map(|w| w.subscription()).collect();

@@ -2,6 +2,10 @@
 //! ([`crate::records::agents`]), beside voxline.toml's (read-only). A definition is the JSON
 //! of a `[[agent]]` table, checked as voxline.toml's agents are; a change applies to the next
 //! call that names the agent.
+//!
+//! `GET /routes`, `PUT/DELETE /routes/{number}`: called numbers routed to agents (an API
+//! agent or a voxline.toml one), checked before voxline.toml's routes. After every change to
+//! a route or an agent, the call manager's [`DynamicRoutes`] is rebuilt from the database.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, authorize};
-use crate::call::AgentSpec;
+use crate::call::{AgentSpec, DynamicRoutes, Routes, valid_route_pattern};
 use crate::records::agents::{AgentStore, AgentStoreError, AgentVersion};
 
 /// The agents store as the API sees it.
@@ -20,6 +24,8 @@ use crate::records::agents::{AgentStore, AgentStoreError, AgentVersion};
 pub struct AgentsApi {
     /// The store (a std mutex: one query at a time, on the blocking pool).
     pub store: Arc<Mutex<AgentStore>>,
+    /// The call manager's routes set through the API.
+    pub routes: DynamicRoutes,
 }
 
 impl AgentsApi {
@@ -40,6 +46,31 @@ impl AgentsApi {
             AgentStoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             other => ApiError::internal(other.to_string()),
         })
+    }
+
+    /// Rebuilds the call manager's API routes from the database: each route's agent is
+    /// voxline.toml's of that name or the newest version of the API's. A route whose agent
+    /// was deleted (or no longer checks) is left out, with a warning.
+    pub async fn rebuild_routes(&self, config_agents: &[AgentSpec]) -> Result<(), ApiError> {
+        let routes = self.with(|s| Ok(s.routes()?)).await?;
+        let mut table = Routes::default();
+        for r in routes {
+            let spec = match config_agents.iter().find(|a| a.name == r.agent) {
+                Some(a) => Some(a.clone()),
+                None => self.spec(&r.agent).await.unwrap_or_else(|e| {
+                    tracing::warn!(number = %r.number, agent = %r.agent, error = %e.message, "route left out");
+                    None
+                }),
+            };
+            match spec {
+                Some(spec) => table.push(r.number, spec),
+                None => {
+                    tracing::warn!(number = %r.number, agent = %r.agent, "route left out: no such agent");
+                }
+            }
+        }
+        self.routes.replace(table);
+        Ok(())
     }
 
     /// The current version of `name` as a call's agent (`version` set), if the store has it.
@@ -191,6 +222,7 @@ pub(super) async fn create(
     let definition = checked(&name, body)?;
     let v = db.with(move |s| s.create(&name, &definition)).await?;
     tracing::info!(agent = %v.name, version = v.version, "agent created through the API");
+    db.rebuild_routes(&state.agents).await?;
     Ok((StatusCode::CREATED, Json(view(&v))).into_response())
 }
 
@@ -210,6 +242,7 @@ pub(super) async fn update(
     let definition = checked(&name, body)?;
     let v = db.with(move |s| s.update(&name, &definition)).await?;
     tracing::info!(agent = %v.name, version = v.version, "agent changed through the API");
+    db.rebuild_routes(&state.agents).await?;
     Ok(Json(view(&v)))
 }
 
@@ -226,7 +259,79 @@ pub(super) async fn delete(
     let db = store(&state)?;
     let v = db.with(move |s| s.delete(&name)).await?;
     tracing::info!(agent = %v.name, version = v.version, "agent deleted through the API");
+    db.rebuild_routes(&state.agents).await?;
     Ok(Json(
         json!({ "name": v.name, "version": v.version, "deleted": true }),
     ))
+}
+
+/// `PUT /routes/{number}` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteBody {
+    agent: String,
+}
+
+/// The routes set through the API, in the order they are checked (before voxline.toml's).
+pub(super) async fn list_routes(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let db = store(&state)?;
+    let routes = db.with(|s| Ok(s.routes()?)).await?;
+    Ok(Json(json!({ "routes": routes })))
+}
+
+/// Routes `number` (a called user part, `prefix*` or `*`) to an agent.
+pub(super) async fn set_route(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+    body: Result<Json<RouteBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if !valid_route_pattern(&number) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{number:?} is not a route: a called user part (letters, digits, + # . _ -), optionally ending in *, or *"
+            ),
+        ));
+    }
+    let db = store(&state)?;
+    let known =
+        state.agents.iter().any(|a| a.name == body.agent) || db.spec(&body.agent).await?.is_some();
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown agent {:?}", body.agent),
+        ));
+    }
+    let agent = body.agent.clone();
+    let route = db.with(move |s| Ok(s.set_route(&number, &agent)?)).await?;
+    db.rebuild_routes(&state.agents).await?;
+    tracing::info!(number = %route.number, agent = %route.agent, "route set through the API");
+    Ok(Json(json!(route)))
+}
+
+/// Removes a route set through the API.
+pub(super) async fn delete_route(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let db = store(&state)?;
+    let key = number.clone();
+    if !db.with(move |s| Ok(s.delete_route(&key)?)).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no route {number:?} set through the API"),
+        ));
+    }
+    db.rebuild_routes(&state.agents).await?;
+    tracing::info!(number = %number, "route removed through the API");
+    Ok(Json(json!({ "number": number, "deleted": true })))
 }

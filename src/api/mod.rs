@@ -89,6 +89,11 @@ impl ApiError {
         }
     }
 
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn internal(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
@@ -138,6 +143,11 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/agents/:name",
             get(agents::get).put(agents::update).delete(agents::delete),
+        )
+        .route("/routes", get(agents::list_routes))
+        .route(
+            "/routes/:number",
+            axum::routing::put(agents::set_route).delete(agents::delete_route),
         )
         .route("/webhooks/deliveries", get(webhooks::list))
         .route("/webhooks/deliveries/:id", get(webhooks::get))

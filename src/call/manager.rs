@@ -14,8 +14,8 @@ use super::backend::BackendState;
 use super::offer::{is_sdp, session_id};
 
 use super::{
-    AgentKind, AgentSpec, CallCommand, CallTable, DtmfSendMethod, MediaPolicy, OutboundResult,
-    Routes, SDP_CONTENT_TYPE, TrunkPolicy,
+    AgentKind, AgentSpec, CallCommand, CallTable, DtmfSendMethod, DynamicRoutes, MediaPolicy,
+    OutboundResult, Routes, SDP_CONTENT_TYPE, TrunkPolicy,
 };
 use super::{agent, control, media, metrics, transfer};
 
@@ -92,6 +92,8 @@ pub struct CallManager {
     pub(super) wall: Option<WallClock>,
     /// Per-trunk call settings, in configuration order.
     pub(super) trunks: Vec<TrunkPolicy>,
+    /// Routes set through the API, checked before `routes`.
+    pub(super) dynamic_routes: DynamicRoutes,
 }
 
 impl CallManager {
@@ -110,6 +112,7 @@ impl CallManager {
             record_prefix: 0,
             wall: None,
             trunks: Vec::new(),
+            dynamic_routes: DynamicRoutes::default(),
         }
     }
 
@@ -122,6 +125,12 @@ impl CallManager {
     /// and the SIP stack's defaults apply).
     pub fn with_trunks(mut self, trunks: Vec<TrunkPolicy>) -> Self {
         self.trunks = trunks;
+        self
+    }
+
+    /// Looks up incoming calls in `routes` (set through the API) before voxline.toml's.
+    pub fn with_dynamic_routes(mut self, routes: DynamicRoutes) -> Self {
+        self.dynamic_routes = routes;
         self
     }
 
@@ -315,13 +324,23 @@ impl CallManager {
         let called = crate::sip::message::uri_user(&inc.request_uri)
             .or_else(|| crate::sip::message::uri_user(crate::sip::message::uri_of(&inc.to)))
             .unwrap_or("");
-        let Some(agent) = self.routes.agent_for(called).cloned() else {
+        let dynamic = self.dynamic_routes.agent_for(called);
+        let from_api = dynamic.is_some();
+        let Some(agent) = dynamic.or_else(|| self.routes.agent_for(called).cloned()) else {
             tracing::info!(call = %inc.call, called, "no route for called number: 404");
             let _ = stack.respond(now, inc.call, 404, None);
             return;
         };
+        // voxline.toml's agents have the trunks' sources in their lists already; an agent
+        // reached through an API route takes a call from a trunk's sources too.
+        let from_trunk = from_api
+            && self
+                .trunks
+                .iter()
+                .any(|t| t.sources.contains(inc.source.addr.ip()));
         if let Some(allow) = &agent.allow_from
             && !allow.contains(inc.source.addr.ip())
+            && !from_trunk
         {
             tracing::info!(
                 call = %inc.call,

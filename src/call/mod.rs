@@ -26,7 +26,9 @@ use crate::sip::{CallHandle, EndReason};
 pub use bridge::{BargeIn, Voice};
 pub use dtmf::{DTMF_DIGIT, DtmfError, DtmfSendMethod};
 pub use manager::CallManager;
-pub use route::{AgentKind, AgentSpec, MediaPolicy, Routes, TrunkPolicy};
+pub use route::{
+    AgentKind, AgentSpec, DynamicRoutes, MediaPolicy, Routes, TrunkPolicy, valid_route_pattern,
+};
 pub use service::{CallService, DialError, DialRequest, TrunkSpec};
 pub use service::{TRANSFER_TIMEOUT, TransferRequestError};
 pub use table::{CallInfo, CallTable};

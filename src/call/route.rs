@@ -99,6 +99,42 @@ impl Routes {
     }
 }
 
+/// Routes set through the API (`PUT /routes/{number}`), checked before voxline.toml's:
+/// shared by the API, which replaces the whole list after every change of a route or of an
+/// agent they name, and the call manager, which looks up each incoming call. A std `RwLock`,
+/// held for one lookup or one swap, never across an await.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicRoutes(Arc<std::sync::RwLock<Routes>>);
+
+impl DynamicRoutes {
+    /// Replaces the routes.
+    pub fn replace(&self, routes: Routes) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = routes;
+    }
+
+    /// The agent for a called user part, if an API route matches it.
+    pub fn agent_for(&self, called: &str) -> Option<AgentSpec> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .agent_for(called)
+            .cloned()
+    }
+}
+
+/// Whether `pattern` is a route pattern: a user part (letters, digits, `+ # . _ -`),
+/// optionally ending in `*` (a prefix), or `*` alone.
+pub fn valid_route_pattern(pattern: &str) -> bool {
+    let body = pattern.strip_suffix('*').unwrap_or(pattern);
+    (pattern == "*" || !body.is_empty())
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '#' | '.' | '_' | '-'))
+}
+
 pub(super) fn pattern_matches(pattern: &str, called: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => called.starts_with(prefix),

@@ -25,6 +25,27 @@ pub(super) const MIGRATION: &str = "
     );
 ";
 
+/// The `routes` table: called numbers routed to agents through the API (a migration).
+pub(super) const ROUTES_MIGRATION: &str = "
+    CREATE TABLE routes (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        number     TEXT NOT NULL UNIQUE,
+        agent      TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+";
+
+/// A route set through the API: a called number (or `prefix*`, or `*`) and its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiRoute {
+    /// The pattern.
+    pub number: String,
+    /// The agent's name.
+    pub agent: String,
+    /// When it was set.
+    pub created_at: UnixMs,
+}
+
 /// One version of an agent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentVersion {
@@ -199,6 +220,53 @@ impl AgentStore {
             .current(name)?
             .ok_or_else(|| AgentStoreError::NotFound(name.to_owned()))?;
         Ok(self.write(name, cur.version + 1, None)?)
+    }
+}
+
+impl AgentStore {
+    /// Routes `number` to `agent` (replacing its route, if it had one; a replaced route
+    /// keeps its place in the order).
+    pub fn set_route(&self, number: &str, agent: &str) -> Result<ApiRoute, RecordsError> {
+        let now = UnixMs::now();
+        self.conn
+            .execute(
+                "INSERT INTO routes (number, agent, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(number) DO UPDATE SET agent = excluded.agent, \
+                 created_at = excluded.created_at",
+                params![number, agent, now],
+            )
+            .map_err(self.sql("route set"))?;
+        Ok(ApiRoute {
+            number: number.to_owned(),
+            agent: agent.to_owned(),
+            created_at: now,
+        })
+    }
+
+    /// Removes the route of `number`; whether it had one.
+    pub fn delete_route(&self, number: &str) -> Result<bool, RecordsError> {
+        self.conn
+            .execute("DELETE FROM routes WHERE number = ?1", params![number])
+            .map(|n| n > 0)
+            .map_err(self.sql("route delete"))
+    }
+
+    /// The routes, in the order they were first set (the order they are checked in).
+    pub fn routes(&self) -> Result<Vec<ApiRoute>, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT number, agent, created_at FROM routes ORDER BY seq")
+            .map_err(self.sql("route list"))?;
+        st.query_map([], |r| {
+            Ok(ApiRoute {
+                number: r.get(0)?,
+                agent: r.get(1)?,
+                created_at: UnixMs(r.get(2)?),
+            })
+        })
+        .map_err(self.sql("route list"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(self.sql("route list"))
     }
 }
 

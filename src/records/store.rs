@@ -519,6 +519,7 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE calls ADD COLUMN agent_version INTEGER;
 ",
+    super::agents::ROUTES_MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.

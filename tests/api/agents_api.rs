@@ -176,3 +176,110 @@ fn definitions_are_checked_and_config_agents_are_read_only() {
     );
     assert_eq!(code, 400, "{resp}");
 }
+
+/// The newest record's agent and version, once `n` records are finished.
+fn newest_record(vox: &VoxlineProcess, n: usize) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = req(vox, "GET", "/records?limit=50", None);
+        let list = body
+            .as_array()
+            .or_else(|| body["records"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        if code == 200 && list.len() >= n {
+            return list[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{body:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn call_number(vox: &VoxlineProcess, number: &str) {
+    let target = vox.sip_addr().to_string();
+    common::sipp(
+        &["-sn", "uac", &target, "-s", number, "-m", "1", "-d", "200"],
+        Duration::from_secs(30),
+    )
+    .assert_success("a call");
+}
+
+#[test]
+fn a_route_set_through_the_api_sends_inbound_calls_to_the_newest_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vox = VoxlineProcess::spawn(&format!(
+        "data_dir = \"{}\"\n",
+        dir.path().join("data").display()
+    ));
+    let (code, v) = post(
+        &vox,
+        "/agents",
+        r#"{"name":"desk","kind":"echo","record":false}"#,
+    );
+    assert_eq!(code, 201, "{v}");
+    let (code, route) = req(&vox, "PUT", "/routes/7000", Some(r#"{"agent":"desk"}"#));
+    assert_eq!(code, 200, "{route}");
+    call_number(&vox, "7000");
+    let r = newest_record(&vox, 1);
+    assert_eq!(
+        (r["agent"].as_str(), r["agent_version"].as_u64()),
+        (Some("desk"), Some(1)),
+        "{r:#}"
+    );
+
+    // A new version applies to the next call, without a restart.
+    let (code, _) = req(
+        &vox,
+        "PUT",
+        "/agents/desk",
+        Some(r#"{"kind":"echo","echo_delay_ms":40,"record":false}"#),
+    );
+    assert_eq!(code, 200);
+    call_number(&vox, "7000");
+    let r = newest_record(&vox, 2);
+    assert_eq!(r["agent_version"], 2, "{r:#}");
+
+    // Agents and routes are in the database: a restart keeps them.
+    let config = std::fs::read_to_string(vox.config_path()).expect("config");
+    let mut vox = vox;
+    vox.terminate(Duration::from_secs(10));
+    let vox = VoxlineProcess::spawn(&config);
+    call_number(&vox, "7000");
+    let r = newest_record(&vox, 3);
+    assert_eq!(
+        (r["agent"].as_str(), r["agent_version"].as_u64()),
+        (Some("desk"), Some(2)),
+        "{r:#}"
+    );
+
+    // Other numbers still go by voxline.toml's routes (the default: echo for every number).
+    call_number(&vox, "7001");
+    let r = newest_record(&vox, 4);
+    assert_eq!(r["agent"], "echo", "{r:#}");
+
+    let (code, list) = req(&vox, "GET", "/routes", None);
+    assert_eq!(code, 200);
+    assert_eq!(list["routes"][0]["number"], "7000", "{list}");
+    // Removed: 7000 goes by voxline.toml's routes again.
+    let (code, _) = req(&vox, "DELETE", "/routes/7000", None);
+    assert_eq!(code, 200);
+    call_number(&vox, "7000");
+    let r = newest_record(&vox, 5);
+    assert_eq!(r["agent"], "echo", "{r:#}");
+
+    // Mistakes.
+    let (code, e) = req(&vox, "PUT", "/routes/70*00", Some(r#"{"agent":"desk"}"#));
+    assert_eq!(code, 400, "{e}");
+    let (code, e) = req(&vox, "PUT", "/routes/7000", Some(r#"{"agent":"nobody"}"#));
+    assert_eq!(code, 400, "{e}");
+    let (code, e) = req(&vox, "DELETE", "/routes/7000", None);
+    assert_eq!(code, 404, "{e}");
+    // A route to a deleted agent is left out: the number goes by voxline.toml's routes.
+    let (code, _) = req(&vox, "PUT", "/routes/7002", Some(r#"{"agent":"desk"}"#));
+    assert_eq!(code, 200);
+    let (code, _) = req(&vox, "DELETE", "/agents/desk", None);
+    assert_eq!(code, 200);
+    call_number(&vox, "7002");
+    let r = newest_record(&vox, 6);
+    assert_eq!(r["agent"], "echo", "{r:#}");
+}

@@ -265,7 +265,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -279,7 +279,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 7,
+                supported: 8,
                 ..
             }
         ),
@@ -303,6 +303,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
          ALTER TABLE calls DROP COLUMN backend_switches;
          DROP TABLE outbox;
          DROP TABLE agents;
+         DROP TABLE routes;
          ALTER TABLE calls DROP COLUMN agent_version;
          DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
@@ -325,7 +326,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 7);
+    assert_eq!(max, 8);
 }
 
 /// With webhook subscriptions, each operation writes its events to the outbox in the same
