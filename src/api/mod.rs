@@ -10,6 +10,7 @@
 
 mod agents;
 pub mod phone;
+mod ratelimit;
 mod webhooks;
 
 pub use agents::AgentsApi;
@@ -176,7 +177,12 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| ApiStartError::Bind { addr, source })?;
-    let app = router(state);
+    let limiter = (limits.rate_per_s > 0)
+        .then(|| ratelimit::RateLimiter::new(limits.rate_per_s, limits.rate_burst));
+    let app = router(state).layer(axum::middleware::from_fn_with_state(
+        limiter,
+        ratelimit::limit,
+    ));
     let join = tokio::spawn(accept_loop(listener, app, limits));
     Ok((local, join))
 }
@@ -192,6 +198,11 @@ pub struct HttpLimits {
     /// no request for this long is closed (hyper's header-read timeout, which restarts after
     /// each response).
     pub idle_timeout: Duration,
+    /// Requests a second each client (an API token, or a source address without one) may
+    /// make; `0` = no limit. Beyond it: 429.
+    pub rate_per_s: u32,
+    /// How many requests a client may make at once before `rate_per_s` applies.
+    pub rate_burst: u32,
 }
 
 impl Default for HttpLimits {
@@ -200,6 +211,8 @@ impl Default for HttpLimits {
             max_connections: 256,
             max_per_source: 64,
             idle_timeout: Duration::from_secs(30),
+            rate_per_s: 100,
+            rate_burst: 200,
         }
     }
 }

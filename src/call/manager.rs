@@ -85,7 +85,7 @@ pub struct CallManager {
     pub(super) media_pool: Option<media::CallMediaPool>,
     /// Where call records go (SQLite), if enabled.
     pub(super) records: Option<crate::records::RecordWriter>,
-    /// Makes record ids unique across restarts: the process start time in Unix seconds.
+    /// Makes record ids unique across restarts: the process start time in Unix milliseconds.
     pub(super) record_prefix: u64,
     /// Turns `now` into wall time; set by the runtime when it attaches (sans-IO tests run
     /// without it, at the Unix epoch).
@@ -696,8 +696,11 @@ impl CallHandler for CallManager {
         } = attached;
         self.commands = Some(commands);
         self.media_pool = Some(media);
-        // Record ids stay unique across restarts: they start with the attach time.
-        self.record_prefix = wall.unix(wall.instant()).as_secs();
+        // Record ids stay unique across restarts: they start with the attach time, in
+        // milliseconds (in seconds, a restart within the same second reused the ids of the
+        // calls before it, and the new calls' records were refused as duplicates).
+        self.record_prefix =
+            u64::try_from(wall.unix(wall.instant()).as_millis()).unwrap_or(u64::MAX);
         self.wall = Some(wall);
     }
 

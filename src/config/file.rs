@@ -86,6 +86,8 @@ pub(crate) struct FileHttp {
     pub max_connections: Option<u32>,
     pub max_connections_per_source: Option<u32>,
     pub idle_timeout_s: Option<u32>,
+    pub rate_limit_per_s: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
 }
 
 /// `[media]`

@@ -515,6 +515,11 @@ impl<'a> Resolver<'a> {
             .idle_timeout_s
             .unwrap_or(defaults.idle_timeout.as_secs() as u32);
         self.at_least("http.idle_timeout_s", idle, 1)?;
+        let rate = f.rate_limit_per_s.unwrap_or(defaults.rate_per_s);
+        let burst = f.rate_limit_burst.unwrap_or(defaults.rate_burst.max(rate));
+        if rate > 0 {
+            self.at_least("http.rate_limit_burst", burst, 1)?;
+        }
         Ok(HttpSection {
             listen: f.listen.unwrap_or(DEFAULT_HTTP_LISTEN),
             token_env: f.token_env,
@@ -523,6 +528,8 @@ impl<'a> Resolver<'a> {
                 max_connections: max_connections as usize,
                 max_per_source: per_source as usize,
                 idle_timeout: secs(idle),
+                rate_per_s: rate,
+                rate_burst: burst,
             },
         })
     }

@@ -20,6 +20,7 @@ mod config_realtime;
 mod config_webhooks;
 mod http;
 mod input_limits;
+mod rate_limits;
 mod records;
 mod records_batch;
 mod records_calls;
