@@ -1116,6 +1116,26 @@ pub struct TestNetns {
     pub ns_ip: std::net::IpAddr,
 }
 
+/// `ip` (iproute2) with root's rights: itself when the tests run as root, else through
+/// `sudo -n` (the CI machines that are not root have passwordless sudo).
+fn ip_command() -> Command {
+    let euid = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    if euid == "0" {
+        Command::new("ip")
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", "ip"]);
+        c
+    }
+}
+
 impl TestNetns {
     /// A namespace with a /30 link to this one; `tag` (a few letters) names it.
     pub fn new(tag: &str) -> TestNetns {
@@ -1130,19 +1150,19 @@ impl TestNetns {
         let host_ip: std::net::IpAddr = format!("10.251.{subnet}.1").parse().expect("ip");
         let ns_ip: std::net::IpAddr = format!("10.251.{subnet}.2").parse().expect("ip");
         let ip = |args: &[&str]| {
-            let out = Command::new("ip")
+            let out = ip_command()
                 .args(args)
                 .output()
                 .expect("ip (apt-get install iproute2)");
             assert!(
                 out.status.success(),
-                "ip {}: {} (a test network namespace needs root)",
+                "ip {}: {} (a test network namespace needs root, or passwordless sudo)",
                 args.join(" "),
                 String::from_utf8_lossy(&out.stderr)
             );
         };
         // A namespace left by a killed run of this process id would be in the way.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = ip_command().args(["netns", "del", &name]).output();
         ip(&["netns", "add", &name]);
         let ns = TestNetns {
             name: name.clone(),
@@ -1173,9 +1193,7 @@ impl TestNetns {
 impl Drop for TestNetns {
     fn drop(&mut self) {
         // Deleting the namespace deletes the veth end in it, and so the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        let _ = ip_command().args(["netns", "del", &self.name]).output();
     }
 }
 
@@ -1194,7 +1212,7 @@ pub fn phone_page_firefox(ns: &TestNetns, url: &str, seconds: u32) -> PhonePage 
             .is_dir(),
         "puppeteer-core missing: (cd tests/browser && npm ci)"
     );
-    let out = Command::new("ip")
+    let out = ip_command()
         .args(["netns", "exec", &ns.name, "node"])
         .arg(root.join("tests/browser/phone.mjs"))
         .arg(url)
