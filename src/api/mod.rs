@@ -177,8 +177,9 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| ApiStartError::Bind { addr, source })?;
-    let limiter = (limits.rate_per_s > 0)
-        .then(|| ratelimit::RateLimiter::new(limits.rate_per_s, limits.rate_burst));
+    let limiter = (limits.rate_per_s > 0).then(|| {
+        ratelimit::RateLimiter::new(limits.rate_per_s, limits.rate_burst, state.token.clone())
+    });
     let app = router(state).layer(axum::middleware::from_fn_with_state(
         limiter,
         ratelimit::limit,

@@ -1,5 +1,6 @@
-//! Per-client request rate limits: a token bucket per API token (the bearer token a request
-//! carries), or per source address for requests without one. A request beyond the bucket is
+//! Per-client request rate limits: a token bucket for the API token (requests that carry the
+//! configured bearer token share it), and one per source address for every other request (a
+//! made-up token does not get a bucket of its own). A request beyond the bucket is
 //! answered `429 Too Many Requests` with `Retry-After`, before any handler runs.
 //! `GET /health` is exempt (supervisors poll it).
 
@@ -38,15 +39,19 @@ struct Bucket {
 pub struct RateLimiter {
     per_s: f64,
     burst: f64,
+    /// The configured API token, if any.
+    token: Option<Arc<str>>,
     buckets: Arc<Mutex<HashMap<Client, Bucket>>>,
 }
 
 impl RateLimiter {
-    /// A limiter of `per_s` requests a second per client, bursts of up to `burst`.
-    pub fn new(per_s: u32, burst: u32) -> RateLimiter {
+    /// A limiter of `per_s` requests a second per client, bursts of up to `burst`; requests
+    /// with `token` as their bearer token count as one client.
+    pub fn new(per_s: u32, burst: u32, token: Option<Arc<str>>) -> RateLimiter {
         RateLimiter {
             per_s: f64::from(per_s.max(1)),
             burst: f64::from(burst.max(1)),
+            token,
             buckets: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -91,7 +96,9 @@ pub(super) async fn limit(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Client::Token(t.trim().to_owned()));
+        .map(str::trim)
+        .filter(|t| limiter.token.as_deref() == Some(*t))
+        .map(|t| Client::Token(t.to_owned()));
     let peer = request
         .extensions()
         .get::<super::phone::PeerAddr>()
@@ -119,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {
-        let l = RateLimiter::new(2, 3);
+        let l = RateLimiter::new(2, 3, None);
         let t0 = Instant::now();
         let c = || Client::Token("t".into());
         for _ in 0..3 {

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{RecordsError, UnixMs};
@@ -88,21 +88,8 @@ impl AgentStore {
     /// Opens the agents of the records database `path` (created and migrated by the record
     /// store).
     pub fn open(path: &Path) -> Result<AgentStore, RecordsError> {
-        let err = |op: &'static str| {
-            let path = path.to_path_buf();
-            move |source| RecordsError::Sqlite { path, op, source }
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err("open agents"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err("set busy_timeout"))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err("set synchronous"))?;
         Ok(AgentStore {
-            conn,
+            conn: super::store::open_read_write(path, "open agents")?,
             path: path.to_path_buf(),
         })
     }

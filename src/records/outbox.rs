@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::store::RecordOp;
@@ -308,21 +308,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
 impl Outbox {
     /// Opens the outbox of the records database `path` (created by the record store).
     pub fn open(path: &Path) -> Result<Outbox, RecordsError> {
-        let err = |op: &'static str| {
-            let path = path.to_path_buf();
-            move |source| RecordsError::Sqlite { path, op, source }
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err("open outbox"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err("set busy_timeout"))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err("set synchronous"))?;
         Ok(Outbox {
-            conn,
+            conn: super::store::open_read_write(path, "open outbox")?,
             path: path.to_path_buf(),
         })
     }

@@ -52,6 +52,21 @@ use super::{
 /// `SQLITE_BUSY`. In WAL mode only the rare checkpoint-restart can make a reader wait.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Another read-write connection to the records database at `path` (the outbox's and the
+/// agents'), with the store's busy timeout and `synchronous=FULL`. `op` names it in errors.
+pub(super) fn open_read_write(path: &Path, op: &'static str) -> Result<Connection, RecordsError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql(path, op))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sql(path, "set busy_timeout"))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql(path, "set synchronous=FULL"))?;
+    Ok(conn)
+}
+
 /// The synchronous database: one read-write connection. Use it directly from synchronous
 /// code (tools, tests); async code uses [`RecordWriter`] and [`RecordReader`].
 #[derive(Debug)]
