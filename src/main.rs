@@ -195,6 +195,9 @@ async fn run(
         Some(w) => start_webhooks(&cfg, w.path())?,
         None => None,
     };
+    if let (Some(days), Some(w)) = (cfg.retention_days, &records) {
+        tokio::spawn(retention_loop(w.path().to_path_buf(), days));
+    }
     let agents_db = match &records {
         Some(w) => Some(api::AgentsApi {
             store: Arc::new(std::sync::Mutex::new(
@@ -341,6 +344,53 @@ fn prepare_recordings(cfg: &Config) {
         }
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot check recordings for repair")
+        }
+    }
+}
+
+/// Deletes the recordings and transcripts of calls that ended more than `days` days ago, at
+/// start and then every hour (`retention_days`).
+async fn retention_loop(db: PathBuf, days: u32) {
+    const EVERY: Duration = Duration::from_secs(3600);
+    const BATCH: u32 = 1000;
+    let mut tick = tokio::time::interval(EVERY);
+    loop {
+        tick.tick().await;
+        loop {
+            let db = db.clone();
+            let now = voxline::records::UnixMs::now();
+            let cutoff = voxline::records::UnixMs::new(now.get() - i64::from(days) * 86_400_000);
+            let r = tokio::task::spawn_blocking(move || {
+                voxline::records::retention::sweep(&db, cutoff, now, BATCH)
+            })
+            .await;
+            match r {
+                Ok(Ok(s)) => {
+                    if s.records > 0 || s.failed > 0 {
+                        tracing::info!(
+                            records = s.records,
+                            files = s.files,
+                            missing = s.missing,
+                            failed = s.failed,
+                            days,
+                            "retention: recordings and transcripts deleted"
+                        );
+                    }
+                    // Only a full batch of progress means more may be due (rows whose files
+                    // cannot be deleted come back every time: they wait for the next hour).
+                    if s.records < u64::from(BATCH) {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "retention sweep failed");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention sweep failed");
+                    break;
+                }
+            }
         }
     }
 }

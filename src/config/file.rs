@@ -33,6 +33,7 @@ pub(crate) struct FileConfig {
     pub webhooks: Vec<super::webhooks::FileWebhook>,
     pub profile_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    pub retention_days: Option<u32>,
 }
 
 /// `[sip]`

@@ -86,6 +86,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `[[webhook]]`: endpoints that receive signed call events (needs call records).
     pub webhooks: Vec<crate::webhooks::Endpoint>,
+    /// `retention_days`: delete recordings and transcripts of calls that ended this many
+    /// days ago (`None`: keep them).
+    pub retention_days: Option<u32>,
 }
 
 /// `[sip]`

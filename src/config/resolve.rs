@@ -272,6 +272,7 @@ impl<'a> Resolver<'a> {
             trunks.push(trunk);
         }
         let webhooks = self.webhooks(file.webhooks)?;
+        let retention_days = file.retention_days.filter(|d| *d > 0);
         Ok(Config {
             sip,
             limits,
@@ -283,6 +284,7 @@ impl<'a> Resolver<'a> {
             profile_dir,
             data_dir,
             webhooks,
+            retention_days,
         })
     }
 

@@ -39,6 +39,7 @@ pub use store::{RecordOp, RecordReader, RecordStore, RecordWriter, WriterStats};
 
 pub mod agents;
 pub mod outbox;
+pub mod retention;
 pub use transcript::{
     Role, SkippedLine, Transcript, TranscriptEntry, TranscriptWriter, read_transcript,
 };
@@ -264,6 +265,10 @@ pub struct CallRecord {
     /// rows written before.
     #[serde(default)]
     pub dsp: Option<DspInfo>,
+    /// When retention (`retention_days`) deleted the call's recording and transcript; their
+    /// paths are then `None`. Schema version 9.
+    #[serde(default)]
+    pub media_deleted_at: Option<UnixMs>,
 }
 
 /// A mid-call switch to the next backend of the agent's chain.
@@ -337,6 +342,7 @@ impl CallRecord {
             trunk: None,
             agent: agent.into(),
             agent_version: None,
+            media_deleted_at: None,
             started_at,
             answered_at: None,
             ended_at: None,

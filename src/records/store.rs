@@ -535,15 +535,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN agent_version INTEGER;
 ",
     super::agents::ROUTES_MIGRATION,
+    "
+    ALTER TABLE calls ADD COLUMN media_deleted_at INTEGER;
+    CREATE INDEX calls_ended_at ON calls (ended_at) WHERE ended_at IS NOT NULL;
+",
 ];
 
 /// The `calls` columns in [`record_params`] order.
 const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
     turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp, \
-    backend_switches, agent_version";
+    backend_switches, agent_version, media_deleted_at";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26";
 
 /// Every column but `id` replaced by the new row's value.
 const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_uri, \
@@ -555,7 +559,8 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     turn_latencies = excluded.turn_latencies, tool_calls = excluded.tool_calls, \
     transcript_path = excluded.transcript_path, recording_path = excluded.recording_path, \
     unfinished = excluded.unfinished, transfer = excluded.transfer, dsp = excluded.dsp, \
-    backend_switches = excluded.backend_switches, agent_version = excluded.agent_version";
+    backend_switches = excluded.backend_switches, agent_version = excluded.agent_version, \
+    media_deleted_at = excluded.media_deleted_at";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -644,7 +649,7 @@ impl EncodedJson {
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 25] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 26] {
     [
         &r.id,
         &r.call_id,
@@ -671,6 +676,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &json.dsp,
         &json.backend_switches,
         &r.agent_version,
+        &r.media_deleted_at,
     ]
 }
 
@@ -713,6 +719,7 @@ struct RawRow {
     dsp: Option<String>,
     backend_switches: String,
     agent_version: Option<u32>,
+    media_deleted_at: Option<i64>,
 }
 
 impl RawRow {
@@ -744,6 +751,7 @@ impl RawRow {
             dsp: row.get(22)?,
             backend_switches: row.get(23)?,
             agent_version: row.get(24)?,
+            media_deleted_at: row.get(25)?,
         })
     }
 
@@ -782,6 +790,7 @@ impl RawRow {
             trunk: self.trunk,
             agent: self.agent,
             agent_version: self.agent_version,
+            media_deleted_at: self.media_deleted_at.map(UnixMs),
             started_at: UnixMs(self.started_at),
             answered_at: self.answered_at.map(UnixMs),
             ended_at: self.ended_at.map(UnixMs),

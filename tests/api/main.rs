@@ -27,4 +27,5 @@ mod records_calls;
 mod records_crash;
 mod records_store;
 mod records_transcript;
+mod retention;
 mod webhooks;

@@ -32,6 +32,7 @@ fn full(id: &str) -> CallRecord {
         trunk: Some("sipgate-1".into()),
         agent: "Ädä – support 🤖".into(),
         agent_version: Some(7),
+        media_deleted_at: Some(UnixMs::new(1_718_900_000_000)),
         started_at: UnixMs::new(1_718_000_000_123),
         answered_at: Some(UnixMs::new(1_718_000_004_500)),
         ended_at: Some(UnixMs::new(1_718_000_064_999)),
@@ -265,7 +266,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -279,7 +280,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 8,
+                supported: 9,
                 ..
             }
         ),
@@ -304,6 +305,8 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
          DROP TABLE outbox;
          DROP TABLE agents;
          DROP TABLE routes;
+         DROP INDEX calls_ended_at;
+         ALTER TABLE calls DROP COLUMN media_deleted_at;
          ALTER TABLE calls DROP COLUMN agent_version;
          DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
@@ -326,7 +329,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 8);
+    assert_eq!(max, 9);
 }
 
 /// With webhook subscriptions, each operation writes its events to the outbox in the same
