@@ -208,6 +208,14 @@ async fn run(
         }),
         None => None,
     };
+    // The API's own connection to the caller memory (privacy requests).
+    let memory = match &records {
+        Some(w) => Some(Arc::new(std::sync::Mutex::new(
+            voxline::records::memory::MemoryStore::open(w.path())
+                .context("opening the caller memory")?,
+        ))),
+        None => None,
+    };
     for (t, a) in running.sip_addrs.iter() {
         tracing::info!(transport = %t, addr = %a, "listening for SIP");
     }
@@ -242,6 +250,7 @@ async fn run(
         ),
         webhooks,
         agents_db,
+        memory,
     };
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
     let (bound, _http) = api::serve(http_addr, state, cfg.http.limits)
@@ -471,8 +480,12 @@ async fn start_sip(
             );
         }
         tracing::info!(db = %writer.path().display(), "call records");
+        let memory = voxline::records::memory::MemoryStore::open(writer.path())
+            .context("opening the caller memory")?;
         records = Some(writer.clone());
-        manager = manager.with_records(writer);
+        manager = manager
+            .with_records(writer)
+            .with_memory(voxline::call::postcall::CallerMemory::new(memory));
     }
     let running = runtime::start(opts, manager)
         .await

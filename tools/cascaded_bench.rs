@@ -135,6 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         called: "bench".into(),
         direction: "inbound".into(),
         variables: Default::default(),
+        memory: String::new(),
         call_format: AudioFormat::Pcmu8k,
         tools: Vec::new(),
         history: Vec::new(),

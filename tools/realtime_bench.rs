@@ -535,6 +535,7 @@ async fn backend_probe(
         called: "probe".into(),
         direction: "inbound".into(),
         variables: Default::default(),
+        memory: String::new(),
         call_format: AudioFormat::Pcmu8k,
         tools: Vec::new(),
         history: Vec::new(),

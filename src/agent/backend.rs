@@ -266,6 +266,9 @@ pub struct CallContext {
     pub direction: String,
     /// Free variables for instruction templates (`{{var.NAME}}`).
     pub variables: BTreeMap<String, String>,
+    /// What the agent remembers of the caller from earlier calls (`{{memory}}`); empty when
+    /// nothing.
+    pub memory: String,
     /// The audio format of [`BackendControl::Audio`] and [`BackendEvent::Audio`]: PCMU or
     /// PCMA when the call's codec is G.711 (carried through untouched), else PCM16 (24 kHz
     /// is what the Realtime API speaks; other rates are resampled by the client).

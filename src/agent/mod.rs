@@ -11,6 +11,7 @@
 //! AI backends sit behind the [`backend`] seam (audio chunks and events over bounded
 //! channels); [`realtime`] is the OpenAI Realtime API client.
 
+pub mod analysis;
 pub mod backend;
 pub mod cascaded;
 pub mod chain;

@@ -9,6 +9,7 @@
 //! transcript reads run on the blocking pool (`spawn_blocking`).
 
 mod agents;
+mod memory;
 pub mod phone;
 mod ratelimit;
 mod webhooks;
@@ -70,6 +71,8 @@ pub struct ApiState {
     pub webhooks: Option<WebhookApi>,
     /// Agents kept as data (`/agents`); `None` without call records.
     pub agents_db: Option<AgentsApi>,
+    /// Caller memory (`/memory/{number}`); `None` without call records.
+    pub memory: Option<Arc<std::sync::Mutex<crate::records::memory::MemoryStore>>>,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -156,6 +159,7 @@ pub fn router(state: ApiState) -> Router {
             "/webhooks/deliveries/:id/redeliver",
             post(webhooks::redeliver),
         )
+        .route("/memory/:number", get(memory::get).delete(memory::delete))
         .route("/phone", get(phone::page))
         .route("/phone/config.json", get(phone::config))
         .route("/phone/transcript", get(phone::transcript))

@@ -18,11 +18,12 @@ use tokio::sync::mpsc;
 
 use super::bridge::Notice;
 use super::control::{CallMediaLink, MediaControl};
+use super::postcall::CallerMemory;
 use super::tools::{self, AgentTools, ToolCallContext, ToolRequest};
 use super::{CallCommand, CallTable};
 use crate::agent::BackendConfig;
 use crate::agent::PlaySpec;
-use crate::agent::backend::{AudioFormat, BackendControl, CallContext};
+use crate::agent::backend::{AudioFormat, BackendControl, CallContext, HistoryItem};
 use crate::records::{Role as RecRole, ToolCallRecord, TranscriptEntry, TranscriptWriter, UnixMs};
 use crate::runtime::Commands;
 use crate::sdp::{Codec, NegotiatedMedia};
@@ -45,6 +46,11 @@ pub struct AiAgent {
     pub fallback: Fallback,
     /// The voice chain on its calls, and who decides barge-in and turns.
     pub voice: super::bridge::Voice,
+    /// Remember callers across calls (`memory`): `{{memory}}` is filled before the backend
+    /// connects, and the summary of the analysis is kept.
+    pub memory: bool,
+    /// The post-call analysis, if any.
+    pub analysis: Option<crate::agent::analysis::AnalysisConfig>,
 }
 
 /// What to do when the backend is unreachable before the answer, or lost mid-call.
@@ -141,6 +147,8 @@ pub fn call_format(negotiated: &NegotiatedMedia) -> Result<AudioFormat, String> 
 pub struct CallParties {
     /// The record id (tools see it as the call id).
     pub record_id: String,
+    /// The agent's name (the caller's memory is per agent).
+    pub agent: String,
     /// Caller (user part or number).
     pub caller: String,
     /// Called (user part or number).
@@ -149,6 +157,9 @@ pub struct CallParties {
     pub direction: &'static str,
     /// Call variables.
     pub variables: BTreeMap<String, String>,
+    /// What the agent remembers of the caller (`{{memory}}`), filled in before the backend
+    /// connects when the agent has memory.
+    pub memory: String,
 }
 
 /// Connects the backend for one call (before it is answered).
@@ -162,6 +173,7 @@ pub async fn connect(
         called: parties.called.clone(),
         direction: parties.direction.to_owned(),
         variables: parties.variables.clone(),
+        memory: parties.memory.clone(),
         call_format: format,
         tools: agent.tools.specs(),
         history: Vec::new(),
@@ -191,6 +203,10 @@ pub struct AgentTaskSpec {
     pub transcript: Option<PathBuf>,
     /// When the call was answered (transcript and tool times count from here).
     pub origin: Instant,
+    /// The caller memory (agents with `memory`).
+    pub memory: Option<CallerMemory>,
+    /// The records, for the post-call analysis.
+    pub records: Option<crate::records::RecordWriter>,
 }
 
 /// Runs until the bridge goes away (the call ended): writes transcript lines, runs tools and
@@ -207,7 +223,11 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
         table,
         transcript,
         origin,
+        memory,
+        records,
     } = spec;
+    // The conversation as the post-call analysis reads it: final texts, corrections applied.
+    let mut conversation: Vec<(Option<String>, HistoryItem)> = Vec::new();
     let mut writer = transcript.and_then(|path| match TranscriptWriter::create(&path) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -237,6 +257,29 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
                     crate::agent::backend::Role::Agent => RecRole::Agent,
                 };
                 tracing::debug!(%call, ?role, %text, corrects, "transcript");
+                if agent.analysis.is_some() {
+                    let corrected = corrects
+                        .then(|| {
+                            conversation
+                                .iter_mut()
+                                .rev()
+                                .find(|(id, _)| id.is_some() && *id == item_id)
+                        })
+                        .flatten();
+                    match corrected {
+                        Some((_, item)) => item.text = text.clone(),
+                        None => conversation.push((
+                            item_id.clone(),
+                            HistoryItem {
+                                role: match role {
+                                    RecRole::Caller => crate::agent::backend::Role::Caller,
+                                    _ => crate::agent::backend::Role::Agent,
+                                },
+                                text: text.clone(),
+                            },
+                        )),
+                    }
+                }
                 append(&mut writer, since(now), role, text, item_id, corrects);
             }
             Notice::System(text) => {
@@ -280,6 +323,8 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
                     commands: commands.clone(),
                     table: table.clone(),
                     started_ms: since(now),
+                    memory: memory.clone(),
+                    parties: parties.clone(),
                 };
                 // Tools run concurrently: a slow HTTP tool must not hold up transcripts.
                 tokio::spawn(job.run(call_id, name, arguments));
@@ -290,6 +335,10 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
         && let Err(e) = w.close()
     {
         tracing::warn!(%call, error = %e, "transcript not closed cleanly");
+    }
+    if agent.analysis.is_some() {
+        let conversation = conversation.into_iter().map(|(_, item)| item).collect();
+        super::postcall::analyze_call(agent, parties, conversation, memory, records).await;
     }
 }
 
@@ -302,6 +351,8 @@ struct ToolJob {
     commands: Commands<CallCommand>,
     table: CallTable,
     started_ms: u64,
+    memory: Option<CallerMemory>,
+    parties: CallParties,
 }
 
 impl ToolJob {
@@ -431,14 +482,27 @@ impl ToolJob {
                     Err(e) => (Err(e.to_string()), true),
                 }
             }
+            ToolRequest::Remember { fact } => match &self.memory {
+                Some(m) => match m.note(&self.parties, fact.clone()).await {
+                    Ok(()) => (
+                        Ok(serde_json::json!({ "remembered": fact }).to_string()),
+                        true,
+                    ),
+                    Err(e) => {
+                        tracing::error!(call = %self.call, error = %e, "a fact was not stored");
+                        (Err("the fact could not be stored".into()), true)
+                    }
+                },
+                None => (Err("voxline keeps no records, so no memory".into()), true),
+            },
             ToolRequest::Unknown(name) => (Err(format!("unknown tool {name}")), true),
         };
         (result, reply, None)
     }
 }
 
-/// One HTTP client for all tool calls (connection reuse).
-fn http_client() -> Result<&'static reqwest::Client, tools::ToolError> {
+/// One HTTP client for all tool calls and analyses (connection reuse).
+pub(super) fn http_client() -> Result<&'static reqwest::Client, tools::ToolError> {
     static CLIENT: OnceLock<Result<reqwest::Client, tools::ToolError>> = OnceLock::new();
     CLIENT
         .get_or_init(tools::http_client)

@@ -18,7 +18,7 @@ pub(super) enum BackendState {
     /// Connecting (the answer waits for it).
     Connecting,
     /// Connected; the media takes it when it starts.
-    Ready(media::BackendSetup),
+    Ready(Box<media::BackendSetup>),
     /// The backend could not be reached; the fallback prompt plays.
     Failed,
     /// The media took the connection.
@@ -49,8 +49,12 @@ impl CallManager {
         };
         c.backend = BackendState::Connecting;
         let ra = ra.clone();
-        let parties = c.call_parties(record_id);
+        let mut parties = c.call_parties(record_id);
+        let memory = self.memory.clone().filter(|_| ra.memory);
         tokio::spawn(async move {
+            if let Some(m) = memory {
+                parties.memory = m.recall(&parties.agent, &parties.caller).await;
+            }
             let result = agent::connect(&ra, &parties, format)
                 .await
                 .map(|h| (h, format));
@@ -88,12 +92,14 @@ impl CallManager {
         match result {
             Ok((handle, format)) => {
                 tracing::info!(%call, ?format, "AI backend connected");
-                c.backend = BackendState::Ready(media::BackendSetup {
+                c.backend = BackendState::Ready(Box::new(media::BackendSetup {
                     handle,
                     format,
                     parties: c.call_parties(record_id.clone()),
                     transcript: transcripts.map(|d| d.join(format!("{record_id}.jsonl"))),
-                });
+                    memory: self.memory.clone(),
+                    records: self.records.clone(),
+                }));
             }
             Err(e) => {
                 tracing::warn!(%call, error = %e, "AI backend unreachable: falling back");

@@ -59,6 +59,8 @@ impl CallState {
     pub(super) fn call_parties(&self, record_id: String) -> agent::CallParties {
         agent::CallParties {
             record_id,
+            agent: self.agent.name.clone(),
+            memory: String::new(),
             caller: self.parties.0.clone(),
             called: self.parties.1.clone(),
             // Only outbound calls carry a failover plan.
@@ -85,6 +87,8 @@ pub struct CallManager {
     pub(super) media_pool: Option<media::CallMediaPool>,
     /// Where call records go (SQLite), if enabled.
     pub(super) records: Option<crate::records::RecordWriter>,
+    /// The caller memory (`None`: no records database).
+    pub(super) memory: Option<super::postcall::CallerMemory>,
     /// Makes record ids unique across restarts: the process start time in Unix milliseconds.
     pub(super) record_prefix: u64,
     /// Turns `now` into wall time; set by the runtime when it attaches (sans-IO tests run
@@ -109,6 +113,7 @@ impl CallManager {
             commands: None,
             media_pool: None,
             records: None,
+            memory: None,
             record_prefix: 0,
             wall: None,
             trunks: Vec::new(),
@@ -137,6 +142,12 @@ impl CallManager {
     /// Writes a record of every call (start, answer, end) through `writer`.
     pub fn with_records(mut self, writer: crate::records::RecordWriter) -> Self {
         self.records = Some(writer);
+        self
+    }
+
+    /// Keeps what agents with `memory` remember of their callers in `memory`.
+    pub fn with_memory(mut self, memory: super::postcall::CallerMemory) -> Self {
+        self.memory = Some(memory);
         self
     }
 
@@ -593,7 +604,7 @@ impl CallManager {
         };
         let backend = if matches!(c.agent.kind, AgentKind::Ai(_)) {
             match std::mem::replace(&mut c.backend, BackendState::Taken) {
-                BackendState::Ready(setup) => Some(setup),
+                BackendState::Ready(setup) => Some(*setup),
                 BackendState::Failed => None,
                 other => {
                     c.backend = other;

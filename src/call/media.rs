@@ -40,6 +40,10 @@ pub struct BackendSetup {
     pub parties: CallParties,
     /// Where the transcript goes.
     pub transcript: Option<PathBuf>,
+    /// The caller memory (agents with `memory`).
+    pub memory: Option<super::postcall::CallerMemory>,
+    /// The records, for the post-call analysis.
+    pub records: Option<crate::records::RecordWriter>,
 }
 
 /// What the call layer's part of a call's media is made from.
@@ -112,6 +116,8 @@ async fn prepare(
                 table: table.clone(),
                 transcript: setup.transcript.clone(),
                 origin,
+                memory: setup.memory,
+                records: setup.records,
             }));
             if let Some(path) = &setup.transcript {
                 table.update(call, |i| i.transcript = Some(path.display().to_string()));

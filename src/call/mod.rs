@@ -13,6 +13,7 @@ mod manager;
 pub(crate) mod media;
 pub(crate) mod metrics;
 mod offer;
+pub mod postcall;
 mod route;
 mod service;
 mod table;

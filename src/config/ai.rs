@@ -216,8 +216,9 @@ impl Resolver<'_> {
                     )),
                 ));
             }
-            let builtin = ["hang_up", "transfer_call", "send_dtmf"];
-            if builtin.contains(&h.name.as_str()) || http_tools.iter().any(|o| o.name == h.name) {
+            if crate::call::tools::RESERVED_NAMES.contains(&h.name.as_str())
+                || http_tools.iter().any(|o| o.name == h.name)
+            {
                 return Err(self.err(
                     k("name"),
                     ConfigErrorKind::AgentSetting(format!(

@@ -209,7 +209,7 @@ impl Resolver<'_> {
         })
     }
 
-    fn llm(&self, key: &str, f: FileLlm) -> Result<ChatConfig, ConfigError> {
+    pub(super) fn llm(&self, key: &str, f: FileLlm) -> Result<ChatConfig, ConfigError> {
         let k = |name: &str| format!("{key}.{name}");
         match f.provider.as_deref().unwrap_or("openai") {
             "openai" => {}

@@ -171,6 +171,23 @@ pub(crate) struct FileAgent {
     pub stt: Option<FileStt>,
     pub llm: Option<FileLlm>,
     pub tts: Option<FileTts>,
+    pub memory: Option<bool>,
+    pub analysis: Option<FileAnalysis>,
+}
+
+/// `[agent.analysis]` (realtime and cascaded agents)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAnalysis {
+    pub provider: Option<String>,
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub api_key_env: Option<String>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub instructions: Option<String>,
+    pub outcome_schema: Option<toml::Value>,
 }
 
 /// `[agent.stt]` (cascaded agents)

@@ -20,6 +20,7 @@ mod cidr;
 mod dsp;
 mod error;
 mod file;
+mod outcomes;
 mod profile;
 mod resolve;
 mod webhooks;
@@ -448,6 +449,12 @@ pub struct AgentSection {
     pub dsp: DspSection,
     /// `[agent.stt]`, `[agent.llm]`, `[agent.tts]` and `turn_silence_ms` (cascaded agents).
     pub cascaded: Option<CascadedSection>,
+    /// `memory` (AI agents, default false): remember callers across calls — the `remember`
+    /// tool, the last call's summary (with `[agent.analysis]`), `{{memory}}` in the
+    /// instructions.
+    pub memory: bool,
+    /// `[agent.analysis]` (AI agents): the post-call analysis, if any.
+    pub analysis: Option<crate::agent::analysis::AnalysisConfig>,
 }
 
 /// A cascaded agent's providers, resolved (keys read from the environment).

@@ -666,6 +666,31 @@ impl<'a> Resolver<'a> {
                 }
                 _ => None,
             };
+            let is_ai = matches!(a.kind, AgentKind::Realtime | AgentKind::Cascaded);
+            if !is_ai && (a.memory.is_some() || a.analysis.is_some()) {
+                let k = if a.memory.is_some() {
+                    "memory"
+                } else {
+                    "analysis"
+                };
+                return Err(self.err(
+                    format!("agent[{i}].{k}"),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "{k} only goes with kind = \"realtime\" or \"cascaded\""
+                    )),
+                ));
+            }
+            let memory = a.memory.unwrap_or(false);
+            self.check_memory(
+                &format!("agent[{i}]"),
+                memory,
+                a.instructions.as_deref(),
+                a.greeting.as_deref(),
+            )?;
+            let analysis = match a.analysis {
+                Some(f) => Some(self.analysis_section(&format!("agent[{i}]"), f)?),
+                None => None,
+            };
             let ai = self.ai_settings(
                 i,
                 a.kind,
@@ -706,6 +731,8 @@ impl<'a> Resolver<'a> {
                 play,
                 repeat: a.repeat.unwrap_or(false),
                 builtin: false,
+                memory,
+                analysis,
             });
         }
         for (name, kind) in [
@@ -732,6 +759,8 @@ impl<'a> Resolver<'a> {
                     fallback: FallbackSection::default(),
                     dsp: DspSection::default(),
                     cascaded: None,
+                    memory: false,
+                    analysis: None,
                 });
             }
         }
@@ -805,6 +834,8 @@ impl<'a> Resolver<'a> {
                     switch_prompt: None,
                 },
                 cascaded,
+                memory: false,
+                analysis: None,
             });
         }
         Ok(agents)

@@ -336,7 +336,7 @@ fn ai_agent(a: &super::AgentSection) -> Option<AiAgent> {
                 .collect(),
         })
         .collect();
-    let tools = match AgentTools::new(a.tools.hang_up, transfer, a.tools.send_dtmf, http) {
+    let mut tools = match AgentTools::new(a.tools.hang_up, transfer, a.tools.send_dtmf, http) {
         Ok(t) => t,
         Err(e) => {
             // Validation of the file covers what AgentTools checks; log rather than fail.
@@ -344,6 +344,7 @@ fn ai_agent(a: &super::AgentSection) -> Option<AiAgent> {
             AgentTools::default()
         }
     };
+    tools.remember = a.memory;
     let fallback = match (&a.fallback.prompt, &a.fallback.transfer_to) {
         (None, None) => Fallback::Reject {
             code: a.fallback.sip_code,
@@ -373,6 +374,8 @@ fn ai_agent(a: &super::AgentSection) -> Option<AiAgent> {
             barge_in: a.dsp.barge_in,
             local_turns,
         },
+        memory: a.memory,
+        analysis: a.analysis.clone(),
     })
 }
 

@@ -38,6 +38,7 @@ pub(crate) mod transcript;
 pub use store::{RecordOp, RecordReader, RecordStore, RecordWriter, WriterStats};
 
 pub mod agents;
+pub mod memory;
 pub mod outbox;
 pub mod retention;
 pub use transcript::{
@@ -269,6 +270,26 @@ pub struct CallRecord {
     /// paths are then `None`. Schema version 9.
     #[serde(default)]
     pub media_deleted_at: Option<UnixMs>,
+    /// The post-call analysis (summary and outcome fields), once it has run; written after
+    /// the call's end by [`RecordOp::Analyzed`]. Schema version 10.
+    #[serde(default)]
+    pub analysis: Option<CallAnalysis>,
+}
+
+/// The result of a call's post-call analysis, as the record keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallAnalysis {
+    /// A short summary of the call (`None` when the analysis failed).
+    pub summary: Option<String>,
+    /// The outcome fields, matching the agent's schema (`None` without a schema or when the
+    /// analysis failed).
+    pub outcome: Option<serde_json::Value>,
+    /// Why the analysis failed, if it did.
+    pub error: Option<String>,
+    /// The model that made it.
+    pub model: String,
+    /// When it finished.
+    pub at: UnixMs,
 }
 
 /// A mid-call switch to the next backend of the agent's chain.
@@ -343,6 +364,7 @@ impl CallRecord {
             agent: agent.into(),
             agent_version: None,
             media_deleted_at: None,
+            analysis: None,
             started_at,
             answered_at: None,
             ended_at: None,

@@ -52,11 +52,14 @@ pub enum EventType {
     /// `backend.failover`.
     #[serde(rename = "backend.failover")]
     BackendFailover,
+    /// `call.analyzed`: the post-call analysis (summary and outcome) is stored.
+    #[serde(rename = "call.analyzed")]
+    CallAnalyzed,
 }
 
 impl EventType {
     /// Every event type, in the order of the table above.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::CallStarted,
         EventType::CallAnswered,
         EventType::CallEnded,
@@ -64,6 +67,7 @@ impl EventType {
         EventType::RecordingReady,
         EventType::ToolCalled,
         EventType::BackendFailover,
+        EventType::CallAnalyzed,
     ];
 
     /// Its name, as in the payload's `type` and in `[[webhook]] events`.
@@ -76,6 +80,7 @@ impl EventType {
             EventType::RecordingReady => "recording.ready",
             EventType::ToolCalled => "tool.called",
             EventType::BackendFailover => "backend.failover",
+            EventType::CallAnalyzed => "call.analyzed",
         }
     }
 
@@ -195,6 +200,10 @@ fn events_of(op: &RecordOp) -> Vec<(EventType, serde_json::Value)> {
             serde_json::json!({ "id": id, "answered_at": at }),
         )],
         RecordOp::Finished(r) => ended_events(r),
+        RecordOp::Analyzed { id, analysis } => vec![(
+            EventType::CallAnalyzed,
+            serde_json::json!({ "id": id, "analysis": analysis }),
+        )],
     }
 }
 

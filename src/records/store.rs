@@ -180,6 +180,39 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Stores a call's post-call analysis. The row exists from the call's start
+    /// ([`insert_started`](Self::insert_started)), so the analysis may come before or after
+    /// the final record; [`finish`](Self::finish) keeps it.
+    pub fn set_analysis(
+        &mut self,
+        id: &str,
+        analysis: &super::CallAnalysis,
+    ) -> Result<(), RecordsError> {
+        const OP: &str = "set_analysis";
+        let text = serde_json::to_string(analysis).map_err(|source| RecordsError::Encode {
+            path: self.path.clone(),
+            op: OP,
+            id: id.to_owned(),
+            column: "analysis",
+            source,
+        })?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE calls SET analysis = ?1 WHERE id = ?2",
+                params![text, id],
+            )
+            .map_err(sql(&self.path, OP))?;
+        if n == 0 {
+            return Err(RecordsError::NotFound {
+                path: self.path.clone(),
+                op: OP,
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// From now on, every [`apply`](Self::apply) also writes the webhook events of `subs`
     /// to the outbox ([`super::outbox`]), in the same savepoint as the record change.
     pub fn set_subscriptions(&mut self, subs: Vec<Subscription>) {
@@ -212,6 +245,7 @@ impl RecordStore {
             RecordOp::Started(r) => self.insert_started(r),
             RecordOp::Answered { id, at } => self.update_answered(id, *at),
             RecordOp::Finished(r) => self.finish(r),
+            RecordOp::Analyzed { id, analysis } => self.set_analysis(id, analysis),
         }
     }
 
@@ -266,6 +300,13 @@ pub enum RecordOp {
     },
     /// [`RecordStore::finish`].
     Finished(Box<CallRecord>),
+    /// [`RecordStore::set_analysis`].
+    Analyzed {
+        /// Record id.
+        id: String,
+        /// The analysis.
+        analysis: Box<super::CallAnalysis>,
+    },
 }
 
 impl RecordOp {
@@ -275,6 +316,7 @@ impl RecordOp {
             RecordOp::Started(_) => "insert_started",
             RecordOp::Answered { .. } => "update_answered",
             RecordOp::Finished(_) => "finish",
+            RecordOp::Analyzed { .. } => "set_analysis",
         }
     }
 
@@ -282,7 +324,7 @@ impl RecordOp {
     pub fn id(&self) -> &str {
         match self {
             RecordOp::Started(r) | RecordOp::Finished(r) => &r.id,
-            RecordOp::Answered { id, .. } => id,
+            RecordOp::Answered { id, .. } | RecordOp::Analyzed { id, .. } => id,
         }
     }
 }
@@ -539,17 +581,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN media_deleted_at INTEGER;
     CREATE INDEX calls_ended_at ON calls (ended_at) WHERE ended_at IS NOT NULL;
 ",
+    "
+    ALTER TABLE calls ADD COLUMN analysis TEXT;
+",
+    super::memory::MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.
 const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
     turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp, \
-    backend_switches, agent_version, media_deleted_at";
+    backend_switches, agent_version, media_deleted_at, analysis";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27";
 
-/// Every column but `id` replaced by the new row's value.
+/// Every column but `id` replaced by the new row's value; `analysis` only by a value (the
+/// analysis may be written before the final record).
 const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_uri, \
     to_uri = excluded.to_uri, direction = excluded.direction, trunk = excluded.trunk, \
     agent = excluded.agent, started_at = excluded.started_at, \
@@ -560,7 +607,8 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     transcript_path = excluded.transcript_path, recording_path = excluded.recording_path, \
     unfinished = excluded.unfinished, transfer = excluded.transfer, dsp = excluded.dsp, \
     backend_switches = excluded.backend_switches, agent_version = excluded.agent_version, \
-    media_deleted_at = excluded.media_deleted_at";
+    media_deleted_at = excluded.media_deleted_at, \
+    analysis = COALESCE(excluded.analysis, calls.analysis)";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -621,6 +669,7 @@ struct EncodedJson {
     tool_calls: String,
     dsp: Option<String>,
     backend_switches: String,
+    analysis: Option<String>,
 }
 
 impl EncodedJson {
@@ -644,12 +693,18 @@ impl EncodedJson {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| enc("dsp", e))?,
+            analysis: r
+                .analysis
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| enc("analysis", e))?,
         })
     }
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 26] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 27] {
     [
         &r.id,
         &r.call_id,
@@ -677,6 +732,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &json.backend_switches,
         &r.agent_version,
         &r.media_deleted_at,
+        &json.analysis,
     ]
 }
 
@@ -720,6 +776,7 @@ struct RawRow {
     backend_switches: String,
     agent_version: Option<u32>,
     media_deleted_at: Option<i64>,
+    analysis: Option<String>,
 }
 
 impl RawRow {
@@ -752,6 +809,7 @@ impl RawRow {
             backend_switches: row.get(23)?,
             agent_version: row.get(24)?,
             media_deleted_at: row.get(25)?,
+            analysis: row.get(26)?,
         })
     }
 
@@ -781,6 +839,12 @@ impl RawRow {
             .map_err(|e| corrupt("dsp", e.to_string()))?;
         let backend_switches = serde_json::from_str(&self.backend_switches)
             .map_err(|e| corrupt("backend_switches", e.to_string()))?;
+        let analysis = self
+            .analysis
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt("analysis", e.to_string()))?;
         Ok(CallRecord {
             id: self.id,
             call_id: self.call_id,
@@ -791,6 +855,7 @@ impl RawRow {
             agent: self.agent,
             agent_version: self.agent_version,
             media_deleted_at: self.media_deleted_at.map(UnixMs),
+            analysis,
             started_at: UnixMs(self.started_at),
             answered_at: self.answered_at.map(UnixMs),
             ended_at: self.ended_at.map(UnixMs),
@@ -971,6 +1036,9 @@ fn write_batch(store: &mut RecordStore, batch: &mut Vec<RecordOp>, shared: &Shar
                         serde_json::to_string(r).unwrap_or_default()
                     }
                     RecordOp::Answered { at, .. } => format!("answered_at={}", at.0),
+                    RecordOp::Analyzed { analysis, .. } => {
+                        serde_json::to_string(analysis).unwrap_or_default()
+                    }
                 };
                 tracing::error!(error = %e, id = op.id(), record = %data, "call record not written");
             }

@@ -15,6 +15,7 @@ mod call_variables;
 mod config_cascaded;
 mod config_cli;
 mod config_errors;
+mod config_outcomes;
 mod config_profiles;
 mod config_realtime;
 mod config_webhooks;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use voxline::records::{
-    CallRecord, DB_FILE_NAME, Direction, RecordOp, RecordStore, RecordWriter, RecordsError,
-    ToolCallRecord, TurnLatency, UnixMs,
+    CallAnalysis, CallRecord, DB_FILE_NAME, Direction, RecordOp, RecordStore, RecordWriter,
+    RecordsError, ToolCallRecord, TurnLatency, UnixMs,
 };
 
 fn started(id: &str, started_at: i64) -> CallRecord {
@@ -21,6 +21,16 @@ fn started(id: &str, started_at: i64) -> CallRecord {
     )
 }
 
+fn analysis(summary: &str) -> CallAnalysis {
+    CallAnalysis {
+        summary: Some(summary.into()),
+        outcome: Some(serde_json::json!({"case_number": "C-17", "resolved": true})),
+        error: None,
+        model: "gpt-4o-mini".into(),
+        at: UnixMs::new(1_718_000_070_000),
+    }
+}
+
 /// A record with every field set to a non-default value.
 fn full(id: &str) -> CallRecord {
     CallRecord {
@@ -33,6 +43,7 @@ fn full(id: &str) -> CallRecord {
         agent: "Ädä – support 🤖".into(),
         agent_version: Some(7),
         media_deleted_at: Some(UnixMs::new(1_718_900_000_000)),
+        analysis: Some(analysis("Ada asked about order A-17.")),
         started_at: UnixMs::new(1_718_000_000_123),
         answered_at: Some(UnixMs::new(1_718_000_004_500)),
         ended_at: Some(UnixMs::new(1_718_000_064_999)),
@@ -266,7 +277,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -280,7 +291,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 9,
+                supported: 11,
                 ..
             }
         ),
@@ -308,6 +319,8 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
          DROP INDEX calls_ended_at;
          ALTER TABLE calls DROP COLUMN media_deleted_at;
          ALTER TABLE calls DROP COLUMN agent_version;
+         ALTER TABLE calls DROP COLUMN analysis;
+         DROP TABLE memory;
          DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
          VALUES ('old-1', 'c1@host', 'sip:a@x', 'sip:b@y', 'inbound', 'echo', 1000, 2000, 'RemoteBye');",
@@ -329,7 +342,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 9);
+    assert_eq!(max, 11);
 }
 
 /// With webhook subscriptions, each operation writes its events to the outbox in the same
@@ -528,4 +541,80 @@ fn full_queue_drops_the_op_with_an_error_instead_of_blocking() {
     assert_eq!(stats.applied, sent as u64);
     assert_eq!(stats.failed, 0);
     assert_eq!(reader.list(100, 0).unwrap().len(), sent as usize);
+}
+
+/// The analysis is written after the call, possibly before the final record: the final
+/// record keeps it, and its event goes to the outbox with it.
+#[test]
+fn analysis_survives_the_final_record_in_either_order() {
+    use voxline::records::outbox::{EventType, Outbox, Subscription};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    store.set_subscriptions(vec![Subscription {
+        endpoint: "crm".into(),
+        events: vec![EventType::CallAnalyzed],
+    }]);
+    let ended = |id: &str| {
+        let mut r = started(id, 1_000);
+        r.ended_at = Some(UnixMs::new(2_000));
+        r.end_reason = Some("RemoteBye".into());
+        r
+    };
+    // Analysis first, then the final record.
+    let early = ended("early");
+    store
+        .apply(&RecordOp::Started(Box::new(started("early", 1_000))))
+        .unwrap();
+    store
+        .apply(&RecordOp::Analyzed {
+            id: "early".into(),
+            analysis: Box::new(analysis("first")),
+        })
+        .unwrap();
+    store.apply(&RecordOp::Finished(Box::new(early))).unwrap();
+    assert_eq!(
+        store.get("early").unwrap().unwrap().analysis,
+        Some(analysis("first"))
+    );
+    // The final record, then the analysis.
+    store
+        .apply(&RecordOp::Started(Box::new(started("late", 1_000))))
+        .unwrap();
+    store
+        .apply(&RecordOp::Finished(Box::new(ended("late"))))
+        .unwrap();
+    assert_eq!(store.get("late").unwrap().unwrap().analysis, None);
+    store
+        .apply(&RecordOp::Analyzed {
+            id: "late".into(),
+            analysis: Box::new(analysis("second")),
+        })
+        .unwrap();
+    assert_eq!(
+        store.get("late").unwrap().unwrap().analysis,
+        Some(analysis("second"))
+    );
+    // An analysis for a record that does not exist fails, and writes no event.
+    assert!(matches!(
+        store.apply(&RecordOp::Analyzed {
+            id: "nobody".into(),
+            analysis: Box::new(analysis("x")),
+        }),
+        Err(RecordsError::NotFound { .. })
+    ));
+    let outbox = Outbox::open(store.path()).unwrap();
+    // Newest first.
+    let events: Vec<(String, String)> = outbox
+        .list(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.event, d.record_id))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("call.analyzed".to_owned(), "late".to_owned()),
+            ("call.analyzed".to_owned(), "early".to_owned())
+        ]
+    );
 }

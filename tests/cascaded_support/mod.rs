@@ -44,6 +44,18 @@ impl CascadedE2e {
         CascadedE2e::start_inner(cfg, "deepgram", Some(tts), "", agent_extra, tables_extra)
     }
 
+    /// Like [`CascadedE2e::start`] with the agent's `instructions` (a TOML literal string's
+    /// content). In `tables_extra`, `@LLM_URL@` stands for the chat mock's base URL.
+    pub fn start_with_instructions(
+        cfg: ProvidersConfig,
+        instructions: &str,
+        agent_extra: &str,
+        tables_extra: &str,
+    ) -> CascadedE2e {
+        let extra = format!("instructions = '{instructions}'\n{agent_extra}");
+        CascadedE2e::start_inner(cfg, "deepgram", Some("openai"), "", &extra, tables_extra)
+    }
+
     /// Like [`CascadedE2e::start`] with the STT `stt` (`deepgram` or `openai`).
     pub fn start_with_stt(cfg: ProvidersConfig, stt: &str, tts: &str) -> CascadedE2e {
         CascadedE2e::start_inner(cfg, stt, Some(tts), "", "", "")
@@ -88,6 +100,12 @@ impl CascadedE2e {
             }
             None => tts_table.to_owned(),
         };
+        let instructions = if agent_extra.contains("instructions =") {
+            String::new()
+        } else {
+            "instructions = \"You are a test agent. The caller is {{caller}}.\"".to_owned()
+        };
+        let tables_extra = tables_extra.replace("@LLM_URL@", &mock.openai_url());
         let toml = format!(
             r#"
 [[route]]
@@ -97,7 +115,7 @@ agent = "bot"
 [[agent]]
 name = "bot"
 kind = "cascaded"
-instructions = "You are a test agent. The caller is {{{{caller}}}}."
+{instructions}
 allow_from = ["127.0.0.0/8"]
 {agent_extra}
 

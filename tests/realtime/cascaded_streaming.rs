@@ -18,6 +18,7 @@ fn the_first_sentence_plays_before_the_llm_finishes() {
         chat: ChatMockConfig {
             script: vec![ChatReply::Text(REPLY.into())],
             token_delay: Duration::from_millis(120),
+            analysis: Vec::new(),
         },
         ..ProvidersConfig::default()
     };

@@ -28,6 +28,7 @@ mod cascaded_barge_in;
 mod cascaded_failover;
 mod cascaded_llm_failure;
 mod cascaded_local_tts;
+mod cascaded_memory;
 mod cascaded_openai_stt;
 mod cascaded_queued_replies;
 mod cascaded_sipp_failover;

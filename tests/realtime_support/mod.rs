@@ -24,6 +24,7 @@ pub fn ctx(format: AudioFormat) -> CallContext {
         called: "100".into(),
         direction: "inbound".into(),
         variables: BTreeMap::from([("name".to_owned(), "Ada".to_owned())]),
+        memory: String::new(),
         call_format: format,
         tools: vec![],
         history: Vec::new(),

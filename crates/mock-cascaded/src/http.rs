@@ -1,7 +1,8 @@
 //! The HTTP mocks: OpenAI-compatible chat completions (streamed), OpenAI speech and Deepgram
 //! Aura's REST endpoint.
 //!
-//! **Chat** (`POST /v1/chat/completions`). Strict like OpenAI's server: `Authorization: Bearer`
+//! **Chat** (`POST /v1/chat/completions`), streamed; without streaming, Structured Outputs
+//! only ([`crate::structured`]). Strict like OpenAI's server: `Authorization: Bearer`
 //! (401 `invalid_api_key`), a JSON body (400), unknown top-level fields refused
 //! ("Unrecognized request argument supplied"), `model` and a non-empty `messages` required,
 //! roles checked, `tool_choice` only with `tools`, every `tool` message must answer a
@@ -53,6 +54,10 @@ pub struct ChatMockConfig {
     pub script: Vec<ChatReply>,
     /// Pause between chunks.
     pub token_delay: Duration,
+    /// Answers to non-streaming Structured Outputs requests, one per request in order (they
+    /// do not take [`ChatMockConfig::script`]'s turns); after them, values made from the
+    /// schema ([`crate::structured`]).
+    pub analysis: Vec<crate::structured::AnalysisReply>,
 }
 
 /// What the TTS mocks do.
@@ -271,39 +276,51 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             return openai_error(400, &format!("We could not parse the JSON body: {e}"), None);
         }
     };
-    let index = {
+    let structured = |b: &Value| {
+        b.get("stream") != Some(&Value::Bool(true)) && b.get("response_format").is_some()
+    };
+    let (index, seq) = {
         let mut rec = shared.rec();
         rec.chat.push(ChatRequest {
             body: body.clone(),
             at: Instant::now(),
             finished: None,
         });
-        rec.chat.len() - 1
+        let same_kind = rec
+            .chat
+            .iter()
+            .filter(|r| structured(&r.body) == structured(&body))
+            .count();
+        (rec.chat.len() - 1, same_kind - 1)
     };
-    if let Err(message) = check_chat(&body) {
+    if let Err(message) =
+        check_chat(&body).and_then(|()| crate::structured::check_response_format(&body))
+    {
         shared.rec().errors.push(format!("chat: {message}"));
         return openai_error(400, &message, None);
     }
-    if body.get("stream") != Some(&Value::Bool(true)) {
-        return openai_error(400, "the mock serves stream=true only", None);
+    if structured(&body) {
+        return structured_reply(&shared, &body, seq, index);
     }
-    let reply = shared
-        .chat_cfg
-        .script
-        .get(index)
-        .cloned()
-        .unwrap_or_else(|| {
-            let last_user = body["messages"]
-                .as_array()
-                .and_then(|m| {
-                    m.iter()
-                        .rev()
-                        .find(|m| m["role"] == "user")
-                        .and_then(|m| m["content"].as_str())
-                })
-                .unwrap_or("nothing");
-            ChatReply::Text(format!("You said: {last_user}. What else can I do?"))
-        });
+    if body.get("stream") != Some(&Value::Bool(true)) {
+        return openai_error(
+            400,
+            "the mock serves stream=true, or Structured Outputs without streaming",
+            None,
+        );
+    }
+    let reply = shared.chat_cfg.script.get(seq).cloned().unwrap_or_else(|| {
+        let last_user = body["messages"]
+            .as_array()
+            .and_then(|m| {
+                m.iter()
+                    .rev()
+                    .find(|m| m["role"] == "user")
+                    .and_then(|m| m["content"].as_str())
+            })
+            .unwrap_or("nothing");
+        ChatReply::Text(format!("You said: {last_user}. What else can I do?"))
+    });
     let chunks = match reply {
         ChatReply::Status(s) => return openai_error(s, "the mock was told to fail", None),
         ChatReply::Text(t) => text_chunks(&t),
@@ -334,6 +351,44 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The answer to a non-streaming Structured Outputs request (`seq`-th of its kind, `index`-th
+/// request in all).
+fn structured_reply(shared: &Shared, body: &Value, seq: usize, index: usize) -> Response {
+    use crate::structured::{AnalysisReply, answer, completion, schema_of};
+    let model = body["model"].as_str().unwrap_or("mock");
+    let reply = shared
+        .chat_cfg
+        .analysis
+        .get(seq)
+        .cloned()
+        .unwrap_or(AnalysisReply::Fill(Default::default()));
+    let done = |r: Response| {
+        if let Some(req) = shared.rec().chat.get_mut(index) {
+            req.finished = Some(Instant::now());
+        }
+        r
+    };
+    match reply {
+        AnalysisReply::Status(s) => openai_error(s, "the mock was told to fail", None),
+        AnalysisReply::Refuse(text) => {
+            done(axum::Json(completion(model, None, Some(text))).into_response())
+        }
+        AnalysisReply::Fill(fill) => {
+            let content = match schema_of(body) {
+                Some(schema) => match answer(body, schema, &fill) {
+                    Ok(v) => v.to_string(),
+                    Err(e) => {
+                        shared.rec().errors.push(format!("chat: {e}"));
+                        return openai_error(500, &e, None);
+                    }
+                },
+                None => json!({}).to_string(),
+            };
+            done(axum::Json(completion(model, Some(content), None)).into_response())
+        }
+    }
 }
 
 fn chunk(delta: Value, finish: Option<&str>) -> Value {

@@ -12,6 +12,7 @@
 pub mod deepgram_stt;
 pub mod http;
 pub mod openai_stt;
+pub mod structured;
 pub mod tts_ws;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 
 pub use deepgram_stt::SttMockConfig;
 pub use http::{ChatMockConfig, ChatReply, ChatRequest, TtsMockConfig, TtsRequest};
+pub use structured::AnalysisReply;
 
 /// What the mocks do.
 #[derive(Debug, Clone, Default)]

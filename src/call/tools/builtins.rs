@@ -1,4 +1,4 @@
-//! The built-in tools: `hang_up`, `transfer_call` and `send_dtmf` — their specs for the model
+//! The built-in tools: `hang_up`, `transfer_call`, `send_dtmf` and `remember` — their specs for the model
 //! and the checks that turn a model's call into a [`ToolRequest`].
 
 use super::*;
@@ -37,6 +37,22 @@ pub fn parse_request(
         let args = normalize_arguments(SEND_DTMF, arguments)?;
         let digits = parse_digits(required_string(SEND_DTMF, &args, "digits")?)?;
         return Ok(ToolRequest::SendDtmf { digits });
+    }
+    if name == REMEMBER && tools.remember {
+        let args = normalize_arguments(REMEMBER, arguments)?;
+        let fact = required_string(REMEMBER, &args, "fact")?.trim();
+        if fact.is_empty() {
+            return Err(invalid(REMEMBER, "\"fact\" is empty"));
+        }
+        if fact.len() > MAX_FACT_LEN {
+            return Err(invalid(
+                REMEMBER,
+                format!("\"fact\" is longer than {MAX_FACT_LEN} bytes: keep it short"),
+            ));
+        }
+        return Ok(ToolRequest::Remember {
+            fact: fact.to_owned(),
+        });
     }
     if let Some(tool) = tools.http_tool(name)
         && !RESERVED_NAMES.contains(&name)
@@ -200,6 +216,28 @@ pub(super) fn send_dtmf_spec() -> ToolSpec {
                 }
             },
             "required": ["digits"]
+        }),
+    }
+}
+
+pub(super) fn remember_spec() -> ToolSpec {
+    ToolSpec {
+        name: REMEMBER.to_owned(),
+        description: format!(
+            "Note one fact about the caller that will help on their next call (their name, \
+             an order or case number, a preference, what they are waiting for). You will see \
+             it again when they call back. One short sentence per call of this tool, at most \
+             {MAX_FACT_LEN} bytes; do not note payment card numbers or passwords."
+        ),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "fact": {
+                    "type": "string",
+                    "description": "The fact, e.g. \"Prefers to be called Sam\"."
+                }
+            },
+            "required": ["fact"]
         }),
     }
 }

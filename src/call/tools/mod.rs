@@ -46,8 +46,11 @@ pub const TRANSFER_CALL: &str = "transfer_call";
 /// Name of the built-in tool that sends DTMF keys on the call.
 pub const SEND_DTMF: &str = "send_dtmf";
 
+/// Name of the built-in tool that stores a fact about the caller (agents with `memory`).
+pub const REMEMBER: &str = "remember";
+
 /// The names no HTTP tool may take, whether or not the built-in tool is enabled.
-pub const RESERVED_NAMES: [&str; 3] = [HANG_UP, TRANSFER_CALL, SEND_DTMF];
+pub const RESERVED_NAMES: [&str; 4] = [HANG_UP, TRANSFER_CALL, SEND_DTMF, REMEMBER];
 
 /// The most keys one `send_dtmf` call may send.
 pub const MAX_DTMF_DIGITS: usize = 64;
@@ -61,6 +64,9 @@ pub const MAX_ERROR_EXCERPT_BYTES: usize = 512;
 
 /// The longest transfer target accepted from the model when any target is allowed.
 pub const MAX_TRANSFER_TARGET_LEN: usize = 256;
+
+/// The longest fact `remember` accepts, in bytes.
+pub const MAX_FACT_LEN: usize = crate::records::memory::MAX_FACT_LEN;
 
 /// The longest hang-up reason kept (longer ones are cut at a character boundary).
 pub const MAX_REASON_LEN: usize = 200;
@@ -82,6 +88,8 @@ pub struct AgentTools {
     pub transfer: Option<TransferPolicy>,
     /// Offer `send_dtmf`.
     pub send_dtmf: bool,
+    /// Offer `remember` (the agent has caller memory).
+    pub remember: bool,
     /// HTTP tools, declared after the built-in ones in this order.
     pub http: Vec<HttpTool>,
 }
@@ -158,6 +166,11 @@ pub enum ToolRequest {
     SendDtmf {
         /// The keys.
         digits: Vec<Digit>,
+    },
+    /// Store this fact about the caller for their next calls.
+    Remember {
+        /// The fact, trimmed (at most [`MAX_FACT_LEN`] bytes).
+        fact: String,
     },
     /// Run the HTTP tool of this name with [`run_http`].
     Http(String),
@@ -276,6 +289,7 @@ impl AgentTools {
             hang_up,
             transfer,
             send_dtmf,
+            remember: false,
             http,
         };
         tools.validate()?;
@@ -307,7 +321,8 @@ impl AgentTools {
     }
 
     /// The tools to declare to the model: the enabled built-ins (`hang_up`,
-    /// `transfer_call`, `send_dtmf`, in that order), then the HTTP tools in order.
+    /// `transfer_call`, `send_dtmf`, `remember`, in that order), then the HTTP tools in
+    /// order.
     pub fn specs(&self) -> Vec<ToolSpec> {
         let mut specs = Vec::with_capacity(3 + self.http.len());
         if self.hang_up {
@@ -318,6 +333,9 @@ impl AgentTools {
         }
         if self.send_dtmf {
             specs.push(send_dtmf_spec());
+        }
+        if self.remember {
+            specs.push(remember_spec());
         }
         specs.extend(self.http.iter().map(|t| ToolSpec {
             name: t.name.clone(),

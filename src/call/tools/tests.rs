@@ -443,6 +443,7 @@ fn tool_call_context_from_call() {
         called: "100".to_owned(),
         direction: "inbound".to_owned(),
         variables: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+        memory: String::new(),
         call_format: crate::agent::backend::AudioFormat::Pcmu8k,
         tools: vec![],
         history: Vec::new(),

@@ -324,8 +324,9 @@ pub fn session_update(cfg: &RealtimeConfig, ctx: &CallContext, instructions: &st
 }
 
 /// Renders an instructions template: `{{caller}}`, `{{called}}`, `{{direction}}`,
-/// `{{time}}` (`now` as `YYYY-MM-DD HH:MM:SS UTC`) and `{{var.NAME}}` (empty if the call has
-/// no such variable). Other `{{…}}` are left as written.
+/// `{{time}}` (`now` as `YYYY-MM-DD HH:MM:SS UTC`), `{{memory}}` (what the agent remembers of
+/// the caller; empty if nothing) and `{{var.NAME}}` (empty if the call has no such variable).
+/// Other `{{…}}` are left as written.
 pub fn render_instructions(template: &str, ctx: &CallContext, now: SystemTime) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
@@ -342,6 +343,7 @@ pub fn render_instructions(template: &str, ctx: &CallContext, now: SystemTime) -
             "called" => out.push_str(&ctx.called),
             "direction" => out.push_str(&ctx.direction),
             "time" => out.push_str(&format_utc(now)),
+            "memory" => out.push_str(&ctx.memory),
             _ => match name.strip_prefix("var.") {
                 Some(var) => {
                     if let Some(v) = ctx.variables.get(var) {

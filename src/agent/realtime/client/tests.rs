@@ -10,6 +10,7 @@ fn ctx() -> CallContext {
         called: "100".into(),
         direction: "inbound".into(),
         variables: BTreeMap::from([("lang".to_owned(), "fr".to_owned())]),
+        memory: String::new(),
         call_format: AudioFormat::Pcmu8k,
         tools: vec![],
         history: Vec::new(),
