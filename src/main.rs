@@ -208,6 +208,24 @@ async fn run(
         }),
         None => None,
     };
+    let campaigns = match &records {
+        Some(w) => {
+            let subs = cfg.webhooks.iter().map(|w| w.subscription()).collect();
+            let mut store = voxline::records::campaigns::CampaignStore::open(w.path(), subs)
+                .context("opening the campaigns")?;
+            let interrupted = store
+                .recover(voxline::records::UnixMs::now())
+                .context("recovering the campaigns")?;
+            if interrupted > 0 {
+                tracing::warn!(
+                    interrupted,
+                    "campaign calls in progress when voxline last stopped count as interrupted attempts"
+                );
+            }
+            Some(voxline::campaigns::Campaigns::new(store))
+        }
+        None => None,
+    };
     // The API's own connection to the caller memory (privacy requests).
     let memory = match &records {
         Some(w) => Some(Arc::new(std::sync::Mutex::new(
@@ -251,7 +269,16 @@ async fn run(
         webhooks,
         agents_db,
         memory,
+        campaigns: campaigns.clone(),
     };
+    if let Some(c) = campaigns {
+        let lookup_state = state.clone();
+        let lookup: voxline::campaigns::AgentLookup = Arc::new(move |name: String| {
+            let st = lookup_state.clone();
+            Box::pin(async move { api::agent_by_name(&st, &name).await.ok().flatten() })
+        });
+        tokio::spawn(voxline::campaigns::run(c, service.clone(), lookup));
+    }
     let http_addr = http_listen.unwrap_or(cfg.http.listen);
     let (bound, _http) = api::serve(http_addr, state, cfg.http.limits)
         .await

@@ -9,6 +9,7 @@
 //! transcript reads run on the blocking pool (`spawn_blocking`).
 
 mod agents;
+mod campaigns;
 mod memory;
 pub mod phone;
 mod ratelimit;
@@ -71,6 +72,8 @@ pub struct ApiState {
     pub webhooks: Option<WebhookApi>,
     /// Agents kept as data (`/agents`); `None` without call records.
     pub agents_db: Option<AgentsApi>,
+    /// Outbound campaigns (`/campaigns`); `None` without call records.
+    pub campaigns: Option<crate::campaigns::Campaigns>,
     /// Caller memory (`/memory/{number}`); `None` without call records.
     pub memory: Option<Arc<std::sync::Mutex<crate::records::memory::MemoryStore>>>,
 }
@@ -160,6 +163,16 @@ pub fn router(state: ApiState) -> Router {
             post(webhooks::redeliver),
         )
         .route("/memory/:number", get(memory::get).delete(memory::delete))
+        .route(
+            "/campaigns",
+            get(campaigns::list)
+                .post(campaigns::create)
+                .layer(DefaultBodyLimit::max(campaigns::MAX_CAMPAIGN_BODY_BYTES)),
+        )
+        .route("/campaigns/:id", get(campaigns::get))
+        .route("/campaigns/:id/pause", post(campaigns::pause))
+        .route("/campaigns/:id/resume", post(campaigns::resume))
+        .route("/campaigns/:id/cancel", post(campaigns::cancel))
         .route("/phone", get(phone::page))
         .route("/phone/config.json", get(phone::config))
         .route("/phone/transcript", get(phone::transcript))
@@ -662,17 +675,11 @@ async fn create_call(
     authorize(&state, &headers)?;
     let req = json_body(body)?;
     check_target(&req.target).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    // voxline.toml's agents first (their names cannot be taken through the API), then the
-    // newest version of an agent defined through the API.
     let name = req.agent.as_deref().unwrap_or("hold");
-    let db_agent = match &state.agents_db {
-        Some(db) if !state.agents.iter().any(|a| a.name == name) => db.spec(name).await?,
-        _ => None,
-    };
-    let agent = match db_agent {
-        Some(spec) => call_agent(&[spec], Some(name), req.variables)?,
-        None => call_agent(&state.agents, req.agent.as_deref(), req.variables)?,
-    };
+    let mut agent = agent_by_name(&state, name)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown agent {name:?}")))?;
+    agent.variables.extend(check_variables(req.variables)?);
     let (call, _done) = state
         .handle
         .dial(DialRequest {
@@ -716,19 +723,25 @@ fn check_target(target: &str) -> Result<(), &'static str> {
     }
 }
 
-/// The agent for `POST /calls`: the named one (default `hold`), with the request's variables.
-fn call_agent(
-    agents: &[AgentSpec],
-    name: Option<&str>,
+/// The agent of this name: voxline.toml's agents first (their names cannot be taken through
+/// the API), then the newest version of an agent defined through the API.
+pub async fn agent_by_name(state: &ApiState, name: &str) -> Result<Option<AgentSpec>, ApiError> {
+    if let Some(a) = state.agents.iter().find(|a| a.name == name) {
+        return Ok(Some(a.clone()));
+    }
+    match &state.agents_db {
+        Some(db) => db.spec(name).await,
+        None => Ok(None),
+    }
+}
+
+/// Call variables as a request gives them (`{"name": "Ada"}`): at most [`MAX_VARIABLES`],
+/// string values of at most [`MAX_VARIABLE_LEN`] bytes; errors start with `variables`.
+fn check_variables(
     variables: Option<serde_json::Map<String, serde_json::Value>>,
-) -> Result<AgentSpec, ApiError> {
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
-    let name = name.unwrap_or("hold");
-    let mut agent = agents
-        .iter()
-        .find(|a| a.name == name)
-        .cloned()
-        .ok_or_else(|| bad(format!("unknown agent {name:?}")))?;
+    let mut out = std::collections::BTreeMap::new();
     let variables = variables.unwrap_or_default();
     if variables.len() > MAX_VARIABLES {
         return Err(bad(format!(
@@ -751,9 +764,9 @@ fn call_agent(
                 "variables.{key} is longer than {MAX_VARIABLE_LEN} bytes"
             )));
         }
-        agent.variables.insert(key, text);
+        out.insert(key, text);
     }
-    Ok(agent)
+    Ok(out)
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -914,26 +927,16 @@ mod tests {
     }
 
     #[test]
-    fn variables_go_into_the_agent_spec() {
-        let agents = vec![AgentSpec::hold(), AgentSpec::echo()];
-        let a = call_agent(
-            &agents,
-            Some("echo"),
-            vars(json!({"name": "Ada", "order": "42"})),
-        )
-        .unwrap();
-        assert_eq!(a.name, "echo");
-        assert_eq!(a.variables.get("name").map(String::as_str), Some("Ada"));
-        assert_eq!(a.variables.get("order").map(String::as_str), Some("42"));
-        assert_eq!(a.variables.len(), 2);
-        let a = call_agent(&agents, None, None).unwrap();
-        assert_eq!(a.name, "hold");
-        assert!(a.variables.is_empty());
+    fn variables_are_checked_and_kept() {
+        let v = check_variables(vars(json!({"name": "Ada", "order": "42"}))).unwrap();
+        assert_eq!(v.get("name").map(String::as_str), Some("Ada"));
+        assert_eq!(v.get("order").map(String::as_str), Some("42"));
+        assert_eq!(v.len(), 2);
+        assert!(check_variables(None).unwrap().is_empty());
     }
 
     #[test]
     fn non_string_variables_are_refused_by_name() {
-        let agents = vec![AgentSpec::hold()];
         for (v, kind) in [
             (json!({"n": 5}), "a number"),
             (json!({"n": null}), "null"),
@@ -941,7 +944,7 @@ mod tests {
             (json!({"n": {"a": "b"}}), "an object"),
             (json!({"n": true}), "a boolean"),
         ] {
-            let e = call_agent(&agents, None, vars(v)).unwrap_err();
+            let e = check_variables(vars(v)).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert_eq!(
                 e.message,
@@ -949,14 +952,12 @@ mod tests {
             );
         }
         let long = json!({"big": "x".repeat(MAX_VARIABLE_LEN + 1)});
-        let e = call_agent(&agents, None, vars(long)).unwrap_err();
+        let e = check_variables(vars(long)).unwrap_err();
         assert!(
             e.message.contains("variables.big is longer"),
             "{}",
             e.message
         );
-        let e = call_agent(&agents, Some("nobody"), None).unwrap_err();
-        assert!(e.message.contains("unknown agent"));
     }
 
     #[test]

@@ -116,6 +116,11 @@ impl CallService {
         }
     }
 
+    /// The trunk of this name, if there is one.
+    pub fn trunk(&self, name: &str) -> Option<&TrunkSpec> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+
     /// Places an outbound call; resolves the target (RFC 3263) first. Returns the call handle
     /// and a receiver that learns how the call ended.
     pub async fn dial(

@@ -38,6 +38,7 @@ pub(crate) mod transcript;
 pub use store::{RecordOp, RecordReader, RecordStore, RecordWriter, WriterStats};
 
 pub mod agents;
+pub mod campaigns;
 pub mod memory;
 pub mod outbox;
 pub mod retention;

@@ -55,11 +55,14 @@ pub enum EventType {
     /// `call.analyzed`: the post-call analysis (summary and outcome) is stored.
     #[serde(rename = "call.analyzed")]
     CallAnalyzed,
+    /// `campaign.target.done`: a campaign target reached its final state.
+    #[serde(rename = "campaign.target.done")]
+    CampaignTargetDone,
 }
 
 impl EventType {
     /// Every event type, in the order of the table above.
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::CallStarted,
         EventType::CallAnswered,
         EventType::CallEnded,
@@ -68,6 +71,7 @@ impl EventType {
         EventType::ToolCalled,
         EventType::BackendFailover,
         EventType::CallAnalyzed,
+        EventType::CampaignTargetDone,
     ];
 
     /// Its name, as in the payload's `type` and in `[[webhook]] events`.
@@ -81,6 +85,7 @@ impl EventType {
             EventType::ToolCalled => "tool.called",
             EventType::BackendFailover => "backend.failover",
             EventType::CallAnalyzed => "call.analyzed",
+            EventType::CampaignTargetDone => "campaign.target.done",
         }
     }
 
@@ -258,29 +263,44 @@ pub(super) fn enqueue(
     if subs.is_empty() {
         return Ok(());
     }
-    let now = UnixMs::now();
-    let record_id = op.id().to_owned();
     for (event, data) in events_of(op) {
-        let body = serde_json::to_string(&Envelope {
-            kind: event.name(),
-            timestamp: now.to_rfc3339(),
-            data: &data,
-        })
-        .unwrap_or_default();
-        for sub in subs.iter().filter(|s| s.events.contains(&event)) {
-            tx.execute(
-                "INSERT INTO outbox (id, endpoint, event, record_id, payload, created_at, \
-                 next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![
-                    message_id(now),
-                    sub.endpoint,
-                    event.name(),
-                    record_id,
-                    body,
-                    now
-                ],
-            )?;
-        }
+        enqueue_event(tx, subs, op.id(), event, &data)?;
+    }
+    Ok(())
+}
+
+/// Writes one event (about `subject`: a record id, or a campaign target `CAMPAIGN/SEQ`) for
+/// every endpoint of `subs` that takes it, inside the caller's transaction.
+pub(super) fn enqueue_event(
+    tx: &Connection,
+    subs: &[Subscription],
+    subject: &str,
+    event: EventType,
+    data: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    let now = UnixMs::now();
+    let mut body = None;
+    for sub in subs.iter().filter(|s| s.events.contains(&event)) {
+        let body = body.get_or_insert_with(|| {
+            serde_json::to_string(&Envelope {
+                kind: event.name(),
+                timestamp: now.to_rfc3339(),
+                data,
+            })
+            .unwrap_or_default()
+        });
+        tx.execute(
+            "INSERT INTO outbox (id, endpoint, event, record_id, payload, created_at, \
+             next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            params![
+                message_id(now),
+                sub.endpoint,
+                event.name(),
+                subject,
+                body.as_str(),
+                now
+            ],
+        )?;
     }
     Ok(())
 }

@@ -585,6 +585,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN analysis TEXT;
 ",
     super::memory::MIGRATION,
+    super::campaigns::MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.

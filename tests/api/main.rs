@@ -12,6 +12,7 @@ mod call_failover;
 mod call_transfer;
 mod call_trunk_settings;
 mod call_variables;
+mod campaigns;
 mod config_cascaded;
 mod config_cli;
 mod config_errors;

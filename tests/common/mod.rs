@@ -572,6 +572,12 @@ impl Sipp {
         self.dir.path()
     }
 
+    /// Every SIP message SIPp has sent and received so far (`-trace_msg`: SIPp writes each
+    /// one out at once, so a UAS that runs on can be read).
+    pub fn messages(&self) -> String {
+        fs::read_to_string(self.dir.path().join("messages.log")).unwrap_or_default()
+    }
+
     /// Wait for SIPp to exit (killing it past its timeout plus a grace period).
     pub fn wait(mut self) -> SippResult {
         let mut child = self.child.take().expect("sipp child");

@@ -1,0 +1,829 @@
+//! Outbound campaigns, durable: a campaign's settings and its targets (a number and
+//! variables each) with where each stands. The runner (`crate::campaigns`) claims due targets
+//! one at a time ([`CampaignStore::claim`]: `pending` → `dialing`, one attempt counted) and
+//! reports each attempt's result ([`CampaignStore::finish_attempt`]), which makes the target
+//! `pending` again for a retry or final (`done`, `failed`), the final state and its
+//! `campaign.target.done` webhook event in one transaction.
+//!
+//! After a crash, targets left `dialing` are put back by [`CampaignStore::recover`]: the
+//! attempt stays counted, its result is `interrupted`, and it is retried only when attempts
+//! remain (a call that was in progress may have been answered, so a crash never dials a
+//! target more often than `max_attempts`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::outbox::{EventType, Subscription, enqueue_event};
+use super::{RecordsError, UnixMs};
+
+/// The `campaigns` and `campaign_targets` tables (a migration of the records database).
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE campaigns (
+        id         TEXT PRIMARY KEY NOT NULL,
+        name       TEXT NOT NULL,
+        agent      TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        settings   TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE campaign_targets (
+        campaign        TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        number          TEXT NOT NULL,
+        variables       TEXT NOT NULL DEFAULT '{}',
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_result     TEXT,
+        history         TEXT NOT NULL DEFAULT '[]',
+        updated_at      INTEGER NOT NULL,
+        PRIMARY KEY (campaign, seq)
+    );
+    CREATE INDEX campaign_targets_due ON campaign_targets (campaign, state, next_attempt_at);
+";
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AttemptResult {
+    /// The call was answered (the target is done).
+    Answered,
+    /// 486 Busy Here or 600 Busy Everywhere.
+    Busy,
+    /// Not answered within the ring timeout, or 480/408/487.
+    NoAnswer,
+    /// Any other failure (a 4xx-6xx, no route, no response).
+    Failed,
+    /// voxline stopped while the attempt was in progress.
+    Interrupted,
+}
+
+impl AttemptResult {
+    /// Its name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Answered => "answered",
+            AttemptResult::Busy => "busy",
+            AttemptResult::NoAnswer => "no_answer",
+            AttemptResult::Failed => "failed",
+            AttemptResult::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<AttemptResult> {
+        [
+            AttemptResult::Answered,
+            AttemptResult::Busy,
+            AttemptResult::NoAnswer,
+            AttemptResult::Failed,
+            AttemptResult::Interrupted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// Where a campaign stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignState {
+    /// Dialing (within its window).
+    Running,
+    /// Stopped by the API; resumes with `resume`.
+    Paused,
+    /// Stopped for good; its pending targets are cancelled.
+    Cancelled,
+    /// Every target is final.
+    Done,
+}
+
+impl CampaignState {
+    /// Its name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignState::Running => "running",
+            CampaignState::Paused => "paused",
+            CampaignState::Cancelled => "cancelled",
+            CampaignState::Done => "done",
+        }
+    }
+
+    fn parse(s: &str) -> Option<CampaignState> {
+        [
+            CampaignState::Running,
+            CampaignState::Paused,
+            CampaignState::Cancelled,
+            CampaignState::Done,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// Where a target stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// A call is in progress.
+    Dialing,
+    /// Answered.
+    Done,
+    /// Given up: a result not retried, or no attempts left.
+    Failed,
+    /// The campaign was cancelled before it was done.
+    Cancelled,
+}
+
+impl TargetState {
+    /// Its name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Pending => "pending",
+            TargetState::Dialing => "dialing",
+            TargetState::Done => "done",
+            TargetState::Failed => "failed",
+            TargetState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<TargetState> {
+        [
+            TargetState::Pending,
+            TargetState::Dialing,
+            TargetState::Done,
+            TargetState::Failed,
+            TargetState::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A calling window: days and hours, in a time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallingWindow {
+    /// From (`"09:00"`), inclusive.
+    pub start: String,
+    /// Until (`"17:30"`), exclusive; before `start` for a window across midnight.
+    pub end: String,
+    /// An IANA time zone (`"Europe/Berlin"`).
+    pub timezone: String,
+    /// The weekdays (`"mon"` … `"sun"`) on which the window opens; all when empty.
+    #[serde(default)]
+    pub days: Vec<String>,
+}
+
+/// When and how often a target is tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// The results that are retried (`busy`, `no_answer`, `failed`; `interrupted` always
+    /// is while attempts remain).
+    pub on: Vec<AttemptResult>,
+    /// The most attempts per target, the first included (1: no retry).
+    pub max_attempts: u32,
+    /// The wait before the second attempt; doubled for each further one.
+    pub backoff_s: u32,
+}
+
+/// A campaign's settings (checked by the campaign layer before they get here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignSettings {
+    /// The trunk the calls go through (`None`: targets are SIP URIs, dialled directly).
+    pub trunk: Option<String>,
+    /// The most calls of this campaign at once.
+    pub max_concurrent: u32,
+    /// The most new calls per second.
+    pub calls_per_s: f64,
+    /// When calls may start (`None`: any time).
+    pub window: Option<CallingWindow>,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Hang up an attempt that is not answered within this.
+    pub ring_timeout_s: u32,
+}
+
+/// A new campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCampaign {
+    /// A label.
+    pub name: String,
+    /// The agent that talks on the calls.
+    pub agent: String,
+    /// The settings.
+    pub settings: CampaignSettings,
+    /// The targets, in dialing order.
+    pub targets: Vec<NewTarget>,
+}
+
+/// A target to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTarget {
+    /// A number (dialled through the trunk) or a SIP URI.
+    pub number: String,
+    /// The call's variables (`{{var.NAME}}` in the agent's instructions).
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Target counts by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TargetCounts {
+    /// Waiting.
+    pub pending: u64,
+    /// In a call.
+    pub dialing: u64,
+    /// Answered.
+    pub done: u64,
+    /// Given up.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+/// A campaign as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Campaign {
+    /// Its id.
+    pub id: String,
+    /// Its label.
+    pub name: String,
+    /// The agent.
+    pub agent: String,
+    /// Where it stands.
+    pub state: CampaignState,
+    /// Its settings.
+    pub settings: CampaignSettings,
+    /// When it was created.
+    pub created_at: UnixMs,
+    /// When its state last changed.
+    pub updated_at: UnixMs,
+    /// Its targets by state.
+    pub counts: TargetCounts,
+}
+
+/// One attempt on a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it ended.
+    pub at: UnixMs,
+    /// How it ended.
+    pub result: AttemptResult,
+    /// The call's record, if the call started.
+    pub record_id: Option<String>,
+    /// The final SIP status, if any.
+    pub sip_code: Option<u16>,
+}
+
+/// A target as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// The campaign.
+    pub campaign: String,
+    /// Its place in the list, from 0.
+    pub seq: u32,
+    /// The number or URI.
+    pub number: String,
+    /// The call's variables.
+    pub variables: BTreeMap<String, String>,
+    /// Where it stands.
+    pub state: TargetState,
+    /// Attempts made (or in progress).
+    pub attempts: u32,
+    /// When it is due (pending targets).
+    pub next_attempt_at: UnixMs,
+    /// The last attempt's result.
+    pub last_result: Option<AttemptResult>,
+    /// Every attempt, oldest first.
+    pub history: Vec<Attempt>,
+    /// When it last changed.
+    pub updated_at: UnixMs,
+}
+
+/// The campaign tables, through their own read-write connection. Blocking: from async
+/// code, use it inside `spawn_blocking`.
+#[derive(Debug)]
+pub struct CampaignStore {
+    conn: Connection,
+    path: PathBuf,
+    subscriptions: Vec<Subscription>,
+    next_id: u64,
+}
+
+impl CampaignStore {
+    /// Opens the campaigns of the records database `path` (created and migrated by the
+    /// record store); `campaign.target.done` events go to `subs`.
+    pub fn open(path: &Path, subs: Vec<Subscription>) -> Result<CampaignStore, RecordsError> {
+        Ok(CampaignStore {
+            conn: super::store::open_read_write(path, "open campaigns")?,
+            path: path.to_path_buf(),
+            subscriptions: subs,
+            next_id: 0,
+        })
+    }
+
+    fn sql(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordsError + '_ {
+        move |source| RecordsError::Sqlite {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    fn encode<T: Serialize>(
+        &self,
+        op: &'static str,
+        id: &str,
+        column: &'static str,
+        v: &T,
+    ) -> Result<String, RecordsError> {
+        serde_json::to_string(v).map_err(|source| RecordsError::Encode {
+            path: self.path.clone(),
+            op,
+            id: id.to_owned(),
+            column,
+            source,
+        })
+    }
+
+    /// Stores a new campaign (running) with its targets, all due now; returns it.
+    pub fn create(&mut self, c: &NewCampaign, now: UnixMs) -> Result<Campaign, RecordsError> {
+        self.next_id += 1;
+        let id = format!("cmp-{}-{}", now.0, self.next_id);
+        let settings = self.encode("campaign create", &id, "settings", &c.settings)?;
+        let mut vars = Vec::with_capacity(c.targets.len());
+        for t in &c.targets {
+            vars.push(self.encode("campaign create", &id, "variables", &t.variables)?);
+        }
+        let path = self.path.clone();
+        let sql = |op: &'static str| {
+            let path = path.clone();
+            move |source| RecordsError::Sqlite { path, op, source }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql("campaign create"))?;
+        tx.execute(
+            "INSERT INTO campaigns (id, name, agent, state, settings, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
+            params![id, c.name, c.agent, settings, now.0],
+        )
+        .map_err(sql("campaign create"))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO campaign_targets (campaign, seq, number, variables, state, \
+                     next_attempt_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+                )
+                .map_err(sql("campaign create"))?;
+            for (seq, (t, v)) in c.targets.iter().zip(&vars).enumerate() {
+                st.execute(params![id, seq as i64, t.number, v, now.0])
+                    .map_err(sql("campaign create"))?;
+            }
+        }
+        tx.commit().map_err(sql("campaign create"))?;
+        self.get(&id)?.ok_or_else(|| RecordsError::NotFound {
+            path: self.path.clone(),
+            op: "campaign create",
+            id,
+        })
+    }
+
+    /// One campaign, with its counts.
+    pub fn get(&self, id: &str) -> Result<Option<Campaign>, RecordsError> {
+        let raw = self
+            .conn
+            .query_row(
+                "SELECT id, name, agent, state, settings, created_at, updated_at FROM campaigns \
+                 WHERE id = ?1",
+                params![id],
+                raw_campaign,
+            )
+            .optional()
+            .map_err(self.sql("campaign get"))?;
+        raw.map(|r| self.decode_campaign(r)).transpose()
+    }
+
+    /// Every campaign, newest first.
+    pub fn list(&self) -> Result<Vec<Campaign>, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, name, agent, state, settings, created_at, updated_at FROM campaigns \
+                 ORDER BY created_at DESC, id DESC",
+            )
+            .map_err(self.sql("campaign list"))?;
+        let rows = st
+            .query_map([], raw_campaign)
+            .map_err(self.sql("campaign list"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.sql("campaign list"))?;
+        drop(st);
+        rows.into_iter().map(|r| self.decode_campaign(r)).collect()
+    }
+
+    fn decode_campaign(&self, r: RawCampaign) -> Result<Campaign, RecordsError> {
+        let corrupt = |column: &'static str, reason: String| RecordsError::CorruptRow {
+            path: self.path.clone(),
+            op: "campaign read",
+            id: r.id.clone(),
+            column,
+            reason,
+        };
+        let state = CampaignState::parse(&r.state)
+            .ok_or_else(|| corrupt("state", format!("unknown state {:?}", r.state)))?;
+        let settings =
+            serde_json::from_str(&r.settings).map_err(|e| corrupt("settings", e.to_string()))?;
+        let counts = self.counts(&r.id)?;
+        Ok(Campaign {
+            id: r.id,
+            name: r.name,
+            agent: r.agent,
+            state,
+            settings,
+            created_at: UnixMs(r.created_at),
+            updated_at: UnixMs(r.updated_at),
+            counts,
+        })
+    }
+
+    fn counts(&self, id: &str) -> Result<TargetCounts, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT state, COUNT(*) FROM campaign_targets WHERE campaign = ?1 GROUP BY state",
+            )
+            .map_err(self.sql("campaign counts"))?;
+        let mut c = TargetCounts::default();
+        let rows = st
+            .query_map(params![id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(self.sql("campaign counts"))?;
+        for row in rows {
+            let (state, n) = row.map_err(self.sql("campaign counts"))?;
+            let n = n.max(0) as u64;
+            match TargetState::parse(&state) {
+                Some(TargetState::Pending) => c.pending = n,
+                Some(TargetState::Dialing) => c.dialing = n,
+                Some(TargetState::Done) => c.done = n,
+                Some(TargetState::Failed) => c.failed = n,
+                Some(TargetState::Cancelled) => c.cancelled = n,
+                None => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// A campaign's targets in list order, skipping `offset`, at most `limit`.
+    pub fn targets(&self, id: &str, limit: u32, offset: u32) -> Result<Vec<Target>, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {TARGET_COLUMNS} FROM campaign_targets WHERE campaign = ?1 \
+                 ORDER BY seq LIMIT ?2 OFFSET ?3"
+            ))
+            .map_err(self.sql("campaign targets"))?;
+        let rows = st
+            .query_map(params![id, limit, offset], raw_target)
+            .map_err(self.sql("campaign targets"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.sql("campaign targets"))?;
+        rows.into_iter().map(|r| r.decode(&self.path)).collect()
+    }
+
+    /// Sets a campaign's state: pause (running → paused), resume (paused → running), cancel
+    /// (running or paused → cancelled, its pending targets cancelled), done. Returns the
+    /// state before, or `None` when there is no such campaign; a change that does not apply
+    /// (resuming a running campaign) changes nothing.
+    pub fn set_state(
+        &mut self,
+        id: &str,
+        to: CampaignState,
+        now: UnixMs,
+    ) -> Result<Option<CampaignState>, RecordsError> {
+        let Some(c) = self.get(id)? else {
+            return Ok(None);
+        };
+        let allowed = matches!(
+            (c.state, to),
+            (CampaignState::Running, CampaignState::Paused)
+                | (CampaignState::Paused, CampaignState::Running)
+                | (
+                    CampaignState::Running | CampaignState::Paused,
+                    CampaignState::Cancelled
+                )
+                | (CampaignState::Running, CampaignState::Done)
+        );
+        if !allowed {
+            return Ok(Some(c.state));
+        }
+        let path = self.path.clone();
+        let sql = |op: &'static str| {
+            let path = path.clone();
+            move |source| RecordsError::Sqlite { path, op, source }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql("campaign state"))?;
+        tx.execute(
+            "UPDATE campaigns SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, to.as_str(), now.0],
+        )
+        .map_err(sql("campaign state"))?;
+        if to == CampaignState::Cancelled {
+            tx.execute(
+                "UPDATE campaign_targets SET state = 'cancelled', updated_at = ?2 \
+                 WHERE campaign = ?1 AND state = 'pending'",
+                params![id, now.0],
+            )
+            .map_err(sql("campaign state"))?;
+        }
+        tx.commit().map_err(sql("campaign state"))?;
+        Ok(Some(c.state))
+    }
+
+    /// The ids of the running campaigns.
+    pub fn running(&self) -> Result<Vec<String>, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM campaigns WHERE state = 'running' ORDER BY created_at")
+            .map_err(self.sql("campaigns running"))?;
+        st.query_map([], |r| r.get(0))
+            .map_err(self.sql("campaigns running"))?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(self.sql("campaigns running"))
+    }
+
+    /// Claims the campaign's next due target (the earliest due, then list order): it
+    /// becomes `dialing` with one more attempt, in one statement, so no target is claimed
+    /// twice.
+    pub fn claim(&mut self, id: &str, now: UnixMs) -> Result<Option<Target>, RecordsError> {
+        let raw = self
+            .conn
+            .query_row(
+                &format!(
+                    "UPDATE campaign_targets SET state = 'dialing', attempts = attempts + 1, \
+                     updated_at = ?2 WHERE campaign = ?1 AND seq = (SELECT seq FROM \
+                     campaign_targets WHERE campaign = ?1 AND state = 'pending' AND \
+                     next_attempt_at <= ?2 ORDER BY next_attempt_at, seq LIMIT 1) \
+                     RETURNING {TARGET_COLUMNS}"
+                ),
+                params![id, now.0],
+                raw_target,
+            )
+            .optional()
+            .map_err(self.sql("campaign claim"))?;
+        raw.map(|r| r.decode(&self.path)).transpose()
+    }
+
+    /// When the campaign's next pending target is due, if it has one.
+    pub fn next_due(&self, id: &str) -> Result<Option<UnixMs>, RecordsError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM campaign_targets \
+                 WHERE campaign = ?1 AND state = 'pending'",
+                params![id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(UnixMs))
+            .map_err(self.sql("campaign next due"))
+    }
+
+    /// Records an attempt's end: the target is `done` (answered), `pending` again after the
+    /// backoff (a retried result with attempts left), or `failed`. A final state writes the
+    /// `campaign.target.done` event in the same transaction. When no target is pending or
+    /// dialing any more, a running campaign becomes `done`. Returns the target's new state.
+    pub fn finish_attempt(
+        &mut self,
+        id: &str,
+        seq: u32,
+        attempt: Attempt,
+        now: UnixMs,
+    ) -> Result<TargetState, RecordsError> {
+        let Some(c) = self.get(id)? else {
+            return Err(RecordsError::NotFound {
+                path: self.path.clone(),
+                op: "campaign attempt",
+                id: id.to_owned(),
+            });
+        };
+        let path = self.path.clone();
+        let sql = |op: &'static str| {
+            let path = path.clone();
+            move |source| RecordsError::Sqlite { path, op, source }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql("campaign attempt"))?;
+        let raw = tx
+            .query_row(
+                &format!(
+                    "SELECT {TARGET_COLUMNS} FROM campaign_targets WHERE campaign = ?1 AND seq = ?2"
+                ),
+                params![id, seq],
+                raw_target,
+            )
+            .map_err(sql("campaign attempt"))?;
+        let mut t = raw.decode(&path)?;
+        let retry = &c.settings.retry;
+        let retried =
+            attempt.result == AttemptResult::Interrupted || retry.on.contains(&attempt.result);
+        let state = if attempt.result == AttemptResult::Answered {
+            TargetState::Done
+        } else if c.state == CampaignState::Cancelled {
+            TargetState::Cancelled
+        } else if retried && t.attempts < retry.max_attempts {
+            TargetState::Pending
+        } else {
+            TargetState::Failed
+        };
+        let backoff_ms = i64::from(retry.backoff_s)
+            .saturating_mul(1000)
+            .saturating_mul(1_i64 << t.attempts.saturating_sub(1).min(16));
+        t.last_result = Some(attempt.result);
+        t.history.push(attempt);
+        t.state = state;
+        t.updated_at = now;
+        if state == TargetState::Pending {
+            t.next_attempt_at = UnixMs(now.0.saturating_add(backoff_ms));
+        }
+        let history = serde_json::to_string(&t.history).map_err(|source| RecordsError::Encode {
+            path: path.clone(),
+            op: "campaign attempt",
+            id: format!("{id}/{seq}"),
+            column: "history",
+            source,
+        })?;
+        tx.execute(
+            "UPDATE campaign_targets SET state = ?3, next_attempt_at = ?4, last_result = ?5, \
+             history = ?6, updated_at = ?7 WHERE campaign = ?1 AND seq = ?2",
+            params![
+                id,
+                seq,
+                state.as_str(),
+                t.next_attempt_at.0,
+                t.last_result.map(AttemptResult::as_str),
+                history,
+                now.0
+            ],
+        )
+        .map_err(sql("campaign attempt"))?;
+        if state != TargetState::Pending {
+            let data = serde_json::json!({ "campaign": id, "campaign_name": c.name, "target": t });
+            enqueue_event(
+                &tx,
+                &self.subscriptions,
+                &format!("{id}/{seq}"),
+                EventType::CampaignTargetDone,
+                &data,
+            )
+            .map_err(sql("campaign attempt"))?;
+        }
+        let open: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM campaign_targets WHERE campaign = ?1 \
+                 AND state IN ('pending', 'dialing')",
+                params![id],
+                |r| r.get(0),
+            )
+            .map_err(sql("campaign attempt"))?;
+        if open == 0 {
+            tx.execute(
+                "UPDATE campaigns SET state = 'done', updated_at = ?2 \
+                 WHERE id = ?1 AND state = 'running'",
+                params![id, now.0],
+            )
+            .map_err(sql("campaign attempt"))?;
+        }
+        tx.commit().map_err(sql("campaign attempt"))?;
+        Ok(state)
+    }
+
+    /// After a restart: every target left `dialing` gets an `interrupted` attempt (retried
+    /// while attempts remain). Returns how many there were.
+    pub fn recover(&mut self, now: UnixMs) -> Result<usize, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT campaign, seq FROM campaign_targets WHERE state = 'dialing'")
+            .map_err(self.sql("campaign recover"))?;
+        let left: Vec<(String, u32)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.sql("campaign recover"))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.sql("campaign recover"))?;
+        drop(st);
+        for (id, seq) in &left {
+            self.finish_attempt(
+                id,
+                *seq,
+                Attempt {
+                    at: now,
+                    result: AttemptResult::Interrupted,
+                    record_id: None,
+                    sip_code: None,
+                },
+                now,
+            )?;
+        }
+        Ok(left.len())
+    }
+}
+
+const TARGET_COLUMNS: &str = "campaign, seq, number, variables, state, attempts, \
+    next_attempt_at, last_result, history, updated_at";
+
+struct RawCampaign {
+    id: String,
+    name: String,
+    agent: String,
+    state: String,
+    settings: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn raw_campaign(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCampaign> {
+    Ok(RawCampaign {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        agent: r.get(2)?,
+        state: r.get(3)?,
+        settings: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+struct RawTarget {
+    campaign: String,
+    seq: u32,
+    number: String,
+    variables: String,
+    state: String,
+    attempts: u32,
+    next_attempt_at: i64,
+    last_result: Option<String>,
+    history: String,
+    updated_at: i64,
+}
+
+fn raw_target(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTarget> {
+    Ok(RawTarget {
+        campaign: r.get(0)?,
+        seq: r.get(1)?,
+        number: r.get(2)?,
+        variables: r.get(3)?,
+        state: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        last_result: r.get(7)?,
+        history: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+impl RawTarget {
+    fn decode(self, path: &Path) -> Result<Target, RecordsError> {
+        let id = format!("{}/{}", self.campaign, self.seq);
+        let corrupt = |column: &'static str, reason: String| RecordsError::CorruptRow {
+            path: path.to_path_buf(),
+            op: "campaign target read",
+            id: id.clone(),
+            column,
+            reason,
+        };
+        let state = TargetState::parse(&self.state)
+            .ok_or_else(|| corrupt("state", format!("unknown state {:?}", self.state)))?;
+        let last_result = match &self.last_result {
+            Some(s) => Some(
+                AttemptResult::parse(s)
+                    .ok_or_else(|| corrupt("last_result", format!("unknown result {s:?}")))?,
+            ),
+            None => None,
+        };
+        Ok(Target {
+            variables: serde_json::from_str(&self.variables)
+                .map_err(|e| corrupt("variables", e.to_string()))?,
+            history: serde_json::from_str(&self.history)
+                .map_err(|e| corrupt("history", e.to_string()))?,
+            campaign: self.campaign,
+            seq: self.seq,
+            number: self.number,
+            state,
+            attempts: self.attempts,
+            next_attempt_at: UnixMs(self.next_attempt_at),
+            last_result,
+            updated_at: UnixMs(self.updated_at),
+        })
+    }
+}
