@@ -700,6 +700,7 @@ fn dial_error(e: crate::call::DialError) -> ApiError {
     let status = match &e {
         DialError::UnknownTrunk(_) => StatusCode::BAD_REQUEST,
         DialError::Resolve { .. } => StatusCode::BAD_GATEWAY,
+        DialError::TrunkBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError::new(status, e.to_string())

@@ -96,6 +96,8 @@ pub struct CallManager {
     pub(super) wall: Option<WallClock>,
     /// Per-trunk call settings, in configuration order.
     pub(super) trunks: Vec<TrunkPolicy>,
+    /// Each trunk's `max_calls_per_s` bucket: tokens and when they were counted.
+    pub(super) trunk_rates: std::collections::HashMap<String, (f64, Instant)>,
     /// Routes set through the API, checked before `routes`.
     pub(super) dynamic_routes: DynamicRoutes,
 }
@@ -117,6 +119,7 @@ impl CallManager {
             record_prefix: 0,
             wall: None,
             trunks: Vec::new(),
+            trunk_rates: std::collections::HashMap::new(),
             dynamic_routes: DynamicRoutes::default(),
         }
     }
@@ -325,6 +328,21 @@ impl CallManager {
 
     pub(super) fn on_incoming(&mut self, now: Instant, stack: &mut SipStack, inc: IncomingCall) {
         let policy = self.trunk_from(inc.source.addr.ip()).cloned();
+        if let Some(t) = &policy
+            && let Some(reason) = self.trunk_refusal(now, &t.name, false)
+        {
+            // RFC 3261 §21.5.4: 503 with Retry-After, so the peer tries again (or elsewhere).
+            tracing::info!(call = %inc.call, %reason, "INVITE refused: 503");
+            let _ = stack.respond_with(
+                now,
+                inc.call,
+                503,
+                Some("Service Unavailable - trunk at its limit"),
+                vec![("Retry-After", super::DEFAULT_RETRY_AFTER_S.to_string())],
+                None,
+            );
+            return;
+        }
         if let Some(t) = &policy
             && let Err(e) = stack.set_call_options(now, inc.call, t.sip)
         {
@@ -729,15 +747,25 @@ impl CallHandler for CallManager {
                 notify,
                 reply,
             } => {
-                let r = self.dial_via(
-                    now,
-                    stack,
-                    spec,
-                    trunk.as_deref(),
-                    agent,
-                    Some(notify),
-                    failover,
-                );
+                if let Some(reason) = trunk
+                    .as_deref()
+                    .and_then(|t| self.trunk_refusal(now, t, true))
+                {
+                    tracing::info!(trunk = ?trunk, %reason, "outbound call refused by the trunk's limits");
+                    let _ = reply.send(Err(super::DialError::TrunkBusy(reason)));
+                    return;
+                }
+                let r = self
+                    .dial_via(
+                        now,
+                        stack,
+                        spec,
+                        trunk.as_deref(),
+                        agent,
+                        Some(notify),
+                        failover,
+                    )
+                    .map_err(super::DialError::Setup);
                 let _ = reply.send(r);
             }
             CallCommand::Hangup { call, reply } => {

@@ -21,7 +21,6 @@ mod tick;
 pub mod tools;
 mod transfer;
 
-use crate::runtime::rtp::RtpPortError;
 use crate::sip::{CallHandle, EndReason};
 
 pub use bridge::{BargeIn, Voice};
@@ -64,7 +63,7 @@ pub enum CallCommand {
         /// Learns how the call ended.
         notify: tokio::sync::oneshot::Sender<OutboundResult>,
         /// Gets the handle.
-        reply: tokio::sync::oneshot::Sender<Result<CallHandle, RtpPortError>>,
+        reply: tokio::sync::oneshot::Sender<Result<CallHandle, DialError>>,
     },
     /// Hang up a call.
     Hangup {

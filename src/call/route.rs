@@ -210,6 +210,10 @@ pub struct TrunkPolicy {
     pub srtp: crate::sdp::SrtpMode,
     /// The SRTP suites its calls offer and accept.
     pub srtp_suites: crate::sdp::SrtpSuites,
+    /// The most calls through it at once, inbound and outbound (`None`: no own limit).
+    pub max_calls: Option<u32>,
+    /// The most new outbound calls per second through it (`None`: no limit).
+    pub max_calls_per_s: Option<f64>,
 }
 
 impl CallManager {
@@ -221,5 +225,46 @@ impl CallManager {
     /// The trunk named `name`.
     pub(super) fn trunk_named(&self, name: Option<&str>) -> Option<&TrunkPolicy> {
         name.and_then(|n| self.trunks.iter().find(|t| t.name == n))
+    }
+
+    /// Calls in progress through the trunk `name`.
+    pub(super) fn trunk_calls(&self, name: &str) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.trunk.as_deref() == Some(name))
+            .count()
+    }
+
+    /// Why the trunk `name` cannot take one more call now, if it cannot: its `max_calls` is
+    /// reached, or (`outbound`) its `max_calls_per_s` bucket is empty. An outbound call that
+    /// may go takes a token.
+    pub(super) fn trunk_refusal(
+        &mut self,
+        now: std::time::Instant,
+        name: &str,
+        outbound: bool,
+    ) -> Option<String> {
+        let policy = self.trunks.iter().find(|t| t.name == name)?;
+        let (max_calls, rate) = (policy.max_calls, policy.max_calls_per_s);
+        if let Some(max) = max_calls
+            && self.trunk_calls(name) >= max as usize
+        {
+            return Some(format!("trunk {name} is at its max_calls ({max})"));
+        }
+        if let (true, Some(rate)) = (outbound, rate) {
+            let burst = rate.max(1.0);
+            let (tokens, last) = self
+                .trunk_rates
+                .entry(name.to_owned())
+                .or_insert((burst, now));
+            *tokens =
+                (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
+            *last = now;
+            if *tokens < 1.0 {
+                return Some(format!("trunk {name} is at its max_calls_per_s ({rate})"));
+            }
+            *tokens -= 1.0;
+        }
+        None
     }
 }

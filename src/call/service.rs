@@ -63,6 +63,9 @@ pub enum DialError {
     /// The call could not be set up: no RTP port or no file descriptor.
     #[error("cannot place the call: {0}")]
     Setup(#[from] crate::runtime::rtp::RtpPortError),
+    /// The trunk is at its `max_calls` or `max_calls_per_s`: try again shortly.
+    #[error("{0}")]
+    TrunkBusy(String),
     /// The runtime has stopped.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -208,10 +211,7 @@ impl CallService {
                 reply,
             })
             .await?;
-        let handle = handle
-            .await
-            .map_err(|_| RuntimeError::Stopped)?
-            .map_err(DialError::Setup)?;
+        let handle = handle.await.map_err(|_| RuntimeError::Stopped)??;
         Ok((handle, done))
     }
 

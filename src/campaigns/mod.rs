@@ -36,6 +36,9 @@ pub const MAX_RING_TIMEOUT_S: u32 = 300;
 /// The most attempts per target.
 pub const MAX_ATTEMPTS: u32 = 10;
 
+/// How long a target waits when its trunk was at its limit (no attempt is counted).
+pub const TRUNK_BUSY_DELAY: Duration = Duration::from_millis(500);
+
 /// Finds the agent a campaign names (voxline.toml's or the API's newest version).
 pub type AgentLookup =
     Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Option<AgentSpec>> + Send>> + Send + Sync>;
@@ -343,7 +346,20 @@ async fn attempt(
     target: Target,
     active: Arc<AtomicU32>,
 ) {
-    let (result, record_id, sip_code) = dial_once(&service, &agents, &c, &target).await;
+    let Some((result, record_id, sip_code)) = dial_once(&service, &agents, &c, &target).await
+    else {
+        // The trunk is full: the target goes back, its attempt not counted.
+        let (id, seq) = (c.id.clone(), target.seq);
+        let delay = TRUNK_BUSY_DELAY.as_millis() as i64;
+        if let Err(e) = campaigns
+            .with(move |s| s.release(&id, seq, UnixMs::now(), delay))
+            .await
+        {
+            tracing::error!(campaign = %c.id, target = target.seq, error = %e, "campaign target not released");
+        }
+        active.fetch_sub(1, Ordering::SeqCst);
+        return;
+    };
     tracing::info!(campaign = %c.id, target = target.seq, attempt = target.attempts, result = result.as_str(), "campaign attempt");
     let (id, seq) = (c.id.clone(), target.seq);
     let attempt = Attempt {
@@ -363,15 +379,17 @@ async fn attempt(
     campaigns.wake();
 }
 
+/// Dials once: the result, the call's record and its final status; `None` when the trunk
+/// was at its limit and no call was placed.
 async fn dial_once(
     service: &CallService,
     agents: &AgentLookup,
     c: &Campaign,
     target: &Target,
-) -> (AttemptResult, Option<String>, Option<u16>) {
+) -> Option<(AttemptResult, Option<String>, Option<u16>)> {
     let Some(mut agent) = agents(c.agent.clone()).await else {
         tracing::error!(campaign = %c.id, agent = %c.agent, "campaign: its agent no longer exists");
-        return (AttemptResult::Failed, None, None);
+        return Some((AttemptResult::Failed, None, None));
     };
     agent.variables = target.variables.clone();
     let trunk = c.settings.trunk.as_deref().and_then(|t| service.trunk(t));
@@ -379,7 +397,7 @@ async fn dial_once(
         Ok(u) => u,
         Err(e) => {
             tracing::error!(campaign = %c.id, target = target.seq, error = %e, "campaign: bad target");
-            return (AttemptResult::Failed, None, None);
+            return Some((AttemptResult::Failed, None, None));
         }
     };
     let dialed = service
@@ -391,9 +409,13 @@ async fn dial_once(
         .await;
     let (call, mut done) = match dialed {
         Ok(d) => d,
+        Err(crate::call::DialError::TrunkBusy(reason)) => {
+            tracing::debug!(campaign = %c.id, target = target.seq, %reason, "campaign: trunk full, target back in line");
+            return None;
+        }
         Err(e) => {
             tracing::warn!(campaign = %c.id, target = target.seq, error = %e, "campaign: dial failed");
-            return (AttemptResult::Failed, None, None);
+            return Some((AttemptResult::Failed, None, None));
         }
     };
     let record_id = service.calls.read(call, |i| i.record_id.clone());
@@ -417,7 +439,7 @@ async fn dial_once(
             done.await.ok()
         }
     };
-    match outcome {
+    Some(match outcome {
         Some(o) => {
             let (r, code) = classify(&o, timed_out);
             (r, record_id, code)
@@ -425,7 +447,7 @@ async fn dial_once(
         // The call layer stopped (voxline is shutting down): the recovery at the next start
         // counts it as interrupted.
         None => (AttemptResult::Interrupted, record_id, None),
-    }
+    })
 }
 
 /// How an attempt ended, from the call's outcome.

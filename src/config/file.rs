@@ -133,6 +133,8 @@ pub(crate) struct FileTrunk {
     pub options_keepalive_s: Option<u32>,
     pub srtp: Option<SrtpMode>,
     pub srtp_suites: Option<Vec<String>>,
+    pub max_calls: Option<u32>,
+    pub max_calls_per_s: Option<u32>,
 }
 
 /// One `[[route]]`.

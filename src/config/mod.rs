@@ -322,6 +322,12 @@ pub struct Trunk {
     pub srtp: SrtpMode,
     /// `srtp_suites`: the SRTP suites its calls offer and accept, in order (default: all).
     pub srtp_suites: SrtpSuites,
+    /// `max_calls`: the most calls through this trunk at once, inbound and outbound (`None`:
+    /// only `[limits] max_calls`).
+    pub max_calls: Option<u32>,
+    /// `max_calls_per_s`: the most new outbound calls per second through it (`None`: no
+    /// limit).
+    pub max_calls_per_s: Option<u32>,
     /// `session_timers` (trunk, else profile) — and only if `sip.session_expires_s` is
     /// not 0.
     pub session_timers: bool,

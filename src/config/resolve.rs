@@ -1019,6 +1019,26 @@ impl<'a> Resolver<'a> {
         };
         let session_timers =
             t.session_timers.unwrap_or(profile.session_timers) && sip.session_expires.is_some();
+        if t.max_calls == Some(0) {
+            return Err(self.err(
+                key("max_calls"),
+                ConfigErrorKind::AgentSetting(
+                    "must be at least 1 (leave it out for no limit)".into(),
+                ),
+            ));
+        }
+        if let Some(r) = t.max_calls_per_s
+            && !(1..=10_000).contains(&r)
+        {
+            return Err(self.err(
+                key("max_calls_per_s"),
+                ConfigErrorKind::OutOfRange {
+                    min: 1,
+                    max: 10_000,
+                    got: u64::from(r),
+                },
+            ));
+        }
         Ok(Trunk {
             name: t.name,
             profile: profile_name,
@@ -1040,6 +1060,8 @@ impl<'a> Resolver<'a> {
                 Some(list) => parse_srtp_suites(list, self.origin, &key("srtp_suites"))?,
                 None => SrtpSuites::default(),
             },
+            max_calls: t.max_calls,
+            max_calls_per_s: t.max_calls_per_s,
             session_timers,
             prack: t.prack.unwrap_or(profile.prack),
             options_keepalive: match t.options_keepalive_s {

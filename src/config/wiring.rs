@@ -172,6 +172,8 @@ impl Config {
                 },
                 srtp: t.srtp,
                 srtp_suites: t.srtp_suites.clone(),
+                max_calls: t.max_calls,
+                max_calls_per_s: t.max_calls_per_s.map(f64::from),
                 sip: CallOptions {
                     session_timers: t.session_timers,
                     rel100: match t.prack {

@@ -585,6 +585,26 @@ impl CampaignStore {
         raw.map(|r| r.decode(&self.path)).transpose()
     }
 
+    /// Gives a claimed target back without an attempt (the trunk was at its limit, so no
+    /// call was placed): `pending` again, due after `delay_ms`.
+    pub fn release(
+        &mut self,
+        id: &str,
+        seq: u32,
+        now: UnixMs,
+        delay_ms: i64,
+    ) -> Result<(), RecordsError> {
+        self.conn
+            .execute(
+                "UPDATE campaign_targets SET state = 'pending', attempts = attempts - 1, \
+                 next_attempt_at = ?3, updated_at = ?4 \
+                 WHERE campaign = ?1 AND seq = ?2 AND state = 'dialing'",
+                params![id, seq, now.0.saturating_add(delay_ms), now.0],
+            )
+            .map_err(self.sql("campaign release"))?;
+        Ok(())
+    }
+
     /// When the campaign's next pending target is due, if it has one.
     pub fn next_due(&self, id: &str) -> Result<Option<UnixMs>, RecordsError> {
         self.conn

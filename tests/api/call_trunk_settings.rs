@@ -13,6 +13,8 @@
 //! * `dtmf`: only `rfc4733` offers telephone-event; a key press without a method goes the
 //!   trunk's way (INFO for `info`); an explicit RFC 4733 request without telephone-event is
 //!   refused, the default falls back to tones.
+//! * `max_calls`: an INVITE from the trunk beyond it gets 503 with Retry-After; a call from
+//!   elsewhere is not counted against it.
 //!
 //! The stack and the call manager run on a virtual clock.
 
@@ -51,6 +53,8 @@ fn carrier() -> TrunkPolicy {
         sip: CallOptions::default(),
         srtp: SrtpMode::Off,
         srtp_suites: Default::default(),
+        max_calls: None,
+        max_calls_per_s: None,
     }
 }
 
@@ -173,6 +177,32 @@ async fn an_inbound_call_from_a_trunk_is_answered_by_its_preference() {
         answered_codec("198.51.100.5:5060", "other-call", 47_400),
         "0"
     );
+}
+
+#[tokio::test]
+async fn inbound_calls_beyond_the_trunks_max_calls_get_503() {
+    let now = Instant::now();
+    let mut stack = SipStack::new(StackConfig::default(), 9, now);
+    let mut calls = manager_with(
+        47_500,
+        TrunkPolicy {
+            max_calls: Some(1),
+            ..carrier()
+        },
+    );
+    let mut status = |from: &str, id: &str| {
+        stack.handle_message(now, peer(from), invite_from(from, id).as_bytes());
+        drain(&mut stack, &mut calls, now)
+            .into_iter()
+            .find(|m| m.starts_with("SIP/2.0 2") || m.starts_with("SIP/2.0 5"))
+            .expect("a final response")
+    };
+    assert!(status("192.0.2.5:5060", "t1").starts_with("SIP/2.0 200"));
+    let refused = status("192.0.2.6:5060", "t2");
+    assert!(refused.starts_with("SIP/2.0 503"), "{refused}");
+    assert_eq!(header(&refused, "Retry-After"), Some("5"), "{refused}");
+    // Another source is not the trunk's: its calls do not count against it.
+    assert!(status("198.51.100.5:5060", "t3").starts_with("SIP/2.0 200"));
 }
 
 /// The INVITE of an outbound call through `trunk`, with the stack and manager that sent it.

@@ -10,7 +10,9 @@
 //! - the campaign's `max_concurrent` and `calls_per_s` held, measured from the call
 //!   records' start and end times;
 //! - `campaign.target.done` went to the outbox once per target;
-//! - pause, resume and cancel, and the API's errors.
+//! - pause, resume and cancel, and the API's errors;
+//! - a trunk's `max_calls` and `max_calls_per_s` hold over a campaign that asks for more, and
+//!   a target that found the trunk full loses no attempt.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,8 +27,12 @@ const MAX_CONCURRENT: usize = 4;
 const CALLS_PER_S: f64 = 8.0;
 
 fn config(data: &Path) -> String {
+    config_with(data, "")
+}
+
+fn config_with(data: &Path, extra: &str) -> String {
     format!(
-        "data_dir = \"{}\"\n\
+        "data_dir = \"{}\"\n{extra}\n\
          [[agent]]\n\
          name = \"brief\"\n\
          kind = \"hold\"\n\
@@ -338,4 +344,83 @@ fn cancel_stops_a_campaign_and_its_pending_targets() {
     );
     let (_, list) = get(&vox, "/campaigns");
     assert_eq!(list["campaigns"][0]["id"], id.as_str());
+}
+
+/// Call records' (start, end) in ms, outbound, ended, sorted.
+fn spans(data: &Path) -> Vec<(i64, i64)> {
+    let reader = voxline::records::RecordReader::open(data).unwrap();
+    let mut spans: Vec<(i64, i64)> = reader
+        .list(1000, 0)
+        .unwrap()
+        .iter()
+        .filter(|r| r.direction == voxline::records::Direction::Outbound && r.ended_at.is_some())
+        .map(|r| (r.started_at.get(), r.ended_at.unwrap().get()))
+        .collect();
+    spans.sort();
+    spans
+}
+
+#[test]
+fn a_trunks_limits_hold_and_cost_no_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let uas = Sipp::spawn(
+        &["-sf", &scenario("uas_answer_until_bye.xml")],
+        Duration::from_secs(60),
+    );
+    let trunk = format!(
+        "[[trunk]]\nname = \"pbx\"\nhost = \"127.0.0.1\"\nport = {}\nmax_calls = 2\nmax_calls_per_s = 4\n",
+        uas.port()
+    );
+    let vox = VoxlineProcess::spawn_with_env(
+        &config_with(&data, &trunk),
+        &[(
+            "CAMPAIGN_TEST_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )],
+    );
+    let targets: Vec<Value> = (0..12)
+        .map(|i| json!({"number": format!("t{i}")}))
+        .collect();
+    let body = json!({"agent": "brief", "trunk": "pbx", "targets": targets,
+        "max_concurrent": 6, "calls_per_s": 50, "retry": {"max_attempts": 1}})
+    .to_string();
+    let ts = Duration::from_secs(5);
+    let (code, c) = http_json(vox.http_addr(), "POST", "/campaigns", Some(&body), ts);
+    assert_eq!(code, 201, "{c}");
+    let id = c["id"].as_str().unwrap().to_owned();
+    let c = wait_counts(&vox, &id, Duration::from_secs(60), |c| c["state"] == "done");
+    assert_eq!(c["counts"]["done"], 12, "{c}\n{}", vox.output());
+    let (_, full) = get(&vox, &format!("/campaigns/{id}"));
+    for t in full["targets"].as_array().unwrap() {
+        assert_eq!(t["attempts"], 1, "a full trunk cost an attempt: {t}");
+    }
+    let spans = spans(&data);
+    assert_eq!(spans.len(), 12);
+    for (i, (start, _)) in spans.iter().enumerate() {
+        let overlapping = spans[..i].iter().filter(|(_, end)| end > start).count() + 1;
+        assert!(
+            overlapping <= 2,
+            "{overlapping} calls at once through the trunk"
+        );
+        // The bucket holds 4 and refills 4 a second: at most 8 starts in any second.
+        let in_second = spans[i..]
+            .iter()
+            .take_while(|(s, _)| *s < start + 1000)
+            .count();
+        assert!(
+            in_second <= 8,
+            "{in_second} calls started within one second"
+        );
+    }
+    // 12 starts with a bucket of 4 refilled at 4/s need at least (12 - 4) / 4 = 2 s.
+    let first_to_last = spans[11].0 - spans[0].0;
+    assert!(
+        first_to_last >= 1_900,
+        "12 calls started within {first_to_last} ms"
+    );
+    // SIPp saw the numbers at the trunk's address.
+    let mut seen = HashMap::new();
+    invites(&uas.messages(), &mut seen);
+    assert_eq!(seen.len(), 12, "{:?}", seen.keys());
 }

@@ -443,6 +443,19 @@ fn max_calls_at_least_one() {
 }
 
 #[test]
+fn trunk_limits_are_checked() {
+    let trunk = "[[trunk]]\nname = \"pbx\"\nhost = \"192.0.2.1\"\n";
+    assert_msg(
+        &format!("{trunk}max_calls = 0\n"),
+        "voxline.toml: trunk[0].max_calls: must be at least 1 (leave it out for no limit)",
+    );
+    assert_msg(
+        &format!("{trunk}max_calls_per_s = 0\n"),
+        "voxline.toml: trunk[0].max_calls_per_s: must be between 1 and 10000 (got 0)",
+    );
+}
+
+#[test]
 fn max_message_bytes_range() {
     assert_msg(
         "[sip]\nmax_message_bytes = 100\n",
