@@ -30,7 +30,7 @@ fn an_endpoint_takes_its_defaults() {
     let cfg = load(&hook("")).expect("valid");
     let ep = &cfg.webhooks[0];
     assert_eq!(ep.name, "https://crm.example.com/hooks");
-    assert_eq!(ep.events.len(), 7, "every event by default");
+    assert_eq!(ep.events.len(), 9, "every event by default");
     assert_eq!(ep.timeout, Duration::from_secs(10));
     assert_eq!(ep.backoff_initial, Duration::from_secs(5));
     assert_eq!(ep.backoff_max, Duration::from_secs(600));
@@ -63,7 +63,7 @@ fn mistakes_name_the_key_and_the_reason() {
         ),
         (
             hook("events = [\"call.ended\", \"call.exploded\"]\n"),
-            "voxline.toml: webhook[0].events[1]: unknown event \"call.exploded\" (known: call.started, call.answered, call.ended, transcript.ready, recording.ready, tool.called, backend.failover)",
+            "voxline.toml: webhook[0].events[1]: unknown event \"call.exploded\" (known: call.started, call.answered, call.ended, transcript.ready, recording.ready, tool.called, backend.failover, call.analyzed, campaign.target.done)",
         ),
         (
             hook("events = []\n"),
