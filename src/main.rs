@@ -211,8 +211,12 @@ async fn run(
     let campaigns = match &records {
         Some(w) => {
             let subs = cfg.webhooks.iter().map(|w| w.subscription()).collect();
-            let mut store = voxline::records::campaigns::CampaignStore::open(w.path(), subs)
-                .context("opening the campaigns")?;
+            let mut store = voxline::records::campaigns::CampaignStore::open(
+                w.path(),
+                subs,
+                cfg.redaction.clone(),
+            )
+            .context("opening the campaigns")?;
             let interrupted = store
                 .recover(voxline::records::UnixMs::now())
                 .context("recovering the campaigns")?;
@@ -497,6 +501,7 @@ async fn start_sip(
             &cfg.data_dir,
             voxline::records::RecordWriter::DEFAULT_CAPACITY,
             subs,
+            cfg.redaction.clone(),
         )
         .with_context(|| format!("opening the call records in {}", cfg.data_dir.display()))?;
         let recovered = writer.recovered_unfinished();
@@ -507,11 +512,13 @@ async fn start_sip(
             );
         }
         tracing::info!(db = %writer.path().display(), "call records");
-        let memory = voxline::records::memory::MemoryStore::open(writer.path())
+        let mut memory = voxline::records::memory::MemoryStore::open(writer.path())
             .context("opening the caller memory")?;
+        memory.set_redactor(cfg.redaction.clone());
         records = Some(writer.clone());
         manager = manager
             .with_records(writer)
+            .with_redactor(cfg.redaction.clone())
             .with_memory(voxline::call::postcall::CallerMemory::new(memory));
     }
     let running = runtime::start(opts, manager)

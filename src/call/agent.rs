@@ -207,6 +207,8 @@ pub struct AgentTaskSpec {
     pub memory: Option<CallerMemory>,
     /// The records, for the post-call analysis.
     pub records: Option<crate::records::RecordWriter>,
+    /// PII redaction of the transcript and the analysis.
+    pub redactor: Arc<crate::records::redact::Redactor>,
 }
 
 /// Runs until the bridge goes away (the call ended): writes transcript lines, runs tools and
@@ -225,11 +227,12 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
         origin,
         memory,
         records,
+        redactor,
     } = spec;
     // The conversation as the post-call analysis reads it: final texts, corrections applied.
     let mut conversation: Vec<(Option<String>, HistoryItem)> = Vec::new();
     let mut writer = transcript.and_then(|path| match TranscriptWriter::create(&path) {
-        Ok(w) => Some(w),
+        Ok(w) => Some(w.with_redactor(redactor.clone())),
         Err(e) => {
             tracing::warn!(%call, error = %e, "cannot write the transcript");
             None
@@ -338,7 +341,8 @@ pub async fn run_agent_task(spec: AgentTaskSpec) {
     }
     if agent.analysis.is_some() {
         let conversation = conversation.into_iter().map(|(_, item)| item).collect();
-        super::postcall::analyze_call(agent, parties, conversation, memory, records).await;
+        super::postcall::analyze_call(agent, parties, conversation, memory, records, redactor)
+            .await;
     }
 }
 

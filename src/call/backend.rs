@@ -99,6 +99,7 @@ impl CallManager {
                     transcript: transcripts.map(|d| d.join(format!("{record_id}.jsonl"))),
                     memory: self.memory.clone(),
                     records: self.records.clone(),
+                    redactor: self.redactor.clone(),
                 }));
             }
             Err(e) => {

@@ -89,6 +89,8 @@ pub struct CallManager {
     pub(super) records: Option<crate::records::RecordWriter>,
     /// The caller memory (`None`: no records database).
     pub(super) memory: Option<super::postcall::CallerMemory>,
+    /// PII redaction of transcripts and analyses (`[redaction]`).
+    pub(super) redactor: std::sync::Arc<crate::records::redact::Redactor>,
     /// Makes record ids unique across restarts: the process start time in Unix milliseconds.
     pub(super) record_prefix: u64,
     /// Turns `now` into wall time; set by the runtime when it attaches (sans-IO tests run
@@ -116,6 +118,7 @@ impl CallManager {
             media_pool: None,
             records: None,
             memory: None,
+            redactor: Default::default(),
             record_prefix: 0,
             wall: None,
             trunks: Vec::new(),
@@ -145,6 +148,15 @@ impl CallManager {
     /// Writes a record of every call (start, answer, end) through `writer`.
     pub fn with_records(mut self, writer: crate::records::RecordWriter) -> Self {
         self.records = Some(writer);
+        self
+    }
+
+    /// Redacts transcripts and post-call analyses with `redactor`.
+    pub fn with_redactor(
+        mut self,
+        redactor: std::sync::Arc<crate::records::redact::Redactor>,
+    ) -> Self {
+        self.redactor = redactor;
         self
     }
 

@@ -44,6 +44,8 @@ pub struct BackendSetup {
     pub memory: Option<super::postcall::CallerMemory>,
     /// The records, for the post-call analysis.
     pub records: Option<crate::records::RecordWriter>,
+    /// PII redaction of the transcript and the analysis.
+    pub redactor: std::sync::Arc<crate::records::redact::Redactor>,
 }
 
 /// What the call layer's part of a call's media is made from.
@@ -118,6 +120,7 @@ async fn prepare(
                 origin,
                 memory: setup.memory,
                 records: setup.records,
+                redactor: setup.redactor,
             }));
             if let Some(path) = &setup.transcript {
                 table.update(call, |i| i.transcript = Some(path.display().to_string()));

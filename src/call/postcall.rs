@@ -101,6 +101,7 @@ pub async fn analyze_call(
     conversation: Vec<HistoryItem>,
     memory: Option<CallerMemory>,
     records: Option<RecordWriter>,
+    redactor: Arc<crate::records::redact::Redactor>,
 ) {
     let Some(cfg) = &agent.analysis else {
         return;
@@ -133,9 +134,13 @@ pub async fn analyze_call(
             {
                 tracing::error!(record = %parties.record_id, error = %e, "the call's summary is not in the caller's memory");
             }
+            let mut outcome = a.outcome;
+            if let Some(o) = outcome.as_mut() {
+                redactor.json(o);
+            }
             CallAnalysis {
-                summary: Some(a.summary),
-                outcome: a.outcome,
+                summary: Some(redactor.text(&a.summary).into_owned()),
+                outcome,
                 error: None,
                 model: cfg.chat.model.clone(),
                 at: UnixMs::now(),

@@ -34,6 +34,24 @@ pub(crate) struct FileConfig {
     pub profile_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub retention_days: Option<u32>,
+    pub redaction: Option<FileRedaction>,
+}
+
+/// `[redaction]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRedaction {
+    pub kinds: Option<Vec<String>>,
+    #[serde(default, rename = "pattern")]
+    pub patterns: Vec<FileRedactionPattern>,
+}
+
+/// `[[redaction.pattern]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRedactionPattern {
+    pub name: String,
+    pub regex: String,
 }
 
 /// `[sip]`

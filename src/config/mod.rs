@@ -90,6 +90,9 @@ pub struct Config {
     /// `retention_days`: delete recordings and transcripts of calls that ended this many
     /// days ago (`None`: keep them).
     pub retention_days: Option<u32>,
+    /// `[redaction]`: PII redaction of stored transcripts, memory, analyses and webhook
+    /// payloads (empty: off).
+    pub redaction: std::sync::Arc<crate::records::redact::Redactor>,
 }
 
 /// `[sip]`

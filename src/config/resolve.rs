@@ -273,6 +273,7 @@ impl<'a> Resolver<'a> {
         }
         let webhooks = self.webhooks(file.webhooks)?;
         let retention_days = file.retention_days.filter(|d| *d > 0);
+        let redaction = std::sync::Arc::new(self.redaction(file.redaction.unwrap_or_default())?);
         Ok(Config {
             sip,
             limits,
@@ -285,7 +286,51 @@ impl<'a> Resolver<'a> {
             data_dir,
             webhooks,
             retention_days,
+            redaction,
         })
+    }
+
+    /// `[redaction]`: `kinds` (built-in ones; `["all"]` for every one) and
+    /// `[[redaction.pattern]]` (`name`, `regex`).
+    fn redaction(
+        &self,
+        f: super::file::FileRedaction,
+    ) -> Result<crate::records::redact::Redactor, ConfigError> {
+        use crate::records::redact::{PiiKind, Redactor};
+        let mut kinds = Vec::new();
+        for (i, k) in f.kinds.unwrap_or_default().iter().enumerate() {
+            if k == "all" {
+                kinds.extend(PiiKind::ALL);
+                continue;
+            }
+            let kind = PiiKind::parse(k).ok_or_else(|| {
+                self.err(
+                    format!("redaction.kinds[{i}]"),
+                    ConfigErrorKind::AgentSetting(format!(
+                        "{k:?} is not one of all, card, email, phone, ssn, iban"
+                    )),
+                )
+            })?;
+            kinds.push(kind);
+        }
+        let mut custom = Vec::new();
+        for (i, p) in f.patterns.into_iter().enumerate() {
+            if !valid_name(&p.name) {
+                return Err(self.err(
+                    format!("redaction.pattern[{i}].name"),
+                    ConfigErrorKind::InvalidName(p.name),
+                ));
+            }
+            if let Err(e) = regex::Regex::new(&p.regex) {
+                return Err(self.err(
+                    format!("redaction.pattern[{i}].regex"),
+                    ConfigErrorKind::AgentSetting(e.to_string()),
+                ));
+            }
+            custom.push((p.name, p.regex));
+        }
+        Redactor::new(&kinds, &custom)
+            .map_err(|e| self.err("redaction", ConfigErrorKind::AgentSetting(e)))
     }
 
     /// `tls_listen`, `tls_cert_file` and `tls_key_file`, the files loaded once to check them.

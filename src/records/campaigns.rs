@@ -313,17 +313,24 @@ pub struct CampaignStore {
     conn: Connection,
     path: PathBuf,
     subscriptions: Vec<Subscription>,
+    redactor: std::sync::Arc<super::redact::Redactor>,
     next_id: u64,
 }
 
 impl CampaignStore {
     /// Opens the campaigns of the records database `path` (created and migrated by the
-    /// record store); `campaign.target.done` events go to `subs`.
-    pub fn open(path: &Path, subs: Vec<Subscription>) -> Result<CampaignStore, RecordsError> {
+    /// record store); `campaign.target.done` events go to `subs`, their free text (the
+    /// variables) redacted by `redactor`.
+    pub fn open(
+        path: &Path,
+        subs: Vec<Subscription>,
+        redactor: std::sync::Arc<super::redact::Redactor>,
+    ) -> Result<CampaignStore, RecordsError> {
         Ok(CampaignStore {
             conn: super::store::open_read_write(path, "open campaigns")?,
             path: path.to_path_buf(),
             subscriptions: subs,
+            redactor,
             next_id: 0,
         })
     }
@@ -703,6 +710,7 @@ impl CampaignStore {
             enqueue_event(
                 &tx,
                 &self.subscriptions,
+                &self.redactor,
                 &format!("{id}/{seq}"),
                 EventType::CampaignTargetDone,
                 &data,

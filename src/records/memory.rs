@@ -93,6 +93,7 @@ impl Memory {
 pub struct MemoryStore {
     conn: Connection,
     path: PathBuf,
+    redactor: std::sync::Arc<super::redact::Redactor>,
 }
 
 impl MemoryStore {
@@ -102,7 +103,13 @@ impl MemoryStore {
         Ok(MemoryStore {
             conn: super::store::open_read_write(path, "open memory")?,
             path: path.to_path_buf(),
+            redactor: Default::default(),
         })
+    }
+
+    /// Redacts facts and summaries with `redactor` before they are stored.
+    pub fn set_redactor(&mut self, redactor: std::sync::Arc<super::redact::Redactor>) {
+        self.redactor = redactor;
     }
 
     fn sql(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordsError + '_ {
@@ -162,7 +169,8 @@ impl MemoryStore {
         record_id: &str,
         now: UnixMs,
     ) -> Result<(), RecordsError> {
-        let text = cut(fact.trim(), MAX_FACT_LEN).to_owned();
+        let redacted = self.redactor.text(fact.trim()).into_owned();
+        let text = cut(&redacted, MAX_FACT_LEN).to_owned();
         self.change(agent, caller, record_id, now, |m| {
             m.facts.retain(|f| f.text != text);
             m.facts.push(Fact {
@@ -184,7 +192,8 @@ impl MemoryStore {
         record_id: &str,
         now: UnixMs,
     ) -> Result<(), RecordsError> {
-        let text = cut(summary.trim(), MAX_SUMMARY_LEN).to_owned();
+        let redacted = self.redactor.text(summary.trim()).into_owned();
+        let text = cut(&redacted, MAX_SUMMARY_LEN).to_owned();
         self.change(agent, caller, record_id, now, |m| m.summary = Some(text))
     }
 

@@ -41,6 +41,7 @@ pub mod agents;
 pub mod campaigns;
 pub mod memory;
 pub mod outbox;
+pub mod redact;
 pub mod retention;
 pub use transcript::{
     Role, SkippedLine, Transcript, TranscriptEntry, TranscriptWriter, read_transcript,

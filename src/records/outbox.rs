@@ -258,22 +258,25 @@ fn message_id(now: UnixMs) -> String {
 pub(super) fn enqueue(
     tx: &Connection,
     subs: &[Subscription],
+    redactor: &super::redact::Redactor,
     op: &RecordOp,
 ) -> rusqlite::Result<()> {
     if subs.is_empty() {
         return Ok(());
     }
     for (event, data) in events_of(op) {
-        enqueue_event(tx, subs, op.id(), event, &data)?;
+        enqueue_event(tx, subs, redactor, op.id(), event, &data)?;
     }
     Ok(())
 }
 
 /// Writes one event (about `subject`: a record id, or a campaign target `CAMPAIGN/SEQ`) for
-/// every endpoint of `subs` that takes it, inside the caller's transaction.
+/// every endpoint of `subs` that takes it, inside the caller's transaction; its free text
+/// redacted by `redactor`.
 pub(super) fn enqueue_event(
     tx: &Connection,
     subs: &[Subscription],
+    redactor: &super::redact::Redactor,
     subject: &str,
     event: EventType,
     data: &serde_json::Value,
@@ -282,10 +285,12 @@ pub(super) fn enqueue_event(
     let mut body = None;
     for sub in subs.iter().filter(|s| s.events.contains(&event)) {
         let body = body.get_or_insert_with(|| {
+            let mut data = data.clone();
+            redactor.json(&mut data);
             serde_json::to_string(&Envelope {
                 kind: event.name(),
                 timestamp: now.to_rfc3339(),
-                data,
+                data: &data,
             })
             .unwrap_or_default()
         });

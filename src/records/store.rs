@@ -76,6 +76,7 @@ pub struct RecordStore {
     recovered: usize,
     /// The webhook endpoints whose events each operation writes to the outbox.
     subscriptions: Vec<Subscription>,
+    redactor: Arc<super::redact::Redactor>,
 }
 
 impl RecordStore {
@@ -105,6 +106,7 @@ impl RecordStore {
             path,
             recovered: 0,
             subscriptions: Vec::new(),
+            redactor: Arc::default(),
         };
         store.migrate()?;
         store.recovered = store.recover()?;
@@ -219,6 +221,12 @@ impl RecordStore {
         self.subscriptions = subs;
     }
 
+    /// Redacts the free text of the webhook events' payloads with `redactor`
+    /// ([`super::redact::Redactor::json`]).
+    pub fn set_redactor(&mut self, redactor: Arc<super::redact::Redactor>) {
+        self.redactor = redactor;
+    }
+
     /// Applies one [`RecordOp`], with its webhook events when there are subscriptions: the
     /// change and its events are one savepoint, so both are written or neither is.
     pub fn apply(&mut self, op: &RecordOp) -> Result<(), RecordsError> {
@@ -230,7 +238,8 @@ impl RecordStore {
             .execute_batch("SAVEPOINT record_op")
             .map_err(sql(&self.path, OP))?;
         let result = self.apply_record(op).and_then(|()| {
-            outbox::enqueue(&self.conn, &self.subscriptions, op).map_err(sql(&self.path, OP))
+            outbox::enqueue(&self.conn, &self.subscriptions, &self.redactor, op)
+                .map_err(sql(&self.path, OP))
         });
         let end = match result {
             Ok(()) => "RELEASE record_op",
@@ -370,19 +379,22 @@ impl RecordWriter {
         data_dir: impl AsRef<Path>,
         capacity: usize,
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
-        RecordWriter::spawn_with(data_dir, capacity, Vec::new())
+        RecordWriter::spawn_with(data_dir, capacity, Vec::new(), Arc::default())
     }
 
     /// [`spawn_with_capacity`](Self::spawn_with_capacity), the writer also writing the
-    /// webhook events of `subs` with each operation (see [`RecordStore::set_subscriptions`]).
+    /// webhook events of `subs` with each operation (see [`RecordStore::set_subscriptions`]),
+    /// their free text redacted by `redactor`.
     pub fn spawn_with(
         data_dir: impl AsRef<Path>,
         capacity: usize,
         subs: Vec<Subscription>,
+        redactor: Arc<super::redact::Redactor>,
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
         let capacity = capacity.max(1);
         let mut store = RecordStore::open(data_dir.as_ref())?;
         store.set_subscriptions(subs);
+        store.set_redactor(redactor);
         let path = store.path.clone();
         let reader = RecordReader::open_file(&path)?;
         let shared = Arc::new(Shared {

@@ -69,6 +69,7 @@ pub struct TranscriptWriter {
     file: File,
     path: PathBuf,
     lines: u64,
+    redactor: std::sync::Arc<super::redact::Redactor>,
 }
 
 impl TranscriptWriter {
@@ -104,11 +105,29 @@ impl TranscriptWriter {
             file,
             path,
             lines: 0,
+            redactor: Default::default(),
         })
+    }
+
+    /// Redacts each entry's text with `redactor` before it is written.
+    pub fn with_redactor(mut self, redactor: std::sync::Arc<super::redact::Redactor>) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Appends one entry as one line and hands it to the OS before returning.
     pub fn append(&mut self, entry: &TranscriptEntry) -> Result<(), RecordsError> {
+        let redacted;
+        let entry = match self.redactor.text(&entry.text) {
+            std::borrow::Cow::Borrowed(_) => entry,
+            std::borrow::Cow::Owned(text) => {
+                redacted = TranscriptEntry {
+                    text,
+                    ..entry.clone()
+                };
+                &redacted
+            }
+        };
         let mut line =
             serde_json::to_vec(entry).map_err(|source| RecordsError::TranscriptEncode {
                 path: self.path.clone(),

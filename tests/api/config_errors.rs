@@ -442,6 +442,32 @@ fn max_calls_at_least_one() {
     ));
 }
 
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with_env(text, "voxline.toml", no_env)
+}
+
+#[test]
+fn redaction_is_checked() {
+    assert_msg(
+        "[redaction]\nkinds = [\"cards\"]\n",
+        "voxline.toml: redaction.kinds[0]: \"cards\" is not one of all, card, email, phone, ssn, iban",
+    );
+    let e = load("[redaction]\n[[redaction.pattern]]\nname = \"member\"\nregex = \"M-(\\\\d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("voxline.toml: redaction.pattern[0].regex: "),
+        "{e}"
+    );
+    let cfg = load("[redaction]\nkinds = [\"all\"]\n[[redaction.pattern]]\nname = \"member\"\nregex = \"M-\\\\d{6}\"\n")
+        .expect("valid");
+    assert_eq!(
+        cfg.redaction.text("M-123456 at ada@example.com"),
+        "[redacted:member] at [redacted:email]"
+    );
+    assert!(load("").unwrap().redaction.is_empty(), "off by default");
+}
+
 #[test]
 fn trunk_limits_are_checked() {
     let trunk = "[[trunk]]\nname = \"pbx\"\nhost = \"192.0.2.1\"\n";

@@ -620,3 +620,42 @@ fn analysis_survives_the_final_record_in_either_order() {
         ]
     );
 }
+
+/// With a redactor, the webhook events' free text is redacted in the outbox; the record
+/// itself is stored as given.
+#[test]
+fn webhook_payloads_are_redacted() {
+    use std::sync::Arc;
+    use voxline::records::outbox::{EventType, Outbox, Subscription};
+    use voxline::records::redact::{PiiKind, Redactor};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RecordStore::open(dir.path()).unwrap();
+    store.set_subscriptions(vec![Subscription {
+        endpoint: "crm".into(),
+        events: vec![EventType::CallAnalyzed],
+    }]);
+    store.set_redactor(Arc::new(Redactor::new(&PiiKind::ALL, &[]).unwrap()));
+    store
+        .apply(&RecordOp::Started(Box::new(started("r1", 1_000))))
+        .unwrap();
+    let mut a = analysis("Ada gave ada@example.com and card 4111-1111-1111-1111.");
+    a.outcome = Some(serde_json::json!({"email": "ada@example.com"}));
+    store
+        .apply(&RecordOp::Analyzed {
+            id: "r1".into(),
+            analysis: Box::new(a.clone()),
+        })
+        .unwrap();
+    let outbox = Outbox::open(store.path()).unwrap();
+    let payload = outbox.list(None, 10).unwrap().remove(0).payload;
+    assert!(
+        payload.contains("Ada gave [redacted:email] and card [redacted:card]."),
+        "{payload}"
+    );
+    assert!(
+        payload.contains("\"email\":\"[redacted:email]\""),
+        "{payload}"
+    );
+    assert!(payload.contains("\"id\":\"r1\""), "{payload}");
+    assert_eq!(store.get("r1").unwrap().unwrap().analysis, Some(a));
+}

@@ -198,3 +198,66 @@ fn a_refused_analysis_is_stored_as_an_error_after_retrying_a_503() {
     );
     assert_eq!((code, mem["memories"].clone()), (200, json!([])));
 }
+
+/// `[redaction]`: the stored transcript, the caller's memory and the analysis hold no card
+/// number or e-mail address, while the agent said them on the call.
+#[test]
+fn stored_text_is_redacted() {
+    let mut fill = serde_json::Map::new();
+    fill.insert(
+        "outcome".into(),
+        json!({"case_number": "ada@example.com", "resolved": true, "next_step": "none"}),
+    );
+    let cfg = ProvidersConfig {
+        chat: ChatMockConfig {
+            script: vec![
+                ChatReply::Tools(vec![(
+                    "remember".into(),
+                    json!({"fact": "Card 4111 1111 1111 1111, mail ada@example.com"}),
+                )]),
+                ChatReply::Text("I noted 4111 1111 1111 1111 and ada@example.com.".into()),
+            ],
+            analysis: vec![AnalysisReply::Fill(fill)],
+            ..ChatMockConfig::default()
+        },
+        ..ProvidersConfig::default()
+    };
+    let tables = format!("{}\n[redaction]\nkinds = [\"all\"]\n", analysis_table());
+    let h =
+        CascadedE2e::start_with_instructions(cfg, "Known: {{memory}}", "memory = true", &tables);
+    let (mut sip, mut rtp, to) = h.call("5551234");
+    let q = question("Here are my details");
+    say_and_listen(&mut rtp, to, &q, 25, 25 + q.len() / 160 + 200);
+    assert_eq!(sip.bye(), 200);
+    let out = || h.vox.output();
+    let record = analysis_of(&h.vox).unwrap_or_else(|| panic!("no analysis\n{}", out()));
+    let a = record.analysis.clone().unwrap();
+    assert_eq!(
+        a.outcome.unwrap()["case_number"],
+        "[redacted:email]",
+        "{}",
+        out()
+    );
+    let transcript =
+        std::fs::read_to_string(record.transcript_path.as_ref().expect("a transcript")).unwrap();
+    assert!(
+        transcript.contains("I noted [redacted:card] and [redacted:email]."),
+        "{transcript}"
+    );
+    assert!(!transcript.contains("4111"), "{transcript}");
+    assert!(!transcript.contains("ada@example.com"), "{transcript}");
+    let (_, mem) = http_json(
+        h.vox.http_addr(),
+        "GET",
+        "/memory/peer",
+        None,
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        mem["memories"][0]["facts"][0]["text"], "Card [redacted:card], mail [redacted:email]",
+        "{mem}"
+    );
+    // The model heard the real text during the call (redaction is for what is stored).
+    let first = &h.mock.chat_requests()[1].body;
+    assert!(first.to_string().contains("ada@example.com"), "{first}");
+}
