@@ -190,9 +190,13 @@ async fn run(
     }
     prepare_recordings(&cfg);
     let api_routes = voxline::call::DynamicRoutes::default();
-    let (service, running, records) = start_sip(&cfg, opts, true, api_routes.clone()).await?;
+    let subs: voxline::records::outbox::SharedSubscriptions = Arc::new(std::sync::RwLock::new(
+        cfg.webhooks.iter().map(|w| w.subscription()).collect(),
+    ));
+    let (service, running, records, api_endpoints) =
+        start_sip(&cfg, opts, true, api_routes.clone(), subs.clone()).await?;
     let webhooks = match &records {
-        Some(w) => start_webhooks(&cfg, w.path())?,
+        Some(w) => Some(start_webhooks(&cfg, w.path(), subs.clone(), api_endpoints)?),
         None => None,
     };
     if let (Some(days), Some(w)) = (cfg.retention_days, &records) {
@@ -210,10 +214,9 @@ async fn run(
     };
     let campaigns = match &records {
         Some(w) => {
-            let subs = cfg.webhooks.iter().map(|w| w.subscription()).collect();
             let mut store = voxline::records::campaigns::CampaignStore::open(
                 w.path(),
-                subs,
+                subs.clone(),
                 cfg.redaction.clone(),
             )
             .context("opening the campaigns")?;
@@ -329,8 +332,14 @@ async fn call(
     opts.tcp_listen = vec![sip_listen];
     opts.registrations.clear();
     opts.keepalives.clear();
-    let (handle, _running, _) =
-        start_sip(&cfg, opts, false, voxline::call::DynamicRoutes::default()).await?;
+    let (handle, _running, _, _) = start_sip(
+        &cfg,
+        opts,
+        false,
+        voxline::call::DynamicRoutes::default(),
+        Default::default(),
+    )
+    .await?;
     let mut agent = match &agent_name {
         Some(n) => cfg
             .agent(n)
@@ -435,17 +444,25 @@ async fn retention_loop(db: PathBuf, days: u32) {
     }
 }
 
-/// Starts one delivery task per `[[webhook]]` endpoint on the records database `db`, after
-/// marking the pending rows of endpoints no longer configured dead; the API's handle on the
-/// outbox. `None` without endpoints.
+/// Starts one delivery task per endpoint (voxline.toml's `[[webhook]]`s and those added
+/// through the API, whose subscriptions `subs` already holds) on the records database `db`,
+/// after marking the pending rows of endpoints that no longer exist dead; the API's handle
+/// on the outbox and the endpoints.
 fn start_webhooks(
     cfg: &config::Config,
     db: &std::path::Path,
-) -> anyhow::Result<Option<api::WebhookApi>> {
+    subs: voxline::records::outbox::SharedSubscriptions,
+    api_endpoints: Vec<voxline::webhooks::Endpoint>,
+) -> anyhow::Result<api::WebhookApi> {
     use voxline::webhooks;
     let outbox = voxline::records::outbox::Outbox::open(db)
         .with_context(|| format!("opening the webhook outbox in {}", db.display()))?;
-    let names: Vec<String> = cfg.webhooks.iter().map(|w| w.name.clone()).collect();
+    let names: Vec<String> = cfg
+        .webhooks
+        .iter()
+        .chain(&api_endpoints)
+        .map(|w| w.name.clone())
+        .collect();
     let buried = outbox.bury_orphans(&names)?;
     if buried > 0 {
         tracing::warn!(
@@ -453,24 +470,46 @@ fn start_webhooks(
             "webhook deliveries of endpoints no longer configured are dead (redeliverable through the API)"
         );
     }
-    if cfg.webhooks.is_empty() {
-        return Ok(None);
-    }
-    let outbox = std::sync::Arc::new(std::sync::Mutex::new(outbox));
-    let counters = std::sync::Arc::new(webhooks::WebhookCounters::default());
     let client = reqwest::Client::builder()
         .build()
         .context("building the webhook HTTP client")?;
-    for ep in &cfg.webhooks {
+    let api = api::WebhookApi {
+        outbox: std::sync::Arc::new(std::sync::Mutex::new(outbox)),
+        counters: std::sync::Arc::new(webhooks::WebhookCounters::default()),
+        client,
+        subs,
+        tasks: Default::default(),
+        config_names: Arc::new(cfg.webhooks.iter().map(|w| w.name.clone()).collect()),
+    };
+    for ep in cfg.webhooks.iter().chain(&api_endpoints) {
         tracing::info!(endpoint = %ep.name, url = %ep.url, events = ep.events.len(), "webhook endpoint");
-        tokio::spawn(webhooks::run_endpoint(
-            ep.clone(),
-            outbox.clone(),
-            client.clone(),
-            counters.clone(),
-        ));
+        api.run(ep.clone());
     }
-    Ok(Some(api::WebhookApi { outbox, counters }))
+    Ok(api)
+}
+
+/// The webhook endpoints added through the API, from the records database `db`. One whose
+/// stored definition no longer passes the checks is left out, with an error in the log.
+fn api_webhook_endpoints(db: &std::path::Path) -> anyhow::Result<Vec<voxline::webhooks::Endpoint>> {
+    let outbox = voxline::records::outbox::Outbox::open(db)
+        .with_context(|| format!("opening the webhook outbox in {}", db.display()))?;
+    let mut out = Vec::new();
+    for stored in outbox.api_endpoints()? {
+        let secret = match voxline::webhooks::Secret::parse(&stored.secret) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(endpoint = %stored.name, error = %e, "stored webhook endpoint left out: bad secret");
+                continue;
+            }
+        };
+        match config::webhook_from_json(&stored.definition, secret) {
+            Ok(ep) => out.push(ep),
+            Err(e) => {
+                tracing::error!(endpoint = %stored.name, error = %e, "stored webhook endpoint left out")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Starts the SIP runtime with a call manager built from the configuration.
@@ -479,10 +518,12 @@ async fn start_sip(
     opts: runtime::Options,
     record_calls: bool,
     api_routes: voxline::call::DynamicRoutes,
+    subs: voxline::records::outbox::SharedSubscriptions,
 ) -> anyhow::Result<(
     CallService,
     runtime::Running<voxline::call::CallCommand>,
     Option<voxline::records::RecordWriter>,
+    Vec<voxline::webhooks::Endpoint>,
 )> {
     let setup = cfg.call_setup();
     let table = CallTable::default();
@@ -495,12 +536,12 @@ async fn start_sip(
         .with_trunks(setup.trunk_policies)
         .with_dynamic_routes(api_routes);
     let mut records = None;
+    let mut api_endpoints = Vec::new();
     if record_calls {
-        let subs = cfg.webhooks.iter().map(|w| w.subscription()).collect();
         let (writer, _reader) = voxline::records::RecordWriter::spawn_with(
             &cfg.data_dir,
             voxline::records::RecordWriter::DEFAULT_CAPACITY,
-            subs,
+            subs.clone(),
             cfg.redaction.clone(),
         )
         .with_context(|| format!("opening the call records in {}", cfg.data_dir.display()))?;
@@ -512,6 +553,11 @@ async fn start_sip(
             );
         }
         tracing::info!(db = %writer.path().display(), "call records");
+        // The API's endpoints subscribe before the first call.
+        api_endpoints = api_webhook_endpoints(writer.path())?;
+        subs.write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(api_endpoints.iter().map(|e| e.subscription()));
         let mut memory = voxline::records::memory::MemoryStore::open(writer.path())
             .context("opening the caller memory")?;
         memory.set_redactor(cfg.redaction.clone());
@@ -525,7 +571,7 @@ async fn start_sip(
         .await
         .context("starting SIP")?;
     let service = CallService::new(running.commands.clone(), table, setup.trunks, setup.domain);
-    Ok((service, running, records))
+    Ok((service, running, records, api_endpoints))
 }
 
 /// How often [`trim_after_sip_bursts`] looks at the SIP transaction count.

@@ -27,7 +27,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -155,6 +155,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/routes/:number",
             axum::routing::put(agents::set_route).delete(agents::delete_route),
+        )
+        .route(
+            "/webhooks/endpoints",
+            get(webhooks::list_endpoints).post(webhooks::create_endpoint),
+        )
+        .route(
+            "/webhooks/endpoints/:name",
+            delete(webhooks::delete_endpoint),
         )
         .route("/webhooks/deliveries", get(webhooks::list))
         .route("/webhooks/deliveries/:id", get(webhooks::get))

@@ -27,6 +27,7 @@ mod webhooks;
 mod wiring;
 
 pub use agent_json::{AGENT_DEFINITION, agent_from_json};
+pub use webhooks::{WEBHOOK_DEFINITION, webhook_from_json};
 pub use wiring::{CallSetup, agent_spec};
 
 use std::fmt;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::outbox::{EventType, Subscription, enqueue_event};
+use super::outbox::{EventType, enqueue_event};
 use super::{RecordsError, UnixMs};
 
 /// The `campaigns` and `campaign_targets` tables (a migration of the records database).
@@ -312,7 +312,7 @@ pub struct Target {
 pub struct CampaignStore {
     conn: Connection,
     path: PathBuf,
-    subscriptions: Vec<Subscription>,
+    subscriptions: super::outbox::SharedSubscriptions,
     redactor: std::sync::Arc<super::redact::Redactor>,
     next_id: u64,
 }
@@ -323,7 +323,7 @@ impl CampaignStore {
     /// variables) redacted by `redactor`.
     pub fn open(
         path: &Path,
-        subs: Vec<Subscription>,
+        subs: super::outbox::SharedSubscriptions,
         redactor: std::sync::Arc<super::redact::Redactor>,
     ) -> Result<CampaignStore, RecordsError> {
         Ok(CampaignStore {
@@ -706,10 +706,11 @@ impl CampaignStore {
         )
         .map_err(sql("campaign attempt"))?;
         if state != TargetState::Pending {
+            let subs = super::outbox::current(&self.subscriptions);
             let data = serde_json::json!({ "campaign": id, "campaign_name": c.name, "target": t });
             enqueue_event(
                 &tx,
-                &self.subscriptions,
+                &subs,
                 &self.redactor,
                 &format!("{id}/{seq}"),
                 EventType::CampaignTargetDone,

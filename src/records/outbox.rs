@@ -95,6 +95,18 @@ impl EventType {
     }
 }
 
+/// The subscriptions in force, shared by every writer of events (the record writer, the
+/// campaigns) and changed by the API as endpoints come and go.
+pub type SharedSubscriptions = std::sync::Arc<std::sync::RwLock<Vec<Subscription>>>;
+
+/// A copy of the subscriptions in force (a poisoned lock still holds a whole list: each
+/// change replaces or edits it in one step).
+pub fn current(subs: &SharedSubscriptions) -> Vec<Subscription> {
+    subs.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 /// An endpoint's subscription: its name (the outbox rows carry it) and the events it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
@@ -186,6 +198,29 @@ pub(super) const MIGRATION: &str = "
     );
     CREATE INDEX outbox_due ON outbox (endpoint, next_attempt_at) WHERE state = 'pending';
 ";
+
+/// The `webhook_endpoints` table: endpoints added through the API (a migration).
+pub(super) const ENDPOINTS_MIGRATION: &str = "
+    CREATE TABLE webhook_endpoints (
+        name       TEXT PRIMARY KEY NOT NULL,
+        definition TEXT NOT NULL,
+        secret     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+";
+
+/// An endpoint added through the API, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEndpoint {
+    /// Its name.
+    pub name: String,
+    /// Its settings as the API took them (JSON: `url`, `events`, timings).
+    pub definition: serde_json::Value,
+    /// Its signing secret (`whsec_…`).
+    pub secret: String,
+    /// When it was added.
+    pub created_at: UnixMs,
+}
 
 /// The envelope Standard Webhooks suggests: `type`, `timestamp` (RFC 3339) and `data`.
 #[derive(Serialize)]
@@ -481,6 +516,87 @@ impl Outbox {
                 params![list],
             )
             .map_err(self.err("outbox orphans"))
+    }
+
+    /// The endpoints added through the API, by name.
+    pub fn api_endpoints(&self) -> Result<Vec<StoredEndpoint>, RecordsError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT name, definition, secret, created_at FROM webhook_endpoints ORDER BY name",
+            )
+            .map_err(self.err("endpoints list"))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(self.err("endpoints list"))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err("endpoints list"))?;
+        rows.into_iter()
+            .map(|(name, def, secret, at)| {
+                let definition =
+                    serde_json::from_str(&def).map_err(|e| RecordsError::CorruptRow {
+                        path: self.path.clone(),
+                        op: "endpoints list",
+                        id: name.clone(),
+                        column: "definition",
+                        reason: e.to_string(),
+                    })?;
+                Ok(StoredEndpoint {
+                    name,
+                    definition,
+                    secret,
+                    created_at: UnixMs(at),
+                })
+            })
+            .collect()
+    }
+
+    /// Stores an endpoint added through the API; false when the name is taken.
+    pub fn add_endpoint(&self, e: &StoredEndpoint) -> Result<bool, RecordsError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO webhook_endpoints (name, definition, secret, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name) DO NOTHING",
+                params![e.name, e.definition.to_string(), e.secret, e.created_at],
+            )
+            .map_err(self.err("endpoint add"))?;
+        Ok(n == 1)
+    }
+
+    /// Removes an endpoint added through the API, its pending deliveries made dead (they
+    /// stay for inspection); false when there was none.
+    pub fn remove_endpoint(&self, name: &str) -> Result<bool, RecordsError> {
+        let path = self.path.clone();
+        let err = |source| RecordsError::Sqlite {
+            path: path.clone(),
+            op: "endpoint remove",
+            source,
+        };
+        // This connection runs one statement at a time (the outbox's mutex): no other
+        // transaction can be open on it.
+        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let n = tx
+            .execute(
+                "DELETE FROM webhook_endpoints WHERE name = ?1",
+                params![name],
+            )
+            .map_err(err)?;
+        tx.execute(
+            "UPDATE outbox SET state = 'dead', last_error = 'the endpoint was deleted' \
+             WHERE state = 'pending' AND endpoint = ?1",
+            params![name],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(n == 1)
     }
 
     /// How many rows are pending, in all.

@@ -75,7 +75,7 @@ pub struct RecordStore {
     path: PathBuf,
     recovered: usize,
     /// The webhook endpoints whose events each operation writes to the outbox.
-    subscriptions: Vec<Subscription>,
+    subscriptions: outbox::SharedSubscriptions,
     redactor: Arc<super::redact::Redactor>,
 }
 
@@ -105,7 +105,7 @@ impl RecordStore {
             conn,
             path,
             recovered: 0,
-            subscriptions: Vec::new(),
+            subscriptions: Default::default(),
             redactor: Arc::default(),
         };
         store.migrate()?;
@@ -218,6 +218,12 @@ impl RecordStore {
     /// From now on, every [`apply`](Self::apply) also writes the webhook events of `subs`
     /// to the outbox ([`super::outbox`]), in the same savepoint as the record change.
     pub fn set_subscriptions(&mut self, subs: Vec<Subscription>) {
+        self.subscriptions = std::sync::Arc::new(std::sync::RwLock::new(subs));
+    }
+
+    /// Like [`set_subscriptions`](Self::set_subscriptions), with a list others change
+    /// (endpoints added and removed through the API apply to the next operation).
+    pub fn share_subscriptions(&mut self, subs: outbox::SharedSubscriptions) {
         self.subscriptions = subs;
     }
 
@@ -230,7 +236,8 @@ impl RecordStore {
     /// Applies one [`RecordOp`], with its webhook events when there are subscriptions: the
     /// change and its events are one savepoint, so both are written or neither is.
     pub fn apply(&mut self, op: &RecordOp) -> Result<(), RecordsError> {
-        if self.subscriptions.is_empty() {
+        let subs = outbox::current(&self.subscriptions);
+        if subs.is_empty() {
             return self.apply_record(op);
         }
         const OP: &str = "apply with webhook events";
@@ -238,8 +245,7 @@ impl RecordStore {
             .execute_batch("SAVEPOINT record_op")
             .map_err(sql(&self.path, OP))?;
         let result = self.apply_record(op).and_then(|()| {
-            outbox::enqueue(&self.conn, &self.subscriptions, &self.redactor, op)
-                .map_err(sql(&self.path, OP))
+            outbox::enqueue(&self.conn, &subs, &self.redactor, op).map_err(sql(&self.path, OP))
         });
         let end = match result {
             Ok(()) => "RELEASE record_op",
@@ -379,7 +385,7 @@ impl RecordWriter {
         data_dir: impl AsRef<Path>,
         capacity: usize,
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
-        RecordWriter::spawn_with(data_dir, capacity, Vec::new(), Arc::default())
+        RecordWriter::spawn_with(data_dir, capacity, Arc::default(), Arc::default())
     }
 
     /// [`spawn_with_capacity`](Self::spawn_with_capacity), the writer also writing the
@@ -388,12 +394,12 @@ impl RecordWriter {
     pub fn spawn_with(
         data_dir: impl AsRef<Path>,
         capacity: usize,
-        subs: Vec<Subscription>,
+        subs: outbox::SharedSubscriptions,
         redactor: Arc<super::redact::Redactor>,
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
         let capacity = capacity.max(1);
         let mut store = RecordStore::open(data_dir.as_ref())?;
-        store.set_subscriptions(subs);
+        store.share_subscriptions(subs);
         store.set_redactor(redactor);
         let path = store.path.clone();
         let reader = RecordReader::open_file(&path)?;
@@ -598,6 +604,7 @@ const MIGRATIONS: &[&str] = &[
 ",
     super::memory::MIGRATION,
     super::campaigns::MIGRATION,
+    outbox::ENDPOINTS_MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.

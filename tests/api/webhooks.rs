@@ -9,6 +9,9 @@
 //!   again on the same data directory: nothing is lost (a request the receiver got just
 //!   before the kill may come again, with the same id and body).
 //!
+//! * an endpoint added through the API (`POST /webhooks/endpoints`) gets signed events with
+//!   the secret voxline made for it, keeps them after a restart, and gets none once deleted.
+//!
 //! Needs `python3` with `standardwebhooks` (`.ci/run` installs it) and SIPp.
 
 use crate::common;
@@ -31,11 +34,15 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16, out: &Path, delay_ms: u32) -> Receiver {
+        Receiver::start_with(port, SECRET, out, delay_ms)
+    }
+
+    fn start_with(port: u16, secret: &str, out: &Path, delay_ms: u32) -> Receiver {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhooks/receiver.py");
         let child = Command::new("python3")
             .arg(script)
             .arg(port.to_string())
-            .arg(SECRET)
+            .arg(secret)
             .arg(out)
             .arg(delay_ms.to_string())
             .stdin(Stdio::null())
@@ -272,4 +279,95 @@ fn kill_9_mid_delivery_loses_nothing() {
         assert!(Instant::now() < deadline, "{:#?}", deliveries(&vox));
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn an_endpoint_added_through_the_api_gets_signed_events_until_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = dir.path().join("received.jsonl");
+    let port = free_tcp_port();
+    let config = format!("data_dir = \"{}\"\n", data.display());
+    let vox = VoxlineProcess::spawn(&config);
+    let http = vox.http_addr();
+    let t = Duration::from_secs(5);
+    let def = serde_json::json!({
+        "name": "crm",
+        "url": format!("http://{LOOPBACK}:{port}/hook"),
+        "events": ["call.ended"],
+        "backoff_initial_ms": 100,
+        "backoff_max_s": 1
+    })
+    .to_string();
+    // Mistakes name the field; a name is taken once.
+    let (code, e) = http_json(
+        http,
+        "POST",
+        "/webhooks/endpoints",
+        Some(r#"{"name": "x", "url": "ftp://example.com"}"#),
+        t,
+    );
+    assert_eq!(code, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("url"), "{e}");
+    let (code, e) = http_json(
+        http,
+        "POST",
+        "/webhooks/endpoints",
+        Some(r#"{"name": "x", "url": "http://127.0.0.1:9/", "events": ["call.exploded"]}"#),
+        t,
+    );
+    assert_eq!(code, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("events[0]"), "{e}");
+    let (code, created) = http_json(http, "POST", "/webhooks/endpoints", Some(&def), t);
+    assert_eq!(code, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{created}");
+    let (code, _) = http_json(http, "POST", "/webhooks/endpoints", Some(&def), t);
+    assert_eq!(code, 409);
+    let (_, list) = http_json(http, "GET", "/webhooks/endpoints", None, t);
+    assert_eq!(list["endpoints"][0]["name"], "crm", "{list}");
+    assert_eq!(list["endpoints"][0]["source"], "api", "{list}");
+    assert!(
+        !list.to_string().contains(&secret),
+        "the secret is shown only once: {list}"
+    );
+
+    let _receiver = Receiver::start_with(port, &secret, &out, 0);
+    make_calls(&vox, 2, 200);
+    wait_for(&out, "two call.ended", |got| got.len() >= 2);
+
+    // A restart keeps the endpoint.
+    drop(vox);
+    let vox = VoxlineProcess::spawn(&config);
+    make_calls(&vox, 1, 200);
+    wait_for(&out, "the third call.ended", |got| got.len() >= 3);
+    let got = received(&out);
+    assert!(got.iter().all(|g| g["verified"] == true), "{got:#?}");
+    assert!(got.iter().all(|g| g["type"] == "call.ended"), "{got:#?}");
+
+    // Deleted: no more events.
+    let (code, _) = http_json(
+        vox.http_addr(),
+        "DELETE",
+        "/webhooks/endpoints/crm",
+        None,
+        t,
+    );
+    assert_eq!(code, 200);
+    let (code, _) = http_json(
+        vox.http_addr(),
+        "DELETE",
+        "/webhooks/endpoints/crm",
+        None,
+        t,
+    );
+    assert_eq!(code, 404);
+    make_calls(&vox, 1, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(received(&out).len(), 3, "an event after the deletion");
+    let pending: Vec<_> = deliveries(&vox)
+        .into_iter()
+        .filter(|d| d["state"] == "pending")
+        .collect();
+    assert!(pending.is_empty(), "{pending:#?}");
 }
