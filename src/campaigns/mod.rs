@@ -274,12 +274,11 @@ pub async fn run(campaigns: Campaigns, service: CallService, agents: AgentLookup
                 Vec::new()
             }
         };
-        paces.retain(|id, p| running.contains(id) || p.active.load(Ordering::SeqCst) > 0);
-        for id in running {
-            let cid = id.clone();
-            let Ok(Some(c)) = campaigns.with(move |s| s.get(&cid)).await else {
-                continue;
-            };
+        paces.retain(|id, p| {
+            running.iter().any(|c| &c.id == id) || p.active.load(Ordering::SeqCst) > 0
+        });
+        for c in running {
+            let id = c.id.clone();
             let now = Instant::now();
             let pace = paces.entry(id.clone()).or_insert_with(|| Pace {
                 active: Arc::new(AtomicU32::new(0)),

@@ -437,6 +437,13 @@ impl CampaignStore {
     }
 
     fn decode_campaign(&self, r: RawCampaign) -> Result<Campaign, RecordsError> {
+        let mut c = self.decode_settings(r)?;
+        c.counts = self.counts(&c.id)?;
+        Ok(c)
+    }
+
+    /// A campaign row without its counts (which cost a pass over its targets).
+    fn decode_settings(&self, r: RawCampaign) -> Result<Campaign, RecordsError> {
         let corrupt = |column: &'static str, reason: String| RecordsError::CorruptRow {
             path: self.path.clone(),
             op: "campaign read",
@@ -448,7 +455,6 @@ impl CampaignStore {
             .ok_or_else(|| corrupt("state", format!("unknown state {:?}", r.state)))?;
         let settings =
             serde_json::from_str(&r.settings).map_err(|e| corrupt("settings", e.to_string()))?;
-        let counts = self.counts(&r.id)?;
         Ok(Campaign {
             id: r.id,
             name: r.name,
@@ -457,7 +463,7 @@ impl CampaignStore {
             settings,
             created_at: UnixMs(r.created_at),
             updated_at: UnixMs(r.updated_at),
-            counts,
+            counts: TargetCounts::default(),
         })
     }
 
@@ -558,16 +564,23 @@ impl CampaignStore {
         Ok(Some(c.state))
     }
 
-    /// The ids of the running campaigns.
-    pub fn running(&self) -> Result<Vec<String>, RecordsError> {
+    /// The running campaigns, oldest first, without their counts (the runner reads this
+    /// every tick: the campaign rows only, none of the targets).
+    pub fn running(&self) -> Result<Vec<Campaign>, RecordsError> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT id FROM campaigns WHERE state = 'running' ORDER BY created_at")
+            .prepare_cached(
+                "SELECT id, name, agent, state, settings, created_at, updated_at FROM campaigns \
+                 WHERE state = 'running' ORDER BY created_at",
+            )
             .map_err(self.sql("campaigns running"))?;
-        st.query_map([], |r| r.get(0))
+        let rows = st
+            .query_map([], raw_campaign)
             .map_err(self.sql("campaigns running"))?
-            .collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(self.sql("campaigns running"))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.sql("campaigns running"))?;
+        drop(st);
+        rows.into_iter().map(|r| self.decode_settings(r)).collect()
     }
 
     /// Claims the campaign's next due target (the earliest due, then list order): it
