@@ -100,6 +100,18 @@ pub fn free_sip_port() -> u16 {
     pick_port("UDP+TCP", 1, true)
 }
 
+/// A port P free for UDP and TCP whose P+1 is free for TCP too, both kept from other
+/// handouts: baresip (libre) takes SIP on P and TLS on P+1.
+pub fn free_sip_port_with_tls() -> u16 {
+    for _ in 0..100 {
+        let port = pick_port("UDP+TCP with TLS next to it", 2, true);
+        if tcp_free(port + 1) {
+            return port;
+        }
+    }
+    panic!("found no SIP port with a free TLS port after it on 127.0.0.1");
+}
+
 /// A port P with P..=P+3 free for UDP: SIPp's `-mp P` binds P (audio) and P+2 (video).
 fn free_media_port() -> u16 {
     pick_port("media", 4, false)

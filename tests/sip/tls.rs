@@ -328,7 +328,7 @@ fn baresip_callee(certs: &TestCerts) -> (std::process::Child, u16, PathBuf) {
             + &std::fs::read_to_string(&certs.key).unwrap(),
     )
     .expect("write cert+key");
-    let port = free_sip_port();
+    let port = crate::common::free_sip_port_with_tls();
     baresip_config(
         &conf,
         port,
