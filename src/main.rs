@@ -235,10 +235,10 @@ async fn run(
     };
     // The API's own connection to the caller memory (privacy requests).
     let memory = match &records {
-        Some(w) => Some(Arc::new(std::sync::Mutex::new(
+        Some(w) => Some(voxline::call::postcall::CallerMemory::new(
             voxline::records::memory::MemoryStore::open(w.path())
                 .context("opening the caller memory")?,
-        ))),
+        )),
         None => None,
     };
     for (t, a) in running.sip_addrs.iter() {

@@ -2,21 +2,18 @@
 //! ([`crate::records::memory`]), for privacy requests (access and erasure). The number is the
 //! caller as calls record it (the From user part, e.g. `+15551230000`), matched exactly.
 
-use std::sync::{Arc, Mutex, PoisonError};
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, authorize};
-use crate::records::RecordsError;
-use crate::records::memory::MemoryStore;
+use crate::call::postcall::CallerMemory;
 
 /// The longest caller accepted in the path.
 const MAX_CALLER_LEN: usize = 256;
 
-fn store(state: &ApiState) -> Result<Arc<Mutex<MemoryStore>>, ApiError> {
+fn store(state: &ApiState) -> Result<CallerMemory, ApiError> {
     state.memory.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -35,19 +32,6 @@ fn caller(number: String) -> Result<String, ApiError> {
     Ok(number)
 }
 
-async fn with<T: Send + 'static>(
-    store: Arc<Mutex<MemoryStore>>,
-    f: impl FnOnce(&mut MemoryStore) -> Result<T, RecordsError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let mut s = store.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut s)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(e.to_string()))
-}
-
 /// Every agent's memory of the caller (an empty list when there is none).
 pub(super) async fn get(
     State(state): State<ApiState>,
@@ -57,7 +41,10 @@ pub(super) async fn get(
     authorize(&state, &headers)?;
     let number = caller(number)?;
     let n = number.clone();
-    let memories = with(store(&state)?, move |s| s.for_caller(&n)).await?;
+    let memories = store(&state)?
+        .with(move |s| s.for_caller(&n))
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({ "caller": number, "memories": memories })))
 }
 
@@ -70,7 +57,10 @@ pub(super) async fn delete(
     authorize(&state, &headers)?;
     let number = caller(number)?;
     let n = number.clone();
-    let deleted = with(store(&state)?, move |s| s.forget(&n)).await?;
+    let deleted = store(&state)?
+        .with(move |s| s.forget(&n))
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(deleted, "caller memory deleted on request");
     Ok(Json(json!({ "caller": number, "deleted": deleted })))
 }

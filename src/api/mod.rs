@@ -75,7 +75,7 @@ pub struct ApiState {
     /// Outbound campaigns (`/campaigns`); `None` without call records.
     pub campaigns: Option<crate::campaigns::Campaigns>,
     /// Caller memory (`/memory/{number}`); `None` without call records.
-    pub memory: Option<Arc<std::sync::Mutex<crate::records::memory::MemoryStore>>>,
+    pub memory: Option<crate::call::postcall::CallerMemory>,
 }
 
 /// An API error: a status and a message, rendered as JSON.

@@ -35,13 +35,8 @@ impl CallerMemory {
         }
     }
 
-    /// The store, for the API (blocking: lock it inside `spawn_blocking`).
-    pub fn store(&self) -> Arc<Mutex<MemoryStore>> {
-        self.store.clone()
-    }
-
-    /// Runs `f` on the store on the blocking pool.
-    async fn with<T: Send + 'static>(
+    /// Runs `f` on the store on the blocking pool; an error is the store's message.
+    pub async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut MemoryStore) -> Result<T, crate::records::RecordsError> + Send + 'static,
     ) -> Result<T, String> {

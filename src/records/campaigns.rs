@@ -369,10 +369,7 @@ impl CampaignStore {
             vars.push(self.encode("campaign create", &id, "variables", &t.variables)?);
         }
         let path = self.path.clone();
-        let sql = |op: &'static str| {
-            let path = path.clone();
-            move |source| RecordsError::Sqlite { path, op, source }
-        };
+        let sql = |op: &'static str| super::store::sql(&path, op);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -539,10 +536,7 @@ impl CampaignStore {
             return Ok(Some(c.state));
         }
         let path = self.path.clone();
-        let sql = |op: &'static str| {
-            let path = path.clone();
-            move |source| RecordsError::Sqlite { path, op, source }
-        };
+        let sql = |op: &'static str| super::store::sql(&path, op);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -657,10 +651,7 @@ impl CampaignStore {
             });
         };
         let path = self.path.clone();
-        let sql = |op: &'static str| {
-            let path = path.clone();
-            move |source| RecordsError::Sqlite { path, op, source }
-        };
+        let sql = |op: &'static str| super::store::sql(&path, op);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

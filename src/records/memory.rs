@@ -207,10 +207,7 @@ impl MemoryStore {
         f: impl FnOnce(&mut Memory),
     ) -> Result<(), RecordsError> {
         let path = self.path.clone();
-        let sql = |op: &'static str| {
-            let path = path.clone();
-            move |source| RecordsError::Sqlite { path, op, source }
-        };
+        let sql = |op: &'static str| super::store::sql(&path, op);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

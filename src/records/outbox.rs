@@ -574,28 +574,23 @@ impl Outbox {
     /// Removes an endpoint added through the API, its pending deliveries made dead (they
     /// stay for inspection); false when there was none.
     pub fn remove_endpoint(&self, name: &str) -> Result<bool, RecordsError> {
-        let path = self.path.clone();
-        let err = |source| RecordsError::Sqlite {
-            path: path.clone(),
-            op: "endpoint remove",
-            source,
-        };
+        let err = super::store::sql(&self.path, "endpoint remove");
         // This connection runs one statement at a time (the outbox's mutex): no other
         // transaction can be open on it.
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.conn.unchecked_transaction().map_err(&err)?;
         let n = tx
             .execute(
                 "DELETE FROM webhook_endpoints WHERE name = ?1",
                 params![name],
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         tx.execute(
             "UPDATE outbox SET state = 'dead', last_error = 'the endpoint was deleted' \
              WHERE state = 'pending' AND endpoint = ?1",
             params![name],
         )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
         Ok(n == 1)
     }
 

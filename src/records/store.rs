@@ -956,7 +956,10 @@ fn query_many(
 }
 
 /// Maps an SQLite error to [`RecordsError::Sqlite`].
-fn sql<'a>(path: &'a Path, op: &'static str) -> impl Fn(rusqlite::Error) -> RecordsError + 'a {
+pub(super) fn sql<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl Fn(rusqlite::Error) -> RecordsError + 'a {
     move |source| RecordsError::Sqlite {
         path: path.to_path_buf(),
         op,
