@@ -149,7 +149,24 @@ fn memory_round_trip_across_two_calls() {
         "{system}"
     );
 
-    // Erasure.
+    // Erasure, once the second call's analysis is stored (it writes the summary again).
+    let reader = voxline::records::RecordReader::open(h.vox.work_dir().join("data")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reader
+        .list(10, 0)
+        .unwrap()
+        .iter()
+        .filter(|r| r.analysis.is_some())
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no analysis of the second call\n{}",
+            out()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (code, del) = http_json(http, "DELETE", "/memory/peer", None, t);
     assert_eq!((code, del["deleted"].clone()), (200, json!(1)), "{del}");
     let (_, mem) = http_json(http, "GET", "/memory/peer", None, t);
