@@ -13,11 +13,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiState, authorize};
+use super::doc::ErrorBody;
+use super::{ApiError, ApiState, authorize, json_body};
 use crate::call::{AgentSpec, DynamicRoutes, Routes, valid_route_pattern};
-use crate::records::agents::{AgentStore, AgentStoreError, AgentVersion};
+use crate::records::UnixMs;
+use crate::records::agents::{AgentStore, AgentStoreError, AgentVersion, ApiRoute};
 
 /// The agents store as the API sees it.
 #[derive(Clone)]
@@ -106,13 +110,79 @@ fn store(state: &ApiState) -> Result<&AgentsApi, ApiError> {
     })
 }
 
+/// An agent as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AgentView {
+    /// Its name.
+    name: String,
+    /// `config` (voxline.toml or built in) or `api`.
+    source: &'static str,
+    /// `true` for voxline.toml's and the built-in agents.
+    read_only: bool,
+    /// The current version (API agents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    /// The current definition: the `[[agent]]` table as JSON (API agents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    definition: Option<Value>,
+    /// When the current version was written (API agents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<UnixMs>,
+    /// Every version, oldest first (`GET /agents/{name}` of an API agent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions: Option<Vec<AgentVersion>>,
+}
+
+/// `GET /agents` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AgentList {
+    /// voxline.toml's agents, then the API's.
+    agents: Vec<AgentView>,
+}
+
+/// `DELETE /agents/{name}` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AgentDeleted {
+    /// The agent.
+    name: String,
+    /// The version that deleted it.
+    version: u32,
+    /// `true`.
+    deleted: bool,
+}
+
+/// `GET /routes` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RouteList {
+    /// In the order they are checked.
+    routes: Vec<ApiRoute>,
+}
+
+/// `DELETE /routes/{number}` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RouteDeleted {
+    /// The route's number.
+    number: String,
+    /// `true`.
+    deleted: bool,
+}
+
 /// A config agent (voxline.toml or built in): read-only here.
-fn config_agent(state: &ApiState, name: &str) -> Option<Value> {
+fn config_agent(state: &ApiState, name: &str) -> Option<AgentView> {
     state
         .agents
         .iter()
         .find(|a| a.name == name)
-        .map(|a| json!({ "name": a.name, "source": "config", "read_only": true }))
+        .map(|a| AgentView {
+            name: a.name.clone(),
+            source: "config",
+            read_only: true,
+            version: None,
+            definition: None,
+            created_at: None,
+            versions: None,
+        })
 }
 
 fn read_only(name: &str) -> ApiError {
@@ -122,16 +192,20 @@ fn read_only(name: &str) -> ApiError {
     )
 }
 
-fn view(v: &AgentVersion) -> Value {
-    json!({
-        "name": v.name,
-        "source": "api",
-        "read_only": false,
-        "version": v.version,
-        "definition": v.definition,
-        "created_at": v.created_at,
-    })
+fn view(v: &AgentVersion) -> AgentView {
+    AgentView {
+        name: v.name.clone(),
+        source: "api",
+        read_only: false,
+        version: Some(v.version),
+        definition: Some(v.definition.clone()),
+        created_at: Some(v.created_at),
+        versions: None,
+    }
 }
+
+/// The path parameter of an agent.
+const AGENT_NAME: &str = "the agent's name";
 
 /// Checks a definition for `name`: the body's `name`, when given, must be it.
 fn checked(name: &str, mut body: Value) -> Result<Value, ApiError> {
@@ -159,12 +233,15 @@ fn checked(name: &str, mut body: Value) -> Result<Value, ApiError> {
 }
 
 /// Every agent: voxline.toml's (read-only) and the API's (current versions).
+#[utoipa::path(get, path = "/agents", operation_id = "list_agents", tag = "agents", responses(
+    (status = 200, description = "every agent", body = AgentList),
+))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentList>, ApiError> {
     authorize(&state, &headers)?;
-    let mut out: Vec<Value> = state
+    let mut out: Vec<AgentView> = state
         .agents
         .iter()
         .filter_map(|a| config_agent(&state, &a.name))
@@ -172,15 +249,21 @@ pub(super) async fn list(
     if let Some(db) = &state.agents_db {
         out.extend(db.with(|s| Ok(s.list()?)).await?.iter().map(view));
     }
-    Ok(Json(json!({ "agents": out })))
+    Ok(Json(AgentList { agents: out }))
 }
 
 /// One agent, with every version of an API agent.
+#[utoipa::path(get, path = "/agents/{name}", operation_id = "get_agent", tag = "agents",
+    params(("name" = String, Path, description = AGENT_NAME)),
+    responses(
+        (status = 200, description = "the agent", body = AgentView),
+        (status = 404, description = "no such agent (or no database)", body = ErrorBody),
+    ))]
 pub(super) async fn get(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentView>, ApiError> {
     authorize(&state, &headers)?;
     if let Some(a) = config_agent(&state, &name) {
         return Ok(Json(a));
@@ -191,7 +274,7 @@ pub(super) async fn get(
     match versions.last() {
         Some(cur) if !cur.deleted => {
             let mut v = view(cur);
-            v["versions"] = json!(versions);
+            v.versions = Some(versions);
             Ok(Json(v))
         }
         _ => Err(ApiError::new(
@@ -201,14 +284,22 @@ pub(super) async fn get(
     }
 }
 
-/// Creates an agent: `201 {"name", "version": 1}`.
+/// Creates an agent (version 1).
+#[utoipa::path(post, path = "/agents", operation_id = "create_agent", tag = "agents",
+    request_body(content = Object, description = "an `[[agent]]` table as JSON, with its `name`",
+        example = json!({"name": "greeter", "kind": "play", "tone_hz": 440, "tone_ms": 300})),
+    responses(
+        (status = 201, description = "the agent", body = AgentView),
+        (status = 404, description = "no database (call records are off)", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody),
+    ))]
 pub(super) async fn create(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let body = json_body(body)?;
     let Some(name) = body.get("name").and_then(Value::as_str).map(str::to_owned) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -226,15 +317,25 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(view(&v))).into_response())
 }
 
-/// Writes a new version: `200 {"name", "version"}`.
+/// Writes a new version of an agent (creating it when it does not exist).
+#[utoipa::path(put, path = "/agents/{name}", operation_id = "update_agent", tag = "agents",
+    params(("name" = String, Path, description = AGENT_NAME)),
+    request_body(content = Object,
+        description = "an `[[agent]]` table as JSON (its `name`, if given, must be the path's)",
+        example = json!({"kind": "echo"})),
+    responses(
+        (status = 200, description = "the agent's new version", body = AgentView),
+        (status = 404, description = "no database (call records are off)", body = ErrorBody),
+        (status = 409, description = "the agent is voxline.toml's", body = ErrorBody),
+    ))]
 pub(super) async fn update(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentView>, ApiError> {
     authorize(&state, &headers)?;
-    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let body = json_body(body)?;
     if config_agent(&state, &name).is_some() {
         return Err(read_only(&name));
     }
@@ -247,11 +348,18 @@ pub(super) async fn update(
 }
 
 /// Deletes an agent (its versions stay for the records).
+#[utoipa::path(delete, path = "/agents/{name}", operation_id = "delete_agent", tag = "agents",
+    params(("name" = String, Path, description = AGENT_NAME)),
+    responses(
+        (status = 200, description = "the agent is deleted", body = AgentDeleted),
+        (status = 404, description = "no such agent (or no database)", body = ErrorBody),
+        (status = 409, description = "the agent is voxline.toml's", body = ErrorBody),
+    ))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentDeleted>, ApiError> {
     authorize(&state, &headers)?;
     if config_agent(&state, &name).is_some() {
         return Err(read_only(&name));
@@ -260,38 +368,55 @@ pub(super) async fn delete(
     let v = db.with(move |s| s.delete(&name)).await?;
     tracing::info!(agent = %v.name, version = v.version, "agent deleted through the API");
     db.rebuild_routes(&state.agents).await?;
-    Ok(Json(
-        json!({ "name": v.name, "version": v.version, "deleted": true }),
-    ))
+    Ok(Json(AgentDeleted {
+        name: v.name,
+        version: v.version,
+        deleted: true,
+    }))
 }
 
 /// `PUT /routes/{number}` body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RouteBody {
+    /// The agent that answers the number.
     agent: String,
 }
 
+/// The path parameter of a route.
+const ROUTE_NUMBER: &str = "a called user part, `prefix*`, or `*`";
+
 /// The routes set through the API, in the order they are checked (before voxline.toml's).
+#[utoipa::path(get, path = "/routes", tag = "agents", responses(
+    (status = 200, description = "the API's routes", body = RouteList),
+    (status = 404, description = "no database (call records are off)", body = ErrorBody),
+))]
 pub(super) async fn list_routes(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RouteList>, ApiError> {
     authorize(&state, &headers)?;
     let db = store(&state)?;
     let routes = db.with(|s| Ok(s.routes()?)).await?;
-    Ok(Json(json!({ "routes": routes })))
+    Ok(Json(RouteList { routes }))
 }
 
 /// Routes `number` (a called user part, `prefix*` or `*`) to an agent.
+#[utoipa::path(put, path = "/routes/{number}", tag = "agents",
+    params(("number" = String, Path, description = ROUTE_NUMBER)),
+    request_body(content = RouteBody, example = json!({"agent": "echo"})),
+    responses(
+        (status = 200, description = "the route", body = ApiRoute),
+        (status = 404, description = "no database (call records are off)", body = ErrorBody),
+    ))]
 pub(super) async fn set_route(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(number): Path<String>,
     body: Result<Json<RouteBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApiRoute>, ApiError> {
     authorize(&state, &headers)?;
-    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let body = json_body(body)?;
     if !valid_route_pattern(&number) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -313,15 +438,21 @@ pub(super) async fn set_route(
     let route = db.with(move |s| Ok(s.set_route(&number, &agent)?)).await?;
     db.rebuild_routes(&state.agents).await?;
     tracing::info!(number = %route.number, agent = %route.agent, "route set through the API");
-    Ok(Json(json!(route)))
+    Ok(Json(route))
 }
 
 /// Removes a route set through the API.
+#[utoipa::path(delete, path = "/routes/{number}", tag = "agents",
+    params(("number" = String, Path, description = ROUTE_NUMBER)),
+    responses(
+        (status = 200, description = "the route is removed", body = RouteDeleted),
+        (status = 404, description = "no such route (or no database)", body = ErrorBody),
+    ))]
 pub(super) async fn delete_route(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(number): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RouteDeleted>, ApiError> {
     authorize(&state, &headers)?;
     let db = store(&state)?;
     let key = number.clone();
@@ -333,5 +464,8 @@ pub(super) async fn delete_route(
     }
     db.rebuild_routes(&state.agents).await?;
     tracing::info!(number = %number, "route removed through the API");
-    Ok(Json(json!({ "number": number, "deleted": true })))
+    Ok(Json(RouteDeleted {
+        number,
+        deleted: true,
+    }))
 }

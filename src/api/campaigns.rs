@@ -4,18 +4,20 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
+use super::doc::ErrorBody;
 use super::{ApiError, ApiState, authorize, json_body};
 use crate::campaigns::{Campaigns, check_settings, target_uri};
 use crate::records::UnixMs;
 use crate::records::campaigns::{
-    AttemptResult, CallingWindow, CampaignSettings, CampaignState, NewCampaign, NewTarget,
-    RetryPolicy,
+    AttemptResult, CallingWindow, Campaign, CampaignSettings, CampaignState, NewCampaign,
+    NewTarget, RetryPolicy, Target,
 };
 
 /// The largest `POST /campaigns` body (a target list), 8 MiB.
@@ -28,41 +30,101 @@ pub const MAX_TARGETS: usize = 100_000;
 const DEFAULT_TARGET_PAGE: u32 = 1000;
 
 /// `POST /campaigns`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateCampaign {
+    /// A name for people (default `campaign`).
     name: Option<String>,
+    /// The agent that talks to each target.
     agent: String,
+    /// The trunk to call through; without one, a target's number must be a SIP URI.
     trunk: Option<String>,
+    /// Who to call: 1 to 100,000 targets ([`MAX_TARGETS`]).
+    #[schema(min_items = 1, max_items = 100_000)]
     targets: Vec<CreateTarget>,
+    /// The most calls at once (default 1).
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     max_concurrent: Option<u32>,
+    /// The most new calls a second (default 1; at most
+    /// [`crate::campaigns::MAX_CALLS_PER_S`]).
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     calls_per_s: Option<f64>,
+    /// When calls may start (default: any time).
     window: Option<CallingWindow>,
+    /// Retries (default: on busy and no_answer, 3 attempts, 300 s apart, doubling).
     retry: Option<CreateRetry>,
+    /// How long a target may ring (default 30 s; at most
+    /// [`crate::campaigns::MAX_RING_TIMEOUT_S`]).
+    #[schema(minimum = 1, maximum = 300)]
     ring_timeout_s: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One target of `POST /campaigns`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTarget {
+    /// A number (called through the trunk) or a SIP URI.
     number: String,
+    /// Variables for the agent's instructions: string values.
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     variables: Option<serde_json::Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The retry policy of `POST /campaigns`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRetry {
+    /// Which results are retried: `busy`, `no_answer`, `failed`.
+    #[schema(inline, value_type = Option<Vec<RetryOn>>)]
     on: Option<Vec<String>>,
+    /// Attempts per target, the first included (at most [`crate::campaigns::MAX_ATTEMPTS`]).
+    #[schema(minimum = 1, maximum = 10)]
     max_attempts: Option<u32>,
+    /// The wait before the first retry, in seconds; it doubles after each.
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     backoff_s: Option<u32>,
 }
 
+/// A result a campaign may retry (the schema of `retry.on`'s items).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Only its schema is used: `retry.on` is parsed by AttemptResult::parse.
+enum RetryOn {
+    Busy,
+    NoAnswer,
+    Failed,
+}
+
 /// `GET /campaigns/{id}` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct TargetPage {
+    /// Targets in the page (default and most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Targets to skip.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     offset: Option<u32>,
 }
+
+/// `GET /campaigns` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CampaignList {
+    /// Newest first.
+    campaigns: Vec<Campaign>,
+}
+
+/// `GET /campaigns/{id}` answer: the campaign and a page of its targets.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CampaignView {
+    #[serde(flatten)]
+    campaign: Campaign,
+    /// A page of the targets, in the order they were given.
+    targets: Vec<Target>,
+}
+
+/// The path parameter.
+const CAMPAIGN_ID: &str = "the campaign's id";
 
 fn campaigns(state: &ApiState) -> Result<&Campaigns, ApiError> {
     state.campaigns.as_ref().ok_or_else(|| {
@@ -82,11 +144,18 @@ fn internal(e: crate::records::RecordsError) -> ApiError {
 }
 
 /// Creates a campaign; it starts at once (within its window).
+#[utoipa::path(post, path = "/campaigns", operation_id = "create_campaign", tag = "campaigns",
+    request_body(content = CreateCampaign,
+        example = json!({"agent": "echo", "targets": [{"number": "sip:100@127.0.0.1:9"}]})),
+    responses(
+        (status = 201, description = "the campaign", body = Campaign),
+        (status = 404, description = "no database (call records are off)", body = ErrorBody),
+    ))]
 pub(super) async fn create(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Json<CreateCampaign>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Campaign>), ApiError> {
     authorize(&state, &headers)?;
     let req = json_body(body)?;
     let store = campaigns(&state)?.clone();
@@ -164,30 +233,41 @@ pub(super) async fn create(
         .map_err(internal)?;
     tracing::info!(campaign = %created.id, targets = created.counts.pending, "campaign created");
     store.wake();
-    Ok((StatusCode::CREATED, Json(json!(created))))
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Every campaign with its counts, newest first.
+#[utoipa::path(get, path = "/campaigns", operation_id = "list_campaigns", tag = "campaigns", responses(
+    (status = 200, description = "every campaign", body = CampaignList),
+    (status = 404, description = "no database (call records are off)", body = ErrorBody),
+))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CampaignList>, ApiError> {
     authorize(&state, &headers)?;
     let all = campaigns(&state)?
         .with(|s| s.list())
         .await
         .map_err(internal)?;
-    Ok(Json(json!({ "campaigns": all })))
+    Ok(Json(CampaignList { campaigns: all }))
 }
 
 /// One campaign with a page of its targets (`?limit=` up to 1000, `&offset=`).
+#[utoipa::path(get, path = "/campaigns/{id}", operation_id = "get_campaign", tag = "campaigns",
+    params(("id" = String, Path, description = CAMPAIGN_ID), TargetPage),
+    responses(
+        (status = 200, description = "the campaign and a page of targets", body = CampaignView),
+        (status = 404, description = "no such campaign (or no database)", body = ErrorBody),
+    ))]
 pub(super) async fn get(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(page): Query<TargetPage>,
-) -> Result<Json<Value>, ApiError> {
+    page: Result<Query<TargetPage>, QueryRejection>,
+) -> Result<Json<CampaignView>, ApiError> {
     authorize(&state, &headers)?;
+    let page = super::query(page)?;
     let limit = page.limit.unwrap_or(DEFAULT_TARGET_PAGE);
     if limit == 0 || limit > DEFAULT_TARGET_PAGE {
         return Err(bad(format!("limit must be 1 to {DEFAULT_TARGET_PAGE}")));
@@ -209,12 +289,17 @@ pub(super) async fn get(
             format!("no campaign {id:?}"),
         ));
     };
-    let mut v = json!(c);
-    v["targets"] = json!(targets);
-    Ok(Json(v))
+    Ok(Json(CampaignView {
+        campaign: c,
+        targets,
+    }))
 }
 
-async fn change(state: &ApiState, id: String, to: CampaignState) -> Result<Json<Value>, ApiError> {
+async fn change(
+    state: &ApiState,
+    id: String,
+    to: CampaignState,
+) -> Result<Json<Campaign>, ApiError> {
     let store = campaigns(state)?.clone();
     let cid = id.clone();
     let (before, after) = store
@@ -242,35 +327,56 @@ async fn change(state: &ApiState, id: String, to: CampaignState) -> Result<Json<
     }
     tracing::info!(campaign = %id, from = before.as_str(), to = to.as_str(), "campaign state changed");
     store.wake();
-    Ok(Json(json!(after)))
+    Ok(Json(after))
 }
 
 /// Pauses a running campaign (calls in progress go on; no new ones).
+#[utoipa::path(post, path = "/campaigns/{id}/pause", operation_id = "pause_campaign", tag = "campaigns",
+    params(("id" = String, Path, description = CAMPAIGN_ID)),
+    responses(
+        (status = 200, description = "the campaign, paused", body = Campaign),
+        (status = 404, description = "no such campaign (or no database)", body = ErrorBody),
+        (status = 409, description = "the campaign cannot change so from its state", body = ErrorBody),
+    ))]
 pub(super) async fn pause(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     authorize(&state, &headers)?;
     change(&state, id, CampaignState::Paused).await
 }
 
 /// Resumes a paused campaign.
+#[utoipa::path(post, path = "/campaigns/{id}/resume", operation_id = "resume_campaign", tag = "campaigns",
+    params(("id" = String, Path, description = CAMPAIGN_ID)),
+    responses(
+        (status = 200, description = "the campaign, running again", body = Campaign),
+        (status = 404, description = "no such campaign (or no database)", body = ErrorBody),
+        (status = 409, description = "the campaign cannot change so from its state", body = ErrorBody),
+    ))]
 pub(super) async fn resume(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     authorize(&state, &headers)?;
     change(&state, id, CampaignState::Running).await
 }
 
 /// Cancels a campaign: its pending targets are cancelled; calls in progress go on.
+#[utoipa::path(post, path = "/campaigns/{id}/cancel", operation_id = "cancel_campaign", tag = "campaigns",
+    params(("id" = String, Path, description = CAMPAIGN_ID)),
+    responses(
+        (status = 200, description = "the campaign, cancelled", body = Campaign),
+        (status = 404, description = "no such campaign (or no database)", body = ErrorBody),
+        (status = 409, description = "the campaign cannot change so from its state", body = ErrorBody),
+    ))]
 pub(super) async fn cancel(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Campaign>, ApiError> {
     authorize(&state, &headers)?;
     change(&state, id, CampaignState::Cancelled).await
 }

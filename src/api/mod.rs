@@ -10,6 +10,7 @@
 
 mod agents;
 mod campaigns;
+mod doc;
 mod memory;
 pub mod phone;
 mod ratelimit;
@@ -27,10 +28,12 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi as _, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 use crate::call::{AgentSpec, CallInfo};
 use crate::call::{CallService, DialRequest};
@@ -108,9 +111,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.sip_status {
-            Some(s) => json!({ "error": self.message, "status": s }),
-            None => json!({ "error": self.message }),
+        let body = doc::ErrorBody {
+            error: self.message,
+            status: self.sip_status,
         };
         (self.status, Json(body)).into_response()
     }
@@ -135,56 +138,63 @@ pub enum ApiStartError {
 /// so).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The router.
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/calls", get(list_calls).post(create_call))
-        .route("/calls/:id", get(get_call))
-        .route("/calls/:id/hangup", post(hangup_call))
-        .route("/calls/:id/dtmf", post(send_dtmf))
-        .route("/calls/:id/transfer", post(transfer_call))
-        .route("/records", get(list_records))
-        .route("/metrics", get(metrics))
-        .route("/agents", get(agents::list).post(agents::create))
-        .route(
-            "/agents/:name",
-            get(agents::get).put(agents::update).delete(agents::delete),
-        )
-        .route("/routes", get(agents::list_routes))
-        .route(
-            "/routes/:number",
-            axum::routing::put(agents::set_route).delete(agents::delete_route),
-        )
-        .route(
-            "/webhooks/endpoints",
-            get(webhooks::list_endpoints).post(webhooks::create_endpoint),
-        )
-        .route(
-            "/webhooks/endpoints/:name",
-            delete(webhooks::delete_endpoint),
-        )
-        .route("/webhooks/deliveries", get(webhooks::list))
-        .route("/webhooks/deliveries/:id", get(webhooks::get))
-        .route(
-            "/webhooks/deliveries/:id/redeliver",
-            post(webhooks::redeliver),
-        )
-        .route("/memory/:number", get(memory::get).delete(memory::delete))
-        .route(
-            "/campaigns",
-            get(campaigns::list)
-                .post(campaigns::create)
+/// The router, and the OpenAPI document of its operations (`GET /openapi.json`), which it
+/// serves too.
+pub fn router(state: ApiState, limits: &HttpLimits) -> Router {
+    let (router, document) = OpenApiRouter::<ApiState>::with_openapi(doc::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(list_calls, create_call))
+        .routes(routes!(get_call))
+        .routes(routes!(hangup_call))
+        .routes(routes!(send_dtmf))
+        .routes(routes!(transfer_call))
+        .routes(routes!(list_records))
+        .routes(routes!(metrics))
+        .routes(routes!(agents::list, agents::create))
+        .routes(routes!(agents::get, agents::update, agents::delete))
+        .routes(routes!(agents::list_routes))
+        .routes(routes!(agents::set_route, agents::delete_route))
+        .routes(routes!(webhooks::list_endpoints, webhooks::create_endpoint))
+        .routes(routes!(webhooks::delete_endpoint))
+        .routes(routes!(webhooks::list))
+        .routes(routes!(webhooks::get))
+        .routes(routes!(webhooks::redeliver))
+        .routes(routes!(memory::get, memory::delete))
+        .routes(
+            routes!(campaigns::list, campaigns::create)
                 .layer(DefaultBodyLimit::max(campaigns::MAX_CAMPAIGN_BODY_BYTES)),
         )
-        .route("/campaigns/:id", get(campaigns::get))
-        .route("/campaigns/:id/pause", post(campaigns::pause))
-        .route("/campaigns/:id/resume", post(campaigns::resume))
-        .route("/campaigns/:id/cancel", post(campaigns::cancel))
-        .route("/phone", get(phone::page))
-        .route("/phone/config.json", get(phone::config))
-        .route("/phone/transcript", get(phone::transcript))
+        .routes(routes!(campaigns::get))
+        .routes(routes!(campaigns::pause))
+        .routes(routes!(campaigns::resume))
+        .routes(routes!(campaigns::cancel))
+        .routes(routes!(phone::page))
+        .routes(routes!(phone::config))
+        .routes(routes!(phone::transcript))
+        // SIP over WebSocket: a protocol switch OpenAPI cannot describe (RFC 7118 is its
+        // document), so the one route outside the OpenAPI document.
         .route("/sip", get(phone::sip_websocket))
+        .split_for_parts();
+    let document = doc::finish(document, state.token.is_some(), limits.rate_per_s > 0);
+    let document: Arc<str> = match doc::to_json(&document) {
+        Ok(json) => json.into(),
+        // Serialising the document's own types cannot fail (string keys, no floats that are
+        // not finite); were it to, the API still serves, and says so here.
+        Err(e) => format!("{{\"error\": \"the OpenAPI document cannot be written: {e}\"}}").into(),
+    };
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let body = document.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                }
+            }),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -205,7 +215,7 @@ pub async fn serve(
     let limiter = (limits.rate_per_s > 0).then(|| {
         ratelimit::RateLimiter::new(limits.rate_per_s, limits.rate_burst, state.token.clone())
     });
-    let app = router(state).layer(axum::middleware::from_fn_with_state(
+    let app = router(state, &limits).layer(axum::middleware::from_fn_with_state(
         limiter,
         ratelimit::limit,
     ));
@@ -318,23 +328,52 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `GET /health` when voxline serves calls.
+#[derive(Debug, Serialize, ToSchema)]
+struct Healthy {
+    /// `ok`.
+    status: &'static str,
+    /// Calls in progress.
+    active_calls: usize,
+    /// `running`.
+    sip_driver: &'static str,
+    /// `running`.
+    media_workers: &'static str,
+}
+
+/// `GET /health` when a part of voxline died (it is exiting).
+#[derive(Debug, Serialize, ToSchema)]
+struct Failing {
+    /// `failing`.
+    status: &'static str,
+    /// The parts that died.
+    dead: Vec<String>,
+}
+
+/// Whether voxline can serve calls (no token needed; not rate limited).
+#[utoipa::path(get, path = "/health", tag = "service", responses(
+    (status = 200, description = "voxline serves calls", body = Healthy),
+    (status = 503, description = "the SIP driver or a media worker died: voxline is exiting", body = Failing),
+))]
 async fn health(State(state): State<ApiState>) -> Response {
     let dead = crate::runtime::health::dead();
     if !dead.is_empty() {
         // The SIP driver or a media worker died: voxline cannot serve calls (it is exiting).
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "failing", "dead": dead })),
+            Json(Failing {
+                status: "failing",
+                dead,
+            }),
         )
             .into_response();
     }
-    let active = state.handle.calls.active_count();
-    Json(json!({
-        "status": "ok",
-        "active_calls": active,
-        "sip_driver": "running",
-        "media_workers": "running",
-    }))
+    Json(Healthy {
+        status: "ok",
+        active_calls: state.handle.calls.active_count(),
+        sip_driver: "running",
+        media_workers: "running",
+    })
     .into_response()
 }
 
@@ -351,6 +390,10 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 /// `GET /metrics`: the Prometheus text exposition (same authorization as the other routes).
+#[utoipa::path(get, path = "/metrics", tag = "service", responses(
+    (status = 200, description = "Prometheus text exposition 0.0.4", body = String,
+     content_type = "text/plain; version=0.0.4; charset=utf-8"),
+))]
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let active = state.handle.calls.active_count();
@@ -476,6 +519,10 @@ fn render_sip_metrics(
     }
 }
 
+/// The calls in progress.
+#[utoipa::path(get, path = "/calls", tag = "calls", responses(
+    (status = 200, description = "calls in progress", body = Vec<CallInfo>),
+))]
 async fn list_calls(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -504,6 +551,13 @@ fn parse_call_ref(id: &str) -> Result<CallRef, ApiError> {
     if let Ok(n) = id.parse() {
         return Ok(CallRef::Live(n));
     }
+    if !id.is_empty() && id.bytes().all(|c| c.is_ascii_digit()) {
+        // A number, too large to be any call's handle.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no call {id}"),
+        ));
+    }
     let is_record_id = id.split_once('-').is_some_and(|(a, b)| {
         !a.is_empty()
             && !b.is_empty()
@@ -520,19 +574,47 @@ fn parse_call_ref(id: &str) -> Result<CallRef, ApiError> {
     }
 }
 
+/// `GET /calls/{id}`: a call in progress, or a call's record.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum CallView {
+    /// A call in progress (by its handle number).
+    Live(Box<CallInfo>),
+    /// A call's record with its transcript.
+    Record(Box<RecordView>),
+}
+
+/// A record with its transcript.
+#[derive(Debug, Serialize, ToSchema)]
+struct RecordView {
+    #[serde(flatten)]
+    record: CallRecord,
+    /// The transcript's lines (empty without one).
+    transcript: Vec<crate::records::TranscriptEntry>,
+    /// Why the transcript could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transcript_error: Option<String>,
+}
+
+/// A call in progress (by handle number), or any call's record (by handle number or record
+/// id), with its transcript.
+#[utoipa::path(get, path = "/calls/{id}", tag = "calls",
+    params(("id" = String, Path, pattern = "^[0-9]+(-[0-9]+)?$",
+        description = "a call's handle number, or a record id (DIGITS-DIGITS)")),
+    responses(
+        (status = 200, description = "the call or its record", body = CallView),
+        (status = 404, description = "no such call", body = doc::ErrorBody),
+    ))]
 async fn get_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<CallView>, ApiError> {
     authorize(&state, &headers)?;
     let record_id = match parse_call_ref(&id)? {
         CallRef::Live(n) => {
-            let live = state.handle.calls.get(n);
-            if let Some(info) = live {
-                let v = serde_json::to_value(info)
-                    .map_err(|e| ApiError::internal(format!("cannot encode the call: {e}")))?;
-                return Ok(Json(v));
+            if let Some(info) = state.handle.calls.get(n) {
+                return Ok(Json(CallView::Live(Box::new(info))));
             }
             n.to_string()
         }
@@ -548,17 +630,14 @@ async fn get_call(
         .await
         .map_err(|e| ApiError::internal(format!("record lookup failed: {e}")))??;
     found
-        .map(Json)
+        .map(|r| Json(CallView::Record(Box::new(r))))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no call {id}")))
 }
 
-/// A record as JSON with its transcript (blocking: SQLite and a file read). A record without
-/// a transcript path has `"transcript": []`; one whose file cannot be read has `[]` and a
+/// A record with its transcript (blocking: SQLite and a file read). A record without a
+/// transcript path has `"transcript": []`; one whose file cannot be read has `[]` and a
 /// `"transcript_error"`.
-fn record_with_transcript(
-    reader: &RecordReader,
-    id: &str,
-) -> Result<Option<serde_json::Value>, ApiError> {
+fn record_with_transcript(reader: &RecordReader, id: &str) -> Result<Option<RecordView>, ApiError> {
     let Some(record) = reader
         .get(id)
         .map_err(|e| ApiError::internal(e.to_string()))?
@@ -572,42 +651,48 @@ fn record_with_transcript(
             Err(e) => (Vec::new(), Some(e.to_string())),
         },
     };
-    let encode = |e: serde_json::Error| ApiError::internal(format!("cannot encode record: {e}"));
-    let mut v = serde_json::to_value(&record).map_err(encode)?;
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "transcript".into(),
-            serde_json::to_value(entries).map_err(encode)?,
-        );
-        if let Some(e) = error {
-            obj.insert("transcript_error".into(), e.into());
-        }
-    }
-    Ok(Some(v))
+    Ok(Some(RecordView {
+        record,
+        transcript: entries,
+        transcript_error: error,
+    }))
 }
 
 /// Query of `GET /records`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
     /// Page size: 1 to [`MAX_RECORDS_LIMIT`] (default [`DEFAULT_RECORDS_LIMIT`]).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Finished records to skip (default 0).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     pub offset: Option<u32>,
 }
 
-async fn list_records(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    query: Result<Query<RecordsQuery>, QueryRejection>,
-) -> Result<Json<Vec<CallRecord>>, ApiError> {
-    authorize(&state, &headers)?;
-    let Query(q) = query.map_err(|e| {
+/// The query, or a 400 saying what is wrong with it.
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query.map(|Query(q)| q).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("invalid query: {}", e.body_text()),
         )
-    })?;
+    })
+}
+
+/// Finished calls' records, newest first.
+#[utoipa::path(get, path = "/records", tag = "calls", params(RecordsQuery), responses(
+    (status = 200, description = "a page of records", body = Vec<CallRecord>),
+    (status = 404, description = "call records are not kept", body = doc::ErrorBody),
+))]
+async fn list_records(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    q: Result<Query<RecordsQuery>, QueryRejection>,
+) -> Result<Json<Vec<CallRecord>>, ApiError> {
+    authorize(&state, &headers)?;
+    let q = query(q)?;
     let limit = q.limit.unwrap_or(DEFAULT_RECORDS_LIMIT);
     if limit == 0 || limit > MAX_RECORDS_LIMIT {
         return Err(ApiError::new(
@@ -662,24 +747,41 @@ fn finished_records(
 }
 
 /// Body of `POST /calls`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCall {
     /// SIP URI to call.
+    #[schema(pattern = "^sips?:")]
     pub target: String,
     /// Agent name (default: `hold`).
     pub agent: Option<String>,
     /// Trunk name.
     pub trunk: Option<String>,
     /// Variables for the agent's instruction templates (`{{var.NAME}}`): string values only.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub variables: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// `POST /calls` answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct CallCreated {
+    /// The new call's handle number.
+    id: u64,
+}
+
+/// Places an outbound call.
+#[utoipa::path(post, path = "/calls", tag = "calls",
+    request_body(content = CreateCall, example = json!({"target": "sip:100@127.0.0.1:9", "agent": "echo"})),
+    responses(
+    (status = 201, description = "the call is being placed", body = CallCreated),
+    (status = 502, description = "the target's host cannot be resolved: the DNS failed", body = doc::ErrorBody),
+    (status = 503, description = "the trunk is at its limits, or voxline cannot place calls now", body = doc::ErrorBody),
+))]
 async fn create_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Json<CreateCall>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<CallCreated>), ApiError> {
     authorize(&state, &headers)?;
     let req = json_body(body)?;
     check_target(&req.target).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
@@ -697,7 +799,7 @@ async fn create_call(
         })
         .await
         .map_err(dial_error)?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": call.0 }))))
+    Ok((StatusCode::CREATED, Json(CallCreated { id: call.0 })))
 }
 
 /// The status of a failed dial: a name the request got wrong is the client's error, an
@@ -706,7 +808,9 @@ async fn create_call(
 fn dial_error(e: crate::call::DialError) -> ApiError {
     use crate::call::DialError;
     let status = match &e {
-        DialError::UnknownTrunk(_) => StatusCode::BAD_REQUEST,
+        DialError::UnknownTrunk(_)
+        | DialError::InvalidTarget { .. }
+        | DialError::NoSuchHost { .. } => StatusCode::BAD_REQUEST,
         DialError::Resolve { .. } => StatusCode::BAD_GATEWAY,
         DialError::TrunkBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -789,11 +893,31 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// `POST /calls/{id}/hangup` answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct HungUp {
+    /// The call's handle number.
+    id: u64,
+    /// `true`.
+    hangup: bool,
+}
+
+/// The path parameter of a call in progress.
+const CALL_ID: &str = "a call's handle number";
+
+/// Hangs up a call in progress.
+#[utoipa::path(post, path = "/calls/{id}/hangup", tag = "calls",
+    params(("id" = u64, Path, description = CALL_ID)),
+    responses(
+        (status = 200, description = "the call is being hung up", body = HungUp),
+        (status = 404, description = "no such call", body = doc::ErrorBody),
+        (status = 503, description = "the call layer is not running", body = doc::ErrorBody),
+    ))]
 async fn hangup_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HungUp>, ApiError> {
     authorize(&state, &headers)?;
     let id = parse_id(&id)?;
     let found = state
@@ -802,7 +926,7 @@ async fn hangup_call(
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if found {
-        Ok(Json(json!({ "id": id, "hangup": true })))
+        Ok(Json(HungUp { id, hangup: true }))
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -812,22 +936,43 @@ async fn hangup_call(
 }
 
 /// Body of `POST /calls/{id}/dtmf`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendDtmf {
     /// Digits: `0-9 * # A-D`.
+    #[schema(pattern = "^[0-9*#A-D]{1,64}$")]
     pub digits: String,
     /// `rfc4733`, `info` or `inband`; when absent, the call's trunk's `dtmf` (RFC 4733
     /// without a trunk, in-band tones when the call has no telephone-event).
+    #[schema(pattern = "^(rfc4733|info|inband)$")]
     pub method: Option<String>,
 }
 
+/// `POST /calls/{id}/dtmf` answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct DtmfSent {
+    /// The call's handle number.
+    id: u64,
+    /// The digits sent.
+    digits: String,
+}
+
+/// Sends DTMF digits on a call in progress.
+#[utoipa::path(post, path = "/calls/{id}/dtmf", tag = "calls",
+    params(("id" = u64, Path, description = CALL_ID)),
+    request_body = SendDtmf,
+    responses(
+        (status = 200, description = "the digits are sent", body = DtmfSent),
+        (status = 404, description = "no such call", body = doc::ErrorBody),
+        (status = 409, description = "the call cannot send DTMF this way now", body = doc::ErrorBody),
+        (status = 503, description = "the call's media is busy, or the call layer is not running", body = doc::ErrorBody),
+    ))]
 async fn send_dtmf(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<SendDtmf>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DtmfSent>, ApiError> {
     authorize(&state, &headers)?;
     let id = parse_id(&id)?;
     let req = json_body(body)?;
@@ -859,7 +1004,10 @@ async fn send_dtmf(
         }
     };
     match state.handle.send_dtmf(CallHandle(id), digits, method).await {
-        Ok(Ok(())) => Ok(Json(json!({ "id": id, "digits": req.digits }))),
+        Ok(Ok(())) => Ok(Json(DtmfSent {
+            id,
+            digits: req.digits,
+        })),
         Ok(Err(e)) => {
             let status = match e {
                 crate::call::DtmfError::NoCall(_) => StatusCode::NOT_FOUND,
@@ -876,26 +1024,49 @@ async fn send_dtmf(
 }
 
 /// Body of `POST /calls/{id}/transfer`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferCall {
     /// A `sip:`/`sips:`/`tel:` URI, or a bare number completed with the call's remote host.
+    #[schema(min_length = 1)]
     pub target: String,
 }
 
+/// `POST /calls/{id}/transfer` answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct Transferred {
+    /// `true`.
+    transferred: bool,
+    /// The final SIP status the transfer got.
+    status: u16,
+}
+
+/// Blind-transfers a call in progress (REFER) and waits for the outcome.
+#[utoipa::path(post, path = "/calls/{id}/transfer", tag = "calls",
+    params(("id" = u64, Path, description = CALL_ID)),
+    request_body = TransferCall,
+    responses(
+        (status = 200, description = "the transfer succeeded", body = Transferred),
+        (status = 404, description = "no such call", body = doc::ErrorBody),
+        (status = 409, description = "the call is not answered, or is being transferred", body = doc::ErrorBody),
+        (status = 502, description = "the far end refused the transfer (its SIP status in `status`), or the call ended", body = doc::ErrorBody),
+        (status = 503, description = "the call layer is not running", body = doc::ErrorBody),
+        (status = 504, description = "no outcome in time", body = doc::ErrorBody),
+    ))]
 async fn transfer_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<TransferCall>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Transferred>, ApiError> {
     authorize(&state, &headers)?;
     let id = parse_id(&id)?;
     let req = json_body(body)?;
     match state.handle.transfer(CallHandle(id), req.target).await {
-        Ok(outcome) => Ok(Json(
-            json!({ "transferred": true, "status": outcome.status }),
-        )),
+        Ok(outcome) => Ok(Json(Transferred {
+            transferred: true,
+            status: outcome.status,
+        })),
         Err(e) => Err(transfer_error(id, e)),
     }
 }
@@ -927,6 +1098,7 @@ fn transfer_error(id: u64, e: TransferRequestError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn vars(v: serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
         match v {
@@ -976,8 +1148,11 @@ mod tests {
             matches!(parse_call_ref("1718000000-7"), Ok(CallRef::Record(r)) if r == "1718000000-7")
         );
         for bad in ["abc", "1-", "-1", "1-2-3", "a-1", ""] {
-            assert!(parse_call_ref(bad).is_err(), "{bad:?}");
+            let e = parse_call_ref(bad).err().unwrap();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
         }
+        let e = parse_call_ref("300309252984390746130").err().unwrap();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
     }
 
     #[test]

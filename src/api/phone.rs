@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use utoipa::{IntoParams, ToSchema};
 
+use super::doc::ErrorBody;
 use super::{ApiError, ApiState};
 use crate::records::transcript::{Role, read_transcript};
 use crate::sip::Transport;
@@ -37,7 +40,7 @@ const WS_VERSION: &str = "13";
 pub struct PeerAddr(pub SocketAddr);
 
 /// One agent a page may call, and the user part that reaches it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PhoneAgent {
     /// The agent's name.
     pub agent: String,
@@ -46,7 +49,7 @@ pub struct PhoneAgent {
 }
 
 /// What the page is told (`GET /phone/config.json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 struct PhoneConfig<'a> {
     /// The WebSocket path on this origin.
     websocket_path: &'static str,
@@ -54,6 +57,10 @@ struct PhoneConfig<'a> {
     agents: &'a [PhoneAgent],
 }
 
+/// The browser phone's page.
+#[utoipa::path(get, path = "/phone", operation_id = "phone_page", tag = "service", responses(
+    (status = 200, description = "the page", body = String, content_type = "text/html; charset=utf-8"),
+))]
 pub(super) async fn page() -> Response {
     (
         [
@@ -65,6 +72,10 @@ pub(super) async fn page() -> Response {
         .into_response()
 }
 
+/// The agents the browser phone may call, and where its SIP WebSocket is.
+#[utoipa::path(get, path = "/phone/config.json", operation_id = "phone_config", tag = "service", responses(
+    (status = 200, description = "the phone's settings", body = PhoneConfig),
+))]
 pub(super) async fn config(State(state): State<ApiState>) -> Response {
     let agents: &[PhoneAgent] = &state.phone_agents;
     Json(PhoneConfig {
@@ -74,22 +85,44 @@ pub(super) async fn config(State(state): State<ApiState>) -> Response {
     .into_response()
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /phone/transcript` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct TranscriptQuery {
+    /// The page's call's Call-ID (at least 16 characters).
+    #[param(min_length = 16)]
     call_id: String,
 }
 
 /// One transcript line for the page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Line {
+    /// `caller`, `agent` or `system`.
     role: &'static str,
+    /// What was said.
     text: String,
 }
 
+/// The live transcript of the page's call.
+#[derive(Debug, Serialize, ToSchema)]
+struct PhoneTranscript {
+    /// The call's state.
+    state: &'static str,
+    /// The final lines so far.
+    lines: Vec<Line>,
+}
+
+/// The live transcript of a call in progress, by its Call-ID (no token: the page's own call).
+#[utoipa::path(get, path = "/phone/transcript", operation_id = "phone_transcript", tag = "service", params(TranscriptQuery),
+    responses(
+        (status = 200, description = "the call's transcript so far", body = PhoneTranscript),
+        (status = 404, description = "no such call in progress", body = ErrorBody),
+    ))]
 pub(super) async fn transcript(
     State(state): State<ApiState>,
-    Query(q): Query<TranscriptQuery>,
+    q: Result<Query<TranscriptQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let q = super::query(q)?;
     // A made-up Call-ID of the page is long; a short one is a guess.
     if q.call_id.len() < 16 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "call_id too short"));
@@ -128,7 +161,11 @@ pub(super) async fn transcript(
             }
         }
     };
-    Ok(Json(serde_json::json!({ "state": call.state, "lines": lines })).into_response())
+    Ok(Json(PhoneTranscript {
+        state: call.state,
+        lines,
+    })
+    .into_response())
 }
 
 /// `GET /sip`: the RFC 6455 handshake with the `sip` subprotocol, then the connection joins

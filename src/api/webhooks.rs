@@ -8,13 +8,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
+use super::doc::ErrorBody;
 use super::{ApiError, ApiState, authorize};
-use crate::records::outbox::{DeliveryState, SharedSubscriptions};
+use crate::records::UnixMs;
+use crate::records::outbox::{Delivery, DeliveryState, SharedSubscriptions};
 use crate::webhooks::{Endpoint, Secret, SharedOutbox, WebhookCounters, with_outbox};
 
 /// The default and largest `limit` of `GET /webhooks/deliveries`.
@@ -92,46 +96,133 @@ fn new_secret() -> String {
     )
 }
 
+/// A webhook endpoint as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EndpointView {
+    /// Its name.
+    name: String,
+    /// `config` (voxline.toml) or `api`.
+    source: &'static str,
+    /// `true` for voxline.toml's endpoints.
+    read_only: bool,
+    /// The events it receives (all of them when not given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<String>>,
+    /// When it was added (API endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<UnixMs>,
+    /// Its signing secret: only in the answer to `POST /webhooks/endpoints`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    /// The rest of an API endpoint's definition as given (`url`, timings).
+    #[serde(flatten)]
+    settings: serde_json::Map<String, Value>,
+}
+
+impl EndpointView {
+    /// An API endpoint's view from its definition (a JSON object; `name` and `events` are
+    /// taken out of it into their fields).
+    fn api(name: String, definition: Value, created_at: UnixMs) -> EndpointView {
+        let mut settings = match definition {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        settings.remove("name");
+        let events = settings.remove("events").and_then(|e| {
+            e.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+        });
+        EndpointView {
+            name,
+            source: "api",
+            read_only: false,
+            events,
+            created_at: Some(created_at),
+            secret: None,
+            settings,
+        }
+    }
+}
+
+/// `GET /webhooks/endpoints` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EndpointList {
+    /// voxline.toml's endpoints, then the API's.
+    endpoints: Vec<EndpointView>,
+}
+
+/// `DELETE /webhooks/endpoints/{name}` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EndpointDeleted {
+    /// The endpoint.
+    name: String,
+    /// `true`.
+    deleted: bool,
+}
+
 /// Every endpoint: voxline.toml's (`"source": "config"`) and the API's (`"source": "api"`).
 /// Secrets are never shown here.
+#[utoipa::path(get, path = "/webhooks/endpoints", tag = "webhooks", responses(
+    (status = 200, description = "every endpoint", body = EndpointList),
+    (status = 404, description = "no database (call records are off)", body = ErrorBody),
+))]
 pub(super) async fn list_endpoints(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EndpointList>, ApiError> {
     authorize(&state, &headers)?;
     let api = webhooks(&state)?;
     let stored = with_outbox(&api.outbox, |o| o.api_endpoints())
         .await
         .map_err(internal)?;
     let subs = crate::records::outbox::current(&api.subs);
-    let mut out: Vec<Value> = api
+    let mut out: Vec<EndpointView> = api
         .config_names
         .iter()
         .map(|name| {
-            let events: Vec<&str> = subs
+            let events: Vec<String> = subs
                 .iter()
                 .find(|s| &s.endpoint == name)
-                .map(|s| s.events.iter().map(|e| e.name()).collect())
+                .map(|s| s.events.iter().map(|e| e.name().to_owned()).collect())
                 .unwrap_or_default();
-            json!({"name": name, "source": "config", "read_only": true, "events": events})
+            EndpointView {
+                name: name.clone(),
+                source: "config",
+                read_only: true,
+                events: Some(events),
+                created_at: None,
+                secret: None,
+                settings: serde_json::Map::new(),
+            }
         })
         .collect();
-    out.extend(stored.into_iter().map(|s| {
-        let mut v = s.definition;
-        v["source"] = json!("api");
-        v["created_at"] = json!(s.created_at);
-        v
-    }));
-    Ok(Json(json!({ "endpoints": out })))
+    out.extend(
+        stored
+            .into_iter()
+            .map(|s| EndpointView::api(s.name, s.definition, s.created_at)),
+    );
+    Ok(Json(EndpointList { endpoints: out }))
 }
 
 /// Adds an endpoint: a `[[webhook]]` as JSON without `secret_env`, `name` required →
 /// `201` with the `secret` (shown this once); `409` when the name is taken.
+#[utoipa::path(post, path = "/webhooks/endpoints", tag = "webhooks",
+    request_body(content = Object,
+        description = "`[[webhook]]`'s keys as JSON, without `secret_env`, with `name`",
+        example = json!({"name": "crm", "url": "http://127.0.0.1:9/hooks", "events": ["call.ended"]})),
+    responses(
+        (status = 201, description = "the endpoint, with its secret (shown this once)", body = EndpointView),
+        (status = 404, description = "no database (call records are off)", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody),
+    ))]
 pub(super) async fn create_endpoint(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
     authorize(&state, &headers)?;
     let definition = super::json_body(body)?;
     let api = webhooks(&state)?.clone();
@@ -145,11 +236,12 @@ pub(super) async fn create_endpoint(
             format!("endpoint {:?} is voxline.toml's", ep.name),
         ));
     }
+    let created_at = UnixMs::now();
     let stored = crate::records::outbox::StoredEndpoint {
         name: ep.name.clone(),
         definition: definition.clone(),
         secret: secret.clone(),
-        created_at: crate::records::UnixMs::now(),
+        created_at,
     };
     let added = with_outbox(&api.outbox, move |o| o.add_endpoint(&stored))
         .await
@@ -163,19 +255,24 @@ pub(super) async fn create_endpoint(
     tracing::info!(endpoint = %ep.name, url = %ep.url, "webhook endpoint added through the API");
     let name = ep.name.clone();
     api.run(ep);
-    let mut v = definition;
-    v["name"] = json!(name);
-    v["source"] = json!("api");
-    v["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(v)))
+    let mut view = EndpointView::api(name, definition, created_at);
+    view.secret = Some(secret);
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// Deletes an endpoint added through the API; its pending deliveries become dead.
+#[utoipa::path(delete, path = "/webhooks/endpoints/{name}", tag = "webhooks",
+    params(("name" = String, Path, description = "the endpoint's name")),
+    responses(
+        (status = 200, description = "the endpoint is deleted", body = EndpointDeleted),
+        (status = 404, description = "no such endpoint added through the API (or no database)", body = ErrorBody),
+        (status = 409, description = "the endpoint is voxline.toml's", body = ErrorBody),
+    ))]
 pub(super) async fn delete_endpoint(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EndpointDeleted>, ApiError> {
     authorize(&state, &headers)?;
     let api = webhooks(&state)?.clone();
     if api.config_names.contains(&name) {
@@ -197,15 +294,42 @@ pub(super) async fn delete_endpoint(
         ));
     }
     tracing::info!(endpoint = %name, "webhook endpoint deleted through the API");
-    Ok(Json(json!({ "name": name, "deleted": true })))
+    Ok(Json(EndpointDeleted {
+        name,
+        deleted: true,
+    }))
 }
 
 /// `GET /webhooks/deliveries` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DeliveriesQuery {
+    /// Only deliveries in this state.
+    #[param(pattern = "^(pending|delivered|dead)$")]
     state: Option<String>,
+    /// How many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
+
+/// `GET /webhooks/deliveries` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct DeliveryList {
+    /// Newest first.
+    deliveries: Vec<Delivery>,
+}
+
+/// `POST /webhooks/deliveries/{id}/redeliver` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Redelivered {
+    /// The delivery's id.
+    id: String,
+    /// `pending`.
+    state: DeliveryState,
+}
+
+/// The path parameter of a delivery.
+const DELIVERY_ID: &str = "the delivery's id (its webhook-id)";
 
 fn webhooks(state: &ApiState) -> Result<&WebhookApi, ApiError> {
     state.webhooks.as_ref().ok_or_else(|| {
@@ -221,12 +345,18 @@ fn internal(e: crate::records::RecordsError) -> ApiError {
 }
 
 /// Deliveries newest first: `?state=pending|delivered|dead&limit=N` (at most 1000).
+#[utoipa::path(get, path = "/webhooks/deliveries", operation_id = "list_deliveries", tag = "webhooks", params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "deliveries", body = DeliveryList),
+        (status = 404, description = "no database (call records are off)", body = ErrorBody),
+    ))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Query(q): Query<DeliveriesQuery>,
-) -> Result<Json<Value>, ApiError> {
+    q: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> Result<Json<DeliveryList>, ApiError> {
     authorize(&state, &headers)?;
+    let q = super::query(q)?;
     let api = webhooks(&state)?;
     let filter = match q.state.as_deref() {
         None => None,
@@ -247,32 +377,44 @@ pub(super) async fn list(
     let rows = with_outbox(&api.outbox, move |o| o.list(filter, limit))
         .await
         .map_err(internal)?;
-    Ok(Json(json!({ "deliveries": rows })))
+    Ok(Json(DeliveryList { deliveries: rows }))
 }
 
 /// One delivery.
+#[utoipa::path(get, path = "/webhooks/deliveries/{id}", operation_id = "get_delivery", tag = "webhooks",
+    params(("id" = String, Path, description = DELIVERY_ID)),
+    responses(
+        (status = 200, description = "the delivery", body = Delivery),
+        (status = 404, description = "no such delivery (or no database)", body = ErrorBody),
+    ))]
 pub(super) async fn get(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Delivery>, ApiError> {
     authorize(&state, &headers)?;
     let api = webhooks(&state)?;
     let row = with_outbox(&api.outbox, move |o| o.get(&id))
         .await
         .map_err(internal)?;
     match row {
-        Some(r) => Ok(Json(json!(r))),
+        Some(r) => Ok(Json(r)),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "no such delivery")),
     }
 }
 
 /// Sends a delivery again (pending, due now, the same id), whatever its state.
+#[utoipa::path(post, path = "/webhooks/deliveries/{id}/redeliver", operation_id = "redeliver", tag = "webhooks",
+    params(("id" = String, Path, description = DELIVERY_ID)),
+    responses(
+        (status = 200, description = "the delivery is pending again", body = Redelivered),
+        (status = 404, description = "no such delivery (or no database)", body = ErrorBody),
+    ))]
 pub(super) async fn redeliver(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Redelivered>, ApiError> {
     authorize(&state, &headers)?;
     let api = webhooks(&state)?;
     let key = id.clone();
@@ -282,7 +424,10 @@ pub(super) async fn redeliver(
     if !found {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such delivery"));
     }
-    Ok(Json(json!({ "id": id, "state": "pending" })))
+    Ok(Json(Redelivered {
+        id,
+        state: DeliveryState::Pending,
+    }))
 }
 
 /// The webhook counters in the Prometheus text format.

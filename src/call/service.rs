@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::{AgentSpec, CallCommand, CallTable, OutboundResult, TransferError, TransferOutcome};
 use crate::runtime::{Commands, RuntimeError, dns, local_ip_towards};
 use crate::sip::auth::Credentials;
-use crate::sip::resolve::{SipTarget, TargetTransport};
+use crate::sip::resolve::{ResolveError, SipTarget, TargetTransport};
 use crate::sip::{CallHandle, OutgoingCall, Peer, Transport};
 
 /// A trunk usable for outbound calls.
@@ -49,7 +49,25 @@ pub struct DialRequest {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {
-    /// The target could not be parsed or resolved.
+    /// The target is not a SIP URI voxline can call (no host, a host that is not a name or
+    /// an address).
+    #[error("invalid target {target}: {reason}")]
+    InvalidTarget {
+        /// The target.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// The target's host has no SIP address: no such name, no A/AAAA records, or an SRV
+    /// answer saying SIP is not offered there.
+    #[error("cannot call {target}: {reason}")]
+    NoSuchHost {
+        /// The target.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// The target could not be resolved (the DNS failed).
     #[error("cannot resolve {target}: {reason}")]
     Resolve {
         /// The target.
@@ -134,7 +152,10 @@ impl CallService {
             target: req.target.clone(),
             reason,
         };
-        let target = SipTarget::from_uri(&req.target).map_err(|e| resolve_err(e.to_string()))?;
+        let target = SipTarget::from_uri(&req.target).map_err(|e| DialError::InvalidTarget {
+            target: req.target.clone(),
+            reason: e.to_string(),
+        })?;
         let trunk = match &req.trunk {
             Some(name) => Some(
                 self.trunks
@@ -149,9 +170,15 @@ impl CallService {
                 .find(|t| t.host.eq_ignore_ascii_case(&target.host))
                 .cloned(),
         };
-        let resolved = dns::resolve(&target)
-            .await
-            .map_err(|e| resolve_err(e.to_string()))?;
+        let resolved = dns::resolve(&target).await.map_err(|e| match e {
+            ResolveError::NoAddresses(_) | ResolveError::ServiceUnavailable(_) => {
+                DialError::NoSuchHost {
+                    target: req.target.clone(),
+                    reason: e.to_string(),
+                }
+            }
+            _ => resolve_err(e.to_string()),
+        })?;
         let peers: Vec<Peer> = resolved
             .as_slice()
             .iter()

@@ -13,7 +13,7 @@ use super::manager::CallManager;
 use super::metrics;
 
 /// A call as shown by the HTTP API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CallInfo {
     /// The stack's handle number.
     pub id: u64,

@@ -420,12 +420,15 @@ async fn dial_once(
     let record_id = service.calls.read(call, |i| i.record_id.clone());
     let ring = Duration::from_secs(u64::from(c.settings.ring_timeout_s));
     let mut timed_out = false;
-    let outcome = tokio::select! {
-        r = &mut done => r.ok(),
+    // `Some(..)`: the call ended (its outcome, or `None` when the call layer stopped);
+    // `None`: it is still ringing after `ring`. `done` is awaited once more only then: a
+    // oneshot receiver must not be polled after it completed.
+    let ended = tokio::select! {
+        r = &mut done => Some(r.ok()),
         _ = tokio::time::sleep(ring) => None,
     };
-    let outcome = match outcome {
-        Some(o) => Some(o),
+    let outcome = match ended {
+        Some(o) => o,
         None => {
             let answered = service
                 .calls
@@ -466,7 +469,9 @@ pub fn classify(o: &OutboundResult, ring_timed_out: bool) -> (AttemptResult, Opt
             };
             (r, (code > 0).then_some(code))
         }
-        EndReason::Cancelled => (AttemptResult::NoAnswer, Some(487)),
+        // voxline cancelled the INVITE, and not for the ring timeout (handled above): it is
+        // shutting down, or someone hung the call up through the API. Not the target's doing.
+        EndReason::Cancelled => (AttemptResult::Interrupted, Some(487)),
         _ => (AttemptResult::Failed, None),
     }
 }
@@ -550,6 +555,16 @@ mod tests {
         assert_eq!(
             classify(&o(false, EndReason::LocalBye), true).0,
             AttemptResult::NoAnswer
+        );
+        // Cancelled by voxline at its ring timeout: no answer; otherwise (shutting down, a
+        // hang-up through the API): interrupted, not the target's doing.
+        assert_eq!(
+            classify(&o(false, EndReason::Cancelled), true).0,
+            AttemptResult::NoAnswer
+        );
+        assert_eq!(
+            classify(&o(false, EndReason::Cancelled), false),
+            (AttemptResult::Interrupted, Some(487))
         );
     }
 

@@ -36,7 +36,7 @@ pub(super) const ROUTES_MIGRATION: &str = "
 ";
 
 /// A route set through the API: a called number (or `prefix*`, or `*`) and its agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiRoute {
     /// The pattern.
     pub number: String,
@@ -47,7 +47,7 @@ pub struct ApiRoute {
 }
 
 /// One version of an agent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AgentVersion {
     /// The agent's name.
     pub name: String,

@@ -47,7 +47,7 @@ pub(super) const MIGRATION: &str = "
 ";
 
 /// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AttemptResult {
@@ -90,7 +90,7 @@ impl AttemptResult {
 }
 
 /// Where a campaign stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignState {
     /// Dialing (within its window).
@@ -127,7 +127,7 @@ impl CampaignState {
 }
 
 /// Where a target stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
     /// Waiting for its (next) attempt.
@@ -168,21 +168,24 @@ impl TargetState {
 }
 
 /// A calling window: days and hours, in a time zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallingWindow {
     /// From (`"09:00"`), inclusive.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub start: String,
     /// Until (`"17:30"`), exclusive; before `start` for a window across midnight.
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub end: String,
     /// An IANA time zone (`"Europe/Berlin"`).
     pub timezone: String,
     /// The weekdays (`"mon"` … `"sun"`) on which the window opens; all when empty.
     #[serde(default)]
+    #[schema(value_type = Vec<String>, pattern = "^(mon|tue|wed|thu|fri|sat|sun)$")]
     pub days: Vec<String>,
 }
 
 /// When and how often a target is tried again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetryPolicy {
     /// The results that are retried (`busy`, `no_answer`, `failed`; `interrupted` always
     /// is while attempts remain).
@@ -194,7 +197,7 @@ pub struct RetryPolicy {
 }
 
 /// A campaign's settings (checked by the campaign layer before they get here).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignSettings {
     /// The trunk the calls go through (`None`: targets are SIP URIs, dialled directly).
     pub trunk: Option<String>,
@@ -233,7 +236,7 @@ pub struct NewTarget {
 }
 
 /// Target counts by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TargetCounts {
     /// Waiting.
     pub pending: u64,
@@ -248,7 +251,7 @@ pub struct TargetCounts {
 }
 
 /// A campaign as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Campaign {
     /// Its id.
     pub id: String,
@@ -269,7 +272,7 @@ pub struct Campaign {
 }
 
 /// One attempt on a target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// When it ended.
     pub at: UnixMs,
@@ -282,7 +285,7 @@ pub struct Attempt {
 }
 
 /// A target as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Target {
     /// The campaign.
     pub campaign: String,

@@ -38,7 +38,7 @@ pub const MAX_FACT_LEN: usize = 300;
 pub const MAX_SUMMARY_LEN: usize = 2000;
 
 /// One fact the agent stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fact {
     /// The fact, as the agent worded it.
     pub text: String,
@@ -49,7 +49,7 @@ pub struct Fact {
 }
 
 /// What one agent remembers of one caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Memory {
     /// The agent's name.
     pub agent: String,

@@ -55,7 +55,19 @@ pub const DB_FILE_NAME: &str = "voxline.db";
 pub const UNFINISHED_END_REASON: &str = "unfinished: voxline stopped during the call";
 
 /// A wall-clock instant: milliseconds since the Unix epoch (1970-01-01T00:00:00Z).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct UnixMs(pub(crate) i64);
 
@@ -115,7 +127,7 @@ impl UnixMs {
 }
 
 /// Which side placed the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The far end called voxline.
@@ -149,7 +161,7 @@ impl Direction {
 /// `first_backend_audio_ms` when the agent backend's first audio of the reply arrived;
 /// `first_rtp_out_ms` when the first RTP packet of the reply left. The two latter are `None`
 /// when the turn never produced a reply (barge-in, hang-up, backend error).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TurnLatency {
     /// End of the caller's speech.
     pub caller_speech_end_ms: u64,
@@ -184,7 +196,7 @@ impl TurnLatency {
 }
 
 /// One tool (function) call the agent made during the call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolCallRecord {
     /// Tool name.
     pub name: String,
@@ -205,7 +217,7 @@ pub struct ToolCallRecord {
 /// A record is inserted when the call starts ([`RecordStore::insert_started`]), its
 /// `answered_at` is set on answer, and the whole row is rewritten when the call ends
 /// ([`RecordStore::finish`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallRecord {
     /// Unique key of the record (the caller picks it; for example the SIP Call-ID joined
     /// with a local counter, since a Call-ID alone may repeat).
@@ -279,7 +291,7 @@ pub struct CallRecord {
 }
 
 /// The result of a call's post-call analysis, as the record keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallAnalysis {
     /// A short summary of the call (`None` when the analysis failed).
     pub summary: Option<String>,
@@ -295,7 +307,7 @@ pub struct CallAnalysis {
 }
 
 /// A mid-call switch to the next backend of the agent's chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackendSwitch {
     /// When, in ms from the answer.
     pub at_ms: u64,
@@ -308,7 +320,7 @@ pub struct BackendSwitch {
 }
 
 /// A call's voice chain (echo cancellation, noise suppression, VAD), as the API shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DspInfo {
     /// Caller frames processed.
     pub frames: u64,
@@ -334,7 +346,7 @@ pub struct DspInfo {
 }
 
 /// CPU time per stage, µs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DspStageUs {
     /// Echo cancellation.
     pub echo_cancellation: u64,

@@ -117,7 +117,7 @@ pub struct Subscription {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     /// Waiting for its next attempt.
@@ -150,7 +150,7 @@ impl DeliveryState {
 }
 
 /// One outbox row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// The message id (`webhook-id`), the same on every attempt.
     pub id: String,

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::{RecordsError, UnixMs};
 
 /// Who said it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The far end (the person on the phone).
@@ -41,7 +41,7 @@ pub enum Role {
 }
 
 /// One line of a transcript.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptEntry {
     /// Ms since the call was answered.
     pub t_ms: u64,

@@ -424,3 +424,54 @@ fn a_trunks_limits_hold_and_cost_no_attempts() {
     invites(&uas.messages(), &mut seen);
     assert_eq!(seen.len(), 12, "{:?}", seen.keys());
 }
+
+/// voxline stopped (SIGTERM) while a campaign's targets ring: it exits cleanly, and the
+/// targets' attempts end as `interrupted` (a regression: the attempt polled its call's
+/// outcome channel again after it had closed, and panicked).
+#[test]
+fn a_stop_while_targets_ring_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let uas = Sipp::spawn(
+        &["-sf", &scenario("uas_ring_no_answer.xml")],
+        Duration::from_secs(60),
+    );
+    let mut vox = spawn(&data);
+    let ts = Duration::from_secs(5);
+    let mut targets: Vec<Value> = (0..3)
+        .map(|i| json!({"number": format!("sip:r{i}@{}", uas.addr())}))
+        .collect();
+    // And one where nothing answers at all (the INVITE is still being retransmitted).
+    targets.push(json!({"number": format!("sip:void@{LOOPBACK}:9")}));
+    let body = json!({
+        "agent": "brief", "targets": targets, "calls_per_s": 10, "max_concurrent": 4,
+        "ring_timeout_s": 120, "retry": {"max_attempts": 1}
+    })
+    .to_string();
+    let (code, c) = http_json(vox.http_addr(), "POST", "/campaigns", Some(&body), ts);
+    assert_eq!(code, 201, "{c}");
+    let id = c["id"].as_str().unwrap().to_owned();
+    let c = wait_counts(&vox, &id, Duration::from_secs(20), |c| {
+        c["counts"]["dialing"].as_u64().unwrap_or(0) == 4
+    });
+    assert_eq!(c["counts"]["dialing"], 4, "{c}");
+    // Let the INVITEs reach SIPp and ring.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = vox.terminate(Duration::from_secs(20));
+    let out = vox.output();
+    assert!(status.success(), "{status}\n{out}");
+    assert!(!out.contains("panicked"), "{out}");
+    // At the next start they count as interrupted attempts (their only one: no retry).
+    let vox = spawn(&data);
+    let (_, c) = get(&vox, &format!("/campaigns/{id}"));
+    for t in c["targets"].as_array().unwrap() {
+        assert_eq!(t["attempts"], 1, "{c}");
+        let result = &t["history"][0]["result"];
+        if t["seq"] == 3 {
+            // The silent target: interrupted, or failed if its INVITE timed out first.
+            assert!(result == "interrupted" || result == "failed", "{c}");
+        } else {
+            assert_eq!(result, "interrupted", "{c}");
+        }
+    }
+}

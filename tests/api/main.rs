@@ -22,6 +22,7 @@ mod config_realtime;
 mod config_webhooks;
 mod http;
 mod input_limits;
+mod openapi_schemathesis;
 mod rate_limits;
 mod records;
 mod records_batch;

@@ -120,7 +120,11 @@ impl MockProviders {
             tokio::spawn(async move {
                 // Like a real server: small chunks go out at once (without it, Nagle holds
                 // each stream's second chunk until the client's delayed ACK, 40 ms).
-                let _ = axum::serve(http, router).tcp_nodelay(true).await;
+                use axum::serve::ListenerExt as _;
+                let http = http.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                let _ = axum::serve(http, router).await;
             }),
         ];
         Ok(MockProviders {

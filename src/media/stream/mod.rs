@@ -321,7 +321,7 @@ pub enum MediaError {
 }
 
 /// A snapshot of one stream's counters and quality figures.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct MediaStats {
     /// The codec's encoding name.
     pub codec: &'static str,
@@ -381,8 +381,10 @@ pub struct MediaStats {
     /// Frames recovered from Opus in-band FEC.
     pub fec_recovered: u64,
     /// The latched RTP address.
+    #[schema(value_type = Option<String>)]
     pub latched: Option<SocketAddr>,
     /// Where RTCP goes.
+    #[schema(value_type = Option<String>)]
     pub rtcp_peer: Option<SocketAddr>,
     /// SSRC switches of the peer's stream.
     pub ssrc_changes: u64,
