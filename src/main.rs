@@ -277,6 +277,7 @@ async fn run(
         agents_db,
         memory,
         campaigns: campaigns.clone(),
+        pricing: cfg.pricing.clone().map(Arc::new),
     };
     if let Some(c) = campaigns {
         let lookup_state = state.clone();

@@ -11,6 +11,7 @@
 mod agents;
 mod campaigns;
 mod doc;
+mod history;
 mod memory;
 pub mod phone;
 mod ratelimit;
@@ -31,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, OpenApi as _, ToSchema};
+use utoipa::{OpenApi as _, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
 use utoipa_axum::routes;
 
@@ -46,12 +47,6 @@ pub const MAX_VARIABLES: usize = 100;
 
 /// The longest variable value `POST /calls` accepts, in bytes.
 pub const MAX_VARIABLE_LEN: usize = 8192;
-
-/// `GET /records` page size when `limit` is not given.
-pub const DEFAULT_RECORDS_LIMIT: u32 = 50;
-
-/// The largest `limit` `GET /records` accepts.
-pub const MAX_RECORDS_LIMIT: u32 = 500;
 
 /// API state.
 #[derive(Clone)]
@@ -79,6 +74,8 @@ pub struct ApiState {
     pub campaigns: Option<crate::campaigns::Campaigns>,
     /// Caller memory (`/memory/{number}`); `None` without call records.
     pub memory: Option<crate::call::postcall::CallerMemory>,
+    /// `[pricing]`: the cost estimate of `GET /analytics`; `None`: no estimate.
+    pub pricing: Option<Arc<crate::config::Pricing>>,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -148,7 +145,9 @@ pub fn router(state: ApiState, limits: &HttpLimits) -> Router {
         .routes(routes!(hangup_call))
         .routes(routes!(send_dtmf))
         .routes(routes!(transfer_call))
-        .routes(routes!(list_records))
+        .routes(routes!(history::list_records))
+        .routes(routes!(history::recording))
+        .routes(routes!(history::analytics))
         .routes(routes!(metrics))
         .routes(routes!(agents::list, agents::create))
         .routes(routes!(agents::get, agents::update, agents::delete))
@@ -658,19 +657,6 @@ fn record_with_transcript(reader: &RecordReader, id: &str) -> Result<Option<Reco
     }))
 }
 
-/// Query of `GET /records`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct RecordsQuery {
-    /// Page size: 1 to [`MAX_RECORDS_LIMIT`] (default [`DEFAULT_RECORDS_LIMIT`]).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
-    /// Finished records to skip (default 0).
-    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
-    pub offset: Option<u32>,
-}
-
 /// The query, or a 400 saying what is wrong with it.
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(q)| q).map_err(|e| {
@@ -679,71 +665,6 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
             format!("invalid query: {}", e.body_text()),
         )
     })
-}
-
-/// Finished calls' records, newest first.
-#[utoipa::path(get, path = "/records", tag = "calls", params(RecordsQuery), responses(
-    (status = 200, description = "a page of records", body = Vec<CallRecord>),
-    (status = 404, description = "call records are not kept", body = doc::ErrorBody),
-))]
-async fn list_records(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    q: Result<Query<RecordsQuery>, QueryRejection>,
-) -> Result<Json<Vec<CallRecord>>, ApiError> {
-    authorize(&state, &headers)?;
-    let q = query(q)?;
-    let limit = q.limit.unwrap_or(DEFAULT_RECORDS_LIMIT);
-    if limit == 0 || limit > MAX_RECORDS_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be 1 to {MAX_RECORDS_LIMIT}, got {limit}"),
-        ));
-    }
-    let offset = q.offset.unwrap_or(0);
-    let Some(reader) = state.records.clone() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "call records are not kept",
-        ));
-    };
-    let page = tokio::task::spawn_blocking(move || finished_records(&reader, limit, offset))
-        .await
-        .map_err(|e| ApiError::internal(format!("records listing failed: {e}")))??;
-    Ok(Json(page))
-}
-
-/// Finished records (ended, or cut off by a crash), newest first: `limit` of them after
-/// skipping `offset` finished ones. Calls in progress are skipped.
-fn finished_records(
-    reader: &RecordReader,
-    limit: u32,
-    offset: u32,
-) -> Result<Vec<CallRecord>, ApiError> {
-    const CHUNK: u32 = 500;
-    let (mut out, mut skipped, mut pos) = (Vec::new(), 0u32, 0u32);
-    loop {
-        let chunk = reader
-            .list(CHUNK, pos)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if chunk.is_empty() {
-            return Ok(out);
-        }
-        pos = pos.saturating_add(CHUNK);
-        for r in chunk {
-            if r.ended_at.is_none() && !r.unfinished {
-                continue;
-            }
-            if skipped < offset {
-                skipped += 1;
-                continue;
-            }
-            out.push(r);
-            if out.len() >= limit as usize {
-                return Ok(out);
-            }
-        }
-    }
 }
 
 /// Body of `POST /calls`.

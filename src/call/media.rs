@@ -306,11 +306,13 @@ impl MediaCall for CallMedia {
 
     fn stats(&mut self, stats: MediaStats) {
         let dsp = self.dsp_report();
+        let barge_ins = self.barge_ins();
         self.table.update(self.call, |i| {
             i.media = Some(stats);
             if dsp.is_some() {
                 i.dsp = dsp;
             }
+            i.barge_ins = barge_ins;
         });
     }
 
@@ -325,9 +327,14 @@ impl MediaCall for CallMedia {
     }
 
     fn close(&mut self, _now: Instant) {
-        if let Some(dsp) = self.dsp_report() {
-            self.table.update(self.call, |i| i.dsp = Some(dsp));
-        }
+        let dsp = self.dsp_report();
+        let barge_ins = self.barge_ins();
+        self.table.update(self.call, |i| {
+            if dsp.is_some() {
+                i.dsp = dsp;
+            }
+            i.barge_ins = barge_ins;
+        });
         if let Some(b) = self.bridge.as_mut() {
             b.close();
             let s = b.stats();
@@ -337,6 +344,13 @@ impl MediaCall for CallMedia {
 }
 
 impl CallMedia {
+    /// The bridge's barge-ins so far (0 without a backend).
+    fn barge_ins(&self) -> u32 {
+        self.bridge.as_ref().map_or(0, |b| {
+            u32::try_from(b.stats().barge_ins).unwrap_or(u32::MAX)
+        })
+    }
+
     /// The voice chain's figures for the call table, adding the work since the last report
     /// to the process's metrics.
     fn dsp_report(&mut self) -> Option<DspInfo> {

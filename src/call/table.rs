@@ -65,6 +65,8 @@ pub struct CallInfo {
     /// The last blind transfer: `"TARGET -> STATUS"` (`"sip:200@pbx -> 200"`), `-> pending`
     /// while waiting, `-> call ended` if the call ended first.
     pub transfer: Option<String>,
+    /// Times the caller cut the agent short (AI agents; updated every second).
+    pub barge_ins: u32,
 }
 
 /// A call's voice chain figures from its chain's counters and its bridge's.
@@ -255,6 +257,7 @@ impl CallManager {
         r.backend_switches = info.backend_switches.clone();
         r.transfer = info.transfer.clone();
         r.dsp = info.dsp.clone();
+        r.barge_ins = info.barge_ins;
         self.record(RecordOp::Finished(Box::new(r)));
     }
 
@@ -294,6 +297,7 @@ impl CallManager {
             backend_switches: Vec::new(),
             dsp: None,
             transfer: None,
+            barge_ins: 0,
         };
         let mut record = crate::records::CallRecord::started(
             self.record_id(call),

@@ -73,6 +73,9 @@ pub enum ConfigErrorKind {
     /// A `[[webhook]]` setting is unusable: the reason.
     #[error("{0}")]
     Webhook(String),
+    /// A `[pricing]` setting is unusable: the reason.
+    #[error("{0}")]
+    Pricing(String),
     /// `media.ptime_ms` is not one of the supported packet times.
     #[error("must be 10, 20 or 30 (got {0})")]
     Ptime(u32),

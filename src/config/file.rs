@@ -35,6 +35,17 @@ pub(crate) struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub retention_days: Option<u32>,
     pub redaction: Option<FileRedaction>,
+    pub pricing: Option<FilePricing>,
+}
+
+/// `[pricing]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilePricing {
+    pub currency: Option<String>,
+    pub telephony_per_minute: Option<f64>,
+    #[serde(default)]
+    pub agent_per_minute: std::collections::BTreeMap<String, f64>,
 }
 
 /// `[redaction]`

@@ -94,6 +94,35 @@ pub struct Config {
     /// `[redaction]`: PII redaction of stored transcripts, memory, analyses and webhook
     /// payloads (empty: off).
     pub redaction: std::sync::Arc<crate::records::redact::Redactor>,
+    /// `[pricing]`: the price table of the analytics' cost estimate (`None`: no estimate).
+    pub pricing: Option<Pricing>,
+}
+
+/// `[pricing]`: what an answered minute costs, for the cost estimate in `GET /analytics`.
+/// Prices are kept in millionths of the currency's unit (exact, and comparable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pricing {
+    /// An ISO 4217 code (`USD`), shown with the figures.
+    pub currency: String,
+    /// Every answered minute: the carrier's price, in millionths.
+    pub telephony_micros_per_minute: u64,
+    /// Per agent name, the AI's price of an answered minute in millionths; `"*"` for agents
+    /// not named.
+    pub agent_micros_per_minute: std::collections::BTreeMap<String, u64>,
+}
+
+impl Pricing {
+    /// The estimated cost of `talk_seconds` of `agent`'s answered calls, in the currency.
+    pub fn cost(&self, agent: &str, talk_seconds: f64) -> f64 {
+        let ai = self
+            .agent_micros_per_minute
+            .get(agent)
+            .or_else(|| self.agent_micros_per_minute.get("*"))
+            .copied()
+            .unwrap_or(0);
+        let per_minute = (self.telephony_micros_per_minute + ai) as f64 / 1e6;
+        talk_seconds / 60.0 * per_minute
+    }
 }
 
 /// `[sip]`

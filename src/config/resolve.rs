@@ -274,6 +274,7 @@ impl<'a> Resolver<'a> {
         let webhooks = self.webhooks(file.webhooks)?;
         let retention_days = file.retention_days.filter(|d| *d > 0);
         let redaction = std::sync::Arc::new(self.redaction(file.redaction.unwrap_or_default())?);
+        let pricing = file.pricing.map(|p| self.pricing(p)).transpose()?;
         Ok(Config {
             sip,
             limits,
@@ -287,6 +288,45 @@ impl<'a> Resolver<'a> {
             webhooks,
             retention_days,
             redaction,
+            pricing,
+        })
+    }
+
+    /// `[pricing]`: `currency` (three capital letters, default `USD`), `telephony_per_minute`
+    /// and `[pricing.agent_per_minute]`, prices that are finite and not negative.
+    fn pricing(&self, f: super::file::FilePricing) -> Result<super::Pricing, ConfigError> {
+        let bad = |key: String, why: String| self.err(key, ConfigErrorKind::Pricing(why));
+        let currency = f.currency.unwrap_or_else(|| "USD".into());
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(bad(
+                "pricing.currency".into(),
+                format!("must be an ISO 4217 code like USD (got {currency:?})"),
+            ));
+        }
+        // In millionths; at most 1,000,000 a minute, a bound no price reaches.
+        let price = |key: String, v: f64| {
+            if v.is_finite() && (0.0..=1e6).contains(&v) {
+                Ok((v * 1e6).round() as u64)
+            } else {
+                Err(bad(
+                    key,
+                    format!("must be a price from 0 to 1000000 a minute (got {v})"),
+                ))
+            }
+        };
+        let telephony_micros_per_minute = price(
+            "pricing.telephony_per_minute".into(),
+            f.telephony_per_minute.unwrap_or(0.0),
+        )?;
+        let mut agent_micros_per_minute = std::collections::BTreeMap::new();
+        for (agent, v) in f.agent_per_minute {
+            let v = price(format!("pricing.agent_per_minute.{agent}"), v)?;
+            agent_micros_per_minute.insert(agent, v);
+        }
+        Ok(super::Pricing {
+            currency,
+            telephony_micros_per_minute,
+            agent_micros_per_minute,
         })
     }
 

@@ -43,6 +43,7 @@ pub mod memory;
 pub mod outbox;
 pub mod redact;
 pub mod retention;
+pub mod search;
 pub use transcript::{
     Role, SkippedLine, Transcript, TranscriptEntry, TranscriptWriter, read_transcript,
 };
@@ -288,6 +289,10 @@ pub struct CallRecord {
     /// the call's end by [`RecordOp::Analyzed`]. Schema version 10.
     #[serde(default)]
     pub analysis: Option<CallAnalysis>,
+    /// Times the caller cut the agent short (barge-ins, local or the backend's). Schema
+    /// version 14; 0 in rows written before.
+    #[serde(default)]
+    pub barge_ins: u32,
 }
 
 /// The result of a call's post-call analysis, as the record keeps it.
@@ -379,6 +384,7 @@ impl CallRecord {
             agent_version: None,
             media_deleted_at: None,
             analysis: None,
+            barge_ins: 0,
             started_at,
             answered_at: None,
             ended_at: None,

@@ -532,6 +532,11 @@ impl RecordReader {
         query_active(&lock(&self.conn), &self.path)
     }
 
+    /// Runs `f` with the connection (locked) and the database's path.
+    pub(super) fn with_conn<T>(&self, f: impl FnOnce(&Connection, &Path) -> T) -> T {
+        f(&lock(&self.conn), &self.path)
+    }
+
     fn open_file(path: &Path) -> Result<RecordReader, RecordsError> {
         let conn = Connection::open_with_flags(
             path,
@@ -605,15 +610,19 @@ const MIGRATIONS: &[&str] = &[
     super::memory::MIGRATION,
     super::campaigns::MIGRATION,
     outbox::ENDPOINTS_MIGRATION,
+    "
+    ALTER TABLE calls ADD COLUMN barge_ins INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX calls_agent_started ON calls (agent, started_at);
+",
 ];
 
 /// The `calls` columns in [`record_params`] order.
-const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
+pub(super) const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
     turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp, \
-    backend_switches, agent_version, media_deleted_at, analysis";
+    backend_switches, agent_version, media_deleted_at, analysis, barge_ins";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28";
 
 /// Every column but `id` replaced by the new row's value; `analysis` only by a value (the
 /// analysis may be written before the final record).
@@ -628,7 +637,7 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     unfinished = excluded.unfinished, transfer = excluded.transfer, dsp = excluded.dsp, \
     backend_switches = excluded.backend_switches, agent_version = excluded.agent_version, \
     media_deleted_at = excluded.media_deleted_at, \
-    analysis = COALESCE(excluded.analysis, calls.analysis)";
+    analysis = COALESCE(excluded.analysis, calls.analysis), barge_ins = excluded.barge_ins";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -724,7 +733,7 @@ impl EncodedJson {
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 27] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 28] {
     [
         &r.id,
         &r.call_id,
@@ -753,6 +762,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &r.agent_version,
         &r.media_deleted_at,
         &json.analysis,
+        &r.barge_ins,
     ]
 }
 
@@ -797,6 +807,7 @@ struct RawRow {
     agent_version: Option<u32>,
     media_deleted_at: Option<i64>,
     analysis: Option<String>,
+    barge_ins: u32,
 }
 
 impl RawRow {
@@ -830,6 +841,7 @@ impl RawRow {
             agent_version: row.get(24)?,
             media_deleted_at: row.get(25)?,
             analysis: row.get(26)?,
+            barge_ins: row.get(27)?,
         })
     }
 
@@ -893,6 +905,7 @@ impl RawRow {
             transfer: self.transfer,
             dsp,
             backend_switches,
+            barge_ins: self.barge_ins,
         })
     }
 }
@@ -940,7 +953,7 @@ fn query_active(conn: &Connection, path: &Path) -> Result<Vec<CallRecord>, Recor
     )
 }
 
-fn query_many(
+pub(super) fn query_many(
     conn: &Connection,
     path: &Path,
     op: &'static str,

@@ -598,3 +598,33 @@ fn jitter_bounds_are_checked() {
         "voxline.toml: media.jitter_max_ms: must be between 100 and 2000 (got 50)"
     );
 }
+
+#[test]
+fn pricing_is_checked() {
+    assert_msg(
+        "[pricing]\ncurrency = \"euro\"\n",
+        "voxline.toml: pricing.currency: must be an ISO 4217 code like USD (got \"euro\")",
+    );
+    assert_msg(
+        "[pricing]\ntelephony_per_minute = -0.01\n",
+        "voxline.toml: pricing.telephony_per_minute: must be a price from 0 to 1000000 a minute (got -0.01)",
+    );
+    assert_msg(
+        "[pricing.agent_per_minute]\nsales = nan\n",
+        "voxline.toml: pricing.agent_per_minute.sales: must be a price from 0 to 1000000 a minute (got NaN)",
+    );
+    let cfg = load(
+        "[pricing]\ncurrency = \"EUR\"\ntelephony_per_minute = 0.01\n\
+         [pricing.agent_per_minute]\nsales = 0.05\n\"*\" = 0.02\n",
+    )
+    .expect("valid");
+    let p = cfg.pricing.expect("[pricing]");
+    assert_eq!(p.currency, "EUR");
+    // Two minutes of sales: 2 × (0.01 + 0.05); of anyone else: 2 × (0.01 + 0.02).
+    assert!((p.cost("sales", 120.0) - 0.12).abs() < 1e-9);
+    assert!((p.cost("support", 120.0) - 0.06).abs() < 1e-9);
+    assert!(
+        load("").unwrap().pricing.is_none(),
+        "no estimate by default"
+    );
+}

@@ -28,6 +28,7 @@ mod records;
 mod records_batch;
 mod records_calls;
 mod records_crash;
+mod records_search;
 mod records_store;
 mod records_transcript;
 mod retention;

@@ -44,6 +44,7 @@ fn full(id: &str) -> CallRecord {
         agent_version: Some(7),
         media_deleted_at: Some(UnixMs::new(1_718_900_000_000)),
         analysis: Some(analysis("Ada asked about order A-17.")),
+        barge_ins: 3,
         started_at: UnixMs::new(1_718_000_000_123),
         answered_at: Some(UnixMs::new(1_718_000_004_500)),
         ended_at: Some(UnixMs::new(1_718_000_064_999)),
@@ -277,7 +278,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -291,7 +292,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 13,
+                supported: 14,
                 ..
             }
         ),
@@ -324,6 +325,8 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
          DROP TABLE campaigns;
          DROP TABLE campaign_targets;
          DROP TABLE webhook_endpoints;
+         DROP INDEX calls_agent_started;
+         ALTER TABLE calls DROP COLUMN barge_ins;
          DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
          VALUES ('old-1', 'c1@host', 'sip:a@x', 'sip:b@y', 'inbound', 'echo', 1000, 2000, 'RemoteBye');",
@@ -345,7 +348,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 13);
+    assert_eq!(max, 14);
 }
 
 /// With webhook subscriptions, each operation writes its events to the outbox in the same

@@ -62,4 +62,21 @@ fn the_caller_talking_over_the_reply_is_one_barge_in_truncated_to_what_was_heard
     // At least the 5 s before the interruption, and the reply was cut short.
     assert!(t.audio_end_ms >= 4800, "{t:?}");
     assert!(t.audio_end_ms < t.audio_sent_ms, "{t:?}");
+    // The call's record counts the barge-in (for GET /analytics).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let record = loop {
+        let (code, records) = crate::common::http_json(
+            h.vox.http_addr(),
+            "GET",
+            "/records?limit=1",
+            None,
+            Duration::from_secs(5),
+        );
+        assert_eq!(code, 200, "{records}");
+        if records[0].is_object() || std::time::Instant::now() >= deadline {
+            break records[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(record["barge_ins"], 1, "{record}");
 }
