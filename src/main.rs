@@ -278,6 +278,13 @@ async fn run(
         memory,
         campaigns: campaigns.clone(),
         pricing: cfg.pricing.clone().map(Arc::new),
+        sessions: api::console::Sessions::new(
+            cfg.http.token.as_ref().map(|t| Arc::from(t.expose())),
+            cfg.http
+                .console_password
+                .as_ref()
+                .map(|p| Arc::from(p.expose())),
+        ),
     };
     if let Some(c) = campaigns {
         let lookup_state = state.clone();

@@ -13,7 +13,9 @@
 
 use serde::Serialize;
 use utoipa::openapi::link::LinkBuilder;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder,
 };
@@ -29,12 +31,16 @@ pub struct ErrorBody {
     pub status: Option<u16>,
 }
 
-/// The operations served without the bearer token: the health probe and the browser phone (its page, its settings, its own call's transcript and its SIP WebSocket).
+/// The operations served without the bearer token: the health probe, the console's login
+/// and session (they judge the cookie themselves), and the browser phone (its page, its settings, its own call's transcript and its SIP WebSocket).
 pub const PUBLIC_PATHS: &[&str] = &[
     "/health",
     "/phone",
     "/phone/config.json",
     "/phone/transcript",
+    "/console/login",
+    "/console/session",
+    "/console/logout",
 ];
 
 /// OpenAPI links (§4.8.20): which operation's answer names the resource another operation
@@ -150,6 +156,18 @@ const LINKS: &[(&str, &str, &str, &str, &str, &str)] = &[
 /// The name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
 
+/// The name of the console session's security scheme (its cookie).
+const SESSION: &str = "session";
+
+/// What authorises API requests, as configured.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Security {
+    /// `[http] token_env` is set: the bearer token.
+    pub token: bool,
+    /// A token or a console password is set: console sessions (and authorisation at all).
+    pub sessions: bool,
+}
+
 /// The document's fixed part; the operations come from the router.
 #[derive(OpenApi)]
 #[openapi(
@@ -171,19 +189,36 @@ const BEARER: &str = "bearer";
 pub(super) struct ApiDoc;
 
 /// Adds what every operation shares (see the module doc) to the router's document.
-pub(super) fn finish(mut doc: Document, secured: bool, rate_limited: bool) -> Document {
+pub(super) fn finish(mut doc: Document, security: Security, rate_limited: bool) -> Document {
+    let secured = security.sessions;
     if secured {
         let components = doc.components.get_or_insert_with(Default::default);
+        if security.token {
+            components.security_schemes.insert(
+                BEARER.to_owned(),
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some("The API token ([http] token_env)."))
+                        .build(),
+                ),
+            );
+        }
         components.security_schemes.insert(
-            BEARER.to_owned(),
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("The API token ([http] token_env)."))
-                    .build(),
-            ),
+            SESSION.to_owned(),
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                super::console::SESSION_COOKIE,
+                "A console session (POST /console/login); requests that change something \
+                 also send its X-Voxline-CSRF token.",
+            ))),
         );
     }
+    // Either scheme authorises a request.
+    let requirements: Vec<SecurityRequirement> = [(security.token, BEARER), (true, SESSION)]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| SecurityRequirement::new(name, Vec::<String>::new()))
+        .collect();
     let error = || {
         ContentBuilder::new()
             .schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody"))))
@@ -198,13 +233,14 @@ pub(super) fn finish(mut doc: Document, secured: bool, rate_limited: bool) -> Do
         add_links(path, item);
         let public = PUBLIC_PATHS.contains(&path.as_str());
         let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
+            (false, &mut item.get),
+            (true, &mut item.put),
+            (true, &mut item.post),
+            (true, &mut item.delete),
+            (true, &mut item.patch),
         ];
-        for op in operations.into_iter().flatten() {
+        for (changes, op) in operations {
+            let Some(op) = op else { continue };
             let responses = &mut op.responses.responses;
             let mut add = |code: &str, r: ResponseBuilder| {
                 responses
@@ -212,8 +248,17 @@ pub(super) fn finish(mut doc: Document, secured: bool, rate_limited: bool) -> Do
                     .or_insert_with(|| RefOr::T(r.build()));
             };
             if secured && !public {
-                op.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
-                add("401", response("The bearer token is missing or wrong."));
+                op.security = Some(requirements.clone());
+                add(
+                    "401",
+                    response("The bearer token (or a console session) is missing or wrong."),
+                );
+                if changes {
+                    add(
+                        "403",
+                        response("A console session's request without its X-Voxline-CSRF token."),
+                    );
+                }
             }
             if rate_limited && path != "/health" {
                 add(

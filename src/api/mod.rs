@@ -10,7 +10,9 @@
 
 mod agents;
 mod campaigns;
+pub mod console;
 mod doc;
+mod events;
 mod history;
 mod memory;
 pub mod phone;
@@ -76,6 +78,8 @@ pub struct ApiState {
     pub memory: Option<crate::call::postcall::CallerMemory>,
     /// `[pricing]`: the cost estimate of `GET /analytics`; `None`: no estimate.
     pub pricing: Option<Arc<crate::config::Pricing>>,
+    /// The web console's sessions (the API accepts their cookie like the token).
+    pub sessions: console::Sessions,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -141,6 +145,7 @@ pub fn router(state: ApiState, limits: &HttpLimits) -> Router {
     let (router, document) = OpenApiRouter::<ApiState>::with_openapi(doc::ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(list_calls, create_call))
+        .routes(routes!(events::events))
         .routes(routes!(get_call))
         .routes(routes!(hangup_call))
         .routes(routes!(send_dtmf))
@@ -170,11 +175,21 @@ pub fn router(state: ApiState, limits: &HttpLimits) -> Router {
         .routes(routes!(phone::page))
         .routes(routes!(phone::config))
         .routes(routes!(phone::transcript))
+        .routes(routes!(console::login))
+        .routes(routes!(console::session))
+        .routes(routes!(console::logout))
         // SIP over WebSocket: a protocol switch OpenAPI cannot describe (RFC 7118 is its
         // document), so the one route outside the OpenAPI document.
         .route("/sip", get(phone::sip_websocket))
         .split_for_parts();
-    let document = doc::finish(document, state.token.is_some(), limits.rate_per_s > 0);
+    let document = doc::finish(
+        document,
+        doc::Security {
+            token: state.token.is_some(),
+            sessions: state.sessions.secured(),
+        },
+        limits.rate_per_s > 0,
+    );
     let document: Arc<str> = match doc::to_json(&document) {
         Ok(json) => json.into(),
         // Serialising the document's own types cannot fail (string keys, no floats that are
@@ -214,10 +229,16 @@ pub async fn serve(
     let limiter = (limits.rate_per_s > 0).then(|| {
         ratelimit::RateLimiter::new(limits.rate_per_s, limits.rate_burst, state.token.clone())
     });
-    let app = router(state, &limits).layer(axum::middleware::from_fn_with_state(
-        limiter,
-        ratelimit::limit,
-    ));
+    let sessions = state.sessions.clone();
+    let app = router(state, &limits)
+        .layer(axum::middleware::from_fn_with_state(
+            sessions,
+            console::csrf,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            ratelimit::limit,
+        ));
     let join = tokio::spawn(accept_loop(listener, app, limits));
     Ok((local, join))
 }
@@ -302,24 +323,38 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Htt
     }
 }
 
+/// Whether the request may use the API: always when neither a token nor a console password
+/// is configured; otherwise with the bearer token, or a live console session's cookie.
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.token else {
+    if !state.sessions.secured() {
         return Ok(());
-    };
+    }
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(
+    if let Some(g) = given {
+        return match &state.token {
+            Some(token) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid bearer token",
+            )),
+        };
+    }
+    let session = console::session_cookie(headers).is_some_and(|id| {
+        state
+            .sessions
+            .check(id, std::time::Instant::now())
+            .is_some()
+    });
+    if session {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "invalid bearer token",
-        )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing bearer token",
-        )),
+            "missing bearer token (or console session)",
+        ))
     }
 }
 

@@ -113,6 +113,7 @@ pub(crate) struct FileLimits {
 pub(crate) struct FileHttp {
     pub listen: Option<SocketAddr>,
     pub token_env: Option<String>,
+    pub console_password_env: Option<String>,
     pub max_connections: Option<u32>,
     pub max_connections_per_source: Option<u32>,
     pub idle_timeout_s: Option<u32>,

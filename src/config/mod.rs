@@ -218,6 +218,10 @@ pub struct HttpSection {
     /// The bearer token read from `token_env` (`None` when `token_env` is not set:
     /// the API then requires no token).
     pub token: Option<Secret>,
+    /// The web console's password, read from `console_password_env`: a login with it (or
+    /// with the token) opens a console session. Setting it makes the API require the token
+    /// or a session even without `token_env`.
+    pub console_password: Option<Secret>,
     /// `max_connections`, `max_connections_per_source`, `idle_timeout_s`.
     pub limits: crate::api::HttpLimits,
 }

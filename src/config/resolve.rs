@@ -591,6 +591,10 @@ impl<'a> Resolver<'a> {
             Some(var) => Some(self.env_var("http.token_env", var, None)?),
             None => None,
         };
+        let console_password = match &f.console_password_env {
+            Some(var) => Some(self.env_var("http.console_password_env", var, None)?),
+            None => None,
+        };
         let defaults = crate::api::HttpLimits::default();
         let max_connections = f.max_connections.unwrap_or(defaults.max_connections as u32);
         self.at_least("http.max_connections", max_connections, 1)?;
@@ -611,6 +615,7 @@ impl<'a> Resolver<'a> {
             listen: f.listen.unwrap_or(DEFAULT_HTTP_LISTEN),
             token_env: f.token_env,
             token,
+            console_password,
             limits: crate::api::HttpLimits {
                 max_connections: max_connections as usize,
                 max_per_source: per_source as usize,

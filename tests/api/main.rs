@@ -20,6 +20,7 @@ mod config_outcomes;
 mod config_profiles;
 mod config_realtime;
 mod config_webhooks;
+mod console_session;
 mod http;
 mod input_limits;
 mod openapi_schemathesis;

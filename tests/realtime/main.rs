@@ -47,6 +47,7 @@ mod e2e_echo_line;
 mod e2e_fallback;
 mod e2e_hang_up;
 mod e2e_http_tool;
+mod e2e_live_events;
 mod e2e_local_barge_in;
 mod e2e_local_turns;
 mod e2e_outbound;

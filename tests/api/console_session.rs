@@ -1,0 +1,173 @@
+//! Console sessions: a login with the console password (or the API token) sets an HttpOnly,
+//! SameSite=Strict cookie the API accepts like the token; a request that changes something
+//! with the cookie alone needs the session's CSRF token; logout ends the session; without a
+//! token or password there is nothing to log in with.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::common::VoxlineProcess;
+
+const PASSWORD: &str = "correct horse battery staple";
+const TOKEN: &str = "api-token-for-the-console-test";
+
+/// One request with extra header lines; (status, head, body).
+fn req(
+    vox: &VoxlineProcess,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(vox.http_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    match body {
+        Some(b) => text.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => text.push_str("\r\n"),
+    }
+    s.write_all(text.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head.to_owned(), body.to_owned())
+}
+
+/// Logs in with `secret`: the cookie (`voxline_session=...`) and the CSRF token.
+fn login(vox: &VoxlineProcess, secret: &str) -> (String, String) {
+    let body = serde_json::json!({ "secret": secret }).to_string();
+    let (code, head, body) = req(vox, "POST", "/console/login", &[], Some(&body));
+    assert_eq!(code, 200, "{head}\n{body}");
+    let set = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .expect("Set-Cookie");
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let csrf: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (cookie, csrf["csrf"].as_str().unwrap().to_owned())
+}
+
+fn spawn(config: &str) -> VoxlineProcess {
+    // data_dir: relative to voxline's working directory, the process's own temporary one.
+    VoxlineProcess::spawn_with_env(
+        &format!("data_dir = \"data\"\n[http]\nrate_limit_per_s = 0\n{config}"),
+        &[("CONSOLE_PASSWORD", PASSWORD), ("CONSOLE_TOKEN", TOKEN)],
+    )
+}
+
+#[test]
+fn a_password_session_opens_the_api_and_guards_changes_with_csrf() {
+    let vox = spawn("console_password_env = \"CONSOLE_PASSWORD\"\n");
+    // A password alone secures the API: nothing without a session.
+    let (code, _, body) = req(&vox, "GET", "/calls", &[], None);
+    assert_eq!(code, 401, "{body}");
+    let (code, _, _) = req(&vox, "GET", "/console/session", &[], None);
+    assert_eq!(code, 401);
+    // A wrong secret.
+    let (code, _, body) = req(
+        &vox,
+        "POST",
+        "/console/login",
+        &[],
+        Some(r#"{"secret":"guess"}"#),
+    );
+    assert_eq!(code, 401, "{body}");
+    let (cookie, csrf) = login(&vox, PASSWORD);
+    let with = [("Cookie", cookie.as_str())];
+    let (code, _, body) = req(&vox, "GET", "/calls", &with, None);
+    assert_eq!((code, body.as_str()), (200, "[]"));
+    let (code, _, body) = req(&vox, "GET", "/console/session", &with, None);
+    assert_eq!(code, 200);
+    assert!(body.contains(&csrf), "{body}");
+    // A change with the cookie alone: refused before the handler runs.
+    let agent = r#"{"name":"greeter","kind":"echo"}"#;
+    let (code, _, body) = req(&vox, "POST", "/agents", &with, Some(agent));
+    assert_eq!(code, 403, "{body}");
+    let (code, _, _) = req(&vox, "GET", "/agents/greeter", &with, None);
+    assert_eq!(code, 404, "the refused request changed something");
+    let wrong = [("Cookie", cookie.as_str()), ("X-Voxline-CSRF", "nope")];
+    let (code, _, _) = req(&vox, "POST", "/agents", &wrong, Some(agent));
+    assert_eq!(code, 403);
+    let good = [
+        ("Cookie", cookie.as_str()),
+        ("X-Voxline-CSRF", csrf.as_str()),
+    ];
+    let (code, _, body) = req(&vox, "POST", "/agents", &good, Some(agent));
+    assert_eq!(code, 201, "{body}");
+    // Logout ends the session and clears the cookie.
+    let (code, head, _) = req(&vox, "POST", "/console/logout", &good, None);
+    assert_eq!(code, 204);
+    assert!(head.contains("Max-Age=0"), "{head}");
+    let (code, _, _) = req(&vox, "GET", "/calls", &with, None);
+    assert_eq!(code, 401);
+    // A made-up cookie is no session.
+    let (code, _, _) = req(
+        &vox,
+        "GET",
+        "/calls",
+        &[("Cookie", "voxline_session=forged")],
+        None,
+    );
+    assert_eq!(code, 401);
+}
+
+#[test]
+fn the_token_opens_a_session_too_and_bearer_requests_need_no_csrf() {
+    let vox = spawn("token_env = \"CONSOLE_TOKEN\"\n");
+    let (cookie, _) = login(&vox, TOKEN);
+    let (code, _, _) = req(
+        &vox,
+        "GET",
+        "/records",
+        &[("Cookie", cookie.as_str())],
+        None,
+    );
+    assert_eq!(code, 200);
+    // The password is not configured: it opens nothing.
+    let (code, _, _) = req(
+        &vox,
+        "POST",
+        "/console/login",
+        &[],
+        Some(&serde_json::json!({ "secret": PASSWORD }).to_string()),
+    );
+    assert_eq!(code, 401);
+    // A bearer request is not a console request: no CSRF token needed.
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, _, body) = req(
+        &vox,
+        "POST",
+        "/agents",
+        &[("Authorization", bearer.as_str())],
+        Some(r#"{"name":"greeter","kind":"echo"}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+}
+
+#[test]
+fn without_a_token_or_password_there_is_no_login() {
+    let vox = spawn("");
+    let (code, _, body) = req(
+        &vox,
+        "POST",
+        "/console/login",
+        &[],
+        Some(r#"{"secret":"x"}"#),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("console_password_env"), "{body}");
+}
