@@ -166,7 +166,9 @@ fn echo_of_packets(ptime_ms: usize) {
         // Where the far end's audio starts in this channel: found by a 100 ms probe from
         // 100 ms in; on a loaded machine a jitter-buffer correction or a concealed late
         // packet can fall inside that probe, so later probes (every 200 ms) are tried too,
-        // each giving the start as of its place.
+        // each giving the start as of its place. The start is where the audio's first
+        // sample would be: before the channel's first when the buffer dropped a frame of the
+        // first 100 ms while it learnt the stream (seen: the third frame), hence signed.
         let probes: Vec<usize> = (800..heard.len().saturating_sub(800))
             .step_by(1600)
             .collect();
@@ -177,7 +179,7 @@ fn echo_of_packets(ptime_ms: usize) {
                 channel
                     .windows(probe.len())
                     .position(|w| w == probe)
-                    .and_then(|p| p.checked_sub(from))
+                    .map(|p| p as isize - from as isize)
             })
             .unwrap_or_else(|| {
                 panic!(
@@ -193,7 +195,8 @@ fn echo_of_packets(ptime_ms: usize) {
         // call reports as concealed); with the packetisation bug (a frame per packet) nearly
         // all were.
         let windows = heard.len() / 160;
-        let (mut at, mut missing) = (start + 5 * 160, Vec::new());
+        let first = usize::try_from(start + 5 * 160).unwrap_or(0);
+        let (mut at, mut missing) = (first, Vec::new());
         for w in 5..windows {
             let want = &heard[w * 160..w * 160 + 160];
             let ahead = channel.get(at..).unwrap_or_default();
