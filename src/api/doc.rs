@@ -41,6 +41,9 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/console/login",
     "/console/session",
     "/console/logout",
+    "/",
+    "/console/login.js",
+    "/console/console.css",
 ];
 
 /// OpenAPI links (§4.8.20): which operation's answer names the resource another operation
@@ -184,6 +187,7 @@ pub(super) struct Security {
         (name = "memory", description = "What agents remember of callers"),
         (name = "campaigns", description = "Outbound campaigns"),
         (name = "service", description = "Health, metrics and the browser phone"),
+        (name = "console", description = "The web console's pages and its sessions"),
     )
 )]
 pub(super) struct ApiDoc;

@@ -178,6 +178,10 @@ pub fn router(state: ApiState, limits: &HttpLimits) -> Router {
         .routes(routes!(console::login))
         .routes(routes!(console::session))
         .routes(routes!(console::logout))
+        .routes(routes!(console::pages::index))
+        .routes(routes!(console::pages::app_js))
+        .routes(routes!(console::pages::login_js))
+        .routes(routes!(console::pages::css))
         // SIP over WebSocket: a protocol switch OpenAPI cannot describe (RFC 7118 is its
         // document), so the one route outside the OpenAPI document.
         .route("/sip", get(phone::sip_websocket))

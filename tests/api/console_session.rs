@@ -3,8 +3,6 @@
 //! with the cookie alone needs the session's CSRF token; logout ends the session; without a
 //! token or password there is nothing to log in with.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::VoxlineProcess;
@@ -20,26 +18,15 @@ fn req(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(vox.http_addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        text.push_str(&format!("{k}: {v}\r\n"));
-    }
-    match body {
-        Some(b) => text.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        )),
-        None => text.push_str("\r\n"),
-    }
-    s.write_all(text.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, head.to_owned(), body.to_owned())
+    crate::common::http_request_headers(
+        vox.http_addr(),
+        method,
+        path,
+        headers,
+        body,
+        Duration::from_secs(5),
+    )
+    .unwrap()
 }
 
 /// Logs in with `secret`: the cookie (`voxline_session=...`) and the CSRF token.
@@ -175,4 +162,79 @@ fn without_a_token_or_password_there_is_no_login() {
     );
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("console_password_env"), "{body}");
+}
+
+/// The value of header `name` in a response head (names are matched without case).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn the_console_pages_need_a_session_and_forbid_inline_script() {
+    let vox = spawn("console_password_env = \"CONSOLE_PASSWORD\"\n");
+    // Without a session: `/` is the login page, and the console's script is refused.
+    let (code, head, body) = req(&vox, "GET", "/", &[], None);
+    assert_eq!(code, 200, "{head}");
+    assert!(body.contains("id=\"login-form\""), "{body}");
+    assert!(!body.contains("app.js"), "{body}");
+    let csp = header(&head, "content-security-policy").expect("CSP");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(header(&head, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(&head, "cache-control"), Some("no-store"));
+    let (code, _, _) = req(&vox, "GET", "/console/app.js", &[], None);
+    assert_eq!(code, 401);
+    // The login page's own assets are public.
+    let (code, head, body) = req(&vox, "GET", "/console/login.js", &[], None);
+    assert_eq!(code, 200);
+    assert!(
+        header(&head, "content-type").is_some_and(|t| t.starts_with("text/javascript")),
+        "{head}"
+    );
+    assert!(body.contains("/console/login"), "{body}");
+    let (code, head, _) = req(&vox, "GET", "/console/console.css", &[], None);
+    assert_eq!(code, 200);
+    assert!(
+        header(&head, "content-type").is_some_and(|t| t.starts_with("text/css")),
+        "{head}"
+    );
+
+    // With a session: the console, which knows the API is secured, and its script.
+    let (cookie, _) = login(&vox, PASSWORD);
+    let with = [("Cookie", cookie.as_str())];
+    let (code, _, body) = req(&vox, "GET", "/", &with, None);
+    assert_eq!(code, 200);
+    assert!(body.contains("data-secured=\"true\""), "{body}");
+    assert!(body.contains("/console/app.js"), "{body}");
+    let (code, head, body) = req(&vox, "GET", "/console/app.js", &with, None);
+    assert_eq!(code, 200, "{head}");
+    assert!(body.contains("EventSource(\"/events\")"), "{body}");
+    // Logging out changes something: the cookie alone is not enough.
+    let (code, _, _) = req(&vox, "POST", "/console/logout", &with, None);
+    assert_eq!(code, 403, "logout needs the CSRF token too");
+    // A cookie of no session gets the login page.
+    let (code, _, body) = req(
+        &vox,
+        "GET",
+        "/",
+        &[("Cookie", "voxline_session=made-up")],
+        None,
+    );
+    assert_eq!(code, 200);
+    assert!(body.contains("id=\"login-form\""), "{body}");
+}
+
+#[test]
+fn an_open_api_has_an_open_console_that_says_so() {
+    let vox = spawn("");
+    let (code, _, body) = req(&vox, "GET", "/", &[], None);
+    assert_eq!(code, 200);
+    assert!(body.contains("data-secured=\"false\""), "{body}");
+    assert!(body.contains("id=\"open-banner\""), "{body}");
+    let (code, _, _) = req(&vox, "GET", "/console/app.js", &[], None);
+    assert_eq!(code, 200);
 }

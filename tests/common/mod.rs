@@ -331,21 +331,34 @@ pub fn http_request(
     json: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    http_request_headers(addr, method, path, &[], json, timeout).map(|(code, _, body)| (code, body))
+}
+
+/// An HTTP/1.1 request on loopback with extra header lines (`Authorization`, `Cookie`...)
+/// and an optional JSON body: (status code, head, body).
+pub fn http_request_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    json: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    match json {
-        Some(body) => write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?,
-        None => write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?,
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
     }
+    match json {
+        Some(body) => text.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )),
+        None => text.push_str("\r\n"),
+    }
+    stream.write_all(text.as_bytes())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response).into_owned();
@@ -360,11 +373,8 @@ pub fn http_request(
                 format!("bad HTTP response: {text:?}"),
             )
         })?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((code, head.to_owned(), body.to_owned()))
 }
 
 /// An HTTP request with an optional JSON body whose answer must be JSON: (status, value).

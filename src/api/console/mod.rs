@@ -11,6 +11,10 @@
 //! Sessions live in memory: a restart logs everyone out. Each ends after
 //! [`SESSION_IDLE`] without a request; at most [`MAX_SESSIONS`] are kept (the least recently
 //! used goes first).
+//!
+//! The pages themselves are in [`pages`].
+
+pub(super) mod pages;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -170,7 +174,7 @@ fn not_enabled() -> ApiError {
 
 /// Opens a console session with the API token or the console password: the answer sets the
 /// session cookie.
-#[utoipa::path(post, path = "/console/login", tag = "service",
+#[utoipa::path(post, path = "/console/login", tag = "console",
     request_body(content = Login, example = json!({"secret": "the token or the password"})),
     responses(
         (status = 200, description = "a session: the cookie is set", body = SessionInfo,
@@ -207,7 +211,7 @@ pub(super) async fn login(
 }
 
 /// The session of the request's cookie.
-#[utoipa::path(get, path = "/console/session", tag = "service", responses(
+#[utoipa::path(get, path = "/console/session", tag = "console", responses(
     (status = 200, description = "the cookie's session is live", body = SessionInfo),
     (status = 401, description = "no live session", body = ErrorBody),
 ))]
@@ -222,7 +226,7 @@ pub(super) async fn session(
 }
 
 /// Ends the cookie's session and clears the cookie.
-#[utoipa::path(post, path = "/console/logout", tag = "service", responses(
+#[utoipa::path(post, path = "/console/logout", tag = "console", responses(
     (status = 204, description = "the session is ended"),
 ))]
 pub(super) async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Response {
