@@ -160,6 +160,8 @@ async fn run(
     sip_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
+    // Before the first call can start: calls started earlier are the last run's.
+    let started = voxline::records::UnixMs::now();
     let cfg = load_config(config_path.as_ref())?;
     match &config_path {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
@@ -286,6 +288,9 @@ async fn run(
                 .map(|p| Arc::from(p.expose())),
         ),
     };
+    if let (Some(w), Some(reader)) = (&records, &state.records) {
+        resume_analyses(&cfg, &state, started, w.clone(), reader.clone())?;
+    }
     if let Some(c) = campaigns {
         let lookup_state = state.clone();
         let lookup: voxline::campaigns::AgentLookup = Arc::new(move |name: String| {
@@ -383,6 +388,41 @@ async fn call(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Starts running the post-call analyses the last stop interrupted (calls started before
+/// `started`; in the background, one at a time), with the agents as the API resolves them
+/// and a caller memory of their own (with the redaction the calls' memory has).
+fn resume_analyses(
+    cfg: &Config,
+    state: &ApiState,
+    started: voxline::records::UnixMs,
+    records: voxline::records::RecordWriter,
+    reader: voxline::records::RecordReader,
+) -> anyhow::Result<()> {
+    let lookup_state = state.clone();
+    let lookup: voxline::call::postcall::RecordAgentLookup =
+        Arc::new(move |name: String, version: Option<u32>| {
+            let st = lookup_state.clone();
+            Box::pin(async move {
+                api::agent_of_record(&st, &name, version)
+                    .await
+                    .ok()
+                    .flatten()
+            })
+        });
+    let mut memory = voxline::records::memory::MemoryStore::open(records.path())
+        .context("opening the caller memory")?;
+    memory.set_redactor(cfg.redaction.clone());
+    tokio::spawn(voxline::call::postcall::resume_analyses(
+        reader,
+        started,
+        lookup,
+        Some(voxline::call::postcall::CallerMemory::new(memory)),
+        Some(records),
+        cfg.redaction.clone(),
+    ));
+    Ok(())
 }
 
 /// Creates `data_dir/recordings` and repairs recordings a crash left unfinished. Problems are

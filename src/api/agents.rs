@@ -97,6 +97,30 @@ impl AgentsApi {
     }
 }
 
+impl AgentsApi {
+    /// Version `version` of the API agent `name` as a call's agent (`version` set); `None`
+    /// when the store has no such version or that version deleted the agent.
+    pub async fn spec_at(&self, name: &str, version: u32) -> Result<Option<AgentSpec>, ApiError> {
+        let key = name.to_owned();
+        let versions = self.with(move |s| Ok(s.versions(&key)?)).await?;
+        let Some(v) = versions
+            .into_iter()
+            .find(|v| v.version == version && !v.deleted)
+        else {
+            return Ok(None);
+        };
+        let section = crate::config::agent_from_json(&v.definition, &env).map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("agent {name:?} version {version}: {e}"),
+            )
+        })?;
+        let mut spec = crate::config::agent_spec(&section);
+        spec.version = Some(version);
+        Ok(Some(spec))
+    }
+}
+
 fn env(var: &str) -> Option<String> {
     std::env::var(var).ok()
 }

@@ -808,6 +808,20 @@ pub async fn agent_by_name(state: &ApiState, name: &str) -> Result<Option<AgentS
     }
 }
 
+/// The agent that answered a recorded call: voxline.toml's of that name for a record
+/// without a version, else that version of the API's agent.
+pub async fn agent_of_record(
+    state: &ApiState,
+    name: &str,
+    version: Option<u32>,
+) -> Result<Option<AgentSpec>, ApiError> {
+    match (version, &state.agents_db) {
+        (None, _) => Ok(state.agents.iter().find(|a| a.name == name).cloned()),
+        (Some(v), Some(db)) => db.spec_at(name, v).await,
+        (Some(_), None) => Ok(None),
+    }
+}
+
 /// Call variables as a request gives them (`{"name": "Ada"}`): at most [`MAX_VARIABLES`],
 /// string values of at most [`MAX_VARIABLE_LEN`] bytes; errors start with `variables`.
 fn check_variables(

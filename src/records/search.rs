@@ -101,6 +101,31 @@ impl RecordReader {
         })
     }
 
+    /// Answered calls started in `[since, before)` that have a transcript and no post-call
+    /// analysis yet: the analyses a stop interrupted (with [`super::UNFINISHED_END_REASON`]
+    /// records among them, cut off by a crash); oldest first, at most `limit`.
+    pub fn pending_analyses(
+        &self,
+        since: UnixMs,
+        before: UnixMs,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, RecordsError> {
+        let query = format!(
+            "SELECT {COLUMNS} FROM calls WHERE analysis IS NULL AND transcript_path IS NOT NULL \
+             AND answered_at IS NOT NULL AND started_at >= ?1 AND started_at < ?2 \
+             ORDER BY started_at, rowid LIMIT ?3"
+        );
+        self.with_conn(|conn, path| {
+            query_many(
+                conn,
+                path,
+                "pending analyses",
+                &query,
+                rusqlite::params![since.get(), before.get(), limit],
+            )
+        })
+    }
+
     /// Per agent and per day (in `tz`), the figures of finished calls started in
     /// `[since, until)`, only `agent`'s when given; ordered by day, then agent.
     pub fn analytics(

@@ -28,6 +28,8 @@ pub struct CascadedE2e {
     pub mock: MockProviders,
     /// voxline.
     pub vox: VoxlineProcess,
+    /// Its configuration, for [`CascadedE2e::respawn`].
+    pub toml: String,
 }
 
 impl CascadedE2e {
@@ -41,7 +43,15 @@ impl CascadedE2e {
         agent_extra: &str,
         tables_extra: &str,
     ) -> CascadedE2e {
-        CascadedE2e::start_inner(cfg, "deepgram", Some(tts), "", agent_extra, tables_extra)
+        CascadedE2e::start_inner(
+            cfg,
+            "",
+            "deepgram",
+            Some(tts),
+            "",
+            agent_extra,
+            tables_extra,
+        )
     }
 
     /// Like [`CascadedE2e::start`] with the agent's `instructions` (a TOML literal string's
@@ -53,22 +63,60 @@ impl CascadedE2e {
         tables_extra: &str,
     ) -> CascadedE2e {
         let extra = format!("instructions = '{instructions}'\n{agent_extra}");
-        CascadedE2e::start_inner(cfg, "deepgram", Some("openai"), "", &extra, tables_extra)
+        CascadedE2e::start_inner(
+            cfg,
+            "",
+            "deepgram",
+            Some("openai"),
+            "",
+            &extra,
+            tables_extra,
+        )
+    }
+
+    /// [`CascadedE2e::start_with_instructions`] with the records in `data_dir`, which
+    /// outlives the process: see [`CascadedE2e::respawn`].
+    pub fn start_kept(
+        cfg: ProvidersConfig,
+        data_dir: &std::path::Path,
+        instructions: &str,
+        tables_extra: &str,
+    ) -> CascadedE2e {
+        let extra = format!("instructions = '{instructions}'\n");
+        let top = format!("data_dir = \"{}\"\n", data_dir.display());
+        CascadedE2e::start_inner(
+            cfg,
+            &top,
+            "deepgram",
+            Some("openai"),
+            "",
+            &extra,
+            tables_extra,
+        )
+    }
+
+    /// Kills voxline (SIGKILL) and starts it again with the same configuration.
+    pub fn respawn(&mut self) {
+        let fresh = VoxlineProcess::spawn_with_env(&self.toml, &[(KEY_ENV, KEY)]);
+        let old = std::mem::replace(&mut self.vox, fresh);
+        drop(old);
     }
 
     /// Like [`CascadedE2e::start`] with the STT `stt` (`deepgram` or `openai`).
     pub fn start_with_stt(cfg: ProvidersConfig, stt: &str, tts: &str) -> CascadedE2e {
-        CascadedE2e::start_inner(cfg, stt, Some(tts), "", "", "")
+        CascadedE2e::start_inner(cfg, "", stt, Some(tts), "", "", "")
     }
 
     /// Like [`CascadedE2e::start`], with `tts_table` (a whole `[agent.tts]` table) instead of
     /// one pointing at the mocks.
     pub fn start_with_tts(cfg: ProvidersConfig, tts_table: &str, agent_extra: &str) -> CascadedE2e {
-        CascadedE2e::start_inner(cfg, "deepgram", None, tts_table, agent_extra, "")
+        CascadedE2e::start_inner(cfg, "", "deepgram", None, tts_table, agent_extra, "")
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_inner(
         cfg: ProvidersConfig,
+        top: &str,
         stt: &str,
         tts: Option<&str>,
         tts_table: &str,
@@ -107,7 +155,7 @@ impl CascadedE2e {
         };
         let tables_extra = tables_extra.replace("@LLM_URL@", &mock.openai_url());
         let toml = format!(
-            r#"
+            r#"{top}
 [[route]]
 number = "*"
 agent = "bot"
@@ -139,7 +187,12 @@ api_key_env = "{KEY_ENV}"
             llm = mock.openai_url(),
         );
         let vox = VoxlineProcess::spawn_with_env(&toml, &[(KEY_ENV, KEY)]);
-        CascadedE2e { rt, mock, vox }
+        CascadedE2e {
+            rt,
+            mock,
+            vox,
+            toml,
+        }
     }
 
     /// Waits up to `limit` for `cond` on the mocks.

@@ -24,6 +24,7 @@ mod agent_builtin;
 mod agent_http_tools;
 mod audio_out;
 mod barge_in;
+mod cascaded_analysis_resume;
 mod cascaded_barge_in;
 mod cascaded_failover;
 mod cascaded_llm_failure;
