@@ -40,4 +40,5 @@ pub mod records;
 pub mod runtime;
 pub mod sdp;
 pub mod sip;
+pub mod storage;
 pub mod webhooks;

@@ -265,6 +265,27 @@ async fn run(
     {
         anyhow::bail!("loading the routes set through the API: {}", e.message());
     }
+    let recordings_s3 = match (&cfg.recording_upload, &records) {
+        (Some(settings), Some(w)) => {
+            let client = voxline::storage::S3Client::new(settings.clone())
+                .context("recording_upload: the HTTP client")?;
+            tracing::info!(
+                endpoint = %settings.endpoint,
+                bucket = %settings.bucket,
+                delete_local = settings.delete_local,
+                "recordings are uploaded after each call"
+            );
+            tokio::spawn(voxline::storage::uploader::run(
+                client.clone(),
+                w.path().to_path_buf(),
+            ));
+            Some(client)
+        }
+        (Some(_), None) => {
+            anyhow::bail!("[recording_upload] needs call records (data_dir), which are off")
+        }
+        _ => None,
+    };
     let state = ApiState {
         handle: service.clone(),
         token: cfg.http.token.as_ref().map(|t| Arc::from(t.expose())),
@@ -287,6 +308,7 @@ async fn run(
                 .as_ref()
                 .map(|p| Arc::from(p.expose())),
         ),
+        recordings_s3,
     };
     if let (Some(w), Some(reader)) = (&records, &state.records) {
         resume_analyses(&cfg, &state, started, w.clone(), reader.clone())?;

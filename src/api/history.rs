@@ -132,6 +132,7 @@ fn reader(state: &ApiState) -> Result<RecordReader, ApiError> {
         (status = 200, description = "the whole recording", body = Vec<u8>, content_type = "audio/wav"),
         (status = 206, description = "the range asked for", body = Vec<u8>, content_type = "audio/wav"),
         (status = 404, description = "no such record, or it has no recording (none kept, or deleted by retention)", body = ErrorBody),
+        (status = 502, description = "the recording was uploaded (`[recording_upload]`) and the bucket cannot be read", body = ErrorBody),
         (status = 416, description = "the range is outside the recording"),
     ))]
 pub(super) async fn recording(
@@ -148,12 +149,19 @@ pub(super) async fn recording(
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let not_found = |why: &str| ApiError::new(StatusCode::NOT_FOUND, format!("{why}: {id}"));
     let record = record.ok_or_else(|| not_found("no record"))?;
-    let path = record
-        .recording_path
-        .ok_or_else(|| not_found("the call has no recording"))?;
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| not_found("the recording's file is gone"))?;
+    let local = match &record.recording_path {
+        Some(path) => tokio::fs::File::open(path).await.ok(),
+        None => None,
+    };
+    let mut file = match (local, &record.recording_url) {
+        (Some(file), _) => file,
+        // Uploaded (`[recording_upload]`), and the local file deleted: the stored copy.
+        (None, Some(url)) => return from_bucket(&state, &id, url, &headers).await,
+        (None, None) if record.recording_path.is_some() => {
+            return Err(not_found("the recording's file is gone"));
+        }
+        (None, None) => return Err(not_found("the call has no recording")),
+    };
     let size = file
         .metadata()
         .await
@@ -207,6 +215,51 @@ pub(super) async fn recording(
         }
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
+    Ok(resp)
+}
+
+/// A recording from `[recording_upload]`'s bucket, the byte range the request asks for
+/// passed on: S3's status (200, 206 or 416), length and range headers, and its body streamed.
+async fn from_bucket(
+    state: &ApiState,
+    id: &str,
+    url: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let gone = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the recording was uploaded to {url}, which recording_upload no longer names: {id}"
+            ),
+        )
+    };
+    let client = state.recordings_s3.as_ref().ok_or_else(gone)?;
+    let key = client.key_in(url).ok_or_else(gone)?;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let upstream = client.get(&key, range).await.map_err(|e| {
+        tracing::warn!(record = %id, error = %e, "uploaded recording not readable");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the uploaded recording cannot be read: {e}"),
+        )
+    })?;
+    let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::OK);
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
+        if let Some(v) = upstream
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+        {
+            h.insert(name, v);
+        }
+    }
+    *resp.body_mut() = Body::from_stream(upstream.bytes_stream());
     Ok(resp)
 }
 

@@ -80,6 +80,9 @@ pub struct ApiState {
     pub pricing: Option<Arc<crate::config::Pricing>>,
     /// The web console's sessions (the API accepts their cookie like the token).
     pub sessions: console::Sessions,
+    /// `[recording_upload]`'s bucket: `GET /records/{id}/recording` serves an uploaded
+    /// recording from it when the local file is gone.
+    pub recordings_s3: Option<crate::storage::S3Client>,
 }
 
 /// An API error: a status and a message, rendered as JSON.

@@ -36,6 +36,22 @@ pub(crate) struct FileConfig {
     pub retention_days: Option<u32>,
     pub redaction: Option<FileRedaction>,
     pub pricing: Option<FilePricing>,
+    pub recording_upload: Option<FileRecordingUpload>,
+}
+
+/// `[recording_upload]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRecordingUpload {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub access_key_env: Option<String>,
+    pub secret_key_env: Option<String>,
+    pub path_style: Option<bool>,
+    pub delete_local: Option<bool>,
+    pub timeout_s: Option<u64>,
 }
 
 /// `[pricing]`

@@ -96,6 +96,9 @@ pub struct Config {
     pub redaction: std::sync::Arc<crate::records::redact::Redactor>,
     /// `[pricing]`: the price table of the analytics' cost estimate (`None`: no estimate).
     pub pricing: Option<Pricing>,
+    /// `[recording_upload]`: upload each recording to S3-compatible storage after the call
+    /// (`None`: recordings stay local only).
+    pub recording_upload: Option<crate::storage::S3Settings>,
 }
 
 /// `[pricing]`: what an answered minute costs, for the cost estimate in `GET /analytics`.

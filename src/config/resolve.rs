@@ -275,6 +275,10 @@ impl<'a> Resolver<'a> {
         let retention_days = file.retention_days.filter(|d| *d > 0);
         let redaction = std::sync::Arc::new(self.redaction(file.redaction.unwrap_or_default())?);
         let pricing = file.pricing.map(|p| self.pricing(p)).transpose()?;
+        let recording_upload = file
+            .recording_upload
+            .map(|u| self.recording_upload(u))
+            .transpose()?;
         Ok(Config {
             sip,
             limits,
@@ -289,6 +293,87 @@ impl<'a> Resolver<'a> {
             retention_days,
             redaction,
             pricing,
+            recording_upload,
+        })
+    }
+
+    /// `[recording_upload]`: `endpoint` (an `http`/`https` URL), `bucket` (a valid S3
+    /// bucket name), `access_key_env` and `secret_key_env` are required; `region` (default
+    /// `us-east-1`), `prefix`, `path_style` (default `true`), `delete_local` (default
+    /// `false`), `timeout_s` (1 to 3600, default 300).
+    fn recording_upload(
+        &self,
+        f: super::file::FileRecordingUpload,
+    ) -> Result<crate::storage::S3Settings, ConfigError> {
+        const T: &str = "recording_upload";
+        let bad = |key: &str, why: String| {
+            self.err(format!("{T}.{key}"), ConfigErrorKind::RecordingUpload(why))
+        };
+        let required = |key: &str, v: Option<String>| {
+            v.filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| bad(key, "is required".into()))
+        };
+        let endpoint_text = required("endpoint", f.endpoint)?;
+        let endpoint = url::Url::parse(&endpoint_text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| {
+                bad(
+                    "endpoint",
+                    format!("must be an http or https URL (got {endpoint_text:?})"),
+                )
+            })?;
+        let bucket = required("bucket", f.bucket)?;
+        // S3's bucket naming rules: 3 to 63 lowercase letters, digits, dots and hyphens,
+        // starting and ending with a letter or digit.
+        let edge_ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| edge_ok(b) || b == b'.' || b == b'-')
+            && bucket.bytes().next().is_some_and(edge_ok)
+            && bucket.bytes().last().is_some_and(edge_ok);
+        if !valid_bucket {
+            return Err(bad(
+                "bucket",
+                format!(
+                    "must be 3 to 63 lowercase letters, digits, dots and hyphens (got {bucket:?})"
+                ),
+            ));
+        }
+        let prefix = f.prefix.unwrap_or_default();
+        if prefix.starts_with('/') || prefix.len() > 512 {
+            return Err(bad(
+                "prefix",
+                format!("must not start with / and be at most 512 bytes (got {prefix:?})"),
+            ));
+        }
+        let access_var = required("access_key_env", f.access_key_env)?;
+        let access_key = self.env_var(&format!("{T}.access_key_env"), &access_var, None)?;
+        let secret_var = required("secret_key_env", f.secret_key_env)?;
+        let secret_key = self.env_var(&format!("{T}.secret_key_env"), &secret_var, None)?;
+        let timeout_s = f.timeout_s.unwrap_or(300);
+        if !(1..=3600).contains(&timeout_s) {
+            return Err(self.err(
+                format!("{T}.timeout_s"),
+                ConfigErrorKind::OutOfRange {
+                    min: 1,
+                    max: 3600,
+                    got: timeout_s,
+                },
+            ));
+        }
+        Ok(crate::storage::S3Settings {
+            endpoint,
+            region: f
+                .region
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| "us-east-1".into()),
+            bucket,
+            prefix,
+            access_key,
+            secret_key,
+            path_style: f.path_style.unwrap_or(true),
+            delete_local: f.delete_local.unwrap_or(false),
+            timeout: std::time::Duration::from_secs(timeout_s),
         })
     }
 

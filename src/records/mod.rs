@@ -44,6 +44,7 @@ pub mod outbox;
 pub mod redact;
 pub mod retention;
 pub mod search;
+pub mod uploads;
 pub use transcript::{
     Role, SkippedLine, Transcript, TranscriptEntry, TranscriptWriter, read_transcript,
 };
@@ -293,6 +294,11 @@ pub struct CallRecord {
     /// version 14; 0 in rows written before.
     #[serde(default)]
     pub barge_ins: u32,
+    /// Where `[recording_upload]` stored the recording (`s3://BUCKET/KEY`), once it has; the
+    /// local `recording_path` is `None` after that if the upload deletes the local file.
+    /// Schema version 15.
+    #[serde(default)]
+    pub recording_url: Option<String>,
 }
 
 /// The result of a call's post-call analysis, as the record keeps it.
@@ -385,6 +391,7 @@ impl CallRecord {
             media_deleted_at: None,
             analysis: None,
             barge_ins: 0,
+            recording_url: None,
             started_at,
             answered_at: None,
             ended_at: None,

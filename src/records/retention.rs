@@ -36,7 +36,8 @@ pub fn sweep(db: &Path, cutoff: UnixMs, now: UnixMs, limit: u32) -> Result<Sweep
             .prepare(
                 "SELECT id, recording_path, transcript_path FROM calls \
                  WHERE ended_at IS NOT NULL AND ended_at < ?1 AND media_deleted_at IS NULL \
-                 AND (recording_path IS NOT NULL OR transcript_path IS NOT NULL) \
+                 AND (recording_path IS NOT NULL OR transcript_path IS NOT NULL \
+                      OR recording_url IS NOT NULL) \
                  ORDER BY ended_at LIMIT ?2",
             )
             .map_err(err("retention select"))?;

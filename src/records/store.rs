@@ -614,15 +614,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN barge_ins INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX calls_agent_started ON calls (agent, started_at);
 ",
+    super::uploads::MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.
 pub(super) const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
     turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp, \
-    backend_switches, agent_version, media_deleted_at, analysis, barge_ins";
+    backend_switches, agent_version, media_deleted_at, analysis, barge_ins, recording_url";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29";
 
 /// Every column but `id` replaced by the new row's value; `analysis` only by a value (the
 /// analysis may be written before the final record).
@@ -637,7 +638,8 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     unfinished = excluded.unfinished, transfer = excluded.transfer, dsp = excluded.dsp, \
     backend_switches = excluded.backend_switches, agent_version = excluded.agent_version, \
     media_deleted_at = excluded.media_deleted_at, \
-    analysis = COALESCE(excluded.analysis, calls.analysis), barge_ins = excluded.barge_ins";
+    analysis = COALESCE(excluded.analysis, calls.analysis), barge_ins = excluded.barge_ins, \
+    recording_url = COALESCE(excluded.recording_url, calls.recording_url)";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -733,7 +735,7 @@ impl EncodedJson {
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 28] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 29] {
     [
         &r.id,
         &r.call_id,
@@ -763,6 +765,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &r.media_deleted_at,
         &json.analysis,
         &r.barge_ins,
+        &r.recording_url,
     ]
 }
 
@@ -808,6 +811,7 @@ struct RawRow {
     media_deleted_at: Option<i64>,
     analysis: Option<String>,
     barge_ins: u32,
+    recording_url: Option<String>,
 }
 
 impl RawRow {
@@ -842,6 +846,7 @@ impl RawRow {
             media_deleted_at: row.get(25)?,
             analysis: row.get(26)?,
             barge_ins: row.get(27)?,
+            recording_url: row.get(28)?,
         })
     }
 
@@ -906,6 +911,7 @@ impl RawRow {
             dsp,
             backend_switches,
             barge_ins: self.barge_ins,
+            recording_url: self.recording_url,
         })
     }
 }

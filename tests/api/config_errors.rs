@@ -628,3 +628,46 @@ fn pricing_is_checked() {
         "no estimate by default"
     );
 }
+
+#[test]
+fn recording_upload_is_checked() {
+    const OK: &str = "endpoint = \"http://127.0.0.1:9000\"\nbucket = \"calls\"\n\
+                      access_key_env = \"AK\"\nsecret_key_env = \"SK\"\n";
+    assert_msg(
+        "[recording_upload]\nbucket = \"calls\"\n",
+        "voxline.toml: recording_upload.endpoint: is required",
+    );
+    assert_msg(
+        "[recording_upload]\nendpoint = \"ftp://example.com\"\nbucket = \"calls\"\n",
+        "voxline.toml: recording_upload.endpoint: must be an http or https URL (got \"ftp://example.com\")",
+    );
+    assert_msg(
+        "[recording_upload]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"Calls_2024\"\n",
+        "voxline.toml: recording_upload.bucket: must be 3 to 63 lowercase letters, digits, dots and hyphens (got \"Calls_2024\")",
+    );
+    let e = err(&format!("[recording_upload]\n{OK}"));
+    assert_eq!(
+        e.key.as_deref(),
+        Some("recording_upload.access_key_env"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("AK"), "{e}");
+    assert_msg(
+        &format!("[recording_upload]\n{OK}region = \"eu-west-1\"\nspeed = 1\n"),
+        "voxline.toml:7:1: recording_upload.speed: unknown field `speed`, expected one of `endpoint`, `region`, `bucket`, `prefix`, `access_key_env`, `secret_key_env`, `path_style`, `delete_local`, `timeout_s`",
+    );
+    let env = |v: &str| Some(format!("value-of-{v}"));
+    let cfg = Config::from_toml_str_with_env(
+        &format!("[recording_upload]\n{OK}prefix = \"vox/\"\ndelete_local = true\n"),
+        "voxline.toml",
+        env,
+    )
+    .expect("valid");
+    let u = cfg.recording_upload.expect("[recording_upload]");
+    assert_eq!(u.access_key.expose(), "value-of-AK");
+    assert_eq!(u.secret_key.expose(), "value-of-SK");
+    assert_eq!(u.region, "us-east-1");
+    assert!(u.path_style && u.delete_local);
+    assert_eq!(u.timeout, std::time::Duration::from_secs(300));
+    assert!(load("").unwrap().recording_upload.is_none());
+}

@@ -25,6 +25,7 @@ mod http;
 mod input_limits;
 mod openapi_schemathesis;
 mod rate_limits;
+mod recording_upload;
 mod records;
 mod records_batch;
 mod records_calls;

@@ -45,6 +45,7 @@ fn full(id: &str) -> CallRecord {
         media_deleted_at: Some(UnixMs::new(1_718_900_000_000)),
         analysis: Some(analysis("Ada asked about order A-17.")),
         barge_ins: 3,
+        recording_url: None,
         started_at: UnixMs::new(1_718_000_000_123),
         answered_at: Some(UnixMs::new(1_718_000_004_500)),
         ended_at: Some(UnixMs::new(1_718_000_064_999)),
