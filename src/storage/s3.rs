@@ -261,18 +261,7 @@ impl S3Client {
                     Err(e) => Some((Err(e), file)),
                 }
             }));
-        let mut req = self.http.put(&url).body(body);
-        for (k, v) in headers.iter().copied() {
-            req = req.header(k, v);
-        }
-        for (k, v) in &signed {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|source| S3Error::Http {
-            op: OP,
-            key: key.to_owned(),
-            source,
-        })?;
+        let resp = send(OP, key, self.http.put(&url).body(body), &headers, &signed).await?;
         check(OP, key, resp).await?;
         Ok(size)
     }
@@ -284,18 +273,7 @@ impl S3Client {
         let url = self.object_url(key);
         let headers: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
         let signed = self.sign(OP, key, "GET", &url, &headers, EMPTY_SHA256.to_owned())?;
-        let mut req = self.http.get(&url);
-        for (k, v) in headers.iter().copied() {
-            req = req.header(k, v);
-        }
-        for (k, v) in &signed {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|source| S3Error::Http {
-            op: OP,
-            key: key.to_owned(),
-            source,
-        })?;
+        let resp = send(OP, key, self.http.get(&url), &headers, &signed).await?;
         if resp.status().as_u16() == 416 {
             return Ok(resp);
         }
@@ -307,15 +285,7 @@ impl S3Client {
         const OP: &str = "DELETE";
         let url = self.object_url(key);
         let signed = self.sign(OP, key, "DELETE", &url, &[], EMPTY_SHA256.to_owned())?;
-        let mut req = self.http.delete(&url);
-        for (k, v) in &signed {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|source| S3Error::Http {
-            op: OP,
-            key: key.to_owned(),
-            source,
-        })?;
+        let resp = send(OP, key, self.http.delete(&url), &[], &signed).await?;
         check(OP, key, resp).await.map(drop)
     }
 }
@@ -348,6 +318,27 @@ fn sha256_of(path: &Path) -> std::io::Result<(String, u64)> {
     }
     let digest = hasher.finalize();
     Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), size))
+}
+
+/// Sends `req` with `headers` (those that were signed) and the signature's `signed` ones.
+async fn send(
+    op: &'static str,
+    key: &str,
+    mut req: reqwest::RequestBuilder,
+    headers: &[(&str, &str)],
+    signed: &[(String, String)],
+) -> Result<reqwest::Response, S3Error> {
+    for (k, v) in headers.iter().copied() {
+        req = req.header(k, v);
+    }
+    for (k, v) in signed {
+        req = req.header(k, v);
+    }
+    req.send().await.map_err(|source| S3Error::Http {
+        op,
+        key: key.to_owned(),
+        source,
+    })
 }
 
 /// The response if its status is a success; S3's error otherwise.

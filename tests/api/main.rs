@@ -6,6 +6,12 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../media_peer/mod.rs"]
+mod media_peer;
+#[path = "../realtime_e2e_support/mod.rs"]
+mod realtime_e2e_support;
+#[path = "../../tools/dsp_bench/signals.rs"]
+mod signals;
 
 mod agents_api;
 mod call_failover;
@@ -20,6 +26,7 @@ mod config_outcomes;
 mod config_profiles;
 mod config_realtime;
 mod config_webhooks;
+mod console_chromium;
 mod console_session;
 mod http;
 mod input_limits;

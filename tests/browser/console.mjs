@@ -1,5 +1,5 @@
 // Drives Debian's chromium (playwright-core) through voxline's web console, as
-// tests/realtime/e2e_console_chromium.rs asks:
+// tests/api/console_chromium.rs asks:
 //
 //   node tests/browser/console.mjs BASE_URL SECRET AGENT NEW_INSTRUCTIONS REPLY_TEXT
 //

@@ -1264,10 +1264,10 @@ fn page_result(out: &std::process::Output) -> PhonePage {
     PhonePage { result, log }
 }
 
-/// Opens `url` (voxline's `/phone?...`) in headless Chromium with a fake microphone playing
-/// `wav` (looped), stays in the call `seconds`, hangs up. Needs Debian's `chromium` and
-/// `npm ci` in tests/browser (`.ci/run` does both); panics with the install command if not.
-pub fn phone_page(url: &str, wav: &Path, seconds: u32) -> PhonePage {
+/// The repository's root, once Debian's `chromium` and playwright-core (`npm ci` in
+/// tests/browser; `.ci/run` does both) are known to be there; panics with the install
+/// command if not.
+pub fn require_chromium() -> &'static Path {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(
         Path::new("/usr/bin/chromium").exists(),
@@ -1278,6 +1278,14 @@ pub fn phone_page(url: &str, wav: &Path, seconds: u32) -> PhonePage {
             .is_dir(),
         "playwright-core missing: (cd tests/browser && npm ci)"
     );
+    root
+}
+
+/// Opens `url` (voxline's `/phone?...`) in headless Chromium with a fake microphone playing
+/// `wav` (looped), stays in the call `seconds`, hangs up. Needs Debian's `chromium` and
+/// `npm ci` in tests/browser (`.ci/run` does both); panics with the install command if not.
+pub fn phone_page(url: &str, wav: &Path, seconds: u32) -> PhonePage {
+    let root = require_chromium();
     let out = Command::new("node")
         .arg(root.join("tests/browser/phone.mjs"))
         .arg(url)

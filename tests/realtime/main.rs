@@ -44,7 +44,6 @@ mod connect_errors;
 mod e2e_allow_from;
 mod e2e_audio_out;
 mod e2e_barge_in;
-mod e2e_console_chromium;
 mod e2e_echo_line;
 mod e2e_fallback;
 mod e2e_hang_up;

@@ -14,13 +14,14 @@
 //! * the agent editor saves new instructions as the agent's next version;
 //! * after logging out, the API refuses the browser again.
 //!
-//! Needs `chromium`, `sipp` and `npm ci` in tests/browser (`.ci/run` installs them).
+//! Needs `chromium`, `sipp` and `npm ci` in tests/browser (`.ci/run` installs them). It
+//! lives in the API test binary, away from the realtime binary's media-timing tests: a
+//! browser beside them on two cores starved one (a barge-in test's simulated echo path).
 
 use crate::common::{Sipp, http_request_headers, scenario};
 use crate::realtime_e2e_support::{KEY, KEY_ENV, RealtimeE2e};
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -54,16 +55,7 @@ fn api(h: &RealtimeE2e, method: &str, path: &str, body: Option<&str>) -> (u16, s
 
 #[test]
 fn the_console_shows_a_live_call_its_record_and_recording_and_edits_an_agent() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "chromium missing: apt-get install chromium"
-    );
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core")
-            .is_dir(),
-        "playwright-core missing: (cd tests/browser && npm ci)"
-    );
+    let root = crate::common::require_chromium();
     let mock = MockConfig {
         reply_text: REPLY.into(),
         // sip-tester's recording is quiet speech.
