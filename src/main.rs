@@ -38,6 +38,11 @@ enum Cmd {
         /// Serve HTTP on this address (replaces [http] listen).
         #[arg(long)]
         http_listen: Option<SocketAddr>,
+        /// On SIGTERM, drain: refuse new calls and OPTIONS probes (503), let the calls in
+        /// progress finish (up to [limits] drain_deadline_s), then exit 0. A second SIGTERM
+        /// ends the calls at once. Without it, SIGTERM ends the calls at once.
+        #[arg(long)]
+        drain: bool,
     },
     /// Place one outbound call and wait until it ends.
     Call {
@@ -115,7 +120,8 @@ fn main() -> ExitCode {
                 config,
                 sip_listen,
                 http_listen,
-            } => run(config, sip_listen, http_listen).await,
+                drain,
+            } => run(config, sip_listen, http_listen, drain).await,
             Cmd::Call {
                 target,
                 config,
@@ -159,6 +165,7 @@ async fn run(
     config_path: Option<PathBuf>,
     sip_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
+    drain_on_term: bool,
 ) -> anyhow::Result<ExitCode> {
     // Before the first call can start: calls started earlier are the last run's.
     let started = voxline::records::UnixMs::now();
@@ -309,7 +316,9 @@ async fn run(
                 .map(|p| Arc::from(p.expose())),
         ),
         recordings_s3,
+        drain: api::drain::Drain::new(cfg.limits.drain_deadline),
     };
+    let drain = state.drain.clone();
     if let (Some(w), Some(reader)) = (&records, &state.records) {
         resume_analyses(&cfg, &state, started, w.clone(), reader.clone())?;
     }
@@ -327,8 +336,25 @@ async fn run(
         .context("starting HTTP")?;
     tracing::info!(addr = %bound, "serving HTTP");
     let death = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = shutdown_signal() => {
+            if drain_on_term {
+                drain.request();
+            }
+            None
+        }
+        _ = drain.requested() => None,
         d = runtime::health::wait_for_death() => Some(d),
+    };
+    let death = match death {
+        None if drain.is_requested() => tokio::select! {
+            () = drain_calls(&service, cfg.limits.retry_after, drain.deadline) => None,
+            _ = shutdown_signal() => {
+                tracing::warn!("signal received while draining: ending the calls now");
+                None
+            }
+            d = runtime::health::wait_for_death() => Some(d),
+        },
+        other => other,
     };
     if let Some(death) = death {
         // No graceful shutdown without a driver or with a worker gone: keep the records,
@@ -351,6 +377,41 @@ async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Drains this node: the SIP stack refuses new calls and OPTIONS probes with 503 and
+/// `Retry-After: retry_after`; the calls in progress go on until they end, or until
+/// `deadline` passes, when they are hung up (BYE).
+async fn drain_calls(service: &CallService, retry_after: Duration, deadline: Duration) {
+    let retry_after_s = u32::try_from(retry_after.as_secs()).unwrap_or(u32::MAX);
+    if let Err(e) = service.drain(retry_after_s).await {
+        tracing::error!(error = %e, "cannot drain: the SIP driver is gone");
+        return;
+    }
+    const LOOK: Duration = Duration::from_millis(250);
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let active = service.calls.active();
+        if active.is_empty() {
+            tracing::info!("drained: no call in progress");
+            return;
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                calls = active.len(),
+                deadline_s = deadline.as_secs(),
+                "drain deadline passed: hanging up the calls in progress"
+            );
+            service.hangup_all().await;
+            // Their BYEs are sent; give them a moment to be answered.
+            let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !service.calls.active().is_empty() && tokio::time::Instant::now() < grace {
+                tokio::time::sleep(LOOK).await;
+            }
+            return;
+        }
+        tokio::time::sleep(LOOK).await;
+    }
 }
 
 async fn call(

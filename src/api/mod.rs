@@ -12,6 +12,7 @@ mod agents;
 mod campaigns;
 pub mod console;
 mod doc;
+pub mod drain;
 mod events;
 mod history;
 mod memory;
@@ -83,6 +84,8 @@ pub struct ApiState {
     /// `[recording_upload]`'s bucket: `GET /records/{id}/recording` serves an uploaded
     /// recording from it when the local file is gone.
     pub recordings_s3: Option<crate::storage::S3Client>,
+    /// The drain request (`POST /drain`, SIGTERM with `--drain`).
+    pub drain: drain::Drain,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -147,6 +150,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: ApiState, limits: &HttpLimits) -> Router {
     let (router, document) = OpenApiRouter::<ApiState>::with_openapi(doc::ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(drain::drain))
         .routes(routes!(list_calls, create_call))
         .routes(routes!(events::events))
         .routes(routes!(get_call))
@@ -369,10 +373,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `GET /health` when voxline serves calls.
+/// `GET /health` when voxline serves calls (or is draining).
 #[derive(Debug, Serialize, ToSchema)]
 struct Healthy {
-    /// `ok`.
+    /// `ok`; `draining` (with 503) once a drain is asked for.
     status: &'static str,
     /// Calls in progress.
     active_calls: usize,
@@ -380,6 +384,17 @@ struct Healthy {
     sip_driver: &'static str,
     /// `running`.
     media_workers: &'static str,
+}
+
+/// `GET /health` with 503.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only its schema is used: the handler answers with its two parts.
+enum HealthDown {
+    /// Draining.
+    Draining(Healthy),
+    /// A part died.
+    Failing(Failing),
 }
 
 /// `GET /health` when a part of voxline died (it is exiting).
@@ -394,9 +409,21 @@ struct Failing {
 /// Whether voxline can serve calls (no token needed; not rate limited).
 #[utoipa::path(get, path = "/health", tag = "service", responses(
     (status = 200, description = "voxline serves calls", body = Healthy),
-    (status = 503, description = "the SIP driver or a media worker died: voxline is exiting", body = Failing),
+    (status = 503, description = "draining (new calls are refused), or the SIP driver or a media worker died (voxline is exiting)", body = HealthDown),
 ))]
 async fn health(State(state): State<ApiState>) -> Response {
+    if state.drain.is_requested() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Healthy {
+                status: "draining",
+                active_calls: state.handle.calls.active_count(),
+                sip_driver: "running",
+                media_workers: "running",
+            }),
+        )
+            .into_response();
+    }
     let dead = crate::runtime::health::dead();
     if !dead.is_empty() {
         // The SIP driver or a media worker died: voxline cannot serve calls (it is exiting).
@@ -495,6 +522,11 @@ fn render_sip_metrics(
             "voxline_sip_refused_at_limit_total",
             "Calls refused at limits.max_calls.",
             stack.refused_at_limit,
+        ),
+        (
+            "voxline_sip_refused_draining_total",
+            "Calls refused because this node is draining.",
+            stack.refused_draining,
         ),
         (
             "voxline_sip_dropped_overload_total",

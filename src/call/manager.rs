@@ -783,6 +783,16 @@ impl CallHandler for CallManager {
             CallCommand::Hangup { call, reply } => {
                 let _ = reply.send(self.hangup(now, stack, call));
             }
+            CallCommand::Drain { retry_after_s } => {
+                if !stack.is_draining() {
+                    tracing::info!(
+                        active_calls = self.calls.len(),
+                        retry_after_s,
+                        "draining: new calls and OPTIONS get 503"
+                    );
+                }
+                stack.drain(retry_after_s);
+            }
             CallCommand::MediaHangup { call, reason } => {
                 tracing::info!(%call, %reason, "hanging up");
                 let _ = stack.hangup(now, call);

@@ -65,6 +65,12 @@ pub enum CallCommand {
         /// Gets the handle.
         reply: tokio::sync::oneshot::Sender<Result<CallHandle, DialError>>,
     },
+    /// Start draining: new calls and OPTIONS probes get 503 with this Retry-After
+    /// ([`crate::sip::SipStack::drain`]); calls in progress go on.
+    Drain {
+        /// Seconds.
+        retry_after_s: u32,
+    },
     /// Hang up a call.
     Hangup {
         /// Which.

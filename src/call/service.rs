@@ -242,6 +242,23 @@ impl CallService {
         Ok((handle, done))
     }
 
+    /// Starts draining (see [`CallCommand::Drain`]).
+    pub async fn drain(&self, retry_after_s: u32) -> Result<(), RuntimeError> {
+        self.commands
+            .send(CallCommand::Drain { retry_after_s })
+            .await?;
+        Ok(())
+    }
+
+    /// Hangs up every call in progress (a drain's deadline); how many there were.
+    pub async fn hangup_all(&self) -> usize {
+        let active = self.calls.active();
+        for c in &active {
+            let _ = self.hangup(CallHandle(c.id)).await;
+        }
+        active.len()
+    }
+
     /// Hangs up a call. Returns false if there was no such call.
     pub async fn hangup(&self, call: CallHandle) -> Result<bool, RuntimeError> {
         let (reply, rx) = oneshot::channel();

@@ -121,6 +121,7 @@ pub(crate) struct FileLimits {
     pub retry_after_s: Option<u32>,
     pub no_answer_timeout_s: Option<u32>,
     pub max_transactions: Option<u32>,
+    pub drain_deadline_s: Option<u32>,
 }
 
 /// `[http]`

@@ -199,6 +199,9 @@ pub struct LimitsSection {
     /// `max_transactions`: the most live SIP server transactions (see
     /// [`crate::sip::StackConfig::max_transactions`]).
     pub max_transactions: usize,
+    /// `drain_deadline_s`: while draining (`POST /drain`, SIGTERM with `--drain`), how long
+    /// calls in progress may go on before voxline hangs them up and exits.
+    pub drain_deadline: Duration,
 }
 
 /// `limits.at_limit`: the final response for a call over `max_calls`.

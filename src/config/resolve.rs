@@ -54,6 +54,11 @@ const MIN_SE_FLOOR_S: u32 = 90;
 const DEFAULT_MAX_CALLS: u32 = 1000;
 /// Fewest `limits.max_transactions`: room for a handful of calls and their requests.
 const MIN_MAX_TRANSACTIONS: u32 = 64;
+/// How long calls in progress may go on while draining, by default: an hour.
+const DEFAULT_DRAIN_DEADLINE_S: u32 = 3600;
+/// The longest drain deadline: a day.
+const MAX_DRAIN_DEADLINE_S: u32 = 86_400;
+
 /// Default Retry-After with 503.
 const DEFAULT_RETRY_AFTER_S: u32 = 30;
 /// Default outbound ring timeout.
@@ -660,7 +665,19 @@ impl<'a> Resolver<'a> {
             max_transactions,
             MIN_MAX_TRANSACTIONS,
         )?;
+        let drain_deadline_s = f.drain_deadline_s.unwrap_or(DEFAULT_DRAIN_DEADLINE_S);
+        if !(1..=MAX_DRAIN_DEADLINE_S).contains(&drain_deadline_s) {
+            return Err(self.err(
+                "limits.drain_deadline_s",
+                ConfigErrorKind::OutOfRange {
+                    min: 1,
+                    max: u64::from(MAX_DRAIN_DEADLINE_S),
+                    got: u64::from(drain_deadline_s),
+                },
+            ));
+        }
         Ok(LimitsSection {
+            drain_deadline: secs(drain_deadline_s),
             max_transactions: max_transactions as usize,
             max_calls,
             at_limit: f.at_limit.unwrap_or(AtLimit::Busy),

@@ -143,16 +143,26 @@ impl VoxlineProcess {
 
     /// [`VoxlineProcess::spawn`] with extra environment variables for the process (API keys).
     pub fn spawn_with_env(config_toml: &str, env: &[(&str, &str)]) -> VoxlineProcess {
-        VoxlineProcess::spawn_inner(config_toml, env, LOOPBACK)
+        VoxlineProcess::spawn_inner(config_toml, env, LOOPBACK, &[])
+    }
+
+    /// [`VoxlineProcess::spawn`] with more arguments for `voxline run` (`--drain`).
+    pub fn spawn_with_args(config_toml: &str, args: &[&str]) -> VoxlineProcess {
+        VoxlineProcess::spawn_inner(config_toml, &[], LOOPBACK, args)
     }
 
     /// [`VoxlineProcess::spawn`] with SIP and HTTP on `ip` instead of 127.0.0.1 (a test
     /// network's address, see [`TestNetns`]).
     pub fn spawn_at(ip: std::net::IpAddr, config_toml: &str) -> VoxlineProcess {
-        VoxlineProcess::spawn_inner(config_toml, &[], &ip.to_string())
+        VoxlineProcess::spawn_inner(config_toml, &[], &ip.to_string(), &[])
     }
 
-    fn spawn_inner(config_toml: &str, env: &[(&str, &str)], ip: &str) -> VoxlineProcess {
+    fn spawn_inner(
+        config_toml: &str,
+        env: &[(&str, &str)],
+        ip: &str,
+        args: &[&str],
+    ) -> VoxlineProcess {
         let dir = tempfile::Builder::new()
             .prefix("voxline-test-")
             .tempdir()
@@ -171,6 +181,7 @@ impl VoxlineProcess {
             .arg(sip.to_string())
             .arg("--http-listen")
             .arg(http.to_string())
+            .args(args)
             .current_dir(dir.path())
             .env("VOXLINE_LOG", log_filter())
             .envs(env.iter().copied())
@@ -260,6 +271,23 @@ impl VoxlineProcess {
                     self.output()
                 );
             }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `timeout` for voxline to exit by itself; its exit status. Panics (with
+    /// voxline's output) if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exited() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "voxline did not exit within {timeout:?}\n{}",
+                self.output()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }

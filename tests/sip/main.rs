@@ -14,6 +14,7 @@ mod media_peer;
 mod cancel_race;
 mod connection_reuse;
 mod dialog;
+mod drain;
 mod flood_memory;
 mod flood_timers;
 mod forked_2xx;

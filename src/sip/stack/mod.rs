@@ -334,6 +334,8 @@ pub struct StackCounters {
     pub retransmissions_absorbed: u64,
     /// Calls refused at the call limit.
     pub refused_at_limit: u64,
+    /// Calls refused because the node is draining ([`SipStack::drain`]).
+    pub refused_draining: u64,
     /// New requests refused because [`StackConfig::max_transactions`] were live: INVITEs
     /// answered 503 without state, other requests dropped (their senders retransmit).
     pub dropped_overload: u64,
@@ -515,6 +517,8 @@ pub struct SipStack {
     counters: StackCounters,
     /// New requests are being refused (see [`StackConfig::max_transactions`]).
     overloaded: bool,
+    /// Draining: new calls and OPTIONS probes get 503 with this Retry-After (seconds).
+    draining: Option<u32>,
     /// RFC 5923 connection aliases: a TLS client's advertised address → the address of the
     /// connection it opened (see `alias.rs`).
     aliases: HashMap<SocketAddr, SocketAddr>,
@@ -541,8 +545,23 @@ impl SipStack {
             active_calls: 0,
             counters: StackCounters::default(),
             overloaded: false,
+            draining: None,
             aliases: HashMap::new(),
         }
+    }
+
+    /// Starts draining this node: from now on an out-of-dialog OPTIONS (a load balancer's
+    /// probe, such as Kamailio's dispatcher) and a new INVITE are answered 503 Service
+    /// Unavailable with `Retry-After: retry_after_s` (RFC 3261 §21.5.4, §20.33), so the
+    /// balancer stops sending and fails the call over. Calls in progress and their in-dialog
+    /// requests are served as before. There is no way back: a drained node exits.
+    pub fn drain(&mut self, retry_after_s: u32) {
+        self.draining = Some(retry_after_s);
+    }
+
+    /// Whether [`SipStack::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
     }
 
     /// The configuration.

@@ -144,6 +144,11 @@ impl SipStack {
                 if self.refuse_unsupported(now, id) {
                     return;
                 }
+                if let Some(retry_after_s) = self.draining {
+                    let extra = vec![("Retry-After", retry_after_s.to_string())];
+                    self.respond_server(now, id, 503, None, extra, None, None);
+                    return;
+                }
                 let extra = vec![
                     ("Allow", ALLOW.to_string()),
                     ("Accept", ACCEPT.to_string()),
@@ -262,6 +267,12 @@ impl SipStack {
         {
             let extra = vec![("Min-SE", self.config.min_se.as_secs().to_string())];
             self.respond_server(now, id, 422, None, extra, None, None);
+            return;
+        }
+        if let Some(retry_after_s) = self.draining {
+            self.counters.refused_draining += 1;
+            let extra = vec![("Retry-After", retry_after_s.to_string())];
+            self.respond_server(now, id, 503, None, extra, None, None);
             return;
         }
         if self.active_calls >= self.config.max_calls {
