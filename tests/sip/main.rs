@@ -19,6 +19,7 @@ mod flood_memory;
 mod flood_timers;
 mod forked_2xx;
 mod invite_retransmit_after_200;
+mod kamailio_dispatch;
 mod kamailio_tls;
 mod limits;
 mod lossy_network;
