@@ -44,6 +44,10 @@ impl Kamailio {
             .args(["-A", &format!("DISPATCHER_LIST=\"{}\"", list.display())])
             // SIPp's calls all come from one address: let pike allow them.
             .args(["-A", "PIKE_DENSITY=5000"])
+            // One UDP worker: with several, a call's 180 can be passed on after its 200, and
+            // SIPp's scenario aborts on that (a phone ignores it). A first version accepted a
+            // late 180 anywhere (optional="global"), which sends SIPp back to wait for the 200.
+            .args(["-A", "CHILDREN=1"])
             .args(["-DD", "-E", "-m", "64", "-M", "8", "-Y"])
             .arg(dir)
             .stdin(Stdio::null())
