@@ -316,7 +316,7 @@ async fn run(
                 .map(|p| Arc::from(p.expose())),
         ),
         recordings_s3,
-        drain: api::drain::Drain::new(cfg.limits.drain_deadline),
+        drain: api::drain::Drain::new(cfg.limits.drain_deadline, cfg.limits.retry_after),
     };
     let drain = state.drain.clone();
     if let (Some(w), Some(reader)) = (&records, &state.records) {
@@ -347,7 +347,7 @@ async fn run(
     };
     let death = match death {
         None if drain.is_requested() => tokio::select! {
-            () = drain_calls(&service, cfg.limits.retry_after, drain.deadline) => None,
+            () = drain_calls(&service, drain.retry_after_s(), drain.deadline) => None,
             _ = shutdown_signal() => {
                 tracing::warn!("signal received while draining: ending the calls now");
                 None
@@ -380,10 +380,9 @@ async fn run(
 }
 
 /// Drains this node: the SIP stack refuses new calls and OPTIONS probes with 503 and
-/// `Retry-After: retry_after`; the calls in progress go on until they end, or until
+/// `Retry-After: retry_after_s` (again, after `POST /drain`: it stays so); the calls in progress go on until they end, or until
 /// `deadline` passes, when they are hung up (BYE).
-async fn drain_calls(service: &CallService, retry_after: Duration, deadline: Duration) {
-    let retry_after_s = u32::try_from(retry_after.as_secs()).unwrap_or(u32::MAX);
+async fn drain_calls(service: &CallService, retry_after_s: u32, deadline: Duration) {
     if let Err(e) = service.drain(retry_after_s).await {
         tracing::error!(error = %e, "cannot drain: the SIP driver is gone");
         return;

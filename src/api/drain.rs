@@ -24,16 +24,25 @@ pub struct Drain {
     notify: Arc<Notify>,
     /// The longest calls in progress may go on (`[limits] drain_deadline_s`).
     pub deadline: Duration,
+    /// The Retry-After of the 503s while draining (`[limits] retry_after_s`).
+    pub retry_after: Duration,
 }
 
 impl Drain {
-    /// Not draining; a drain lets calls go on up to `deadline`.
-    pub fn new(deadline: Duration) -> Drain {
+    /// Not draining; a drain lets calls go on up to `deadline`, and answers new calls 503
+    /// with `retry_after`.
+    pub fn new(deadline: Duration, retry_after: Duration) -> Drain {
         Drain {
             requested: Arc::default(),
             notify: Arc::default(),
             deadline,
+            retry_after,
         }
+    }
+
+    /// The Retry-After of the 503s, whole seconds.
+    pub fn retry_after_s(&self) -> u32 {
+        u32::try_from(self.retry_after.as_secs()).unwrap_or(u32::MAX)
     }
 
     /// Asks for a drain; `false` if one was asked for already.
@@ -79,6 +88,12 @@ pub(super) async fn drain(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Draining>), ApiError> {
     authorize(&state, &headers)?;
+    // The SIP stack refuses new calls before the answer: a probe right after it sees 503.
+    state
+        .handle
+        .drain(state.drain.retry_after_s())
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot drain: {e}")))?;
     if state.drain.request() {
         tracing::info!("drain asked for through the API");
     }

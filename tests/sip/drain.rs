@@ -6,20 +6,25 @@
 use crate::common::{Sipp, VoxlineProcess, http_json};
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sends one out-of-dialog request with no body and returns the first final response.
+/// Each probe is a new transaction and call: its own branch and Call-ID (a socket may get
+/// the port of an earlier one, so the port alone would not do).
 fn probe(vox: SocketAddr, method: &str) -> String {
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let me = sock.local_addr().unwrap();
     let req = format!(
         "{method} sip:1000@{vox} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {me};branch=z9hG4bK-drain-{method}\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-drain-{method}-{n}\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:probe@{me}>;tag=p1\r\n\
          To: <sip:1000@{vox}>\r\n\
-         Call-ID: drain-{method}@{me}\r\n\
+         Call-ID: drain-{method}-{n}@{me}\r\n\
          CSeq: 1 {method}\r\n\
          Contact: <sip:probe@{me}>\r\n\
          Content-Length: 0\r\n\r\n"
