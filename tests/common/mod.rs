@@ -1323,3 +1323,71 @@ pub fn phone_page(url: &str, wav: &Path, seconds: u32) -> PhonePage {
         .expect("node (apt-get install nodejs npm)");
     page_result(&out)
 }
+
+// ---------------------------------------------------------------------------------------
+// Kamailio
+// ---------------------------------------------------------------------------------------
+
+/// Debian's Kamailio module directory.
+pub const KAMAILIO_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+
+/// A Kamailio run by a test (`apt-get install kamailio`), in the foreground with its log in
+/// `DIR/kamailio.log`; its whole process group is killed (by PID) on drop.
+pub struct KamailioProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl KamailioProcess {
+    /// Runs `kamailio -f CFG ARGS -DD -E -Y DIR` and waits up to 10 s for `ready` (its port
+    /// taken, or accepting); panics with its log if it does not get there.
+    pub fn spawn(cfg: &Path, args: &[&str], dir: &Path, ready: impl Fn() -> bool) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let log = dir.join("kamailio.log");
+        // Its own process group, killed whole at the end (see Drop): Kamailio's processes
+        // signal their group when one of them ends.
+        let child = Command::new("kamailio")
+            .process_group(0)
+            .arg("-f")
+            .arg(cfg)
+            .args(args)
+            .args(["-DD", "-E", "-Y"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("kamailio (apt-get install kamailio kamailio-tls-modules)");
+        let k = KamailioProcess { child, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready() {
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not start\n{}",
+                k.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        k
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for KamailioProcess {
+    fn drop(&mut self) {
+        // SIGKILL to its whole process group (its own, made at spawn): Kamailio's SIGTERM
+        // shutdown, and its children's reaction to a dead main process, signal far more than
+        // Kamailio (the test runner's group, here everything), so none of it may run.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.wait();
+    }
+}

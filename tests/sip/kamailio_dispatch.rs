@@ -8,20 +8,18 @@
 //!   call fails (INVITEs it refuses with 503 fail over to the others, and Kamailio's probes
 //!   take it out), its calls complete, and it exits 0.
 
-use crate::common::{Sipp, VoxlineProcess, free_sip_port, http_json, scenario};
+use crate::common::{
+    KAMAILIO_MODULES as MODULES, KamailioProcess, Sipp, VoxlineProcess, free_sip_port, http_json,
+    scenario,
+};
 
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-const MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kamailio/kamailio.cfg");
 
-/// Kamailio with the shipped configuration, stopped (its process group, by PID) on drop.
+/// Kamailio with the shipped configuration in front of `nodes`.
 struct Kamailio {
-    child: Child,
-    log: PathBuf,
+    process: KamailioProcess,
     port: u16,
 }
 
@@ -34,60 +32,42 @@ impl Kamailio {
             .collect();
         std::fs::write(&list, lines).expect("dispatcher.list");
         let port = free_sip_port();
-        let log = dir.join("kamailio.log");
-        let child = Command::new("kamailio")
-            .process_group(0)
-            .arg("-f")
-            .arg(CONFIG)
-            .args(["-L", MODULES])
-            .args(["-A", &format!("LISTEN=udp:127.0.0.1:{port}")])
-            .args(["-A", &format!("DISPATCHER_LIST=\"{}\"", list.display())])
-            // SIPp's calls all come from one address: let pike allow them.
-            .args(["-A", "PIKE_DENSITY=5000"])
-            // One UDP worker: with several, a call's 180 can be passed on after its 200, and
-            // SIPp's scenario aborts on that (a phone ignores it). A first version accepted a
-            // late 180 anywhere (optional="global"), which sends SIPp back to wait for the 200.
-            .args(["-A", "CHILDREN=1"])
-            .args(["-DD", "-E", "-m", "64", "-M", "8", "-Y"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("kamailio (apt-get install kamailio)");
-        let k = Kamailio { child, log, port };
-        // Up when its UDP port is taken.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "kamailio did not start\n{}",
-                k.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        k
+        let process = KamailioProcess::spawn(
+            Path::new(CONFIG),
+            &[
+                "-L",
+                MODULES,
+                "-A",
+                &format!("LISTEN=udp:127.0.0.1:{port}"),
+                "-A",
+                &format!("DISPATCHER_LIST=\"{}\"", list.display()),
+                // SIPp's calls all come from one address: let pike allow them.
+                "-A",
+                "PIKE_DENSITY=5000",
+                // One UDP worker: with several, a call's 180 can be passed on after its 200,
+                // and SIPp's scenario aborts on that (a phone ignores it). A first version
+                // accepted a late 180 anywhere (optional="global"), which sends SIPp back to
+                // wait for the 200.
+                "-A",
+                "CHILDREN=1",
+                "-m",
+                "64",
+                "-M",
+                "8",
+            ],
+            dir,
+            // Up when its UDP port is taken.
+            || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
+        );
+        Kamailio { process, port }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        // SIGKILL to its own process group: Kamailio's shutdown signals its whole group.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.wait();
     }
 }
 

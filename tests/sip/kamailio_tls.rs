@@ -14,22 +14,14 @@
 use crate::common;
 use crate::tls::TestCerts;
 
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{VoxlineProcess, free_tcp_port};
-
-/// Debian's module directory.
-const MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+use common::{KAMAILIO_MODULES as MODULES, KamailioProcess, VoxlineProcess, free_tcp_port};
 const PASSWORD: &str = "s3cret";
 
-/// A Kamailio run by the test, stopped (by PID) on drop.
-struct Kamailio {
-    child: Child,
-    log: PathBuf,
-}
+/// The TLS registrar: Kamailio with this test's configuration.
+struct Kamailio(KamailioProcess);
 
 impl Kamailio {
     fn start(dir: &Path, port: u16, certs: &TestCerts) -> Kamailio {
@@ -93,51 +85,17 @@ request_route {{
             ),
         )
         .expect("kamailio.cfg");
-        let log = dir.join("kamailio.log");
-        // Its own process group, killed whole at the end (see Drop): Kamailio's processes
-        // signal their group when one of them ends.
-        let child = Command::new("kamailio")
-            .process_group(0)
-            .arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-m", "32", "-M", "4", "-Y"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("kamailio (apt-get install kamailio kamailio-tls-modules)");
-        let k = Kamailio { child, log };
         // Up when its TLS port accepts.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "kamailio did not start\n{}",
-                k.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        k
+        Kamailio(KamailioProcess::spawn(
+            &cfg,
+            &["-m", "32", "-M", "4"],
+            dir,
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        ))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        // SIGKILL to its whole process group (its own, made at spawn): Kamailio's SIGTERM
-        // shutdown, and its children's reaction to a dead main process, signal far more than
-        // Kamailio (the test runner's group, here everything), so none of it may run.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = self.child.wait();
+        self.0.log()
     }
 }
 
