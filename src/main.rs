@@ -205,16 +205,18 @@ async fn run(
     let (service, running, records, api_endpoints) =
         start_sip(&cfg, opts, true, api_routes.clone(), subs.clone()).await?;
     let webhooks = match &records {
-        Some(w) => Some(start_webhooks(&cfg, w.path(), subs.clone(), api_endpoints)?),
+        Some(w) => Some(blocking(|| {
+            start_webhooks(&cfg, w.location(), subs.clone(), api_endpoints)
+        })?),
         None => None,
     };
     if let (Some(days), Some(w)) = (cfg.retention_days, &records) {
-        tokio::spawn(retention_loop(w.path().to_path_buf(), days));
+        tokio::spawn(retention_loop(w.location().clone(), days));
     }
     let agents_db = match &records {
         Some(w) => Some(api::AgentsApi {
             store: Arc::new(std::sync::Mutex::new(
-                voxline::records::agents::AgentStore::open(w.path())
+                blocking(|| voxline::records::agents::AgentStore::open(w.location()))
                     .context("opening the agents table")?,
             )),
             routes: api_routes,
@@ -223,14 +225,15 @@ async fn run(
     };
     let campaigns = match &records {
         Some(w) => {
-            let mut store = voxline::records::campaigns::CampaignStore::open(
-                w.path(),
-                subs.clone(),
-                cfg.redaction.clone(),
-            )
+            let mut store = blocking(|| {
+                voxline::records::campaigns::CampaignStore::open(
+                    w.location(),
+                    subs.clone(),
+                    cfg.redaction.clone(),
+                )
+            })
             .context("opening the campaigns")?;
-            let interrupted = store
-                .recover(voxline::records::UnixMs::now())
+            let interrupted = blocking(|| store.recover(voxline::records::UnixMs::now()))
                 .context("recovering the campaigns")?;
             if interrupted > 0 {
                 tracing::warn!(
@@ -245,7 +248,7 @@ async fn run(
     // The API's own connection to the caller memory (privacy requests).
     let memory = match &records {
         Some(w) => Some(voxline::call::postcall::CallerMemory::new(
-            voxline::records::memory::MemoryStore::open(w.path())
+            blocking(|| voxline::records::memory::MemoryStore::open(w.location()))
                 .context("opening the caller memory")?,
         )),
         None => None,
@@ -258,7 +261,7 @@ async fn run(
     // Finished calls for `GET /calls/{record_id}` and `GET /records`: a read-only connection
     // on the database the record writer created.
     let record_reader = match &records {
-        Some(_) => match voxline::records::RecordReader::open(&cfg.data_dir) {
+        Some(w) => match blocking(|| voxline::records::RecordReader::open_at(w.location())) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!(error = %e, "call records not readable over HTTP");
@@ -284,7 +287,7 @@ async fn run(
             );
             tokio::spawn(voxline::storage::uploader::run(
                 client.clone(),
-                w.path().to_path_buf(),
+                w.location().clone(),
             ));
             Some(client)
         }
@@ -493,7 +496,7 @@ fn resume_analyses(
                     .flatten()
             })
         });
-    let mut memory = voxline::records::memory::MemoryStore::open(records.path())
+    let mut memory = blocking(|| voxline::records::memory::MemoryStore::open(records.location()))
         .context("opening the caller memory")?;
     memory.set_redactor(cfg.redaction.clone());
     tokio::spawn(voxline::call::postcall::resume_analyses(
@@ -527,9 +530,16 @@ fn prepare_recordings(cfg: &Config) {
     }
 }
 
+/// Runs blocking database work (opening a store, a recovery pass) from async code: on a
+/// PostgreSQL store the driver blocks on its own small runtime, which must not run on a
+/// tokio worker. The runtime is multi-threaded (built in `main`).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 /// Deletes the recordings and transcripts of calls that ended more than `days` days ago, at
 /// start and then every hour (`retention_days`).
-async fn retention_loop(db: PathBuf, days: u32) {
+async fn retention_loop(db: voxline::records::StoreLocation, days: u32) {
     const EVERY: Duration = Duration::from_secs(3600);
     const BATCH: u32 = 1000;
     let mut tick = tokio::time::interval(EVERY);
@@ -580,13 +590,13 @@ async fn retention_loop(db: PathBuf, days: u32) {
 /// on the outbox and the endpoints.
 fn start_webhooks(
     cfg: &config::Config,
-    db: &std::path::Path,
+    db: &voxline::records::StoreLocation,
     subs: voxline::records::outbox::SharedSubscriptions,
     api_endpoints: Vec<voxline::webhooks::Endpoint>,
 ) -> anyhow::Result<api::WebhookApi> {
     use voxline::webhooks;
     let outbox = voxline::records::outbox::Outbox::open(db)
-        .with_context(|| format!("opening the webhook outbox in {}", db.display()))?;
+        .with_context(|| format!("opening the webhook outbox in {}", db.name().display()))?;
     let names: Vec<String> = cfg
         .webhooks
         .iter()
@@ -620,9 +630,11 @@ fn start_webhooks(
 
 /// The webhook endpoints added through the API, from the records database `db`. One whose
 /// stored definition no longer passes the checks is left out, with an error in the log.
-fn api_webhook_endpoints(db: &std::path::Path) -> anyhow::Result<Vec<voxline::webhooks::Endpoint>> {
+fn api_webhook_endpoints(
+    db: &voxline::records::StoreLocation,
+) -> anyhow::Result<Vec<voxline::webhooks::Endpoint>> {
     let outbox = voxline::records::outbox::Outbox::open(db)
-        .with_context(|| format!("opening the webhook outbox in {}", db.display()))?;
+        .with_context(|| format!("opening the webhook outbox in {}", db.name().display()))?;
     let mut out = Vec::new();
     for stored in outbox.api_endpoints()? {
         let secret = match voxline::webhooks::Secret::parse(&stored.secret) {
@@ -668,13 +680,15 @@ async fn start_sip(
     let mut records = None;
     let mut api_endpoints = Vec::new();
     if record_calls {
-        let (writer, _reader) = voxline::records::RecordWriter::spawn_with(
-            &cfg.data_dir,
-            voxline::records::RecordWriter::DEFAULT_CAPACITY,
-            subs.clone(),
-            cfg.redaction.clone(),
-        )
-        .with_context(|| format!("opening the call records in {}", cfg.data_dir.display()))?;
+        let (writer, _reader) = blocking(|| {
+            voxline::records::RecordWriter::spawn_with(
+                &cfg.store,
+                voxline::records::RecordWriter::DEFAULT_CAPACITY,
+                subs.clone(),
+                cfg.redaction.clone(),
+            )
+        })
+        .with_context(|| format!("opening the call records in {}", cfg.store.name().display()))?;
         let recovered = writer.recovered_unfinished();
         if recovered > 0 {
             tracing::warn!(
@@ -684,12 +698,13 @@ async fn start_sip(
         }
         tracing::info!(db = %writer.path().display(), "call records");
         // The API's endpoints subscribe before the first call.
-        api_endpoints = api_webhook_endpoints(writer.path())?;
+        api_endpoints = blocking(|| api_webhook_endpoints(writer.location()))?;
         subs.write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend(api_endpoints.iter().map(|e| e.subscription()));
-        let mut memory = voxline::records::memory::MemoryStore::open(writer.path())
-            .context("opening the caller memory")?;
+        let mut memory =
+            blocking(|| voxline::records::memory::MemoryStore::open(writer.location()))
+                .context("opening the caller memory")?;
         memory.set_redactor(cfg.redaction.clone());
         records = Some(writer.clone());
         manager = manager

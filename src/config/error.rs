@@ -79,6 +79,9 @@ pub enum ConfigErrorKind {
     /// A `[recording_upload]` setting is unusable: the reason.
     #[error("{0}")]
     RecordingUpload(String),
+    /// A `[store]` or `[cluster]` setting is unusable: the reason.
+    #[error("{0}")]
+    Cluster(String),
     /// `media.ptime_ms` is not one of the supported packet times.
     #[error("must be 10, 20 or 30 (got {0})")]
     Ptime(u32),

@@ -37,6 +37,8 @@ pub(crate) struct FileConfig {
     pub redaction: Option<FileRedaction>,
     pub pricing: Option<FilePricing>,
     pub recording_upload: Option<FileRecordingUpload>,
+    pub store: Option<super::cluster::FileStore>,
+    pub cluster: Option<super::cluster::FileCluster>,
 }
 
 /// `[recording_upload]`

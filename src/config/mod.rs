@@ -17,6 +17,7 @@ mod agent_json;
 mod ai;
 mod cascaded;
 mod cidr;
+pub mod cluster;
 mod dsp;
 mod error;
 mod file;
@@ -99,6 +100,12 @@ pub struct Config {
     /// `[recording_upload]`: upload each recording to S3-compatible storage after the call
     /// (`None`: recordings stay local only).
     pub recording_upload: Option<crate::storage::S3Settings>,
+    /// `[store]`: where call records and the other shared state live (the data directory's
+    /// SQLite by default; PostgreSQL for a cluster).
+    pub store: crate::records::StoreLocation,
+    /// `[cluster]`: this node's identity among the nodes sharing a PostgreSQL store
+    /// (`None`: a single node).
+    pub cluster: Option<cluster::ClusterSection>,
 }
 
 /// `[pricing]`: what an answered minute costs, for the cost estimate in `GET /analytics`.

@@ -284,6 +284,8 @@ impl<'a> Resolver<'a> {
             .recording_upload
             .map(|u| self.recording_upload(u))
             .transpose()?;
+        let store = self.store(file.store, &data_dir)?;
+        let cluster = self.cluster(file.cluster, &store, &http)?;
         Ok(Config {
             sip,
             limits,
@@ -299,6 +301,8 @@ impl<'a> Resolver<'a> {
             redaction,
             pricing,
             recording_upload,
+            store,
+            cluster,
         })
     }
 

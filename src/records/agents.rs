@@ -6,9 +6,9 @@
 //! The definition is the JSON of a `[[agent]]` table, stored as sent; checking it is the
 //! configuration's job (`crate::config::agent_from_json`), before it gets here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, DbError, Row, StoreLocation, params};
 use serde::Serialize;
 
 use super::{RecordsError, UnixMs};
@@ -80,22 +80,22 @@ pub enum AgentStoreError {
 /// record writer).
 #[derive(Debug)]
 pub struct AgentStore {
-    conn: Connection,
+    conn: Db,
     path: PathBuf,
 }
 
 impl AgentStore {
     /// Opens the agents of the records database `path` (created and migrated by the record
     /// store).
-    pub fn open(path: &Path) -> Result<AgentStore, RecordsError> {
+    pub fn open(at: &StoreLocation) -> Result<AgentStore, RecordsError> {
         Ok(AgentStore {
-            conn: super::store::open_read_write(path, "open agents")?,
-            path: path.to_path_buf(),
+            conn: super::store::open_read_write(at, "open agents")?,
+            path: at.name(),
         })
     }
 
-    fn sql(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordsError + '_ {
-        move |source| RecordsError::Sqlite {
+    fn sql(&self, op: &'static str) -> impl FnOnce(DbError) -> RecordsError + '_ {
+        move |source| RecordsError::Database {
             path: self.path.clone(),
             op,
             source,
@@ -105,13 +105,12 @@ impl AgentStore {
     /// The latest version of `name` (a deleted agent's deletion included), if any.
     fn latest_row(&self, name: &str) -> Result<Option<AgentVersion>, RecordsError> {
         self.conn
-            .query_row(
+            .query_opt(
                 "SELECT name, version, definition, created_at, deleted FROM agents \
                  WHERE name = ?1 ORDER BY version DESC LIMIT 1",
                 params![name],
                 row,
             )
-            .optional()
             .map_err(self.sql("agent latest"))
     }
 
@@ -122,32 +121,26 @@ impl AgentStore {
 
     /// Every version of `name`, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<AgentVersion>, RecordsError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        self.conn
+            .query_map(
                 "SELECT name, version, definition, created_at, deleted FROM agents \
                  WHERE name = ?1 ORDER BY version",
+                params![name],
+                row,
             )
-            .map_err(self.sql("agent versions"))?;
-        st.query_map(params![name], row)
-            .map_err(self.sql("agent versions"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.sql("agent versions"))
     }
 
     /// The current version of every agent that is not deleted, by name.
     pub fn list(&self) -> Result<Vec<AgentVersion>, RecordsError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        self.conn
+            .query_map(
                 "SELECT a.name, a.version, a.definition, a.created_at, a.deleted FROM agents a \
                  WHERE a.version = (SELECT MAX(version) FROM agents b WHERE b.name = a.name) \
                  AND a.deleted = 0 ORDER BY a.name",
+                params![],
+                row,
             )
-            .map_err(self.sql("agent list"))?;
-        st.query_map([], row)
-            .map_err(self.sql("agent list"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.sql("agent list"))
     }
 
@@ -240,24 +233,23 @@ impl AgentStore {
 
     /// The routes, in the order they were first set (the order they are checked in).
     pub fn routes(&self) -> Result<Vec<ApiRoute>, RecordsError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT number, agent, created_at FROM routes ORDER BY seq")
-            .map_err(self.sql("route list"))?;
-        st.query_map([], |r| {
-            Ok(ApiRoute {
-                number: r.get(0)?,
-                agent: r.get(1)?,
-                created_at: UnixMs(r.get(2)?),
-            })
-        })
-        .map_err(self.sql("route list"))?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(self.sql("route list"))
+        self.conn
+            .query_map(
+                "SELECT number, agent, created_at FROM routes ORDER BY seq",
+                params![],
+                |r| {
+                    Ok(ApiRoute {
+                        number: r.get(0)?,
+                        agent: r.get(1)?,
+                        created_at: UnixMs(r.get(2)?),
+                    })
+                },
+            )
+            .map_err(self.sql("route list"))
     }
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentVersion> {
+fn row(r: &Row) -> Result<AgentVersion, DbError> {
     let text: String = r.get(2)?;
     Ok(AgentVersion {
         name: r.get(0)?,

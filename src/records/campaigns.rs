@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, DbError, Row, StoreLocation, params};
 use serde::{Deserialize, Serialize};
 
 use super::outbox::{EventType, enqueue_event};
@@ -313,7 +313,7 @@ pub struct Target {
 /// code, use it inside `spawn_blocking`.
 #[derive(Debug)]
 pub struct CampaignStore {
-    conn: Connection,
+    conn: Db,
     path: PathBuf,
     subscriptions: super::outbox::SharedSubscriptions,
     redactor: std::sync::Arc<super::redact::Redactor>,
@@ -325,21 +325,21 @@ impl CampaignStore {
     /// record store); `campaign.target.done` events go to `subs`, their free text (the
     /// variables) redacted by `redactor`.
     pub fn open(
-        path: &Path,
+        at: &StoreLocation,
         subs: super::outbox::SharedSubscriptions,
         redactor: std::sync::Arc<super::redact::Redactor>,
     ) -> Result<CampaignStore, RecordsError> {
         Ok(CampaignStore {
-            conn: super::store::open_read_write(path, "open campaigns")?,
-            path: path.to_path_buf(),
+            conn: super::store::open_read_write(at, "open campaigns")?,
+            path: at.name(),
             subscriptions: subs,
             redactor,
             next_id: 0,
         })
     }
 
-    fn sql(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordsError + '_ {
-        move |source| RecordsError::Sqlite {
+    fn sql(&self, op: &'static str) -> impl FnOnce(DbError) -> RecordsError + '_ {
+        move |source| RecordsError::Database {
             path: self.path.clone(),
             op,
             source,
@@ -373,29 +373,26 @@ impl CampaignStore {
         }
         let path = self.path.clone();
         let sql = |op: &'static str| super::store::sql(&path, op);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        self.conn
+            .transaction(
+                |e| e,
+                |tx| {
+                    tx.execute(
+                        "INSERT INTO campaigns (id, name, agent, state, settings, created_at, \
+                     updated_at) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
+                        params![id, c.name, c.agent, settings, now.0],
+                    )?;
+                    for (seq, (t, v)) in c.targets.iter().zip(&vars).enumerate() {
+                        tx.execute(
+                        "INSERT INTO campaign_targets (campaign, seq, number, variables, state, \
+                         next_attempt_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+                        params![id, seq as i64, t.number, v, now.0],
+                    )?;
+                    }
+                    Ok::<(), DbError>(())
+                },
+            )
             .map_err(sql("campaign create"))?;
-        tx.execute(
-            "INSERT INTO campaigns (id, name, agent, state, settings, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
-            params![id, c.name, c.agent, settings, now.0],
-        )
-        .map_err(sql("campaign create"))?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO campaign_targets (campaign, seq, number, variables, state, \
-                     next_attempt_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
-                )
-                .map_err(sql("campaign create"))?;
-            for (seq, (t, v)) in c.targets.iter().zip(&vars).enumerate() {
-                st.execute(params![id, seq as i64, t.number, v, now.0])
-                    .map_err(sql("campaign create"))?;
-            }
-        }
-        tx.commit().map_err(sql("campaign create"))?;
         self.get(&id)?.ok_or_else(|| RecordsError::NotFound {
             path: self.path.clone(),
             op: "campaign create",
@@ -407,32 +404,27 @@ impl CampaignStore {
     pub fn get(&self, id: &str) -> Result<Option<Campaign>, RecordsError> {
         let raw = self
             .conn
-            .query_row(
+            .query_opt(
                 "SELECT id, name, agent, state, settings, created_at, updated_at FROM campaigns \
                  WHERE id = ?1",
                 params![id],
                 raw_campaign,
             )
-            .optional()
             .map_err(self.sql("campaign get"))?;
         raw.map(|r| self.decode_campaign(r)).transpose()
     }
 
     /// Every campaign, newest first.
     pub fn list(&self) -> Result<Vec<Campaign>, RecordsError> {
-        let mut st = self
+        let rows = self
             .conn
-            .prepare_cached(
+            .query_map(
                 "SELECT id, name, agent, state, settings, created_at, updated_at FROM campaigns \
                  ORDER BY created_at DESC, id DESC",
+                params![],
+                raw_campaign,
             )
             .map_err(self.sql("campaign list"))?;
-        let rows = st
-            .query_map([], raw_campaign)
-            .map_err(self.sql("campaign list"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(self.sql("campaign list"))?;
-        drop(st);
         rows.into_iter().map(|r| self.decode_campaign(r)).collect()
     }
 
@@ -468,20 +460,16 @@ impl CampaignStore {
     }
 
     fn counts(&self, id: &str) -> Result<TargetCounts, RecordsError> {
-        let mut st = self
+        let mut c = TargetCounts::default();
+        let rows = self
             .conn
-            .prepare_cached(
+            .query_map(
                 "SELECT state, COUNT(*) FROM campaign_targets WHERE campaign = ?1 GROUP BY state",
+                params![id],
+                |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
             )
             .map_err(self.sql("campaign counts"))?;
-        let mut c = TargetCounts::default();
-        let rows = st
-            .query_map(params![id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(self.sql("campaign counts"))?;
-        for row in rows {
-            let (state, n) = row.map_err(self.sql("campaign counts"))?;
+        for (state, n) in rows {
             let n = n.max(0) as u64;
             match TargetState::parse(&state) {
                 Some(TargetState::Pending) => c.pending = n,
@@ -497,17 +485,16 @@ impl CampaignStore {
 
     /// A campaign's targets in list order, skipping `offset`, at most `limit`.
     pub fn targets(&self, id: &str, limit: u32, offset: u32) -> Result<Vec<Target>, RecordsError> {
-        let mut st = self
+        let rows = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {TARGET_COLUMNS} FROM campaign_targets WHERE campaign = ?1 \
+            .query_map(
+                &format!(
+                    "SELECT {TARGET_COLUMNS} FROM campaign_targets WHERE campaign = ?1 \
                  ORDER BY seq LIMIT ?2 OFFSET ?3"
-            ))
-            .map_err(self.sql("campaign targets"))?;
-        let rows = st
-            .query_map(params![id, limit, offset], raw_target)
-            .map_err(self.sql("campaign targets"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
+                ),
+                params![id, limit, offset],
+                raw_target,
+            )
             .map_err(self.sql("campaign targets"))?;
         rows.into_iter().map(|r| r.decode(&self.path)).collect()
     }
@@ -540,64 +527,67 @@ impl CampaignStore {
         }
         let path = self.path.clone();
         let sql = |op: &'static str| super::store::sql(&path, op);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql("campaign state"))?;
-        tx.execute(
-            "UPDATE campaigns SET state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, to.as_str(), now.0],
-        )
-        .map_err(sql("campaign state"))?;
-        if to == CampaignState::Cancelled {
-            tx.execute(
-                "UPDATE campaign_targets SET state = 'cancelled', updated_at = ?2 \
-                 WHERE campaign = ?1 AND state = 'pending'",
-                params![id, now.0],
+        self.conn
+            .transaction(
+                |e| e,
+                |tx| {
+                    tx.execute(
+                        "UPDATE campaigns SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![id, to.as_str(), now.0],
+                    )?;
+                    if to == CampaignState::Cancelled {
+                        tx.execute(
+                            "UPDATE campaign_targets SET state = 'cancelled', updated_at = ?2 \
+                         WHERE campaign = ?1 AND state = 'pending'",
+                            params![id, now.0],
+                        )?;
+                    }
+                    Ok::<(), DbError>(())
+                },
             )
             .map_err(sql("campaign state"))?;
-        }
-        tx.commit().map_err(sql("campaign state"))?;
         Ok(Some(c.state))
     }
 
     /// The running campaigns, oldest first, without their counts (the runner reads this
     /// every tick: the campaign rows only, none of the targets).
     pub fn running(&self) -> Result<Vec<Campaign>, RecordsError> {
-        let mut st = self
+        let rows = self
             .conn
-            .prepare_cached(
+            .query_map(
                 "SELECT id, name, agent, state, settings, created_at, updated_at FROM campaigns \
                  WHERE state = 'running' ORDER BY created_at",
+                params![],
+                raw_campaign,
             )
             .map_err(self.sql("campaigns running"))?;
-        let rows = st
-            .query_map([], raw_campaign)
-            .map_err(self.sql("campaigns running"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(self.sql("campaigns running"))?;
-        drop(st);
         rows.into_iter().map(|r| self.decode_settings(r)).collect()
     }
 
     /// Claims the campaign's next due target (the earliest due, then list order): it
     /// becomes `dialing` with one more attempt, in one statement, so no target is claimed
-    /// twice.
+    /// twice. On PostgreSQL, where several nodes claim at once, the choice skips rows
+    /// another node's claim has locked (`FOR UPDATE SKIP LOCKED`), and the update checks
+    /// the state again.
     pub fn claim(&mut self, id: &str, now: UnixMs) -> Result<Option<Target>, RecordsError> {
+        let skip_locked = match self.conn.dialect() {
+            super::db::Dialect::Sqlite => "",
+            super::db::Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
         let raw = self
             .conn
-            .query_row(
+            .query_opt(
                 &format!(
                     "UPDATE campaign_targets SET state = 'dialing', attempts = attempts + 1, \
-                     updated_at = ?2 WHERE campaign = ?1 AND seq = (SELECT seq FROM \
-                     campaign_targets WHERE campaign = ?1 AND state = 'pending' AND \
-                     next_attempt_at <= ?2 ORDER BY next_attempt_at, seq LIMIT 1) \
+                     updated_at = ?2 WHERE campaign = ?1 AND state = 'pending' AND seq = \
+                     (SELECT seq FROM campaign_targets WHERE campaign = ?1 AND \
+                     state = 'pending' AND next_attempt_at <= ?2 \
+                     ORDER BY next_attempt_at, seq LIMIT 1{skip_locked}) \
                      RETURNING {TARGET_COLUMNS}"
                 ),
                 params![id, now.0],
                 raw_target,
             )
-            .optional()
             .map_err(self.sql("campaign claim"))?;
         raw.map(|r| r.decode(&self.path)).transpose()
     }
@@ -629,7 +619,7 @@ impl CampaignStore {
                 "SELECT MIN(next_attempt_at) FROM campaign_targets \
                  WHERE campaign = ?1 AND state = 'pending'",
                 params![id],
-                |r| r.get::<_, Option<i64>>(0),
+                |r| r.get::<Option<i64>>(0),
             )
             .map(|v| v.map(UnixMs))
             .map_err(self.sql("campaign next due"))
@@ -655,109 +645,106 @@ impl CampaignStore {
         };
         let path = self.path.clone();
         let sql = |op: &'static str| super::store::sql(&path, op);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql("campaign attempt"))?;
-        let raw = tx
-            .query_row(
-                &format!(
-                    "SELECT {TARGET_COLUMNS} FROM campaign_targets WHERE campaign = ?1 AND seq = ?2"
-                ),
-                params![id, seq],
-                raw_target,
-            )
-            .map_err(sql("campaign attempt"))?;
-        let mut t = raw.decode(&path)?;
-        let retry = &c.settings.retry;
-        let retried =
-            attempt.result == AttemptResult::Interrupted || retry.on.contains(&attempt.result);
-        let state = if attempt.result == AttemptResult::Answered {
-            TargetState::Done
-        } else if c.state == CampaignState::Cancelled {
-            TargetState::Cancelled
-        } else if retried && t.attempts < retry.max_attempts {
-            TargetState::Pending
-        } else {
-            TargetState::Failed
-        };
-        let backoff_ms = i64::from(retry.backoff_s)
-            .saturating_mul(1000)
-            .saturating_mul(1_i64 << t.attempts.saturating_sub(1).min(16));
-        t.last_result = Some(attempt.result);
-        t.history.push(attempt);
-        t.state = state;
-        t.updated_at = now;
-        if state == TargetState::Pending {
-            t.next_attempt_at = UnixMs(now.0.saturating_add(backoff_ms));
-        }
-        let history = serde_json::to_string(&t.history).map_err(|source| RecordsError::Encode {
-            path: path.clone(),
-            op: "campaign attempt",
-            id: format!("{id}/{seq}"),
-            column: "history",
-            source,
-        })?;
-        tx.execute(
-            "UPDATE campaign_targets SET state = ?3, next_attempt_at = ?4, last_result = ?5, \
-             history = ?6, updated_at = ?7 WHERE campaign = ?1 AND seq = ?2",
-            params![
-                id,
-                seq,
-                state.as_str(),
-                t.next_attempt_at.0,
-                t.last_result.map(AttemptResult::as_str),
-                history,
-                now.0
-            ],
-        )
-        .map_err(sql("campaign attempt"))?;
-        if state != TargetState::Pending {
-            let subs = super::outbox::current(&self.subscriptions);
-            let data = serde_json::json!({ "campaign": id, "campaign_name": c.name, "target": t });
-            enqueue_event(
-                &tx,
-                &subs,
-                &self.redactor,
-                &format!("{id}/{seq}"),
-                EventType::CampaignTargetDone,
-                &data,
-            )
-            .map_err(sql("campaign attempt"))?;
-        }
-        let open: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM campaign_targets WHERE campaign = ?1 \
-                 AND state IN ('pending', 'dialing')",
-                params![id],
-                |r| r.get(0),
-            )
-            .map_err(sql("campaign attempt"))?;
-        if open == 0 {
+        let subscriptions = &self.subscriptions;
+        let redactor = &self.redactor;
+        self.conn.transaction(sql("campaign attempt"), |tx| {
+            let raw = tx
+                .query_row(
+                    &format!(
+                        "SELECT {TARGET_COLUMNS} FROM campaign_targets WHERE campaign = ?1 AND seq = ?2"
+                    ),
+                    params![id, seq],
+                    raw_target,
+                )
+                .map_err(sql("campaign attempt"))?;
+            let mut t = raw.decode(&path)?;
+            let retry = &c.settings.retry;
+            let retried =
+                attempt.result == AttemptResult::Interrupted || retry.on.contains(&attempt.result);
+            let state = if attempt.result == AttemptResult::Answered {
+                TargetState::Done
+            } else if c.state == CampaignState::Cancelled {
+                TargetState::Cancelled
+            } else if retried && t.attempts < retry.max_attempts {
+                TargetState::Pending
+            } else {
+                TargetState::Failed
+            };
+            let backoff_ms = i64::from(retry.backoff_s)
+                .saturating_mul(1000)
+                .saturating_mul(1_i64 << t.attempts.saturating_sub(1).min(16));
+            t.last_result = Some(attempt.result);
+            t.history.push(attempt);
+            t.state = state;
+            t.updated_at = now;
+            if state == TargetState::Pending {
+                t.next_attempt_at = UnixMs(now.0.saturating_add(backoff_ms));
+            }
+            let history = serde_json::to_string(&t.history).map_err(|source| RecordsError::Encode {
+                path: path.clone(),
+                op: "campaign attempt",
+                id: format!("{id}/{seq}"),
+                column: "history",
+                source,
+            })?;
             tx.execute(
-                "UPDATE campaigns SET state = 'done', updated_at = ?2 \
-                 WHERE id = ?1 AND state = 'running'",
-                params![id, now.0],
+                "UPDATE campaign_targets SET state = ?3, next_attempt_at = ?4, last_result = ?5, \
+                 history = ?6, updated_at = ?7 WHERE campaign = ?1 AND seq = ?2",
+                params![
+                    id,
+                    seq,
+                    state.as_str(),
+                    t.next_attempt_at.0,
+                    t.last_result.map(AttemptResult::as_str),
+                    history,
+                    now.0
+                ],
             )
             .map_err(sql("campaign attempt"))?;
-        }
-        tx.commit().map_err(sql("campaign attempt"))?;
-        Ok(state)
+            if state != TargetState::Pending {
+                let subs = super::outbox::current(subscriptions);
+                let data = serde_json::json!({ "campaign": id, "campaign_name": c.name, "target": t });
+                enqueue_event(
+                    tx,
+                    &subs,
+                    redactor,
+                    &format!("{id}/{seq}"),
+                    EventType::CampaignTargetDone,
+                    &data,
+                )
+                .map_err(sql("campaign attempt"))?;
+            }
+            let open: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM campaign_targets WHERE campaign = ?1 \
+                     AND state IN ('pending', 'dialing')",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .map_err(sql("campaign attempt"))?;
+            if open == 0 {
+                tx.execute(
+                    "UPDATE campaigns SET state = 'done', updated_at = ?2 \
+                     WHERE id = ?1 AND state = 'running'",
+                    params![id, now.0],
+                )
+                .map_err(sql("campaign attempt"))?;
+            }
+            Ok(state)
+        })
     }
 
     /// After a restart: every target left `dialing` gets an `interrupted` attempt (retried
     /// while attempts remain). Returns how many there were.
     pub fn recover(&mut self, now: UnixMs) -> Result<usize, RecordsError> {
-        let mut st = self
+        let left: Vec<(String, u32)> = self
             .conn
-            .prepare("SELECT campaign, seq FROM campaign_targets WHERE state = 'dialing'")
+            .query_map(
+                "SELECT campaign, seq FROM campaign_targets WHERE state = 'dialing'",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(self.sql("campaign recover"))?;
-        let left: Vec<(String, u32)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(self.sql("campaign recover"))?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(self.sql("campaign recover"))?;
-        drop(st);
         for (id, seq) in &left {
             self.finish_attempt(
                 id,
@@ -788,7 +775,7 @@ struct RawCampaign {
     updated_at: i64,
 }
 
-fn raw_campaign(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCampaign> {
+fn raw_campaign(r: &Row) -> Result<RawCampaign, DbError> {
     Ok(RawCampaign {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -813,7 +800,7 @@ struct RawTarget {
     updated_at: i64,
 }
 
-fn raw_target(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTarget> {
+fn raw_target(r: &Row) -> Result<RawTarget, DbError> {
     Ok(RawTarget {
         campaign: r.get(0)?,
         seq: r.get(1)?,

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, DbError, Row, StoreLocation, params};
 use serde::{Deserialize, Serialize};
 
 use super::{RecordsError, UnixMs};
@@ -91,7 +91,7 @@ impl Memory {
 /// record writer). Blocking: from async code, use it inside `spawn_blocking`.
 #[derive(Debug)]
 pub struct MemoryStore {
-    conn: Connection,
+    conn: Db,
     path: PathBuf,
     redactor: std::sync::Arc<super::redact::Redactor>,
 }
@@ -99,10 +99,10 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// Opens the memory of the records database `path` (created and migrated by the record
     /// store).
-    pub fn open(path: &Path) -> Result<MemoryStore, RecordsError> {
+    pub fn open(at: &StoreLocation) -> Result<MemoryStore, RecordsError> {
         Ok(MemoryStore {
-            conn: super::store::open_read_write(path, "open memory")?,
-            path: path.to_path_buf(),
+            conn: super::store::open_read_write(at, "open memory")?,
+            path: at.name(),
             redactor: Default::default(),
         })
     }
@@ -112,8 +112,8 @@ impl MemoryStore {
         self.redactor = redactor;
     }
 
-    fn sql(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordsError + '_ {
-        move |source| RecordsError::Sqlite {
+    fn sql(&self, op: &'static str) -> impl FnOnce(DbError) -> RecordsError + '_ {
+        move |source| RecordsError::Database {
             path: self.path.clone(),
             op,
             source,
@@ -123,13 +123,12 @@ impl MemoryStore {
     /// What `agent` remembers of `caller`, if anything.
     pub fn get(&self, agent: &str, caller: &str) -> Result<Option<Memory>, RecordsError> {
         self.conn
-            .query_row(
+            .query_opt(
                 "SELECT agent, caller, summary, facts, updated_at, last_record FROM memory \
                  WHERE agent = ?1 AND caller = ?2",
                 params![agent, caller],
                 row,
             )
-            .optional()
             .map_err(self.sql("memory get"))?
             .map(|r| r.decode(&self.path))
             .transpose()
@@ -137,17 +136,14 @@ impl MemoryStore {
 
     /// What every agent remembers of `caller`, by agent.
     pub fn for_caller(&self, caller: &str) -> Result<Vec<Memory>, RecordsError> {
-        let mut st = self
+        let rows = self
             .conn
-            .prepare_cached(
+            .query_map(
                 "SELECT agent, caller, summary, facts, updated_at, last_record FROM memory \
                  WHERE caller = ?1 ORDER BY agent",
+                params![caller],
+                row,
             )
-            .map_err(self.sql("memory of caller"))?;
-        let rows = st
-            .query_map(params![caller], row)
-            .map_err(self.sql("memory of caller"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.sql("memory of caller"))?;
         rows.into_iter().map(|r| r.decode(&self.path)).collect()
     }
@@ -208,48 +204,48 @@ impl MemoryStore {
     ) -> Result<(), RecordsError> {
         let path = self.path.clone();
         let sql = |op: &'static str| super::store::sql(&path, op);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql("memory begin"))?;
-        let current = tx
-            .query_row(
-                "SELECT agent, caller, summary, facts, updated_at, last_record FROM memory \
-                 WHERE agent = ?1 AND caller = ?2",
-                params![agent, caller],
-                row,
-            )
-            .optional()
-            .map_err(sql("memory read"))?
-            .map(|r| r.decode(&path))
-            .transpose()?;
-        let mut m = current.unwrap_or_else(|| Memory {
-            agent: agent.to_owned(),
-            caller: caller.to_owned(),
-            summary: None,
-            facts: Vec::new(),
-            updated_at: now,
-            last_record: None,
-        });
-        f(&mut m);
-        m.updated_at = now;
-        m.last_record = Some(record_id.to_owned());
-        let facts = serde_json::to_string(&m.facts).map_err(|e| RecordsError::Encode {
-            path: path.clone(),
-            op: "memory write",
-            id: format!("{agent}/{caller}"),
-            column: "facts",
-            source: e,
-        })?;
-        tx.execute(
-            "INSERT INTO memory (agent, caller, summary, facts, updated_at, last_record) \
+        self.conn.transaction(sql("memory commit"), |tx| {
+            let current = tx
+                .query_opt(
+                    &format!(
+                        "SELECT agent, caller, summary, facts, updated_at, last_record FROM memory \
+                     WHERE agent = ?1 AND caller = ?2{}",
+                        tx.for_update()
+                    ),
+                    params![agent, caller],
+                    row,
+                )
+                .map_err(sql("memory read"))?
+                .map(|r| r.decode(&path))
+                .transpose()?;
+            let mut m = current.unwrap_or_else(|| Memory {
+                agent: agent.to_owned(),
+                caller: caller.to_owned(),
+                summary: None,
+                facts: Vec::new(),
+                updated_at: now,
+                last_record: None,
+            });
+            f(&mut m);
+            m.updated_at = now;
+            m.last_record = Some(record_id.to_owned());
+            let facts = serde_json::to_string(&m.facts).map_err(|e| RecordsError::Encode {
+                path: path.clone(),
+                op: "memory write",
+                id: format!("{agent}/{caller}"),
+                column: "facts",
+                source: e,
+            })?;
+            tx.execute(
+                "INSERT INTO memory (agent, caller, summary, facts, updated_at, last_record) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(agent, caller) DO UPDATE SET \
              summary = excluded.summary, facts = excluded.facts, \
              updated_at = excluded.updated_at, last_record = excluded.last_record",
-            params![agent, caller, m.summary, facts, now.0, m.last_record],
-        )
-        .map_err(sql("memory write"))?;
-        tx.commit().map_err(sql("memory commit"))
+                params![agent, caller, m.summary, facts, now.0, m.last_record],
+            )
+            .map_err(sql("memory write"))?;
+            Ok(())
+        })
     }
 }
 
@@ -274,7 +270,7 @@ struct RawMemory {
     last_record: Option<String>,
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawMemory> {
+fn row(r: &Row) -> Result<RawMemory, DbError> {
     Ok(RawMemory {
         agent: r.get(0)?,
         caller: r.get(1)?,

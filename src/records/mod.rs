@@ -32,9 +32,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub mod db;
 pub(crate) mod store;
 pub(crate) mod transcript;
 
+pub use db::StoreLocation;
 pub use store::{RecordOp, RecordReader, RecordStore, RecordWriter, WriterStats};
 
 pub mod agents;
@@ -413,7 +415,7 @@ impl CallRecord {
     }
 }
 
-/// An error of the records layer. Every variant names the file and the operation.
+/// An error of the records layer. Every variant names the file (or database) and the operation.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordsError {
@@ -426,16 +428,16 @@ pub enum RecordsError {
         #[source]
         source: std::io::Error,
     },
-    /// An SQLite operation failed.
+    /// A database operation failed (SQLite or PostgreSQL).
     #[error("{}: {op}: {source}", path.display())]
-    Sqlite {
-        /// The database file.
+    Database {
+        /// The database: the SQLite file, or the PostgreSQL URL without its password.
         path: PathBuf,
         /// What was being done (`"open"`, `"insert_started"`, ...).
         op: &'static str,
-        /// The SQLite error.
+        /// The database's error.
         #[source]
-        source: rusqlite::Error,
+        source: db::DbError,
     },
     /// The database says WAL mode could not be enabled (for example on a file system
     /// without shared memory support).

@@ -19,9 +19,9 @@
 //! | `tool.called` | with `call.ended`, one per tool call of the call |
 //! | `backend.failover` | with `call.ended`, one per switch of backend |
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::db::{Db, DbError, Row, StoreLocation, ToValue, params};
 use serde::Serialize;
 
 use super::store::RecordOp;
@@ -291,11 +291,11 @@ fn message_id(now: UnixMs) -> String {
 /// Writes the outbox rows `op` causes for `subs`, inside the caller's transaction (or
 /// savepoint).
 pub(super) fn enqueue(
-    tx: &Connection,
+    tx: &Db,
     subs: &[Subscription],
     redactor: &super::redact::Redactor,
     op: &RecordOp,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     if subs.is_empty() {
         return Ok(());
     }
@@ -309,13 +309,13 @@ pub(super) fn enqueue(
 /// every endpoint of `subs` that takes it, inside the caller's transaction; its free text
 /// redacted by `redactor`.
 pub(super) fn enqueue_event(
-    tx: &Connection,
+    tx: &Db,
     subs: &[Subscription],
     redactor: &super::redact::Redactor,
     subject: &str,
     event: EventType,
     data: &serde_json::Value,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     let now = UnixMs::now();
     let mut body = None;
     for sub in subs.iter().filter(|s| s.events.contains(&event)) {
@@ -349,14 +349,14 @@ pub(super) fn enqueue_event(
 /// database (WAL: it waits at most the busy timeout for the record writer's commits).
 #[derive(Debug)]
 pub struct Outbox {
-    conn: Connection,
+    conn: Db,
     path: PathBuf,
 }
 
 const COLUMNS: &str = "id, endpoint, event, record_id, payload, created_at, attempts, \
     next_attempt_at, state, last_status, last_error, delivered_at";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+fn row(r: &Row) -> Result<Delivery, DbError> {
     let state: String = r.get(8)?;
     Ok(Delivery {
         id: r.get(0)?,
@@ -370,21 +370,21 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
         state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
         last_status: r.get(9)?,
         last_error: r.get(10)?,
-        delivered_at: r.get::<_, Option<i64>>(11)?.map(UnixMs),
+        delivered_at: r.get::<Option<i64>>(11)?.map(UnixMs),
     })
 }
 
 impl Outbox {
     /// Opens the outbox of the records database `path` (created by the record store).
-    pub fn open(path: &Path) -> Result<Outbox, RecordsError> {
+    pub fn open(at: &StoreLocation) -> Result<Outbox, RecordsError> {
         Ok(Outbox {
-            conn: super::store::open_read_write(path, "open outbox")?,
-            path: path.to_path_buf(),
+            conn: super::store::open_read_write(at, "open outbox")?,
+            path: at.name(),
         })
     }
 
-    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordsError + '_ {
-        move |source| RecordsError::Sqlite {
+    fn err(&self, op: &'static str) -> impl FnOnce(DbError) -> RecordsError + '_ {
+        move |source| RecordsError::Database {
             path: self.path.clone(),
             op,
             source,
@@ -398,17 +398,16 @@ impl Outbox {
         now: UnixMs,
         limit: u32,
     ) -> Result<Vec<Delivery>, RecordsError> {
-        let mut st = self
+        let rows = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM outbox WHERE state = 'pending' AND endpoint = ?1 \
+            .query_map(
+                &format!(
+                    "SELECT {COLUMNS} FROM outbox WHERE state = 'pending' AND endpoint = ?1 \
                  AND next_attempt_at <= ?2 ORDER BY next_attempt_at, seq LIMIT ?3"
-            ))
-            .map_err(self.err("outbox due"))?;
-        let rows = st
-            .query_map(params![endpoint, now, limit], row)
-            .map_err(self.err("outbox due"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
+                ),
+                params![endpoint, now, limit],
+                row,
+            )
             .map_err(self.err("outbox due"))?;
         Ok(rows)
     }
@@ -419,7 +418,7 @@ impl Outbox {
             .query_row(
                 "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND endpoint = ?1",
                 params![endpoint],
-                |r| r.get::<_, Option<i64>>(0),
+                |r| r.get::<Option<i64>>(0),
             )
             .map(|v| v.map(UnixMs))
             .map_err(self.err("outbox next due"))
@@ -466,17 +465,16 @@ impl Outbox {
         state: Option<DeliveryState>,
         limit: u32,
     ) -> Result<Vec<Delivery>, RecordsError> {
-        let mut st = self
+        let rows = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) \
+            .query_map(
+                &format!(
+                    "SELECT {COLUMNS} FROM outbox WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) \
                  ORDER BY seq DESC LIMIT ?2"
-            ))
-            .map_err(self.err("outbox list"))?;
-        let rows = st
-            .query_map(params![state.map(DeliveryState::as_str), limit], row)
-            .map_err(self.err("outbox list"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
+                ),
+                params![state.map(DeliveryState::as_str), limit],
+                row,
+            )
             .map_err(self.err("outbox list"))?;
         Ok(rows)
     }
@@ -484,12 +482,11 @@ impl Outbox {
     /// One row.
     pub fn get(&self, id: &str) -> Result<Option<Delivery>, RecordsError> {
         self.conn
-            .query_row(
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM outbox WHERE id = ?1"),
                 params![id],
                 row,
             )
-            .optional()
             .map_err(self.err("outbox get"))
     }
 
@@ -508,35 +505,44 @@ impl Outbox {
     /// Pending rows of endpoints that are no longer configured become dead, so they are
     /// visible and can be redelivered once the endpoint is back. Returns how many.
     pub fn bury_orphans(&self, endpoints: &[String]) -> Result<usize, RecordsError> {
-        let list = serde_json::to_string(endpoints).unwrap_or_else(|_| "[]".into());
+        // One placeholder per endpoint (the configuration's list: a handful).
+        let filter = if endpoints.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND endpoint NOT IN ({})",
+                vec!["?"; endpoints.len()].join(", ")
+            )
+        };
+        let values: Vec<&dyn ToValue> = endpoints.iter().map(|e| e as &dyn ToValue).collect();
         self.conn
             .execute(
-                "UPDATE outbox SET state = 'dead', last_error = 'the endpoint is no longer configured' \
-                 WHERE state = 'pending' AND endpoint NOT IN (SELECT value FROM json_each(?1))",
-                params![list],
+                &format!(
+                    "UPDATE outbox SET state = 'dead', \
+                     last_error = 'the endpoint is no longer configured' \
+                     WHERE state = 'pending'{filter}"
+                ),
+                &values,
             )
             .map_err(self.err("outbox orphans"))
     }
 
     /// The endpoints added through the API, by name.
     pub fn api_endpoints(&self) -> Result<Vec<StoredEndpoint>, RecordsError> {
-        let mut st = self
+        let rows = self
             .conn
-            .prepare_cached(
+            .query_map(
                 "SELECT name, definition, secret, created_at FROM webhook_endpoints ORDER BY name",
+                params![],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<String>(2)?,
+                        r.get::<i64>(3)?,
+                    ))
+                },
             )
-            .map_err(self.err("endpoints list"))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(self.err("endpoints list"))?
-            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.err("endpoints list"))?;
         rows.into_iter()
             .map(|(name, def, secret, at)| {
@@ -577,20 +583,21 @@ impl Outbox {
         let err = super::store::sql(&self.path, "endpoint remove");
         // This connection runs one statement at a time (the outbox's mutex): no other
         // transaction can be open on it.
-        let tx = self.conn.unchecked_transaction().map_err(&err)?;
-        let n = tx
-            .execute(
-                "DELETE FROM webhook_endpoints WHERE name = ?1",
+        let n = self.conn.transaction(&err, |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM webhook_endpoints WHERE name = ?1",
+                    params![name],
+                )
+                .map_err(&err)?;
+            tx.execute(
+                "UPDATE outbox SET state = 'dead', last_error = 'the endpoint was deleted' \
+                 WHERE state = 'pending' AND endpoint = ?1",
                 params![name],
             )
             .map_err(&err)?;
-        tx.execute(
-            "UPDATE outbox SET state = 'dead', last_error = 'the endpoint was deleted' \
-             WHERE state = 'pending' AND endpoint = ?1",
-            params![name],
-        )
-        .map_err(&err)?;
-        tx.commit().map_err(&err)?;
+            Ok(n)
+        })?;
         Ok(n == 1)
     }
 
@@ -599,7 +606,7 @@ impl Outbox {
         self.conn
             .query_row(
                 "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
-                [],
+                params![],
                 |r| r.get(0),
             )
             .map_err(self.err("outbox pending"))

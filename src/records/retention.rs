@@ -4,10 +4,7 @@
 //! directory is read-only, say) is left with its record untouched and named in the log, and the
 //! next sweep tries again.
 
-use std::path::Path;
-
-use rusqlite::params;
-
+use super::db::{StoreLocation, params};
 use super::{RecordsError, UnixMs};
 
 /// What one sweep did.
@@ -25,27 +22,27 @@ pub struct Sweep {
 
 /// Deletes the recordings and transcripts of up to `limit` calls that ended before `cutoff`
 /// in the records database `db`, and marks their records at `now`.
-pub fn sweep(db: &Path, cutoff: UnixMs, now: UnixMs, limit: u32) -> Result<Sweep, RecordsError> {
+pub fn sweep(
+    db: &StoreLocation,
+    cutoff: UnixMs,
+    now: UnixMs,
+    limit: u32,
+) -> Result<Sweep, RecordsError> {
     let conn = super::store::open_read_write(db, "open for retention")?;
     let err = |op: &'static str| {
-        let path = db.to_path_buf();
-        move |source| RecordsError::Sqlite { path, op, source }
+        let path = db.name();
+        move |source| RecordsError::Database { path, op, source }
     };
     let rows: Vec<(String, Option<String>, Option<String>)> = {
-        let mut st = conn
-            .prepare(
-                "SELECT id, recording_path, transcript_path FROM calls \
+        conn.query_map(
+            "SELECT id, recording_path, transcript_path FROM calls \
                  WHERE ended_at IS NOT NULL AND ended_at < ?1 AND media_deleted_at IS NULL \
                  AND (recording_path IS NOT NULL OR transcript_path IS NOT NULL \
                       OR recording_url IS NOT NULL) \
                  ORDER BY ended_at LIMIT ?2",
-            )
-            .map_err(err("retention select"))?;
-        st.query_map(params![cutoff, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .map_err(err("retention select"))?
-        .collect::<rusqlite::Result<_>>()
+            params![cutoff, limit],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .map_err(err("retention select"))?
     };
     let mut out = Sweep::default();

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::types::Value as SqlValue;
 use serde::Serialize;
 
+use super::db::{DbError, Dialect, ToValue, Value as SqlValue, params};
 use super::store::{COLUMNS, query_many, sql};
 use super::{CallAnalysis, CallRecord, Direction, RecordReader, RecordsError, TurnLatency, UnixMs};
 
@@ -83,21 +83,15 @@ impl RecordReader {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<CallRecord>, RecordsError> {
-        let (clause, mut args) = where_clause(filter);
-        args.push(SqlValue::Integer(i64::from(limit)));
-        args.push(SqlValue::Integer(i64::from(offset)));
-        let query = format!(
-            "SELECT {COLUMNS} FROM calls WHERE {clause} \
-             ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?"
-        );
         self.with_conn(|conn, path| {
-            query_many(
-                conn,
-                path,
-                "search",
-                &query,
-                rusqlite::params_from_iter(args),
-            )
+            let (clause, mut args) = where_clause(filter, conn.dialect());
+            args.push(SqlValue::Int(i64::from(limit)));
+            args.push(SqlValue::Int(i64::from(offset)));
+            let query = format!(
+                "SELECT {COLUMNS} FROM calls WHERE {clause} \
+                 ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?"
+            );
+            query_many(conn, path, "search", &query, &as_params(&args))
         })
     }
 
@@ -113,7 +107,7 @@ impl RecordReader {
         let query = format!(
             "SELECT {COLUMNS} FROM calls WHERE analysis IS NULL AND transcript_path IS NOT NULL \
              AND answered_at IS NOT NULL AND started_at >= ?1 AND started_at < ?2 \
-             ORDER BY started_at, rowid LIMIT ?3"
+             ORDER BY started_at, id LIMIT ?3"
         );
         self.with_conn(|conn, path| {
             query_many(
@@ -121,7 +115,7 @@ impl RecordReader {
                 path,
                 "pending analyses",
                 &query,
-                rusqlite::params![since.get(), before.get(), limit],
+                params![since.get(), before.get(), limit],
             )
         })
     }
@@ -142,34 +136,29 @@ impl RecordReader {
             until: Some(until),
             ..RecordFilter::default()
         };
-        let (clause, args) = where_clause(&filter);
-        let query = format!(
-            "SELECT agent, started_at, answered_at, ended_at, turn_latencies, \
-             backend_switches, barge_ins, analysis FROM calls WHERE {clause}"
-        );
         self.with_conn(|conn, path| {
-            let mut stmt = conn.prepare(&query).map_err(sql(path, OP))?;
-            let mut rows = stmt
-                .query(rusqlite::params_from_iter(args))
-                .map_err(sql(path, OP))?;
+            let (clause, args) = where_clause(&filter, conn.dialect());
+            let query = format!(
+                "SELECT agent, started_at, answered_at, ended_at, turn_latencies, \
+                 backend_switches, barge_ins, analysis FROM calls WHERE {clause}"
+            );
             let mut acc: BTreeMap<(String, String), Acc> = BTreeMap::new();
-            while let Some(row) = rows.next().map_err(sql(path, OP))? {
-                let read = || -> rusqlite::Result<RowFigures> {
-                    Ok(RowFigures {
-                        agent: row.get(0)?,
-                        started_at: row.get(1)?,
-                        answered_at: row.get(2)?,
-                        ended_at: row.get(3)?,
-                        turns: row.get(4)?,
-                        switches: row.get(5)?,
-                        barge_ins: row.get(6)?,
-                        analysis: row.get(7)?,
-                    })
+            conn.query_map(&query, &as_params(&args), |row| {
+                let r = RowFigures {
+                    agent: row.get(0)?,
+                    started_at: row.get(1)?,
+                    answered_at: row.get(2)?,
+                    ended_at: row.get(3)?,
+                    turns: row.get(4)?,
+                    switches: row.get(5)?,
+                    barge_ins: row.get(6)?,
+                    analysis: row.get(7)?,
                 };
-                let r = read().map_err(sql(path, OP))?;
                 let day = day_of(r.started_at, tz);
                 acc.entry((day, r.agent.clone())).or_default().add(&r);
-            }
+                Ok::<(), DbError>(())
+            })
+            .map_err(sql(path, OP))?;
             Ok(acc
                 .into_iter()
                 .map(|((day, agent), a)| a.finish(day, agent))
@@ -178,8 +167,18 @@ impl RecordReader {
     }
 }
 
-/// The `WHERE` of a filter over finished records, and its arguments in order.
-fn where_clause(f: &RecordFilter) -> (String, Vec<SqlValue>) {
+/// `values` as statement parameters.
+fn as_params(values: &[SqlValue]) -> Vec<&dyn ToValue> {
+    values.iter().map(|v| v as &dyn ToValue).collect()
+}
+
+/// The `WHERE` of a filter over finished records, and its arguments in order. SQLite's
+/// `LIKE` ignores ASCII case; PostgreSQL's `ILIKE` does the same.
+fn where_clause(f: &RecordFilter, dialect: Dialect) -> (String, Vec<SqlValue>) {
+    let like = match dialect {
+        Dialect::Sqlite => "LIKE",
+        Dialect::Postgres => "ILIKE",
+    };
     let mut parts = vec!["(ended_at IS NOT NULL OR unfinished = 1)".to_owned()];
     let mut args = Vec::new();
     if let Some(q) = f.q.as_deref().filter(|q| !q.is_empty()) {
@@ -195,7 +194,7 @@ fn where_clause(f: &RecordFilter) -> (String, Vec<SqlValue>) {
         ];
         let any: Vec<String> = columns
             .iter()
-            .map(|c| format!("{c} LIKE ? ESCAPE '\\'"))
+            .map(|c| format!("{c} {like} ? ESCAPE '\\'"))
             .collect();
         parts.push(format!("({})", any.join(" OR ")));
         // The same pattern for each of the columns.
@@ -216,11 +215,11 @@ fn where_clause(f: &RecordFilter) -> (String, Vec<SqlValue>) {
     }
     if let Some(s) = f.since {
         parts.push("started_at >= ?".into());
-        args.push(SqlValue::Integer(s.0));
+        args.push(SqlValue::Int(s.0));
     }
     if let Some(u) = f.until {
         parts.push("started_at < ?".into());
-        args.push(SqlValue::Integer(u.0));
+        args.push(SqlValue::Int(u.0));
     }
     (parts.join(" AND "), args)
 }

@@ -39,8 +39,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::types::{ToSql, ToSqlOutput};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags};
+
+use super::db::{Db, DbError, Dialect, Row, StoreLocation, ToValue, params};
 
 use super::outbox::{self, Subscription};
 use super::{
@@ -52,27 +53,35 @@ use super::{
 /// `SQLITE_BUSY`. In WAL mode only the rare checkpoint-restart can make a reader wait.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Another read-write connection to the records database at `path` (the outbox's and the
-/// agents'), with the store's busy timeout and `synchronous=FULL`. `op` names it in errors.
-pub(super) fn open_read_write(path: &Path, op: &'static str) -> Result<Connection, RecordsError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql(path, op))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(sql(path, "set busy_timeout"))?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(sql(path, "set synchronous=FULL"))?;
-    Ok(conn)
+/// Another read-write connection to the records database (the outbox's, the agents', ...).
+/// SQLite: the existing file, with the store's busy timeout and `synchronous=FULL`;
+/// PostgreSQL: a new connection. Blocking. `op` names it in errors.
+pub(super) fn open_read_write(at: &StoreLocation, op: &'static str) -> Result<Db, RecordsError> {
+    let path = at.name();
+    match at {
+        StoreLocation::Sqlite { .. } => {
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(lite(&path, op))?;
+            conn.busy_timeout(BUSY_TIMEOUT)
+                .map_err(lite(&path, "set busy_timeout"))?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(lite(&path, "set synchronous=FULL"))?;
+            Ok(Db::sqlite(conn, path))
+        }
+        StoreLocation::Postgres { url } => Db::postgres(url).map_err(sql(&path, op)),
+    }
 }
 
 /// The synchronous database: one read-write connection. Use it directly from synchronous
 /// code (tools, tests); async code uses [`RecordWriter`] and [`RecordReader`].
 #[derive(Debug)]
 pub struct RecordStore {
-    conn: Connection,
+    conn: Db,
     path: PathBuf,
+    location: StoreLocation,
     recovered: usize,
     /// The webhook endpoints whose events each operation writes to the outbox.
     subscriptions: outbox::SharedSubscriptions,
@@ -84,26 +93,21 @@ impl RecordStore {
     /// `journal_mode=WAL` and `synchronous=FULL`, migrates the schema, then runs the
     /// crash-recovery pass (see the module docs).
     pub fn open(data_dir: impl AsRef<Path>) -> Result<RecordStore, RecordsError> {
-        let dir = data_dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| RecordsError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join(DB_FILE_NAME);
-        let conn = Connection::open(&path).map_err(sql(&path, "open"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(sql(&path, "set busy_timeout"))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sql(&path, "set journal_mode=WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(RecordsError::NoWal { path, mode });
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql(&path, "set synchronous=FULL"))?;
+        RecordStore::open_at(&StoreLocation::sqlite(data_dir.as_ref()))
+    }
+
+    /// Opens the records database at `at`: [`open`](Self::open) for SQLite; for PostgreSQL,
+    /// connects, migrates the schema (one node at a time, under an advisory lock) and runs
+    /// the same recovery pass. Blocking.
+    pub fn open_at(at: &StoreLocation) -> Result<RecordStore, RecordsError> {
+        let conn = match at {
+            StoreLocation::Sqlite { data_dir } => open_sqlite(data_dir)?,
+            StoreLocation::Postgres { .. } => open_read_write(at, "open")?,
+        };
         let mut store = RecordStore {
+            path: conn.name().to_path_buf(),
             conn,
-            path,
+            location: at.clone(),
             recovered: 0,
             subscriptions: Default::default(),
             redactor: Arc::default(),
@@ -113,9 +117,14 @@ impl RecordStore {
         Ok(store)
     }
 
-    /// The database file.
+    /// The database's name: the SQLite file, or the PostgreSQL URL without its password.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the database is.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
     }
 
     /// How many in-progress rows the recovery pass of [`open`](Self::open) marked unfinished.
@@ -131,7 +140,7 @@ impl RecordStore {
         self.conn
             .execute(
                 &format!("INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS})"),
-                record_params(record, &row),
+                &record_params(record, &row),
             )
             .map_err(sql(&self.path, OP))?;
         Ok(())
@@ -176,7 +185,7 @@ impl RecordStore {
                     "INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS}) \
                      ON CONFLICT(id) DO UPDATE SET {UPSERT_SET}"
                 ),
-                record_params(record, &row),
+                &record_params(record, &row),
             )
             .map_err(sql(&self.path, OP))?;
         Ok(())
@@ -236,22 +245,48 @@ impl RecordStore {
     /// Applies one [`RecordOp`], with its webhook events when there are subscriptions: the
     /// change and its events are one savepoint, so both are written or neither is.
     pub fn apply(&mut self, op: &RecordOp) -> Result<(), RecordsError> {
+        self.apply_in(op, false)
+    }
+
+    /// [`apply`](Self::apply), inside a transaction the caller opened (`in_tx`) or not.
+    /// Outside one, an operation with webhook events is its own transaction. Inside one, it
+    /// is a savepoint, so that its failure leaves the transaction's other operations in; on
+    /// PostgreSQL every operation is, since there a failed statement aborts the whole
+    /// transaction.
+    fn apply_in(&mut self, op: &RecordOp, in_tx: bool) -> Result<(), RecordsError> {
+        const OP: &str = "apply with webhook events";
         let subs = outbox::current(&self.subscriptions);
-        if subs.is_empty() {
+        let guarded = !subs.is_empty() || (in_tx && self.conn.dialect() == Dialect::Postgres);
+        if !guarded {
             return self.apply_record(op);
         }
-        const OP: &str = "apply with webhook events";
+        if !in_tx {
+            self.conn.begin().map_err(sql(&self.path, OP))?;
+            let result = self.apply_record(op).and_then(|()| {
+                outbox::enqueue(&self.conn, &subs, &self.redactor, op).map_err(sql(&self.path, OP))
+            });
+            return match result {
+                Ok(()) => self.conn.commit().map_err(sql(&self.path, OP)),
+                Err(e) => {
+                    self.conn.rollback();
+                    Err(e)
+                }
+            };
+        }
         self.conn
-            .execute_batch("SAVEPOINT record_op")
+            .batch("SAVEPOINT record_op")
             .map_err(sql(&self.path, OP))?;
         let result = self.apply_record(op).and_then(|()| {
+            if subs.is_empty() {
+                return Ok(());
+            }
             outbox::enqueue(&self.conn, &subs, &self.redactor, op).map_err(sql(&self.path, OP))
         });
         let end = match result {
             Ok(()) => "RELEASE record_op",
             Err(_) => "ROLLBACK TO record_op; RELEASE record_op",
         };
-        self.conn.execute_batch(end).map_err(sql(&self.path, OP))?;
+        self.conn.batch(end).map_err(sql(&self.path, OP))?;
         result
     }
 
@@ -271,13 +306,13 @@ impl RecordStore {
     /// itself fails, the batch is rolled back and applied again one by one.
     pub fn apply_batch(&mut self, ops: &[RecordOp]) -> Vec<Result<(), RecordsError>> {
         const OP: &str = "apply_batch";
-        if ops.len() > 1 && self.conn.execute_batch("BEGIN IMMEDIATE").is_ok() {
-            let results: Vec<_> = ops.iter().map(|op| self.apply(op)).collect();
-            match self.conn.execute_batch("COMMIT") {
+        if ops.len() > 1 && self.conn.begin().is_ok() {
+            let results: Vec<_> = ops.iter().map(|op| self.apply_in(op, true)).collect();
+            match self.conn.commit() {
                 Ok(()) => return results,
                 Err(e) => {
                     tracing::warn!(error = %sql(&self.path, OP)(e), ops = ops.len(), "call records: a batch did not commit; writing its rows one by one");
-                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.conn.rollback();
                 }
             }
         }
@@ -385,26 +420,33 @@ impl RecordWriter {
         data_dir: impl AsRef<Path>,
         capacity: usize,
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
-        RecordWriter::spawn_with(data_dir, capacity, Arc::default(), Arc::default())
+        RecordWriter::spawn_with(
+            &StoreLocation::sqlite(data_dir.as_ref()),
+            capacity,
+            Arc::default(),
+            Arc::default(),
+        )
     }
 
     /// [`spawn_with_capacity`](Self::spawn_with_capacity), the writer also writing the
     /// webhook events of `subs` with each operation (see [`RecordStore::set_subscriptions`]),
     /// their free text redacted by `redactor`.
+    /// The database is `at` ([`RecordStore::open_at`]).
     pub fn spawn_with(
-        data_dir: impl AsRef<Path>,
+        at: &StoreLocation,
         capacity: usize,
         subs: outbox::SharedSubscriptions,
         redactor: Arc<super::redact::Redactor>,
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
         let capacity = capacity.max(1);
-        let mut store = RecordStore::open(data_dir.as_ref())?;
+        let mut store = RecordStore::open_at(at)?;
         store.share_subscriptions(subs);
         store.set_redactor(redactor);
         let path = store.path.clone();
-        let reader = RecordReader::open_file(&path)?;
+        let reader = RecordReader::open_at(at)?;
         let shared = Arc::new(Shared {
             path: path.clone(),
+            location: at.clone(),
             capacity,
             recovered: store.recovered,
             applied: AtomicU64::new(0),
@@ -473,9 +515,14 @@ impl RecordWriter {
         self.shared.recovered
     }
 
-    /// The database file.
+    /// The database's name: the SQLite file, or the PostgreSQL URL without its password.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// Where the database is (to open the other tables' connections).
+    pub fn location(&self) -> &StoreLocation {
+        &self.shared.location
     }
 
     /// Applies everything queued, stops the thread and joins it; returns the final counters.
@@ -501,20 +548,40 @@ impl RecordWriter {
 /// committed state. Cloning shares the connection (queries take turns).
 #[derive(Debug, Clone)]
 pub struct RecordReader {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Db>>,
     path: PathBuf,
+    location: StoreLocation,
 }
 
 impl RecordReader {
     /// Opens `data_dir/voxline.db` read-only, for example for a tool that lists calls while
     /// voxline runs. The database must exist (a [`RecordStore`] created it).
     pub fn open(data_dir: impl AsRef<Path>) -> Result<RecordReader, RecordsError> {
-        RecordReader::open_file(&data_dir.as_ref().join(DB_FILE_NAME))
+        RecordReader::open_at(&StoreLocation::sqlite(data_dir.as_ref()))
     }
 
-    /// The database file.
+    /// Opens a reading connection to the database at `at`: read-only for SQLite (the file
+    /// must exist), a new connection for PostgreSQL. Blocking.
+    pub fn open_at(at: &StoreLocation) -> Result<RecordReader, RecordsError> {
+        let conn = match at {
+            StoreLocation::Sqlite { data_dir } => open_read_only(&data_dir.join(DB_FILE_NAME))?,
+            StoreLocation::Postgres { .. } => open_read_write(at, "open reader")?,
+        };
+        Ok(RecordReader {
+            path: conn.name().to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+            location: at.clone(),
+        })
+    }
+
+    /// The database's name: the SQLite file, or the PostgreSQL URL without its password.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the database is.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
     }
 
     /// The record with this id, if any.
@@ -533,29 +600,52 @@ impl RecordReader {
     }
 
     /// Runs `f` with the connection (locked) and the database's path.
-    pub(super) fn with_conn<T>(&self, f: impl FnOnce(&Connection, &Path) -> T) -> T {
+    pub(super) fn with_conn<T>(&self, f: impl FnOnce(&Db, &Path) -> T) -> T {
         f(&lock(&self.conn), &self.path)
     }
+}
 
-    fn open_file(path: &Path) -> Result<RecordReader, RecordsError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql(path, "open read-only"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(sql(path, "set busy_timeout"))?;
-        Ok(RecordReader {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_path_buf(),
-        })
+/// Opens (creating if needed) `data_dir/voxline.db` read-write, in WAL mode with
+/// `synchronous=FULL`.
+fn open_sqlite(dir: &Path) -> Result<Db, RecordsError> {
+    std::fs::create_dir_all(dir).map_err(|source| RecordsError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(DB_FILE_NAME);
+    let conn = Connection::open(&path).map_err(lite(&path, "open"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(lite(&path, "set busy_timeout"))?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(lite(&path, "set journal_mode=WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(RecordsError::NoWal { path, mode });
     }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(lite(&path, "set synchronous=FULL"))?;
+    Ok(Db::sqlite(conn, path))
+}
+
+fn open_read_only(path: &Path) -> Result<Db, RecordsError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(lite(path, "open read-only"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(lite(path, "set busy_timeout"))?;
+    Ok(Db::sqlite(conn, path.to_path_buf()))
 }
 
 // ---------------------------------------------------------------------------------------
 // Private: schema, row encoding, queries, the writer thread.
 
-/// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`.
+/// The key of the PostgreSQL advisory lock that serialises migrations ("voxline" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0076_6f78_6c69_6e65;
+
+/// Schema migrations; `MIGRATIONS[i]` brings the schema to version `i + 1`. Written in
+/// SQLite's dialect; PostgreSQL gets them through [`super::db::pg_schema`].
 const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE calls (
@@ -645,41 +735,56 @@ impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
         const OP: &str = "migrate schema";
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(&path, OP))?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_version (
-                version    INTEGER PRIMARY KEY NOT NULL,
-                applied_at INTEGER NOT NULL
-            );",
-        )
-        .map_err(sql(&path, OP))?;
-        let current: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(sql(&path, OP))?;
-        let supported = MIGRATIONS.len() as i64;
-        if current > supported {
-            return Err(RecordsError::SchemaTooNew {
-                path,
-                found: current,
-                supported,
-            });
-        }
-        for (version, migration) in (1_i64..).zip(MIGRATIONS).skip(current.max(0) as usize) {
-            tx.execute_batch(migration).map_err(sql(&path, OP))?;
-            tx.execute(
-                "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
-                params![version, UnixMs::now().0],
-            )
-            .map_err(sql(&path, OP))?;
-        }
-        tx.commit().map_err(sql(&path, OP))
+        let dialect = self.conn.dialect();
+        self.conn.transaction(sql(&path, OP), |tx| {
+            if dialect == Dialect::Postgres {
+                // Nodes starting together migrate one after the other; the lock ends with
+                // the transaction.
+                tx.query_row(
+                    "SELECT pg_advisory_xact_lock(?1)",
+                    params![MIGRATION_LOCK],
+                    |_| Ok(()),
+                )
+                .map_err(sql(&path, OP))?;
+            }
+            let version_table = "CREATE TABLE IF NOT EXISTS schema_version (
+                    version    INTEGER PRIMARY KEY NOT NULL,
+                    applied_at INTEGER NOT NULL
+                );";
+            let version_table = match dialect {
+                Dialect::Sqlite => version_table.to_owned(),
+                Dialect::Postgres => super::db::pg_schema(version_table),
+            };
+            tx.batch(&version_table).map_err(sql(&path, OP))?;
+            let current: i64 = tx
+                .query_row(
+                    "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_version",
+                    params![],
+                    |r| r.get(0),
+                )
+                .map_err(sql(&path, OP))?;
+            let supported = MIGRATIONS.len() as i64;
+            if current > supported {
+                return Err(RecordsError::SchemaTooNew {
+                    path: path.clone(),
+                    found: current,
+                    supported,
+                });
+            }
+            for (version, migration) in (1_i64..).zip(MIGRATIONS).skip(current.max(0) as usize) {
+                let ddl = match dialect {
+                    Dialect::Sqlite => (*migration).to_owned(),
+                    Dialect::Postgres => super::db::pg_schema(migration),
+                };
+                tx.batch(&ddl).map_err(sql(&path, OP))?;
+                tx.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+                    params![version, UnixMs::now().0],
+                )
+                .map_err(sql(&path, OP))?;
+            }
+            Ok(())
+        })
     }
 
     /// The crash-recovery pass: marks in-progress rows unfinished; returns how many.
@@ -735,7 +840,7 @@ impl EncodedJson {
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql; 29] {
+fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToValue; 29] {
     [
         &r.id,
         &r.call_id,
@@ -767,18 +872,6 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToSql
         &r.barge_ins,
         &r.recording_url,
     ]
-}
-
-impl ToSql for UnixMs {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.0))
-    }
-}
-
-impl ToSql for Direction {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
 }
 
 /// A row as SQLite returns it, before the checks that turn it into a [`CallRecord`].
@@ -816,7 +909,7 @@ struct RawRow {
 
 impl RawRow {
     /// Reads a row selected with [`COLUMNS`].
-    fn read(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    fn read(row: &Row) -> Result<RawRow, DbError> {
         Ok(RawRow {
             id: row.get(0)?,
             call_id: row.get(1)?,
@@ -916,21 +1009,20 @@ impl RawRow {
     }
 }
 
-fn query_get(conn: &Connection, path: &Path, id: &str) -> Result<Option<CallRecord>, RecordsError> {
+fn query_get(conn: &Db, path: &Path, id: &str) -> Result<Option<CallRecord>, RecordsError> {
     const OP: &str = "get";
-    conn.query_row(
+    conn.query_opt(
         &format!("SELECT {COLUMNS} FROM calls WHERE id = ?1"),
         params![id],
         RawRow::read,
     )
-    .optional()
     .map_err(sql(path, OP))?
     .map(|raw| raw.into_record(path, OP))
     .transpose()
 }
 
 fn query_list(
-    conn: &Connection,
+    conn: &Db,
     path: &Path,
     limit: u32,
     offset: u32,
@@ -940,50 +1032,51 @@ fn query_list(
         path,
         "list",
         &format!(
-            "SELECT {COLUMNS} FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?1 OFFSET ?2"
+            "SELECT {COLUMNS} FROM calls ORDER BY started_at DESC, id DESC LIMIT ?1 OFFSET ?2"
         ),
         params![limit, offset],
     )
 }
 
-fn query_active(conn: &Connection, path: &Path) -> Result<Vec<CallRecord>, RecordsError> {
+fn query_active(conn: &Db, path: &Path) -> Result<Vec<CallRecord>, RecordsError> {
     query_many(
         conn,
         path,
         "list_active",
         &format!(
             "SELECT {COLUMNS} FROM calls WHERE ended_at IS NULL AND unfinished = 0 \
-             ORDER BY started_at, rowid"
+             ORDER BY started_at, id"
         ),
-        [],
+        params![],
     )
 }
 
 pub(super) fn query_many(
-    conn: &Connection,
+    conn: &Db,
     path: &Path,
     op: &'static str,
     query: &str,
-    params: impl rusqlite::Params,
+    params: &[&dyn ToValue],
 ) -> Result<Vec<CallRecord>, RecordsError> {
-    let mut stmt = conn.prepare_cached(query).map_err(sql(path, op))?;
-    let rows = stmt
-        .query_map(params, RawRow::read)
-        .map_err(sql(path, op))?;
-    rows.map(|raw| raw.map_err(sql(path, op))?.into_record(path, op))
+    conn.query_map(query, params, RawRow::read)
+        .map_err(sql(path, op))?
+        .into_iter()
+        .map(|raw| raw.into_record(path, op))
         .collect()
 }
 
-/// Maps an SQLite error to [`RecordsError::Sqlite`].
-pub(super) fn sql<'a>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl Fn(rusqlite::Error) -> RecordsError + 'a {
-    move |source| RecordsError::Sqlite {
+/// Maps a database error to [`RecordsError::Database`].
+pub(super) fn sql<'a>(path: &'a Path, op: &'static str) -> impl Fn(DbError) -> RecordsError + 'a {
+    move |source| RecordsError::Database {
         path: path.to_path_buf(),
         op,
         source,
     }
+}
+
+/// Maps an error of rusqlite itself (opening, pragmas) to [`RecordsError::Database`].
+fn lite<'a>(path: &'a Path, op: &'static str) -> impl Fn(rusqlite::Error) -> RecordsError + 'a {
+    move |e| sql(path, op)(DbError::Sqlite(e))
 }
 
 /// Locks a mutex, ignoring poisoning: the guarded values (a connection, a join handle) stay
@@ -1003,6 +1096,7 @@ enum Msg {
 #[derive(Debug)]
 struct Shared {
     path: PathBuf,
+    location: StoreLocation,
     capacity: usize,
     recovered: usize,
     applied: AtomicU64,

@@ -3,9 +3,9 @@
 //! on the records database (like [`super::retention`]); the uploader
 //! ([`crate::storage::uploader`]) calls it on the blocking pool.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use rusqlite::{Connection, params};
+use super::db::{Db, Dialect, StoreLocation, params};
 
 use super::RecordsError;
 use super::store::{open_read_write, sql};
@@ -33,39 +33,48 @@ pub struct PendingUpload {
 /// The uploads' view of the records database.
 #[derive(Debug)]
 pub struct UploadStore {
-    conn: Connection,
+    conn: Db,
     path: PathBuf,
 }
 
 impl UploadStore {
     /// Opens the records database at `path` (voxline.db, created by the record writer).
-    pub fn open(path: &Path) -> Result<UploadStore, RecordsError> {
+    pub fn open(at: &StoreLocation) -> Result<UploadStore, RecordsError> {
         Ok(UploadStore {
-            conn: open_read_write(path, "open uploads")?,
-            path: path.to_path_buf(),
+            conn: open_read_write(at, "open uploads")?,
+            path: at.name(),
         })
+    }
+
+    /// `INDEXED BY index` for SQLite, which otherwise may pick the `ended_at` index and scan
+    /// every finished call; PostgreSQL plans with statistics and has no such clause.
+    fn indexed_by(&self, index: &str) -> String {
+        match self.conn.dialect() {
+            Dialect::Sqlite => format!("INDEXED BY {index}"),
+            Dialect::Postgres => String::new(),
+        }
     }
 
     /// Finished calls whose recording has no upload yet, oldest first, at most `limit`.
     pub fn pending(&self, limit: u32) -> Result<Vec<PendingUpload>, RecordsError> {
         const OP: &str = "pending uploads";
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT id, recording_path FROM calls INDEXED BY calls_upload_pending \
-                 WHERE ended_at IS NOT NULL AND recording_path IS NOT NULL \
-                 AND recording_url IS NULL ORDER BY ended_at LIMIT ?1",
+        self.conn
+            .query_map(
+                &format!(
+                    "SELECT id, recording_path FROM calls {} \
+                     WHERE ended_at IS NOT NULL AND recording_path IS NOT NULL \
+                     AND recording_url IS NULL ORDER BY ended_at LIMIT ?1",
+                    self.indexed_by("calls_upload_pending")
+                ),
+                params![limit],
+                |r| {
+                    Ok(PendingUpload {
+                        id: r.get(0)?,
+                        path: PathBuf::from(r.get::<String>(1)?),
+                    })
+                },
             )
-            .map_err(sql(&self.path, OP))?;
-        let rows = st
-            .query_map(params![limit], |r| {
-                Ok(PendingUpload {
-                    id: r.get(0)?,
-                    path: PathBuf::from(r.get::<_, String>(1)?),
-                })
-            })
-            .map_err(sql(&self.path, OP))?;
-        rows.collect::<Result<_, _>>().map_err(sql(&self.path, OP))
+            .map_err(sql(&self.path, OP))
     }
 
     /// Records that the recording of `id` is at `url`; with `local_deleted`, that its local
@@ -97,17 +106,17 @@ impl UploadStore {
     /// url), at most `limit`.
     pub fn expired(&self, limit: u32) -> Result<Vec<(String, String)>, RecordsError> {
         const OP: &str = "expired uploads";
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT id, recording_url FROM calls INDEXED BY calls_upload_expired \
-                 WHERE recording_url IS NOT NULL AND media_deleted_at IS NOT NULL LIMIT ?1",
+        self.conn
+            .query_map(
+                &format!(
+                    "SELECT id, recording_url FROM calls {} \
+                     WHERE recording_url IS NOT NULL AND media_deleted_at IS NOT NULL LIMIT ?1",
+                    self.indexed_by("calls_upload_expired")
+                ),
+                params![limit],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .map_err(sql(&self.path, OP))?;
-        let rows = st
-            .query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sql(&self.path, OP))?;
-        rows.collect::<Result<_, _>>().map_err(sql(&self.path, OP))
+            .map_err(sql(&self.path, OP))
     }
 
     /// Records that the uploaded copy of `id` is deleted.

@@ -46,7 +46,7 @@ async fn with<T: Send + 'static>(
 
 /// Uploads recordings to `client`'s bucket from the records database `db`, until voxline
 /// stops.
-pub async fn run(client: S3Client, db: PathBuf) {
+pub async fn run(client: S3Client, db: crate::records::StoreLocation) {
     let store = match tokio::task::spawn_blocking(move || UploadStore::open(&db)).await {
         Ok(Ok(s)) => Arc::new(Mutex::new(s)),
         Ok(Err(e)) => {

@@ -281,7 +281,8 @@ fn fifty_targets_survive_a_restart_with_limits_and_retries() {
 
     // One campaign.target.done event per target.
     let outbox =
-        voxline::records::outbox::Outbox::open(&data.join(voxline::records::DB_FILE_NAME)).unwrap();
+        voxline::records::outbox::Outbox::open(&voxline::records::StoreLocation::sqlite(&data))
+            .unwrap();
     let events = outbox
         .list(None, 1000)
         .unwrap()

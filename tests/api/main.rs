@@ -41,4 +41,5 @@ mod records_search;
 mod records_store;
 mod records_transcript;
 mod retention;
+mod store_postgres;
 mod webhooks;

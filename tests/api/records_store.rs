@@ -205,7 +205,7 @@ fn errors_name_the_database_the_operation_and_the_record() {
     assert!(
         matches!(
             err,
-            RecordsError::Sqlite {
+            RecordsError::Database {
                 op: "insert_started",
                 ..
             }
@@ -379,7 +379,7 @@ fn record_changes_and_their_webhook_events_are_written_together() {
     let mut started = r.clone();
     started.ended_at = None;
     store.insert_started(&started).unwrap();
-    let outbox = Outbox::open(&dir.path().join(DB_FILE_NAME)).unwrap();
+    let outbox = Outbox::open(&voxline::records::StoreLocation::sqlite(dir.path())).unwrap();
     // insert_started alone (not apply) writes no event.
     assert_eq!(outbox.pending().unwrap(), 0);
     // A failing operation (the id exists) writes neither the row nor an event.
@@ -616,7 +616,7 @@ fn analysis_survives_the_final_record_in_either_order() {
         }),
         Err(RecordsError::NotFound { .. })
     ));
-    let outbox = Outbox::open(store.path()).unwrap();
+    let outbox = Outbox::open(store.location()).unwrap();
     // Newest first.
     let events: Vec<(String, String)> = outbox
         .list(None, 100)
@@ -658,7 +658,7 @@ fn webhook_payloads_are_redacted() {
             analysis: Box::new(a.clone()),
         })
         .unwrap();
-    let outbox = Outbox::open(store.path()).unwrap();
+    let outbox = Outbox::open(store.location()).unwrap();
     let payload = outbox.list(None, 10).unwrap().remove(0).payload;
     assert!(
         payload.contains("Ada gave [redacted:email] and card [redacted:card]."),

@@ -13,6 +13,8 @@
 //! port twice.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod postgres;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
