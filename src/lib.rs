@@ -32,6 +32,7 @@ pub mod agent;
 pub mod api;
 pub mod call;
 pub mod campaigns;
+pub mod cluster;
 pub mod config;
 pub mod dsp;
 pub mod media;

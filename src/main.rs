@@ -202,8 +202,26 @@ async fn run(
     let subs: voxline::records::outbox::SharedSubscriptions = Arc::new(std::sync::RwLock::new(
         cfg.webhooks.iter().map(|w| w.subscription()).collect(),
     ));
-    let (service, running, records, api_endpoints) =
-        start_sip(&cfg, opts, true, api_routes.clone(), subs.clone()).await?;
+    let http_addr = http_listen.unwrap_or(cfg.http.listen);
+    let cluster_api = match &cfg.cluster {
+        Some(c) => Some(c.api_url_for(http_addr).map_err(|e| {
+            let file = config_path.as_ref().map_or_else(
+                || "the embedded default".into(),
+                |p| p.display().to_string(),
+            );
+            anyhow::anyhow!("{file}: {e}")
+        })?),
+        None => None,
+    };
+    let (service, running, records, api_endpoints, node) = start_sip(
+        &cfg,
+        opts,
+        true,
+        api_routes.clone(),
+        subs.clone(),
+        cluster_api.as_ref(),
+    )
+    .await?;
     let webhooks = match &records {
         Some(w) => Some(blocking(|| {
             start_webhooks(&cfg, w.location(), subs.clone(), api_endpoints)
@@ -320,8 +338,23 @@ async fn run(
         ),
         recordings_s3,
         drain: api::drain::Drain::new(cfg.limits.drain_deadline, cfg.limits.retry_after),
+        cluster: match &node {
+            Some(n) => Some(api::ClusterApi {
+                node: n.clone(),
+                forward: voxline::cluster::Forwarder::new(
+                    n.id().clone(),
+                    cfg.http.token.as_ref().map(|t| Arc::from(t.expose())),
+                )
+                .map_err(|e| anyhow::anyhow!("cluster: the HTTP client: {e}"))?,
+            }),
+            None => None,
+        },
     };
     let drain = state.drain.clone();
+    if let Some(n) = &node {
+        let d = drain.clone();
+        tokio::spawn(n.clone().run(move || d.is_requested()));
+    }
     if let (Some(w), Some(reader)) = (&records, &state.records) {
         resume_analyses(&cfg, &state, started, w.clone(), reader.clone())?;
     }
@@ -333,7 +366,6 @@ async fn run(
         });
         tokio::spawn(voxline::campaigns::run(c, service.clone(), lookup));
     }
-    let http_addr = http_listen.unwrap_or(cfg.http.listen);
     let (bound, _http) = api::serve(http_addr, state, cfg.http.limits)
         .await
         .context("starting HTTP")?;
@@ -370,6 +402,9 @@ async fn run(
     }
     tracing::info!("signal received: shutting down gracefully");
     service.shutdown().await;
+    if let Some(n) = &node {
+        n.leave().await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), running.driver).await;
     if let Some(w) = records {
         // Every finished call's record is on disk before we exit.
@@ -430,12 +465,13 @@ async fn call(
     opts.tcp_listen = vec![sip_listen];
     opts.registrations.clear();
     opts.keepalives.clear();
-    let (handle, _running, _, _) = start_sip(
+    let (handle, _running, _, _, _) = start_sip(
         &cfg,
         opts,
         false,
         voxline::call::DynamicRoutes::default(),
         Default::default(),
+        None,
     )
     .await?;
     let mut agent = match &agent_name {
@@ -661,11 +697,13 @@ async fn start_sip(
     record_calls: bool,
     api_routes: voxline::call::DynamicRoutes,
     subs: voxline::records::outbox::SharedSubscriptions,
+    cluster_api: Option<&url::Url>,
 ) -> anyhow::Result<(
     CallService,
     runtime::Running<voxline::call::CallCommand>,
     Option<voxline::records::RecordWriter>,
     Vec<voxline::webhooks::Endpoint>,
+    Option<voxline::cluster::Node>,
 )> {
     let setup = cfg.call_setup();
     let table = CallTable::default();
@@ -678,11 +716,14 @@ async fn start_sip(
         .with_trunks(setup.trunk_policies)
         .with_dynamic_routes(api_routes);
     let mut records = None;
+    let mut node = None;
     let mut api_endpoints = Vec::new();
     if record_calls {
+        let node_id = cfg.cluster.as_ref().map(|c| c.node_id.as_str());
         let (writer, _reader) = blocking(|| {
             voxline::records::RecordWriter::spawn_with(
                 &cfg.store,
+                node_id,
                 voxline::records::RecordWriter::DEFAULT_CAPACITY,
                 subs.clone(),
                 cfg.redaction.clone(),
@@ -707,6 +748,21 @@ async fn start_sip(
                 .context("opening the caller memory")?;
         memory.set_redactor(cfg.redaction.clone());
         records = Some(writer.clone());
+        if let (Some(c), Some(api_url)) = (&cfg.cluster, cluster_api) {
+            // Joined once the record store has migrated the schema, before the first call:
+            // record ids start with a prefix no other node uses.
+            let now_ms = u64::try_from(voxline::records::UnixMs::now().get()).unwrap_or(0);
+            let joined = blocking(|| voxline::cluster::Node::join(c, api_url, &cfg.store, now_ms))
+                .with_context(|| format!("joining the cluster as node {}", c.node_id))?;
+            tracing::info!(
+                node = %c.node_id,
+                api_url = %api_url,
+                record_prefix = joined.record_prefix(),
+                "joined the cluster"
+            );
+            manager = manager.with_record_prefix(joined.record_prefix());
+            node = Some(joined);
+        }
         manager = manager
             .with_records(writer)
             .with_redactor(cfg.redaction.clone())
@@ -716,7 +772,7 @@ async fn start_sip(
         .await
         .context("starting SIP")?;
     let service = CallService::new(running.commands.clone(), table, setup.trunks, setup.domain);
-    Ok((service, running, records, api_endpoints))
+    Ok((service, running, records, api_endpoints, node))
 }
 
 /// How often [`trim_after_sip_bursts`] looks at the SIP transaction count.

@@ -10,6 +10,7 @@
 
 mod agents;
 mod campaigns;
+mod cluster;
 pub mod console;
 mod doc;
 pub mod drain;
@@ -86,6 +87,8 @@ pub struct ApiState {
     pub recordings_s3: Option<crate::storage::S3Client>,
     /// The drain request (`POST /drain`, SIGTERM with `--drain`).
     pub drain: drain::Drain,
+    /// This node's cluster membership and its forwarder (`None`: a single node).
+    pub cluster: Option<ClusterApi>,
 }
 
 /// An API error: a status and a message, rendered as JSON.
@@ -223,6 +226,16 @@ pub fn router(state: ApiState, limits: &HttpLimits) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// What the API needs of the cluster: the node (its store) and the forwarder of control
+/// requests to the node that handles a call.
+#[derive(Debug, Clone)]
+pub struct ClusterApi {
+    /// This node.
+    pub node: crate::cluster::Node,
+    /// Sends hang-ups, DTMF and transfers to their call's node.
+    pub forward: crate::cluster::Forwarder,
 }
 
 /// Binds and serves until the future resolves.
@@ -601,16 +614,7 @@ async fn list_calls(
     headers: HeaderMap,
 ) -> Result<Json<Vec<CallInfo>>, ApiError> {
     authorize(&state, &headers)?;
-    Ok(Json(state.handle.calls.active()))
-}
-
-fn parse_id(id: &str) -> Result<u64, ApiError> {
-    id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("call id must be a number, got {id:?}"),
-        )
-    })
+    Ok(Json(cluster::list(&state).await))
 }
 
 /// An id in `GET /calls/{id}`: a live call's handle number, or a record id.
@@ -912,11 +916,12 @@ struct HungUp {
 }
 
 /// The path parameter of a call in progress.
-const CALL_ID: &str = "a call's handle number";
+const CALL_ID: &str = "a call's handle number on this node, or its record id (DIGITS-DIGITS), \
+    which in a cluster reaches the node that handles the call";
 
 /// Hangs up a call in progress.
 #[utoipa::path(post, path = "/calls/{id}/hangup", tag = "calls",
-    params(("id" = u64, Path, description = CALL_ID)),
+    params(("id" = String, Path, pattern = "^[0-9]+(-[0-9]+)?$", description = CALL_ID)),
     responses(
         (status = 200, description = "the call is being hung up", body = HungUp),
         (status = 404, description = "no such call", body = doc::ErrorBody),
@@ -926,16 +931,19 @@ async fn hangup_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<HungUp>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let id = parse_id(&id)?;
+    let id = match cluster::control(&state, &headers, &id, "hangup", serde_json::json!({})).await? {
+        cluster::Control::Local(h) => h.0,
+        cluster::Control::Forwarded(answer) => return Ok(answer),
+    };
     let found = state
         .handle
         .hangup(CallHandle(id))
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if found {
-        Ok(Json(HungUp { id, hangup: true }))
+        Ok(Json(HungUp { id, hangup: true }).into_response())
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -968,7 +976,7 @@ struct DtmfSent {
 
 /// Sends DTMF digits on a call in progress.
 #[utoipa::path(post, path = "/calls/{id}/dtmf", tag = "calls",
-    params(("id" = u64, Path, description = CALL_ID)),
+    params(("id" = String, Path, pattern = "^[0-9]+(-[0-9]+)?$", description = CALL_ID)),
     request_body = SendDtmf,
     responses(
         (status = 200, description = "the digits are sent", body = DtmfSent),
@@ -981,10 +989,14 @@ async fn send_dtmf(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<SendDtmf>, JsonRejection>,
-) -> Result<Json<DtmfSent>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let id = parse_id(&id)?;
     let req = json_body(body)?;
+    let forward = serde_json::json!({ "digits": req.digits, "method": req.method });
+    let id = match cluster::control(&state, &headers, &id, "dtmf", forward).await? {
+        cluster::Control::Local(h) => h.0,
+        cluster::Control::Forwarded(answer) => return Ok(answer),
+    };
     let digits: Vec<crate::media::dtmf::Digit> = req
         .digits
         .chars()
@@ -1016,7 +1028,8 @@ async fn send_dtmf(
         Ok(Ok(())) => Ok(Json(DtmfSent {
             id,
             digits: req.digits,
-        })),
+        })
+        .into_response()),
         Ok(Err(e)) => {
             let status = match e {
                 crate::call::DtmfError::NoCall(_) => StatusCode::NOT_FOUND,
@@ -1052,7 +1065,7 @@ struct Transferred {
 
 /// Blind-transfers a call in progress (REFER) and waits for the outcome.
 #[utoipa::path(post, path = "/calls/{id}/transfer", tag = "calls",
-    params(("id" = u64, Path, description = CALL_ID)),
+    params(("id" = String, Path, pattern = "^[0-9]+(-[0-9]+)?$", description = CALL_ID)),
     request_body = TransferCall,
     responses(
         (status = 200, description = "the transfer succeeded", body = Transferred),
@@ -1067,15 +1080,20 @@ async fn transfer_call(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<TransferCall>, JsonRejection>,
-) -> Result<Json<Transferred>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let id = parse_id(&id)?;
     let req = json_body(body)?;
+    let forward = serde_json::json!({ "target": req.target });
+    let id = match cluster::control(&state, &headers, &id, "transfer", forward).await? {
+        cluster::Control::Local(h) => h.0,
+        cluster::Control::Forwarded(answer) => return Ok(answer),
+    };
     match state.handle.transfer(CallHandle(id), req.target).await {
         Ok(outcome) => Ok(Json(Transferred {
             transferred: true,
             status: outcome.status,
-        })),
+        })
+        .into_response()),
         Err(e) => Err(transfer_error(id, e)),
     }
 }

@@ -93,6 +93,8 @@ pub struct CallManager {
     pub(super) redactor: std::sync::Arc<crate::records::redact::Redactor>,
     /// Makes record ids unique across restarts: the process start time in Unix milliseconds.
     pub(super) record_prefix: u64,
+    /// Whether `record_prefix` was given ([`CallManager::with_record_prefix`]).
+    record_prefix_fixed: bool,
     /// Turns `now` into wall time; set by the runtime when it attaches (sans-IO tests run
     /// without it, at the Unix epoch).
     pub(super) wall: Option<WallClock>,
@@ -120,6 +122,7 @@ impl CallManager {
             memory: None,
             redactor: Default::default(),
             record_prefix: 0,
+            record_prefix_fixed: false,
             wall: None,
             trunks: Vec::new(),
             trunk_rates: std::collections::HashMap::new(),
@@ -142,6 +145,14 @@ impl CallManager {
     /// Looks up incoming calls in `routes` (set through the API) before voxline.toml's.
     pub fn with_dynamic_routes(mut self, routes: DynamicRoutes) -> Self {
         self.dynamic_routes = routes;
+        self
+    }
+
+    /// Record ids start with `prefix` (a cluster node's, unique among the nodes) instead of
+    /// the time the runtime starts.
+    pub fn with_record_prefix(mut self, prefix: u64) -> Self {
+        self.record_prefix = prefix;
+        self.record_prefix_fixed = true;
         self
     }
 
@@ -740,8 +751,10 @@ impl CallHandler for CallManager {
         // Record ids stay unique across restarts: they start with the attach time, in
         // milliseconds (in seconds, a restart within the same second reused the ids of the
         // calls before it, and the new calls' records were refused as duplicates).
-        self.record_prefix =
-            u64::try_from(wall.unix(wall.instant()).as_millis()).unwrap_or(u64::MAX);
+        if !self.record_prefix_fixed {
+            self.record_prefix =
+                u64::try_from(wall.unix(wall.instant()).as_millis()).unwrap_or(u64::MAX);
+        }
         self.wall = Some(wall);
     }
 

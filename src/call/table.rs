@@ -67,6 +67,50 @@ pub struct CallInfo {
     pub transfer: Option<String>,
     /// Times the caller cut the agent short (AI agents; updated every second).
     pub barge_ins: u32,
+    /// The cluster node that handles the call (`[cluster] node_id`; absent on a single
+    /// node). A call on another node is shown from its record: without live media figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl CallInfo {
+    /// A call in progress on another node, as its record shows it (`id` is 0: handle
+    /// numbers are per node; use `record_id`).
+    pub fn from_record(r: &crate::records::CallRecord) -> CallInfo {
+        let secs = |t: crate::records::UnixMs| t.get() as f64 / 1000.0;
+        CallInfo {
+            id: 0,
+            record_id: r.id.clone(),
+            call_id: r.call_id.clone(),
+            direction: r.direction.as_str(),
+            from: r.from.clone(),
+            to: r.to.clone(),
+            agent: r.agent.clone(),
+            agent_version: r.agent_version,
+            state: if r.answered_at.is_some() {
+                "answered"
+            } else {
+                "ringing"
+            },
+            codec: r.codec.clone(),
+            on_hold: false,
+            started_at: secs(r.started_at),
+            answered_at: r.answered_at.map(secs),
+            ended_at: None,
+            end_reason: None,
+            dtmf: Vec::new(),
+            recording: r.recording_path.clone(),
+            media: None,
+            transcript: r.transcript_path.clone(),
+            turns: r.turn_latencies.clone(),
+            tool_calls: r.tool_calls.clone(),
+            backend_switches: r.backend_switches.clone(),
+            dsp: r.dsp.clone(),
+            transfer: r.transfer.clone(),
+            barge_ins: r.barge_ins,
+            node: r.node.clone(),
+        }
+    }
 }
 
 /// A call's voice chain figures from its chain's counters and its bridge's.
@@ -298,6 +342,7 @@ impl CallManager {
             dsp: None,
             transfer: None,
             barge_ins: 0,
+            node: None,
         };
         let mut record = crate::records::CallRecord::started(
             self.record_id(call),

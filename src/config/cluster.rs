@@ -83,14 +83,32 @@ impl std::fmt::Display for NodeId {
 pub struct ClusterSection {
     /// `node_id`: this node's name; its calls are recorded under it.
     pub node_id: NodeId,
-    /// `api_url`: the base URL of this node's HTTP API as the other nodes reach it
-    /// (default: `http://` + `http.listen`, when that is a specific address).
-    pub api_url: url::Url,
+    /// `api_url`: the base URL of this node's HTTP API as the other nodes reach it; `None`:
+    /// `http://` and the address the API listens on (which must then be a specific one;
+    /// checked at start, when `--http-listen` is known).
+    pub api_url: Option<url::Url>,
     /// `heartbeat_s`: how often the node renews its row and its leases (1 to 60, default 2).
     pub heartbeat: Duration,
     /// `node_timeout_s`: a node silent this long is dead; its calls are marked unfinished
     /// and its leases move (at least three heartbeats, at most 600; default 10).
     pub node_timeout: Duration,
+}
+
+impl ClusterSection {
+    /// The URL the other nodes reach this node's API at: `api_url`, or `http://` and
+    /// `listen` (the API's address), which must then be a specific address.
+    pub fn api_url_for(&self, listen: std::net::SocketAddr) -> Result<url::Url, String> {
+        if let Some(u) = &self.api_url {
+            return Ok(u.clone());
+        }
+        if listen.ip().is_unspecified() || listen.port() == 0 {
+            return Err(format!(
+                "cluster.api_url is required when the API listens on {listen} (the other \
+                 nodes need an address they can reach)"
+            ));
+        }
+        url::Url::parse(&format!("http://{listen}")).map_err(|e| e.to_string())
+    }
 }
 
 impl Resolver<'_> {
@@ -131,7 +149,6 @@ impl Resolver<'_> {
         &self,
         f: Option<FileCluster>,
         store: &StoreLocation,
-        http: &super::HttpSection,
     ) -> Result<Option<ClusterSection>, ConfigError> {
         let bad = |key: &str, why: String| self.err(key, ConfigErrorKind::Cluster(why));
         let f = match (f, store.is_shared()) {
@@ -155,29 +172,20 @@ impl Resolver<'_> {
                 ));
             }
         };
-        let api_url = match f.api_url {
-            Some(u) => url::Url::parse(&u)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-                .ok_or_else(|| {
-                    bad(
-                        "cluster.api_url",
-                        format!("must be an http or https URL (got {u:?})"),
-                    )
-                })?,
-            None if http.listen.ip().is_unspecified() => {
-                return Err(bad(
-                    "cluster.api_url",
-                    format!(
-                        "is required when http.listen is {} (the other nodes need an \
-                         address they can reach)",
-                        http.listen
-                    ),
-                ));
-            }
-            None => url::Url::parse(&format!("http://{}", http.listen))
-                .map_err(|e| bad("cluster.api_url", e.to_string()))?,
-        };
+        let api_url = f
+            .api_url
+            .map(|u| {
+                url::Url::parse(&u)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .ok_or_else(|| {
+                        bad(
+                            "cluster.api_url",
+                            format!("must be an http or https URL (got {u:?})"),
+                        )
+                    })
+            })
+            .transpose()?;
         let heartbeat_s = f.heartbeat_s.unwrap_or(DEFAULT_HEARTBEAT_S);
         self.in_range("cluster.heartbeat_s", heartbeat_s, 1, 60)?;
         let timeout_s = f

@@ -285,7 +285,7 @@ impl<'a> Resolver<'a> {
             .map(|u| self.recording_upload(u))
             .transpose()?;
         let store = self.store(file.store, &data_dir)?;
-        let cluster = self.cluster(file.cluster, &store, &http)?;
+        let cluster = self.cluster(file.cluster, &store)?;
         Ok(Config {
             sip,
             limits,

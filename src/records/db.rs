@@ -415,10 +415,31 @@ enum Conn {
 }
 
 struct Pg {
-    client: postgres::Client,
+    /// `None` once dropped, or after the connection broke (the next use reconnects).
+    client: Option<postgres::Client>,
     url: String,
     /// Prepared statements by their SQLite-dialect text.
     statements: HashMap<String, postgres::Statement>,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        // The driver's Drop blocks on its own runtime, which panics on a tokio worker; inside
+        // a tokio context the connection is closed on a thread of its own.
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let spawned = std::thread::Builder::new()
+                .name("voxline-pg-close".into())
+                .spawn(move || drop(client));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "PostgreSQL connection left to the server to close");
+            }
+        } else {
+            drop(client);
+        }
+    }
 }
 
 impl fmt::Debug for Db {
@@ -446,7 +467,7 @@ impl Db {
         let client = postgres::Client::connect(url, postgres::NoTls)?;
         Ok(Db {
             conn: Conn::Postgres(Box::new(RefCell::new(Pg {
-                client,
+                client: Some(client),
                 url: url.to_owned(),
                 statements: HashMap::new(),
             }))),
@@ -577,8 +598,7 @@ impl Db {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Conn::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
-                pg.reconnect_if_closed()?;
-                Ok(pg.client.batch_execute(sql)?)
+                Ok(pg.client()?.batch_execute(sql)?)
             }
         }
     }
@@ -628,13 +648,20 @@ impl Db {
 }
 
 impl Pg {
-    fn reconnect_if_closed(&mut self) -> Result<(), DbError> {
-        if self.client.is_closed() {
-            tracing::warn!(db = %redact_url(&self.url), "PostgreSQL connection closed; reconnecting");
-            self.client = postgres::Client::connect(&self.url, postgres::NoTls)?;
-            self.statements.clear();
-        }
-        Ok(())
+    /// The connection; one the server closed is replaced by a new one (its prepared
+    /// statements forgotten).
+    fn client(&mut self) -> Result<&mut postgres::Client, DbError> {
+        let client = match self.client.take() {
+            Some(c) if !c.is_closed() => c,
+            closed => {
+                if closed.is_some() {
+                    tracing::warn!(db = %redact_url(&self.url), "PostgreSQL connection closed; reconnecting");
+                }
+                self.statements.clear();
+                postgres::Client::connect(&self.url, postgres::NoTls)?
+            }
+        };
+        Ok(self.client.insert(client))
     }
 
     /// Runs `f` with the prepared statement for `sql` (prepared and cached on first use).
@@ -643,11 +670,11 @@ impl Pg {
         sql: &str,
         f: impl FnOnce(&mut postgres::Client, &postgres::Statement) -> Result<T, postgres::Error>,
     ) -> Result<T, DbError> {
-        self.reconnect_if_closed()?;
+        self.client()?;
         let st = match self.statements.get(sql) {
             Some(st) => st.clone(),
             None => {
-                let st = self.client.prepare(&pg_sql(sql))?;
+                let st = self.client()?.prepare(&pg_sql(sql))?;
                 if self.statements.len() >= PG_STATEMENT_CACHE {
                     self.statements.clear();
                 }
@@ -655,7 +682,7 @@ impl Pg {
                 st
             }
         };
-        Ok(f(&mut self.client, &st)?)
+        Ok(f(self.client()?, &st)?)
     }
 }
 

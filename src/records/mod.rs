@@ -42,10 +42,12 @@ pub use store::{RecordOp, RecordReader, RecordStore, RecordWriter, WriterStats};
 pub mod agents;
 pub mod campaigns;
 pub mod memory;
+pub mod nodes;
 pub mod outbox;
 pub mod redact;
 pub mod retention;
 pub mod search;
+pub mod shared;
 pub mod uploads;
 pub use transcript::{
     Role, SkippedLine, Transcript, TranscriptEntry, TranscriptWriter, read_transcript,
@@ -301,6 +303,10 @@ pub struct CallRecord {
     /// Schema version 15.
     #[serde(default)]
     pub recording_url: Option<String>,
+    /// The cluster node that handles (or handled) the call: `[cluster] node_id`, written by
+    /// the node's record store; `None` on a single node. Schema version 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The result of a call's post-call analysis, as the record keeps it.
@@ -394,6 +400,7 @@ impl CallRecord {
             analysis: None,
             barge_ins: 0,
             recording_url: None,
+            node: None,
             started_at,
             answered_at: None,
             ended_at: None,

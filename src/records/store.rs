@@ -82,6 +82,8 @@ pub struct RecordStore {
     conn: Db,
     path: PathBuf,
     location: StoreLocation,
+    /// The cluster node this store writes for (`calls.node`), if any.
+    node: Option<String>,
     recovered: usize,
     /// The webhook endpoints whose events each operation writes to the outbox.
     subscriptions: outbox::SharedSubscriptions,
@@ -100,6 +102,13 @@ impl RecordStore {
     /// connects, migrates the schema (one node at a time, under an advisory lock) and runs
     /// the same recovery pass. Blocking.
     pub fn open_at(at: &StoreLocation) -> Result<RecordStore, RecordsError> {
+        RecordStore::open_for(at, None)
+    }
+
+    /// [`open_at`](Self::open_at) for cluster node `node`: the calls it records carry its
+    /// id, and on PostgreSQL the recovery pass marks only its own calls (another node's
+    /// calls are its own business, or the cluster's reaper's when that node dies).
+    pub fn open_for(at: &StoreLocation, node: Option<&str>) -> Result<RecordStore, RecordsError> {
         let conn = match at {
             StoreLocation::Sqlite { data_dir } => open_sqlite(data_dir)?,
             StoreLocation::Postgres { .. } => open_read_write(at, "open")?,
@@ -108,6 +117,7 @@ impl RecordStore {
             path: conn.name().to_path_buf(),
             conn,
             location: at.clone(),
+            node: node.map(str::to_owned),
             recovered: 0,
             subscriptions: Default::default(),
             redactor: Arc::default(),
@@ -140,7 +150,7 @@ impl RecordStore {
         self.conn
             .execute(
                 &format!("INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS})"),
-                &record_params(record, &row),
+                &record_params(record, &row, &self.node),
             )
             .map_err(sql(&self.path, OP))?;
         Ok(())
@@ -185,7 +195,7 @@ impl RecordStore {
                     "INSERT INTO calls ({COLUMNS}) VALUES ({PLACEHOLDERS}) \
                      ON CONFLICT(id) DO UPDATE SET {UPSERT_SET}"
                 ),
-                &record_params(record, &row),
+                &record_params(record, &row, &self.node),
             )
             .map_err(sql(&self.path, OP))?;
         Ok(())
@@ -422,6 +432,7 @@ impl RecordWriter {
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
         RecordWriter::spawn_with(
             &StoreLocation::sqlite(data_dir.as_ref()),
+            None,
             capacity,
             Arc::default(),
             Arc::default(),
@@ -431,15 +442,16 @@ impl RecordWriter {
     /// [`spawn_with_capacity`](Self::spawn_with_capacity), the writer also writing the
     /// webhook events of `subs` with each operation (see [`RecordStore::set_subscriptions`]),
     /// their free text redacted by `redactor`.
-    /// The database is `at` ([`RecordStore::open_at`]).
+    /// The database is `at`, written for cluster node `node` ([`RecordStore::open_for`]).
     pub fn spawn_with(
         at: &StoreLocation,
+        node: Option<&str>,
         capacity: usize,
         subs: outbox::SharedSubscriptions,
         redactor: Arc<super::redact::Redactor>,
     ) -> Result<(RecordWriter, RecordReader), RecordsError> {
         let capacity = capacity.max(1);
-        let mut store = RecordStore::open_at(at)?;
+        let mut store = RecordStore::open_for(at, node)?;
         store.share_subscriptions(subs);
         store.set_redactor(redactor);
         let path = store.path.clone();
@@ -705,15 +717,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX calls_agent_started ON calls (agent, started_at);
 ",
     super::uploads::MIGRATION,
+    super::nodes::MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.
 pub(super) const COLUMNS: &str = "id, call_id, from_uri, to_uri, direction, trunk, agent, started_at, \
     answered_at, ended_at, end_reason, sip_code, codec, loss_percent, jitter_ms, mos, \
     turn_latencies, tool_calls, transcript_path, recording_path, unfinished, transfer, dsp, \
-    backend_switches, agent_version, media_deleted_at, analysis, barge_ins, recording_url";
+    backend_switches, agent_version, media_deleted_at, analysis, barge_ins, recording_url, node";
 
-const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29";
+const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30";
 
 /// Every column but `id` replaced by the new row's value; `analysis` only by a value (the
 /// analysis may be written before the final record).
@@ -729,7 +742,7 @@ const UPSERT_SET: &str = "call_id = excluded.call_id, from_uri = excluded.from_u
     backend_switches = excluded.backend_switches, agent_version = excluded.agent_version, \
     media_deleted_at = excluded.media_deleted_at, \
     analysis = COALESCE(excluded.analysis, calls.analysis), barge_ins = excluded.barge_ins, \
-    recording_url = COALESCE(excluded.recording_url, calls.recording_url)";
+    recording_url = COALESCE(excluded.recording_url, calls.recording_url), node = excluded.node";
 
 impl RecordStore {
     fn migrate(&mut self) -> Result<(), RecordsError> {
@@ -789,13 +802,23 @@ impl RecordStore {
 
     /// The crash-recovery pass: marks in-progress rows unfinished; returns how many.
     fn recover(&mut self) -> Result<usize, RecordsError> {
-        self.conn
-            .execute(
+        const OP: &str = "mark unfinished calls";
+        match (self.conn.dialect(), &self.node) {
+            // One process per data directory: every call in progress was this one's.
+            (Dialect::Sqlite, _) => self.conn.execute(
                 "UPDATE calls SET unfinished = 1, end_reason = ?1 \
                  WHERE ended_at IS NULL AND unfinished = 0",
                 params![UNFINISHED_END_REASON],
-            )
-            .map_err(sql(&self.path, "mark unfinished calls"))
+            ),
+            (Dialect::Postgres, Some(node)) => self.conn.execute(
+                "UPDATE calls SET unfinished = 1, end_reason = ?1 \
+                 WHERE ended_at IS NULL AND unfinished = 0 AND node = ?2",
+                params![UNFINISHED_END_REASON, node],
+            ),
+            // A shared store opened by no node (a tool): nothing is known to be dead.
+            (Dialect::Postgres, None) => Ok(0),
+        }
+        .map_err(sql(&self.path, OP))
     }
 }
 
@@ -840,7 +863,13 @@ impl EncodedJson {
 }
 
 /// Parameters in [`COLUMNS`] order.
-fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToValue; 29] {
+/// `node` is the writing store's, when it has one (a cluster node), else the record's.
+fn record_params<'a>(
+    r: &'a CallRecord,
+    json: &'a EncodedJson,
+    node: &'a Option<String>,
+) -> [&'a dyn ToValue; 30] {
+    let node = if node.is_some() { node } else { &r.node };
     [
         &r.id,
         &r.call_id,
@@ -871,6 +900,7 @@ fn record_params<'a>(r: &'a CallRecord, json: &'a EncodedJson) -> [&'a dyn ToVal
         &json.analysis,
         &r.barge_ins,
         &r.recording_url,
+        node,
     ]
 }
 
@@ -905,6 +935,7 @@ struct RawRow {
     analysis: Option<String>,
     barge_ins: u32,
     recording_url: Option<String>,
+    node: Option<String>,
 }
 
 impl RawRow {
@@ -940,6 +971,7 @@ impl RawRow {
             analysis: row.get(26)?,
             barge_ins: row.get(27)?,
             recording_url: row.get(28)?,
+            node: row.get(29)?,
         })
     }
 
@@ -1005,6 +1037,7 @@ impl RawRow {
             backend_switches,
             barge_ins: self.barge_ins,
             recording_url: self.recording_url,
+            node: self.node,
         })
     }
 }

@@ -46,6 +46,7 @@ fn full(id: &str) -> CallRecord {
         analysis: Some(analysis("Ada asked about order A-17.")),
         barge_ins: 3,
         recording_url: None,
+        node: None,
         started_at: UnixMs::new(1_718_000_000_123),
         answered_at: Some(UnixMs::new(1_718_000_004_500)),
         ended_at: Some(UnixMs::new(1_718_000_064_999)),

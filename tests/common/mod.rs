@@ -423,6 +423,30 @@ pub fn http_json(
     (code, json)
 }
 
+/// [`http_json`] with `Authorization: Bearer token`.
+pub fn http_json_auth(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: &str,
+    timeout: Duration,
+) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {token}");
+    let (code, _, text) = http_request_headers(
+        addr,
+        method,
+        path,
+        &[("Authorization", &auth)],
+        body,
+        timeout,
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+    (code, json)
+}
+
 // ---------------------------------------------------------------------------------------
 // voxline call
 // ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ mod harness;
 mod media_peer;
 
 mod cancel_race;
+mod cluster_postgres;
 mod connection_reuse;
 mod dialog;
 mod drain;
