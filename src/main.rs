@@ -213,6 +213,12 @@ async fn run(
         })?),
         None => None,
     };
+    // In a cluster the trunk registrations are the lease holder's (cluster::Node::run).
+    let cluster_regs = if cfg.cluster.is_some() {
+        std::mem::take(&mut opts.registrations)
+    } else {
+        Vec::new()
+    };
     let (service, running, records, api_endpoints, node) = start_sip(
         &cfg,
         opts,
@@ -353,7 +359,11 @@ async fn run(
     let drain = state.drain.clone();
     if let Some(n) = &node {
         let d = drain.clone();
-        tokio::spawn(n.clone().run(move || d.is_requested()));
+        tokio::spawn(n.clone().run(
+            move || d.is_requested(),
+            cluster_regs.clone(),
+            running.commands.clone(),
+        ));
     }
     if let (Some(w), Some(reader)) = (&records, &state.records) {
         resume_analyses(&cfg, &state, started, w.clone(), reader.clone())?;
@@ -403,7 +413,7 @@ async fn run(
     tracing::info!("signal received: shutting down gracefully");
     service.shutdown().await;
     if let Some(n) = &node {
-        n.leave().await;
+        n.leave(&cluster_regs).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), running.driver).await;
     if let Some(w) = records {

@@ -3,17 +3,18 @@
 //! The state lives in the records database ([`crate::records::campaigns`]); this module
 //! checks new campaigns ([`check_settings`], [`target_uri`]) and runs them ([`run`]): one
 //! task that, every [`TICK`] or when woken, claims due targets of each running campaign while
-//! the campaign has fewer than `max_concurrent` calls in progress, its calls-per-second
-//! bucket has a token, and its calling window is open. Each claim becomes a task that dials
+//! its calling window is open and the store grants them: the campaign has fewer than
+//! `max_concurrent` targets dialing and its calls-per-second pace allows one more, both kept
+//! in the database so that they hold across the nodes of a cluster
+//! ([`CampaignStore::claim_within`]). Each claim becomes a task that dials
 //! the target, hangs up when it rings longer than `ring_timeout_s`, classifies how the call
 //! ended and reports the attempt to the store, which retries or finalizes the target.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -255,16 +256,8 @@ pub fn window_open(window: &CallingWindow, now: jiff::Timestamp) -> Result<bool,
     Ok(Window::parse(window)?.is_open(now))
 }
 
-/// A running campaign's limits, in memory.
-struct Pace {
-    active: Arc<AtomicU32>,
-    tokens: f64,
-    last: Instant,
-}
-
 /// Runs the campaigns until voxline stops. Call [`CampaignStore::recover`] first.
 pub async fn run(campaigns: Campaigns, service: CallService, agents: AgentLookup) {
-    let mut paces: HashMap<String, Pace> = HashMap::new();
     let mut window_logged: HashMap<String, bool> = HashMap::new();
     loop {
         let running = match campaigns.with(|s| s.running()).await {
@@ -274,22 +267,8 @@ pub async fn run(campaigns: Campaigns, service: CallService, agents: AgentLookup
                 Vec::new()
             }
         };
-        paces.retain(|id, p| {
-            running.iter().any(|c| &c.id == id) || p.active.load(Ordering::SeqCst) > 0
-        });
         for c in running {
             let id = c.id.clone();
-            let now = Instant::now();
-            let pace = paces.entry(id.clone()).or_insert_with(|| Pace {
-                active: Arc::new(AtomicU32::new(0)),
-                tokens: 1.0,
-                last: now,
-            });
-            let cps = c.settings.calls_per_s;
-            let burst = cps.max(1.0);
-            pace.tokens =
-                (pace.tokens + now.duration_since(pace.last).as_secs_f64() * cps).min(burst);
-            pace.last = now;
             if let Some(w) = &c.settings.window {
                 match window_open(w, jiff::Timestamp::now()) {
                     Ok(true) => {
@@ -303,11 +282,14 @@ pub async fn run(campaigns: Campaigns, service: CallService, agents: AgentLookup
                     }
                 }
             }
-            while pace.active.load(Ordering::SeqCst) < c.settings.max_concurrent
-                && pace.tokens >= 1.0
-            {
+            // The limits (max_concurrent, calls_per_s) are the database's, so they hold
+            // across every node dialing the campaign.
+            loop {
                 let cid = id.clone();
-                let claimed = campaigns.with(move |s| s.claim(&cid, UnixMs::now())).await;
+                let (max, cps) = (c.settings.max_concurrent, c.settings.calls_per_s);
+                let claimed = campaigns
+                    .with(move |s| s.claim_within(&cid, UnixMs::now(), max, cps))
+                    .await;
                 let target = match claimed {
                     Ok(Some(t)) => t,
                     Ok(None) => break,
@@ -316,15 +298,12 @@ pub async fn run(campaigns: Campaigns, service: CallService, agents: AgentLookup
                         break;
                     }
                 };
-                pace.tokens -= 1.0;
-                pace.active.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(attempt(
                     campaigns.clone(),
                     service.clone(),
                     agents.clone(),
                     c.clone(),
                     target,
-                    pace.active.clone(),
                 ));
             }
         }
@@ -343,7 +322,6 @@ async fn attempt(
     agents: AgentLookup,
     c: Campaign,
     target: Target,
-    active: Arc<AtomicU32>,
 ) {
     let Some((result, record_id, sip_code)) = dial_once(&service, &agents, &c, &target).await
     else {
@@ -356,7 +334,6 @@ async fn attempt(
         {
             tracing::error!(campaign = %c.id, target = target.seq, error = %e, "campaign target not released");
         }
-        active.fetch_sub(1, Ordering::SeqCst);
         return;
     };
     tracing::info!(campaign = %c.id, target = target.seq, attempt = target.attempts, result = result.as_str(), "campaign attempt");
@@ -374,7 +351,6 @@ async fn attempt(
         // The target stays `dialing`; the next start's recovery retries it.
         tracing::error!(campaign = %c.id, target = target.seq, error = %e, "campaign attempt not stored");
     }
-    active.fetch_sub(1, Ordering::SeqCst);
     campaigns.wake();
 }
 

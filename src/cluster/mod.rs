@@ -5,20 +5,24 @@
 //!   node uses), renews its heartbeat every `heartbeat_s` and, on the same tick, reaps the
 //!   nodes silent for longer than `node_timeout_s`: their calls in progress are marked
 //!   unfinished, by exactly one survivor ([`crate::records::nodes`]).
+//! * Registrations ([`Node::run`]): each trunk with `register = true` is registered by the
+//!   one node holding its lease.
 //! * Control from any node ([`Forwarder`]): a hang-up, DTMF or transfer for a call another
 //!   node handles is sent to that node's API (`[cluster] api_url`) with the API token, and
 //!   its answer returned as is.
 //!
-//! `cluster` sits on top with `api` and `config`: it uses the records' stores and HTTP,
-//! and knows nothing of SIP or media.
+//! `cluster` sits on top with `api` and `config`: it uses the records' stores, HTTP and the
+//! runtime's registration commands, and knows nothing of SIP messages or media.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::call::CallCommand;
 use crate::config::cluster::{ClusterSection, NodeId};
 use crate::records::nodes::NodeStore;
 use crate::records::shared::Shared;
 use crate::records::{CallRecord, RecordsError, StoreLocation};
+use crate::runtime::{Commands, RegistrationSpec};
 
 /// The header a forwarded request carries (the forwarding node's id): the receiving node
 /// answers it itself and never forwards it again, so a stale owner cannot make a loop.
@@ -75,7 +79,19 @@ impl Node {
     /// Renews the heartbeat and reaps dead nodes every `heartbeat_s`, until the task is
     /// dropped; `draining` says whether this node is draining (shown in its row). A
     /// database that cannot be reached is logged and tried again on the next tick.
-    pub async fn run(self, draining: impl Fn() -> bool + Send + 'static) {
+    ///
+    /// On the same tick it takes or renews the lease of each trunk registration in `regs`
+    /// (`register:TRUNK`, for `node_timeout_s`): the node holding it keeps the registration
+    /// up through `commands`; a node that loses it (or cannot renew it before it runs out)
+    /// un-registers. So exactly one node registers each trunk, and when it dies another
+    /// takes over within `node_timeout_s` and a heartbeat.
+    pub async fn run(
+        self,
+        draining: impl Fn() -> bool + Send + 'static,
+        regs: Vec<RegistrationSpec>,
+        commands: Commands<CallCommand>,
+    ) {
+        let mut held: Vec<Option<tokio::time::Instant>> = vec![None; regs.len()];
         let mut tick = tokio::time::interval(self.settings.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let me = self.settings.node_id.as_str().to_owned();
@@ -108,13 +124,71 @@ impl Node {
                 }
                 Err(e) => tracing::warn!(node = %me, error = %e, "cluster reap failed"),
             }
+            for (spec, renewed) in regs.iter().zip(held.iter_mut()) {
+                self.keep_registration(spec, renewed, &commands).await;
+            }
         }
     }
 
-    /// Marks this node as left (a clean stop).
-    pub async fn leave(&self) {
+    /// One tick of a trunk registration's lease: take or renew it, and start or stop the
+    /// registration when that changes. `renewed` is when the lease was last renewed.
+    async fn keep_registration(
+        &self,
+        spec: &RegistrationSpec,
+        renewed: &mut Option<tokio::time::Instant>,
+        commands: &Commands<CallCommand>,
+    ) {
         let me = self.settings.node_id.as_str().to_owned();
-        if let Err(e) = self.store.with(move |s| s.leave(&me)).await {
+        let lease = format!("register:{}", spec.name);
+        let ttl = self.settings.node_timeout;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let now = tokio::time::Instant::now();
+        let name = lease.clone();
+        let holds = match self.store.with(move |s| s.lease(&name, &me, ttl_ms)).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(lease = %lease, error = %e, "cluster: lease not renewed");
+                // Unknown: keep registering until the lease may have run out, no longer.
+                renewed.is_some_and(|at| now.duration_since(at) < ttl)
+            }
+        };
+        match (holds, renewed.is_some()) {
+            (true, false) => {
+                tracing::info!(trunk = %spec.name, "cluster: this node holds the trunk's registration lease: registering");
+                if let Err(e) = commands.register(spec.clone()).await {
+                    tracing::warn!(trunk = %spec.name, error = %e, "cluster: cannot start the registration");
+                    return;
+                }
+                *renewed = Some(now);
+            }
+            (true, true) => *renewed = Some(now),
+            (false, true) => {
+                tracing::warn!(trunk = %spec.name, "cluster: the trunk's registration lease is lost: un-registering");
+                let _ = commands.unregister(&spec.name).await;
+                *renewed = None;
+            }
+            (false, false) => {}
+        }
+    }
+
+    /// Marks this node as left (a clean stop) and gives up the leases of `regs`, so that
+    /// another node registers those trunks on its next heartbeat.
+    pub async fn leave(&self, regs: &[RegistrationSpec]) {
+        let me = self.settings.node_id.as_str().to_owned();
+        let leases: Vec<String> = regs
+            .iter()
+            .map(|r| format!("register:{}", r.name))
+            .collect();
+        let result = self
+            .store
+            .with(move |s| {
+                for l in &leases {
+                    s.release(l, &me)?;
+                }
+                s.leave(&me)
+            })
+            .await;
+        if let Err(e) = result {
             tracing::warn!(error = %e, "cluster: could not mark this node as left");
         }
     }

@@ -46,6 +46,12 @@ pub(super) const MIGRATION: &str = "
     CREATE INDEX campaign_targets_due ON campaign_targets (campaign, state, next_attempt_at);
 ";
 
+/// Migration 18: the campaign's pacing, kept in its row so that every node dialing it
+/// shares it: the theoretical arrival time (GCRA) of its next call, in Unix ms.
+pub(super) const PACING_MIGRATION: &str = "
+    ALTER TABLE campaigns ADD COLUMN next_call_at INTEGER NOT NULL DEFAULT 0;
+";
+
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -365,7 +371,14 @@ impl CampaignStore {
     /// Stores a new campaign (running) with its targets, all due now; returns it.
     pub fn create(&mut self, c: &NewCampaign, now: UnixMs) -> Result<Campaign, RecordsError> {
         self.next_id += 1;
-        let id = format!("cmp-{}-{}", now.0, self.next_id);
+        // The time, this store's count and 16 random bits: nodes creating campaigns in the
+        // same millisecond get different ids.
+        let id = format!(
+            "cmp-{}-{}{:04x}",
+            now.0,
+            self.next_id,
+            rand::random::<u16>()
+        );
         let settings = self.encode("campaign create", &id, "settings", &c.settings)?;
         let mut vars = Vec::with_capacity(c.targets.len());
         for t in &c.targets {
@@ -570,26 +583,70 @@ impl CampaignStore {
     /// another node's claim has locked (`FOR UPDATE SKIP LOCKED`), and the update checks
     /// the state again.
     pub fn claim(&mut self, id: &str, now: UnixMs) -> Result<Option<Target>, RecordsError> {
-        let skip_locked = match self.conn.dialect() {
-            super::db::Dialect::Sqlite => "",
-            super::db::Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-        };
-        let raw = self
-            .conn
-            .query_opt(
-                &format!(
-                    "UPDATE campaign_targets SET state = 'dialing', attempts = attempts + 1, \
-                     updated_at = ?2 WHERE campaign = ?1 AND state = 'pending' AND seq = \
-                     (SELECT seq FROM campaign_targets WHERE campaign = ?1 AND \
-                     state = 'pending' AND next_attempt_at <= ?2 \
-                     ORDER BY next_attempt_at, seq LIMIT 1{skip_locked}) \
-                     RETURNING {TARGET_COLUMNS}"
-                ),
-                params![id, now.0],
-                raw_target,
-            )
-            .map_err(self.sql("campaign claim"))?;
+        let raw = claim_in(&self.conn, id, now).map_err(self.sql("campaign claim"))?;
         raw.map(|r| r.decode(&self.path)).transpose()
+    }
+
+    /// [`claim`](Self::claim) within the campaign's limits, kept in the database so that
+    /// they hold across every node dialing it: at most `max_concurrent` targets `dialing`
+    /// at once, and calls started at `calls_per_s` on average, with bursts of up to
+    /// `max(calls_per_s, 1)` (the campaign row's `next_call_at`, a GCRA). The campaign's row
+    /// is locked meanwhile (the write transaction on SQLite, `FOR UPDATE` on PostgreSQL), so
+    /// nodes claiming at once take turns. `None`: no target is due, or a limit is reached.
+    pub fn claim_within(
+        &mut self,
+        id: &str,
+        now: UnixMs,
+        max_concurrent: u32,
+        calls_per_s: f64,
+    ) -> Result<Option<Target>, RecordsError> {
+        const OP: &str = "campaign claim";
+        let path = self.path.clone();
+        let interval_ms = if calls_per_s > 0.0 {
+            (1000.0 / calls_per_s).round().max(1.0) as i64
+        } else {
+            i64::MAX / 4
+        };
+        // The burst allowed ahead of schedule, as GCRA's tolerance.
+        let tolerance_ms = (calls_per_s.max(1.0) - 1.0) * interval_ms as f64;
+        let claimed = self.conn.transaction(
+            |e| e,
+            |tx| {
+                let lock = tx.for_update();
+                let Some(tat) = tx.query_opt(
+                    &format!("SELECT next_call_at FROM campaigns WHERE id = ?1{lock}"),
+                    params![id],
+                    |r| r.get::<i64>(0),
+                )?
+                else {
+                    return Ok(None);
+                };
+                let dialing: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM campaign_targets WHERE campaign = ?1 AND state = 'dialing'",
+                params![id],
+                |r| r.get(0),
+            )?;
+                if dialing >= i64::from(max_concurrent) {
+                    return Ok(None);
+                }
+                let tat = tat.max(now.0);
+                if (tat - now.0) as f64 > tolerance_ms {
+                    return Ok(None);
+                }
+                let Some(raw) = claim_in(tx, id, now)? else {
+                    return Ok(None);
+                };
+                tx.execute(
+                    "UPDATE campaigns SET next_call_at = ?2 WHERE id = ?1",
+                    params![id, tat.saturating_add(interval_ms)],
+                )?;
+                Ok::<_, DbError>(Some(raw))
+            },
+        );
+        claimed
+            .map_err(sql_err(&path, OP))?
+            .map(|r| r.decode(&path))
+            .transpose()
     }
 
     /// Gives a claimed target back without an attempt (the trunk was at its limit, so no
@@ -760,6 +817,31 @@ impl CampaignStore {
         }
         Ok(left.len())
     }
+}
+
+/// The claim statement of [`CampaignStore::claim`] on `conn` (inside a transaction or not).
+fn claim_in(conn: &Db, id: &str, now: UnixMs) -> Result<Option<RawTarget>, DbError> {
+    let skip_locked = match conn.dialect() {
+        super::db::Dialect::Sqlite => "",
+        super::db::Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+    };
+    conn.query_opt(
+        &format!(
+            "UPDATE campaign_targets SET state = 'dialing', attempts = attempts + 1, \
+             updated_at = ?2 WHERE campaign = ?1 AND state = 'pending' AND seq = \
+             (SELECT seq FROM campaign_targets WHERE campaign = ?1 AND \
+             state = 'pending' AND next_attempt_at <= ?2 \
+             ORDER BY next_attempt_at, seq LIMIT 1{skip_locked}) \
+             RETURNING {TARGET_COLUMNS}"
+        ),
+        params![id, now.0],
+        raw_target,
+    )
+}
+
+/// Maps a database error to the store's error, for `path`.
+fn sql_err<'a>(path: &'a Path, op: &'static str) -> impl Fn(DbError) -> RecordsError + 'a {
+    super::store::sql(path, op)
 }
 
 const TARGET_COLUMNS: &str = "campaign, seq, number, variables, state, attempts, \

@@ -35,6 +35,15 @@ pub(super) const MIGRATION: &str = "
     );
 ";
 
+/// Migration 17: leases, each job of the cluster held by one node at a time.
+pub(super) const LEASES_MIGRATION: &str = "
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY NOT NULL,
+        holder     TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+";
+
 /// The database's clock in Unix milliseconds (PostgreSQL).
 pub const DB_NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
@@ -191,6 +200,54 @@ impl NodeStore {
             }
             Ok(out)
         })
+    }
+
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms` from now (database clock):
+    /// granted when nobody holds it, `holder` holds it already, or the holder let it expire.
+    /// Returns whether `holder` holds it now. One statement: two nodes asking at once
+    /// cannot both get it.
+    pub fn lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, RecordsError> {
+        self.conn
+            .query_opt(
+                &format!(
+                    "INSERT INTO leases (name, holder, expires_at) \
+                     VALUES (?1, ?2, {DB_NOW_MS} + ?3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                     expires_at = excluded.expires_at \
+                     WHERE leases.holder = excluded.holder OR leases.expires_at < {DB_NOW_MS} \
+                     RETURNING holder"
+                ),
+                params![name, holder, ttl_ms],
+                |r| r.get::<String>(0),
+            )
+            .map(|h| h.is_some())
+            .map_err(sql(&self.path, "lease"))
+    }
+
+    /// Gives the lease `name` up if `holder` has it (a clean stop: another node takes it
+    /// on its next heartbeat instead of waiting for it to expire).
+    pub fn release(&self, name: &str, holder: &str) -> Result<(), RecordsError> {
+        self.conn
+            .execute(
+                "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+                params![name, holder],
+            )
+            .map(|_| ())
+            .map_err(sql(&self.path, "lease release"))
+    }
+
+    /// Who holds each lease now (`name`, holder), by name; expired ones left out.
+    pub fn leases(&self) -> Result<Vec<(String, String)>, RecordsError> {
+        self.conn
+            .query_map(
+                &format!(
+                    "SELECT name, holder FROM leases WHERE expires_at >= {DB_NOW_MS} \
+                     ORDER BY name"
+                ),
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql(&self.path, "leases"))
     }
 
     /// Every node, by id.

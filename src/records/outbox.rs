@@ -21,7 +21,7 @@
 
 use std::path::PathBuf;
 
-use super::db::{Db, DbError, Row, StoreLocation, ToValue, params};
+use super::db::{Db, DbError, Dialect, Row, StoreLocation, ToValue, params};
 use serde::Serialize;
 
 use super::store::RecordOp;
@@ -374,6 +374,11 @@ fn row(r: &Row) -> Result<Delivery, DbError> {
     })
 }
 
+/// A row selected with [`COLUMNS`] and then `seq`.
+fn row_with_seq(r: &Row) -> Result<(Delivery, i64), DbError> {
+    Ok((row(r)?, r.get(12)?))
+}
+
 impl Outbox {
     /// Opens the outbox of the records database `path` (created by the record store).
     pub fn open(at: &StoreLocation) -> Result<Outbox, RecordsError> {
@@ -392,24 +397,43 @@ impl Outbox {
     }
 
     /// Up to `limit` pending rows of `endpoint` due at `now`, oldest first.
+    ///
+    /// On PostgreSQL, where every node of a cluster runs a delivery task per endpoint, the
+    /// rows are also claimed for `claim_ms`: their `next_attempt_at` moves that far ahead,
+    /// so the other nodes skip them (`FOR UPDATE SKIP LOCKED`) while this one delivers.
+    /// Marking a row delivered or failed ends the claim; a node that dies mid-delivery
+    /// leaves the row to another node once the claim runs out (same `webhook-id`).
     pub fn due(
         &self,
         endpoint: &str,
         now: UnixMs,
         limit: u32,
+        claim_ms: i64,
     ) -> Result<Vec<Delivery>, RecordsError> {
-        let rows = self
-            .conn
-            .query_map(
+        let select = "SELECT seq FROM outbox WHERE state = 'pending' AND endpoint = ?1 \
+                      AND next_attempt_at <= ?2 ORDER BY next_attempt_at, seq LIMIT ?3";
+        let mut rows = match self.conn.dialect() {
+            Dialect::Sqlite => self.conn.query_map(
                 &format!(
-                    "SELECT {COLUMNS} FROM outbox WHERE state = 'pending' AND endpoint = ?1 \
-                 AND next_attempt_at <= ?2 ORDER BY next_attempt_at, seq LIMIT ?3"
+                    "SELECT {COLUMNS}, seq FROM outbox WHERE seq IN ({select}) \
+                     ORDER BY next_attempt_at, seq"
                 ),
                 params![endpoint, now, limit],
-                row,
-            )
-            .map_err(self.err("outbox due"))?;
-        Ok(rows)
+                row_with_seq,
+            ),
+            Dialect::Postgres => self.conn.query_map(
+                &format!(
+                    "UPDATE outbox SET next_attempt_at = ?4 WHERE seq IN \
+                     ({select} FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}, seq"
+                ),
+                params![endpoint, now, limit, now.0.saturating_add(claim_ms)],
+                row_with_seq,
+            ),
+        }
+        .map_err(self.err("outbox due"))?;
+        // Oldest first (RETURNING gives no order): by the sequence, which is creation order.
+        rows.sort_by_key(|(_, seq)| *seq);
+        Ok(rows.into_iter().map(|(d, _)| d).collect())
     }
 
     /// When `endpoint`'s next pending row is due, if it has one.

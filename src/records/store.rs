@@ -718,6 +718,8 @@ const MIGRATIONS: &[&str] = &[
 ",
     super::uploads::MIGRATION,
     super::nodes::MIGRATION,
+    super::nodes::LEASES_MIGRATION,
+    super::campaigns::PACING_MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.

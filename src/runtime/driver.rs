@@ -36,7 +36,8 @@ pub(super) struct Driver<H: CallHandler> {
     tcp_gate: net::TcpGate,
     /// How TLS connections we open verify the server.
     tls_client: Arc<tokio_rustls::rustls::ClientConfig>,
-    registrations: Vec<RegistrationId>,
+    /// The registrations kept up, by trunk name.
+    registrations: Vec<(String, RegistrationId)>,
     /// OPTIONS keepalives: where, Request-URI, interval, next due time.
     keepalives: Vec<(Peer, String, Duration, Instant)>,
     epoch: (Instant, tokio::time::Instant),
@@ -86,7 +87,9 @@ impl<H: CallHandler> Driver<H> {
         keepalives: Vec<KeepaliveSpec>,
     ) -> bool {
         for r in regs {
-            self.start_registration(r).await;
+            if let Some(resolved) = resolve_registration(r).await {
+                self.begin_registration(resolved);
+            }
         }
         for t in keepalives {
             self.start_keepalive(t).await;
@@ -137,7 +140,7 @@ impl<H: CallHandler> Driver<H> {
             }
             self.drain();
             if let Some((until, _)) = &shutdown {
-                let regs_done = self.registrations.iter().all(|id| {
+                let regs_done = self.registrations.iter().all(|(_, id)| {
                     !matches!(
                         self.stack.registration_state(*id),
                         Some(RegistrationState::Registered { .. })
@@ -167,7 +170,7 @@ impl<H: CallHandler> Driver<H> {
                     "shutting down: ending calls, un-registering"
                 );
                 self.calls.hangup_all(now, &mut self.stack);
-                for id in self.registrations.clone() {
+                for (_, id) in self.registrations.clone() {
                     let _ = self.stack.unregister(now, id);
                 }
                 *shutdown = Some((now + SHUTDOWN_GRACE, done));
@@ -178,6 +181,24 @@ impl<H: CallHandler> Driver<H> {
             Control::App(c) => self
                 .calls
                 .handle_command(Instant::now(), &mut self.stack, c),
+            Control::Register(r) => {
+                if self.registrations.iter().any(|(n, _)| *n == r.spec.name) {
+                    tracing::debug!(trunk = %r.spec.name, "already registering");
+                } else {
+                    self.begin_registration(*r);
+                }
+            }
+            Control::Unregister(name) => {
+                let now = Instant::now();
+                self.registrations.retain(|(n, id)| {
+                    if *n != name {
+                        return true;
+                    }
+                    tracing::info!(trunk = %name, "un-registering");
+                    let _ = self.stack.unregister(now, *id);
+                    false
+                });
+            }
         }
     }
 
@@ -223,31 +244,10 @@ impl<H: CallHandler> Driver<H> {
         }
     }
 
-    async fn start_registration(&mut self, r: RegistrationSpec) {
-        let target = SipTarget {
-            host: r.host.clone(),
-            port: r.port,
-            transport: Some(target_transport(r.transport)),
-        };
-        let proxy_target = r
-            .outbound_proxy
-            .as_deref()
-            .and_then(|p| SipTarget::from_uri(p).ok());
-        let resolved = match super::dns::resolve(proxy_target.as_ref().unwrap_or(&target)).await {
-            Ok(list) => list,
-            Err(e) => {
-                tracing::error!(trunk = %r.name, host = %r.host, error = %e, "cannot resolve registrar; registration not started");
-                return;
-            }
-        };
-        let Some(c) = resolved.as_slice().first().copied() else {
-            return;
-        };
-        let next_hop = Peer {
-            transport: r.transport,
-            addr: c.addr,
-        };
-        let local_ip = local_ip_towards(c.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    /// Starts keeping up a registration whose registrar is resolved.
+    fn begin_registration(&mut self, resolved: ResolvedRegistration) {
+        let ResolvedRegistration { spec: r, next_hop } = resolved;
+        let local_ip = local_ip_towards(next_hop.addr).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let port = self
             .stack
             .config()
@@ -277,7 +277,7 @@ impl<H: CallHandler> Driver<H> {
         };
         tracing::info!(trunk = %r.name, registrar = %cfg.registrar, aor = %cfg.aor, "registering");
         let id = self.stack.register(Instant::now(), cfg);
-        self.registrations.push(id);
+        self.registrations.push((r.name, id));
     }
 
     async fn start_keepalive(&mut self, t: KeepaliveSpec) {
@@ -435,4 +435,37 @@ fn log_registration(id: RegistrationId, state: &RegistrationState) {
         RegistrationState::Unregistered => tracing::info!(registration = id.0, "unregistered"),
         RegistrationState::Registering => {}
     }
+}
+
+/// A registration whose registrar (or outbound proxy) is resolved: what the driver starts.
+#[derive(Debug)]
+pub struct ResolvedRegistration {
+    spec: RegistrationSpec,
+    next_hop: Peer,
+}
+
+/// Resolves the registrar (or the outbound proxy) of `r`; `None`, logged, if it cannot be.
+pub(super) async fn resolve_registration(r: RegistrationSpec) -> Option<ResolvedRegistration> {
+    let target = SipTarget {
+        host: r.host.clone(),
+        port: r.port,
+        transport: Some(target_transport(r.transport)),
+    };
+    let proxy_target = r
+        .outbound_proxy
+        .as_deref()
+        .and_then(|p| SipTarget::from_uri(p).ok());
+    let resolved = match super::dns::resolve(proxy_target.as_ref().unwrap_or(&target)).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::error!(trunk = %r.name, host = %r.host, error = %e, "cannot resolve registrar; registration not started");
+            return None;
+        }
+    };
+    let c = resolved.as_slice().first().copied()?;
+    let next_hop = Peer {
+        transport: r.transport,
+        addr: c.addr,
+    };
+    Some(ResolvedRegistration { spec: r, next_hop })
 }

@@ -9,6 +9,7 @@
 
 pub mod dns;
 mod driver;
+pub use driver::ResolvedRegistration;
 pub mod health;
 pub(crate) mod media;
 mod net;
@@ -126,6 +127,10 @@ pub enum Control<C> {
     Counters(oneshot::Sender<StackCounters>),
     /// Graceful shutdown; signalled when done.
     Shutdown(oneshot::Sender<()>),
+    /// Start keeping up a registration (unless one for that trunk runs).
+    Register(Box<driver::ResolvedRegistration>),
+    /// Un-register the trunk of that name and stop refreshing it.
+    Unregister(String),
 }
 
 /// A sender of commands to the driver (cheap to clone).
@@ -166,6 +171,27 @@ impl<C: Send + 'static> Commands<C> {
         if self.tx.send(Control::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Starts keeping up a trunk's registration (in a cluster: the node that holds the
+    /// trunk's lease). Resolves the registrar first; `Ok` also when it cannot be resolved
+    /// (logged) or the trunk is registering already.
+    pub async fn register(&self, spec: RegistrationSpec) -> Result<(), RuntimeError> {
+        let Some(resolved) = driver::resolve_registration(spec).await else {
+            return Ok(());
+        };
+        self.tx
+            .send(Control::Register(Box::new(resolved)))
+            .await
+            .map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Un-registers trunk `name` (Expires: 0) and stops refreshing it.
+    pub async fn unregister(&self, name: &str) -> Result<(), RuntimeError> {
+        self.tx
+            .send(Control::Unregister(name.to_owned()))
+            .await
+            .map_err(|_| RuntimeError::Stopped)
     }
 
     /// Stack counters, read through the driver.

@@ -224,7 +224,16 @@ pub async fn run_endpoint(
     use std::sync::atomic::Ordering::Relaxed;
     loop {
         let name = ep.name.clone();
-        let rows = match with_outbox(&outbox, move |o| o.due(&name, UnixMs::now(), BATCH)).await {
+        // Claimed (in a cluster) for as long as the whole batch may take, and a minute more.
+        let claim_ms = i64::try_from(ep.timeout.as_millis())
+            .unwrap_or(i64::MAX / 64)
+            .saturating_mul(i64::from(BATCH))
+            .saturating_add(60_000);
+        let rows = match with_outbox(&outbox, move |o| {
+            o.due(&name, UnixMs::now(), BATCH, claim_ms)
+        })
+        .await
+        {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(endpoint = %ep.name, error = %e, "webhook outbox not readable");

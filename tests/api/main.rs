@@ -19,6 +19,7 @@ mod call_transfer;
 mod call_trunk_settings;
 mod call_variables;
 mod campaigns;
+mod cluster_campaign;
 mod config_cascaded;
 mod config_cli;
 mod config_errors;

@@ -24,16 +24,16 @@ use std::time::{Duration, Instant};
 use common::{LOOPBACK, VoxlineProcess, free_tcp_port, http_json, sipp};
 
 /// A Standard Webhooks secret: `whsec_` and base64 of 32 bytes.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SECRET_ENV: &str = "VOXLINE_TEST_WEBHOOK_SECRET";
 
 /// The receiver process; killed on drop.
-struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
 }
 
 impl Receiver {
-    fn start(port: u16, out: &Path, delay_ms: u32) -> Receiver {
+    pub(crate) fn start(port: u16, out: &Path, delay_ms: u32) -> Receiver {
         Receiver::start_with(port, SECRET, out, delay_ms)
     }
 
@@ -69,7 +69,7 @@ impl Drop for Receiver {
 }
 
 /// What the receiver logged: one JSON object per request.
-fn received(out: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn received(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out)
         .unwrap_or_default()
         .lines()

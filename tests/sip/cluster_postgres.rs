@@ -199,3 +199,93 @@ fn a_cluster_lists_controls_and_reaps_calls_across_its_nodes() {
     assert_eq!(code, 404, "{body}");
     drop(c_call);
 }
+
+/// The SIP ports (each node's) in the Contact of every REGISTER the registrar got so far, in
+/// order.
+fn registering_ports(registrar: &Sipp) -> Vec<u16> {
+    let trace = registrar.messages();
+    trace
+        .split("\nREGISTER sip:")
+        .skip(1)
+        .filter_map(|msg| {
+            let contact = msg
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .find(|l| l.to_ascii_lowercase().starts_with("contact:"))?;
+            let hostport = contact.split('@').nth(1)?;
+            let port: String = hostport
+                .split(':')
+                .nth(1)?
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            port.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_trunk_is_registered_by_one_node_and_another_takes_over_when_it_dies() {
+    let pg = PostgresServer::start();
+    let url = pg.create_db("leases");
+    let registrar = Sipp::spawn(
+        &["-sf", &scenario("uas_registrar.xml"), "-m", "100000"],
+        Duration::from_secs(120),
+    );
+    let config = |id: &str| {
+        format!(
+            "[store]\nurl = \"{url}\"\n\n[cluster]\nnode_id = \"{id}\"\nheartbeat_s = 1\n\
+             node_timeout_s = 3\n\n[[trunk]]\nname = \"carrier\"\nprofile = \"generic\"\n\
+             host = \"127.0.0.1\"\nport = {}\ntransport = \"udp\"\nusername = \"vox\"\npassword = \"secret\"\n\
+             register = true\nregister_expires_s = 60\n",
+            registrar.port()
+        )
+    };
+    let a = VoxlineProcess::spawn(&config("a"));
+    let b = VoxlineProcess::spawn(&config("b"));
+    let ports = [a.sip_addr().port(), b.sip_addr().port()];
+
+    // One node registers; the other does not, over several heartbeats and a refresh (the
+    // registrar grants 10 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registering_ports(&registrar).is_empty() {
+        assert!(Instant::now() < deadline, "no REGISTER from either node");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let seen = registering_ports(&registrar);
+    let holder = seen[0];
+    assert!(ports.contains(&holder), "{seen:?} vs nodes {ports:?}");
+    assert!(
+        seen.iter().all(|p| *p == holder),
+        "both nodes registered the trunk: {seen:?}"
+    );
+    assert!(seen.len() >= 2, "the binding was not refreshed: {seen:?}");
+
+    // The holder dies; the other node registers before the binding (10 s) runs out.
+    let (dead, survivor) = if holder == ports[0] {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let before = seen.len();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &dead.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now_seen = registering_ports(&registrar);
+        if now_seen[before..].contains(&survivor.sip_addr().port()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the surviving node did not register within the binding's 10 s: {now_seen:?}\n{}",
+            survivor.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(registrar);
+}

@@ -1,0 +1,132 @@
+//! A campaign and the webhooks of two voxline nodes sharing one PostgreSQL store (Debian's,
+//! started by the test): the campaign, created on node A, is dialed by both nodes without
+//! dialing any target twice, and every webhook event (of both nodes' calls) reaches the
+//! receiver exactly once, signed (tests/webhooks/receiver.py, the Standard Webhooks
+//! reference library).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::postgres::PostgresServer;
+use crate::common::{Sipp, VoxlineProcess, free_tcp_port, http_json, scenario};
+use crate::webhooks::{Receiver, SECRET, received};
+
+const TARGETS: usize = 30;
+
+fn node(url: &str, id: &str, hook_port: u16) -> VoxlineProcess {
+    VoxlineProcess::spawn_with_env(
+        &format!(
+            "[store]\nurl = \"{url}\"\n\n[cluster]\nnode_id = \"{id}\"\nheartbeat_s = 1\n\
+             node_timeout_s = 3\n\n[[agent]]\nname = \"brief\"\nkind = \"hold\"\n\
+             hangup_after_ms = 300\n\n[[webhook]]\nname = \"crm\"\n\
+             url = \"http://127.0.0.1:{hook_port}/hook\"\nsecret_env = \"HOOK_SECRET\"\n\
+             events = [\"call.ended\", \"campaign.target.done\"]\n\
+             backoff_initial_ms = 100\nbackoff_max_s = 1\n"
+        ),
+        &[("HOOK_SECRET", SECRET)],
+    )
+}
+
+#[test]
+fn a_campaign_runs_across_two_nodes_and_their_webhooks_arrive_once() {
+    let pg = PostgresServer::start();
+    let url = pg.create_db("campaign");
+    let dir = tempfile::tempdir().unwrap();
+    let hook_port = free_tcp_port();
+    let out = dir.path().join("received.jsonl");
+    let _receiver = Receiver::start(hook_port, &out, 0);
+    let uas = Sipp::spawn(
+        &["-sf", &scenario("uas_answer_until_bye.xml")],
+        Duration::from_secs(90),
+    );
+    let a = node(&url, "a", hook_port);
+    let b = node(&url, "b", hook_port);
+    let ts = Duration::from_secs(5);
+
+    let targets: Vec<Value> = (0..TARGETS)
+        .map(|i| json!({"number": format!("sip:t{i}@{}", uas.addr())}))
+        .collect();
+    let body = json!({
+        "agent": "brief", "targets": targets, "max_concurrent": 4, "calls_per_s": 10
+    })
+    .to_string();
+    let (code, c) = http_json(a.http_addr(), "POST", "/campaigns", Some(&body), ts);
+    assert_eq!(code, 201, "{c}");
+    let id = c["id"].as_str().unwrap().to_owned();
+
+    // Done, as node B sees it (the state is shared).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, c) = http_json(b.http_addr(), "GET", &format!("/campaigns/{id}"), None, ts);
+        if c["state"] == "done" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "campaign not done: {c:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(done["counts"]["done"], TARGETS, "{done:#}");
+    for t in done["targets"].as_array().unwrap() {
+        assert_eq!(t["attempts"], 1, "a target dialed more than once: {t:#}");
+    }
+
+    // The far end got exactly one INVITE (one Call-ID) per target.
+    let mut per_target: HashMap<String, HashSet<String>> = HashMap::new();
+    for block in uas.messages().split("\n\n") {
+        let Some(start) = block.find("INVITE sip:") else {
+            continue;
+        };
+        let user = block[start + "INVITE sip:".len()..]
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let call_id = block
+            .lines()
+            .find_map(|l| l.strip_prefix("Call-ID: "))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        per_target.entry(user).or_default().insert(call_id);
+    }
+    assert_eq!(per_target.len(), TARGETS, "{per_target:#?}");
+    for (user, calls) in &per_target {
+        assert_eq!(calls.len(), 1, "{user} was dialed {} times", calls.len());
+    }
+
+    // Both nodes dialed: the records say which node placed each call.
+    let (_, records) = http_json(a.http_addr(), "GET", "/records?limit=100", None, ts);
+    let records = records.as_array().cloned().unwrap_or_default();
+    assert_eq!(records.len(), TARGETS, "{records:#?}");
+    let by_node: HashSet<&str> = records.iter().filter_map(|r| r["node"].as_str()).collect();
+    assert_eq!(
+        by_node,
+        HashSet::from(["a", "b"]),
+        "the campaign did not run on both nodes"
+    );
+
+    // Every event once: a call.ended per call and a campaign.target.done per target, each
+    // webhook-id delivered once (by whichever node claimed it), every signature valid.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = received(&out);
+        if got.len() >= 2 * TARGETS {
+            // Give a duplicate, if there were one, the time to arrive.
+            std::thread::sleep(Duration::from_secs(2));
+            break received(&out);
+        }
+        assert!(Instant::now() < deadline, "{} events: {got:#?}", got.len());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(got.iter().all(|e| e["verified"] == true), "{got:#?}");
+    let ids: HashSet<&str> = got.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        got.len(),
+        "an event was delivered twice: {got:#?}"
+    );
+    let count = |kind: &str| got.iter().filter(|e| e["type"] == kind).count();
+    assert_eq!(count("call.ended"), TARGETS, "{got:#?}");
+    assert_eq!(count("campaign.target.done"), TARGETS, "{got:#?}");
+}
