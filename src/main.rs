@@ -363,6 +363,7 @@ async fn run(
             move || d.is_requested(),
             cluster_regs.clone(),
             running.commands.clone(),
+            cluster_watchers(&state, records.as_ref().map(|w| w.location().clone())),
         ));
     }
     if let (Some(w), Some(reader)) = (&records, &state.records) {
@@ -574,6 +575,45 @@ fn prepare_recordings(cfg: &Config) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot check recordings for repair")
         }
     }
+}
+
+/// What this node reloads when another node of the cluster changes it through its API: the
+/// route table (routes and API agents) and the API's webhook endpoints.
+fn cluster_watchers(
+    state: &ApiState,
+    store: Option<voxline::records::StoreLocation>,
+) -> Vec<voxline::cluster::Watcher> {
+    let mut out = Vec::new();
+    if let Some(db) = state.agents_db.clone() {
+        let agents = state.agents.clone();
+        out.push(voxline::cluster::Watcher {
+            name: "routes",
+            reload: Arc::new(move || {
+                let (db, agents) = (db.clone(), agents.clone());
+                Box::pin(async move {
+                    if let Err(e) = db.rebuild_routes(&agents).await {
+                        tracing::warn!(error = %e.message(), "routes not reloaded");
+                    }
+                })
+            }),
+        });
+    }
+    if let (Some(hooks), Some(store)) = (state.webhooks.clone(), store) {
+        out.push(voxline::cluster::Watcher {
+            name: "webhooks",
+            reload: Arc::new(move || {
+                let (hooks, store) = (hooks.clone(), store.clone());
+                Box::pin(async move {
+                    match tokio::task::spawn_blocking(move || api_webhook_endpoints(&store)).await {
+                        Ok(Ok(eps)) => hooks.sync_api_endpoints(eps),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "webhook endpoints not reloaded"),
+                        Err(e) => tracing::warn!(error = %e, "webhook endpoints not reloaded"),
+                    }
+                })
+            }),
+        });
+    }
+    out
 }
 
 /// Runs blocking database work (opening a store, a recovery pass) from async code: on a

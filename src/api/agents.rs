@@ -337,7 +337,7 @@ pub(super) async fn create(
     let definition = checked(&name, body)?;
     let v = db.with(move |s| s.create(&name, &definition)).await?;
     tracing::info!(agent = %v.name, version = v.version, "agent created through the API");
-    db.rebuild_routes(&state.agents).await?;
+    routes_changed(&state, db).await?;
     Ok((StatusCode::CREATED, Json(view(&v))).into_response())
 }
 
@@ -367,7 +367,7 @@ pub(super) async fn update(
     let definition = checked(&name, body)?;
     let v = db.with(move |s| s.update(&name, &definition)).await?;
     tracing::info!(agent = %v.name, version = v.version, "agent changed through the API");
-    db.rebuild_routes(&state.agents).await?;
+    routes_changed(&state, db).await?;
     Ok(Json(view(&v)))
 }
 
@@ -391,7 +391,7 @@ pub(super) async fn delete(
     let db = store(&state)?;
     let v = db.with(move |s| s.delete(&name)).await?;
     tracing::info!(agent = %v.name, version = v.version, "agent deleted through the API");
-    db.rebuild_routes(&state.agents).await?;
+    routes_changed(&state, db).await?;
     Ok(Json(AgentDeleted {
         name: v.name,
         version: v.version,
@@ -460,7 +460,7 @@ pub(super) async fn set_route(
     }
     let agent = body.agent.clone();
     let route = db.with(move |s| Ok(s.set_route(&number, &agent)?)).await?;
-    db.rebuild_routes(&state.agents).await?;
+    routes_changed(&state, db).await?;
     tracing::info!(number = %route.number, agent = %route.agent, "route set through the API");
     Ok(Json(route))
 }
@@ -486,10 +486,20 @@ pub(super) async fn delete_route(
             format!("no route {number:?} set through the API"),
         ));
     }
-    db.rebuild_routes(&state.agents).await?;
+    routes_changed(&state, db).await?;
     tracing::info!(number = %number, "route removed through the API");
     Ok(Json(RouteDeleted {
         number,
         deleted: true,
     }))
+}
+
+/// After a change of routes or agents: this node's route table is rebuilt, and in a
+/// cluster the other nodes are told to rebuild theirs.
+async fn routes_changed(state: &ApiState, db: &AgentsApi) -> Result<(), ApiError> {
+    db.rebuild_routes(&state.agents).await?;
+    if let Some(c) = &state.cluster {
+        c.node.changed("routes").await;
+    }
+    Ok(())
 }

@@ -68,6 +68,30 @@ impl WebhookApi {
     }
 
     /// Unsubscribes the endpoint `name` and stops its task.
+    /// Brings the endpoints added through the API to `stored` (as another node left them):
+    /// starts the missing ones, stops those deleted. voxline.toml's stay as they are.
+    pub fn sync_api_endpoints(&self, stored: Vec<Endpoint>) {
+        let running: Vec<String> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for name in &running {
+            if !self.config_names.contains(name) && !stored.iter().any(|e| &e.name == name) {
+                tracing::info!(endpoint = %name, "webhook endpoint deleted on another node: stopped");
+                self.stop(name);
+            }
+        }
+        for ep in stored {
+            if !running.contains(&ep.name) {
+                tracing::info!(endpoint = %ep.name, "webhook endpoint added on another node: delivering");
+                self.run(ep);
+            }
+        }
+    }
+
     fn stop(&self, name: &str) {
         self.subs
             .write()
@@ -255,6 +279,9 @@ pub(super) async fn create_endpoint(
     tracing::info!(endpoint = %ep.name, url = %ep.url, "webhook endpoint added through the API");
     let name = ep.name.clone();
     api.run(ep);
+    if let Some(c) = &state.cluster {
+        c.node.changed("webhooks").await;
+    }
     let mut view = EndpointView::api(name, definition, created_at);
     view.secret = Some(secret);
     Ok((StatusCode::CREATED, Json(view)))
@@ -294,6 +321,9 @@ pub(super) async fn delete_endpoint(
         ));
     }
     tracing::info!(endpoint = %name, "webhook endpoint deleted through the API");
+    if let Some(c) = &state.cluster {
+        c.node.changed("webhooks").await;
+    }
     Ok(Json(EndpointDeleted {
         name,
         deleted: true,

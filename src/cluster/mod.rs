@@ -32,6 +32,23 @@ pub const FORWARDED_HEADER: &str = "x-voxline-forwarded-by";
 /// far end's NOTIFY, up to 32 s, on the owner).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(40);
 
+/// What a node does when another node changed a kind of shared setting through its API.
+pub struct Watcher {
+    /// The setting: `routes` (API routes and agents) or `webhooks` (API endpoints).
+    pub name: &'static str,
+    /// Reloads it from the store.
+    pub reload: Arc<dyn Fn() -> BoxFuture + Send + Sync>,
+}
+
+/// The future of a [`Watcher`]'s reload.
+pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Watcher({})", self.name)
+    }
+}
+
 /// This node's membership.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -85,13 +102,20 @@ impl Node {
     /// up through `commands`; a node that loses it (or cannot renew it before it runs out)
     /// un-registers. So exactly one node registers each trunk, and when it dies another
     /// takes over within `node_timeout_s` and a heartbeat.
+    ///
+    /// And it reloads what another node changed through its API: each of `watchers` runs
+    /// when its setting's change count moves (and once on the first tick, for a change made
+    /// while this node started).
     pub async fn run(
         self,
         draining: impl Fn() -> bool + Send + 'static,
         regs: Vec<RegistrationSpec>,
         commands: Commands<CallCommand>,
+        watchers: Vec<Watcher>,
     ) {
         let mut held: Vec<Option<tokio::time::Instant>> = vec![None; regs.len()];
+        let mut seen: std::collections::HashMap<String, i64> = Default::default();
+        let mut first = true;
         let mut tick = tokio::time::interval(self.settings.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let me = self.settings.node_id.as_str().to_owned();
@@ -127,6 +151,35 @@ impl Node {
             for (spec, renewed) in regs.iter().zip(held.iter_mut()) {
                 self.keep_registration(spec, renewed, &commands).await;
             }
+            match self.store.with(|s| s.generations()).await {
+                Ok(now) => {
+                    for w in &watchers {
+                        let n = now.iter().find(|(k, _)| k == w.name).map_or(0, |(_, n)| *n);
+                        if first || seen.get(w.name) != Some(&n) {
+                            if !first {
+                                tracing::info!(
+                                    setting = w.name,
+                                    "changed on another node: reloading"
+                                );
+                            }
+                            (w.reload)().await;
+                            seen.insert(w.name.to_owned(), n);
+                        }
+                    }
+                    first = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: cannot read the settings' change counts")
+                }
+            }
+        }
+    }
+
+    /// Tells the other nodes that the setting `name` changed (they reload it on their next
+    /// heartbeat). A failure is logged: they pick it up with the next change.
+    pub async fn changed(&self, name: &'static str) {
+        if let Err(e) = self.store.with(move |s| s.bump(name)).await {
+            tracing::warn!(setting = name, error = %e, "cluster: the other nodes were not told of a change");
         }
     }
 

@@ -44,6 +44,15 @@ pub(super) const LEASES_MIGRATION: &str = "
     );
 ";
 
+/// Migration 19: a counter per kind of shared setting (`routes`, `webhooks`) that a node
+/// bumps when it changes one through its API; the other nodes see the count move and reload.
+pub(super) const GENERATIONS_MIGRATION: &str = "
+    CREATE TABLE generations (
+        name TEXT PRIMARY KEY NOT NULL,
+        n    INTEGER NOT NULL
+    );
+";
+
 /// The database's clock in Unix milliseconds (PostgreSQL).
 pub const DB_NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
@@ -248,6 +257,29 @@ impl NodeStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(sql(&self.path, "leases"))
+    }
+
+    /// Counts one more change of the settings `name` (`routes`, `webhooks`).
+    pub fn bump(&self, name: &str) -> Result<(), RecordsError> {
+        self.conn
+            .execute(
+                "INSERT INTO generations (name, n) VALUES (?1, 1) \
+                 ON CONFLICT (name) DO UPDATE SET n = generations.n + 1",
+                params![name],
+            )
+            .map(|_| ())
+            .map_err(sql(&self.path, "generation bump"))
+    }
+
+    /// The change count of every kind of setting, by name.
+    pub fn generations(&self) -> Result<Vec<(String, i64)>, RecordsError> {
+        self.conn
+            .query_map(
+                "SELECT name, n FROM generations ORDER BY name",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql(&self.path, "generations"))
     }
 
     /// Every node, by id.

@@ -720,6 +720,7 @@ const MIGRATIONS: &[&str] = &[
     super::nodes::MIGRATION,
     super::nodes::LEASES_MIGRATION,
     super::campaigns::PACING_MIGRATION,
+    super::nodes::GENERATIONS_MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.

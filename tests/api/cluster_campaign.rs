@@ -49,9 +49,12 @@ fn a_campaign_runs_across_two_nodes_and_their_webhooks_arrive_once() {
         .map(|i| json!({"number": format!("sip:t{i}@{}", uas.addr())}))
         .collect();
     let body = json!({
-        "agent": "brief", "targets": targets, "max_concurrent": 4, "calls_per_s": 10
+        "agent": "brief", "targets": targets, "max_concurrent": TARGETS, "calls_per_s": 8
     })
     .to_string();
+    // The pace (8/s, a burst of 8) is what binds, not the concurrency: every slot goes to
+    // whichever node's runner looks first, so both nodes dial. (With concurrency binding,
+    // the node whose call just ended, woken by it, would mostly win the freed slot.)
     let (code, c) = http_json(a.http_addr(), "POST", "/campaigns", Some(&body), ts);
     assert_eq!(code, 201, "{c}");
     let id = c["id"].as_str().unwrap().to_owned();
@@ -129,4 +132,62 @@ fn a_campaign_runs_across_two_nodes_and_their_webhooks_arrive_once() {
     let count = |kind: &str| got.iter().filter(|e| e["type"] == kind).count();
     assert_eq!(count("call.ended"), TARGETS, "{got:#?}");
     assert_eq!(count("campaign.target.done"), TARGETS, "{got:#?}");
+}
+
+#[test]
+fn an_agent_and_route_set_on_one_node_answer_calls_on_another() {
+    let pg = PostgresServer::start();
+    let url = pg.create_db("settings");
+    let hook_port = free_tcp_port();
+    let a = node(&url, "a", hook_port);
+    let b = node(&url, "b", hook_port);
+    let ts = Duration::from_secs(5);
+    let agent = json!({"name": "greeter", "kind": "hold", "hangup_after_ms": 200}).to_string();
+    let (code, body) = http_json(a.http_addr(), "POST", "/agents", Some(&agent), ts);
+    assert_eq!(code, 201, "{body}");
+    let route = json!({"agent": "greeter"}).to_string();
+    let (code, body) = http_json(a.http_addr(), "PUT", "/routes/4711", Some(&route), ts);
+    assert_eq!(code, 200, "{body}");
+
+    // B learns of the change within a heartbeat or two; until then its calls to 4711 go to
+    // the default route. Call B until one is answered by greeter.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        crate::common::sipp(
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                "4711",
+                &b.sip_addr().to_string(),
+                "-m",
+                "1",
+                "-d",
+                "100",
+            ],
+            Duration::from_secs(20),
+        );
+        let (_, records) = http_json(b.http_addr(), "GET", "/records?limit=100", None, ts);
+        let agents: Vec<&str> = records
+            .as_array()
+            .map(|r| r.iter().filter_map(|r| r["agent"].as_str()).collect())
+            .unwrap_or_default();
+        if agents.contains(&"greeter") {
+            let greeter = records
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["agent"] == "greeter")
+                .unwrap();
+            assert_eq!(greeter["node"], "b", "{greeter:#}");
+            assert_eq!(greeter["agent_version"], 1, "{greeter:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B never routed 4711 to the agent set on node A: {agents:?}\n{}",
+            b.output()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
