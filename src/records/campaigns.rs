@@ -589,8 +589,10 @@ impl CampaignStore {
 
     /// [`claim`](Self::claim) within the campaign's limits, kept in the database so that
     /// they hold across every node dialing it: at most `max_concurrent` targets `dialing`
-    /// at once, and calls started at `calls_per_s` on average, with bursts of up to
-    /// `max(calls_per_s, 1)` (the campaign row's `next_call_at`, a GCRA). The campaign's row
+    /// at once, and calls started one every `1 / calls_per_s` (the campaign row's
+    /// `next_call_at`, a GCRA without burst; a claim up to half an interval late keeps the
+    /// schedule, so the runner's ticks do not slow the pace: at most `calls_per_s + 1` calls
+    /// start in any one second). The campaign's row
     /// is locked meanwhile (the write transaction on SQLite, `FOR UPDATE` on PostgreSQL), so
     /// nodes claiming at once take turns. `None`: no target is due, or a limit is reached.
     pub fn claim_within(
@@ -607,8 +609,6 @@ impl CampaignStore {
         } else {
             i64::MAX / 4
         };
-        // The burst allowed ahead of schedule, as GCRA's tolerance.
-        let tolerance_ms = (calls_per_s.max(1.0) - 1.0) * interval_ms as f64;
         let claimed = self.conn.transaction(
             |e| e,
             |tx| {
@@ -629,8 +629,8 @@ impl CampaignStore {
                 if dialing >= i64::from(max_concurrent) {
                     return Ok(None);
                 }
-                let tat = tat.max(now.0);
-                if (tat - now.0) as f64 > tolerance_ms {
+                let tat = tat.max(now.0.saturating_sub(interval_ms / 2));
+                if tat > now.0 {
                     return Ok(None);
                 }
                 let Some(raw) = claim_in(tx, id, now)? else {

@@ -258,16 +258,26 @@ impl RecordStore {
         self.apply_in(op, false)
     }
 
+    /// An operation and its events inside the caller's transaction, without a savepoint:
+    /// the caller rolls the whole transaction back if this fails.
+    fn apply_unguarded(&mut self, op: &RecordOp) -> Result<(), RecordsError> {
+        const OP: &str = "apply with webhook events";
+        self.apply_record(op)?;
+        let subs = outbox::current(&self.subscriptions);
+        if subs.is_empty() {
+            return Ok(());
+        }
+        outbox::enqueue(&self.conn, &subs, &self.redactor, op).map_err(sql(&self.path, OP))
+    }
+
     /// [`apply`](Self::apply), inside a transaction the caller opened (`in_tx`) or not.
-    /// Outside one, an operation with webhook events is its own transaction. Inside one, it
-    /// is a savepoint, so that its failure leaves the transaction's other operations in; on
-    /// PostgreSQL every operation is, since there a failed statement aborts the whole
-    /// transaction.
+    /// Outside one, an operation with webhook events is its own transaction. Inside one
+    /// (SQLite), it is a savepoint, so that its failure leaves the transaction's other
+    /// operations in.
     fn apply_in(&mut self, op: &RecordOp, in_tx: bool) -> Result<(), RecordsError> {
         const OP: &str = "apply with webhook events";
         let subs = outbox::current(&self.subscriptions);
-        let guarded = !subs.is_empty() || (in_tx && self.conn.dialect() == Dialect::Postgres);
-        if !guarded {
+        if subs.is_empty() {
             return self.apply_record(op);
         }
         if !in_tx {
@@ -287,9 +297,6 @@ impl RecordStore {
             .batch("SAVEPOINT record_op")
             .map_err(sql(&self.path, OP))?;
         let result = self.apply_record(op).and_then(|()| {
-            if subs.is_empty() {
-                return Ok(());
-            }
             outbox::enqueue(&self.conn, &subs, &self.redactor, op).map_err(sql(&self.path, OP))
         });
         let end = match result {
@@ -317,6 +324,24 @@ impl RecordStore {
     pub fn apply_batch(&mut self, ops: &[RecordOp]) -> Vec<Result<(), RecordsError>> {
         const OP: &str = "apply_batch";
         if ops.len() > 1 && self.conn.begin().is_ok() {
+            if self.conn.dialect() == Dialect::Postgres {
+                // No savepoint per operation (two more round trips each): the batch goes in
+                // whole, and if one operation fails (which aborts the transaction there) it
+                // is rolled back and applied again one by one, each operation with its
+                // events its own transaction.
+                let mut failed = false;
+                for op in ops {
+                    if self.apply_unguarded(op).is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if !failed && self.conn.commit().is_ok() {
+                    return ops.iter().map(|_| Ok(())).collect();
+                }
+                self.conn.rollback();
+                return ops.iter().map(|op| self.apply(op)).collect();
+            }
             let results: Vec<_> = ops.iter().map(|op| self.apply_in(op, true)).collect();
             match self.conn.commit() {
                 Ok(()) => return results,
