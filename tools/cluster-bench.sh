@@ -41,6 +41,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --clear-groups -- "$@"; else "$@"; fi; }
 
@@ -58,8 +59,10 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 psql_() { psql -h 127.0.0.1 -p "$PGPORT" -U voxline -v ON_ERROR_STOP=1 -Atq "$@"; }
+psql_ -d postgres -c "SELECT 1" >/dev/null || { echo "PostgreSQL did not start:" >&2; cat "$WORK/pg.log" >&2; exit 1; }
 DBN=0
-new_db() { DBN=$((DBN + 1)); psql_ -d postgres -c "CREATE DATABASE bench_$DBN"; echo "bench_$DBN"; }
+DB=
+new_db() { DBN=$((DBN + 1)); DB=bench_$DBN; psql_ -d postgres -c "CREATE DATABASE $DB"; }
 
 # --- voxline nodes --------------------------------------------------------------------------
 # node NAME SIP_PORT HTTP_PORT RTP_MIN STORE(sqlite|DB) -> starts it, PID in NODE_PID
@@ -108,6 +111,7 @@ sipp_run() {
       -r "$rate" -m "$n" -l $((rate * 4)) -d 0 -nostdin -timeout $((n / rate * 3 + 30))s -timeout_error \
       -max_socket 1000 >"$out" 2>&1 ) || true
   local ok failed
+  [ -n "${KEEP_SIPP:-}" ] && cp "$out" "$KEEP_SIPP.$rate.$(date +%s%N).out"
   failed=$(grep -E "^ +Failed call" "$out" | awk -F'|' '{print $3}' | tr -d ' ' || true)
   ok=$(grep -E "^ +Successful call" "$out" | awk -F'|' '{print $3}' | tr -d ' ' || true)
   echo "${ok:-?} ${failed:-?}"
@@ -120,14 +124,14 @@ setup() { # direct|pg|cluster -> TARGET, SETUP_PIDS, SCEN
       node d 5410 8410 20000 sqlite; SETUP_PIDS+=("$NODE_PID")
       TARGET=127.0.0.1:5410; SCEN=(-sn uac) ;;
     pg)
-      local db; db=$(new_db)
-      node p 5420 8420 20000 "$db"; SETUP_PIDS+=("$NODE_PID")
+      new_db
+      node p 5420 8420 20000 "$DB"; SETUP_PIDS+=("$NODE_PID")
       TARGET=127.0.0.1:5420; SCEN=(-sn uac) ;;
     cluster)
-      local db; db=$(new_db)
-      node a 5430 8430 20000 "$db"; SETUP_PIDS+=("$NODE_PID")
-      node b 5440 8440 30000 "$db"; SETUP_PIDS+=("$NODE_PID")
-      node c 5450 8450 40000 "$db"; SETUP_PIDS+=("$NODE_PID")
+      new_db
+      node a 5430 8430 20000 "$DB"; SETUP_PIDS+=("$NODE_PID")
+      node b 5440 8440 30000 "$DB"; SETUP_PIDS+=("$NODE_PID")
+      node c 5450 8450 40000 "$DB"; SETUP_PIDS+=("$NODE_PID")
       kamailio_start 5430 5440 5450; SETUP_PIDS+=("$KAM_PID")
       TARGET=127.0.0.1:$KPORT; SCEN=(-sf sipp-scenarios/uac_via_proxy.xml -s 1000) ;;
   esac
@@ -151,7 +155,6 @@ for s in direct pg cluster; do echo "highest rate with 0 failed calls: $s ${best
 
 echo "== database statements per call ($CALLS_DB calls through the cluster at 100/s)"
 setup cluster
-DB=bench_$DBN
 psql_ -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
 conns=$(psql_ -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE datname = '$DB'")
 # Idle baseline: what three idle nodes run in 10 s.

@@ -85,3 +85,47 @@ pub(super) async fn control(
         Err(e) => Err(ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())),
     }
 }
+
+/// The transcript of a call another node handled, from that node (the file is on its
+/// disk): `None` when this is a single node, the call was this node's, the other node is
+/// gone, or it could not give the transcript (its answer is logged).
+pub(super) async fn transcript_elsewhere(
+    state: &ApiState,
+    headers: &HeaderMap,
+    record: &crate::records::CallRecord,
+) -> Option<Vec<crate::records::TranscriptEntry>> {
+    let c = state.cluster.as_ref()?;
+    if headers.contains_key(FORWARDED_HEADER) {
+        return None;
+    }
+    let node = record.node.as_deref()?;
+    let url = match c.node.peer_url(node).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(node, error = %e, "transcript: the node's address is not readable");
+            return None;
+        }
+    };
+    match c
+        .forward
+        .get(node, &url, &format!("calls/{}", record.id))
+        .await
+    {
+        Ok(answer) if answer.status == 200 => {
+            serde_json::from_value(answer.body.get("transcript")?.clone()).ok()
+        }
+        Ok(answer) => {
+            tracing::warn!(
+                node,
+                status = answer.status,
+                "transcript: the call's node did not give it"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(node, error = %e, "transcript: the call's node did not answer");
+            None
+        }
+    }
+}

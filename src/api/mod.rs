@@ -703,9 +703,17 @@ async fn get_call(
             format!("no call {id}"),
         ));
     };
-    let found = tokio::task::spawn_blocking(move || record_with_transcript(&reader, &record_id))
-        .await
-        .map_err(|e| ApiError::internal(format!("record lookup failed: {e}")))??;
+    let mut found =
+        tokio::task::spawn_blocking(move || record_with_transcript(&reader, &record_id))
+            .await
+            .map_err(|e| ApiError::internal(format!("record lookup failed: {e}")))??;
+    // In a cluster, a transcript written on another node's disk comes from that node.
+    if let Some(view) = found.as_mut().filter(|v| v.transcript_error.is_some())
+        && let Some(entries) = cluster::transcript_elsewhere(&state, &headers, &view.record).await
+    {
+        view.transcript = entries;
+        view.transcript_error = None;
+    }
     found
         .map(|r| Json(CallView::Record(Box::new(r))))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no call {id}")))

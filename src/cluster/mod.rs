@@ -252,6 +252,16 @@ impl Node {
         self.store.with(move |s| s.active_elsewhere(&me)).await
     }
 
+    /// The API's URL of `node` when it is another node that is up (or draining).
+    pub async fn peer_url(&self, node: &str) -> Result<Option<url::Url>, String> {
+        if node == self.settings.node_id.as_str() {
+            return Ok(None);
+        }
+        let n = node.to_owned();
+        let found = self.store.with(move |s| s.api_url(&n)).await?;
+        Ok(found.and_then(|u| url::Url::parse(&u).ok()))
+    }
+
     /// The node handling the call with this record id, and its API's URL, when that is
     /// another node that is up.
     pub async fn owner(&self, record_id: &str) -> Result<Option<(String, url::Url)>, String> {
@@ -317,16 +327,36 @@ impl Forwarder {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<Forwarded, ForwardError> {
+        self.send(node, base, path, Some(body)).await
+    }
+
+    /// GETs `path` on `node`'s API at `base`.
+    pub async fn get(
+        &self,
+        node: &str,
+        base: &url::Url,
+        path: &str,
+    ) -> Result<Forwarded, ForwardError> {
+        self.send(node, base, path, None).await
+    }
+
+    async fn send(
+        &self,
+        node: &str,
+        base: &url::Url,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Forwarded, ForwardError> {
         let unreachable = |reason: String| ForwardError::Unreachable {
             node: node.to_owned(),
             reason,
         };
         let url = base.join(path).map_err(|e| unreachable(e.to_string()))?;
-        let mut req = self
-            .client
-            .post(url)
-            .header(FORWARDED_HEADER, self.me.as_str())
-            .json(body);
+        let req = match body {
+            Some(b) => self.client.post(url).json(b),
+            None => self.client.get(url),
+        };
+        let mut req = req.header(FORWARDED_HEADER, self.me.as_str());
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

@@ -316,6 +316,17 @@ impl NodeStore {
             .map_err(sql(&self.path, "call owner"))
     }
 
+    /// The API's URL of `node`, if it is up or draining.
+    pub fn api_url(&self, node: &str) -> Result<Option<String>, RecordsError> {
+        self.conn
+            .query_opt(
+                "SELECT api_url FROM nodes WHERE node_id = ?1 AND state IN ('up', 'draining')",
+                params![node],
+                |r| r.get(0),
+            )
+            .map_err(sql(&self.path, "node api_url"))
+    }
+
     /// The calls in progress on the nodes other than `me`, oldest first.
     pub fn active_elsewhere(&self, me: &str) -> Result<Vec<CallRecord>, RecordsError> {
         query_many(
