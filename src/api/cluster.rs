@@ -88,7 +88,7 @@ pub(super) async fn control(
 
 /// The transcript of a call another node handled, from that node (the file is on its
 /// disk): `None` when this is a single node, the call was this node's, the other node is
-/// gone, or it could not give the transcript (its answer is logged).
+/// gone, or it could not give the transcript (logged).
 pub(super) async fn transcript_elsewhere(
     state: &ApiState,
     headers: &HeaderMap,
@@ -113,7 +113,9 @@ pub(super) async fn transcript_elsewhere(
         .await
     {
         Ok(answer) if answer.status == 200 => {
-            serde_json::from_value(answer.body.get("transcript")?.clone()).ok()
+            let entries = serde_json::from_value(answer.body.get("transcript")?.clone()).ok();
+            tracing::debug!(node, record = %record.id, "transcript fetched from the call's node");
+            entries
         }
         Ok(answer) => {
             tracing::warn!(

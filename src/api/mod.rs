@@ -707,8 +707,11 @@ async fn get_call(
         tokio::task::spawn_blocking(move || record_with_transcript(&reader, &record_id))
             .await
             .map_err(|e| ApiError::internal(format!("record lookup failed: {e}")))??;
-    // In a cluster, a transcript written on another node's disk comes from that node.
-    if let Some(view) = found.as_mut().filter(|v| v.transcript_error.is_some())
+    // In a cluster, the transcript of a call another node handled is a file on that node's
+    // disk: it comes from that node (this node's own read stands if that node is gone).
+    if let Some(view) = found
+        .as_mut()
+        .filter(|v| v.record.transcript_path.is_some())
         && let Some(entries) = cluster::transcript_elsewhere(&state, &headers, &view.record).await
     {
         view.transcript = entries;

@@ -1,8 +1,11 @@
-//! A campaign and the webhooks of two voxline nodes sharing one PostgreSQL store (Debian's,
-//! started by the test): the campaign, created on node A, is dialed by both nodes without
-//! dialing any target twice, and every webhook event (of both nodes' calls) reaches the
-//! receiver exactly once, signed (tests/webhooks/receiver.py, the Standard Webhooks
-//! reference library).
+//! Two voxline nodes sharing one PostgreSQL store (Debian's, started by the test), seen
+//! through their APIs:
+//!
+//! * a campaign created on node A is dialed by both nodes without dialing any target twice,
+//!   and every webhook event (of both nodes' calls) reaches the receiver exactly once, signed
+//!   (tests/webhooks/receiver.py, the Standard Webhooks reference library);
+//! * an agent and a route created on node A answer a call placed to node B;
+//! * the transcript of a realtime call on node B is read through node A's API (from B).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -191,4 +194,71 @@ fn an_agent_and_route_set_on_one_node_answer_calls_on_another() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn the_transcript_of_a_call_on_one_node_is_read_through_another() {
+    use crate::realtime_e2e_support::{KEY, KEY_ENV, RealtimeE2e, config};
+    const REPLY: &str = "Thank you for calling, how can I help?";
+    let pg = PostgresServer::start();
+    let url = pg.create_db("transcript");
+    let cluster = |id: &str| {
+        format!(
+            "[store]\nurl = \"{url}\"\n[cluster]\nnode_id = \"{id}\"\nheartbeat_s = 1\n\
+             node_timeout_s = 3\n"
+        )
+    };
+    let mock = voxline_mock_realtime::MockConfig {
+        reply_text: REPLY.into(),
+        vad_rms_threshold: 150.0,
+        ..voxline_mock_realtime::MockConfig::default()
+    };
+    let h = RealtimeE2e::start(mock, &cluster("a"), "", "");
+    let b = VoxlineProcess::spawn_with_env(
+        &config(&h.mock.url(), &cluster("b"), "", ""),
+        &[(KEY_ENV, KEY)],
+    );
+    Sipp::spawn(
+        &[
+            "-sf",
+            &scenario("uac_pcap_twice.xml"),
+            "-s",
+            "1000",
+            "-m",
+            "1",
+            &b.sip_addr().to_string(),
+        ],
+        Duration::from_secs(50),
+    )
+    .wait()
+    .assert_success("a realtime call on node B");
+    let ts = Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let (_, records) = http_json(b.http_addr(), "GET", "/records?limit=5", None, ts);
+        if let Some(r) = records.as_array().and_then(|r| r.first()).cloned() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no record on B: {records}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(record["node"], "b", "{record:#}");
+    let id = record["id"].as_str().unwrap();
+    let (code, view) = http_json(h.vox.http_addr(), "GET", &format!("/calls/{id}"), None, ts);
+    assert_eq!(code, 200, "{view}");
+    assert!(view.get("transcript_error").is_none(), "{view:#}");
+    let lines = view["transcript"].as_array().cloned().unwrap_or_default();
+    assert!(
+        lines.iter().any(|l| l["text"].as_str() == Some(REPLY)),
+        "the agent's reply is not in the transcript A serves: {view:#}"
+    );
+    // And it came from B, which wrote the file (A could open the path here only because
+    // both nodes share this machine's disk).
+    assert!(
+        h.vox
+            .output()
+            .contains("transcript fetched from the call's node"),
+        "{}",
+        h.vox.output()
+    );
 }
