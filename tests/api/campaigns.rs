@@ -87,7 +87,10 @@ fn wait_counts(
 }
 
 /// Distinct INVITE Call-IDs per target user (`t7`) in a SIPp message trace.
-fn invites(messages: &str, into: &mut HashMap<String, std::collections::HashSet<String>>) {
+pub(crate) fn invites(
+    messages: &str,
+    into: &mut HashMap<String, std::collections::HashSet<String>>,
+) {
     for block in messages.split("\n\n") {
         let Some(start) = block.find("INVITE sip:") else {
             continue;

@@ -79,23 +79,7 @@ fn a_campaign_runs_across_two_nodes_and_their_webhooks_arrive_once() {
 
     // The far end got exactly one INVITE (one Call-ID) per target.
     let mut per_target: HashMap<String, HashSet<String>> = HashMap::new();
-    for block in uas.messages().split("\n\n") {
-        let Some(start) = block.find("INVITE sip:") else {
-            continue;
-        };
-        let user = block[start + "INVITE sip:".len()..]
-            .split('@')
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        let call_id = block
-            .lines()
-            .find_map(|l| l.strip_prefix("Call-ID: "))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        per_target.entry(user).or_default().insert(call_id);
-    }
+    crate::campaigns::invites(&uas.messages(), &mut per_target);
     assert_eq!(per_target.len(), TARGETS, "{per_target:#?}");
     for (user, calls) in &per_target {
         assert_eq!(calls.len(), 1, "{user} was dialed {} times", calls.len());
