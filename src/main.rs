@@ -235,7 +235,7 @@ async fn run(
         None => None,
     };
     if let (Some(days), Some(w)) = (cfg.retention_days, &records) {
-        tokio::spawn(retention_loop(w.location().clone(), days));
+        tokio::spawn(retention_loop(w.location().clone(), days, node_id(&cfg)));
     }
     let agents_db = match &records {
         Some(w) => Some(api::AgentsApi {
@@ -257,6 +257,7 @@ async fn run(
                 )
             })
             .context("opening the campaigns")?;
+            store.set_node(node_id(&cfg));
             let interrupted = blocking(|| store.recover(voxline::records::UnixMs::now()))
                 .context("recovering the campaigns")?;
             if interrupted > 0 {
@@ -312,6 +313,7 @@ async fn run(
             tokio::spawn(voxline::storage::uploader::run(
                 client.clone(),
                 w.location().clone(),
+                node_id(&cfg),
             ));
             Some(client)
         }
@@ -364,6 +366,7 @@ async fn run(
             cluster_regs.clone(),
             running.commands.clone(),
             cluster_watchers(&state, records.as_ref().map(|w| w.location().clone())),
+            cluster_dead_hooks(&state),
         ));
     }
     if let (Some(w), Some(reader)) = (&records, &state.records) {
@@ -553,8 +556,15 @@ fn resume_analyses(
         Some(voxline::call::postcall::CallerMemory::new(memory)),
         Some(records),
         cfg.redaction.clone(),
+        node_id(cfg),
     ));
     Ok(())
+}
+
+/// This node's `[cluster] node_id`, if it is one of a cluster: the jobs on files of its
+/// disk (uploads, retention, resumed analyses) and its campaign claims are its own.
+fn node_id(cfg: &Config) -> Option<String> {
+    cfg.cluster.as_ref().map(|c| c.node_id.to_string())
 }
 
 /// Creates `data_dir/recordings` and repairs recordings a crash left unfinished. Problems are
@@ -616,6 +626,34 @@ fn cluster_watchers(
     out
 }
 
+/// What the node that reaps a dead node does for it: the campaign targets the dead node was
+/// dialing get an interrupted attempt (retried while attempts remain), so the campaigns go
+/// on without it.
+fn cluster_dead_hooks(state: &ApiState) -> Vec<voxline::cluster::DeadHook> {
+    let Some(campaigns) = state.campaigns.clone() else {
+        return Vec::new();
+    };
+    vec![Arc::new(move |dead: String| {
+        let campaigns = campaigns.clone();
+        Box::pin(async move {
+            let node = dead.clone();
+            match campaigns
+                .with(move |s| s.recover_node(Some(&node), voxline::records::UnixMs::now()))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(dead = %dead, targets = n, "campaign calls of a dead node count as interrupted attempts");
+                    campaigns.wake();
+                }
+                Err(e) => {
+                    tracing::error!(dead = %dead, error = %e, "campaign targets of a dead node not recovered")
+                }
+            }
+        })
+    })]
+}
+
 /// Runs blocking database work (opening a store, a recovery pass) from async code: on a
 /// PostgreSQL store the driver blocks on its own small runtime, which must not run on a
 /// tokio worker. The runtime is multi-threaded (built in `main`).
@@ -625,18 +663,18 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 /// Deletes the recordings and transcripts of calls that ended more than `days` days ago, at
 /// start and then every hour (`retention_days`).
-async fn retention_loop(db: voxline::records::StoreLocation, days: u32) {
+async fn retention_loop(db: voxline::records::StoreLocation, days: u32, node: Option<String>) {
     const EVERY: Duration = Duration::from_secs(3600);
     const BATCH: u32 = 1000;
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tick.tick().await;
         loop {
-            let db = db.clone();
+            let (db, node) = (db.clone(), node.clone());
             let now = voxline::records::UnixMs::now();
             let cutoff = voxline::records::UnixMs::new(now.get() - i64::from(days) * 86_400_000);
             let r = tokio::task::spawn_blocking(move || {
-                voxline::records::retention::sweep(&db, cutoff, now, BATCH)
+                voxline::records::retention::sweep(&db, cutoff, now, BATCH, node.as_deref())
             })
             .await;
             match r {

@@ -238,12 +238,14 @@ pub async fn resume_analyses(
     memory: Option<CallerMemory>,
     records: Option<RecordWriter>,
     redactor: Arc<crate::records::redact::Redactor>,
+    node: Option<String>,
 ) {
     let window = i64::try_from(RESUME_WINDOW.as_millis()).unwrap_or(i64::MAX);
     let since = UnixMs::new(started.get().saturating_sub(window));
-    let pending =
-        tokio::task::spawn_blocking(move || reader.pending_analyses(since, started, RESUME_LIMIT))
-            .await;
+    let pending = tokio::task::spawn_blocking(move || {
+        reader.pending_analyses(since, started, RESUME_LIMIT, node.as_deref())
+    })
+    .await;
     let pending = match pending {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {

@@ -43,6 +43,10 @@ pub struct Watcher {
 /// The future of a [`Watcher`]'s reload.
 pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// What the node that reaped a dead node does for it, with its id (recovering the campaign
+/// targets it was dialing).
+pub type DeadHook = Arc<dyn Fn(String) -> BoxFuture + Send + Sync>;
+
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Watcher({})", self.name)
@@ -112,6 +116,7 @@ impl Node {
         regs: Vec<RegistrationSpec>,
         commands: Commands<CallCommand>,
         watchers: Vec<Watcher>,
+        on_dead: Vec<DeadHook>,
     ) {
         let mut held: Vec<Option<tokio::time::Instant>> = vec![None; regs.len()];
         let mut seen: std::collections::HashMap<String, i64> = Default::default();
@@ -144,6 +149,9 @@ impl Node {
                             "cluster node silent past node_timeout_s: taken for dead, its calls \
                              in progress marked unfinished"
                         );
+                        for hook in &on_dead {
+                            hook(r.node_id.clone()).await;
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(node = %me, error = %e, "cluster reap failed"),

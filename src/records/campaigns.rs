@@ -52,6 +52,12 @@ pub(super) const PACING_MIGRATION: &str = "
     ALTER TABLE campaigns ADD COLUMN next_call_at INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Migration 20: the cluster node dialing each target (recovery after a restart or a death
+/// takes that node's targets only).
+pub(super) const TARGET_NODE_MIGRATION: &str = "
+    ALTER TABLE campaign_targets ADD COLUMN node TEXT;
+";
+
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -324,6 +330,8 @@ pub struct CampaignStore {
     subscriptions: super::outbox::SharedSubscriptions,
     redactor: std::sync::Arc<super::redact::Redactor>,
     next_id: u64,
+    /// The cluster node this store claims for (`campaign_targets.node`).
+    node: Option<String>,
 }
 
 impl CampaignStore {
@@ -341,6 +349,7 @@ impl CampaignStore {
             subscriptions: subs,
             redactor,
             next_id: 0,
+            node: None,
         })
     }
 
@@ -583,7 +592,7 @@ impl CampaignStore {
     /// another node's claim has locked (`FOR UPDATE SKIP LOCKED`), and the update checks
     /// the state again.
     pub fn claim(&mut self, id: &str, now: UnixMs) -> Result<Option<Target>, RecordsError> {
-        let raw = claim_in(&self.conn, id, now).map_err(self.sql("campaign claim"))?;
+        let raw = claim_in(&self.conn, id, now, &self.node).map_err(self.sql("campaign claim"))?;
         raw.map(|r| r.decode(&self.path)).transpose()
     }
 
@@ -633,7 +642,7 @@ impl CampaignStore {
                 if tat > now.0 {
                     return Ok(None);
                 }
-                let Some(raw) = claim_in(tx, id, now)? else {
+                let Some(raw) = claim_in(tx, id, now, &self.node)? else {
                     return Ok(None);
                 };
                 tx.execute(
@@ -791,17 +800,35 @@ impl CampaignStore {
         })
     }
 
-    /// After a restart: every target left `dialing` gets an `interrupted` attempt (retried
-    /// while attempts remain). Returns how many there were.
+    /// Claims from now on are cluster node `node`'s.
+    pub fn set_node(&mut self, node: Option<String>) {
+        self.node = node;
+    }
+
+    /// After a restart: every target this store's node left `dialing` (every one, on a
+    /// single node) gets an `interrupted` attempt (retried while attempts remain). Returns
+    /// how many there were.
     pub fn recover(&mut self, now: UnixMs) -> Result<usize, RecordsError> {
-        let left: Vec<(String, u32)> = self
-            .conn
-            .query_map(
+        let node = self.node.clone();
+        self.recover_node(node.as_deref(), now)
+    }
+
+    /// [`recover`](Self::recover) for the targets node `node` was dialing (all, for
+    /// `None`): a surviving node runs it for a node that died.
+    pub fn recover_node(&mut self, node: Option<&str>, now: UnixMs) -> Result<usize, RecordsError> {
+        let left: Vec<(String, u32)> = match node {
+            None => self.conn.query_map(
                 "SELECT campaign, seq FROM campaign_targets WHERE state = 'dialing'",
                 params![],
                 |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(self.sql("campaign recover"))?;
+            ),
+            Some(n) => self.conn.query_map(
+                "SELECT campaign, seq FROM campaign_targets WHERE state = 'dialing' AND node = ?1",
+                params![n],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            ),
+        }
+        .map_err(self.sql("campaign recover"))?;
         for (id, seq) in &left {
             self.finish_attempt(
                 id,
@@ -820,7 +847,12 @@ impl CampaignStore {
 }
 
 /// The claim statement of [`CampaignStore::claim`] on `conn` (inside a transaction or not).
-fn claim_in(conn: &Db, id: &str, now: UnixMs) -> Result<Option<RawTarget>, DbError> {
+fn claim_in(
+    conn: &Db,
+    id: &str,
+    now: UnixMs,
+    node: &Option<String>,
+) -> Result<Option<RawTarget>, DbError> {
     let skip_locked = match conn.dialect() {
         super::db::Dialect::Sqlite => "",
         super::db::Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -828,13 +860,13 @@ fn claim_in(conn: &Db, id: &str, now: UnixMs) -> Result<Option<RawTarget>, DbErr
     conn.query_opt(
         &format!(
             "UPDATE campaign_targets SET state = 'dialing', attempts = attempts + 1, \
-             updated_at = ?2 WHERE campaign = ?1 AND state = 'pending' AND seq = \
+             updated_at = ?2, node = ?3 WHERE campaign = ?1 AND state = 'pending' AND seq = \
              (SELECT seq FROM campaign_targets WHERE campaign = ?1 AND \
              state = 'pending' AND next_attempt_at <= ?2 \
              ORDER BY next_attempt_at, seq LIMIT 1{skip_locked}) \
              RETURNING {TARGET_COLUMNS}"
         ),
-        params![id, now.0],
+        params![id, now.0, node],
         raw_target,
     )
 }

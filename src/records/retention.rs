@@ -22,11 +22,13 @@ pub struct Sweep {
 
 /// Deletes the recordings and transcripts of up to `limit` calls that ended before `cutoff`
 /// in the records database `db`, and marks their records at `now`.
+/// `node`: in a cluster, only that node's calls (the files are on its disk).
 pub fn sweep(
     db: &StoreLocation,
     cutoff: UnixMs,
     now: UnixMs,
     limit: u32,
+    node: Option<&str>,
 ) -> Result<Sweep, RecordsError> {
     let conn = super::store::open_read_write(db, "open for retention")?;
     let err = |op: &'static str| {
@@ -34,13 +36,20 @@ pub fn sweep(
         move |source| RecordsError::Database { path, op, source }
     };
     let rows: Vec<(String, Option<String>, Option<String>)> = {
+        let only_node = if node.is_some() { " AND node = ?3" } else { "" };
+        let mut args: Vec<&dyn super::db::ToValue> = vec![&cutoff, &limit];
+        if let Some(n) = &node {
+            args.push(n);
+        }
         conn.query_map(
-            "SELECT id, recording_path, transcript_path FROM calls \
+            &format!(
+                "SELECT id, recording_path, transcript_path FROM calls \
                  WHERE ended_at IS NOT NULL AND ended_at < ?1 AND media_deleted_at IS NULL \
                  AND (recording_path IS NOT NULL OR transcript_path IS NOT NULL \
-                      OR recording_url IS NOT NULL) \
-                 ORDER BY ended_at LIMIT ?2",
-            params![cutoff, limit],
+                      OR recording_url IS NOT NULL){only_node} \
+                 ORDER BY ended_at LIMIT ?2"
+            ),
+            &args,
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .map_err(err("retention select"))?

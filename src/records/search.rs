@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::db::{DbError, Dialect, ToValue, Value as SqlValue, params};
+use super::db::{DbError, Dialect, ToValue, Value as SqlValue};
 use super::store::{COLUMNS, query_many, sql};
 use super::{CallAnalysis, CallRecord, Direction, RecordReader, RecordsError, TurnLatency, UnixMs};
 
@@ -98,26 +98,28 @@ impl RecordReader {
     /// Answered calls started in `[since, before)` that have a transcript and no post-call
     /// analysis yet: the analyses a stop interrupted (with [`super::UNFINISHED_END_REASON`]
     /// records among them, cut off by a crash); oldest first, at most `limit`.
+    ///
+    /// `node`: in a cluster, only that node's calls (their transcripts are files on its
+    /// disk, and each node resumes its own).
     pub fn pending_analyses(
         &self,
         since: UnixMs,
         before: UnixMs,
         limit: u32,
+        node: Option<&str>,
     ) -> Result<Vec<CallRecord>, RecordsError> {
+        let only_node = if node.is_some() { " AND node = ?4" } else { "" };
         let query = format!(
             "SELECT {COLUMNS} FROM calls WHERE analysis IS NULL AND transcript_path IS NOT NULL \
-             AND answered_at IS NOT NULL AND started_at >= ?1 AND started_at < ?2 \
+             AND answered_at IS NOT NULL AND started_at >= ?1 AND started_at < ?2{only_node} \
              ORDER BY started_at, id LIMIT ?3"
         );
-        self.with_conn(|conn, path| {
-            query_many(
-                conn,
-                path,
-                "pending analyses",
-                &query,
-                params![since.get(), before.get(), limit],
-            )
-        })
+        let (since, before) = (since.get(), before.get());
+        let mut args: Vec<&dyn ToValue> = vec![&since, &before, &limit];
+        if let Some(n) = &node {
+            args.push(n);
+        }
+        self.with_conn(|conn, path| query_many(conn, path, "pending analyses", &query, &args))
     }
 
     /// Per agent and per day (in `tz`), the figures of finished calls started in

@@ -746,6 +746,7 @@ const MIGRATIONS: &[&str] = &[
     super::nodes::LEASES_MIGRATION,
     super::campaigns::PACING_MIGRATION,
     super::nodes::GENERATIONS_MIGRATION,
+    super::campaigns::TARGET_NODE_MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::db::{Db, Dialect, StoreLocation, params};
+use super::db::{Db, Dialect, StoreLocation, ToValue, params};
 
 use super::RecordsError;
 use super::store::{open_read_write, sql};
@@ -35,6 +35,8 @@ pub struct PendingUpload {
 pub struct UploadStore {
     conn: Db,
     path: PathBuf,
+    /// The cluster node whose recordings this store uploads (they are files on its disk).
+    node: Option<String>,
 }
 
 impl UploadStore {
@@ -43,7 +45,31 @@ impl UploadStore {
         Ok(UploadStore {
             conn: open_read_write(at, "open uploads")?,
             path: at.name(),
+            node: None,
         })
+    }
+
+    /// Only the calls of cluster node `node` from now on: the others' recordings are files
+    /// on their disks, uploaded (and expired) by them.
+    pub fn set_node(&mut self, node: Option<String>) {
+        self.node = node;
+    }
+
+    /// `limit`, then the node when this store is a cluster node's (for [`Self::node_filter`]).
+    fn params<'a>(&'a self, limit: &'a u32) -> Vec<&'a dyn ToValue> {
+        let mut p: Vec<&dyn ToValue> = vec![limit];
+        if let Some(n) = &self.node {
+            p.push(n);
+        }
+        p
+    }
+
+    /// ` AND node = ?N` when this store is a cluster node's.
+    fn node_filter(&self, n: usize) -> String {
+        match self.node {
+            Some(_) => format!(" AND node = ?{n}"),
+            None => String::new(),
+        }
     }
 
     /// `INDEXED BY index` for SQLite, which otherwise may pick the `ended_at` index and scan
@@ -63,10 +89,11 @@ impl UploadStore {
                 &format!(
                     "SELECT id, recording_path FROM calls {} \
                      WHERE ended_at IS NOT NULL AND recording_path IS NOT NULL \
-                     AND recording_url IS NULL ORDER BY ended_at LIMIT ?1",
-                    self.indexed_by("calls_upload_pending")
+                     AND recording_url IS NULL{} ORDER BY ended_at LIMIT ?1",
+                    self.indexed_by("calls_upload_pending"),
+                    self.node_filter(2)
                 ),
-                params![limit],
+                &self.params(&limit),
                 |r| {
                     Ok(PendingUpload {
                         id: r.get(0)?,
@@ -110,10 +137,11 @@ impl UploadStore {
             .query_map(
                 &format!(
                     "SELECT id, recording_url FROM calls {} \
-                     WHERE recording_url IS NOT NULL AND media_deleted_at IS NOT NULL LIMIT ?1",
-                    self.indexed_by("calls_upload_expired")
+                     WHERE recording_url IS NOT NULL AND media_deleted_at IS NOT NULL{} LIMIT ?1",
+                    self.indexed_by("calls_upload_expired"),
+                    self.node_filter(2)
                 ),
-                params![limit],
+                &self.params(&limit),
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(sql(&self.path, OP))

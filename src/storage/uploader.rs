@@ -46,8 +46,15 @@ async fn with<T: Send + 'static>(
 
 /// Uploads recordings to `client`'s bucket from the records database `db`, until voxline
 /// stops.
-pub async fn run(client: S3Client, db: crate::records::StoreLocation) {
-    let store = match tokio::task::spawn_blocking(move || UploadStore::open(&db)).await {
+/// `node`: in a cluster, this node's recordings only (files on its disk).
+pub async fn run(client: S3Client, db: crate::records::StoreLocation, node: Option<String>) {
+    let opened = tokio::task::spawn_blocking(move || {
+        UploadStore::open(&db).map(|mut s| {
+            s.set_node(node);
+            s
+        })
+    });
+    let store = match opened.await {
         Ok(Ok(s)) => Arc::new(Mutex::new(s)),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "recording upload: cannot open the records; recordings stay local");

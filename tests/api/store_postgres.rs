@@ -251,7 +251,8 @@ fn exercise(at: &StoreLocation) -> Vec<String> {
     ));
     uploads.uploaded("rec-c", "s3://b/rec-c.wav", true).unwrap();
     let sweep =
-        voxline::records::retention::sweep(at, UnixMs::new(5_000), UnixMs::new(6_000), 10).unwrap();
+        voxline::records::retention::sweep(at, UnixMs::new(5_000), UnixMs::new(6_000), 10, None)
+            .unwrap();
     seen.push(format!(
         "retention: {} expired {:?}",
         sweep.records,
@@ -382,4 +383,75 @@ fn campaign_targets_claimed_by_several_nodes_at_once_are_never_dialed_twice() {
         200,
         "a target was claimed twice: {per_node:?}"
     );
+}
+
+#[test]
+fn each_node_recovers_uploads_and_resumes_only_its_own_work() {
+    let pg = PostgresServer::start();
+    let url = pg.create_db("per_node");
+    let dir = tempfile::tempdir().unwrap();
+    let at = StoreLocation::parse(&url, dir.path()).unwrap();
+    // Two nodes' records: a finished call with a recording and a transcript each.
+    for node in ["a", "b"] {
+        let mut store = RecordStore::open_for(&at, Some(node)).unwrap();
+        let mut r = started(&format!("rec-{node}"), 1_000);
+        r.answered_at = Some(UnixMs::new(1_100));
+        r.ended_at = Some(UnixMs::new(2_000));
+        r.recording_path = Some(format!("/nonexistent/{node}.wav"));
+        r.transcript_path = Some(format!("/nonexistent/{node}.jsonl"));
+        store.finish(&r).unwrap();
+    }
+    let mut uploads = UploadStore::open(&at).unwrap();
+    uploads.set_node(Some("a".into()));
+    let pending: Vec<String> = uploads
+        .pending(10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(pending, ["rec-a"]);
+    let reader = RecordReader::open_at(&at).unwrap();
+    let resumed: Vec<String> = reader
+        .pending_analyses(UnixMs::new(0), UnixMs::new(10_000), 10, Some("b"))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(resumed, ["rec-b"]);
+    let swept = voxline::records::retention::sweep(
+        &at,
+        UnixMs::new(5_000),
+        UnixMs::new(6_000),
+        10,
+        Some("a"),
+    )
+    .unwrap();
+    assert_eq!(swept.records, 1);
+    assert!(
+        reader
+            .get("rec-b")
+            .unwrap()
+            .unwrap()
+            .media_deleted_at
+            .is_none()
+    );
+
+    // Campaign targets: a node recovers the ones it was dialing, not the other's; a survivor
+    // recovers a dead node's.
+    let subs: voxline::records::outbox::SharedSubscriptions = Arc::new(RwLock::new(vec![]));
+    let mut a = CampaignStore::open(&at, subs.clone(), Arc::default()).unwrap();
+    a.set_node(Some("a".into()));
+    let mut b = CampaignStore::open(&at, subs, Arc::default()).unwrap();
+    b.set_node(Some("b".into()));
+    let c = a.create(&campaign(2), UnixMs::new(0)).unwrap();
+    a.claim(&c.id, UnixMs::new(1)).unwrap().unwrap();
+    b.claim(&c.id, UnixMs::new(1)).unwrap().unwrap();
+    assert_eq!(
+        a.recover(UnixMs::new(2)).unwrap(),
+        1,
+        "a recovered b's target too"
+    );
+    assert_eq!(a.get(&c.id).unwrap().unwrap().counts.dialing, 1);
+    assert_eq!(a.recover_node(Some("b"), UnixMs::new(3)).unwrap(), 1);
+    assert_eq!(a.get(&c.id).unwrap().unwrap().counts.dialing, 0);
 }
