@@ -671,3 +671,60 @@ fn recording_upload_is_checked() {
     assert_eq!(u.timeout, std::time::Duration::from_secs(300));
     assert!(load("").unwrap().recording_upload.is_none());
 }
+
+#[test]
+fn store_and_cluster_are_checked() {
+    const PG: &str = "[store]\nurl = \"postgres://vox:secret@db.example/voxline\"\n";
+    assert_msg(
+        "[store]\nurl = \"mysql://vox:secret@db/voxline\"\n",
+        "voxline.toml: store.url: expected \"sqlite\" or a postgres:// URL, got \"mysql://vox:***@db/voxline\"",
+    );
+    assert_msg(
+        "[store]\nurl = \"postgres://vox@db/voxline\"\nurl_env = \"STORE\"\n",
+        "voxline.toml: store.url: set url or url_env, not both",
+    );
+    assert_msg(
+        "[store]\nurl_env = \"STORE_URL\"\n",
+        "voxline.toml: store.url_env: the environment variable STORE_URL is not set",
+    );
+    assert_msg(
+        "[store]\nurl = \"postgres://vox@db/voxline?sslmode=require\"\n",
+        "voxline.toml: store.url: postgres://vox@db/voxline?sslmode=require: sslmode=require: voxline connects to PostgreSQL without TLS; use a Unix socket, a private network or a TLS-terminating proxy",
+    );
+    assert_msg(
+        "[cluster]\nnode_id = \"a\"\n",
+        "voxline.toml: cluster: needs a shared store: [store] url = \"postgres://…\"",
+    );
+    assert_msg(
+        PG,
+        "voxline.toml: cluster.node_id: is required with a PostgreSQL store (each node's calls are recorded under its id)",
+    );
+    assert_msg(
+        &format!("{PG}[cluster]\nnode_id = \"node a\"\n"),
+        "voxline.toml: cluster.node_id: must be 1 to 64 letters, digits, '.', '_' or '-' (got \"node a\")",
+    );
+    let e = err(&format!(
+        "{PG}[cluster]\nnode_id = \"a\"\nheartbeat_s = 5\nnode_timeout_s = 10\n"
+    ));
+    assert_eq!(e.key.as_deref(), Some("cluster.node_timeout_s"), "{e}");
+    let e = err(&format!(
+        "{PG}[cluster]\nnode_id = \"a\"\napi_url = \"ftp://x\"\n"
+    ));
+    assert_eq!(e.key.as_deref(), Some("cluster.api_url"), "{e}");
+    // A password never reaches an error or the configuration's Debug output.
+    let cfg = load(&format!("{PG}[cluster]\nnode_id = \"vox-a\"\n")).expect("valid");
+    assert!(!format!("{cfg:?}").contains("secret"));
+    let c = cfg.cluster.expect("[cluster]");
+    assert_eq!(c.node_id.as_str(), "vox-a");
+    assert_eq!(c.heartbeat, std::time::Duration::from_secs(2));
+    assert_eq!(c.node_timeout, std::time::Duration::from_secs(10));
+    let env = |v: &str| (v == "STORE").then(|| "postgres://vox@db/voxline".to_owned());
+    let cfg = Config::from_toml_str_with_env(
+        "[store]\nurl_env = \"STORE\"\n[cluster]\nnode_id = \"b\"\n",
+        "voxline.toml",
+        env,
+    )
+    .expect("valid");
+    assert!(cfg.store.is_shared());
+    assert!(!load("").unwrap().store.is_shared());
+}

@@ -280,7 +280,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, (1..=19).collect::<Vec<i64>>());
+    assert_eq!(versions, (1..=20).collect::<Vec<i64>>());
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -294,7 +294,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 19,
+                supported: 20,
                 ..
             }
         ),
@@ -358,7 +358,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 19);
+    assert_eq!(max, 20);
 }
 
 /// With webhook subscriptions, each operation writes its events to the outbox in the same
