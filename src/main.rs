@@ -266,7 +266,16 @@ async fn run(
                     "campaign calls in progress when voxline last stopped count as interrupted attempts"
                 );
             }
-            Some(voxline::campaigns::Campaigns::new(store))
+            let trunk_limits = cfg
+                .trunks
+                .iter()
+                .map(|t| voxline::records::campaigns::TrunkLimits {
+                    name: t.name.clone(),
+                    max_calls: t.max_calls,
+                    calls_per_s: t.max_calls_per_s.map(f64::from),
+                })
+                .collect();
+            Some(voxline::campaigns::Campaigns::new(store).with_trunk_limits(trunk_limits))
         }
         None => None,
     };

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::call::{AgentSpec, CallService, DialRequest, OutboundResult};
 use crate::records::campaigns::{
-    Attempt, AttemptResult, CallingWindow, Campaign, CampaignStore, Target,
+    Attempt, AttemptResult, CallingWindow, Campaign, CampaignStore, Target, TrunkLimits,
 };
 use crate::records::{RecordsError, UnixMs};
 use crate::sip::{EndReason, Transport};
@@ -54,6 +54,8 @@ pub type AgentLookup =
 pub struct Campaigns {
     store: Arc<Mutex<CampaignStore>>,
     wake: Arc<Notify>,
+    /// The trunks' limits campaign claims keep across the cluster, by trunk name.
+    trunk_limits: Arc<HashMap<String, TrunkLimits>>,
 }
 
 impl Campaigns {
@@ -62,7 +64,15 @@ impl Campaigns {
         Campaigns {
             store: Arc::new(Mutex::new(store)),
             wake: Arc::new(Notify::new()),
+            trunk_limits: Arc::default(),
         }
+    }
+
+    /// Campaign calls through these trunks keep their limits (`max_calls`,
+    /// `max_calls_per_s`) in the store, so across every node of a cluster.
+    pub fn with_trunk_limits(mut self, limits: Vec<TrunkLimits>) -> Campaigns {
+        self.trunk_limits = Arc::new(limits.into_iter().map(|l| (l.name.clone(), l)).collect());
+        self
     }
 
     /// Runs `f` on the store on the blocking pool.
@@ -293,8 +303,13 @@ pub async fn run(campaigns: Campaigns, service: CallService, agents: AgentLookup
             loop {
                 let cid = id.clone();
                 let (max, cps) = (c.settings.max_concurrent, c.settings.calls_per_s);
+                let trunk = c
+                    .settings
+                    .trunk
+                    .as_ref()
+                    .and_then(|t| campaigns.trunk_limits.get(t).cloned());
                 let claimed = campaigns
-                    .with(move |s| s.claim_within(&cid, UnixMs::now(), max, cps))
+                    .with(move |s| s.claim_within(&cid, UnixMs::now(), max, cps, trunk.as_ref()))
                     .await;
                 let target = match claimed {
                     Ok(Some(t)) => t,

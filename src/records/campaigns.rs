@@ -58,6 +58,43 @@ pub(super) const TARGET_NODE_MIGRATION: &str = "
     ALTER TABLE campaign_targets ADD COLUMN node TEXT;
 ";
 
+/// Migration 21: the trunk each dialing target's call goes through, and each trunk's pace
+/// for campaign calls (GCRA, like `campaigns.next_call_at`), so that a trunk's limits hold
+/// for the campaign calls of every node.
+pub(super) const TRUNK_LIMITS_MIGRATION: &str = "
+    ALTER TABLE campaign_targets ADD COLUMN trunk TEXT;
+    CREATE INDEX campaign_targets_trunk_dialing ON campaign_targets (trunk) WHERE state = 'dialing';
+    CREATE TABLE trunk_pacing (
+        trunk        TEXT PRIMARY KEY NOT NULL,
+        next_call_at INTEGER NOT NULL
+    );
+";
+
+/// A trunk's limits as campaign claims keep them across the cluster: `[[trunk]]`'s
+/// `max_calls` and `max_calls_per_s`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrunkLimits {
+    /// The trunk's name.
+    pub name: String,
+    /// At most this many campaign targets dialing through it at once, on all nodes.
+    pub max_calls: Option<u32>,
+    /// At most this many new campaign calls a second through it, on all nodes.
+    pub calls_per_s: Option<f64>,
+}
+
+/// The GCRA step shared by the campaign's and the trunk's pace: `Some(next)` (the schedule
+/// after this call) if a call may start at `now` with `tat` the scheduled time, `None` if
+/// not yet. A call up to half an interval late keeps the schedule.
+fn pace(tat: i64, now: i64, calls_per_s: f64) -> Option<i64> {
+    let interval = if calls_per_s > 0.0 {
+        (1000.0 / calls_per_s).round().max(1.0) as i64
+    } else {
+        i64::MAX / 4
+    };
+    let tat = tat.max(now.saturating_sub(interval / 2));
+    (tat <= now).then(|| tat.saturating_add(interval))
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -592,7 +629,8 @@ impl CampaignStore {
     /// another node's claim has locked (`FOR UPDATE SKIP LOCKED`), and the update checks
     /// the state again.
     pub fn claim(&mut self, id: &str, now: UnixMs) -> Result<Option<Target>, RecordsError> {
-        let raw = claim_in(&self.conn, id, now, &self.node).map_err(self.sql("campaign claim"))?;
+        let raw =
+            claim_in(&self.conn, id, now, &self.node, &None).map_err(self.sql("campaign claim"))?;
         raw.map(|r| r.decode(&self.path)).transpose()
     }
 
@@ -604,20 +642,19 @@ impl CampaignStore {
     /// start in any one second). The campaign's row
     /// is locked meanwhile (the write transaction on SQLite, `FOR UPDATE` on PostgreSQL), so
     /// nodes claiming at once take turns. `None`: no target is due, or a limit is reached.
+    ///
+    /// With `trunk`, that trunk's limits hold the same way for the campaign calls through it
+    /// (of every campaign, on every node): its row in `trunk_pacing` is locked too.
     pub fn claim_within(
         &mut self,
         id: &str,
         now: UnixMs,
         max_concurrent: u32,
         calls_per_s: f64,
+        trunk: Option<&TrunkLimits>,
     ) -> Result<Option<Target>, RecordsError> {
         const OP: &str = "campaign claim";
         let path = self.path.clone();
-        let interval_ms = if calls_per_s > 0.0 {
-            (1000.0 / calls_per_s).round().max(1.0) as i64
-        } else {
-            i64::MAX / 4
-        };
         let claimed = self.conn.transaction(
             |e| e,
             |tx| {
@@ -638,17 +675,53 @@ impl CampaignStore {
                 if dialing >= i64::from(max_concurrent) {
                     return Ok(None);
                 }
-                let tat = tat.max(now.0.saturating_sub(interval_ms / 2));
-                if tat > now.0 {
+                let Some(next) = pace(tat, now.0, calls_per_s) else {
                     return Ok(None);
+                };
+                let mut trunk_next = None;
+                if let Some(t) = trunk {
+                    tx.execute(
+                        "INSERT INTO trunk_pacing (trunk, next_call_at) VALUES (?1, 0) \
+                         ON CONFLICT (trunk) DO NOTHING",
+                        params![t.name],
+                    )?;
+                    let trunk_tat: i64 = tx.query_row(
+                        &format!("SELECT next_call_at FROM trunk_pacing WHERE trunk = ?1{lock}"),
+                        params![t.name],
+                        |r| r.get(0),
+                    )?;
+                    if let Some(max) = t.max_calls {
+                        let busy: i64 = tx.query_row(
+                            "SELECT COUNT(*) FROM campaign_targets \
+                             WHERE trunk = ?1 AND state = 'dialing'",
+                            params![t.name],
+                            |r| r.get(0),
+                        )?;
+                        if busy >= i64::from(max) {
+                            return Ok(None);
+                        }
+                    }
+                    if let Some(cps) = t.calls_per_s {
+                        let Some(n) = pace(trunk_tat, now.0, cps) else {
+                            return Ok(None);
+                        };
+                        trunk_next = Some(n);
+                    }
                 }
-                let Some(raw) = claim_in(tx, id, now, &self.node)? else {
+                let trunk_name = trunk.map(|t| t.name.clone());
+                let Some(raw) = claim_in(tx, id, now, &self.node, &trunk_name)? else {
                     return Ok(None);
                 };
                 tx.execute(
                     "UPDATE campaigns SET next_call_at = ?2 WHERE id = ?1",
-                    params![id, tat.saturating_add(interval_ms)],
+                    params![id, next],
                 )?;
+                if let (Some(t), Some(n)) = (trunk, trunk_next) {
+                    tx.execute(
+                        "UPDATE trunk_pacing SET next_call_at = ?2 WHERE trunk = ?1",
+                        params![t.name, n],
+                    )?;
+                }
                 Ok::<_, DbError>(Some(raw))
             },
         );
@@ -852,6 +925,7 @@ fn claim_in(
     id: &str,
     now: UnixMs,
     node: &Option<String>,
+    trunk: &Option<String>,
 ) -> Result<Option<RawTarget>, DbError> {
     let skip_locked = match conn.dialect() {
         super::db::Dialect::Sqlite => "",
@@ -860,13 +934,14 @@ fn claim_in(
     conn.query_opt(
         &format!(
             "UPDATE campaign_targets SET state = 'dialing', attempts = attempts + 1, \
-             updated_at = ?2, node = ?3 WHERE campaign = ?1 AND state = 'pending' AND seq = \
+             updated_at = ?2, node = ?3, trunk = ?4 WHERE campaign = ?1 AND state = 'pending' \
+             AND seq = \
              (SELECT seq FROM campaign_targets WHERE campaign = ?1 AND \
              state = 'pending' AND next_attempt_at <= ?2 \
              ORDER BY next_attempt_at, seq LIMIT 1{skip_locked}) \
              RETURNING {TARGET_COLUMNS}"
         ),
-        params![id, now.0, node],
+        params![id, now.0, node, trunk],
         raw_target,
     )
 }

@@ -747,6 +747,7 @@ const MIGRATIONS: &[&str] = &[
     super::campaigns::PACING_MIGRATION,
     super::nodes::GENERATIONS_MIGRATION,
     super::campaigns::TARGET_NODE_MIGRATION,
+    super::campaigns::TRUNK_LIMITS_MIGRATION,
 ];
 
 /// The `calls` columns in [`record_params`] order.

@@ -280,7 +280,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, (1..=20).collect::<Vec<i64>>());
+    assert_eq!(versions, (1..=21).collect::<Vec<i64>>());
 
     conn.execute(
         "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
@@ -294,7 +294,7 @@ fn schema_version_is_recorded_once_and_a_newer_schema_is_refused() {
             err,
             RecordsError::SchemaTooNew {
                 found: 99,
-                supported: 20,
+                supported: 21,
                 ..
             }
         ),
@@ -337,6 +337,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
          DROP TABLE nodes;
          DROP TABLE leases;
          DROP TABLE generations;
+         DROP TABLE trunk_pacing;
          DELETE FROM schema_version WHERE version >= 2;
          INSERT INTO calls (id, call_id, from_uri, to_uri, direction, agent, started_at, ended_at, end_reason)
          VALUES ('old-1', 'c1@host', 'sip:a@x', 'sip:b@y', 'inbound', 'echo', 1000, 2000, 'RemoteBye');",
@@ -358,7 +359,7 @@ fn version_1_database_is_migrated_and_keeps_its_rows() {
     let max: i64 = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(max, 20);
+    assert_eq!(max, 21);
 }
 
 /// With webhook subscriptions, each operation writes its events to the outbox in the same

@@ -455,3 +455,82 @@ fn each_node_recovers_uploads_and_resumes_only_its_own_work() {
     assert_eq!(a.recover_node(Some("b"), UnixMs::new(3)).unwrap(), 1);
     assert_eq!(a.get(&c.id).unwrap().unwrap().counts.dialing, 0);
 }
+
+#[test]
+fn a_trunks_limits_hold_for_the_campaign_calls_of_every_node() {
+    use voxline::records::campaigns::TrunkLimits;
+    let pg = PostgresServer::start();
+    let url = pg.create_db("trunk_limits");
+    let dir = tempfile::tempdir().unwrap();
+    let at = StoreLocation::parse(&url, dir.path()).unwrap();
+    RecordStore::open_at(&at).unwrap();
+    let subs: voxline::records::outbox::SharedSubscriptions = Arc::new(RwLock::new(vec![]));
+    let mut a = CampaignStore::open(&at, subs.clone(), Arc::default()).unwrap();
+    a.set_node(Some("a".into()));
+    let mut b = CampaignStore::open(&at, subs, Arc::default()).unwrap();
+    b.set_node(Some("b".into()));
+    // Two campaigns of their own generous limits, both through the trunk "carrier".
+    let one = a.create(&campaign(10), UnixMs::new(0)).unwrap();
+    let two = b.create(&campaign(10), UnixMs::new(0)).unwrap();
+    let concurrency = TrunkLimits {
+        name: "carrier".into(),
+        max_calls: Some(3),
+        calls_per_s: None,
+    };
+    let claim = |s: &mut CampaignStore, id: &str, at: i64, t: &TrunkLimits| {
+        s.claim_within(id, UnixMs::new(at), 100, 1000.0, Some(t))
+            .unwrap()
+            .map(|t| t.seq)
+    };
+    // Node a takes two of one's targets, node b one of two's: the trunk is full.
+    assert!(claim(&mut a, &one.id, 1, &concurrency).is_some());
+    assert!(claim(&mut a, &one.id, 2, &concurrency).is_some());
+    assert!(claim(&mut b, &two.id, 3, &concurrency).is_some());
+    assert_eq!(
+        claim(&mut b, &two.id, 4, &concurrency),
+        None,
+        "over max_calls"
+    );
+    assert_eq!(
+        claim(&mut a, &one.id, 5, &concurrency),
+        None,
+        "over max_calls"
+    );
+    // A call of one ends: node b may start one of two's.
+    let first = a.targets(&one.id, 1, 0).unwrap().remove(0);
+    a.finish_attempt(
+        &one.id,
+        first.seq,
+        voxline::records::campaigns::Attempt {
+            at: UnixMs::new(6),
+            result: voxline::records::campaigns::AttemptResult::Answered,
+            record_id: None,
+            sip_code: Some(200),
+        },
+        UnixMs::new(6),
+    )
+    .unwrap();
+    assert!(claim(&mut b, &two.id, 7, &concurrency).is_some());
+
+    // The trunk's pace: 2 calls a second through "slow" across both nodes and campaigns.
+    let pace = TrunkLimits {
+        name: "slow".into(),
+        max_calls: None,
+        calls_per_s: Some(2.0),
+    };
+    let three = a.create(&campaign(10), UnixMs::new(0)).unwrap();
+    let four = b.create(&campaign(10), UnixMs::new(0)).unwrap();
+    let t0 = 10_000;
+    assert!(claim(&mut a, &three.id, t0, &pace).is_some());
+    assert_eq!(
+        claim(&mut b, &four.id, t0 + 100, &pace),
+        None,
+        "too soon for the trunk"
+    );
+    assert!(claim(&mut b, &four.id, t0 + 500, &pace).is_some());
+    assert_eq!(
+        claim(&mut a, &three.id, t0 + 600, &pace),
+        None,
+        "too soon for the trunk"
+    );
+}
