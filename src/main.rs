@@ -239,10 +239,10 @@ async fn run(
     }
     let agents_db = match &records {
         Some(w) => Some(api::AgentsApi {
-            store: Arc::new(std::sync::Mutex::new(
+            store: voxline::records::shared::Shared::new(
                 blocking(|| voxline::records::agents::AgentStore::open(w.location()))
                     .context("opening the agents table")?,
-            )),
+            ),
             routes: api_routes,
         }),
         None => None,
@@ -747,7 +747,7 @@ fn start_webhooks(
         .build()
         .context("building the webhook HTTP client")?;
     let api = api::WebhookApi {
-        outbox: std::sync::Arc::new(std::sync::Mutex::new(outbox)),
+        outbox: voxline::records::shared::Shared::new(outbox),
         counters: std::sync::Arc::new(webhooks::WebhookCounters::default()),
         client,
         subs,

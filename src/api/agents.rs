@@ -7,8 +7,6 @@
 //! agent or a voxline.toml one), checked before voxline.toml's routes. After every change to
 //! a route or an agent, the call manager's [`DynamicRoutes`] is rebuilt from the database.
 
-use std::sync::{Arc, Mutex, PoisonError};
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -27,7 +25,7 @@ use crate::records::agents::{AgentStore, AgentStoreError, AgentVersion, ApiRoute
 #[derive(Clone)]
 pub struct AgentsApi {
     /// The store (a std mutex: one query at a time, on the blocking pool).
-    pub store: Arc<Mutex<AgentStore>>,
+    pub store: crate::records::shared::Shared<AgentStore>,
     /// The call manager's routes set through the API.
     pub routes: DynamicRoutes,
 }
@@ -38,13 +36,11 @@ impl AgentsApi {
         &self,
         f: impl FnOnce(&AgentStore) -> Result<T, AgentStoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let store = Arc::clone(&self.store);
-        let r = tokio::task::spawn_blocking(move || {
-            let guard = store.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&guard)
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        let r = self
+            .store
+            .run(move |s| f(s))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         r.map_err(|e| match e {
             AgentStoreError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             AgentStoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::analysis::{self, AnalysisError};
@@ -30,14 +30,14 @@ pub const ANALYSIS_RETRIES: [Duration; 3] = [
 /// The caller memory of the records database, shared by every call and the API.
 #[derive(Debug, Clone)]
 pub struct CallerMemory {
-    store: Arc<Mutex<MemoryStore>>,
+    store: crate::records::shared::Shared<MemoryStore>,
 }
 
 impl CallerMemory {
     /// Shares `store`.
     pub fn new(store: MemoryStore) -> CallerMemory {
         CallerMemory {
-            store: Arc::new(Mutex::new(store)),
+            store: crate::records::shared::Shared::new(store),
         }
     }
 
@@ -46,15 +46,7 @@ impl CallerMemory {
         &self,
         f: impl FnOnce(&mut MemoryStore) -> Result<T, crate::records::RecordsError> + Send + 'static,
     ) -> Result<T, String> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held left nothing half-written (each change is one
-            // transaction): the store is usable.
-            let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut s).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        self.store.with(f).await
     }
 
     /// What `{{memory}}` renders to for `caller` on `agent`'s calls: empty when there is

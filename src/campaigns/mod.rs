@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -22,6 +22,7 @@ use crate::call::{AgentSpec, CallService, DialRequest, OutboundResult};
 use crate::records::campaigns::{
     Attempt, AttemptResult, CallingWindow, Campaign, CampaignStore, Target, TrunkLimits,
 };
+use crate::records::shared::Shared;
 use crate::records::{RecordsError, UnixMs};
 use crate::sip::{EndReason, Transport};
 
@@ -52,7 +53,7 @@ pub type AgentLookup =
 /// The campaigns, as the API and the runner share them.
 #[derive(Clone)]
 pub struct Campaigns {
-    store: Arc<Mutex<CampaignStore>>,
+    store: Shared<CampaignStore>,
     wake: Arc<Notify>,
     /// The trunks' limits campaign claims keep across the cluster, by trunk name.
     trunk_limits: Arc<HashMap<String, TrunkLimits>>,
@@ -62,7 +63,7 @@ impl Campaigns {
     /// Shares `store`.
     pub fn new(store: CampaignStore) -> Campaigns {
         Campaigns {
-            store: Arc::new(Mutex::new(store)),
+            store: Shared::new(store),
             wake: Arc::new(Notify::new()),
             trunk_limits: Arc::default(),
         }
@@ -80,14 +81,7 @@ impl Campaigns {
         &self,
         f: impl FnOnce(&mut CampaignStore) -> Result<T, RecordsError> + Send + 'static,
     ) -> Result<T, RecordsError> {
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || {
-            // Every change is one transaction: a panic elsewhere left nothing half-written.
-            let mut s = store.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut s)
-        })
-        .await
-        {
+        match self.store.run(f).await {
             Ok(r) => r,
             Err(e) => Err(RecordsError::WriterThread {
                 path: std::path::PathBuf::new(),

@@ -28,20 +28,31 @@ impl<T: Send + 'static> Shared<T> {
     }
 
     /// Runs `f` on the store on the blocking pool (never on a tokio worker: a PostgreSQL
-    /// connection blocks on its own runtime). An error is the store's message, or the
-    /// blocking task's if it panicked.
-    pub async fn with<R: Send + 'static>(
+    /// connection blocks on its own runtime). `Err` when the blocking task did not finish
+    /// (`f` panicked, or the runtime is shutting down).
+    pub async fn run<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut T) -> Result<R, RecordsError> + Send + 'static,
-    ) -> Result<R, String> {
+        f: impl FnOnce(&mut T) -> R + Send + 'static,
+    ) -> Result<R, tokio::task::JoinError> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             // A panic while the lock was held left nothing half-written (each change is one
             // statement or one transaction): the store is usable.
             let mut guard = inner.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut guard).map_err(|e| e.to_string())
+            f(&mut guard)
         })
         .await
-        .map_err(|e| e.to_string())?
+    }
+
+    /// [`run`](Self::run) for a store operation; an error is the store's message, or the
+    /// blocking task's.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut T) -> Result<R, RecordsError> + Send + 'static,
+    ) -> Result<R, String> {
+        self.run(f)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 }

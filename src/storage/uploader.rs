@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::s3::{S3Client, S3Error};
@@ -27,21 +26,14 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts of one upload.
 pub const RETRY_MAX: Duration = Duration::from_secs(600);
 
-type Store = Arc<Mutex<UploadStore>>;
+type Store = crate::records::shared::Shared<UploadStore>;
 
 /// Runs `f` on the store on tokio's blocking pool.
 async fn with<T: Send + 'static>(
     store: &Store,
     f: impl FnOnce(&UploadStore) -> Result<T, RecordsError> + Send + 'static,
 ) -> Result<T, String> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || {
-        let guard = store.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&guard)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    store.with(move |s| f(s)).await
 }
 
 /// Uploads recordings to `client`'s bucket from the records database `db`, until voxline
@@ -55,7 +47,7 @@ pub async fn run(client: S3Client, db: crate::records::StoreLocation, node: Opti
         })
     });
     let store = match opened.await {
-        Ok(Ok(s)) => Arc::new(Mutex::new(s)),
+        Ok(Ok(s)) => Store::new(s),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "recording upload: cannot open the records; recordings stay local");
             return;

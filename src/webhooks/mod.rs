@@ -16,7 +16,7 @@
 //! * One task per endpoint sends its rows oldest first, one at a time, so an endpoint that
 //!   hangs delays only its own events.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -152,20 +152,14 @@ pub struct WebhookCounters {
 
 /// The outbox shared by the endpoint tasks and the API (a std mutex: held for one query,
 /// never across an await; queries run on the blocking pool).
-pub type SharedOutbox = Arc<Mutex<Outbox>>;
+pub type SharedOutbox = crate::records::shared::Shared<Outbox>;
 
 /// Runs `f` on the outbox on tokio's blocking pool.
 pub async fn with_outbox<T: Send + 'static>(
     outbox: &SharedOutbox,
     f: impl FnOnce(&Outbox) -> Result<T, RecordsError> + Send + 'static,
 ) -> Result<T, RecordsError> {
-    let outbox = Arc::clone(outbox);
-    match tokio::task::spawn_blocking(move || {
-        let guard = outbox.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&guard)
-    })
-    .await
-    {
+    match outbox.run(move |o| f(o)).await {
         Ok(r) => r,
         // The closure panicked or the runtime is shutting down.
         Err(e) => Err(RecordsError::WriterThread {
